@@ -1,0 +1,1 @@
+//! The sealpost keyring.

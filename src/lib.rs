@@ -1,0 +1,10 @@
+//! sealpost: an OpenPGP end-to-end encryption gateway for SMTP.
+//!
+//! # Layout
+//!
+//! One message's path through the gateway, in the order the modules are listed:
+//!
+//! - [`smtp`]: the receiving side: session state machine, replies, the envelope.
+#![forbid(unsafe_code)]
+
+pub mod smtp;

@@ -1,0 +1,5 @@
+//! The receiving side of SMTP.
+
+pub mod envelope;
+pub mod reply;
+pub mod transaction;
