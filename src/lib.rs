@@ -7,4 +7,8 @@
 //! - [`smtp`]: the receiving side: session state machine, replies, the envelope.
 #![forbid(unsafe_code)]
 
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod policy;
 pub mod smtp;

@@ -1,1 +1,7 @@
-//! Integration tests.
+//! End-to-end tests: the real `sealpost` binary driven by real peers (gpg, sq, swaks,
+//! smtp-sink). One test binary, so that the suite links once.
+
+mod integration {
+    mod common;
+    mod keys;
+}

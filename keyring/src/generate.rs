@@ -1,0 +1,83 @@
+//! New key pairs for local users.
+
+use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::types::KeyFlags;
+use openpgp::Cert;
+use sequoia_openpgp as openpgp;
+
+use crate::Error;
+
+/// The key format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Profile {
+    /// v4 keys (RFC 4880): readable by gpg 2.2, sq 0.27, Thunderbird.
+    #[default]
+    Rfc4880,
+    /// v6 keys (RFC 9580).
+    Rfc9580,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Cipher {
+    #[default]
+    Cv25519,
+    Rsa3k,
+    Rsa4k,
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub email: String,
+    pub name: Option<String>,
+    pub profile: Profile,
+    pub cipher: Cipher,
+}
+
+/// A certification-only primary key with a signing subkey and an encryption subkey (for
+/// transport and storage), no expiry, and one user ID `Name <email>` (or `<email>`).
+///
+/// # Errors
+/// When the address is not one, or the crypto backend fails.
+pub fn generate(req: &GenerateRequest) -> Result<Cert, Error> {
+    let email = crate::lookup::normalize_email(&req.email).ok_or_else(|| Error::Parse {
+        reason: format!("{:?} is not an email address", req.email),
+    })?;
+    let uid = match req.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        Some(name) => {
+            if name.chars().any(|c| c.is_control() || c == '<' || c == '>') {
+                return Err(Error::Parse {
+                    reason: "the name must not contain '<', '>' or control characters".into(),
+                });
+            }
+            format!("{name} <{email}>")
+        }
+        None => format!("<{email}>"),
+    };
+    let profile = match req.profile {
+        Profile::Rfc4880 => openpgp::Profile::RFC4880,
+        Profile::Rfc9580 => openpgp::Profile::RFC9580,
+    };
+    let suite = match req.cipher {
+        Cipher::Cv25519 => CipherSuite::Cv25519,
+        Cipher::Rsa3k => CipherSuite::RSA3k,
+        Cipher::Rsa4k => CipherSuite::RSA4k,
+    };
+    let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
+    let (cert, _revocation) = CertBuilder::new()
+        .set_profile(profile)
+        .map_err(crypto)?
+        .set_cipher_suite(suite)
+        .set_validity_period(None)
+        .add_userid(uid)
+        .add_signing_subkey()
+        .add_subkey(
+            KeyFlags::empty()
+                .set_transport_encryption()
+                .set_storage_encryption(),
+            None,
+            None,
+        )
+        .generate()
+        .map_err(crypto)?;
+    Ok(cert)
+}

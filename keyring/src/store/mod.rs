@@ -1,0 +1,52 @@
+//! Storage behind the keyring: a small ordered key-value interface, so that another backend
+//! can replace sled without touching callers.
+
+pub mod memory;
+pub mod sled;
+
+use crate::Error;
+
+/// The keyspaces. Each is a one-byte prefix in a single ordered map, so that one atomic
+/// batch can touch all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Tree {
+    /// fingerprint → public certificate (binary).
+    Certs = b'c',
+    /// fingerprint → secret key record (see `secret.rs`).
+    Secrets = b's',
+    /// lower-case email, 0, fingerprint → empty.
+    Emails = b'e',
+    /// key ID (8 bytes) of the primary or a subkey, fingerprint → empty.
+    KeyIds = b'k',
+    /// Keyring-wide settings (the passphrase verifier).
+    Meta = b'm',
+}
+
+/// A key (without its tree prefix) and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put(Tree, Vec<u8>, Vec<u8>),
+    Delete(Tree, Vec<u8>),
+}
+
+/// An ordered key-value store with atomic, durable batches.
+pub trait Store: Send + Sync {
+    fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Vec<u8>>, Error>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, Error>;
+    /// Applies every op or none, and returns only once the batch is durable.
+    fn apply(&self, ops: Vec<Op>) -> Result<(), Error>;
+    /// Makes everything durable (on stores that buffer).
+    fn flush(&self) -> Result<(), Error>;
+}
+
+pub(crate) fn full_key(tree: Tree, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(tree as u8);
+    k.extend_from_slice(key);
+    k
+}

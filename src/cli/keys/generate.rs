@@ -1,0 +1,71 @@
+//! Command-line parser and runner for `sealpost keys generate`.
+
+use clap::ValueEnum;
+
+use super::Io;
+use sealpost_keyring::{Cipher, GenerateRequest, Keyring, Profile};
+
+/// Generate a new key pair for a local user and store it in the keyring.
+///
+/// The default is a v4 (RFC 4880) Cv25519 key with separate signing and encryption
+/// subkeys, which gpg 2.2, sq and Thunderbird can all use. `--profile rfc9580` makes a
+/// v6 key, which older OpenPGP software cannot read.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  sealpost keys generate alice@example.org --name 'Alice Example'
+  sealpost keys generate ops@example.org --cipher rsa4k
+  sealpost keys generate alice@example.org --profile rfc9580")]
+pub struct Args {
+    /// The email address of the new key's user ID
+    email: String,
+    /// A display name for the user ID, as in "Alice Example <alice@example.org>"
+    #[arg(long)]
+    name: Option<String>,
+    /// Key format: rfc4880 (v4, widely readable) or rfc9580 (v6)
+    #[arg(long, value_enum, default_value_t = ProfileArg::Rfc4880)]
+    profile: ProfileArg,
+    /// Algorithm
+    #[arg(long, value_enum, default_value_t = CipherArg::Cv25519)]
+    cipher: CipherArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ProfileArg {
+    Rfc4880,
+    Rfc9580,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CipherArg {
+    Cv25519,
+    Rsa3k,
+    Rsa4k,
+}
+
+pub fn run(args: Args, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()> {
+    let Some(email) = sealpost_keyring::normalize_email(&args.email) else {
+        anyhow::bail!("{:?} is not an email address", args.email);
+    };
+    let req = GenerateRequest {
+        email,
+        name: args.name,
+        profile: match args.profile {
+            ProfileArg::Rfc4880 => Profile::Rfc4880,
+            ProfileArg::Rfc9580 => Profile::Rfc9580,
+        },
+        cipher: match args.cipher {
+            CipherArg::Cv25519 => Cipher::Cv25519,
+            CipherArg::Rsa3k => Cipher::Rsa3k,
+            CipherArg::Rsa4k => Cipher::Rsa4k,
+        },
+    };
+    let cert = keyring.generate(&req)?;
+    let info = keyring.info(&cert);
+    writeln!(io.out, "generated {}", info.fingerprint)?;
+    for uid in &info.user_ids {
+        writeln!(io.out, "          {uid}")?;
+    }
+    super::warn_if_unprotected(keyring, io)?;
+    Ok(())
+}

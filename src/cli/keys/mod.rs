@@ -1,0 +1,136 @@
+//! `sealpost keys …`: the admin's view of the keyring.
+
+mod export;
+mod generate;
+mod import;
+mod list;
+mod remove;
+mod show;
+
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+use sealpost_keyring::openpgp::crypto::Password;
+use sealpost_keyring::{Keyring, OpenOptions};
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    Import(import::Args),
+    List(list::Args),
+    Show(show::Args),
+    Export(export::Args),
+    Remove(remove::Args),
+    Generate(generate::Args),
+}
+
+/// Where a command writes: the terminal when run directly, buffers when run for an
+/// admin-socket client inside `serve`.
+pub struct Io<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    /// Reads an input file named on the command line (`-` is standard input). Through the
+    /// admin socket, the client has read them already, with its own permissions and cwd.
+    pub input: &'a mut dyn FnMut(&Path) -> std::io::Result<Vec<u8>>,
+}
+
+/// The direct `input` for `Io`: the file system, and `-` for standard input.
+pub fn read_local(path: &Path) -> std::io::Result<Vec<u8>> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin().lock().read_to_end(&mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path)
+    }
+}
+
+/// The files a `keys` command reads, so that an admin-socket client can send them along.
+pub fn inputs(cmd: &KeysCommand) -> Vec<std::path::PathBuf> {
+    match cmd {
+        KeysCommand::Import(args) => args.files.clone(),
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one `keys` command against an open keyring.
+pub fn execute(cmd: KeysCommand, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Import(args) => import::run(args, keyring, io),
+        KeysCommand::List(args) => list::run(args, keyring, io),
+        KeysCommand::Show(args) => show::run(args, keyring, io),
+        KeysCommand::Export(args) => export::run(args, keyring, io),
+        KeysCommand::Remove(args) => remove::run(args, keyring, io),
+        KeysCommand::Generate(args) => generate::run(args, keyring, io),
+    }
+}
+
+/// Opens the keyring in `data_dir`, unlocked with the passphrase from
+/// `SEALPOST_PASSPHRASE_FILE` when that is set.
+pub fn open(data_dir: &Path) -> anyhow::Result<Keyring> {
+    let passphrase = passphrase_from_env()?;
+    let opts = OpenOptions {
+        passphrase,
+        ..OpenOptions::default()
+    };
+    Keyring::open(data_dir, opts)
+        .with_context(|| format!("cannot open the keyring in {}", data_dir.display()))
+}
+
+/// Reads the keyring passphrase from the file named by `SEALPOST_PASSPHRASE_FILE`.
+/// One trailing newline is dropped, as editors add one.
+pub fn passphrase_from_env() -> anyhow::Result<Option<Password>> {
+    let Some(path) = std::env::var_os("SEALPOST_PASSPHRASE_FILE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let raw = std::fs::read(&path).with_context(|| {
+        format!(
+            "cannot read the passphrase file {} (SEALPOST_PASSPHRASE_FILE)",
+            Path::new(&path).display()
+        )
+    })?;
+    let mut text = raw.as_slice();
+    if let Some(rest) = text.strip_suffix(b"\n") {
+        text = rest.strip_suffix(b"\r").unwrap_or(rest);
+    }
+    if text.is_empty() {
+        anyhow::bail!(
+            "the passphrase file {} (SEALPOST_PASSPHRASE_FILE) is empty",
+            Path::new(&path).display()
+        );
+    }
+    Ok(Some(Password::from(text)))
+}
+
+/// Printed whenever a command stores or reveals secret key material without a keyring
+/// passphrase, so that an admin is never unaware that the keys rest unencrypted.
+pub fn warn_if_unprotected(keyring: &Keyring, io: &mut Io<'_>) -> std::io::Result<()> {
+    if !keyring.has_passphrase() {
+        writeln!(
+            io.err,
+            "sealpost: warning: no keyring passphrase is configured (SEALPOST_PASSPHRASE_FILE); \
+             secret keys are stored unencrypted, protected only by file mode 0600"
+        )?;
+    }
+    Ok(())
+}
+
+/// Exactly one certificate for `query`, or an error that tells the user what to type instead.
+pub fn find_one(
+    keyring: &Keyring,
+    query: &str,
+) -> anyhow::Result<std::sync::Arc<sealpost_keyring::openpgp::Cert>> {
+    let mut found = keyring.find(query)?;
+    match found.len() {
+        0 => anyhow::bail!("no key matches {query:?}"),
+        1 => Ok(found.remove(0)),
+        n => {
+            let fprs: Vec<String> = found.iter().map(|c| c.fingerprint().to_hex()).collect();
+            anyhow::bail!(
+                "{n} keys match {query:?} ({}); give a fingerprint instead",
+                fprs.join(", ")
+            )
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The command line: global options, subcommands, and how failures become exit codes.
+//!
+//! `anyhow` is used here and in `main.rs` only; everything below the CLI returns typed errors.
+
+pub mod check_config;
+pub mod hash_password;
+pub mod keys;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use clap::{Parser, Subcommand};
+
+use crate::admin;
+
+/// sealpost: an OpenPGP end-to-end encryption gateway for SMTP.
+///
+/// Mail clients and MTAs send through sealpost; it encrypts and signs outgoing mail for
+/// recipients whose keys it knows, and decrypts and verifies incoming mail.
+#[derive(Debug, Parser)]
+#[command(name = "sealpost", version, propagate_version = true)]
+#[command(after_help = "\
+Examples:
+  sealpost keys generate alice@example.org --name 'Alice Example'
+  sealpost keys import bob.asc
+  sealpost keys list
+  sealpost --data-dir /var/lib/sealpost keys show bob@example.org
+
+Environment:
+  SEALPOST_DATA_DIR          data directory (keyring, spool), if --data-dir is not given
+  SEALPOST_PASSPHRASE_FILE   file holding the passphrase that encrypts secret keys at rest")]
+pub struct Cli {
+    /// Where the keyring and the spool live [default: $XDG_DATA_HOME/sealpost]
+    #[arg(long, global = true, env = "SEALPOST_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the OpenPGP keyring: import, list, show, export, remove and generate keys
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    CheckConfig(check_config::Args),
+    HashPassword(hash_password::Args),
+}
+
+/// A command that already printed its own diagnostics and only needs its exit code
+/// passed on (the result of a command run through the admin socket).
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// 1 for every error (bad input, unknown key, unreachable server): the message says what
+/// to do. 2 is for usage errors, which clap reports itself.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<Exit>() {
+        Some(Exit(code)) => *code,
+        None => 1,
+    }
+}
+
+/// Whether `main` should print this error (an `Exit` was printed already).
+pub fn should_print(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Exit>().is_none()
+}
+
+/// One line: the error and its causes, without repeating a cause already in the message.
+pub fn describe(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out.replace('\n', " ")
+}
+
+pub fn init_tracing(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn,sealpost=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Logs go to stderr so that `keys export` and `--json` output stay clean on stdout.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keys(cmd) => keys_command(cmd, &resolve_data_dir(cli.data_dir)?),
+        Command::CheckConfig(args) => check_config::run(args, cli.data_dir),
+        Command::HashPassword(args) => hash_password::run(args),
+    }
+}
+
+/// Runs a `keys` command on the keyring directly, or, while `serve` holds it, through the
+/// server's admin socket, so that the user never meets a lock error.
+fn keys_command(cmd: keys::KeysCommand, data_dir: &Path) -> anyhow::Result<()> {
+    match keys::open(data_dir) {
+        Ok(keyring) => {
+            let mut stdout = std::io::stdout().lock();
+            let mut stderr = std::io::stderr().lock();
+            let mut input = keys::read_local;
+            let mut io = keys::Io {
+                out: &mut stdout,
+                err: &mut stderr,
+                input: &mut input,
+            };
+            keys::execute(cmd, &keyring, &mut io)
+        }
+        Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_locked(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<sealpost_keyring::Error>(),
+            Some(sealpost_keyring::Error::Locked { .. })
+        )
+    })
+}
+
+/// Sends this process's command line, and the files it names, to the running server.
+fn forward(data_dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    let socket = admin::socket_path(data_dir);
+    if !socket.exists() {
+        anyhow::bail!(
+            "the data directory {} is in use by another process, which is not a sealpost server \
+             with an admin socket; stop it, or give another --data-dir",
+            data_dir.display()
+        );
+    }
+    let argv = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| anyhow::anyhow!("argument {a:?} is not UTF-8"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut files = Vec::new();
+    for path in inputs {
+        let name = path.display().to_string();
+        let data = keys::read_local(path).with_context(|| format!("{name}: cannot read"))?;
+        files.push((name, admin::encode(&data)));
+    }
+    let request = admin::Request {
+        argv,
+        inputs: files,
+    };
+    let response = admin::client::call(&socket, &request)?;
+    std::io::stdout().write_all(response.stdout.as_bytes())?;
+    std::io::stderr().write_all(response.stderr.as_bytes())?;
+    match response.code {
+        0 => Ok(()),
+        code => Err(Exit(code).into()),
+    }
+}
+
+/// `--data-dir`, else `SEALPOST_DATA_DIR` (both via clap), else the platform default.
+fn resolve_data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match flag {
+        Some(dir) => Ok(dir),
+        None => default_data_dir().map_err(anyhow::Error::msg),
+    }
+}
+
+/// `$XDG_DATA_HOME/sealpost`, else `$HOME/.local/share/sealpost`.
+pub fn default_data_dir() -> Result<PathBuf, String> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(xdg).join("sealpost"));
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => Ok(PathBuf::from(home).join(".local/share/sealpost")),
+        None => Err(
+            "no data directory: give --data-dir or set SEALPOST_DATA_DIR (HOME and XDG_DATA_HOME are unset)"
+                .into(),
+        ),
+    }
+}

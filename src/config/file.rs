@@ -1,0 +1,113 @@
+//! The configuration file as written: serde structures, before validation.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub data_dir: Option<PathBuf>,
+    pub hostname: Option<String>,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Listener>,
+    #[serde(default, rename = "user")]
+    pub users: Vec<User>,
+    pub upstream: Option<Upstream>,
+    pub delivery: Option<Delivery>,
+    pub inbound: Option<Inbound>,
+    pub policy: Option<Policy>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `outbound` (submission from clients) or `inbound` (mail for local users).
+    pub mode: Spanned<String>,
+    pub address: Spanned<String>,
+    /// `none`, `starttls` or `tls` (implicit TLS).
+    pub tls: Option<Spanned<String>>,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// `none`, `local` or `passthrough`.
+    pub auth: Option<Spanned<String>>,
+    /// Whether AUTH (or an allowlisted address) is needed before MAIL. Defaults to true for an
+    /// outbound listener that is not on loopback.
+    pub require_auth: Option<bool>,
+    /// Client networks (CIDR) allowed to relay without AUTH.
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    pub max_message_size: Option<usize>,
+    pub max_recipients: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub command_timeout: Option<Spanned<String>>,
+    pub data_timeout: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// An argon2 PHC string, as printed by `sealpost hash-password`.
+    pub password_hash: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `host:port`.
+    pub address: Spanned<String>,
+    /// `none`, `starttls` or `tls`.
+    pub tls: Option<Spanned<String>>,
+    /// A PEM file of CA certificates to trust instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// `smtp` (to `[upstream]`) or `maildir`; `maildir:PATH` picks the directory.
+    pub transport: Option<Spanned<String>>,
+    /// How long the gateway tries upstream within the client's transaction.
+    pub budget: Option<Spanned<String>>,
+    /// How long a spooled copy is retried before the sender gets a DSN.
+    pub lifetime: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbound {
+    /// Where decrypted mail goes: `host:port` (SMTP) or `maildir:PATH`.
+    pub deliver: Option<Spanned<String>>,
+    /// Domains the inbound listener accepts mail for; default: those of the keyring's secret keys.
+    #[serde(default)]
+    pub local_domains: Vec<Spanned<String>>,
+}
+
+/// `[policy]`, with `[policy.domain."example.org"]` and `[policy.address."a@example.org"]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The global layer's settings.
+    pub mode: Option<Spanned<String>>,
+    pub encrypt_to_self: Option<bool>,
+    pub mixed: Option<Spanned<String>>,
+    #[serde(default)]
+    pub domain: std::collections::BTreeMap<String, PolicyRule>,
+    #[serde(default)]
+    pub address: std::collections::BTreeMap<String, PolicyRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyRule {
+    /// `require`, `opportunistic`, `sign-only` or `none`.
+    pub mode: Option<Spanned<String>>,
+    pub encrypt_to_self: Option<bool>,
+    /// `split` or `refuse-unencrypted`.
+    pub mixed: Option<Spanned<String>>,
+}

@@ -1,0 +1,438 @@
+//! The validated configuration: the embedded defaults, overlaid by a TOML file, overlaid by
+//! command-line flags, converted once into typed values ("parse, don't validate").
+
+mod file;
+mod value;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+pub use value::{parse_duration, parse_host_port};
+
+/// The defaults `serve` runs with when no file is given.
+pub const DEFAULTS: &str = include_str!("defaults.toml");
+
+/// A configuration problem, naming the key and, where the value came from a file, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}, line {line}: `{key}`: {message}")]
+    Invalid {
+        origin: String,
+        line: usize,
+        key: String,
+        message: String,
+    },
+    #[error("{key}: {message}")]
+    Flag { key: String, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Submission from mail clients: encrypt and sign, relay upstream.
+    Outbound,
+    /// Mail for local users: decrypt and verify, deliver to the mailbox.
+    Inbound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    None,
+    StartTls,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    /// Users and argon2 hashes from the config file.
+    Local,
+    /// The client's credentials are checked by logging in upstream with them.
+    Passthrough,
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub mode: Mode,
+    pub address: SocketAddr,
+    pub tls: TlsMode,
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    pub auth: AuthMode,
+    pub require_auth: bool,
+    pub allow: Vec<IpNet>,
+    pub limits: Limits,
+}
+
+/// Per-listener limits (security.md rule 10).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_message_size: 35 * 1024 * 1024,
+            max_recipients: 100,
+            max_connections: 1000,
+            max_connections_per_ip: 50,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub password_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    /// Read from `password_file` at start-up; never printed.
+    pub password: Option<String>,
+}
+
+/// Where a listener's copies go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Smtp { host: String, port: u16 },
+    Maildir(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub hostname: String,
+    pub listeners: Vec<Listener>,
+    pub users: Vec<User>,
+    /// Outbound copies go upstream when this is set, else to `outbound_maildir`.
+    pub upstream: Option<Upstream>,
+    pub outbound_maildir: PathBuf,
+    pub budget: Duration,
+    pub lifetime: Duration,
+    /// Where inbound copies go.
+    pub inbound_target: Target,
+    /// Empty: the domains of the keyring's secret keys.
+    pub local_domains: Vec<String>,
+    pub policy: crate::policy::Policy,
+}
+
+/// Command-line overrides for `serve`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub upstream: Option<String>,
+    pub upstream_tls: Option<String>,
+    pub inbound_listen: Option<String>,
+    pub deliver: Option<String>,
+}
+
+/// Which text a value came from, to turn a byte span into a line number.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn invalid<T>(&self, key: &str, at: &Spanned<T>, message: impl Into<String>) -> Error {
+        let offset = at.span().start.min(self.text.len());
+        let line = self.text.as_bytes()[..offset]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        Error::Invalid {
+            origin: self.name.to_string(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the defaults, then `path` if given, then the overrides.
+    ///
+    /// # Errors
+    /// Any unreadable file, unknown key, or invalid value, named with its line.
+    pub fn load(
+        path: Option<&Path>,
+        overrides: &Overrides,
+        default_data_dir: impl FnOnce() -> Result<PathBuf, String>,
+    ) -> Result<Config, Error> {
+        let user_text = match path {
+            Some(p) => Some(std::fs::read_to_string(p).map_err(|source| Error::Read {
+                path: p.to_path_buf(),
+                source,
+            })?),
+            None => None,
+        };
+        let user_name = path.map(|p| p.display().to_string()).unwrap_or_default();
+        let defaults = Source {
+            name: "embedded defaults",
+            text: DEFAULTS,
+        };
+        let user = user_text.as_deref().map(|text| Source {
+            name: &user_name,
+            text,
+        });
+        build(defaults, user, overrides, default_data_dir)
+    }
+}
+
+fn parse_file(src: Source<'_>) -> Result<file::File, Error> {
+    toml::from_str(src.text).map_err(|e| Error::Syntax {
+        origin: src.name.to_string(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+fn build(
+    defaults: Source<'_>,
+    user: Option<Source<'_>>,
+    ov: &Overrides,
+    default_data_dir: impl FnOnce() -> Result<PathBuf, String>,
+) -> Result<Config, Error> {
+    let def = parse_file(defaults)?;
+    let usr = match user {
+        Some(src) => Some((parse_file(src)?, src)),
+        None => None,
+    };
+    // Each top-level item comes whole from the most specific file that sets it.
+    let pick = |f: &dyn Fn(&file::File) -> bool| -> (&file::File, Source<'_>) {
+        match &usr {
+            Some((u, src)) if f(u) => (u, *src),
+            _ => (&def, defaults),
+        }
+    };
+
+    let data_dir = match (
+        &ov.data_dir,
+        usr.as_ref().and_then(|(u, _)| u.data_dir.clone()),
+    ) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => d,
+        (None, None) => default_data_dir().map_err(|message| Error::Flag {
+            key: "data_dir".into(),
+            message,
+        })?,
+    };
+
+    let (f, _) = pick(&|u| u.hostname.is_some());
+    let hostname = match f.hostname.as_deref() {
+        Some(h) if !h.is_empty() => h.to_string(),
+        _ => value::system_hostname(),
+    };
+
+    let (f, src) = pick(&|u| !u.listeners.is_empty());
+    let mut listeners = f
+        .listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| value::listener(l, i, src))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let users = match &usr {
+        Some((u, src)) => u
+            .users
+            .iter()
+            .enumerate()
+            .map(|(i, user)| value::user(user, i, *src))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => Vec::new(),
+    };
+
+    let (f, src) = pick(&|u| u.upstream.is_some());
+    let mut upstream = match &f.upstream {
+        Some(up) => Some(value::upstream(up, src)?),
+        None => None,
+    };
+
+    let (f, src) = pick(&|u| u.delivery.is_some());
+    let delivery = f.delivery.clone().unwrap_or(file::Delivery {
+        transport: None,
+        budget: None,
+        lifetime: None,
+    });
+    let budget = value::duration_or(&delivery.budget, "delivery.budget", src, 60)?;
+    let lifetime = value::duration_or(&delivery.lifetime, "delivery.lifetime", src, 5 * 86400)?;
+    let default_maildir = data_dir.join("Maildir");
+    let mut outbound_maildir = default_maildir.clone();
+    if let Some(t) = &delivery.transport {
+        let text = t.get_ref().as_str();
+        if text == "smtp" {
+            if upstream.is_none() {
+                return Err(src.invalid(
+                    "delivery.transport",
+                    t,
+                    "\"smtp\" needs an [upstream] section with an address",
+                ));
+            }
+        } else {
+            match value::target(text, &default_maildir) {
+                Ok(Target::Maildir(p)) => {
+                    // An explicit Maildir wins over an [upstream] kept for later.
+                    outbound_maildir = p;
+                    upstream = None;
+                }
+                _ => {
+                    return Err(src.invalid(
+                        "delivery.transport",
+                        t,
+                        "give \"smtp\" (with [upstream]) or \"maildir\" / \"maildir:PATH\"",
+                    ))
+                }
+            }
+        }
+    }
+
+    let (f, src) = pick(&|u| u.inbound.is_some());
+    let mut inbound_target = Target::Maildir(default_maildir.clone());
+    let mut local_domains = Vec::new();
+    if let Some(inb) = &f.inbound {
+        if let Some(d) = &inb.deliver {
+            inbound_target = value::target(d.get_ref(), &default_maildir)
+                .map_err(|e| src.invalid("inbound.deliver", d, e))?;
+        }
+        for d in &inb.local_domains {
+            let domain = d.get_ref().trim().to_ascii_lowercase();
+            if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+                return Err(src.invalid("inbound.local_domains", d, "not a domain name"));
+            }
+            local_domains.push(domain);
+        }
+    }
+
+    let (f, src) = pick(&|u| u.policy.is_some());
+    let policy = match &f.policy {
+        Some(p) => value::policy(p, src)?,
+        None => crate::policy::Policy::default(),
+    };
+
+    // Command-line flags win over everything.
+    let flag = |key: &str, message: String| Error::Flag {
+        key: key.to_string(),
+        message,
+    };
+    if let Some(addr) = &ov.listen {
+        let address = value::socket_addr(addr).map_err(|m| flag("--listen", m))?;
+        match listeners.iter_mut().find(|l| l.mode == Mode::Outbound) {
+            Some(l) => l.address = address,
+            None => listeners.push(value::default_listener(Mode::Outbound, address)),
+        }
+    }
+    if let Some(addr) = &ov.inbound_listen {
+        let address = value::socket_addr(addr).map_err(|m| flag("--inbound-listen", m))?;
+        match listeners.iter_mut().find(|l| l.mode == Mode::Inbound) {
+            Some(l) => l.address = address,
+            None => listeners.push(value::default_listener(Mode::Inbound, address)),
+        }
+    }
+    if let Some(up) = &ov.upstream {
+        match value::target(up, &default_maildir).map_err(|m| flag("--upstream", m))? {
+            Target::Maildir(p) => {
+                upstream = None;
+                outbound_maildir = p;
+            }
+            Target::Smtp { host, port } => {
+                let previous = upstream.take();
+                upstream = Some(Upstream {
+                    host,
+                    port,
+                    tls: previous.as_ref().map_or(TlsMode::None, |u| u.tls),
+                    ca_file: previous.as_ref().and_then(|u| u.ca_file.clone()),
+                    username: previous.as_ref().and_then(|u| u.username.clone()),
+                    password: previous.and_then(|u| u.password),
+                });
+            }
+        }
+    }
+    if let Some(tls) = &ov.upstream_tls {
+        let mode = value::tls_mode(tls).map_err(|m| flag("--upstream-tls", m))?;
+        match upstream.as_mut() {
+            Some(u) => u.tls = mode,
+            None => {
+                return Err(flag(
+                    "--upstream-tls",
+                    "there is no upstream; give --upstream HOST:PORT too".into(),
+                ))
+            }
+        }
+    }
+    if let Some(d) = &ov.deliver {
+        inbound_target = value::target(d, &default_maildir).map_err(|m| flag("--deliver", m))?;
+    }
+
+    if listeners.is_empty() {
+        return Err(flag("listener", "no listener is configured".into()));
+    }
+    for (i, a) in listeners.iter().enumerate() {
+        if listeners[..i].iter().any(|b| b.address == a.address) {
+            return Err(flag(
+                "listener",
+                format!("two listeners share the address {}", a.address),
+            ));
+        }
+        if a.auth == AuthMode::Local && users.is_empty() {
+            return Err(flag(
+                "listener",
+                format!(
+                    "the listener on {} uses auth = \"local\" but no [[user]] is configured",
+                    a.address
+                ),
+            ));
+        }
+        if a.auth == AuthMode::Passthrough && upstream.is_none() {
+            return Err(flag(
+                "listener",
+                format!(
+                    "the listener on {} uses auth = \"passthrough\", which needs an [upstream]",
+                    a.address
+                ),
+            ));
+        }
+    }
+
+    Ok(Config {
+        data_dir,
+        hostname,
+        listeners,
+        users,
+        upstream,
+        outbound_maildir,
+        budget,
+        lifetime,
+        inbound_target,
+        local_domains,
+        policy,
+    })
+}
+
+#[cfg(test)]
+mod tests;

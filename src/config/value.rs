@@ -1,0 +1,309 @@
+//! Conversions from the file's strings to typed values, each with a message a person can act on.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use toml::Spanned;
+
+use super::Error;
+use super::{file, AuthMode, Limits, Listener, Mode, Source, Target, TlsMode, Upstream, User};
+
+pub fn listener(l: &file::Listener, i: usize, src: Source<'_>) -> Result<Listener, Error> {
+    let key = |k: &str| format!("listener[{i}].{k}");
+    let mode = match l.mode.get_ref().as_str() {
+        "outbound" => Mode::Outbound,
+        "inbound" => Mode::Inbound,
+        _ => return Err(src.invalid(&key("mode"), &l.mode, "must be \"outbound\" or \"inbound\"")),
+    };
+    let address = socket_addr(l.address.get_ref())
+        .map_err(|m| src.invalid(&key("address"), &l.address, m))?;
+    let tls = match &l.tls {
+        Some(t) => tls_mode(t.get_ref()).map_err(|m| src.invalid(&key("tls"), t, m))?,
+        None => TlsMode::StartTls,
+    };
+    if l.certificate.is_some() != l.private_key.is_some() {
+        return Err(src.invalid(
+            &key("certificate"),
+            &l.address,
+            "give both certificate and private_key, or neither",
+        ));
+    }
+    let auth = match &l.auth {
+        Some(a) => match a.get_ref().as_str() {
+            "none" => AuthMode::None,
+            "local" => AuthMode::Local,
+            "passthrough" => AuthMode::Passthrough,
+            _ => {
+                return Err(src.invalid(
+                    &key("auth"),
+                    a,
+                    "must be \"none\", \"local\" or \"passthrough\"",
+                ))
+            }
+        },
+        None => AuthMode::None,
+    };
+    let mut allow = Vec::new();
+    for a in &l.allow {
+        allow.push(cidr(a.get_ref()).map_err(|m| src.invalid(&key("allow"), a, m))?);
+    }
+    let loopback = address.ip().is_loopback();
+    // An outbound listener reachable from elsewhere must never be an open relay.
+    let require_auth = l
+        .require_auth
+        .unwrap_or(mode == Mode::Outbound && !loopback);
+    if require_auth && auth == AuthMode::None && allow.is_empty() {
+        return Err(src.invalid(
+            &key("auth"),
+            &l.address,
+            "this listener requires AUTH but has auth = \"none\" and no allow list; \
+             set auth = \"local\" or \"passthrough\", or allow = [\"10.0.0.0/8\"]",
+        ));
+    }
+    let d = Limits::default();
+    Ok(Listener {
+        mode,
+        address,
+        tls,
+        certificate: l.certificate.clone(),
+        private_key: l.private_key.clone(),
+        auth,
+        require_auth,
+        allow,
+        limits: Limits {
+            max_message_size: l.max_message_size.unwrap_or(d.max_message_size),
+            max_recipients: l.max_recipients.unwrap_or(d.max_recipients),
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            max_connections_per_ip: l.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
+            command_timeout: duration_or(&l.command_timeout, &key("command_timeout"), src, 300)?,
+            data_timeout: duration_or(&l.data_timeout, &key("data_timeout"), src, 600)?,
+        },
+    })
+}
+
+/// A listener given on the command line, with defaults for everything else.
+pub fn default_listener(mode: Mode, address: SocketAddr) -> Listener {
+    Listener {
+        mode,
+        address,
+        tls: TlsMode::StartTls,
+        certificate: None,
+        private_key: None,
+        auth: AuthMode::None,
+        require_auth: mode == Mode::Outbound && !address.ip().is_loopback(),
+        allow: Vec::new(),
+        limits: Limits::default(),
+    }
+}
+
+pub fn user(u: &file::User, i: usize, src: Source<'_>) -> Result<User, Error> {
+    let hash = u.password_hash.get_ref();
+    if !hash.starts_with("$argon2") {
+        return Err(src.invalid(
+            &format!("user[{i}].password_hash"),
+            &u.password_hash,
+            "must be an argon2 PHC string ($argon2id$…)",
+        ));
+    }
+    Ok(User {
+        name: u.name.clone(),
+        password_hash: hash.clone(),
+    })
+}
+
+pub fn upstream(u: &file::Upstream, src: Source<'_>) -> Result<Upstream, Error> {
+    let (host, port) = parse_host_port(u.address.get_ref())
+        .map_err(|m| src.invalid("upstream.address", &u.address, m))?;
+    let tls = match &u.tls {
+        Some(t) => tls_mode(t.get_ref()).map_err(|m| src.invalid("upstream.tls", t, m))?,
+        None => TlsMode::StartTls,
+    };
+    let password = match &u.password_file {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| Error::Read {
+                path: p.clone(),
+                source,
+            })?;
+            Some(text.trim_end_matches(['\r', '\n']).to_string())
+        }
+        None => None,
+    };
+    Ok(Upstream {
+        host,
+        port,
+        tls,
+        ca_file: u.ca_file.clone(),
+        username: u.username.clone(),
+        password,
+    })
+}
+
+pub fn duration_or(
+    v: &Option<Spanned<String>>,
+    key: &str,
+    src: Source<'_>,
+    default_secs: u64,
+) -> Result<Duration, Error> {
+    match v {
+        Some(s) => parse_duration(s.get_ref()).map_err(|m| src.invalid(key, s, m)),
+        None => Ok(Duration::from_secs(default_secs)),
+    }
+}
+
+/// `90s`, `5m`, `2h`, `5d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (examples: 90s, 5m, 2h, 5d)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86400),
+        _ => return Err(format!("{s:?} has an unknown unit (use s, m, h or d)")),
+    };
+    if secs == 0 {
+        return Err("a duration must be more than zero".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+pub fn tls_mode(s: &str) -> Result<TlsMode, String> {
+    match s {
+        "none" => Ok(TlsMode::None),
+        "starttls" => Ok(TlsMode::StartTls),
+        "tls" => Ok(TlsMode::Implicit),
+        _ => Err(format!("{s:?}: must be \"none\", \"starttls\" or \"tls\"")),
+    }
+}
+
+pub fn socket_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or(())
+        })
+        .map_err(|_| format!("{s:?} is not an address to listen on (example: 127.0.0.1:2587)"))
+}
+
+/// `host:port`, `[v6]:port`.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{s:?} is not HOST:PORT (example: smtp.example.org:587)");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if port == 0 {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port))
+}
+
+/// `host:port` (SMTP), `maildir` (the data directory's) or `maildir:PATH`.
+pub fn target(s: &str, default_maildir: &Path) -> Result<Target, String> {
+    if s == "maildir" {
+        return Ok(Target::Maildir(default_maildir.to_path_buf()));
+    }
+    if let Some(path) = s.strip_prefix("maildir:") {
+        if path.is_empty() {
+            return Err("maildir: needs a path (maildir:/var/mail/alice)".into());
+        }
+        return Ok(Target::Maildir(path.into()));
+    }
+    let (host, port) =
+        parse_host_port(s).map_err(|_| format!("{s:?} is not HOST:PORT or maildir:PATH"))?;
+    Ok(Target::Smtp { host, port })
+}
+
+fn cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{s:?} is not a network (examples: 10.0.0.0/8, 192.0.2.7)"))
+}
+
+pub fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+pub fn policy(p: &file::Policy, src: Source<'_>) -> Result<crate::policy::Policy, Error> {
+    let mut out = crate::policy::Policy {
+        global: policy_rule(
+            &file::PolicyRule {
+                mode: p.mode.clone(),
+                encrypt_to_self: p.encrypt_to_self,
+                mixed: p.mixed.clone(),
+            },
+            "policy",
+            src,
+        )?,
+        ..Default::default()
+    };
+    for (domain, rule) in &p.domain {
+        let d = domain.trim().to_ascii_lowercase();
+        let key = format!("policy.domain.\"{domain}\"");
+        out.domains.insert(d, policy_rule(rule, &key, src)?);
+    }
+    for (address, rule) in &p.address {
+        let a = address.trim().to_ascii_lowercase();
+        let key = format!("policy.address.\"{address}\"");
+        out.addresses.insert(a, policy_rule(rule, &key, src)?);
+    }
+    Ok(out)
+}
+
+fn policy_rule(
+    r: &file::PolicyRule,
+    key: &str,
+    src: Source<'_>,
+) -> Result<crate::policy::Rule, Error> {
+    use crate::policy::{Mixed, Mode};
+    let mode = match &r.mode {
+        Some(m) => Some(match m.get_ref().as_str() {
+            "require" => Mode::Require,
+            "opportunistic" => Mode::Opportunistic,
+            "sign-only" => Mode::SignOnly,
+            "none" => Mode::None,
+            _ => {
+                return Err(src.invalid(
+                    &format!("{key}.mode"),
+                    m,
+                    "must be \"require\", \"opportunistic\", \"sign-only\" or \"none\"",
+                ))
+            }
+        }),
+        None => None,
+    };
+    let mixed = match &r.mixed {
+        Some(m) => Some(match m.get_ref().as_str() {
+            "split" => Mixed::Split,
+            "refuse-unencrypted" => Mixed::RefuseUnencrypted,
+            _ => {
+                return Err(src.invalid(
+                    &format!("{key}.mixed"),
+                    m,
+                    "must be \"split\" or \"refuse-unencrypted\"",
+                ))
+            }
+        }),
+        None => None,
+    };
+    Ok(crate::policy::Rule {
+        mode,
+        encrypt_to_self: r.encrypt_to_self,
+        mixed,
+    })
+}

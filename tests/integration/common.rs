@@ -1,0 +1,223 @@
+//! The test harness: a temporary data directory per gateway, one helper per command, and
+//! gpg/sq homes, in the manner of sq's `Sq::new()`.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// The binary under test, built by cargo for this test target.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sealpost")
+}
+
+/// One sealpost installation: its own data directory.
+pub struct Sealpost {
+    pub dir: TempDir,
+    pub passphrase_file: Option<PathBuf>,
+}
+
+impl Sealpost {
+    pub fn new() -> Sealpost {
+        Sealpost {
+            dir: tempfile::tempdir().expect("tempdir"),
+            passphrase_file: None,
+        }
+    }
+
+    /// A gateway whose keyring encrypts secret keys with `passphrase`.
+    pub fn with_passphrase(passphrase: &str) -> Sealpost {
+        let mut s = Sealpost::new();
+        let file = s.dir.path().join("passphrase");
+        std::fs::write(&file, format!("{passphrase}\n")).expect("write passphrase");
+        s.passphrase_file = Some(file);
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--data-dir").arg(self.data_dir());
+        c.env_remove("SEALPOST_DATA_DIR");
+        c.env("RUST_LOG", "warn");
+        match &self.passphrase_file {
+            Some(f) => c.env("SEALPOST_PASSPHRASE_FILE", f),
+            None => c.env_remove("SEALPOST_PASSPHRASE_FILE"),
+        };
+        c
+    }
+
+    /// Runs `sealpost ARGS`, with `stdin` as input.
+    pub fn run_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn sealpost");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        // A writer thread, so that a large input cannot deadlock against a full stdout pipe.
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait sealpost");
+        let _ = writer.join();
+        out
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_with_input(args, b"")
+    }
+
+    /// Runs `sealpost ARGS` and returns stdout, failing the test on a non-zero exit.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_success(&out, &format!("sealpost {}", args.join(" ")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `sealpost ARGS`, expects failure with `code`, and returns stderr.
+    pub fn fails(&self, args: &[&str], code: i32) -> String {
+        let out = self.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "sealpost {} should exit {code}; stdout: {} stderr: {stderr}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        stderr
+    }
+
+    /// `keys list --json`, parsed.
+    pub fn list_json(&self) -> serde_json::Value {
+        let out = self.ok(&["keys", "list", "--json"]);
+        serde_json::from_str(&out).expect("keys list --json is JSON")
+    }
+
+    /// Generates a key and returns its fingerprint.
+    pub fn generate(&self, email: &str, extra: &[&str]) -> String {
+        let mut args = vec!["keys", "generate", email];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        out.split_whitespace()
+            .nth(1)
+            .expect("generate prints the fingerprint")
+            .to_string()
+    }
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?}); stdout: {} stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A throw-away GnuPG home, driven in batch mode with no passphrases.
+pub struct Gpg {
+    pub home: TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        let home = tempfile::tempdir().expect("tempdir");
+        Gpg { home }
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--no-tty", "--quiet"])
+            .args(["--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(["--trust-model", "always"]);
+        c
+    }
+
+    pub fn run_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gpg");
+        let mut input = child.stdin.take().expect("stdin");
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait gpg");
+        let _ = writer.join();
+        out
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Vec<u8> {
+        self.ok_with_input(args, b"")
+    }
+
+    pub fn ok_with_input(&self, args: &[&str], stdin: &[u8]) -> Vec<u8> {
+        let out = self.run_with_input(args, stdin);
+        assert_success(&out, &format!("gpg {}", args.join(" ")));
+        out.stdout
+    }
+
+    /// Generates a key with `gpg --quick-gen-key` and returns its fingerprint.
+    pub fn generate(&self, uid: &str, algo: &str, usage: &str, expire: &str) -> String {
+        self.ok(&["--quick-gen-key", uid, algo, usage, expire]);
+        self.fingerprint(uid)
+    }
+
+    pub fn fingerprint(&self, query: &str) -> String {
+        let out = self.ok(&["--with-colons", "--list-keys", query]);
+        let text = String::from_utf8_lossy(&out);
+        text.lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("gpg lists a fingerprint")
+            .to_string()
+    }
+
+    /// gpg's stored revocation certificate for `fpr`, made importable (gpg prefixes the
+    /// armor line with ':' so that it is not imported by accident).
+    pub fn revocation_cert(&self, fpr: &str) -> Vec<u8> {
+        let path = self
+            .home
+            .path()
+            .join("openpgp-revocs.d")
+            .join(format!("{fpr}.rev"));
+        let text = std::fs::read_to_string(path).expect("gpg revocation certificate");
+        text.replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        )
+        .into_bytes()
+    }
+}
+
+/// Runs `sq ARGS` (stateless) and returns stdout.
+pub fn sq(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("sq").args(args).output().expect("spawn sq");
+    assert_success(&out, &format!("sq {}", args.join(" ")));
+    out.stdout
+}
+
+pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, data).expect("write file");
+    p
+}

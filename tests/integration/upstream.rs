@@ -1,0 +1,405 @@
+//! Upstreams for the tests: Postfix's `smtp-sink`, and a scripted server for exact replies
+//! and faults (one recipient refused, temporary failures, a stall after DATA).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago (for peers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Postfix's smtp-sink, dumping every message it accepts into a directory.
+pub struct SmtpSink {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl SmtpSink {
+    /// `extra` are smtp-sink options such as `-8` (no 8BITMIME) or `-r rcpt` (soft-reject RCPT).
+    pub fn start(extra: &[&str]) -> SmtpSink {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            // smtp-sink drops privileges to -u's user, which must be able to write the dumps.
+            let mode = std::os::unix::fs::PermissionsExt::from_mode(0o777);
+            std::fs::set_permissions(dir.path(), mode).expect("chmod dump dir");
+            let port = free_port();
+            let template = format!("{}/%H%M%S.", dir.path().display());
+            let mut cmd = Command::new("smtp-sink");
+            if is_root() {
+                cmd.args(["-u", "nobody"]);
+            }
+            let child = cmd
+                .args(["-d", &template])
+                .args(extra)
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("100")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn smtp-sink (package postfix)");
+            let sink = SmtpSink { child, port, dir };
+            let up = (0..100).any(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if up {
+                return sink;
+            }
+            // Dropping the sink kills it; another port is tried.
+        }
+        panic!("smtp-sink did not start");
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The dumps written so far, oldest first.
+    pub fn messages(&self) -> Vec<Dump> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().filter_map(|p| Dump::read(p)).collect()
+    }
+
+    /// Waits until `n` messages have been dumped.
+    pub fn wait_messages(&self, n: usize, timeout: Duration) -> Vec<Dump> {
+        wait_for(timeout, &format!("{n} message(s) at smtp-sink"), || {
+            let m = self.messages();
+            (m.len() >= n).then_some(m)
+        })
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// One smtp-sink dump: the envelope lines it records, then the message.
+#[derive(Debug, Clone)]
+pub struct Dump {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub message: Vec<u8>,
+}
+
+impl Dump {
+    fn read(path: &Path) -> Option<Dump> {
+        let raw = std::fs::read(path).ok()?;
+        // smtp-sink writes X-Client-Addr/X-Client-Proto/X-Helo-Args/X-Mail-Args/X-Rcpt-Args
+        // lines before the message; it writes the file as the session goes, so accept it
+        // only once the final "." has been recorded (the file is complete on QUIT/RSET).
+        let text = String::from_utf8_lossy(&raw);
+        let mut sender = String::new();
+        let mut recipients = Vec::new();
+        let mut offset = 0;
+        for line in text.split_inclusive('\n') {
+            let l = line.trim_end();
+            if let Some(v) = l.strip_prefix("X-Mail-Args: ") {
+                sender = v.split_whitespace().next().unwrap_or("").to_string();
+            } else if let Some(v) = l.strip_prefix("X-Rcpt-Args: ") {
+                recipients.push(v.split_whitespace().next().unwrap_or("").to_string());
+            } else if l.starts_with("X-Client-") || l.starts_with("X-Helo-Args") {
+            } else {
+                break;
+            }
+            offset += line.len();
+        }
+        Some(Dump {
+            sender,
+            recipients,
+            message: raw[offset..].to_vec(),
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.message).into_owned()
+    }
+
+    /// The body: everything after the first empty line.
+    pub fn body(&self) -> Vec<u8> {
+        let m = &self.message;
+        let at = m
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map(|i| i + 4)
+            .or_else(|| m.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+            .unwrap_or(m.len());
+        m[at..].to_vec()
+    }
+}
+
+/// What the scripted upstream does with a recipient.
+#[derive(Debug, Clone)]
+pub enum RcptRule {
+    Accept,
+    /// 550 for this address.
+    Reject,
+    /// 451 for this address, the first `n` transactions; accepted after.
+    DeferTimes(usize),
+}
+
+/// A transaction the scripted upstream accepted.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub sender: String,
+    pub recipients: Vec<String>,
+    pub data: Vec<u8>,
+    pub auth: Option<String>,
+}
+
+#[derive(Default)]
+struct Script {
+    rules: Vec<(String, RcptRule)>,
+    /// Address → how many times it has been deferred.
+    deferred: Vec<(String, usize)>,
+    /// Stall this long after the final dot before answering, for the first `stall_times` messages.
+    stall: Option<(Duration, usize)>,
+    received: Vec<Received>,
+    /// PLAIN credentials accepted ("user", "pass"); AUTH is offered only when set.
+    login: Option<(String, String)>,
+}
+
+/// A small SMTP server, scripted per recipient, that records what it accepts.
+pub struct ScriptedUpstream {
+    pub port: u16,
+    script: Arc<Mutex<Script>>,
+}
+
+impl ScriptedUpstream {
+    pub fn start() -> ScriptedUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let script = Arc::new(Mutex::new(Script::default()));
+        let s = script.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let _ = session(stream, &s);
+                });
+            }
+        });
+        ScriptedUpstream { port, script }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn rule(&self, address: &str, rule: RcptRule) {
+        self.script.lock().unwrap().rules.push((address.to_lowercase(), rule));
+    }
+
+    pub fn stall_after_data(&self, d: Duration, times: usize) {
+        self.script.lock().unwrap().stall = Some((d, times));
+    }
+
+    pub fn require_login(&self, user: &str, pass: &str) {
+        self.script.lock().unwrap().login = Some((user.into(), pass.into()));
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.script.lock().unwrap().received.clone()
+    }
+
+    pub fn wait_received(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        wait_for(timeout, &format!("{n} message(s) at the scripted upstream"), || {
+            let r = self.received();
+            (r.len() >= n).then_some(r)
+        })
+    }
+}
+
+fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
+    use base64::Engine;
+    let mut out = stream.try_clone()?;
+    let mut input = BufReader::new(stream);
+    out.write_all(b"220 scripted.test ESMTP\r\n")?;
+    let mut sender = String::new();
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut auth = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if input.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let upper = line.to_ascii_uppercase();
+        let verb = upper.split_whitespace().next().unwrap_or("").to_string();
+        match verb.as_str() {
+            "EHLO" => {
+                let login = script.lock().unwrap().login.is_some();
+                let mut reply = String::from("250-scripted.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n");
+                if login {
+                    reply.push_str("250-AUTH PLAIN LOGIN\r\n");
+                }
+                reply.push_str("250 ENHANCEDSTATUSCODES\r\n");
+                out.write_all(reply.as_bytes())?;
+            }
+            "HELO" => out.write_all(b"250 scripted.test\r\n")?,
+            "AUTH" => {
+                let parts: Vec<&str> = line.split_whitespace().collect();
+                let expected = script.lock().unwrap().login.clone();
+                let decoded = parts
+                    .get(2)
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .unwrap_or_default();
+                let fields: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+                let ok = match (&expected, fields.as_slice()) {
+                    (Some((u, p)), [_, user, pass]) => user == &u.as_bytes() && pass == &p.as_bytes(),
+                    _ => false,
+                };
+                if ok {
+                    auth = fields.get(1).map(|u| String::from_utf8_lossy(u).into_owned());
+                    out.write_all(b"235 2.7.0 Authentication successful\r\n")?;
+                } else {
+                    out.write_all(b"535 5.7.8 Authentication credentials invalid\r\n")?;
+                }
+            }
+            "MAIL" => {
+                let needs_login = script.lock().unwrap().login.is_some();
+                if needs_login && auth.is_none() {
+                    out.write_all(b"530 5.7.0 Authentication required\r\n")?;
+                    continue;
+                }
+                sender = between(&line, '<', '>');
+                rcpts.clear();
+                out.write_all(b"250 2.1.0 Sender ok\r\n")?;
+            }
+            "RCPT" => {
+                let addr = between(&line, '<', '>').to_lowercase();
+                let reply = {
+                    let mut s = script.lock().unwrap();
+                    let rule = s
+                        .rules
+                        .iter()
+                        .find(|(a, _)| *a == addr)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or(RcptRule::Accept);
+                    match rule {
+                        RcptRule::Accept => None,
+                        RcptRule::Reject => Some("550 5.1.1 <".to_string() + &addr + ">: no such user here\r\n"),
+                        RcptRule::DeferTimes(n) => {
+                            let count = match s.deferred.iter_mut().find(|(a, _)| *a == addr) {
+                                Some((_, c)) => c,
+                                None => {
+                                    s.deferred.push((addr.clone(), 0));
+                                    &mut s.deferred.last_mut().unwrap().1
+                                }
+                            };
+                            if *count < n {
+                                *count += 1;
+                                Some("451 4.3.0 <".to_string() + &addr + ">: try again later\r\n")
+                            } else {
+                                None
+                            }
+                        }
+                    }
+                };
+                match reply {
+                    Some(r) => out.write_all(r.as_bytes())?,
+                    None => {
+                        rcpts.push(addr);
+                        out.write_all(b"250 2.1.5 Recipient ok\r\n")?;
+                    }
+                }
+            }
+            "DATA" => {
+                if rcpts.is_empty() {
+                    out.write_all(b"554 5.5.1 No valid recipients\r\n")?;
+                    continue;
+                }
+                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                let mut data = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if input.read_until(b'\n', &mut l)? == 0 {
+                        return Ok(());
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    let body = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                    data.extend_from_slice(body);
+                }
+                let stall = {
+                    let mut s = script.lock().unwrap();
+                    match &mut s.stall {
+                        Some((d, n)) if *n > 0 => {
+                            *n -= 1;
+                            Some(*d)
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some(d) = stall {
+                    std::thread::sleep(d);
+                    // The gateway has given up on this connection; nothing is recorded.
+                    return Ok(());
+                }
+                script.lock().unwrap().received.push(Received {
+                    sender: sender.clone(),
+                    recipients: rcpts.clone(),
+                    data,
+                    auth: auth.clone(),
+                });
+                out.write_all(b"250 2.0.0 Ok: queued\r\n")?;
+            }
+            "RSET" => {
+                rcpts.clear();
+                out.write_all(b"250 2.0.0 Ok\r\n")?;
+            }
+            "NOOP" => out.write_all(b"250 2.0.0 Ok\r\n")?,
+            "QUIT" => {
+                out.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            _ => out.write_all(b"502 5.5.2 Command not recognized\r\n")?,
+        }
+    }
+}
+
+fn between(s: &str, a: char, b: char) -> String {
+    match (s.find(a), s.rfind(b)) {
+        (Some(i), Some(j)) if j > i => s[i + 1..j].to_string(),
+        _ => String::new(),
+    }
+}
