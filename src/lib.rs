@@ -11,4 +11,6 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod policy;
+pub mod server;
 pub mod smtp;
+pub mod tls;

@@ -80,8 +80,22 @@ struct Usable {
     answer: Result<(), String>,
 }
 
+/// A whole lookup answer for one address, valid from `at` until `until`.
+#[derive(Clone)]
+struct Lookup {
+    at: SystemTime,
+    until: Option<SystemTime>,
+    answer: Result<Vec<Arc<Cert>>, Vec<String>>,
+}
+
+/// How long a negative answer is trusted without a change to the keyring: a certificate
+/// created with a future date becomes valid with time alone.
+const NEGATIVE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
 struct Inner {
     store: Box<dyn Store>,
+    /// Answers by address; cleared on every change to the keyring.
+    lookups: quick_cache::sync::Cache<String, Lookup>,
     sealer: Sealer,
     policy: StandardPolicy<'static>,
     certs: quick_cache::sync::Cache<Fingerprint, Arc<Cert>>,
@@ -127,6 +141,7 @@ impl Keyring {
         Ok(Keyring {
             inner: Arc::new(Inner {
                 store,
+                lookups: quick_cache::sync::Cache::new(capacity),
                 sealer,
                 policy: StandardPolicy::new(),
                 certs: quick_cache::sync::Cache::new(capacity),
@@ -350,8 +365,20 @@ impl Keyring {
                 reasons: vec!["not an email address".into()],
             });
         };
+        if let Some(hit) = self
+            .inner
+            .lookups
+            .get(&email)
+            .filter(|l| l.at <= now && l.until.is_none_or(|t| now < t))
+        {
+            return hit
+                .answer
+                .map_err(|reasons| Error::NoUsableKey { email, reasons });
+        }
         let mut usable = Vec::new();
         let mut reasons = Vec::new();
+        // The whole answer holds until the earliest expiry among the certificates in it.
+        let mut until: Option<SystemTime> = None;
         for fpr in self.fingerprints_for_email(&email)? {
             let Some(cert) = self.get(&fpr)? else {
                 continue;
@@ -362,39 +389,49 @@ impl Keyring {
                 .usable
                 .get(&key)
                 .filter(|u| u.at <= now && u.until.is_none_or(|t| now < t));
-            let answer = match cached {
-                Some(u) => u.answer,
+            let entry = match cached {
+                Some(u) => u,
                 None => {
-                    let fresh = validity::usable_for(&cert, &email, &self.inner.policy, now);
-                    let (until, answer) = match fresh {
-                        Ok(until) => (until, Ok(())),
-                        // A negative answer can turn positive only by a change to the
-                        // certificate, which invalidates the entry.
-                        Err(r) => (None, Err(r)),
-                    };
-                    self.inner.usable.insert(
-                        key,
-                        Usable {
+                    let entry = match validity::usable_for(&cert, &email, &self.inner.policy, now) {
+                        Ok(until) => Usable {
                             at: now,
                             until,
-                            answer: answer.clone(),
+                            answer: Ok(()),
                         },
-                    );
-                    answer
+                        Err(r) => Usable {
+                            at: now,
+                            until: Some(now + NEGATIVE_TTL),
+                            answer: Err(r),
+                        },
+                    };
+                    self.inner.usable.insert(key, entry.clone());
+                    entry
                 }
             };
-            match answer {
+            until = earliest(until, entry.until);
+            match entry.answer {
                 Ok(()) => usable.push(cert),
                 Err(r) => reasons.push(r),
             }
         }
-        if usable.is_empty() {
+        let answer = if usable.is_empty() {
             if reasons.is_empty() {
                 reasons.push("no certificate for this address".into());
+                until = Some(now + NEGATIVE_TTL);
             }
-            return Err(Error::NoUsableKey { email, reasons });
-        }
-        Ok(usable)
+            Err(reasons)
+        } else {
+            Ok(usable)
+        };
+        self.inner.lookups.insert(
+            email.clone(),
+            Lookup {
+                at: now,
+                until,
+                answer: answer.clone(),
+            },
+        );
+        answer.map_err(|reasons| Error::NoUsableKey { email, reasons })
     }
 
     /// The unlocked secret key (TSK) holding the key `handle` names, primary or subkey.
@@ -613,6 +650,8 @@ impl Keyring {
 
     fn invalidate(&self, fpr: &Fingerprint) -> Result<(), Error> {
         self.inner.certs.remove(fpr);
+        // Any address may have gained or lost this certificate.
+        self.inner.lookups.clear();
         // Entries are keyed by (fingerprint, email); the emails may have changed, so drop
         // every entry of this certificate.
         self.inner.usable.retain(|(f, _), _| f != fpr);
@@ -622,6 +661,13 @@ impl Keyring {
             .map_err(|_| Error::Store("secret cache poisoned".into()))?
             .remove(fpr);
         Ok(())
+    }
+}
+
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

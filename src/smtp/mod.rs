@@ -1,5 +1,11 @@
-//! The receiving side of SMTP.
+//! The receiving side of SMTP: a sans-I/O session, one file per verb, and the connection
+//! that drives it over a socket.
 
+pub mod backend;
+pub mod command;
+pub mod config;
+pub mod connection;
 pub mod envelope;
 pub mod reply;
+pub mod session;
 pub mod transaction;

@@ -1,0 +1,159 @@
+//! Accepts connections on one listener, enforces the connection limits, and runs one task
+//! per connection: plaintext, STARTTLS, or implicit TLS.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::smtp::backend::Backend;
+use crate::smtp::config::SessionConfig;
+use crate::smtp::connection::{drive, Outcome};
+use crate::smtp::reply::{Enhanced, Reply};
+use crate::smtp::session::Session;
+
+/// Connection limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max: usize,
+    pub per_ip: usize,
+}
+
+/// Counts connections per client address; the guard gives its slot back on drop.
+#[derive(Default)]
+struct PerIp {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct IpSlot {
+    table: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, limit: usize) -> Option<IpSlot> {
+        let mut counts = self.counts.lock().ok()?;
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            table: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.table.counts.lock() {
+            if let Some(n) = counts.get_mut(&self.ip) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(&self.ip);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts until `shutdown`, then stops accepting; connections in flight are tracked by
+/// `tracker` so that the caller can wait for them.
+pub async fn run<B: Backend>(
+    listener: TcpListener,
+    cfg: Arc<SessionConfig>,
+    limits: ConnectionLimits,
+    backend: Arc<B>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max));
+    let per_ip = Arc::new(PerIp::default());
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let permit = slots.clone().try_acquire_owned().ok();
+        let slot = per_ip.take(peer.ip(), limits.per_ip);
+        let (Some(permit), Some(slot)) = (permit, slot) else {
+            tracker.spawn(refuse(stream));
+            continue;
+        };
+        let cfg = cfg.clone();
+        let backend = backend.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let _slot = slot;
+            if let Err(e) = connection(stream, peer, &cfg, backend.as_ref(), &shutdown).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn refuse(mut stream: TcpStream) {
+    let reply = Reply::new(
+        421,
+        Enhanced(4, 3, 2),
+        "Too many connections; try again later",
+    );
+    let _ = stream.write_all(&reply.to_wire()).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn connection<B: Backend>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &Arc<SessionConfig>,
+    backend: &B,
+    shutdown: &CancellationToken,
+) -> std::io::Result<()> {
+    let handshake = |acceptor: &tokio_rustls::TlsAcceptor, s: TcpStream| {
+        let accept = acceptor.accept(s);
+        tokio::time::timeout(cfg.command_timeout, accept)
+    };
+    if cfg.implicit_tls {
+        let Some(acceptor) = &cfg.tls else {
+            return Ok(());
+        };
+        let tls = handshake(acceptor, stream)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
+        let mut session = Session::new(cfg.clone(), peer, true);
+        drive(tls, &mut session, cfg, backend, true, shutdown).await?;
+        return Ok(());
+    }
+    let mut session = Session::new(cfg.clone(), peer, false);
+    match drive(stream, &mut session, cfg, backend, true, shutdown).await? {
+        Outcome::Closed => Ok(()),
+        Outcome::StartTls(stream) => {
+            let Some(acceptor) = &cfg.tls else {
+                return Ok(());
+            };
+            let tls = handshake(acceptor, stream).await.map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake")
+            })??;
+            session.tls_started();
+            drive(tls, &mut session, cfg, backend, false, shutdown).await?;
+            Ok(())
+        }
+    }
+}

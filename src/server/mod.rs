@@ -1,0 +1,4 @@
+//! Serving: accepting connections with limits, and shutting down gracefully.
+
+pub mod listener;
+pub mod shutdown;

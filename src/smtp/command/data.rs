@@ -1,0 +1,209 @@
+//! The DATA phase: a byte-exact reader that ends only on CRLF.CRLF, undoes dot-stuffing,
+//! refuses bare CR and LF (SMTP smuggling), and never buffers beyond the size limit.
+
+use crate::smtp::reply::{Enhanced, Reply};
+
+/// Reads one message body as it arrives, in pieces of any size.
+#[derive(Debug)]
+pub struct DataReader {
+    /// The message so far, unstuffed, CRLF line ends.
+    pub message: Vec<u8>,
+    /// Bytes of the current line not yet complete.
+    line: Vec<u8>,
+    max_size: usize,
+    max_header: usize,
+    /// Bytes of the message counted, including those discarded after the limit.
+    size: usize,
+    in_header: bool,
+    header_size: usize,
+    bare_line_end: bool,
+    too_big: bool,
+    header_too_big: bool,
+}
+
+/// How a finished message ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Refused(Reply),
+}
+
+impl DataReader {
+    pub fn new(max_size: usize, max_header: usize) -> DataReader {
+        DataReader {
+            message: Vec::new(),
+            line: Vec::with_capacity(256),
+            max_size,
+            max_header,
+            size: 0,
+            in_header: true,
+            header_size: 0,
+            bare_line_end: false,
+            too_big: false,
+            header_too_big: false,
+        }
+    }
+
+    /// Consumes bytes from `input` up to and including the final `.CRLF`. Returns the
+    /// number of bytes consumed, and whether the message ended.
+    pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
+        let mut consumed = 0;
+        while consumed < input.len() {
+            let rest = &input[consumed..];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.push_line_part(&rest[..=i]);
+                    consumed += i + 1;
+                    if self.finish_line() {
+                        return (consumed, true);
+                    }
+                }
+                None => {
+                    self.push_line_part(rest);
+                    consumed = input.len();
+                }
+            }
+        }
+        (consumed, false)
+    }
+
+    fn push_line_part(&mut self, part: &[u8]) {
+        // A line longer than any limit is still read to its end, but not kept whole.
+        if self.line.len() < self.max_size.saturating_add(3) {
+            self.line.extend_from_slice(part);
+        } else {
+            self.too_big = true;
+            self.size = self.size.saturating_add(part.len());
+            // Keep only what the line-end check needs: the first byte and the last two.
+            self.line.truncate(1);
+            let tail = part.len().saturating_sub(2);
+            self.line.extend_from_slice(&part[tail..]);
+        }
+    }
+
+    /// Handles a complete line (ending in LF). `true` at the final dot.
+    fn finish_line(&mut self) -> bool {
+        let line = std::mem::take(&mut self.line);
+        let crlf = line.ends_with(b"\r\n");
+        let body_end = if crlf { line.len() - 2 } else { line.len() - 1 };
+        if !crlf || line[..body_end].contains(&b'\r') {
+            // Only CRLF.CRLF ends the data; "\n.\n" and friends are content, and refused.
+            self.bare_line_end = true;
+        }
+        if crlf && &line[..] == b".\r\n" {
+            return true;
+        }
+        let content = if line.first() == Some(&b'.') {
+            &line[1..]
+        } else {
+            &line[..]
+        };
+        if self.in_header {
+            self.header_size += content.len();
+            if content == b"\r\n" || content == b"\n" {
+                self.in_header = false;
+            } else if self.header_size > self.max_header {
+                self.header_too_big = true;
+            }
+        }
+        self.size = self.size.saturating_add(content.len());
+        if self.size > self.max_size {
+            self.too_big = true;
+        }
+        if !self.too_big && !self.header_too_big && !self.bare_line_end {
+            self.message.extend_from_slice(content);
+        }
+        self.line = line;
+        self.line.clear();
+        false
+    }
+
+    /// Whether the finished message can be accepted.
+    pub fn verdict(&self) -> Verdict {
+        if self.too_big {
+            Verdict::Refused(super::mail::too_big(self.max_size))
+        } else if self.bare_line_end {
+            Verdict::Refused(Reply::new(
+                554,
+                Enhanced(5, 6, 0),
+                "Message refused: bare CR or LF found; lines must end with CRLF",
+            ))
+        } else if self.header_too_big {
+            Verdict::Refused(Reply::new(
+                552,
+                Enhanced(5, 3, 4),
+                format!(
+                    "Message header exceeds the limit of {} bytes",
+                    self.max_header
+                ),
+            ))
+        } else {
+            Verdict::Ok
+        }
+    }
+
+    pub fn start_reply() -> Reply {
+        Reply::bare(354, "End data with <CR><LF>.<CR><LF>")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_split(input: &[u8], at: usize) -> (DataReader, usize) {
+        let mut r = DataReader::new(1000, 500);
+        let (a, done) = r.ingest(&input[..at]);
+        if done {
+            return (r, a);
+        }
+        let (b, done) = r.ingest(&input[at..]);
+        assert!(done, "message did not end");
+        (r, a + b)
+    }
+
+    #[test]
+    fn unstuffs_and_ends_on_crlf_dot_crlf_at_every_split() {
+        let input = b"Subject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nNEXT";
+        for at in 0..input.len() - 4 {
+            let (r, used) = read_split(input, at);
+            assert_eq!(used, input.len() - 4, "split at {at}");
+            assert_eq!(r.message, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n");
+            assert_eq!(r.verdict(), Verdict::Ok);
+        }
+    }
+
+    #[test]
+    fn bare_lf_and_cr_are_refused_and_do_not_end_data() {
+        let input = b"a\n.\nb\r\nc\rd\r\n.\r\n";
+        let (r, used) = read_split(input, 3);
+        assert_eq!(used, input.len());
+        assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 554));
+    }
+
+    #[test]
+    fn too_big_is_read_to_the_end_and_refused() {
+        let mut input = b"Subject: big\r\n\r\n".to_vec();
+        for _ in 0..100 {
+            input.extend_from_slice(b"0123456789012345678901234567890123456789\r\n");
+        }
+        input.extend_from_slice(b".\r\n");
+        let mut r = DataReader::new(1000, 500);
+        let (used, done) = r.ingest(&input);
+        assert!(done);
+        assert_eq!(used, input.len());
+        assert!(r.message.len() <= 1000);
+        assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 552));
+    }
+
+    #[test]
+    fn huge_header_is_refused() {
+        let mut input = b"X-Big: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 600));
+        input.extend_from_slice(b"\r\n\r\nbody\r\n.\r\n");
+        let mut r = DataReader::new(10_000, 500);
+        let (_, done) = r.ingest(&input);
+        assert!(done);
+        assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.text().contains("header")));
+    }
+}

@@ -1,0 +1,528 @@
+//! The SMTP session as a state machine: bytes in, [`Step`]s out. No sockets, no tokio, so
+//! that every script can be tested whole and split at every byte.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use smtp_proto::{Request, AUTH_LOGIN, AUTH_PLAIN};
+
+use super::command::{self, auth, data::DataReader, data::Verdict, ehlo, mail, rcpt};
+use super::config::{AuthMode, SessionConfig};
+use super::envelope::{Envelope, Recipient, Sender};
+use super::reply::{Enhanced, Reply};
+use super::transaction::{Client, Credentials, Transaction};
+
+/// AUTH responses may be longer than commands (RFC 4954 §4: 12288 octets).
+const MAX_AUTH_LINE: usize = 12288;
+
+/// What the connection must do next.
+#[derive(Debug)]
+pub enum Step {
+    /// Send this reply.
+    Reply(Reply),
+    /// Send this reply, then close the connection.
+    Close(Reply),
+    /// Ask the backend about this recipient, then call [`Session::recipient_checked`].
+    CheckRecipient(Recipient),
+    /// Hand the message to the backend, then send what [`Session::delivered`] returns.
+    Deliver(Transaction),
+    /// Check these credentials, then call [`Session::authenticated`].
+    Authenticate(Credentials),
+    /// Send this reply, then start TLS; the buffered input has been discarded.
+    StartTls(Reply),
+}
+
+#[derive(Debug)]
+enum Mode {
+    Command,
+    Data(Box<DataReader>),
+    AuthPlain,
+    AuthLoginUser,
+    AuthLoginPass(Vec<u8>),
+}
+
+/// One client's session.
+#[derive(Debug)]
+pub struct Session {
+    cfg: Arc<SessionConfig>,
+    peer: SocketAddr,
+    tls: bool,
+    /// The EHLO/HELO name, and whether it was EHLO.
+    helo: Option<(String, bool)>,
+    auth: Option<Credentials>,
+    sender: Option<Sender>,
+    rcpts: Vec<Recipient>,
+    mode: Mode,
+    /// The command line read so far.
+    line: Vec<u8>,
+    /// An over-long line is being skipped up to its LF.
+    discarding: bool,
+    errors: u32,
+    auth_failures: u32,
+}
+
+impl Session {
+    pub fn new(cfg: Arc<SessionConfig>, peer: SocketAddr, tls: bool) -> Session {
+        Session {
+            cfg,
+            peer,
+            tls,
+            helo: None,
+            auth: None,
+            sender: None,
+            rcpts: Vec::new(),
+            mode: Mode::Command,
+            line: Vec::new(),
+            discarding: false,
+            errors: 0,
+            auth_failures: 0,
+        }
+    }
+
+    pub fn greeting(&self) -> Reply {
+        Reply::bare(220, format!("{} ESMTP sealpost ready", self.cfg.hostname))
+    }
+
+    /// Whether the session is inside DATA (the connection uses the data timeout then).
+    pub fn in_data(&self) -> bool {
+        matches!(self.mode, Mode::Data(_))
+    }
+
+    /// The client as the backend sees it.
+    pub fn client(&self) -> Client {
+        Client {
+            addr: self.peer,
+            helo: self.helo.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
+            tls: self.tls,
+            auth: self.auth.clone(),
+        }
+    }
+
+    /// The sender of the current transaction (for the backend's recipient check).
+    pub fn sender(&self) -> Option<&Sender> {
+        self.sender.as_ref()
+    }
+
+    /// Consumes input from the front of `input` and returns the next step, or `None` when
+    /// more input is needed.
+    pub fn ingest(&mut self, input: &mut Vec<u8>) -> Option<Step> {
+        if let Mode::Data(reader) = &mut self.mode {
+            let (used, done) = reader.ingest(input);
+            input.drain(..used);
+            return done.then(|| self.finish_data());
+        }
+        let limit = match self.mode {
+            Mode::Command => self.cfg.max_command_line,
+            _ => MAX_AUTH_LINE,
+        };
+        let Some(lf) = input.iter().position(|&b| b == b'\n') else {
+            if self.discarding || self.line.len() + input.len() > limit {
+                self.discarding = true;
+                self.line.clear();
+            } else {
+                self.line.extend_from_slice(input);
+            }
+            input.clear();
+            return None;
+        };
+        if self.discarding || self.line.len() + lf + 1 > limit {
+            self.discarding = false;
+            self.line.clear();
+            input.drain(..=lf);
+            return Some(self.error(command::line_too_long(limit)));
+        }
+        self.line.extend_from_slice(&input[..=lf]);
+        input.drain(..=lf);
+        let line = std::mem::take(&mut self.line);
+        let end = line.len() - 2;
+        if !line.ends_with(b"\r\n") || line[..end.min(line.len())].contains(&b'\r') {
+            // Back to command mode: a smuggled line ending never continues AUTH.
+            self.mode = Mode::Command;
+            return Some(self.error(command::bare_line_end()));
+        }
+        let step = match std::mem::replace(&mut self.mode, Mode::Command) {
+            Mode::Command => self.command(&line, input),
+            Mode::AuthPlain => self.auth_response(&line, |s, text| {
+                auth::plain(text).map(|c| s.check_credentials(c))
+            }),
+            Mode::AuthLoginUser => self.auth_response(&line, |s, text| {
+                let user = auth::decode(text)?;
+                s.mode = Mode::AuthLoginPass(user);
+                Ok(Step::Reply(auth::challenge("Password:")))
+            }),
+            Mode::AuthLoginPass(user) => self.auth_response(&line, |s, text| {
+                let pass = auth::decode(text)?;
+                auth::credentials(&user, &pass).map(|c| s.check_credentials(c))
+            }),
+            Mode::Data(_) => unreachable_data(),
+        };
+        Some(step)
+    }
+
+    fn auth_response(
+        &mut self,
+        line: &[u8],
+        f: impl FnOnce(&mut Session, &str) -> Result<Step, Reply>,
+    ) -> Step {
+        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
+        if text.trim() == "*" {
+            return Step::Reply(auth::cancelled());
+        }
+        match f(self, &text) {
+            Ok(step) => step,
+            Err(reply) => {
+                self.mode = Mode::Command;
+                self.error(reply)
+            }
+        }
+    }
+
+    fn check_credentials(&mut self, creds: Credentials) -> Step {
+        Step::Authenticate(creds)
+    }
+
+    fn command(&mut self, line: &[u8], input: &mut Vec<u8>) -> Step {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(r) => r.into_owned(),
+            Err(e) => return self.error(parse_error(e)),
+        };
+        match request {
+            Request::Ehlo { host } => self.hello(host, true),
+            Request::Helo { host } => self.hello(host, false),
+            Request::Lhlo { .. } => self.error(command::unknown()),
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => self.rcpt(to),
+            Request::Data => self.data(),
+            Request::Rset => {
+                self.reset();
+                Step::Reply(command::ok("Reset OK"))
+            }
+            Request::Noop { .. } => Step::Reply(command::ok("OK")),
+            Request::Quit => Step::Close(command::quit(&self.cfg.hostname)),
+            Request::Help { .. } => Step::Reply(command::help()),
+            Request::Vrfy { .. } => Step::Reply(command::vrfy()),
+            Request::StartTls => self.starttls(input),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
+            Request::Bdat { .. } => self.error(command::not_implemented("BDAT")),
+            Request::Expn { .. } => self.error(command::not_implemented("EXPN")),
+            Request::Etrn { .. } => self.error(command::not_implemented("ETRN")),
+            Request::Atrn { .. } => self.error(command::not_implemented("ATRN")),
+            Request::Burl { .. } => self.error(command::not_implemented("BURL")),
+        }
+    }
+
+    fn hello(&mut self, host: String, extended: bool) -> Step {
+        if !ehlo::valid_name(&host) {
+            return self.error(Reply::new(
+                501,
+                Enhanced(5, 5, 4),
+                "EHLO and HELO need your domain name or address literal",
+            ));
+        }
+        self.reset();
+        let reply = if extended {
+            ehlo::ehlo(&self.cfg, &host, self.tls)
+        } else {
+            ehlo::helo(&self.cfg, &host)
+        };
+        self.helo = Some((host, extended));
+        Step::Reply(reply)
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Step {
+        if self.helo.is_none() {
+            return self.error(command::bad_sequence("Send EHLO or HELO first"));
+        }
+        if self.sender.is_some() {
+            return self.error(command::bad_sequence("Nested MAIL command"));
+        }
+        if self.auth.is_none() && !self.cfg.allowed(self.peer.ip()) {
+            return self.error(mail::auth_required());
+        }
+        match mail::sender(&self.cfg, from) {
+            Ok(sender) => {
+                let reply = mail::accepted(&sender);
+                self.sender = Some(sender);
+                Step::Reply(reply)
+            }
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Step {
+        let Some(sender) = &self.sender else {
+            return self.error(command::bad_sequence("Send MAIL first"));
+        };
+        if self.rcpts.len() >= self.cfg.max_recipients {
+            return Step::Reply(rcpt::too_many(self.cfg.max_recipients));
+        }
+        match rcpt::recipient(sender, to) {
+            Ok(r) => Step::CheckRecipient(r),
+            Err(reply) => self.error(reply),
+        }
+    }
+
+    /// The backend's answer about a recipient.
+    pub fn recipient_checked(&mut self, rcpt: Recipient, result: Result<(), Reply>) -> Reply {
+        match result {
+            Ok(()) => {
+                let reply = rcpt::accepted(&rcpt);
+                self.rcpts.push(rcpt);
+                reply
+            }
+            Err(reply) => reply,
+        }
+    }
+
+    fn data(&mut self) -> Step {
+        if self.sender.is_none() {
+            return self.error(command::bad_sequence("Send MAIL first"));
+        }
+        if self.rcpts.is_empty() {
+            return self.error(Reply::new(554, Enhanced(5, 5, 1), "No valid recipients"));
+        }
+        self.mode = Mode::Data(Box::new(DataReader::new(
+            self.cfg.max_message_size,
+            self.cfg.max_header_size,
+        )));
+        Step::Reply(DataReader::start_reply())
+    }
+
+    fn finish_data(&mut self) -> Step {
+        let Mode::Data(reader) = std::mem::replace(&mut self.mode, Mode::Command) else {
+            return unreachable_data();
+        };
+        let sender = self.sender.take();
+        let rcpts = std::mem::take(&mut self.rcpts);
+        if let Verdict::Refused(reply) = reader.verdict() {
+            return Step::Reply(reply);
+        }
+        let Some(sender) = sender else {
+            return Step::Reply(command::bad_sequence("Send MAIL first"));
+        };
+        let id = new_queue_id();
+        let mut message = received_header(
+            &self.cfg.hostname,
+            &self.client(),
+            self.helo_ehlo(),
+            &id,
+            &rcpts,
+        );
+        message.extend_from_slice(&reader.message);
+        Step::Deliver(Transaction {
+            id,
+            envelope: Envelope {
+                sender,
+                recipients: rcpts,
+            },
+            message,
+            client: self.client(),
+        })
+    }
+
+    fn helo_ehlo(&self) -> bool {
+        self.helo.as_ref().is_some_and(|h| h.1)
+    }
+
+    /// What the client hears after the backend has handled a transaction.
+    pub fn delivered(&mut self, reply: Reply) -> Reply {
+        reply
+    }
+
+    fn starttls(&mut self, input: &mut Vec<u8>) -> Step {
+        if self.tls {
+            return self.error(command::bad_sequence("TLS is already active"));
+        }
+        if self.cfg.tls.is_none() {
+            return self.error(Reply::new(454, Enhanced(4, 7, 0), "TLS not available"));
+        }
+        // RFC 3207 §4.2 and CVE-2011-0411: nothing sent before the handshake may be
+        // executed after it.
+        input.clear();
+        self.reset();
+        self.helo = None;
+        self.auth = None;
+        Step::StartTls(Reply::new(220, Enhanced(2, 0, 0), "Ready to start TLS"))
+    }
+
+    /// After the TLS handshake: a fresh session that needs a new EHLO.
+    pub fn tls_started(&mut self) {
+        self.tls = true;
+        self.helo = None;
+        self.auth = None;
+        self.reset();
+    }
+
+    fn auth(&mut self, mechanism: u64, initial: String) -> Step {
+        if matches!(self.cfg.auth, AuthMode::None) {
+            return self.error(auth::not_offered());
+        }
+        if !ehlo::auth_offered(&self.cfg, self.tls) {
+            return self.error(auth::needs_tls());
+        }
+        if self.helo.is_none() {
+            return self.error(command::bad_sequence("Send EHLO first"));
+        }
+        if self.auth.is_some() {
+            return self.error(command::bad_sequence("Already authenticated"));
+        }
+        if self.sender.is_some() {
+            return self.error(command::bad_sequence(
+                "AUTH is not allowed during a mail transaction",
+            ));
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                self.mode = Mode::AuthPlain;
+                Step::Reply(Reply::bare(334, ""))
+            }
+            AUTH_PLAIN => match auth::plain(if initial == "=" { "" } else { &initial }) {
+                Ok(c) => Step::Authenticate(c),
+                Err(r) => self.error(r),
+            },
+            AUTH_LOGIN if initial.is_empty() => {
+                self.mode = Mode::AuthLoginUser;
+                Step::Reply(auth::challenge("Username:"))
+            }
+            AUTH_LOGIN => match auth::decode(&initial) {
+                Ok(user) => {
+                    self.mode = Mode::AuthLoginPass(user);
+                    Step::Reply(auth::challenge("Password:"))
+                }
+                Err(r) => self.error(r),
+            },
+            _ => self.error(auth::unsupported()),
+        }
+    }
+
+    /// The result of checking credentials. In `local` mode the password is dropped here;
+    /// in `passthrough` it is kept for the relay. A `535` counts as a failed attempt; any
+    /// other refusal (an unreachable upstream: `454 4.7.0`) is passed on as it is.
+    pub fn authenticated(&mut self, mut creds: Credentials, result: Result<(), Reply>) -> Step {
+        match result {
+            Ok(()) => {
+                if !matches!(self.cfg.auth, AuthMode::Passthrough) {
+                    creds.secret = None;
+                }
+                self.auth = Some(creds);
+                Step::Reply(auth::success())
+            }
+            Err(reply) if reply.code == 535 => {
+                self.auth_failures += 1;
+                if self.auth_failures >= self.cfg.max_auth_failures {
+                    return Step::Close(Reply::new(
+                        421,
+                        Enhanced(4, 7, 0),
+                        "Too many failed authentication attempts; closing connection",
+                    ));
+                }
+                Step::Reply(reply)
+            }
+            Err(reply) => Step::Reply(reply),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sender = None;
+        self.rcpts.clear();
+        self.mode = Mode::Command;
+    }
+
+    /// A refused command: counted, so that a client sending garbage is cut off.
+    fn error(&mut self, reply: Reply) -> Step {
+        self.errors += 1;
+        if self.errors > self.cfg.max_errors {
+            return Step::Close(command::too_many_errors());
+        }
+        Step::Reply(reply)
+    }
+}
+
+fn unreachable_data() -> Step {
+    // Data mode is handled before command parsing; reaching here would be a logic error,
+    // answered as a temporary failure rather than a panic.
+    Step::Reply(Reply::new(
+        451,
+        Enhanced(4, 3, 0),
+        "Internal error; try again",
+    ))
+}
+
+fn parse_error(e: smtp_proto::Error) -> Reply {
+    use smtp_proto::Error as E;
+    match e {
+        E::UnknownCommand => command::unknown(),
+        E::InvalidSenderAddress => Reply::new(501, Enhanced(5, 1, 7), "Bad sender address syntax"),
+        E::InvalidRecipientAddress => {
+            Reply::new(501, Enhanced(5, 1, 3), "Bad recipient address syntax")
+        }
+        E::SyntaxError { syntax } => command::syntax(&format!("Syntax: {syntax}")),
+        E::InvalidParameter { param } => {
+            command::syntax(&format!("Invalid value for parameter {param}"))
+        }
+        E::UnsupportedParameter { param } => Reply::new(
+            555,
+            Enhanced(5, 5, 4),
+            format!("Unsupported parameter {param}"),
+        ),
+        _ => Reply::new(500, Enhanced(5, 5, 2), "Syntax error"),
+    }
+}
+
+/// A short unique ID: 12 base-32 characters from the clock and randomness.
+pub fn new_queue_id() -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789BCDFGHJKLMNPQRSTVWXYZ_";
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos ^ rand::random::<u64>().rotate_left(17);
+    let mut id = String::with_capacity(12);
+    for _ in 0..12 {
+        id.push(ALPHABET[(x & 31) as usize] as char);
+        x >>= 5;
+    }
+    id
+}
+
+/// The trace header (RFC 5321 §4.4), with the protocol named as RFC 3848 does.
+fn received_header(
+    hostname: &str,
+    client: &Client,
+    esmtp: bool,
+    id: &str,
+    rcpts: &[Recipient],
+) -> Vec<u8> {
+    let proto = match (esmtp, client.tls, client.auth.is_some()) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "ESMTPA",
+        (true, true, true) => "ESMTPSA",
+    };
+    let helo: String = client
+        .helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    let ip = match client.addr.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
+    };
+    let mut h = format!(
+        "Received: from {helo} ([{ip}])\r\n\tby {hostname} (sealpost) with {proto} id {id}"
+    );
+    if let [only] = rcpts {
+        if only.address.is_ascii() {
+            h.push_str(&format!("\r\n\tfor <{}>", only.address));
+        }
+    }
+    h.push_str(&format!("; {}\r\n", chrono::Utc::now().to_rfc2822()));
+    h.into_bytes()
+}
+
+#[cfg(test)]
+mod tests;
