@@ -10,7 +10,9 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod pipeline;
 pub mod policy;
+pub mod relay;
 pub mod server;
 pub mod smtp;
 pub mod tls;

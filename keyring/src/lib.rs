@@ -10,7 +10,7 @@ mod cert;
 mod error;
 mod generate;
 mod lookup;
-mod secret;
+pub mod secret;
 pub mod store;
 mod validity;
 

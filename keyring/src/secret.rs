@@ -71,6 +71,21 @@ impl Sealer {
         }
     }
 
+    /// A sealer over a key the caller keeps (a random key in a 0600 file, say).
+    pub fn from_key(key: [u8; 32]) -> Sealer {
+        Sealer { key: Some(key) }
+    }
+
+    /// A sealer whose key argon2id derives from `pass` and `salt`.
+    ///
+    /// # Errors
+    /// When the key derivation fails (a salt shorter than 8 bytes).
+    pub fn derive(pass: &Password, salt: &[u8]) -> Result<Sealer, Error> {
+        Ok(Sealer {
+            key: Some(derive(pass, salt)?),
+        })
+    }
+
     pub fn has_key(&self) -> bool {
         self.key.is_some()
     }

@@ -2,9 +2,12 @@
 //!
 //! `anyhow` is used here and in `main.rs` only; everything below the CLI returns typed errors.
 
+mod admin_handler;
 pub mod check_config;
 pub mod hash_password;
 pub mod keys;
+pub mod queue;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +51,10 @@ pub enum Command {
     /// Manage the OpenPGP keyring: import, list, show, export, remove and generate keys
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    Serve(serve::Args),
+    /// Inspect and manage the spool of copies awaiting delivery
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
     CheckConfig(check_config::Args),
     HashPassword(hash_password::Args),
 }
@@ -111,6 +118,8 @@ pub fn init_tracing(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(cmd) => keys_command(cmd, &resolve_data_dir(cli.data_dir)?),
+        Command::Serve(args) => serve::run(args, cli.data_dir),
+        Command::Queue(cmd) => queue_command(cmd, &resolve_data_dir(cli.data_dir)?),
         Command::CheckConfig(args) => check_config::run(args, cli.data_dir),
         Command::HashPassword(args) => hash_password::run(args),
     }
@@ -133,6 +142,37 @@ fn keys_command(cmd: keys::KeysCommand, data_dir: &Path) -> anyhow::Result<()> {
         }
         Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
         Err(e) => Err(e),
+    }
+}
+
+/// Runs a `queue` command on the spool directly, or through the running server.
+fn queue_command(cmd: queue::QueueCommand, data_dir: &Path) -> anyhow::Result<()> {
+    match crate::relay::Spool::open(data_dir, keys::passphrase_from_env()?.as_ref()) {
+        Ok(spool) => {
+            let mut stdout = std::io::stdout().lock();
+            let mut stderr = std::io::stderr().lock();
+            let mut input = keys::read_local;
+            let mut io = keys::Io {
+                out: &mut stdout,
+                err: &mut stderr,
+                input: &mut input,
+            };
+            match cmd {
+                queue::QueueCommand::List => queue::list(&spool.all()?, &mut io),
+                queue::QueueCommand::Remove { id } => {
+                    if !spool.remove(&id)? {
+                        anyhow::bail!("no spooled copy {id}; see `sealpost queue list`");
+                    }
+                    writeln!(io.out, "removed {id}")?;
+                    Ok(())
+                }
+                queue::QueueCommand::Retry { .. } => anyhow::bail!(
+                    "no server is running; spooled copies are retried when `sealpost serve` starts"
+                ),
+            }
+        }
+        Err(crate::relay::spool::Error::Locked(_)) => forward(data_dir, &[]),
+        Err(e) => Err(e.into()),
     }
 }
 

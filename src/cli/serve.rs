@@ -1,0 +1,286 @@
+//! Command-line parser and runner for `sealpost serve`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sealpost_keyring::{Keyring, OpenOptions};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, AuthMode, Config, Mode, Target, TlsMode};
+use crate::pipeline::{Direction, Gateway};
+use crate::relay::{Relay, RelayConfig, Route, Transport, UpstreamConfig, UpstreamTls};
+use crate::server::listener::{self, ConnectionLimits};
+use crate::smtp::config::{self as smtp_config, SessionConfig};
+
+/// Run the gateway: SMTP listeners, the relay and its spool, and the admin socket.
+///
+/// With no configuration, one outbound listener on 127.0.0.1:2587 (STARTTLS with a
+/// self-signed certificate made on first start) delivers to the Maildir in the data
+/// directory. SIGTERM drains gracefully.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  sealpost serve                                   # embedded defaults, Maildir delivery
+  sealpost serve --upstream smtp.example.org:587 --upstream-tls starttls
+  sealpost serve --config /etc/sealpost/sealpost.toml
+  sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:24")]
+pub struct Args {
+    /// The TOML configuration file (see `sealpost check-config`)
+    #[arg(long, short, value_name = "FILE", env = "SEALPOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address of the outbound (submission) listener
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Where outbound mail goes: HOST:PORT, or maildir:PATH
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: Option<String>,
+    /// TLS to the upstream
+    #[arg(long, value_name = "none|starttls|tls")]
+    upstream_tls: Option<String>,
+    /// Address of an inbound listener (mail for local users)
+    #[arg(long, value_name = "ADDR")]
+    inbound_listen: Option<String>,
+    /// Where inbound mail goes: HOST:PORT, or maildir:PATH
+    #[arg(long, value_name = "HOST:PORT|maildir:PATH")]
+    deliver: Option<String>,
+}
+
+pub fn run(args: Args, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let overrides = config::Overrides {
+        data_dir,
+        listen: args.listen,
+        upstream: args.upstream,
+        upstream_tls: args.upstream_tls,
+        inbound_listen: args.inbound_listen,
+        deliver: args.deliver,
+    };
+    let config = Config::load(args.config.as_deref(), &overrides, super::default_data_dir)?;
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(Arc::new(config)))
+}
+
+async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+    crate::tls::install_provider();
+    let passphrase = super::keys::passphrase_from_env()?;
+    let keyring = Keyring::open(
+        &config.data_dir,
+        OpenOptions {
+            passphrase: passphrase.clone(),
+            ..OpenOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the keyring in {}", config.data_dir.display()))?;
+    if !keyring.has_passphrase() {
+        tracing::warn!("no keyring passphrase (SEALPOST_PASSPHRASE_FILE): secret keys and the spool key rest unencrypted, protected by file modes only");
+    }
+
+    let relay_cfg = RelayConfig {
+        budget: config.budget,
+        lifetime: config.lifetime,
+        ..RelayConfig::new(config.hostname.clone())
+    };
+    let outbound = match &config.upstream {
+        Some(up) => Transport::Smtp(upstream_config(&config, up)?),
+        None => Transport::Maildir(config.outbound_maildir.clone()),
+    };
+    let inbound = match &config.inbound_target {
+        Target::Maildir(p) => Transport::Maildir(p.clone()),
+        Target::Smtp { host, port } => Transport::Smtp(UpstreamConfig {
+            host: host.clone(),
+            port: *port,
+            tls: UpstreamTls::None,
+            ca_pem: None,
+            credentials: None,
+            helo: config.hostname.clone(),
+            timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(600),
+        }),
+    };
+    let relay = Relay::open(
+        &config.data_dir,
+        passphrase.as_ref(),
+        outbound,
+        inbound,
+        relay_cfg,
+    )
+    .context("cannot open the spool")?;
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    crate::server::shutdown::on_signal(shutdown.clone());
+    let worker = relay.spawn_worker(shutdown.clone());
+
+    let local_domains = if config.local_domains.is_empty() {
+        keyring.secret_domains()?
+    } else {
+        config.local_domains.clone()
+    };
+    let local_domains = Arc::new(local_domains);
+    let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
+    let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
+
+    let mut listeners = Vec::new();
+    for l in &config.listeners {
+        let socket = tokio::net::TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.address))?;
+        let bound = socket.local_addr()?;
+        let (tls, fingerprint) = listener_tls(&config, l, bound)?;
+        let mut cfg = SessionConfig::new(config.hostname.clone());
+        cfg.max_message_size = l.limits.max_message_size;
+        cfg.max_recipients = l.limits.max_recipients;
+        cfg.command_timeout = l.limits.command_timeout;
+        cfg.data_timeout = l.limits.data_timeout;
+        cfg.implicit_tls = l.tls == TlsMode::Implicit;
+        cfg.tls = tls;
+        cfg.auth = match l.auth {
+            AuthMode::None => smtp_config::AuthMode::None,
+            AuthMode::Passthrough => smtp_config::AuthMode::Passthrough,
+            AuthMode::Local => smtp_config::AuthMode::Local(Arc::new(
+                config
+                    .users
+                    .iter()
+                    .map(|u| (u.name.clone(), u.password_hash.clone()))
+                    .collect(),
+            )),
+        };
+        cfg.require_auth = l.require_auth;
+        cfg.allow = l.allow.clone();
+        cfg.loopback = bound.ip().is_loopback();
+        let direction = match l.mode {
+            Mode::Outbound => Direction::Outbound,
+            Mode::Inbound => Direction::Inbound,
+        };
+        cfg.smtputf8 = match direction {
+            Direction::Outbound => smtputf8_out,
+            Direction::Inbound => smtputf8_in,
+        };
+        let mode = match direction {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        };
+        let tls_text = match (l.tls, &fingerprint) {
+            (TlsMode::None, _) => "no TLS".to_string(),
+            (TlsMode::StartTls, Some(f)) => {
+                format!("STARTTLS, self-signed certificate SHA-256 {f}")
+            }
+            (TlsMode::StartTls, None) => "STARTTLS".to_string(),
+            (TlsMode::Implicit, Some(f)) => {
+                format!("implicit TLS, self-signed certificate SHA-256 {f}")
+            }
+            (TlsMode::Implicit, None) => "implicit TLS".to_string(),
+        };
+        println!("sealpost: {mode} listener on {bound} ({tls_text})");
+        if direction == Direction::Inbound {
+            println!(
+                "sealpost: inbound mail accepted for: {}",
+                local_domains.join(", ")
+            );
+        }
+        let gateway = Gateway {
+            direction,
+            relay: relay.clone(),
+            keyring: keyring.clone(),
+            local_domains: local_domains.clone(),
+        };
+        let limits = ConnectionLimits {
+            max: l.limits.max_connections,
+            per_ip: l.limits.max_connections_per_ip,
+        };
+        listeners.push(tokio::spawn(listener::run(
+            socket,
+            Arc::new(cfg),
+            limits,
+            Arc::new(gateway),
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    match &config.upstream {
+        Some(up) => println!("sealpost: outbound mail goes to {}:{}", up.host, up.port),
+        None => println!(
+            "sealpost: outbound mail goes to the Maildir {}",
+            config.outbound_maildir.display()
+        ),
+    }
+
+    let admin_path = crate::admin::socket_path(&config.data_dir);
+    let admin = crate::admin::socket::bind(&admin_path)
+        .with_context(|| format!("cannot create the admin socket {}", admin_path.display()))?;
+    let handler = super::admin_handler::handler(keyring.clone(), relay.clone());
+    let admin_task = tokio::spawn(crate::admin::socket::serve(
+        admin,
+        admin_path,
+        handler,
+        shutdown.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    for l in listeners {
+        let _ = l.await;
+    }
+    if !crate::server::shutdown::drain(&tracker, Duration::from_secs(60)).await {
+        tracing::warn!("some sessions did not finish within the shutdown deadline");
+    }
+    let _ = worker.await;
+    let _ = admin_task.await;
+    keyring.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<UpstreamConfig> {
+    let ca_pem = match &up.ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
+        None => None,
+    };
+    Ok(UpstreamConfig {
+        host: up.host.clone(),
+        port: up.port,
+        tls: match up.tls {
+            TlsMode::None => UpstreamTls::None,
+            TlsMode::StartTls => UpstreamTls::StartTls,
+            TlsMode::Implicit => UpstreamTls::Tls,
+        },
+        ca_pem,
+        credentials: up
+            .username
+            .clone()
+            .map(|u| crate::smtp::transaction::Credentials {
+                username: u,
+                secret: up.password.clone(),
+            }),
+        helo: config.hostname.clone(),
+        timeout: Duration::from_secs(60),
+        data_timeout: Duration::from_secs(600),
+    })
+}
+
+/// The listener's TLS: its configured certificate, or on loopback a self-signed one.
+fn listener_tls(
+    config: &Config,
+    l: &config::Listener,
+    bound: std::net::SocketAddr,
+) -> anyhow::Result<(Option<tokio_rustls::TlsAcceptor>, Option<String>)> {
+    if l.tls == TlsMode::None {
+        return Ok((None, None));
+    }
+    match (&l.certificate, &l.private_key) {
+        (Some(c), Some(k)) => Ok((Some(crate::tls::from_files(c, k)?), None)),
+        _ if bound.ip().is_loopback() => {
+            let (acceptor, fpr) = crate::tls::self_signed(&config.data_dir)?;
+            Ok((Some(acceptor), Some(fpr)))
+        }
+        _ => anyhow::bail!(
+            "the listener on {bound} uses TLS but has no certificate and private_key; \
+             a self-signed certificate is made only for loopback listeners"
+        ),
+    }
+}

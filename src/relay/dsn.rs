@@ -1,0 +1,143 @@
+//! Delivery status notifications (RFC 3464): what the sender gets when the gateway gives up
+//! on a spooled copy.
+
+use crate::smtp::envelope::{Notify, Recipient, Ret};
+use crate::smtp::reply::Reply;
+
+/// One recipient the gateway could not deliver to.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub recipient: Recipient,
+    pub reply: Reply,
+}
+
+/// Whether this recipient asked not to be told (NOTIFY=NEVER, or NOTIFY without FAILURE).
+pub fn wanted(r: &Recipient) -> bool {
+    r.notify.is_empty() || r.notify.contains(&Notify::Failure)
+}
+
+/// A `multipart/report; report-type=delivery-status` message to `sender`.
+pub fn build(
+    hostname: &str,
+    sender: &str,
+    queue_id: &str,
+    envid: Option<&str>,
+    ret: Option<Ret>,
+    failures: &[Failure],
+    original: &[u8],
+) -> Vec<u8> {
+    let boundary = format!("sealpost-dsn-{queue_id}");
+    let date = chrono::Utc::now().to_rfc2822();
+    let mut m = String::new();
+    m.push_str(&format!(
+        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n"
+    ));
+    m.push_str(&format!("To: <{sender}>\r\n"));
+    m.push_str("Subject: Undelivered Mail Returned to Sender\r\n");
+    m.push_str(&format!("Date: {date}\r\n"));
+    m.push_str(&format!("Message-ID: <{queue_id}.dsn@{hostname}>\r\n"));
+    m.push_str("Auto-Submitted: auto-replied\r\n");
+    m.push_str("MIME-Version: 1.0\r\n");
+    m.push_str(&format!(
+        "Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    m.push_str("This is a MIME-encapsulated message.\r\n\r\n");
+    m.push_str(&format!(
+        "--{boundary}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    ));
+    m.push_str(&format!(
+        "This is the mail gateway at {hostname}.\r\n\r\nYour message (queue ID {queue_id}) could not be delivered to the\r\nrecipients below. The gateway has given up.\r\n\r\n"
+    ));
+    for f in failures {
+        m.push_str(&format!("<{}>: {}\r\n", f.recipient.address, f.reply));
+    }
+    m.push_str(&format!(
+        "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+    ));
+    m.push_str(&format!("Reporting-MTA: dns; {hostname}\r\n"));
+    if let Some(id) = envid {
+        m.push_str(&format!("Original-Envelope-Id: {id}\r\n"));
+    }
+    m.push_str(&format!("Arrival-Date: {date}\r\n"));
+    for f in failures {
+        m.push_str("\r\n");
+        if let Some(orcpt) = &f.recipient.orcpt {
+            m.push_str(&format!("Original-Recipient: {orcpt}\r\n"));
+        }
+        m.push_str(&format!(
+            "Final-Recipient: rfc822; {}\r\n",
+            f.recipient.address
+        ));
+        m.push_str("Action: failed\r\n");
+        let status = f
+            .reply
+            .enhanced
+            .map(|e| {
+                // A DSN reports a final failure: a temporary code that ran out of time is
+                // reported with class 4 as given, and the Action says "failed".
+                e.to_string()
+            })
+            .unwrap_or_else(|| "5.0.0".to_string());
+        m.push_str(&format!("Status: {status}\r\n"));
+        m.push_str(&format!(
+            "Diagnostic-Code: smtp; {}\r\n",
+            f.reply.to_string().replace(['\r', '\n'], " ")
+        ));
+    }
+    let headers_only = !matches!(ret, Some(Ret::Full));
+    let end = original
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(original.len(), |i| i + 2);
+    if headers_only {
+        m.push_str(&format!(
+            "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        ));
+        m.push_str(&String::from_utf8_lossy(&original[..end]));
+    } else {
+        m.push_str(&format!(
+            "\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"
+        ));
+        m.push_str(&String::from_utf8_lossy(original));
+    }
+    m.push_str(&format!("\r\n--{boundary}--\r\n"));
+    m.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::Enhanced;
+
+    #[test]
+    fn report_names_recipients_and_reason() {
+        let failures = vec![Failure {
+            recipient: Recipient::plain("bob@example.net"),
+            reply: Reply::new(550, Enhanced(5, 1, 1), "no such user"),
+        }];
+        let original = b"Subject: hello\r\nFrom: a@example.org\r\n\r\nsecret body\r\n";
+        let dsn = build(
+            "gw.test",
+            "a@example.org",
+            "Q1",
+            None,
+            None,
+            &failures,
+            original,
+        );
+        use mail_parser::MimeHeaders;
+        let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
+        assert_eq!(parsed.content_type().unwrap().subtype(), Some("report"));
+        assert_eq!(parsed.parts.len(), 4, "root, text, status, headers");
+        let text = String::from_utf8_lossy(&dsn);
+        assert!(text.contains("Final-Recipient: rfc822; bob@example.net"));
+        assert!(text.contains("Status: 5.1.1"));
+        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
+        assert!(text.contains("Subject: hello"));
+        assert!(
+            !text.contains("secret body"),
+            "headers only unless RET=FULL"
+        );
+        assert!(wanted(&failures[0].recipient));
+    }
+}

@@ -1,0 +1,67 @@
+//! Local delivery to a Maildir: written to `tmp/`, synced, renamed into `new/`, and the
+//! directory synced, so that a crash leaves the message whole or absent.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::smtp::reply::{Enhanced, Reply};
+
+use super::Copy;
+
+/// Delivers one copy into the Maildir at `root`.
+///
+/// # Errors
+/// `451 4.3.0` when the file cannot be written; nothing is half-delivered then.
+pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply> {
+    let fail = |what: &str, e: std::io::Error| {
+        tracing::error!(path = %root.display(), error = %e, "{what}");
+        Reply::new(
+            451,
+            Enhanced(4, 3, 0),
+            "Local delivery failed; try again later",
+        )
+    };
+    for sub in ["tmp", "new", "cur"] {
+        std::fs::create_dir_all(root.join(sub))
+            .map_err(|e| fail("cannot create the Maildir", e))?;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let host: String = hostname
+        .chars()
+        .map(|c| if c == '/' || c == ':' { '_' } else { c })
+        .collect();
+    let name = format!(
+        "{}.M{}P{}R{:016x}.{host}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let tmp = root.join("tmp").join(&name);
+    let mut header = format!("Return-Path: <{}>\r\n", copy.envelope.sender.address);
+    for r in &copy.envelope.recipients {
+        header.push_str(&format!("Delivered-To: {}\r\n", r.address));
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(header.as_bytes())?;
+        f.write_all(&copy.data)?;
+        f.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail("cannot write to the Maildir", e));
+    }
+    let new = root.join("new").join(&name);
+    std::fs::rename(&tmp, &new).map_err(|e| fail("cannot move the message into new/", e))?;
+    std::fs::File::open(root.join("new"))
+        .and_then(|d| d.sync_all())
+        .map_err(|e| fail("cannot sync the Maildir", e))?;
+    Ok(Reply::new(
+        250,
+        Enhanced(2, 0, 0),
+        format!("Delivered to the Maildir as {name}"),
+    ))
+}

@@ -1,0 +1,409 @@
+//! The sending side: delivers the pipeline's copies upstream (or to a Maildir) within the
+//! client's transaction, spools what is left, retries it, and reports failures.
+//!
+//! Delivery semantics, as the README states them:
+//! 1. every copy is tried within `budget`;
+//! 2. all accepted: 250;
+//! 3. none accepted, all failures of one class: that failure, as the upstream worded it;
+//! 4. otherwise the undelivered recipients are spooled (flushed) before the 250, retried
+//!    with backoff for `lifetime`, and reported to the sender in a DSN when given up;
+//! 5. a 250 is never lost: the spool survives a crash and is picked up at start.
+
+pub mod dsn;
+pub mod maildir;
+pub mod spool;
+pub mod upstream;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sealpost_keyring::openpgp::crypto::Password;
+use tokio::sync::Notify;
+
+use crate::smtp::envelope::{Envelope, Recipient};
+use crate::smtp::reply::{Class, Enhanced, Reply};
+use crate::smtp::transaction::Credentials;
+
+pub use spool::{Entry, Spool};
+pub use upstream::{Outcome, UpstreamConfig, UpstreamTls};
+
+/// Which way a copy travels: to the upstream, or to the local mailboxes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Route {
+    #[default]
+    Outbound,
+    Inbound,
+}
+
+/// One message as it leaves: its own envelope and bytes.
+#[derive(Debug, Clone)]
+pub struct Copy {
+    pub envelope: Envelope,
+    pub data: Arc<Vec<u8>>,
+    /// The client's login (AUTH passthrough), used upstream for this copy.
+    pub credentials: Option<Credentials>,
+    pub route: Route,
+}
+
+/// Where copies go.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Smtp(UpstreamConfig),
+    Maildir(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// How long delivery may take inside the client's transaction.
+    pub budget: Duration,
+    /// How long a spooled copy is retried.
+    pub lifetime: Duration,
+    /// First retry delay; doubled each time, up to `retry_max`.
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// Our name, for DSNs.
+    pub hostname: String,
+}
+
+impl RelayConfig {
+    pub fn new(hostname: impl Into<String>) -> RelayConfig {
+        RelayConfig {
+            budget: Duration::from_secs(60),
+            lifetime: Duration::from_secs(5 * 86400),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            hostname: hostname.into(),
+        }
+    }
+}
+
+struct Inner {
+    outbound: Transport,
+    inbound: Transport,
+    cfg: RelayConfig,
+    spool: Spool,
+    /// Wakes the retry worker when something is spooled or a retry is asked for.
+    wake: Notify,
+}
+
+/// The relay handle (cheap to clone).
+#[derive(Clone)]
+pub struct Relay {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spool(#[from] spool::Error),
+}
+
+impl Relay {
+    /// Opens the spool in `data_dir`.
+    ///
+    /// # Errors
+    /// When the spool cannot be opened (in use, unreadable).
+    pub fn open(
+        data_dir: &Path,
+        passphrase: Option<&Password>,
+        outbound: Transport,
+        inbound: Transport,
+        cfg: RelayConfig,
+    ) -> Result<Relay, Error> {
+        let spool = Spool::open(data_dir, passphrase)?;
+        Ok(Relay {
+            inner: Arc::new(Inner {
+                outbound,
+                inbound,
+                cfg,
+                spool,
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn spool(&self) -> &Spool {
+        &self.inner.spool
+    }
+
+    /// Delivers `copies` for the transaction `queue_id` and says what the client hears.
+    pub async fn deliver(&self, queue_id: &str, copies: Vec<Copy>) -> Reply {
+        let cfg = &self.inner.cfg;
+        let mut results: Vec<Option<Vec<Outcome>>> = vec![None; copies.len()];
+        let attempts = async {
+            for (i, copy) in copies.iter().enumerate() {
+                results[i] = Some(self.attempt(copy).await);
+            }
+        };
+        let timed_out = tokio::time::timeout(cfg.budget, attempts).await.is_err();
+
+        let mut delivered = 0usize;
+        let mut failures: Vec<Reply> = Vec::new();
+        let mut pending: Vec<(usize, Vec<Recipient>, Option<Reply>)> = Vec::new();
+        let mut permanent: Vec<dsn::Failure> = Vec::new();
+        for (i, copy) in copies.iter().enumerate() {
+            match &results[i] {
+                None => pending.push((i, copy.envelope.recipients.clone(), None)),
+                Some(outcomes) => {
+                    let mut retry = Vec::new();
+                    let mut last = None;
+                    for (rcpt, o) in copy.envelope.recipients.iter().zip(outcomes) {
+                        log_outcome(queue_id, copy, rcpt, o);
+                        match o {
+                            Outcome::Delivered(_) => delivered += 1,
+                            Outcome::Failed(r) => {
+                                failures.push(r.clone());
+                                if r.class() == Class::Permanent {
+                                    permanent.push(dsn::Failure {
+                                        recipient: rcpt.clone(),
+                                        reply: r.clone(),
+                                    });
+                                } else {
+                                    retry.push(rcpt.clone());
+                                    last = Some(r.clone());
+                                }
+                            }
+                        }
+                    }
+                    if !retry.is_empty() {
+                        pending.push((i, retry, last));
+                    }
+                }
+            }
+        }
+
+        if pending.is_empty() && permanent.is_empty() {
+            return Reply::new(
+                250,
+                Enhanced(2, 0, 0),
+                format!("Delivered, queue ID {queue_id}"),
+            );
+        }
+        // Nothing accepted and one class of failure: hand it back; nothing is lost.
+        if delivered == 0 && !timed_out {
+            if let Some(first) = failures.first() {
+                if failures.iter().all(|f| f.class() == first.class()) {
+                    return first.clone();
+                }
+            }
+        }
+
+        // Partial: spool what is owed, report what failed for good, then answer 250.
+        let now = unix(SystemTime::now());
+        let mut entries = Vec::new();
+        for (n, (i, rcpts, last)) in pending.iter().enumerate() {
+            let copy = &copies[*i];
+            entries.push(Entry {
+                id: format!("{queue_id}.{n}"),
+                queue_id: queue_id.to_string(),
+                envelope: Envelope {
+                    sender: copy.envelope.sender.clone(),
+                    recipients: rcpts.clone(),
+                },
+                data: Entry::encode(&copy.data),
+                credentials: copy.credentials.clone(),
+                route: copy.route,
+                created: now,
+                attempts: 1,
+                next_attempt: now + cfg.retry_base.as_secs(),
+                last_error: Some(last.as_ref().map_or_else(
+                    || "timed out within the transaction".to_string(),
+                    |r| r.to_string(),
+                )),
+            });
+        }
+        if !permanent.is_empty() {
+            if let Some(copy) = copies.first() {
+                if let Some(e) = self.dsn_entry(queue_id, copy, &permanent, now) {
+                    entries.push(e);
+                }
+            }
+        }
+        let spool = self.clone();
+        let stored = tokio::task::spawn_blocking(move || spool.inner.spool.put(&entries)).await;
+        match stored {
+            Ok(Ok(())) => {
+                self.inner.wake.notify_one();
+                tracing::info!(
+                    queue_id,
+                    spooled = pending.len(),
+                    failed = permanent.len(),
+                    "partially delivered; the rest is spooled"
+                );
+                Reply::new(
+                    250,
+                    Enhanced(2, 0, 0),
+                    format!("Accepted, queue ID {queue_id}; some recipients will be retried or reported"),
+                )
+            }
+            Ok(Err(e)) => {
+                tracing::error!(queue_id, error = %e, "cannot spool");
+                Reply::new(
+                    451,
+                    Enhanced(4, 3, 0),
+                    "Temporary local problem; try again later",
+                )
+            }
+            Err(e) => {
+                tracing::error!(queue_id, error = %e, "spool task failed");
+                Reply::new(
+                    451,
+                    Enhanced(4, 3, 0),
+                    "Temporary local problem; try again later",
+                )
+            }
+        }
+    }
+
+    /// A DSN to the sender of `copy` about `failures`, as a spool entry (never to `<>`).
+    fn dsn_entry(
+        &self,
+        queue_id: &str,
+        copy: &Copy,
+        failures: &[dsn::Failure],
+        now: u64,
+    ) -> Option<Entry> {
+        let sender = &copy.envelope.sender;
+        let wanted: Vec<dsn::Failure> = failures
+            .iter()
+            .filter(|f| dsn::wanted(&f.recipient))
+            .cloned()
+            .collect();
+        if sender.is_null() || wanted.is_empty() {
+            return None;
+        }
+        let report = dsn::build(
+            &self.inner.cfg.hostname,
+            &sender.address,
+            queue_id,
+            sender.envid.as_deref(),
+            sender.ret,
+            &wanted,
+            &copy.data,
+        );
+        Some(Entry {
+            id: format!("{queue_id}.dsn.{now}"),
+            queue_id: queue_id.to_string(),
+            envelope: Envelope {
+                sender: crate::smtp::envelope::Sender::plain(""),
+                recipients: vec![Recipient::plain(sender.address.clone())],
+            },
+            data: Entry::encode(&report),
+            credentials: None,
+            // A report goes back towards the sender: outbound, whatever the copy's way.
+            route: Route::Outbound,
+            created: now,
+            attempts: 0,
+            next_attempt: now,
+            last_error: None,
+        })
+    }
+
+    /// One attempt at one copy on the configured transport.
+    pub async fn attempt(&self, copy: &Copy) -> Vec<Outcome> {
+        match self.transport(copy.route) {
+            Transport::Smtp(up) => upstream::attempt(up, copy).await,
+            Transport::Maildir(root) => {
+                let root = root.clone();
+                let host = self.inner.cfg.hostname.clone();
+                let c = copy.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || maildir::deliver(&root, &host, &c))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(Reply::new(451, Enhanced(4, 3, 0), "Local delivery failed"))
+                        });
+                let o = match result {
+                    Ok(r) => Outcome::Delivered(r),
+                    Err(r) => Outcome::Failed(r),
+                };
+                copy.envelope.recipients.iter().map(|_| o.clone()).collect()
+            }
+        }
+    }
+
+    /// AUTH passthrough: the client's credentials, checked upstream.
+    ///
+    /// # Errors
+    /// The reply for the client when they are refused or cannot be checked.
+    pub async fn check_login(&self, creds: &Credentials) -> Result<(), Reply> {
+        match &self.inner.outbound {
+            Transport::Smtp(up) => upstream::check_login(up, creds).await,
+            Transport::Maildir(_) => Err(Reply::new(
+                454,
+                Enhanced(4, 7, 0),
+                "AUTH passthrough needs an upstream server",
+            )),
+        }
+    }
+
+    /// Whether the next hop takes SMTPUTF8 (a Maildir does).
+    pub async fn offers_smtputf8(&self, route: Route) -> bool {
+        match self.transport(route) {
+            Transport::Smtp(up) => upstream::offers_smtputf8(up).await,
+            Transport::Maildir(_) => true,
+        }
+    }
+
+    fn transport(&self, route: Route) -> &Transport {
+        match route {
+            Route::Outbound => &self.inner.outbound,
+            Route::Inbound => &self.inner.inbound,
+        }
+    }
+
+    /// Starts the retry worker; it picks up what an earlier run left in the spool.
+    pub fn spawn_worker(
+        &self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(worker::run(self.clone(), shutdown))
+    }
+
+    /// Makes every spooled copy (or the one with `id`) due now.
+    ///
+    /// # Errors
+    /// Spool failures; `Ok(0)` when nothing matched.
+    pub fn retry_now(&self, id: Option<&str>) -> Result<usize, Error> {
+        let mut due = Vec::new();
+        for mut e in self.inner.spool.all()? {
+            if id.is_none_or(|i| i == e.id || i == e.queue_id) {
+                e.next_attempt = 0;
+                due.push(e);
+            }
+        }
+        self.inner.spool.put(&due)?;
+        self.inner.wake.notify_one();
+        Ok(due.len())
+    }
+
+    /// Removes a spooled copy without delivering it.
+    ///
+    /// # Errors
+    /// Spool failures.
+    pub fn remove(&self, id: &str) -> Result<bool, Error> {
+        Ok(self.inner.spool.remove(id)?)
+    }
+}
+
+fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
+    let (status, reply) = match o {
+        Outcome::Delivered(r) => ("delivered", r),
+        Outcome::Failed(r) => ("failed", r),
+    };
+    tracing::info!(
+        queue_id,
+        from = %copy.envelope.sender.address,
+        to = %rcpt.address,
+        size = copy.data.len(),
+        status,
+        reply = %reply,
+        "copy outcome"
+    );
+}
+
+pub(crate) fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,402 @@
+//! The upstream SMTP client: lettre's low-level connection, driven command by command, so
+//! that every upstream reply is passed back exactly and one refused RCPT does not abort
+//! the others.
+
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::{ClientId, Extension};
+
+use crate::smtp::envelope::{Notify, Recipient, Ret};
+use crate::smtp::reply::{Enhanced, Reply};
+use crate::smtp::transaction::Credentials;
+
+use super::Copy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    None,
+    StartTls,
+    Tls,
+}
+
+/// Where and how to reach the upstream server.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: UpstreamTls,
+    /// PEM CA certificates to trust instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The gateway's own login; a copy's client credentials (passthrough) win over it.
+    pub credentials: Option<Credentials>,
+    /// Our EHLO name.
+    pub helo: String,
+    /// Connect and command timeout.
+    pub timeout: Duration,
+    /// How long to wait for the reply to the final dot (RFC 5321: 10 minutes).
+    pub data_timeout: Duration,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What happened to one recipient in one attempt.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Delivered(Reply),
+    Failed(Reply),
+}
+
+/// One attempt at one copy: an outcome per recipient, in envelope order.
+pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
+    let all = |reply: Reply| {
+        copy.envelope
+            .recipients
+            .iter()
+            .map(|_| Outcome::Failed(reply.clone()))
+            .collect()
+    };
+    let mut conn = match connect(cfg, copy.credentials.as_ref().or(cfg.credentials.as_ref())).await
+    {
+        Ok(c) => c,
+        Err(reply) => return all(reply),
+    };
+    let utf8 = conn.server_info().supports_feature(Extension::SmtpUtfEight);
+    let dsn = supports(&conn, "DSN");
+    let mail = mail_command(
+        copy,
+        utf8,
+        dsn,
+        conn.server_info().supports_feature(Extension::EightBitMime),
+    );
+    if let Err(reply) = command(&mut conn, mail, cfg.timeout).await {
+        conn.abort().await;
+        return all(reply);
+    }
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; copy.envelope.recipients.len()];
+    let mut accepted = Vec::new();
+    for (i, rcpt) in copy.envelope.recipients.iter().enumerate() {
+        match command(&mut conn, rcpt_command(rcpt, dsn), cfg.timeout).await {
+            Ok(_) => accepted.push(i),
+            Err(reply) => outcomes[i] = Some(Outcome::Failed(reply)),
+        }
+    }
+    if !accepted.is_empty() {
+        let result = match command(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
+            Ok(_) => {
+                // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
+                let body = copy.data.strip_suffix(b"\r\n").unwrap_or(&copy.data);
+                match tokio::time::timeout(cfg.data_timeout, conn.message(body)).await {
+                    Ok(Ok(r)) => Ok(reply_of(&r)),
+                    Ok(Err(e)) => Err(error_reply(&e)),
+                    Err(_) => Err(timeout_reply("the final dot")),
+                }
+            }
+            Err(reply) => Err(reply),
+        };
+        for i in accepted {
+            outcomes[i] = Some(match &result {
+                Ok(r) => Outcome::Delivered(r.clone()),
+                Err(r) => Outcome::Failed(r.clone()),
+            });
+        }
+    }
+    let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Outcome::Failed(timeout_reply("a reply"))))
+        .collect()
+}
+
+/// Logs in upstream with the client's credentials (AUTH passthrough).
+///
+/// # Errors
+/// `535 5.7.8` when the upstream refuses them, `454 4.7.0` when it cannot be reached.
+pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<(), Reply> {
+    match connect(cfg, Some(creds)).await {
+        Ok(mut conn) => {
+            let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
+            Ok(())
+        }
+        Err(reply) if reply.code == 535 || reply.code == 534 || reply.code == 530 => {
+            Err(Reply::new(
+                535,
+                Enhanced(5, 7, 8),
+                format!(
+                    "Authentication credentials invalid (upstream: {})",
+                    reply.text()
+                ),
+            ))
+        }
+        Err(reply) => Err(Reply::new(
+            454,
+            Enhanced(4, 7, 0),
+            format!("Temporary authentication failure: {}", reply.text()),
+        )),
+    }
+}
+
+/// Whether the upstream offers SMTPUTF8 (so that the listener may offer it too).
+pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
+    match connect(cfg, None).await {
+        Ok(mut conn) => {
+            let yes = conn.server_info().supports_feature(Extension::SmtpUtfEight);
+            let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
+            yes
+        }
+        Err(_) => false,
+    }
+}
+
+async fn connect(
+    cfg: &UpstreamConfig,
+    creds: Option<&Credentials>,
+) -> Result<AsyncSmtpConnection, Reply> {
+    let hello = ClientId::Domain(cfg.helo.clone());
+    let tls = |host: &str| -> Result<TlsParameters, Reply> {
+        let mut b = TlsParameters::builder(host.to_string());
+        if let Some(pem) = &cfg.ca_pem {
+            let cert = Certificate::from_pem(pem)
+                .map_err(|e| local_error(&format!("bad upstream CA file: {e}")))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build_rustls()
+            .map_err(|e| local_error(&format!("upstream TLS setup failed: {e}")))
+    };
+    let implicit = match cfg.tls {
+        UpstreamTls::Tls => Some(tls(&cfg.host)?),
+        _ => None,
+    };
+    crate::tls::install_provider();
+    let connecting = AsyncSmtpConnection::connect_tokio1(
+        (cfg.host.as_str(), cfg.port),
+        Some(cfg.timeout),
+        &hello,
+        implicit,
+        None,
+    );
+    let mut conn = match tokio::time::timeout(cfg.timeout, connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Err(unreachable(
+                cfg,
+                &e.to_string(),
+                e.status().is_some().then(|| error_reply(&e)),
+            ))
+        }
+        Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
+    };
+    if cfg.tls == UpstreamTls::StartTls {
+        if !conn.can_starttls() {
+            conn.abort().await;
+            return Err(Reply::new(
+                451,
+                Enhanced(4, 7, 5),
+                "Upstream does not offer STARTTLS, which the configuration requires",
+            ));
+        }
+        let params = tls(&cfg.host)?;
+        match tokio::time::timeout(cfg.timeout, conn.starttls(params, &hello)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(unreachable(cfg, &format!("STARTTLS failed: {e}"), None)),
+            Err(_) => return Err(unreachable(cfg, "STARTTLS timed out", None)),
+        }
+    }
+    if let Some(c) = creds {
+        let lc = LettreCredentials::new(c.username.clone(), c.secret.clone().unwrap_or_default());
+        match tokio::time::timeout(
+            cfg.timeout,
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &lc),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                conn.abort().await;
+                return Err(match e.status() {
+                    Some(_) => error_reply(&e),
+                    None => {
+                        Reply::new(454, Enhanced(4, 7, 0), format!("Upstream AUTH failed: {e}"))
+                    }
+                });
+            }
+            Err(_) => return Err(timeout_reply("AUTH")),
+        }
+    }
+    Ok(conn)
+}
+
+fn supports(conn: &AsyncSmtpConnection, keyword: &str) -> bool {
+    // lettre tracks only a few extensions; the others show in the EHLO text it keeps.
+    conn.server_info()
+        .to_string()
+        .split([' ', ',', '[', ']', '"'])
+        .any(|w| w.eq_ignore_ascii_case(keyword))
+}
+
+fn mail_command(copy: &Copy, utf8: bool, dsn: bool, eight_bit: bool) -> String {
+    let s = &copy.envelope.sender;
+    let mut cmd = format!("MAIL FROM:<{}>", s.address);
+    cmd.push_str(&format!(" SIZE={}", copy.data.len()));
+    if s.eight_bit && eight_bit {
+        cmd.push_str(" BODY=8BITMIME");
+    }
+    if s.smtputf8 && utf8 {
+        cmd.push_str(" SMTPUTF8");
+    }
+    if dsn {
+        match s.ret {
+            Some(Ret::Full) => cmd.push_str(" RET=FULL"),
+            Some(Ret::Headers) => cmd.push_str(" RET=HDRS"),
+            None => {}
+        }
+        if let Some(envid) = &s.envid {
+            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+fn rcpt_command(r: &Recipient, dsn: bool) -> String {
+    let mut cmd = format!("RCPT TO:<{}>", r.address);
+    if dsn {
+        if !r.notify.is_empty() {
+            let n: Vec<&str> = r
+                .notify
+                .iter()
+                .map(|n| match n {
+                    Notify::Never => "NEVER",
+                    Notify::Success => "SUCCESS",
+                    Notify::Failure => "FAILURE",
+                    Notify::Delay => "DELAY",
+                })
+                .collect();
+            cmd.push_str(&format!(" NOTIFY={}", n.join(",")));
+        }
+        if let Some(orcpt) = &r.orcpt {
+            match orcpt.split_once(';') {
+                Some((kind, addr)) => cmd.push_str(&format!(" ORCPT={kind};{}", xtext(addr))),
+                None => cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(orcpt))),
+            }
+        }
+    }
+    cmd.push_str("\r\n");
+    cmd
+}
+
+/// RFC 3461 xtext: `+`, `=`, controls and non-ASCII as `+XX`.
+fn xtext(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn command(
+    conn: &mut AsyncSmtpConnection,
+    cmd: String,
+    timeout: Duration,
+) -> Result<Reply, Reply> {
+    match tokio::time::timeout(timeout, conn.command(cmd)).await {
+        Ok(Ok(r)) => Ok(reply_of(&r)),
+        Ok(Err(e)) => Err(error_reply(&e)),
+        Err(_) => Err(timeout_reply("a reply")),
+    }
+}
+
+fn reply_of(r: &lettre::transport::smtp::response::Response) -> Reply {
+    let code: u16 = r.code().to_string().parse().unwrap_or(250);
+    parse_text(code, r.message().collect::<Vec<_>>().join(" "))
+}
+
+/// An upstream refusal, kept as the upstream worded it; its enhanced code is read from
+/// the text when the upstream gave one.
+fn error_reply(e: &lettre::transport::smtp::Error) -> Reply {
+    match e.status() {
+        Some(code) => {
+            let code: u16 = code.to_string().parse().unwrap_or(451);
+            let text = std::error::Error::source(e)
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            parse_text(code, text)
+        }
+        None => Reply::new(
+            451,
+            Enhanced(4, 4, 2),
+            format!("Upstream connection failed: {e}"),
+        ),
+    }
+}
+
+fn parse_text(code: u16, text: String) -> Reply {
+    let text = text.replace(['\r', '\n'], " ");
+    let mut parts = text.splitn(2, ' ');
+    let first = parts.next().unwrap_or("");
+    let nums: Vec<u16> = first.split('.').filter_map(|n| n.parse().ok()).collect();
+    if let [a, b, c] = nums[..] {
+        if first.split('.').count() == 3 && (a == 2 || a == 4 || a == 5) {
+            return Reply::new(
+                code,
+                Enhanced(a as u8, b, c),
+                parts.next().unwrap_or("").trim(),
+            );
+        }
+    }
+    let class = (code / 100) as u8;
+    Reply::new(code, Enhanced(class, 0, 0), text.trim())
+}
+
+fn unreachable(cfg: &UpstreamConfig, why: &str, reply: Option<Reply>) -> Reply {
+    if let Some(r) = reply {
+        return r;
+    }
+    Reply::new(
+        451,
+        Enhanced(4, 4, 1),
+        format!(
+            "Upstream {}:{} unreachable ({why}); try again later",
+            cfg.host, cfg.port
+        ),
+    )
+}
+
+fn timeout_reply(waiting_for: &str) -> Reply {
+    Reply::new(
+        451,
+        Enhanced(4, 4, 2),
+        format!("Upstream timed out waiting for {waiting_for}"),
+    )
+}
+
+fn local_error(text: &str) -> Reply {
+    Reply::new(451, Enhanced(4, 3, 0), text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_texts_keep_their_enhanced_code() {
+        let r = parse_text(550, "5.1.1 <bob@x>: no such user".into());
+        assert_eq!(r.to_wire(), b"550 5.1.1 <bob@x>: no such user\r\n");
+        let r = parse_text(451, "try later".into());
+        assert_eq!(r.to_wire(), b"451 4.0.0 try later\r\n");
+        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+    }
+}

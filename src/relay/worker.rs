@@ -1,0 +1,110 @@
+//! The retry worker: delivers spooled copies with exponential backoff, and sends the
+//! sender a DSN when a copy fails for good or its lifetime runs out.
+
+use std::time::{Duration, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{dsn, unix, Copy, Outcome, Relay};
+use crate::smtp::reply::{Class, Enhanced, Reply};
+
+pub async fn run(relay: Relay, shutdown: CancellationToken) {
+    loop {
+        let next = match pass(&relay).await {
+            Ok(next) => next,
+            Err(e) => {
+                tracing::error!(error = %e, "spool pass failed");
+                Some(Duration::from_secs(30))
+            }
+        };
+        let wait = next.unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = relay.inner.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Attempts every due entry; returns how long until the next one is due.
+async fn pass(relay: &Relay) -> Result<Option<Duration>, super::Error> {
+    let cfg = &relay.inner.cfg;
+    let spool = &relay.inner.spool;
+    let mut soonest: Option<u64> = None;
+    for mut entry in spool.all()? {
+        let now = unix(SystemTime::now());
+        if entry.next_attempt > now {
+            soonest = Some(soonest.map_or(entry.next_attempt, |s| s.min(entry.next_attempt)));
+            continue;
+        }
+        let copy = Copy {
+            envelope: entry.envelope.clone(),
+            data: std::sync::Arc::new(entry.message()),
+            credentials: entry.credentials.clone(),
+            route: entry.route,
+        };
+        let outcomes = relay.attempt(&copy).await;
+        let mut retry = Vec::new();
+        let mut failed = Vec::new();
+        let mut last = None;
+        for (rcpt, o) in entry.envelope.recipients.iter().zip(&outcomes) {
+            super::log_outcome(&entry.queue_id, &copy, rcpt, o);
+            match o {
+                Outcome::Delivered(_) => {}
+                Outcome::Failed(r) if r.class() == Class::Permanent => failed.push(dsn::Failure {
+                    recipient: rcpt.clone(),
+                    reply: r.clone(),
+                }),
+                Outcome::Failed(r) => {
+                    retry.push(rcpt.clone());
+                    last = Some(r.clone());
+                }
+            }
+        }
+        let expired = now.saturating_sub(entry.created) >= cfg.lifetime.as_secs();
+        if expired {
+            for rcpt in retry.drain(..) {
+                let why = last
+                    .as_ref()
+                    .map_or_else(String::new, |r| format!(" (last error: {r})"));
+                failed.push(dsn::Failure {
+                    recipient: rcpt,
+                    reply: Reply::new(
+                        451,
+                        Enhanced(4, 4, 7),
+                        format!(
+                            "Delivery time expired after {} attempts{why}",
+                            entry.attempts + 1
+                        ),
+                    ),
+                });
+            }
+        }
+        let mut updates = Vec::new();
+        if !failed.is_empty() && !entry.envelope.sender.is_null() {
+            if let Some(report) = relay.dsn_entry(&entry.queue_id, &copy, &failed, now) {
+                updates.push(report);
+            }
+        }
+        if retry.is_empty() {
+            if !updates.is_empty() {
+                spool.put(&updates)?;
+            }
+            spool.remove(&entry.id)?;
+            continue;
+        }
+        entry.envelope.recipients = retry;
+        entry.attempts += 1;
+        let backoff = cfg
+            .retry_base
+            .saturating_mul(2u32.saturating_pow(entry.attempts.saturating_sub(1).min(16)))
+            .min(cfg.retry_max);
+        entry.next_attempt = now + backoff.as_secs().max(1);
+        entry.last_error = last.map(|r| r.to_string());
+        soonest = Some(soonest.map_or(entry.next_attempt, |s| s.min(entry.next_attempt)));
+        updates.push(entry);
+        spool.put(&updates)?;
+    }
+    let now = unix(SystemTime::now());
+    Ok(soonest.map(|s| Duration::from_secs(s.saturating_sub(now).max(1))))
+}
