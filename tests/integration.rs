@@ -4,4 +4,6 @@
 mod integration {
     mod common;
     mod keys;
+    mod relay;
+    mod upstream;
 }

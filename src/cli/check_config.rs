@@ -119,6 +119,7 @@ pub fn render(c: &Config) -> String {
     }
     let _ = writeln!(s, "budget = \"{}s\"", c.budget.as_secs());
     let _ = writeln!(s, "lifetime = \"{}s\"", c.lifetime.as_secs());
+    let _ = writeln!(s, "retry = \"{}s\"", c.retry.as_secs());
     let _ = writeln!(s, "\n[inbound]");
     let target = match &c.inbound_target {
         Target::Smtp { host, port } => format!("{host}:{port}"),

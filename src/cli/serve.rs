@@ -84,6 +84,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let relay_cfg = RelayConfig {
         budget: config.budget,
         lifetime: config.lifetime,
+        retry_base: config.retry,
         ..RelayConfig::new(config.hostname.clone())
     };
     let outbound = match &config.upstream {

@@ -76,6 +76,8 @@ pub struct Delivery {
     pub budget: Option<Spanned<String>>,
     /// How long a spooled copy is retried before the sender gets a DSN.
     pub lifetime: Option<Spanned<String>>,
+    /// The first retry delay; it doubles on each attempt, up to an hour.
+    pub retry: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

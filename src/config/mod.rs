@@ -134,6 +134,7 @@ pub struct Config {
     pub outbound_maildir: PathBuf,
     pub budget: Duration,
     pub lifetime: Duration,
+    pub retry: Duration,
     /// Where inbound copies go.
     pub inbound_target: Target,
     /// Empty: the domains of the keyring's secret keys.
@@ -279,9 +280,11 @@ fn build(
         transport: None,
         budget: None,
         lifetime: None,
+        retry: None,
     });
     let budget = value::duration_or(&delivery.budget, "delivery.budget", src, 60)?;
     let lifetime = value::duration_or(&delivery.lifetime, "delivery.lifetime", src, 5 * 86400)?;
+    let retry = value::duration_or(&delivery.retry, "delivery.retry", src, 60)?;
     let default_maildir = data_dir.join("Maildir");
     let mut outbound_maildir = default_maildir.clone();
     if let Some(t) = &delivery.transport {
@@ -393,7 +396,8 @@ fn build(
         return Err(flag("listener", "no listener is configured".into()));
     }
     for (i, a) in listeners.iter().enumerate() {
-        if listeners[..i].iter().any(|b| b.address == a.address) {
+        // Port 0 asks the system for a free port: never a clash.
+        if a.address.port() != 0 && listeners[..i].iter().any(|b| b.address == a.address) {
             return Err(flag(
                 "listener",
                 format!("two listeners share the address {}", a.address),
@@ -428,6 +432,7 @@ fn build(
         outbound_maildir,
         budget,
         lifetime,
+        retry,
         inbound_target,
         local_domains,
         policy,

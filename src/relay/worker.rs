@@ -9,8 +9,11 @@ use super::{dsn, unix, Copy, Outcome, Relay};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 
 pub async fn run(relay: Relay, shutdown: CancellationToken) {
+    // The first pass after a start takes everything: a copy spooled just before a crash
+    // should not wait out its backoff.
+    let mut all_due = true;
     loop {
-        let next = match pass(&relay).await {
+        let next = match pass(&relay, std::mem::take(&mut all_due)).await {
             Ok(next) => next,
             Err(e) => {
                 tracing::error!(error = %e, "spool pass failed");
@@ -27,13 +30,13 @@ pub async fn run(relay: Relay, shutdown: CancellationToken) {
 }
 
 /// Attempts every due entry; returns how long until the next one is due.
-async fn pass(relay: &Relay) -> Result<Option<Duration>, super::Error> {
+async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::Error> {
     let cfg = &relay.inner.cfg;
     let spool = &relay.inner.spool;
     let mut soonest: Option<u64> = None;
     for mut entry in spool.all()? {
         let now = unix(SystemTime::now());
-        if entry.next_attempt > now {
+        if entry.next_attempt > now && !all_due {
             soonest = Some(soonest.map_or(entry.next_attempt, |s| s.min(entry.next_attempt)));
             continue;
         }

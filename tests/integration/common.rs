@@ -221,3 +221,160 @@ pub fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     std::fs::write(&p, data).expect("write file");
     p
 }
+
+/// A running `sealpost serve`, killed when dropped.
+pub struct Server {
+    pub child: std::process::Child,
+    /// Listener ports in the order `serve` printed them.
+    pub ports: Vec<u16>,
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Sealpost {
+    /// Writes `config` (TOML) next to the data directory and starts `serve` with it and
+    /// `args`; returns once every listener is up.
+    pub fn serve(&self, config: &str, args: &[&str]) -> Server {
+        use std::io::BufRead;
+        let path = self.dir.path().join("sealpost.toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = self
+            .command()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sealpost serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let keep = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                keep.lock().unwrap().push_str(&line);
+                keep.lock().unwrap().push('\n');
+                let _ = tx.send(line);
+            }
+        });
+        let mut ports = Vec::new();
+        loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!("serve did not start; output: {}", seen.lock().unwrap())
+                });
+            if let Some(rest) = line.split("listener on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                ports.push(addr.rsplit(':').next().unwrap().parse().unwrap());
+            }
+            if line.contains("outbound mail goes to") {
+                break;
+            }
+        }
+        Server {
+            child,
+            ports,
+            stdout: seen,
+        }
+    }
+}
+
+impl Server {
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait serve")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs swaks against `port` with `args`; returns its transcript (stdout).
+pub fn swaks(port: u16, args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args(["--server", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--timeout", "30"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("swaks (package swaks)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+/// A config for one loopback outbound listener (no TLS unless asked) and an upstream.
+pub fn relay_config(upstream: &str, extra: &str) -> String {
+    format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\n\n\
+         [upstream]\naddress = \"{upstream}\"\ntls = \"none\"\n\n{extra}"
+    )
+}
+
+/// A raw SMTP client for byte-level tests.
+pub struct Raw {
+    pub stream: std::net::TcpStream,
+    reader: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut raw = Raw { stream, reader };
+        raw.reply();
+        raw
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Reads one (possibly multi-line) reply; returns it whole.
+    pub fn reply(&mut self) -> String {
+        use std::io::BufRead;
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+}

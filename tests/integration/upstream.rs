@@ -132,10 +132,19 @@ impl Dump {
         let mut offset = 0;
         for line in text.split_inclusive('\n') {
             let l = line.trim_end();
+            let addr = |v: &str| {
+                v.split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .trim_start_matches("FROM:")
+                    .trim_start_matches("TO:")
+                    .trim_matches(['<', '>'])
+                    .to_string()
+            };
             if let Some(v) = l.strip_prefix("X-Mail-Args: ") {
-                sender = v.split_whitespace().next().unwrap_or("").to_string();
+                sender = addr(v);
             } else if let Some(v) = l.strip_prefix("X-Rcpt-Args: ") {
-                recipients.push(v.split_whitespace().next().unwrap_or("").to_string());
+                recipients.push(addr(v));
             } else if l.starts_with("X-Client-") || l.starts_with("X-Helo-Args") {
             } else {
                 break;
@@ -225,7 +234,11 @@ impl ScriptedUpstream {
     }
 
     pub fn rule(&self, address: &str, rule: RcptRule) {
-        self.script.lock().unwrap().rules.push((address.to_lowercase(), rule));
+        self.script
+            .lock()
+            .unwrap()
+            .rules
+            .push((address.to_lowercase(), rule));
     }
 
     pub fn stall_after_data(&self, d: Duration, times: usize) {
@@ -241,10 +254,14 @@ impl ScriptedUpstream {
     }
 
     pub fn wait_received(&self, n: usize, timeout: Duration) -> Vec<Received> {
-        wait_for(timeout, &format!("{n} message(s) at the scripted upstream"), || {
-            let r = self.received();
-            (r.len() >= n).then_some(r)
-        })
+        wait_for(
+            timeout,
+            &format!("{n} message(s) at the scripted upstream"),
+            || {
+                let r = self.received();
+                (r.len() >= n).then_some(r)
+            },
+        )
     }
 }
 
@@ -267,7 +284,9 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
         match verb.as_str() {
             "EHLO" => {
                 let login = script.lock().unwrap().login.is_some();
-                let mut reply = String::from("250-scripted.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n");
+                let mut reply = String::from(
+                    "250-scripted.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n",
+                );
                 if login {
                     reply.push_str("250-AUTH PLAIN LOGIN\r\n");
                 }
@@ -284,11 +303,15 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                     .unwrap_or_default();
                 let fields: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
                 let ok = match (&expected, fields.as_slice()) {
-                    (Some((u, p)), [_, user, pass]) => user == &u.as_bytes() && pass == &p.as_bytes(),
+                    (Some((u, p)), [_, user, pass]) => {
+                        user == &u.as_bytes() && pass == &p.as_bytes()
+                    }
                     _ => false,
                 };
                 if ok {
-                    auth = fields.get(1).map(|u| String::from_utf8_lossy(u).into_owned());
+                    auth = fields
+                        .get(1)
+                        .map(|u| String::from_utf8_lossy(u).into_owned());
                     out.write_all(b"235 2.7.0 Authentication successful\r\n")?;
                 } else {
                     out.write_all(b"535 5.7.8 Authentication credentials invalid\r\n")?;
@@ -316,7 +339,9 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                         .unwrap_or(RcptRule::Accept);
                     match rule {
                         RcptRule::Accept => None,
-                        RcptRule::Reject => Some("550 5.1.1 <".to_string() + &addr + ">: no such user here\r\n"),
+                        RcptRule::Reject => {
+                            Some("550 5.1.1 <".to_string() + &addr + ">: no such user here\r\n")
+                        }
                         RcptRule::DeferTimes(n) => {
                             let count = match s.deferred.iter_mut().find(|(a, _)| *a == addr) {
                                 Some((_, c)) => c,
@@ -357,7 +382,11 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                     if l == b".\r\n" {
                         break;
                     }
-                    let body = if l.starts_with(b"..") { &l[1..] } else { &l[..] };
+                    let body = if l.starts_with(b"..") {
+                        &l[1..]
+                    } else {
+                        &l[..]
+                    };
                     data.extend_from_slice(body);
                 }
                 let stall = {
