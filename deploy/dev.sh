@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set-up and everyday commands for a Debian or Ubuntu machine with a Rust toolchain.
 #
-#   deploy/dev.sh run [SEALPOST ARGS...]   build and run the gateway (installs build packages if missing)
+#   deploy/dev.sh run [SEALPOST ARGS...]   build and run sealpost (default: serve) (installs build packages if missing)
 #   deploy/dev.sh test                     run the whole test suite (installs test peers if missing)
 #   deploy/dev.sh deps [build|test]        only install the system packages
 set -euo pipefail
@@ -46,7 +46,7 @@ case "$cmd" in
     install "${BUILD_PKGS[@]}"
     cargo build --release --locked
     if [ $# -eq 0 ]; then
-      set -- keys list
+      set -- serve
     fi
     exec target/release/sealpost "$@"
     ;;
