@@ -166,7 +166,27 @@ impl Keyring {
     /// # Errors
     /// `Error::Parse` for input that is not importable; nothing is changed then.
     pub fn import(&self, data: &[u8]) -> Result<Vec<ImportOutcome>, Error> {
-        let parsed = cert::parse(data)?;
+        self.import_all(&[data]).map_err(|(_, e)| e)
+    }
+
+    /// Imports several inputs (files) as one change: every input is parsed before anything
+    /// is stored, so a bad one leaves the keyring as it was.
+    ///
+    /// # Errors
+    /// The index of the input that failed, and why.
+    pub fn import_all(&self, inputs: &[&[u8]]) -> Result<Vec<ImportOutcome>, (usize, Error)> {
+        let mut parsed = cert::Parsed::default();
+        for (i, data) in inputs.iter().enumerate() {
+            let p = cert::parse(data).map_err(|e| (i, e))?;
+            parsed.certs.extend(p.certs);
+            parsed.signatures.extend(p.signatures);
+        }
+        // A failure past parsing (a signature for an unknown certificate, a locked secret
+        // key) cannot be pinned on one input; it is reported against the first.
+        self.import_parsed(parsed).map_err(|e| (0, e))
+    }
+
+    fn import_parsed(&self, parsed: cert::Parsed) -> Result<Vec<ImportOutcome>, Error> {
         let _guard = self.lock_writer()?;
         let mut ops = Vec::new();
         let mut outcomes: Vec<ImportOutcome> = Vec::new();

@@ -260,6 +260,24 @@ fn bad_input_changes_nothing_and_says_why() {
             "{name} changed the keyring"
         );
     }
+    // Several files are one change: a good file next to a bad one is not imported either.
+    let good = write(
+        tmp.path(),
+        "good.asc",
+        &gpg.ok(&["--armor", "--export", &fpr]),
+    );
+    let bad = write(tmp.path(), "bad.asc", b"not a key");
+    let err = s.fails(
+        &[
+            "keys",
+            "import",
+            good.to_str().unwrap(),
+            bad.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("bad.asc"), "{err}");
+    assert_eq!(s.ok(&["keys", "list", "--json"]), before);
     // A file that does not exist, and usage errors.
     let err = s.fails(&["keys", "import", "/nonexistent/key.asc"], 1);
     assert!(err.contains("/nonexistent/key.asc"), "{err}");

@@ -465,3 +465,26 @@ fn sigterm_drains_and_exits_cleanly() {
     // The keyring is free again for direct use.
     s.ok(&["keys", "list"]);
 }
+
+#[test]
+fn keys_and_queue_commands_reach_the_running_server() {
+    let sink = SmtpSink::start(&[]);
+    let s = Sealpost::new();
+    let mut gw = s.serve(&relay_config(&sink.address(), ""), &[]);
+    // serve holds the keyring; these go through the admin socket, files read by the client.
+    let fpr = s.generate("admin@example.org", &[]);
+    let cert = s.ok(&["keys", "export", &fpr]);
+    let other = Sealpost::new();
+    let file = other.dir.path().join("cert.asc");
+    std::fs::write(&file, &cert).unwrap();
+    let out = other.ok(&["keys", "import", file.to_str().unwrap()]);
+    assert!(out.starts_with("new"), "{out}");
+    let out = s.ok(&["keys", "import", file.to_str().unwrap()]);
+    assert!(out.starts_with("unchanged"), "{out}");
+    assert!(s.ok(&["keys", "list"]).contains("admin@example.org"));
+    s.fails(&["keys", "show", "nobody@example.org"], 1);
+    s.fails(&["queue", "remove", "NOSUCHID"], 1);
+    assert!(gw.terminate().success());
+    // And directly, once the server is gone.
+    assert!(s.ok(&["keys", "list"]).contains("admin@example.org"));
+}

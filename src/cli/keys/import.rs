@@ -11,7 +11,7 @@ use sealpost_keyring::{ImportStatus, Keyring};
 /// A file may hold one certificate or a keyring of many, public or secret, or a revocation
 /// certificate. A certificate already in the keyring is merged: new user IDs, subkeys and
 /// revocations are applied. A secret key imported after its certificate attaches to it.
-/// Each file is imported whole or not at all.
+/// All the files are imported as one change: if one cannot be imported, none is.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -25,28 +25,35 @@ pub struct Args {
 }
 
 pub fn run(args: Args, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()> {
-    let mut warned = false;
+    let mut inputs = Vec::with_capacity(args.files.len());
     for file in &args.files {
         let name = file.display().to_string();
-        let data = (io.input)(file).with_context(|| format!("{name}: cannot read"))?;
-        let outcomes = keyring
-            .import(&data)
-            .with_context(|| format!("{name}: nothing imported"))?;
-        for o in &outcomes {
-            let status = match o.status {
-                ImportStatus::New => "new",
-                ImportStatus::Updated => "updated",
-                ImportStatus::Unchanged => "unchanged",
-            };
-            let secret = if o.secret { "  [secret key]" } else { "" };
-            writeln!(io.out, "{status:<9} {}{secret}", o.fingerprint.to_hex())?;
-            for uid in &o.user_ids {
-                writeln!(io.out, "          {uid}")?;
-            }
-            if o.secret && !warned {
-                super::warn_if_unprotected(keyring, io)?;
-                warned = true;
-            }
+        inputs.push((io.input)(file).with_context(|| format!("{name}: cannot read"))?);
+    }
+    let slices: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+    let outcomes = keyring.import_all(&slices).map_err(|(i, e)| {
+        let name = args
+            .files
+            .get(i)
+            .map(|f| f.display().to_string())
+            .unwrap_or_default();
+        anyhow::Error::new(e).context(format!("{name}: nothing imported"))
+    })?;
+    let mut warned = false;
+    for o in &outcomes {
+        let status = match o.status {
+            ImportStatus::New => "new",
+            ImportStatus::Updated => "updated",
+            ImportStatus::Unchanged => "unchanged",
+        };
+        let secret = if o.secret { "  [secret key]" } else { "" };
+        writeln!(io.out, "{status:<9} {}{secret}", o.fingerprint.to_hex())?;
+        for uid in &o.user_ids {
+            writeln!(io.out, "          {uid}")?;
+        }
+        if o.secret && !warned {
+            super::warn_if_unprotected(keyring, io)?;
+            warned = true;
         }
     }
     Ok(())
