@@ -1,0 +1,291 @@
+//! Relay load benchmark: sealpost in pass-through against smtp-sink directly, in one run.
+//!
+//! `cargo bench --bench relay` (set `RELAY_BENCH_MESSAGES` to change the count). Drives
+//! 10 KB messages over 32 concurrent sessions with Postfix's smtp-source, first straight to
+//! smtp-sink, then through `sealpost serve`; prints both throughputs and their ratio, the
+//! gateway's peak RSS, p50/p99 added latency from sequential sends, and the RSS of 10,000
+//! idle connections.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SESSIONS: usize = 32;
+const SIZE: usize = 10 * 1024;
+const IDLE: usize = 10_000;
+
+fn main() {
+    // cargo runs benches with `--bench`; `cargo test --benches` passes no such flag and
+    // must not start a load run.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let messages: usize = std::env::var("RELAY_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+
+    let sink = Sink::start();
+    let direct = throughput(sink.port, messages);
+    let direct_lat = latencies(sink.port, 500);
+
+    let gw = Gateway::start(sink.port);
+    let relayed = throughput(gw.port, messages);
+    let relay_lat = latencies(gw.port, 500);
+    let peak_rss = gw.status("VmHWM:");
+    let before_idle = gw.status("VmRSS:");
+    let idle = hold_idle(gw.port, IDLE);
+    let idle_rss = gw.status("VmRSS:");
+    drop(idle);
+
+    let ratio = relayed / direct;
+    println!("relay bench: {messages} messages of {SIZE} bytes, {SESSIONS} sessions");
+    println!("  direct to smtp-sink:   {direct:>9.0} msg/s");
+    println!("  through sealpost:      {relayed:>9.0} msg/s");
+    println!(
+        "  ratio:                 {:>9.1}%  (target >= 50%)",
+        ratio * 100.0
+    );
+    println!(
+        "  sealpost peak RSS:     {:>9.1} MB (target < 100 MB)",
+        peak_rss
+    );
+    let (d50, d99) = percentiles(&direct_lat);
+    let (r50, r99) = percentiles(&relay_lat);
+    println!(
+        "  latency direct:        p50 {:.2} ms, p99 {:.2} ms",
+        d50 * 1e3,
+        d99 * 1e3
+    );
+    println!(
+        "  latency via sealpost:  p50 {:.2} ms, p99 {:.2} ms  (added: p50 {:.2} ms, p99 {:.2} ms)",
+        r50 * 1e3,
+        r99 * 1e3,
+        (r50 - d50) * 1e3,
+        (r99 - d99) * 1e3
+    );
+    println!(
+        "  {IDLE} idle connections: RSS {:.1} MB (was {:.1} MB before; target < 200 MB)",
+        idle_rss, before_idle
+    );
+}
+
+struct Sink {
+    child: Child,
+    port: u16,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let port = free_port();
+        let mut cmd = Command::new("smtp-sink");
+        if is_root() {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (package postfix)");
+        wait_port(port);
+        Sink { child, port }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Gateway {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(upstream: u16) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("bench.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
+                 max_connections = 20000\nmax_connections_per_ip = 20000\n\n\
+                 [upstream]\naddress = \"127.0.0.1:{upstream}\"\ntls = \"none\"\n"
+            ),
+        )
+        .expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sealpost");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("sealpost exited before listening")
+                .expect("read");
+            if let Some(rest) = line.split("listener on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        };
+        // Keep draining stdout so that the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Gateway {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// A field of /proc/PID/status, in MB.
+    fn status(&self, field: &str) -> f64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Messages per second from smtp-source.
+fn throughput(port: u16, messages: usize) -> f64 {
+    let start = Instant::now();
+    let status = Command::new("smtp-source")
+        .args(["-s", &SESSIONS.to_string()])
+        .args(["-m", &messages.to_string()])
+        .args(["-l", &SIZE.to_string()])
+        .args(["-f", "bench@example.org", "-t", "sink@example.net"])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("smtp-source (package postfix)");
+    assert!(status.success(), "smtp-source failed");
+    messages as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Seconds from the end of DATA to the 250, for `n` messages sent one after another on
+/// one session.
+fn latencies(port: u16, n: usize) -> Vec<f64> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    let body: String = "x".repeat(76) + "\r\n";
+    let message = format!(
+        "From: bench@example.org\r\nTo: sink@example.net\r\nSubject: latency\r\n\r\n{}.\r\n",
+        body.repeat(SIZE / body.len())
+    );
+    expect(&mut r, "220");
+    w.write_all(b"EHLO bench.example\r\n").expect("write");
+    expect(&mut r, "250 ");
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        w.write_all(b"MAIL FROM:<bench@example.org>\r\n")
+            .expect("write");
+        expect(&mut r, "250");
+        w.write_all(b"RCPT TO:<sink@example.net>\r\n")
+            .expect("write");
+        expect(&mut r, "250");
+        w.write_all(b"DATA\r\n").expect("write");
+        expect(&mut r, "354");
+        let start = Instant::now();
+        w.write_all(message.as_bytes()).expect("write");
+        expect(&mut r, "250");
+        out.push(start.elapsed().as_secs_f64());
+    }
+    let _ = w.write_all(b"QUIT\r\n");
+    out
+}
+
+fn expect(r: &mut impl BufRead, code: &str) {
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read reply");
+        assert!(
+            line.starts_with(&code[..3]),
+            "expected {code}, got {line:?}"
+        );
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return;
+        }
+    }
+}
+
+fn percentiles(v: &[f64]) -> (f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let at = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+/// Opens `n` connections and reads each greeting; they stay open while the result lives.
+fn hold_idle(port: u16, n: usize) -> Vec<TcpStream> {
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("idle connect");
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        conns.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    conns
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} never opened");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
