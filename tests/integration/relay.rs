@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::common::{relay_config, swaks, Raw, Sealpost};
-use super::upstream::{free_port, wait_for, RcptRule, ScriptedUpstream, SmtpSink};
+use super::upstream::{free_port, wait_for, RcptRule, ScriptedUpstream, SmtpSink, UpstreamTlsMode};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -487,4 +487,70 @@ fn keys_and_queue_commands_reach_the_running_server() {
     assert!(gw.terminate().success());
     // And directly, once the server is gone.
     assert!(s.ok(&["keys", "list"]).contains("admin@example.org"));
+}
+
+#[test]
+fn upstream_tls_verified_with_a_ca_file() {
+    for (mode, name) in [
+        (UpstreamTlsMode::Implicit, "tls"),
+        (UpstreamTlsMode::StartTls, "starttls"),
+    ] {
+        let up = ScriptedUpstream::start_tls(mode);
+        let s = Sealpost::new();
+        let ca = s.dir.path().join("upstream-ca.pem");
+        std::fs::write(&ca, &up.ca_pem).unwrap();
+        // Without the CA, the self-signed upstream is not trusted: a temporary failure.
+        let config = format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [upstream]\naddress = \"localhost:{}\"\ntls = \"{name}\"\n",
+            up.port
+        );
+        let mut gw = s.serve(&config, &[]);
+        let (ok, out) = swaks(
+            gw.port(),
+            &["--from", "a@example.org", "--to", "b@example.net"],
+        );
+        assert!(!ok, "{name}: {out}");
+        assert!(out.contains("<** 451 4.4"), "{name}: {out}");
+        assert!(gw.terminate().success());
+        // With it, delivered over TLS.
+        let config = format!("{config}ca_file = \"{}\"\n", ca.display());
+        let gw = s.serve(&config, &[]);
+        let (ok, out) = swaks(
+            gw.port(),
+            &["--from", "a@example.org", "--to", "b@example.net"],
+        );
+        assert!(ok, "{name}: {out}");
+        assert_eq!(up.wait_received(1, LONG)[0].recipients, ["b@example.net"]);
+    }
+}
+
+#[test]
+fn lettre_as_a_client() {
+    use lettre::address::Envelope;
+    use lettre::AsyncTransport;
+    let up = ScriptedUpstream::start();
+    let s = Sealpost::new();
+    let gw = s.serve(&relay_config(&up.address(), ""), &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let transport =
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1")
+                .port(gw.port())
+                .build();
+        let envelope = Envelope::new(
+            Some("lettre@example.org".parse().unwrap()),
+            vec!["dest@example.net".parse().unwrap()],
+        )
+        .unwrap();
+        let message = b"From: lettre@example.org\r\nTo: dest@example.net\r\nSubject: from lettre\r\n\r\nhello from lettre\r\n";
+        let response = transport.send_raw(&envelope, message).await.unwrap();
+        assert!(response.is_positive());
+    });
+    let got = up.wait_received(1, LONG);
+    assert_eq!(got[0].sender, "lettre@example.org");
+    assert!(String::from_utf8_lossy(&got[0].data).contains("\r\n\r\nhello from lettre\r\n"));
 }

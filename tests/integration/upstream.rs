@@ -206,14 +206,39 @@ struct Script {
     login: Option<(String, String)>,
 }
 
+/// How the scripted upstream speaks TLS.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTlsMode {
+    None,
+    StartTls,
+    Implicit,
+}
+
 /// A small SMTP server, scripted per recipient, that records what it accepts.
 pub struct ScriptedUpstream {
     pub port: u16,
     script: Arc<Mutex<Script>>,
+    /// The PEM of its self-signed certificate, for the gateway's `ca_file`.
+    pub ca_pem: String,
 }
 
 impl ScriptedUpstream {
     pub fn start() -> ScriptedUpstream {
+        ScriptedUpstream::start_tls(UpstreamTlsMode::None)
+    }
+
+    pub fn start_tls(mode: UpstreamTlsMode) -> ScriptedUpstream {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+        let ca_pem = made.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der())
+            .expect("key");
+        let tls = Arc::new(
+            rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(vec![made.cert.der().clone()], key)
+                .expect("tls config"),
+        );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let script = Arc::new(Mutex::new(Script::default()));
@@ -221,12 +246,17 @@ impl ScriptedUpstream {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let s = s.clone();
+                let tls = tls.clone();
                 std::thread::spawn(move || {
-                    let _ = session(stream, &s);
+                    let _ = serve_connection(stream, &s, mode, tls);
                 });
             }
         });
-        ScriptedUpstream { port, script }
+        ScriptedUpstream {
+            port,
+            script,
+            ca_pem,
+        }
     }
 
     pub fn address(&self) -> String {
@@ -265,11 +295,92 @@ impl ScriptedUpstream {
     }
 }
 
-fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
+trait Stream: std::io::Read + Write + Send {}
+impl<T: std::io::Read + Write + Send> Stream for T {}
+
+/// A reader/writer pair over one stream, buffered for reading lines.
+struct Io<S: Stream> {
+    inner: BufReader<S>,
+}
+
+impl<S: Stream> Io<S> {
+    fn read_line(&mut self, buf: &mut String) -> std::io::Result<usize> {
+        self.inner.read_line(buf)
+    }
+    fn read_until(&mut self, b: u8, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        self.inner.read_until(b, buf)
+    }
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.inner.get_mut().write_all(data)?;
+        self.inner.get_mut().flush()
+    }
+}
+
+fn serve_connection(
+    stream: TcpStream,
+    script: &Mutex<Script>,
+    mode: UpstreamTlsMode,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<()> {
+    let wrap = |s: TcpStream| -> std::io::Result<rustls::StreamOwned<rustls::ServerConnection, TcpStream>> {
+        let conn = rustls::ServerConnection::new(tls.clone()).map_err(std::io::Error::other)?;
+        Ok(rustls::StreamOwned::new(conn, s))
+    };
+    match mode {
+        UpstreamTlsMode::Implicit => session(
+            Io {
+                inner: BufReader::new(wrap(stream)?),
+            },
+            script,
+            false,
+            true,
+        )
+        .map(|_| ()),
+        UpstreamTlsMode::None => session(
+            Io {
+                inner: BufReader::new(stream),
+            },
+            script,
+            false,
+            true,
+        )
+        .map(|_| ()),
+        UpstreamTlsMode::StartTls => {
+            let raw = stream.try_clone()?;
+            if session(
+                Io {
+                    inner: BufReader::new(stream),
+                },
+                script,
+                true,
+                true,
+            )? {
+                session(
+                    Io {
+                        inner: BufReader::new(wrap(raw)?),
+                    },
+                    script,
+                    false,
+                    false,
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs one SMTP session; returns `true` when the client asked for STARTTLS.
+fn session<S: Stream>(
+    mut io: Io<S>,
+    script: &Mutex<Script>,
+    offer_starttls: bool,
+    greet: bool,
+) -> std::io::Result<bool> {
     use base64::Engine;
-    let mut out = stream.try_clone()?;
-    let mut input = BufReader::new(stream);
-    out.write_all(b"220 scripted.test ESMTP\r\n")?;
+    let input = &mut io;
+    if greet {
+        input.write_all(b"220 scripted.test ESMTP\r\n")?;
+    }
     let mut sender = String::new();
     let mut rcpts: Vec<String> = Vec::new();
     let mut auth = None;
@@ -277,7 +388,7 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
     loop {
         line.clear();
         if input.read_line(&mut line)? == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let upper = line.to_ascii_uppercase();
         let verb = upper.split_whitespace().next().unwrap_or("").to_string();
@@ -290,10 +401,13 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                 if login {
                     reply.push_str("250-AUTH PLAIN LOGIN\r\n");
                 }
+                if offer_starttls {
+                    reply.push_str("250-STARTTLS\r\n");
+                }
                 reply.push_str("250 ENHANCEDSTATUSCODES\r\n");
-                out.write_all(reply.as_bytes())?;
+                input.write_all(reply.as_bytes())?;
             }
-            "HELO" => out.write_all(b"250 scripted.test\r\n")?,
+            "HELO" => input.write_all(b"250 scripted.test\r\n")?,
             "AUTH" => {
                 let parts: Vec<&str> = line.split_whitespace().collect();
                 let expected = script.lock().unwrap().login.clone();
@@ -312,20 +426,20 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                     auth = fields
                         .get(1)
                         .map(|u| String::from_utf8_lossy(u).into_owned());
-                    out.write_all(b"235 2.7.0 Authentication successful\r\n")?;
+                    input.write_all(b"235 2.7.0 Authentication successful\r\n")?;
                 } else {
-                    out.write_all(b"535 5.7.8 Authentication credentials invalid\r\n")?;
+                    input.write_all(b"535 5.7.8 Authentication credentials invalid\r\n")?;
                 }
             }
             "MAIL" => {
                 let needs_login = script.lock().unwrap().login.is_some();
                 if needs_login && auth.is_none() {
-                    out.write_all(b"530 5.7.0 Authentication required\r\n")?;
+                    input.write_all(b"530 5.7.0 Authentication required\r\n")?;
                     continue;
                 }
                 sender = between(&line, '<', '>');
                 rcpts.clear();
-                out.write_all(b"250 2.1.0 Sender ok\r\n")?;
+                input.write_all(b"250 2.1.0 Sender ok\r\n")?;
             }
             "RCPT" => {
                 let addr = between(&line, '<', '>').to_lowercase();
@@ -360,24 +474,24 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                     }
                 };
                 match reply {
-                    Some(r) => out.write_all(r.as_bytes())?,
+                    Some(r) => input.write_all(r.as_bytes())?,
                     None => {
                         rcpts.push(addr);
-                        out.write_all(b"250 2.1.5 Recipient ok\r\n")?;
+                        input.write_all(b"250 2.1.5 Recipient ok\r\n")?;
                     }
                 }
             }
             "DATA" => {
                 if rcpts.is_empty() {
-                    out.write_all(b"554 5.5.1 No valid recipients\r\n")?;
+                    input.write_all(b"554 5.5.1 No valid recipients\r\n")?;
                     continue;
                 }
-                out.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
+                input.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")?;
                 let mut data = Vec::new();
                 loop {
                     let mut l = Vec::new();
                     if input.read_until(b'\n', &mut l)? == 0 {
-                        return Ok(());
+                        return Ok(false);
                     }
                     if l == b".\r\n" {
                         break;
@@ -402,7 +516,7 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                 if let Some(d) = stall {
                     std::thread::sleep(d);
                     // The gateway has given up on this connection; nothing is recorded.
-                    return Ok(());
+                    return Ok(false);
                 }
                 script.lock().unwrap().received.push(Received {
                     sender: sender.clone(),
@@ -410,18 +524,22 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
                     data,
                     auth: auth.clone(),
                 });
-                out.write_all(b"250 2.0.0 Ok: queued\r\n")?;
+                input.write_all(b"250 2.0.0 Ok: queued\r\n")?;
+            }
+            "STARTTLS" if offer_starttls => {
+                input.write_all(b"220 2.0.0 Ready to start TLS\r\n")?;
+                return Ok(true);
             }
             "RSET" => {
                 rcpts.clear();
-                out.write_all(b"250 2.0.0 Ok\r\n")?;
+                input.write_all(b"250 2.0.0 Ok\r\n")?;
             }
-            "NOOP" => out.write_all(b"250 2.0.0 Ok\r\n")?,
+            "NOOP" => input.write_all(b"250 2.0.0 Ok\r\n")?,
             "QUIT" => {
-                out.write_all(b"221 2.0.0 Bye\r\n")?;
-                return Ok(());
+                input.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(false);
             }
-            _ => out.write_all(b"502 5.5.2 Command not recognized\r\n")?,
+            _ => input.write_all(b"502 5.5.2 Command not recognized\r\n")?,
         }
     }
 }
