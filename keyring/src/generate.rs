@@ -63,9 +63,15 @@ pub fn generate(req: &GenerateRequest) -> Result<Cert, Error> {
         Cipher::Rsa4k => CipherSuite::RSA4k,
     };
     let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
-    let (cert, _revocation) = CertBuilder::new()
-        .set_profile(profile)
-        .map_err(crypto)?
+    let mut builder = CertBuilder::new().set_profile(profile).map_err(crypto)?;
+    if req.profile == Profile::Rfc4880 {
+        // A v4 key is made for v4-only readers (gpg 2.2, sq 0.27, RNP): advertising
+        // SEIPDv2 would make senders produce messages those readers cannot open.
+        builder = builder
+            .set_features(openpgp::types::Features::empty().set_seipdv1())
+            .map_err(crypto)?;
+    }
+    let (cert, _revocation) = builder
         .set_cipher_suite(suite)
         .set_validity_period(None)
         .add_userid(uid)

@@ -359,6 +359,25 @@ fn generate_profiles() {
         })
         .unwrap();
     assert_eq!(v4.primary_key().key().version(), 4);
+    let features = v4
+        .with_policy(k.policy(), None)
+        .unwrap()
+        .direct_key_signature()
+        .ok()
+        .and_then(|s| s.features())
+        .or_else(|| {
+            v4.with_policy(k.policy(), None)
+                .ok()?
+                .primary_userid()
+                .ok()?
+                .binding_signature()
+                .features()
+        })
+        .unwrap();
+    assert!(
+        features.supports_seipdv1() && !features.supports_seipdv2(),
+        "v4 keys stay readable by gpg 2.2"
+    );
     assert!(k.has_secret(&v4.fingerprint()).unwrap());
     assert!(k
         .lookup_encryption("jo@example.org", SystemTime::now())
