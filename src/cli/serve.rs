@@ -189,6 +189,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             direction,
             relay: relay.clone(),
             keyring: keyring.clone(),
+            policy: Arc::new(config.policy.clone()),
             local_domains: local_domains.clone(),
         };
         let limits = ConnectionLimits {

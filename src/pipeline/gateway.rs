@@ -1,15 +1,20 @@
 //! The backend of one listener: recipient checks by direction, and delivery through the
-//! relay.
+//! relay after the outbound transform.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use sealpost_keyring::Keyring;
 
+use crate::policy::{self, Decision, Facts, Policy, Treatment};
 use crate::relay::{Copy, Relay, Route};
 use crate::smtp::backend::Backend;
-use crate::smtp::envelope::{Recipient, Sender};
+use crate::smtp::envelope::{Envelope, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::{Client, Credentials, Transaction};
+
+use super::split::Decided;
+use super::{parse, process};
 
 /// Which way a listener's mail goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +29,7 @@ pub struct Gateway {
     pub direction: Direction,
     pub relay: Relay,
     pub keyring: Keyring,
+    pub policy: Arc<Policy>,
     /// Inbound only: the domains mail is accepted for.
     pub local_domains: Arc<Vec<String>>,
 }
@@ -31,12 +37,17 @@ pub struct Gateway {
 impl Backend for Gateway {
     async fn check_recipient(
         &self,
-        _sender: &Sender,
+        sender: &Sender,
         rcpt: &Recipient,
         _client: &Client,
     ) -> Result<(), Reply> {
         match self.direction {
-            Direction::Outbound => Ok(()),
+            Direction::Outbound => {
+                match self.decide(&sender.address, &rcpt.address, SystemTime::now()) {
+                    Decision::Refuse(reply) => Err(reply),
+                    Decision::Accept(_) => Ok(()),
+                }
+            }
             Direction::Inbound => {
                 let domain = rcpt
                     .address
@@ -57,22 +68,95 @@ impl Backend for Gateway {
     }
 
     async fn deliver(&self, tx: Transaction) -> Reply {
-        let route = match self.direction {
-            Direction::Outbound => Route::Outbound,
-            Direction::Inbound => Route::Inbound,
-        };
         // Only passthrough logins carry a secret; those are what the upstream needs.
-        let credentials = tx.client.auth.filter(|c| c.secret.is_some());
-        let copy = Copy {
-            envelope: tx.envelope,
-            data: Arc::new(tx.message),
-            credentials,
-            route,
+        let credentials = tx.client.auth.clone().filter(|c| c.secret.is_some());
+        let queue_id = tx.id.clone();
+        let sender = tx.envelope.sender.clone();
+        let (route, parts) = match self.direction {
+            Direction::Inbound => (Route::Inbound, vec![(tx.envelope.recipients, tx.message)]),
+            Direction::Outbound => {
+                let this = self.clone();
+                // Encryption is CPU work: off the async threads.
+                match tokio::task::spawn_blocking(move || this.outbound(&tx)).await {
+                    Ok(Ok(parts)) => (Route::Outbound, parts),
+                    Ok(Err(reply)) => return reply,
+                    Err(e) => {
+                        tracing::error!(%queue_id, error = %e, "outbound processing failed");
+                        return Reply::new(
+                            451,
+                            Enhanced(4, 3, 0),
+                            "Temporary local problem; try again later",
+                        );
+                    }
+                }
+            }
         };
-        self.relay.deliver(&tx.id, vec![copy]).await
+        let copies = parts
+            .into_iter()
+            .map(|(recipients, data)| Copy {
+                envelope: Envelope {
+                    sender: sender.clone(),
+                    recipients,
+                },
+                data: Arc::new(data),
+                credentials: credentials.clone(),
+                route,
+            })
+            .collect();
+        self.relay.deliver(&queue_id, copies).await
     }
 
     async fn authenticate(&self, creds: &Credentials) -> Result<(), Reply> {
         self.relay.check_login(creds).await
+    }
+}
+
+impl Gateway {
+    /// The policy's verdict for one recipient, from what the keyring knows now.
+    fn decide(&self, _sender: &str, rcpt: &str, now: SystemTime) -> Decision {
+        let eff = self.policy.for_recipient(rcpt);
+        let facts = Facts {
+            has_key: self.keyring.lookup_encryption(rcpt, now).is_ok(),
+            // Signed-only copies (multipart/signed) are not built yet: a recipient
+            // without a key gets the message as it is.
+            can_sign: false,
+            others_encrypted: false,
+        };
+        policy::decide(rcpt, &eff, facts)
+    }
+
+    /// Parse, decide per recipient, group, transform: the copies and who gets each.
+    fn outbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
+        let now = SystemTime::now();
+        let parsed = parse::parse(&tx.message);
+        if parsed.protected {
+            tracing::info!(queue_id = %tx.id, "already protected: passed on unchanged");
+            return Ok(vec![(tx.envelope.recipients.clone(), tx.message.clone())]);
+        }
+        let mut decided = Vec::with_capacity(tx.envelope.recipients.len());
+        for r in &tx.envelope.recipients {
+            let treatment = match self.decide(&tx.envelope.sender.address, &r.address, now) {
+                Decision::Accept(t) => t,
+                // The keyring changed between RCPT and the final dot.
+                Decision::Refuse(reply) => return Err(reply),
+            };
+            let eff = self.policy.for_recipient(&r.address);
+            let certs = match treatment {
+                Treatment::Encrypt => self
+                    .keyring
+                    .lookup_encryption(&r.address, now)
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            decided.push(Decided {
+                recipient: r.clone(),
+                treatment,
+                certs,
+                named: parsed.named.contains(&r.address.to_ascii_lowercase()),
+                encrypt_to_self: eff.encrypt_to_self.0,
+            });
+        }
+        process::check_mixed(&decided, &self.policy)?;
+        process::build(tx, &parsed, &decided, &self.keyring, now)
     }
 }

@@ -1,0 +1,350 @@
+//! Outbound encryption through the real binary: swaks in, smtp-sink out, gpg and sq read
+//! the result.
+
+use std::time::Duration;
+
+use super::common::{swaks, Gpg, Sealpost};
+use super::upstream::SmtpSink;
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// A gateway with Alice's secret key and the certificates of `recipients` (made by gpg,
+/// as a gpg 2.2 user's would be), relaying to `sink`.
+struct World {
+    s: Sealpost,
+    alice: Gpg,
+    people: Vec<(String, Gpg)>,
+}
+
+impl World {
+    fn new(recipients: &[&str]) -> World {
+        let s = Sealpost::new();
+        let alice = Gpg::new();
+        alice.generate("Alice <alice@example.org>", "default", "default", "never");
+        let tsk = alice.ok(&["--armor", "--export-secret-keys", "alice@example.org"]);
+        assert!(s
+            .run_with_input(&["keys", "import", "-"], &tsk)
+            .status
+            .success());
+        let mut people = Vec::new();
+        for r in recipients {
+            let g = Gpg::new();
+            g.generate(&format!("<{r}>"), "default", "default", "never");
+            let cert = g.ok(&["--armor", "--export", r]);
+            assert!(s
+                .run_with_input(&["keys", "import", "-"], &cert)
+                .status
+                .success());
+            // Each recipient knows Alice, to verify her signature.
+            g.ok_with_input(
+                &["--import"],
+                &alice.ok(&["--armor", "--export", "alice@example.org"]),
+            );
+            people.push((r.to_string(), g));
+        }
+        World { s, alice, people }
+    }
+
+    fn gpg(&self, who: &str) -> &Gpg {
+        &self
+            .people
+            .iter()
+            .find(|(r, _)| r == who)
+            .expect("recipient")
+            .1
+    }
+}
+
+fn config(sink: &SmtpSink, policy: &str) -> String {
+    format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [upstream]\naddress = \"{}\"\ntls = \"none\"\n\n{policy}",
+        sink.address()
+    )
+}
+
+/// The armored OpenPGP message of a PGP/MIME dump (smtp-sink writes LF line ends).
+fn armored(dump: &str) -> String {
+    let start = dump
+        .find("-----BEGIN PGP MESSAGE-----")
+        .expect("an armored message");
+    let end = dump.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
+    dump[start..end].to_string()
+}
+
+#[test]
+fn gpg_decrypts_and_verifies_what_a_mail_client_sent() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--header",
+            "From: Alice <alice@example.org>",
+            "--header",
+            "Subject: quarterly numbers",
+            "--body",
+            "The numbers are 4, 8, 15, 16, 23 and 42.",
+        ],
+    );
+    assert!(ok, "{out}");
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    assert!(
+        dump.contains("Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\""),
+        "{dump}"
+    );
+    assert!(dump.contains("Subject: [...]"), "{dump}");
+    assert!(
+        !dump.contains("quarterly"),
+        "the subject is protected: {dump}"
+    );
+    assert!(!dump.contains("23 and 42"), "the body is protected");
+    let bob = w.gpg("bob@example.net");
+    let dec = bob.run_with_input(
+        &["--status-fd", "2", "--decrypt"],
+        armored(&dump).as_bytes(),
+    );
+    let status = String::from_utf8_lossy(&dec.stderr);
+    assert!(dec.status.success(), "{status}");
+    assert!(
+        status.contains("DECRYPTION_OKAY") && status.contains("GOODSIG"),
+        "{status}"
+    );
+    let payload = String::from_utf8_lossy(&dec.stdout);
+    assert!(payload.contains("hp=\"cipher\""), "{payload}");
+    assert!(payload.contains("Subject: quarterly numbers"), "{payload}");
+    assert!(
+        payload.contains("The numbers are 4, 8, 15, 16, 23 and 42."),
+        "{payload}"
+    );
+    let _ = &w.alice;
+}
+
+#[test]
+fn bcc_recipients_get_their_own_copy() {
+    let w = World::new(&["bob@example.net", "carol@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net,carol@example.net",
+            "--header",
+            "From: alice@example.org",
+            "--header",
+            "To: bob@example.net",
+        ],
+    );
+    assert!(ok, "{out}");
+    let dumps = sink.wait_messages(2, LONG);
+    let to_bob = dumps
+        .iter()
+        .find(|d| d.recipients == ["bob@example.net"])
+        .expect("bob's copy");
+    let to_carol = dumps
+        .iter()
+        .find(|d| d.recipients == ["carol@example.net"])
+        .expect("carol's copy");
+    let keyids = |g: &Gpg, dump: &str| {
+        let listing = g.run_with_input(&["--list-packets"], armored(dump).as_bytes());
+        String::from_utf8_lossy(&listing.stdout).into_owned()
+    };
+    let carol_key = {
+        let out =
+            w.gpg("carol@example.net")
+                .ok(&["--with-colons", "--list-keys", "carol@example.net"]);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        text.lines()
+            .filter(|l| l.starts_with("sub:"))
+            .filter_map(|l| l.split(':').nth(4).map(str::to_string))
+            .next()
+            .expect("carol's subkey")
+    };
+    let bob_listing = keyids(w.gpg("bob@example.net"), &to_bob.text());
+    assert!(
+        !bob_listing.contains(&carol_key),
+        "bob's copy names no key of the Bcc recipient: {bob_listing}"
+    );
+    let carol_listing = keyids(w.gpg("carol@example.net"), &to_carol.text());
+    assert!(carol_listing.contains(&carol_key), "{carol_listing}");
+    let dec = w
+        .gpg("carol@example.net")
+        .run_with_input(&["--decrypt"], armored(&to_carol.text()).as_bytes());
+    assert!(dec.status.success());
+}
+
+#[test]
+fn require_refuses_at_rcpt_and_opportunistic_sends_plain() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let policy = "[policy]\nmode = \"opportunistic\"\n\n[policy.domain.\"strict.example\"]\nmode = \"require\"\n";
+    let gw = w.s.serve(&config(&sink, policy), &[]);
+    let (ok, out) = swaks(
+        gw.port(),
+        &["--from", "alice@example.org", "--to", "dave@strict.example"],
+    );
+    assert!(!ok);
+    assert!(
+        out.contains("<** 550 5.7.1 <dave@strict.example>: no valid OpenPGP key for this recipient (policy: require)"),
+        "{out}"
+    );
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "erin@elsewhere.example",
+            "--header",
+            "From: alice@example.org",
+            "--body",
+            "plain hello",
+        ],
+    );
+    assert!(ok, "{out}");
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    assert!(
+        dump.contains("plain hello"),
+        "no key, opportunistic: sent as it is: {dump}"
+    );
+    assert!(!dump.contains("multipart/encrypted"));
+}
+
+#[test]
+fn mixed_recipients_follow_the_policy() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw =
+        w.s.serve(&config(&sink, "[policy]\nmixed = \"split\"\n"), &[]);
+    let args = [
+        "--from",
+        "alice@example.org",
+        "--to",
+        "bob@example.net,frank@keyless.example",
+        "--header",
+        "From: alice@example.org",
+        "--header",
+        "To: bob@example.net, frank@keyless.example",
+        "--body",
+        "for both",
+    ];
+    let (ok, out) = swaks(gw.port(), &args);
+    assert!(ok, "{out}");
+    let dumps = sink.wait_messages(2, LONG);
+    let bob = dumps
+        .iter()
+        .find(|d| d.recipients == ["bob@example.net"])
+        .expect("bob's copy");
+    let frank = dumps
+        .iter()
+        .find(|d| d.recipients == ["frank@keyless.example"])
+        .expect("frank's copy");
+    assert!(bob.text().contains("multipart/encrypted"));
+    assert!(frank.text().contains("for both"));
+    drop(gw);
+
+    let s2 = w.s.serve(
+        &config(&sink, "[policy]\nmixed = \"refuse-unencrypted\"\n"),
+        &[],
+    );
+    let (ok, out) = swaks(s2.port(), &args);
+    assert!(!ok);
+    assert!(out.contains("550 5.7.1 <frank@keyless.example>"), "{out}");
+}
+
+#[test]
+fn protected_input_passes_byte_exact_and_bad_from_is_refused() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let bob = w.gpg("bob@example.net");
+    let ciphertext = String::from_utf8(bob.ok_with_input(
+        &["--armor", "--encrypt", "-r", "bob@example.net"],
+        b"already sealed",
+    ))
+    .unwrap();
+    let body = ciphertext.replace('\n', "\r\n");
+    let body_file = w.s.dir.path().join("sealed.txt");
+    std::fs::write(&body_file, body.trim_end()).unwrap();
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--header",
+            "From: alice@example.org",
+            "--body",
+            body_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let dump = &sink.wait_messages(1, LONG)[0];
+    assert!(
+        !dump.text().contains("multipart/encrypted"),
+        "not encrypted twice"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&dump.body())
+            .replace('\n', "\r\n")
+            .trim_end(),
+        body.trim_end(),
+        "the body arrives as sent"
+    );
+    // Two From addresses: refused rather than half-protected.
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--header",
+            "From: alice@example.org, mallory@example.org",
+        ],
+    );
+    assert!(!ok);
+    assert!(out.contains("554 5.6.0"), "{out}");
+}
+
+#[test]
+fn an_expired_key_is_never_used() {
+    let s = Sealpost::new();
+    let g = Gpg::new();
+    g.ok(&[
+        "--faked-system-time",
+        "20200101T000000",
+        "--quick-gen-key",
+        "<old@example.net>",
+        "default",
+        "default",
+        "1y",
+    ]);
+    assert!(s
+        .run_with_input(&["keys", "import", "-"], &g.ok(&["--armor", "--export"]))
+        .status
+        .success());
+    let sink = SmtpSink::start(&[]);
+    let gw = s.serve(
+        &config(
+            &sink,
+            "[policy.address.\"old@example.net\"]\nmode = \"require\"\n",
+        ),
+        &[],
+    );
+    let (ok, out) = swaks(
+        gw.port(),
+        &["--from", "alice@example.org", "--to", "old@example.net"],
+    );
+    assert!(!ok);
+    assert!(out.contains("550 5.7.1 <old@example.net>"), "{out}");
+}
