@@ -35,7 +35,13 @@ pub fn encrypt(
     let (fields, body) = headers::split(message);
     let payload = cryptographic_payload(&fields, body);
     let armored = seal(&payload, recipients, signer, policy, now)?;
-    Ok(outer(&fields, &armored))
+    // Autocrypt: the signer's key travels with every message it signs (outer header,
+    // exactly one, for the From address).
+    let autocrypt = match (signer, from_address(&fields)) {
+        (Some(tsk), Some(addr)) => super::autocrypt::header(tsk, &addr, policy, now).ok(),
+        _ => None,
+    };
+    Ok(outer(&fields, &armored, autocrypt.as_deref()))
 }
 
 /// The inner entity: the original content fields with `hp="cipher"`, the protected fields,
@@ -146,11 +152,12 @@ pub fn signing_keypair(
 
 /// The outer message: trace and addressing fields, the obscured Subject, and the
 /// multipart/encrypted body.
-fn outer(fields: &[Field], armored: &[u8]) -> Vec<u8> {
+fn outer(fields: &[Field], armored: &[u8], autocrypt: Option<&str>) -> Vec<u8> {
     let boundary = boundary();
     let mut out = String::new();
     for f in fields {
-        if headers::is_content_field(f) || f.is("Bcc") {
+        // An incoming Autocrypt header is replaced by ours, never kept beside it.
+        if headers::is_content_field(f) || f.is("Bcc") || f.is("Autocrypt") {
             continue;
         }
         if f.is("Subject") {
@@ -161,6 +168,9 @@ fn outer(fields: &[Field], armored: &[u8]) -> Vec<u8> {
     }
     if !fields.iter().any(|f| f.is("Subject")) {
         out.push_str(&format!("Subject: {OBSCURED_SUBJECT}\r\n"));
+    }
+    if let Some(h) = autocrypt {
+        out.push_str(h);
     }
     out.push_str("MIME-Version: 1.0\r\n");
     out.push_str(&format!(
@@ -181,6 +191,15 @@ fn outer(fields: &[Field], armored: &[u8]) -> Vec<u8> {
     }
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     bytes
+}
+
+/// The address of the single From field, if there is exactly one.
+fn from_address(fields: &[Field]) -> Option<String> {
+    let mut from = fields.iter().filter(|f| f.is("From"));
+    let (Some(f), None) = (from.next(), from.next()) else {
+        return None;
+    };
+    sealpost_keyring::normalize_email(&f.value()).map(|a| a.to_ascii_lowercase())
 }
 
 fn boundary() -> String {

@@ -6,6 +6,7 @@
 //! gpg 2.2 and sq 0.27 recipients can read it; each signature names its intended
 //! recipients.
 
+pub mod autocrypt;
 pub mod encrypt;
 pub mod headers;
 

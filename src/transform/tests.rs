@@ -115,6 +115,30 @@ fn gpg_and_sq_decrypt_and_verify_with_header_protection() {
     assert!(text.contains("From: Alice <alice@example.org>\r\n"));
     assert!(text.contains("Message-ID: <m1@example.org>\r\n"));
     let armored = armored_part(&out);
+    assert_eq!(
+        text.matches("\r\nAutocrypt: addr=alice@example.org; keydata=")
+            .count(),
+        1
+    );
+
+    // sq reads the Autocrypt header back as Alice's certificate.
+    let dir0 = tempfile::tempdir().unwrap();
+    let eml = dir0.path().join("m.eml");
+    std::fs::write(&eml, &out).unwrap();
+    let ac = Command::new("sq")
+        .args(["autocrypt", "decode"])
+        .arg(&eml)
+        .output()
+        .unwrap();
+    assert!(
+        ac.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ac.stderr)
+    );
+    let gpg0 = Gpg::new();
+    gpg0.import(&ac.stdout);
+    let listed = gpg0.run(&["--with-colons", "--list-keys"], b"");
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&alice.fingerprint().to_hex()));
 
     let gpg = Gpg::new();
     gpg.import(&bob.as_tsk().to_vec().unwrap());
