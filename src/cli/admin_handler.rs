@@ -9,15 +9,20 @@ use clap::Parser;
 use sealpost_keyring::Keyring;
 
 use crate::admin::{decode, Request, Response};
+use crate::policy::Policy;
 use crate::relay::Relay;
 
 use super::{describe, exit_code, Cli, Command};
 
-pub fn handler(keyring: Keyring, relay: Relay) -> crate::admin::socket::Handler {
-    Arc::new(move |req: Request| run(&keyring, &relay, req))
+pub fn handler(
+    keyring: Keyring,
+    relay: Relay,
+    policy: Arc<Policy>,
+) -> crate::admin::socket::Handler {
+    Arc::new(move |req: Request| run(&keyring, &relay, &policy, req))
 }
 
-fn run(keyring: &Keyring, relay: &Relay, req: Request) -> Response {
+fn run(keyring: &Keyring, relay: &Relay, policy: &Policy, req: Request) -> Response {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let argv = std::iter::once("sealpost".to_string()).chain(req.argv);
@@ -50,8 +55,9 @@ fn run(keyring: &Keyring, relay: &Relay, req: Request) -> Response {
         match cli.command {
             Command::Keys(cmd) => super::keys::execute(cmd, keyring, &mut io),
             Command::Queue(cmd) => super::queue::execute(cmd, relay, &mut io),
+            Command::Policy(cmd) => super::policy::execute(cmd, policy, keyring, &mut io),
             _ => Err(anyhow::anyhow!(
-                "only `keys` and `queue` commands run through the admin socket"
+                "only `keys`, `queue` and `policy` commands run through the admin socket"
             )),
         }
     };

@@ -13,18 +13,18 @@ use crate::config::{AuthMode, Config, Mode, Target, TlsMode};
 Examples:
   sealpost check-config --config /etc/sealpost/sealpost.toml
   sealpost check-config            # the embedded defaults")]
-pub struct Args {
-    /// The TOML configuration file
-    #[arg(long, short, value_name = "FILE", env = "SEALPOST_CONFIG")]
-    pub config: Option<PathBuf>,
-}
+pub struct Args {}
 
-pub fn run(args: Args, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(
+    _args: Args,
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let overrides = crate::config::Overrides {
         data_dir,
         ..Default::default()
     };
-    let config = Config::load(args.config.as_deref(), &overrides, super::default_data_dir)?;
+    let config = Config::load(config, &overrides, super::default_data_dir)?;
     print!("{}", render(&config));
     Ok(())
 }

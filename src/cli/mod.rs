@@ -6,6 +6,7 @@ mod admin_handler;
 pub mod check_config;
 pub mod hash_password;
 pub mod keys;
+pub mod policy;
 pub mod queue;
 pub mod serve;
 
@@ -38,6 +39,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "SEALPOST_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// The TOML configuration file (its policy, and its data_dir unless --data-dir is given)
+    #[arg(long, global = true, env = "SEALPOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -55,6 +60,9 @@ pub enum Command {
     /// Inspect and manage the spool of copies awaiting delivery
     #[command(subcommand)]
     Queue(queue::QueueCommand),
+    /// Inspect the outbound policy: `policy explain`
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     CheckConfig(check_config::Args),
     HashPassword(hash_password::Args),
 }
@@ -117,10 +125,15 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Keys(cmd) => keys_command(cmd, &resolve_data_dir(cli.data_dir)?),
-        Command::Serve(args) => serve::run(args, cli.data_dir),
-        Command::Queue(cmd) => queue_command(cmd, &resolve_data_dir(cli.data_dir)?),
-        Command::CheckConfig(args) => check_config::run(args, cli.data_dir),
+        Command::Keys(cmd) => {
+            keys_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+        }
+        Command::Serve(args) => serve::run(args, cli.config.as_deref(), cli.data_dir),
+        Command::Queue(cmd) => {
+            queue_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+        }
+        Command::Policy(cmd) => policy_command(cmd, cli.config.as_deref(), cli.data_dir),
+        Command::CheckConfig(args) => check_config::run(args, cli.config.as_deref(), cli.data_dir),
         Command::HashPassword(args) => hash_password::run(args),
     }
 }
@@ -141,6 +154,35 @@ fn keys_command(cmd: keys::KeysCommand, data_dir: &Path) -> anyhow::Result<()> {
             keys::execute(cmd, &keyring, &mut io)
         }
         Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
+        Err(e) => Err(e),
+    }
+}
+
+/// Runs a `policy` command with the configuration's policy and the keyring, or through
+/// the running server (which uses its own configuration).
+fn policy_command(
+    cmd: policy::PolicyCommand,
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let overrides = crate::config::Overrides {
+        data_dir,
+        ..Default::default()
+    };
+    let config = crate::config::Config::load(config, &overrides, default_data_dir)?;
+    match keys::open(&config.data_dir) {
+        Ok(keyring) => {
+            let mut stdout = std::io::stdout().lock();
+            let mut stderr = std::io::stderr().lock();
+            let mut input = keys::read_local;
+            let mut io = keys::Io {
+                out: &mut stdout,
+                err: &mut stderr,
+                input: &mut input,
+            };
+            policy::execute(cmd, &config.policy, &keyring, &mut io)
+        }
+        Err(e) if is_locked(&e) => forward(&config.data_dir, &[]),
         Err(e) => Err(e),
     }
 }
@@ -223,11 +265,18 @@ fn forward(data_dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     }
 }
 
-/// `--data-dir`, else `SEALPOST_DATA_DIR` (both via clap), else the platform default.
-fn resolve_data_dir(flag: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match flag {
-        Some(dir) => Ok(dir),
-        None => default_data_dir().map_err(anyhow::Error::msg),
+/// `--data-dir`, else `SEALPOST_DATA_DIR` (both via clap), else the configuration's
+/// `data_dir`, else the platform default.
+fn resolve_data_dir(flag: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match (flag, config) {
+        (Some(dir), _) => Ok(dir),
+        (None, Some(file)) => Ok(crate::config::Config::load(
+            Some(file),
+            &crate::config::Overrides::default(),
+            default_data_dir,
+        )?
+        .data_dir),
+        (None, None) => default_data_dir().map_err(anyhow::Error::msg),
     }
 }
 

@@ -28,9 +28,6 @@ Examples:
   sealpost serve --config /etc/sealpost/sealpost.toml
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:24")]
 pub struct Args {
-    /// The TOML configuration file (see `sealpost check-config`)
-    #[arg(long, short, value_name = "FILE", env = "SEALPOST_CONFIG")]
-    config: Option<PathBuf>,
     /// Address of the outbound (submission) listener
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
@@ -48,7 +45,11 @@ pub struct Args {
     deliver: Option<String>,
 }
 
-pub fn run(args: Args, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+pub fn run(
+    args: Args,
+    config: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let overrides = config::Overrides {
         data_dir,
         listen: args.listen,
@@ -57,7 +58,7 @@ pub fn run(args: Args, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
         inbound_listen: args.inbound_listen,
         deliver: args.deliver,
     };
-    let config = Config::load(args.config.as_deref(), &overrides, super::default_data_dir)?;
+    let config = Config::load(config, &overrides, super::default_data_dir)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -216,7 +217,11 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let admin_path = crate::admin::socket_path(&config.data_dir);
     let admin = crate::admin::socket::bind(&admin_path)
         .with_context(|| format!("cannot create the admin socket {}", admin_path.display()))?;
-    let handler = super::admin_handler::handler(keyring.clone(), relay.clone());
+    let handler = super::admin_handler::handler(
+        keyring.clone(),
+        relay.clone(),
+        Arc::new(config.policy.clone()),
+    );
     let admin_task = tokio::spawn(crate::admin::socket::serve(
         admin,
         admin_path,

@@ -3,6 +3,7 @@
 //! Sans-I/O: the caller looks the keys up and passes in what it found; `decide` only
 //! combines those facts with the layered rules of [`rules`].
 
+pub mod explain;
 pub mod rules;
 
 pub use rules::{Effective, Layer, Mixed, Mode, Policy, Rule};

@@ -348,3 +348,48 @@ fn an_expired_key_is_never_used() {
     assert!(!ok);
     assert!(out.contains("550 5.7.1 <old@example.net>"), "{out}");
 }
+
+#[test]
+fn policy_explain_names_rule_key_and_copy() {
+    let w = World::new(&["bob@example.net"]);
+    let policy = "[policy]\nmode = \"opportunistic\"\n\n[policy.domain.\"strict.example\"]\nmode = \"require\"\n";
+    let file = w.s.dir.path().join("explain.toml");
+    std::fs::write(&file, policy).unwrap();
+    let args = [
+        "--config",
+        file.to_str().unwrap(),
+        "policy",
+        "explain",
+        "--from",
+        "alice@example.org",
+        "--to",
+        "bob@example.net",
+        "--to",
+        "dave@strict.example",
+        "--bcc",
+        "erin@elsewhere.example",
+    ];
+    let out = w.s.ok(&args);
+    let bob_fpr = w.gpg("bob@example.net").fingerprint("bob@example.net");
+    assert!(out.contains("signs with"), "{out}");
+    assert!(
+        out.contains(&format!("key:   {bob_fpr} (keyring)")),
+        "{out}"
+    );
+    assert!(
+        out.contains("encrypted, in the copy shared by the To/Cc recipients"),
+        "{out}"
+    );
+    assert!(
+        out.contains("mode = require ([policy.domain.\"strict.example\"])"),
+        "{out}"
+    );
+    assert!(out.contains("refused at RCPT: 550 5.7.1"), "{out}");
+    assert!(out.contains("erin@elsewhere.example (Bcc)"), "{out}");
+    assert!(out.contains("the message as it is (no key)"), "{out}");
+    // The same through the running server.
+    let sink = SmtpSink::start(&[]);
+    let _gw = w.s.serve(&config(&sink, policy), &[]);
+    let via = w.s.ok(&args);
+    assert_eq!(via, out);
+}

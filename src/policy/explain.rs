@@ -1,0 +1,109 @@
+//! `sealpost policy explain`: for each recipient, the rule that matched, the key chosen,
+//! and the copy it would get.
+
+use std::fmt::Write;
+use std::time::SystemTime;
+
+use sealpost_keyring::Keyring;
+
+use super::{decide, Decision, Facts, Mixed, Mode, Policy, Treatment};
+
+/// The explanation, one block per recipient. `named` are the To/Cc recipients; the others
+/// are treated as Bcc.
+pub fn explain(
+    policy: &Policy,
+    keyring: &Keyring,
+    from: &str,
+    to: &[String],
+    bcc: &[String],
+    now: SystemTime,
+) -> String {
+    let mut out = String::new();
+    let signer = keyring.signing_cert_for(from, now).ok().flatten();
+    let _ = writeln!(
+        out,
+        "from {from}: {}",
+        match &signer {
+            Some(s) => format!("signs with {} (keyring)", s.fingerprint().to_hex()),
+            None => "no secret key in the keyring: encrypted copies go unsigned".to_string(),
+        }
+    );
+    let mut treatments = Vec::new();
+    for (addr, named) in to
+        .iter()
+        .map(|a| (a, true))
+        .chain(bcc.iter().map(|a| (a, false)))
+    {
+        let eff = policy.for_recipient(addr);
+        let lookup = keyring.lookup_encryption(addr, now);
+        let facts = Facts {
+            has_key: lookup.is_ok(),
+            can_sign: false,
+            others_encrypted: false,
+        };
+        let decision = decide(addr, &eff, facts);
+        let _ = writeln!(out, "\n{addr}{}", if named { "" } else { " (Bcc)" });
+        let _ = writeln!(
+            out,
+            "    rule:  mode = {} ({}); mixed = {} ({}); encrypt_to_self = {} ({})",
+            mode_name(eff.mode.0),
+            eff.mode.1,
+            match eff.mixed.0 {
+                Mixed::Split => "split",
+                Mixed::RefuseUnencrypted => "refuse-unencrypted",
+            },
+            eff.mixed.1,
+            eff.encrypt_to_self.0,
+            eff.encrypt_to_self.1
+        );
+        match &lookup {
+            Ok(certs) => {
+                for c in certs {
+                    let _ = writeln!(out, "    key:   {} (keyring)", c.fingerprint().to_hex());
+                }
+            }
+            Err(e) => {
+                let _ = writeln!(out, "    key:   none usable: {e}");
+            }
+        }
+        let copy = match &decision {
+            Decision::Refuse(reply) => format!("refused at RCPT: {reply}"),
+            Decision::Accept(Treatment::Encrypt) if named => {
+                "encrypted, in the copy shared by the To/Cc recipients with keys".to_string()
+            }
+            Decision::Accept(Treatment::Encrypt) => "encrypted, in a copy of its own".to_string(),
+            Decision::Accept(_) => "the message as it is (no key)".to_string(),
+        };
+        let _ = writeln!(out, "    copy:  {copy}");
+        treatments.push((addr.clone(), decision, eff.mixed.0));
+    }
+    let any_encrypted = treatments
+        .iter()
+        .any(|(_, d, _)| *d == Decision::Accept(Treatment::Encrypt));
+    let refused: Vec<&str> = treatments
+        .iter()
+        .filter(|(_, d, m)| {
+            any_encrypted
+                && matches!(d, Decision::Accept(t) if *t != Treatment::Encrypt)
+                && *m == Mixed::RefuseUnencrypted
+        })
+        .map(|(a, _, _)| a.as_str())
+        .collect();
+    if !refused.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nthe whole message would be refused: {} would get an unencrypted copy of a message others get encrypted (mixed = refuse-unencrypted)",
+            refused.join(", ")
+        );
+    }
+    out
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Require => "require",
+        Mode::Opportunistic => "opportunistic",
+        Mode::SignOnly => "sign-only",
+        Mode::None => "none",
+    }
+}
