@@ -142,17 +142,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// server's admin socket, so that the user never meets a lock error.
 fn keys_command(cmd: keys::KeysCommand, data_dir: &Path) -> anyhow::Result<()> {
     match keys::open(data_dir) {
-        Ok(keyring) => {
-            let mut stdout = std::io::stdout().lock();
-            let mut stderr = std::io::stderr().lock();
-            let mut input = keys::read_local;
-            let mut io = keys::Io {
-                out: &mut stdout,
-                err: &mut stderr,
-                input: &mut input,
-            };
-            keys::execute(cmd, &keyring, &mut io)
-        }
+        Ok(keyring) => terminal(|io| keys::execute(cmd, &keyring, io)),
         Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
         Err(e) => Err(e),
     }
@@ -171,17 +161,7 @@ fn policy_command(
     };
     let config = crate::config::Config::load(config, &overrides, default_data_dir)?;
     match keys::open(&config.data_dir) {
-        Ok(keyring) => {
-            let mut stdout = std::io::stdout().lock();
-            let mut stderr = std::io::stderr().lock();
-            let mut input = keys::read_local;
-            let mut io = keys::Io {
-                out: &mut stdout,
-                err: &mut stderr,
-                input: &mut input,
-            };
-            policy::execute(cmd, &config.policy, &keyring, &mut io)
-        }
+        Ok(keyring) => terminal(|io| policy::execute(cmd, &config.policy, &keyring, io)),
         Err(e) if is_locked(&e) => forward(&config.data_dir, &[]),
         Err(e) => Err(e),
     }
@@ -190,29 +170,19 @@ fn policy_command(
 /// Runs a `queue` command on the spool directly, or through the running server.
 fn queue_command(cmd: queue::QueueCommand, data_dir: &Path) -> anyhow::Result<()> {
     match crate::relay::Spool::open(data_dir, keys::passphrase_from_env()?.as_ref()) {
-        Ok(spool) => {
-            let mut stdout = std::io::stdout().lock();
-            let mut stderr = std::io::stderr().lock();
-            let mut input = keys::read_local;
-            let mut io = keys::Io {
-                out: &mut stdout,
-                err: &mut stderr,
-                input: &mut input,
-            };
-            match cmd {
-                queue::QueueCommand::List => queue::list(&spool.all()?, &mut io),
-                queue::QueueCommand::Remove { id } => {
-                    if !spool.remove(&id)? {
-                        anyhow::bail!("no spooled copy {id}; see `sealpost queue list`");
-                    }
-                    writeln!(io.out, "removed {id}")?;
-                    Ok(())
+        Ok(spool) => terminal(|io| match cmd {
+            queue::QueueCommand::List => queue::list(&spool.all()?, io),
+            queue::QueueCommand::Remove { id } => {
+                if !spool.remove(&id)? {
+                    anyhow::bail!("no spooled copy {id}; see `sealpost queue list`");
                 }
-                queue::QueueCommand::Retry { .. } => anyhow::bail!(
-                    "no server is running; spooled copies are retried when `sealpost serve` starts"
-                ),
+                writeln!(io.out, "removed {id}")?;
+                Ok(())
             }
-        }
+            queue::QueueCommand::Retry { .. } => anyhow::bail!(
+                "no server is running; spooled copies are retried when `sealpost serve` starts"
+            ),
+        }),
         Err(crate::relay::spool::Error::Locked(_)) => forward(data_dir, &[]),
         Err(e) => Err(e.into()),
     }
@@ -225,6 +195,19 @@ fn is_locked(err: &anyhow::Error) -> bool {
             Some(sealpost_keyring::Error::Locked { .. })
         )
     })
+}
+
+/// Runs `f` with the terminal's standard output, error and input.
+fn terminal<T>(f: impl FnOnce(&mut keys::Io<'_>) -> T) -> T {
+    let mut stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let mut input = keys::read_local;
+    let mut io = keys::Io {
+        out: &mut stdout,
+        err: &mut stderr,
+        input: &mut input,
+    };
+    f(&mut io)
 }
 
 /// Sends this process's command line, and the files it names, to the running server.
