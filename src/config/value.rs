@@ -275,13 +275,7 @@ fn policy_rule(
         Some(m) => Some(match m.get_ref().as_str() {
             "require" => Mode::Require,
             "opportunistic" => Mode::Opportunistic,
-            "sign-only" => {
-                return Err(src.invalid(
-                    &format!("{key}.mode"),
-                    m,
-                    "\"sign-only\" is not available yet: signed-only (multipart/signed) copies are not built yet",
-                ))
-            }
+            "sign-only" => Mode::SignOnly,
             "none" => Mode::None,
             _ => {
                 return Err(src.invalid(

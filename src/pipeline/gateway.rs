@@ -112,14 +112,15 @@ impl Backend for Gateway {
 }
 
 impl Gateway {
-    /// The policy's verdict for one recipient, from what the keyring knows now.
-    fn decide(&self, _sender: &str, rcpt: &str, now: SystemTime) -> Decision {
+    /// The policy's verdict for one recipient, from what the keyring knows now; `signer`
+    /// is the address whose key would sign (the envelope sender at RCPT time, the From
+    /// address after the final dot).
+    fn decide(&self, signer: &str, rcpt: &str, now: SystemTime) -> Decision {
         let eff = self.policy.for_recipient(rcpt);
         let facts = Facts {
             has_key: self.keyring.lookup_encryption(rcpt, now).is_ok(),
-            // Signed-only copies (multipart/signed) are not built yet: a recipient
-            // without a key gets the message as it is.
-            can_sign: false,
+            can_sign: !signer.is_empty()
+                && matches!(self.keyring.signing_cert_for(signer, now), Ok(Some(_))),
             others_encrypted: false,
         };
         policy::decide(rcpt, &eff, facts)
@@ -134,8 +135,9 @@ impl Gateway {
             return Ok(vec![(tx.envelope.recipients.clone(), tx.message.clone())]);
         }
         let mut decided = Vec::with_capacity(tx.envelope.recipients.len());
+        let signer = parsed.from.clone().unwrap_or_default();
         for r in &tx.envelope.recipients {
-            let treatment = match self.decide(&tx.envelope.sender.address, &r.address, now) {
+            let treatment = match self.decide(&signer, &r.address, now) {
                 Decision::Accept(t) => t,
                 // The keyring changed between RCPT and the final dot.
                 Decision::Refuse(reply) => return Err(reply),

@@ -61,11 +61,45 @@ pub fn build(
     let mut out = Vec::new();
     for group in split::groups(decided) {
         match group.treatment {
-            Treatment::Plain | Treatment::SignOnly => {
+            Treatment::Plain => {
                 for r in &group.recipients {
                     tracing::info!(queue_id = %tx.id, to = %r.address, treatment = "plain", "copy");
                 }
                 out.push((group.recipients, tx.message.clone()));
+            }
+            Treatment::SignOnly => {
+                let from = parsed.from.as_deref().ok_or_else(parse::bad_from)?;
+                let signer = keyring.signing_cert_for(from, now).ok().flatten();
+                let signed = match &signer {
+                    Some(tsk) => {
+                        match transform::sign::sign(&tx.message, tsk, keyring.policy(), now) {
+                            Ok(data) => Some(data),
+                            Err(transform::Error::NotSevenBit) => {
+                                tracing::warn!(queue_id = %tx.id, "8-bit multipart message: sent unsigned");
+                                None
+                            }
+                            Err(e) => {
+                                tracing::error!(queue_id = %tx.id, error = %e, "signing failed");
+                                return Err(e.reply());
+                            }
+                        }
+                    }
+                    None => None,
+                };
+                let treatment = if signed.is_some() { "signed" } else { "plain" };
+                for r in &group.recipients {
+                    tracing::info!(
+                        queue_id = %tx.id,
+                        to = %r.address,
+                        treatment,
+                        signed_by = %signer.as_ref().map(|s| s.fingerprint().to_hex()).unwrap_or_default(),
+                        "copy"
+                    );
+                }
+                out.push((
+                    group.recipients,
+                    signed.unwrap_or_else(|| tx.message.clone()),
+                ));
             }
             Treatment::Encrypt => {
                 let from = parsed.from.as_deref().ok_or_else(parse::bad_from)?;

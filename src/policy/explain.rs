@@ -28,6 +28,7 @@ pub fn explain(
             None => "no secret key in the keyring: encrypted copies go unsigned".to_string(),
         }
     );
+    let can_sign = signer.is_some();
     let mut treatments = Vec::new();
     for (addr, named) in to
         .iter()
@@ -38,7 +39,7 @@ pub fn explain(
         let lookup = keyring.lookup_encryption(addr, now);
         let facts = Facts {
             has_key: lookup.is_ok(),
-            can_sign: false,
+            can_sign,
             others_encrypted: false,
         };
         let decision = decide(addr, &eff, facts);
@@ -72,7 +73,10 @@ pub fn explain(
                 "encrypted, in the copy shared by the To/Cc recipients with keys".to_string()
             }
             Decision::Accept(Treatment::Encrypt) => "encrypted, in a copy of its own".to_string(),
-            Decision::Accept(_) => "the message as it is (no key)".to_string(),
+            Decision::Accept(Treatment::SignOnly) => {
+                "signed, not encrypted (multipart/signed)".to_string()
+            }
+            Decision::Accept(_) => "the message as it is".to_string(),
         };
         let _ = writeln!(out, "    copy:  {copy}");
         treatments.push((addr.clone(), decision, eff.mixed.0));

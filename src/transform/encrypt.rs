@@ -194,7 +194,7 @@ fn outer(fields: &[Field], armored: &[u8], autocrypt: Option<&str>) -> Vec<u8> {
 }
 
 /// The address of the single From field, if there is exactly one.
-fn from_address(fields: &[Field]) -> Option<String> {
+pub(crate) fn from_address(fields: &[Field]) -> Option<String> {
     let mut from = fields.iter().filter(|f| f.is("From"));
     let (Some(f), None) = (from.next(), from.next()) else {
         return None;

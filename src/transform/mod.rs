@@ -9,6 +9,7 @@
 pub mod autocrypt;
 pub mod encrypt;
 pub mod headers;
+pub mod sign;
 
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -21,6 +22,8 @@ pub enum Error {
     NoSigningKey(String),
     #[error("OpenPGP: {0}")]
     Crypto(String),
+    #[error("a multipart message with 8-bit content cannot be signed as it is")]
+    NotSevenBit,
 }
 
 impl Error {

@@ -289,3 +289,116 @@ fn a_recipient_without_an_encryption_key_is_an_error_not_a_plaintext() {
     assert!(err.to_string().contains("no key usable for encryption"));
     assert_eq!(err.reply().code, 451);
 }
+
+/// The signed part and the signature of a multipart/signed message, as bytes.
+fn signed_parts(out: &[u8]) -> (Vec<u8>, Vec<u8>, String) {
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    let b = text
+        .split("boundary=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let micalg = text
+        .split("micalg=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let first = text.find(&format!("\r\n--{b}\r\n")).unwrap() + b.len() + 6;
+    let second = text[first..].find(&format!("\r\n--{b}\r\n")).unwrap() + first;
+    let part = text[first..second].to_string();
+    let sig_start = text.find("-----BEGIN PGP SIGNATURE-----").unwrap();
+    let sig_end = text.find("-----END PGP SIGNATURE-----").unwrap() + 27;
+    (
+        part.into_bytes(),
+        text[sig_start..sig_end].as_bytes().to_vec(),
+        micalg,
+    )
+}
+
+#[test]
+fn gpg_verifies_signed_only_over_the_exact_part() {
+    let p = StandardPolicy::new();
+    let alice = key("Alice <alice@example.org>");
+    let out = super::sign::sign(MESSAGE.as_bytes(), &alice, &p, SystemTime::now()).unwrap();
+    assert!(out.is_ascii(), "the whole message is 7-bit");
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.contains("Content-Type: multipart/signed; micalg=pgp-sha"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans\r\n"),
+        "subject stays outside"
+    );
+    let (part, sig, micalg) = signed_parts(&out);
+    let part_text = String::from_utf8_lossy(&part);
+    assert!(
+        part_text.starts_with("Content-Type: text/plain; charset=utf-8; hp=\"clear\"\r\n"),
+        "{part_text}"
+    );
+    assert!(part_text.contains("Content-Transfer-Encoding: quoted-printable\r\n"));
+    assert!(part_text.contains("Gr=C3=BC=C3=9Fe, Bob."), "{part_text}");
+
+    let gpg = Gpg::new();
+    gpg.import(&alice.to_vec().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let part_file = dir.path().join("part");
+    let sig_file = dir.path().join("part.asc");
+    std::fs::write(&part_file, &part).unwrap();
+    std::fs::write(&sig_file, &sig).unwrap();
+    let v = gpg.run(
+        &[
+            "--status-fd",
+            "2",
+            "--verify",
+            sig_file.to_str().unwrap(),
+            part_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let status = String::from_utf8_lossy(&v.stderr);
+    assert!(v.status.success() && status.contains("GOODSIG"), "{status}");
+    // micalg names the hash the signature used.
+    let hash = status
+        .lines()
+        .find(|l| l.contains("VALIDSIG"))
+        .and_then(|l| l.split_whitespace().nth(9))
+        .unwrap();
+    let expected = match hash {
+        "8" => "pgp-sha256",
+        "9" => "pgp-sha384",
+        "10" => "pgp-sha512",
+        other => panic!("unexpected hash {other}"),
+    };
+    assert_eq!(micalg, expected);
+
+    // A changed byte in the part breaks the signature.
+    let mut forged = part.clone();
+    let at = forged.len() - 3;
+    forged[at] ^= 1;
+    std::fs::write(&part_file, &forged).unwrap();
+    let v = gpg.run(
+        &[
+            "--verify",
+            sig_file.to_str().unwrap(),
+            part_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(!v.status.success());
+}
+
+#[test]
+fn an_eight_bit_multipart_is_not_signed_as_it_is() {
+    let p = StandardPolicy::new();
+    let alice = key("<alice@example.org>");
+    let m = "From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n--x--\r\n";
+    let err = super::sign::sign(m.as_bytes(), &alice, &p, SystemTime::now()).unwrap_err();
+    assert!(matches!(err, super::Error::NotSevenBit));
+}

@@ -386,7 +386,10 @@ fn policy_explain_names_rule_key_and_copy() {
     );
     assert!(out.contains("refused at RCPT: 550 5.7.1"), "{out}");
     assert!(out.contains("erin@elsewhere.example (Bcc)"), "{out}");
-    assert!(out.contains("the message as it is (no key)"), "{out}");
+    assert!(
+        out.contains("signed, not encrypted (multipart/signed)"),
+        "{out}"
+    );
     // The same through the running server.
     let sink = SmtpSink::start(&[]);
     let _gw = w.s.serve(&config(&sink, policy), &[]);

@@ -1,0 +1,217 @@
+//! Signed-only messages: RFC 3156 `multipart/signed`, with RFC 9788 header protection
+//! (`hp="clear"`). The signed part is 7-bit with no trailing whitespace, signed in its
+//! canonical CRLF form, exactly as it appears between the boundaries.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use openpgp::parse::Parse;
+use openpgp::policy::Policy;
+use openpgp::serialize::stream::{Armorer, Message, Signer};
+use openpgp::Cert;
+use sealpost_keyring::openpgp;
+
+use super::encrypt::{from_address, signing_keypair};
+use super::headers::{self, Field};
+use super::Error;
+
+/// Signs `message` with `signer`.
+///
+/// # Errors
+/// `Error::NotSevenBit` for a multipart message with 8-bit content, which cannot be made
+/// 7-bit without rewriting its parts; crypto failures.
+pub fn sign(
+    message: &[u8],
+    signer: &Cert,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Vec<u8>, Error> {
+    let (fields, body) = headers::split(message);
+    let entity = signed_entity(&fields, body)?;
+    let (signature, micalg) = detached(&entity, signer, policy, now)?;
+    let autocrypt =
+        from_address(&fields).and_then(|a| super::autocrypt::header(signer, &a, policy, now).ok());
+    let boundary = format!(
+        "sealpost-{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    let mut out = String::new();
+    for f in &fields {
+        if headers::is_content_field(f) || f.is("Bcc") || f.is("Autocrypt") {
+            continue;
+        }
+        out.push_str(&f.wire());
+    }
+    if let Some(h) = autocrypt {
+        out.push_str(&h);
+    }
+    out.push_str("MIME-Version: 1.0\r\n");
+    out.push_str(&format!(
+        "Content-Type: multipart/signed; micalg={micalg};\r\n\tprotocol=\"application/pgp-signature\"; boundary=\"{boundary}\"\r\n\r\n"
+    ));
+    out.push_str("This is an OpenPGP/MIME signed message (RFC 4880 and 3156).\r\n");
+    out.push_str(&format!("--{boundary}\r\n"));
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(&entity);
+    bytes.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+    bytes.extend_from_slice(
+        b"Content-Type: application/pgp-signature; name=\"signature.asc\"\r\nContent-Description: OpenPGP digital signature\r\nContent-Disposition: attachment; filename=\"signature.asc\"\r\n\r\n",
+    );
+    let sig = signature.strip_suffix(b"\n").unwrap_or(&signature);
+    for line in sig.split(|&b| b == b'\n') {
+        bytes.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(bytes)
+}
+
+/// The part that is signed: the content fields with `hp="clear"`, the protected fields,
+/// and the body, made 7-bit.
+fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
+    let ct = fields
+        .iter()
+        .find(|f| f.is("Content-Type"))
+        .map(Field::value)
+        .unwrap_or_else(|| "text/plain; charset=us-ascii".to_string());
+    let cte = fields
+        .iter()
+        .find(|f| f.is("Content-Transfer-Encoding"))
+        .map(|f| f.value().to_ascii_lowercase());
+    let clean = is_seven_bit_clean(body);
+    let multipart = ct.to_ascii_lowercase().starts_with("multipart/");
+    let (body, new_cte): (Vec<u8>, Option<&str>) = if clean {
+        (body.to_vec(), None)
+    } else if multipart {
+        return Err(Error::NotSevenBit);
+    } else {
+        match cte.as_deref() {
+            None | Some("7bit") | Some("8bit") | Some("binary") => {
+                (quoted_printable(body), Some("quoted-printable"))
+            }
+            _ => return Err(Error::NotSevenBit),
+        }
+    };
+    let mut head = format!("Content-Type: {ct}; hp=\"clear\"\r\n");
+    for f in fields.iter().filter(|f| headers::is_content_field(f)) {
+        if f.is("Content-Type") || f.is("MIME-Version") {
+            continue;
+        }
+        if f.is("Content-Transfer-Encoding") && new_cte.is_some() {
+            continue;
+        }
+        head.push_str(&f.wire());
+    }
+    if let Some(c) = new_cte {
+        head.push_str(&format!("Content-Transfer-Encoding: {c}\r\n"));
+    }
+    for name in headers::PROTECTED {
+        for f in fields.iter().filter(|f| f.is(name)) {
+            head.push_str(&f.wire());
+        }
+    }
+    let mut out = head.into_bytes();
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    // The part must not end in the CRLF that belongs to the boundary delimiter.
+    if out.ends_with(b"\r\n") {
+        out.truncate(out.len() - 2);
+    }
+    Ok(out)
+}
+
+/// 7-bit, CRLF only, no trailing whitespace on any line.
+fn is_seven_bit_clean(body: &[u8]) -> bool {
+    body.is_ascii()
+        && body.split(|&b| b == b'\n').all(|l| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            !l.ends_with(b" ") && !l.ends_with(b"\t") && !l.contains(&b'\r')
+        })
+}
+
+/// RFC 2045 quoted-printable, lines kept under 76 characters, CRLF line ends.
+fn quoted_printable(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 8);
+    let text = body.strip_suffix(b"\r\n").unwrap_or(body);
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut width = 0;
+        for (j, &b) in line.iter().enumerate() {
+            let last = j + 1 == line.len();
+            let literal =
+                (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
+            let piece: Vec<u8> = if literal {
+                vec![b]
+            } else {
+                format!("={b:02X}").into_bytes()
+            };
+            if width + piece.len() > 75 {
+                out.extend_from_slice(b"=\r\n");
+                width = 0;
+            }
+            width += piece.len();
+            out.extend_from_slice(&piece);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// An armored detached signature, and the `micalg` of the hash it used.
+fn detached(
+    entity: &[u8],
+    signer: &Cert,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<(Vec<u8>, String), Error> {
+    let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
+    let keypair = signing_keypair(signer, policy, now)?;
+    let mut sink = Vec::new();
+    {
+        let message = Message::new(&mut sink);
+        let message = Armorer::new(message)
+            .kind(openpgp::armor::Kind::Signature)
+            .build()
+            .map_err(crypto)?;
+        let mut s = Signer::new(message, keypair)
+            .map_err(crypto)?
+            .detached()
+            .build()
+            .map_err(crypto)?;
+        s.write_all(entity)
+            .map_err(|e| Error::Crypto(e.to_string()))?;
+        s.finalize().map_err(crypto)?;
+    }
+    let pile = openpgp::PacketPile::from_bytes(&sink).map_err(crypto)?;
+    let hash = pile
+        .children()
+        .find_map(|p| match p {
+            openpgp::Packet::Signature(s) => Some(s.hash_algo()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::Crypto("no signature was made".into()))?;
+    let micalg = format!(
+        "pgp-{}",
+        hash.to_string().to_ascii_lowercase().replace('-', "")
+    );
+    Ok((sink, micalg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_printable_is_seven_bit_without_trailing_space() {
+        let qp = quoted_printable("Grüße \r\nline=two\t\r\n".as_bytes());
+        let text = String::from_utf8(qp).unwrap();
+        assert_eq!(text, "Gr=C3=BC=C3=9Fe=20\r\nline=3Dtwo=09\r\n");
+        assert!(is_seven_bit_clean(text.as_bytes()));
+        let long = quoted_printable(&[b'a'; 200]);
+        assert!(long.split(|&b| b == b'\n').all(|l| l.len() <= 77));
+    }
+}
