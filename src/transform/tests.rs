@@ -316,7 +316,7 @@ fn signed_parts(out: &[u8]) -> (Vec<u8>, Vec<u8>, String) {
     let sig_end = text.find("-----END PGP SIGNATURE-----").unwrap() + 27;
     (
         part.into_bytes(),
-        text[sig_start..sig_end].as_bytes().to_vec(),
+        text.as_bytes()[sig_start..sig_end].to_vec(),
         micalg,
     )
 }
