@@ -103,6 +103,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             helo: config.hostname.clone(),
             timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(600),
+            pool: Default::default(),
         }),
     };
     let relay = Relay::open(
@@ -267,6 +268,7 @@ fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<Ups
         helo: config.hostname.clone(),
         timeout: Duration::from_secs(60),
         data_timeout: Duration::from_secs(600),
+        pool: Default::default(),
     })
 }
 

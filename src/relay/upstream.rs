@@ -37,6 +37,47 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     /// How long to wait for the reply to the final dot (RFC 5321: 10 minutes).
     pub data_timeout: Duration,
+    /// Idle connections kept for the next copy.
+    pub pool: std::sync::Arc<Pool>,
+}
+
+/// Idle upstream connections, reused for the next copy with the same login, so that a
+/// busy gateway does not pay connect, EHLO and QUIT for every message.
+#[derive(Default)]
+pub struct Pool {
+    idle: std::sync::Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    login: Option<(String, String)>,
+    conn: AsyncSmtpConnection,
+    since: std::time::Instant,
+}
+
+/// Connections idle longer than this are closed rather than reused.
+const IDLE_FOR: Duration = Duration::from_secs(20);
+const MAX_IDLE: usize = 32;
+
+impl Pool {
+    fn take(&self, login: &Option<(String, String)>) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().ok()?;
+        idle.retain(|i| i.since.elapsed() < IDLE_FOR);
+        let at = idle.iter().rposition(|i| &i.login == login)?;
+        Some(idle.swap_remove(at).conn)
+    }
+
+    fn put(&self, login: Option<(String, String)>, conn: AsyncSmtpConnection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|i| i.since.elapsed() < IDLE_FOR);
+            if idle.len() < MAX_IDLE {
+                idle.push(Idle {
+                    login,
+                    conn,
+                    since: std::time::Instant::now(),
+                });
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -65,52 +106,86 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             .map(|_| Outcome::Failed(reply.clone()))
             .collect()
     };
-    let mut conn = match connect(cfg, copy.credentials.as_ref().or(cfg.credentials.as_ref())).await
-    {
-        Ok(c) => c,
-        Err(reply) => return all(reply),
+    let creds = copy.credentials.as_ref().or(cfg.credentials.as_ref());
+    let login = creds.map(|c| (c.username.clone(), c.secret.clone().unwrap_or_default()));
+    let pooled = cfg.pool.take(&login);
+    let was_pooled = pooled.is_some();
+    let mut conn = match pooled {
+        Some(c) => c,
+        None => match connect(cfg, creds).await {
+            Ok(c) => c,
+            Err(reply) => return all(reply),
+        },
     };
-    let utf8 = conn.server_info().supports_feature(Extension::SmtpUtfEight);
-    let dsn = supports(&conn, "DSN");
-    let mail = mail_command(
-        copy,
-        utf8,
-        dsn,
-        conn.server_info().supports_feature(Extension::EightBitMime),
-    );
-    if let Err(reply) = command(&mut conn, mail, cfg.timeout).await {
+    let mut mail = mail_for(&conn, copy);
+    let mut sent = command_checked(&mut conn, mail.clone(), cfg.timeout).await;
+    if was_pooled && matches!(sent, Err((_, true))) {
+        // The server closed the idle connection in the meantime: a fresh one.
+        conn = match connect(cfg, creds).await {
+            Ok(c) => c,
+            Err(reply) => return all(reply),
+        };
+        mail = mail_for(&conn, copy);
+        sent = command_checked(&mut conn, mail, cfg.timeout).await;
+    }
+    if let Err((reply, _)) = sent {
         conn.abort().await;
         return all(reply);
     }
+    let dsn = supports(&conn, "DSN");
+    // Whether the connection is in a clean state to be reused.
+    let mut reusable = true;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; copy.envelope.recipients.len()];
     let mut accepted = Vec::new();
     for (i, rcpt) in copy.envelope.recipients.iter().enumerate() {
-        match command(&mut conn, rcpt_command(rcpt, dsn), cfg.timeout).await {
+        match command_checked(&mut conn, rcpt_command(rcpt, dsn), cfg.timeout).await {
             Ok(_) => accepted.push(i),
-            Err(reply) => outcomes[i] = Some(Outcome::Failed(reply)),
+            Err((reply, broken)) => {
+                reusable &= !broken;
+                outcomes[i] = Some(Outcome::Failed(reply));
+            }
         }
     }
     if !accepted.is_empty() {
-        let result = match command(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
+        let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
             Ok(_) => {
                 // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
                 let body = copy.data.strip_suffix(b"\r\n").unwrap_or(&copy.data);
                 match tokio::time::timeout(cfg.data_timeout, conn.message(body)).await {
                     Ok(Ok(r)) => Ok(reply_of(&r)),
-                    Ok(Err(e)) => Err(error_reply(&e)),
-                    Err(_) => Err(timeout_reply("the final dot")),
+                    Ok(Err(e)) => {
+                        reusable &= e.status().is_some();
+                        Err(error_reply(&e))
+                    }
+                    Err(_) => {
+                        reusable = false;
+                        Err(timeout_reply("the final dot"))
+                    }
                 }
             }
-            Err(reply) => Err(reply),
+            Err((reply, broken)) => {
+                reusable &= !broken;
+                Err(reply)
+            }
         };
-        for i in accepted {
+        for &i in &accepted {
             outcomes[i] = Some(match &result {
                 Ok(r) => Outcome::Delivered(r.clone()),
                 Err(r) => Outcome::Failed(r.clone()),
             });
         }
     }
-    let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
+    if accepted.is_empty() && reusable {
+        // No DATA was sent: the transaction is still open upstream.
+        reusable = command_checked(&mut conn, "RSET\r\n".to_string(), cfg.timeout)
+            .await
+            .is_ok();
+    }
+    if reusable && !conn.has_broken() {
+        cfg.pool.put(login, conn);
+    } else {
+        conn.abort().await;
+    }
     outcomes
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Outcome::Failed(timeout_reply("a reply"))))
@@ -177,23 +252,55 @@ async fn connect(
         _ => None,
     };
     crate::tls::install_provider();
-    let connecting = AsyncSmtpConnection::connect_tokio1(
-        (cfg.host.as_str(), cfg.port),
-        Some(cfg.timeout),
-        &hello,
-        implicit,
-        None,
-    );
-    let mut conn = match tokio::time::timeout(cfg.timeout, connecting).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            return Err(unreachable(
-                cfg,
-                &e.to_string(),
-                e.status().is_some().then(|| error_reply(&e)),
-            ))
+    let mut conn = match implicit {
+        Some(params) => {
+            let connecting = AsyncSmtpConnection::connect_tokio1(
+                (cfg.host.as_str(), cfg.port),
+                Some(cfg.timeout),
+                &hello,
+                Some(params),
+                None,
+            );
+            match tokio::time::timeout(cfg.timeout, connecting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(unreachable(
+                        cfg,
+                        &e.to_string(),
+                        e.status().is_some().then(|| error_reply(&e)),
+                    ))
+                }
+                Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
+            }
         }
-        Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
+        None => {
+            // Our own socket, so that Nagle's algorithm is off: lettre writes the message
+            // and its final dot separately, which on a reused connection would otherwise
+            // wait for a delayed ACK.
+            let tcp = match tokio::time::timeout(
+                cfg.timeout,
+                tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
+            )
+            .await
+            {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => return Err(unreachable(cfg, &e.to_string(), None)),
+                Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
+            };
+            let _ = tcp.set_nodelay(true);
+            let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello);
+            match tokio::time::timeout(cfg.timeout, greeting).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(unreachable(
+                        cfg,
+                        &e.to_string(),
+                        e.status().is_some().then(|| error_reply(&e)),
+                    ))
+                }
+                Err(_) => return Err(unreachable(cfg, "no greeting", None)),
+            }
+        }
     };
     if cfg.tls == UpstreamTls::StartTls {
         if !conn.can_starttls() {
@@ -307,15 +414,26 @@ fn xtext(s: &str) -> String {
     out
 }
 
-async fn command(
+fn mail_for(conn: &AsyncSmtpConnection, copy: &Copy) -> String {
+    mail_command(
+        copy,
+        conn.server_info().supports_feature(Extension::SmtpUtfEight),
+        supports(conn, "DSN"),
+        conn.server_info().supports_feature(Extension::EightBitMime),
+    )
+}
+
+/// A command and its reply; an error says whether the connection is broken (no reply, or
+/// a timeout) rather than refused by the server.
+async fn command_checked(
     conn: &mut AsyncSmtpConnection,
     cmd: String,
     timeout: Duration,
-) -> Result<Reply, Reply> {
+) -> Result<Reply, (Reply, bool)> {
     match tokio::time::timeout(timeout, conn.command(cmd)).await {
         Ok(Ok(r)) => Ok(reply_of(&r)),
-        Ok(Err(e)) => Err(error_reply(&e)),
-        Err(_) => Err(timeout_reply("a reply")),
+        Ok(Err(e)) => Err((error_reply(&e), e.status().is_none())),
+        Err(_) => Err((timeout_reply("a reply"), true)),
     }
 }
 
