@@ -4,12 +4,21 @@
 //!
 //! One message's path through the gateway, in the order the modules are listed:
 //!
-//! - [`smtp`]: the receiving side: session state machine, replies, the envelope.
+//! - [`server`]: listeners, connection limits, graceful shutdown.
+//! - [`tls`]: certificates for the listeners (from files, or self-signed on loopback).
+//! - [`smtp`]: the receiving side: a sans-I/O session, one file per verb, the connection
+//!   that drives it, replies, the envelope, the transaction handed on after the final dot.
+//! - [`pipeline`]: the session's backend: parse, policy per recipient, grouping (Bcc
+//!   apart), transform, then the relay.
+//! - [`policy`]: layered rules (global, domain, address) and the decision per recipient.
+//! - [`transform`]: the OpenPGP transforms: PGP/MIME sign+encrypt, signed-only, header
+//!   protection, Autocrypt.
+//! - [`relay`]: the sending side: upstream SMTP or Maildir, the spool, retries, DSNs.
+//!
+//! Around it: [`config`] (the TOML file, validated once), [`admin`] (the socket through
+//! which `sealpost keys|queue|policy` reach a running server) and [`cli`].
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod cli;
-pub mod config;
 pub mod pipeline;
 pub mod policy;
 pub mod relay;
@@ -17,3 +26,7 @@ pub mod server;
 pub mod smtp;
 pub mod tls;
 pub mod transform;
+
+pub mod admin;
+pub mod cli;
+pub mod config;
