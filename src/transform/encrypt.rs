@@ -63,8 +63,17 @@ fn cryptographic_payload(fields: &[Field], body: &[u8]) -> Vec<u8> {
             head.push_str(&f.wire());
         }
     }
+    // Every other field (X-Mailer, User-Agent, Keywords, …) travels inside only.
+    for f in fields
+        .iter()
+        .filter(|f| !kept_outside(f) && !headers::is_content_field(f))
+    {
+        if !headers::PROTECTED.iter().any(|p| f.is(p)) && !f.is("Bcc") && !f.is("Autocrypt") {
+            head.push_str(&f.wire());
+        }
+    }
     for name in headers::PROTECTED {
-        for f in fields.iter().filter(|f| f.is(name)) {
+        for f in fields.iter().filter(|f| f.is(name) && kept_outside(f)) {
             let outer = if f.is("Subject") {
                 OBSCURED_SUBJECT.to_string()
             } else {
@@ -156,8 +165,8 @@ fn outer(fields: &[Field], armored: &[u8], autocrypt: Option<&str>) -> Vec<u8> {
     let boundary = boundary();
     let mut out = String::new();
     for f in fields {
-        // An incoming Autocrypt header is replaced by ours, never kept beside it.
-        if headers::is_content_field(f) || f.is("Bcc") || f.is("Autocrypt") {
+        // Only what delivery, trace and threading need stays outside.
+        if !kept_outside(f) {
             continue;
         }
         if f.is("Subject") {
@@ -191,6 +200,26 @@ fn outer(fields: &[Field], armored: &[u8], autocrypt: Option<&str>) -> Vec<u8> {
     }
     bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     bytes
+}
+
+/// The fields an encrypted message keeps in its outer header: trace, addressing and
+/// threading. The Subject is kept, obscured.
+fn kept_outside(f: &Field) -> bool {
+    const OUTSIDE: &[&str] = &[
+        "Received",
+        "Return-Path",
+        "From",
+        "Sender",
+        "To",
+        "Cc",
+        "Reply-To",
+        "Date",
+        "Message-ID",
+        "References",
+        "In-Reply-To",
+        "Subject",
+    ];
+    OUTSIDE.iter().any(|n| f.is(n)) || f.name.to_ascii_lowercase().starts_with("resent-")
 }
 
 /// The address of the single From field, if there is exactly one.

@@ -31,7 +31,7 @@ fn v6_key(uid: &str) -> Cert {
         .0
 }
 
-const MESSAGE: &str = "Received: from client ([127.0.0.1])\r\n\tby gw (sealpost) with ESMTP id X; Sat, 28 Nov 2026 20:00:00 +0000\r\nFrom: Alice <alice@example.org>\r\nTo: Bob <bob@example.net>\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans\r\nDate: Sat, 28 Nov 2026 20:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße, Bob.\r\nThe plan is secret.\r\n";
+const MESSAGE: &str = "Received: from client ([127.0.0.1])\r\n\tby gw (sealpost) with ESMTP id X; Sat, 28 Nov 2026 20:00:00 +0000\r\nFrom: Alice <alice@example.org>\r\nX-Project: codename nightingale\r\nTo: Bob <bob@example.net>\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans\r\nDate: Sat, 28 Nov 2026 20:00:00 +0000\r\nMessage-ID: <m1@example.org>\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße, Bob.\r\nThe plan is secret.\r\n";
 
 /// The armored OpenPGP message inside a multipart/encrypted body, checked structurally.
 fn armored_part(out: &[u8]) -> Vec<u8> {
@@ -111,6 +111,10 @@ fn gpg_and_sq_decrypt_and_verify_with_header_protection() {
     assert!(out.is_ascii(), "the outer message is 7-bit");
     assert!(text.contains(&format!("Subject: {OBSCURED_SUBJECT}\r\n")));
     assert!(!text.contains("plans"), "the subject is not outside");
+    assert!(
+        !text.contains("nightingale"),
+        "other fields travel inside only"
+    );
     assert!(text.starts_with("Received: from client"));
     assert!(text.contains("From: Alice <alice@example.org>\r\n"));
     assert!(text.contains("Message-ID: <m1@example.org>\r\n"));
@@ -156,6 +160,7 @@ fn gpg_and_sq_decrypt_and_verify_with_header_protection() {
     );
     assert!(payload.contains("Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans\r\n"));
     assert!(payload.contains("HP-Outer: Subject: [...]\r\n"));
+    assert!(payload.contains("X-Project: codename nightingale\r\n"));
     assert!(payload.contains("HP-Outer: From: Alice <alice@example.org>\r\n"));
     assert!(
         payload.ends_with("\r\n\r\nGrüße, Bob.\r\nThe plan is secret.\r\n"),

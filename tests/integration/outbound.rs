@@ -396,3 +396,135 @@ fn policy_explain_names_rule_key_and_copy() {
     let via = w.s.ok(&args);
     assert_eq!(via, out);
 }
+
+#[test]
+fn bad_input_is_refused_or_wholly_encrypted_never_half() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let bob = w.gpg("bob@example.net");
+    // No From: nothing to sign for, and no half-protected message.
+    let file = w.s.dir.path().join("nofrom.eml");
+    std::fs::write(
+        &file,
+        "To: bob@example.net\r\nSubject: anonymous\r\n\r\nwho am I\r\n",
+    )
+    .unwrap();
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--data",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(!ok && out.contains("554 5.6.0"), "{out}");
+    // A 100 KB header line, and MIME nested 200 deep: encrypted whole.
+    let mut nested = String::from("From: alice@example.org\r\nTo: bob@example.net\r\nX-Long: ");
+    nested.push_str(&"a".repeat(100 * 1024));
+    nested.push_str("\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+    for i in 0..200 {
+        nested.push_str(&format!(
+            "--b{i}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n",
+            i + 1
+        ));
+    }
+    nested.push_str("--b200\r\nContent-Type: text/plain\r\n\r\ndeep inside\r\n--b200--\r\n");
+    for i in (0..200).rev() {
+        nested.push_str(&format!("--b{i}--\r\n"));
+    }
+    let file = w.s.dir.path().join("nested.eml");
+    std::fs::write(&file, &nested).unwrap();
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--data",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{}", &out[out.len().saturating_sub(2000)..]);
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    assert!(dump.contains("multipart/encrypted"));
+    assert!(
+        !dump.contains("deep inside") && !dump.contains(&"a".repeat(1000)),
+        "nothing leaks outside"
+    );
+    let dec = bob.run_with_input(&["--decrypt"], armored(&dump).as_bytes());
+    assert!(dec.status.success());
+    assert!(String::from_utf8_lossy(&dec.stdout).contains("deep inside"));
+}
+
+#[test]
+fn a_20_mb_attachment_is_encrypted_and_sq_reads_it() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let attachment = w.s.dir.path().join("big.bin");
+    let mut data = vec![0u8; 20 * 1024 * 1024];
+    let mut x: u32 = 7;
+    for b in data.iter_mut() {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        *b = (x >> 24) as u8;
+    }
+    std::fs::write(&attachment, &data).unwrap();
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--header",
+            "From: alice@example.org",
+            "--header",
+            "Subject: the big one",
+            "--attach",
+            attachment.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{}", &out[out.len().saturating_sub(2000)..]);
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    assert!(dump.contains("multipart/encrypted"));
+    // sq decrypts and verifies it with Bob's key and Alice's certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("bob.key");
+    let cert = dir.path().join("alice.cert");
+    let msg = dir.path().join("msg.asc");
+    std::fs::write(
+        &key,
+        w.gpg("bob@example.net")
+            .ok(&["--export-secret-keys", "bob@example.net"]),
+    )
+    .unwrap();
+    std::fs::write(&cert, w.alice.ok(&["--export", "alice@example.org"])).unwrap();
+    std::fs::write(&msg, armored(&dump)).unwrap();
+    let out = std::process::Command::new("sq")
+        .args([
+            "decrypt",
+            "--recipient-key",
+            key.to_str().unwrap(),
+            "--signer-cert",
+            cert.to_str().unwrap(),
+            msg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let payload = String::from_utf8_lossy(&out.stdout);
+    assert!(payload.contains("Subject: the big one"));
+    assert!(
+        payload.len() > 20 * 1024 * 1024,
+        "the whole attachment is inside"
+    );
+}
