@@ -75,7 +75,7 @@ pub fn build(
                         match transform::sign::sign(&tx.message, tsk, keyring.policy(), now) {
                             Ok(data) => Some(data),
                             Err(transform::Error::NotSevenBit) => {
-                                tracing::warn!(queue_id = %tx.id, "8-bit multipart message: sent unsigned");
+                                tracing::warn!(queue_id = %tx.id, "8-bit content outside any part (a preamble, an attached message): sent unsigned");
                                 None
                             }
                             Err(e) => {

@@ -9,6 +9,7 @@
 pub mod autocrypt;
 pub mod encrypt;
 pub mod headers;
+pub mod seven_bit;
 pub mod sign;
 
 use crate::smtp::reply::{Enhanced, Reply};
@@ -22,7 +23,7 @@ pub enum Error {
     NoSigningKey(String),
     #[error("OpenPGP: {0}")]
     Crypto(String),
-    #[error("a multipart message with 8-bit content cannot be signed as it is")]
+    #[error("the message has 8-bit content that cannot be re-encoded for signing")]
     NotSevenBit,
 }
 

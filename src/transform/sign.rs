@@ -18,8 +18,8 @@ use super::Error;
 /// Signs `message` with `signer`.
 ///
 /// # Errors
-/// `Error::NotSevenBit` for a multipart message with 8-bit content, which cannot be made
-/// 7-bit without rewriting its parts; crypto failures.
+/// `Error::NotSevenBit` when 8-bit content sits where it cannot be re-encoded (a
+/// preamble, an attached message); crypto failures.
 pub fn sign(
     message: &[u8],
     signer: &Cert,
@@ -27,6 +27,13 @@ pub fn sign(
     now: SystemTime,
 ) -> Result<Vec<u8>, Error> {
     let (fields, body) = headers::split(message);
+    let is_multipart = fields
+        .iter()
+        .any(|f| f.is("Content-Type") && f.value().to_ascii_lowercase().starts_with("multipart/"));
+    if is_multipart && !super::seven_bit::is_clean(body) {
+        let rewritten = super::seven_bit::rewrite(message)?;
+        return sign(&rewritten, signer, policy, now);
+    }
     let entity = signed_entity(&fields, body)?;
     let (signature, micalg) = detached(&entity, signer, policy, now)?;
     let autocrypt =
@@ -79,7 +86,7 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
         .iter()
         .find(|f| f.is("Content-Transfer-Encoding"))
         .map(|f| f.value().to_ascii_lowercase());
-    let clean = is_seven_bit_clean(body);
+    let clean = super::seven_bit::is_clean(body);
     let multipart = ct.to_ascii_lowercase().starts_with("multipart/");
     let (body, new_cte): (Vec<u8>, Option<&str>) = if clean {
         (body.to_vec(), None)
@@ -121,17 +128,8 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-/// 7-bit, CRLF only, no trailing whitespace on any line.
-fn is_seven_bit_clean(body: &[u8]) -> bool {
-    body.is_ascii()
-        && body.split(|&b| b == b'\n').all(|l| {
-            let l = l.strip_suffix(b"\r").unwrap_or(l);
-            !l.ends_with(b" ") && !l.ends_with(b"\t") && !l.contains(&b'\r')
-        })
-}
-
 /// RFC 2045 quoted-printable, lines kept under 76 characters, CRLF line ends.
-fn quoted_printable(body: &[u8]) -> Vec<u8> {
+pub(crate) fn quoted_printable(body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + body.len() / 8);
     let text = body.strip_suffix(b"\r\n").unwrap_or(body);
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
@@ -210,7 +208,7 @@ mod tests {
         let qp = quoted_printable("Grüße \r\nline=two\t\r\n".as_bytes());
         let text = String::from_utf8(qp).unwrap();
         assert_eq!(text, "Gr=C3=BC=C3=9Fe=20\r\nline=3Dtwo=09\r\n");
-        assert!(is_seven_bit_clean(text.as_bytes()));
+        assert!(crate::transform::seven_bit::is_clean(text.as_bytes()));
         let long = quoted_printable(&[b'a'; 200]);
         assert!(long.split(|&b| b == b'\n').all(|l| l.len() <= 77));
     }

@@ -400,10 +400,29 @@ fn gpg_verifies_signed_only_over_the_exact_part() {
 }
 
 #[test]
-fn an_eight_bit_multipart_is_not_signed_as_it_is() {
+fn an_eight_bit_multipart_is_re_encoded_and_verifies() {
     let p = StandardPolicy::new();
     let alice = key("<alice@example.org>");
     let m = "From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n--x--\r\n";
-    let err = super::sign::sign(m.as_bytes(), &alice, &p, SystemTime::now()).unwrap_err();
+    let out = super::sign::sign(m.as_bytes(), &alice, &p, SystemTime::now()).unwrap();
+    assert!(out.is_ascii());
+    let (part, sig, _) = signed_parts(&out);
+    assert!(String::from_utf8_lossy(&part).contains("Gr=C3=BC=C3=9Fe"));
+    let gpg = Gpg::new();
+    gpg.import(&alice.to_vec().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("p"), &part).unwrap();
+    std::fs::write(dir.path().join("p.asc"), &sig).unwrap();
+    let v = gpg.run(
+        &[
+            "--verify",
+            dir.path().join("p.asc").to_str().unwrap(),
+            dir.path().join("p").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stderr));
+    let bad = "From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\npréambule\r\n--x\r\nContent-Type: text/plain\r\n\r\nok\r\n--x--\r\n";
+    let err = super::sign::sign(bad.as_bytes(), &alice, &p, SystemTime::now()).unwrap_err();
     assert!(matches!(err, super::Error::NotSevenBit));
 }

@@ -1,0 +1,138 @@
+//! Making a MIME message 7-bit for signing (RFC 3156 §3): every leaf part with 8-bit
+//! content or trailing whitespace is re-encoded as quoted-printable (text) or base64
+//! (anything else). The structure and every other byte stay as they were.
+
+use base64::Engine;
+use mail_parser::{MessageParser, MimeHeaders, PartType};
+
+use super::headers;
+use super::Error;
+
+/// 7-bit text (RFC 2045): printable ASCII and tabs, CRLF line ends, no trailing
+/// whitespace, lines within 998 octets.
+pub fn is_clean(bytes: &[u8]) -> bool {
+    bytes.split(|&b| b == b'\n').all(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        l.len() <= 998
+            && !l.ends_with(b" ")
+            && !l.ends_with(b"\t")
+            && l.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b))
+    })
+}
+
+/// The message with every unclean leaf re-encoded.
+///
+/// # Errors
+/// `Error::NotSevenBit` when a part cannot be re-encoded: 8-bit bytes in a preamble, a
+/// header, an attached message, or in a part that claims an encoding already.
+pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
+    let parsed = MessageParser::default()
+        .parse(message)
+        .ok_or(Error::NotSevenBit)?;
+    let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+    for part in parsed.parts.iter().skip(1) {
+        let leaf = matches!(
+            part.body,
+            PartType::Text(_) | PartType::Html(_) | PartType::Binary(_) | PartType::InlineBinary(_)
+        );
+        if !leaf {
+            continue;
+        }
+        let (oh, ob, oe) = (
+            part.offset_header as usize,
+            part.offset_body as usize,
+            part.offset_end as usize,
+        );
+        let (Some(head), Some(body)) = (message.get(oh..ob), message.get(ob..oe)) else {
+            return Err(Error::NotSevenBit);
+        };
+        if is_clean(body) {
+            continue;
+        }
+        let (fields, _) = headers::split(head);
+        let cte = fields
+            .iter()
+            .find(|f| f.is("Content-Transfer-Encoding"))
+            .map(|f| f.value().to_ascii_lowercase());
+        if matches!(cte.as_deref(), Some("quoted-printable") | Some("base64")) {
+            return Err(Error::NotSevenBit);
+        }
+        let text = part
+            .content_type()
+            .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("text"));
+        let (encoded, name) = if text {
+            let mut qp = super::sign::quoted_printable(body);
+            if qp.ends_with(b"\r\n") {
+                qp.truncate(qp.len() - 2);
+            }
+            (qp, "quoted-printable")
+        } else {
+            (base64_lines(body), "base64")
+        };
+        let mut new = String::new();
+        for f in fields.iter().filter(|f| !f.is("Content-Transfer-Encoding")) {
+            new.push_str(&f.wire());
+        }
+        new.push_str(&format!("Content-Transfer-Encoding: {name}\r\n\r\n"));
+        let mut bytes = new.into_bytes();
+        bytes.extend(encoded);
+        edits.push((oh, oe, bytes));
+    }
+    edits.sort_by_key(|e| e.0);
+    let mut out = Vec::with_capacity(message.len() + message.len() / 3);
+    let mut at = 0;
+    for (start, end, bytes) in edits {
+        if start < at {
+            return Err(Error::NotSevenBit);
+        }
+        out.extend_from_slice(&message[at..start]);
+        out.extend(bytes);
+        at = end;
+    }
+    out.extend_from_slice(&message[at..]);
+    let (_, body) = headers::split(&out);
+    if !is_clean(body) {
+        return Err(Error::NotSevenBit);
+    }
+    Ok(out)
+}
+
+fn base64_lines(data: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38);
+    for (i, chunk) in encoded.as_bytes().chunks(76).enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_are_re_encoded_and_the_rest_kept() {
+        let m = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\npre\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße \r\nline2\r\n--x\r\nContent-Type: application/octet-stream\r\n\r\n\u{0}\u{1}bin\r\n--x\r\nContent-Type: text/plain\r\n\r\nalready clean\r\n--x--\r\n";
+        let out = rewrite(m.as_bytes()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(is_clean(headers::split(&out).1));
+        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe=20\r\nline2\r\n--x\r\n"), "{text}");
+        assert!(
+            text.contains("Content-Transfer-Encoding: base64\r\n\r\nAAFiaW4=\r\n--x\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Content-Type: text/plain\r\n\r\nalready clean\r\n--x--\r\n"));
+        // The decoded content is what it was.
+        let reparsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(reparsed.body_text(0).unwrap(), "Grüße \r\nline2");
+    }
+
+    #[test]
+    fn eight_bit_outside_a_leaf_cannot_be_fixed() {
+        let m = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\npréambule\r\n--x\r\nContent-Type: text/plain\r\n\r\nok\r\n--x--\r\n";
+        assert!(matches!(rewrite(m.as_bytes()), Err(Error::NotSevenBit)));
+    }
+}
