@@ -528,3 +528,144 @@ fn a_20_mb_attachment_is_encrypted_and_sq_reads_it() {
         "the whole attachment is inside"
     );
 }
+
+#[test]
+fn html_attachments_and_utf8_arrive_intact_inside() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let body = "--alt\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln — ünïcødé\r\n--alt\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>Grüße <b>aus</b> Köln</p>\r\n--alt--\r\n";
+    let mut message = String::from(
+        "From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: =?UTF-8?B?R3LDvMOfZQ==?=\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=mix\r\n\r\n--mix\r\nContent-Type: multipart/alternative; boundary=alt\r\n\r\n",
+    );
+    message.push_str(body);
+    message.push_str("--mix\r\nContent-Type: application/pdf; name=report.pdf\r\nContent-Disposition: attachment; filename=report.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\r\n--mix--\r\n");
+    let file = w.s.dir.path().join("rich.eml");
+    std::fs::write(&file, &message).unwrap();
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "bob@example.net",
+            "--data",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    let dec = w.gpg("bob@example.net").run_with_input(
+        &["--status-fd", "2", "--decrypt"],
+        armored(&dump).as_bytes(),
+    );
+    assert!(dec.status.success());
+    let payload = String::from_utf8(dec.stdout).unwrap();
+    let original_body = &message[message.find("\r\n\r\n").unwrap() + 4..];
+    // swaks ends the data with one more CRLF than the file has.
+    assert!(
+        payload
+            .trim_end_matches("\r\n")
+            .ends_with(original_body.trim_end_matches("\r\n")),
+        "the body inside is the original, byte for byte:\n{payload}"
+    );
+    assert!(
+        payload.starts_with("Content-Type: multipart/mixed; boundary=mix; hp=\"cipher\"\r\n"),
+        "{payload}"
+    );
+    assert!(payload.contains("Subject: =?UTF-8?B?R3LDvMOfZQ==?=\r\n"));
+}
+
+#[test]
+fn a_v6_and_a_gpg_recipient_in_one_message() {
+    use openpgp::parse::stream::{
+        DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+    };
+    use openpgp::parse::Parse;
+    use sealpost_keyring::openpgp;
+
+    let w = World::new(&["old@example.net"]);
+    let v6_fpr = w.s.generate("new@example.net", &["--profile", "rfc9580"]);
+    let v6_tsk = w.s.ok(&["keys", "export", "--secret", &v6_fpr]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(&config(&sink, ""), &[]);
+    let (ok, out) = swaks(
+        gw.port(),
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "old@example.net,new@example.net",
+            "--header",
+            "From: alice@example.org",
+            "--header",
+            "To: old@example.net, new@example.net",
+            "--body",
+            "to the old and the new",
+        ],
+    );
+    assert!(ok, "{out}");
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    let message = armored(&dump);
+    // gpg 2.2 reads it: SEIPDv1, since one recipient's key does not advertise SEIPDv2.
+    let dec = w
+        .gpg("old@example.net")
+        .run_with_input(&["--decrypt"], message.as_bytes());
+    assert!(
+        dec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dec.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dec.stdout).contains("to the old and the new"));
+
+    // The v6 recipient reads it with its own key.
+    struct H(openpgp::Cert);
+    impl VerificationHelper for H {
+        fn get_certs(&mut self, _: &[openpgp::KeyHandle]) -> openpgp::Result<Vec<openpgp::Cert>> {
+            Ok(vec![])
+        }
+        fn check(&mut self, _: MessageStructure) -> openpgp::Result<()> {
+            Ok(())
+        }
+    }
+    impl DecryptionHelper for H {
+        fn decrypt(
+            &mut self,
+            pkesks: &[openpgp::packet::PKESK],
+            _: &[openpgp::packet::SKESK],
+            sym: Option<openpgp::types::SymmetricAlgorithm>,
+            decrypt: &mut dyn FnMut(
+                Option<openpgp::types::SymmetricAlgorithm>,
+                &openpgp::crypto::SessionKey,
+            ) -> bool,
+        ) -> openpgp::Result<Option<openpgp::Cert>> {
+            let p = openpgp::policy::StandardPolicy::new();
+            for ka in self
+                .0
+                .keys()
+                .with_policy(&p, None)
+                .for_transport_encryption()
+                .secret()
+            {
+                let mut pair = ka.key().clone().into_keypair()?;
+                for pkesk in pkesks {
+                    if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym) {
+                        if decrypt(algo, &sk) {
+                            return Ok(Some(self.0.clone()));
+                        }
+                    }
+                }
+            }
+            Ok(None)
+        }
+    }
+    let p = openpgp::policy::StandardPolicy::new();
+    let tsk = openpgp::Cert::from_bytes(v6_tsk.as_bytes()).unwrap();
+    let mut d = DecryptorBuilder::from_bytes(message.as_bytes())
+        .unwrap()
+        .with_policy(&p, None, H(tsk))
+        .unwrap();
+    let mut plain = Vec::new();
+    std::io::copy(&mut d, &mut plain).unwrap();
+    assert!(String::from_utf8_lossy(&plain).contains("to the old and the new"));
+}
