@@ -126,6 +126,32 @@ impl Gateway {
         policy::decide(rcpt, &eff, facts)
     }
 
+    /// A message that cannot be protected: passed on unchanged only when every recipient's
+    /// policy allows plaintext, refused otherwise, so that it never reaches a `require`
+    /// recipient in the clear.
+    fn malformed(&self, tx: &Transaction, reason: &str) -> Result<Vec<process::Built>, Reply> {
+        let strict: Vec<String> = tx
+            .envelope
+            .recipients
+            .iter()
+            .filter(|r| self.policy.for_recipient(&r.address).mode.0 == policy::Mode::Require)
+            .map(|r| format!("<{}>", r.address))
+            .collect();
+        if strict.is_empty() {
+            tracing::warn!(queue_id = %tx.id, reason, "malformed message passed on unchanged: every recipient may receive plaintext");
+            return Ok(vec![(tx.envelope.recipients.clone(), tx.message.clone())]);
+        }
+        tracing::warn!(queue_id = %tx.id, reason, "malformed message refused");
+        Err(Reply::new(
+            554,
+            Enhanced(5, 6, 0),
+            format!(
+                "Message refused: {reason}; it cannot be encrypted, and the policy requires encryption for {}",
+                strict.join(", ")
+            ),
+        ))
+    }
+
     /// Parse, decide per recipient, group, transform: the copies and who gets each.
     fn outbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
         let now = SystemTime::now();
@@ -133,6 +159,9 @@ impl Gateway {
         if parsed.protected {
             tracing::info!(queue_id = %tx.id, "already protected: passed on unchanged");
             return Ok(vec![(tx.envelope.recipients.clone(), tx.message.clone())]);
+        }
+        if let Some(reason) = &parsed.malformed {
+            return self.malformed(tx, reason);
         }
         let mut decided = Vec::with_capacity(tx.envelope.recipients.len());
         let signer = parsed.from.clone().unwrap_or_default();

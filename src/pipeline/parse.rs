@@ -18,7 +18,12 @@ pub struct Parsed {
     pub from: Option<String>,
     /// Lower-cased addresses in To and Cc.
     pub named: Vec<String>,
+    /// Why the message cannot be protected as it is, if it cannot.
+    pub malformed: Option<String>,
 }
+
+/// More multipart entities than this and a message is not transformed.
+pub const MAX_MULTIPARTS: usize = 50;
 
 /// Reads the header section only: a large body is never parsed here.
 pub fn parse(message: &[u8]) -> Parsed {
@@ -60,7 +65,69 @@ pub fn parse(message: &[u8]) -> Parsed {
         protected,
         from,
         named,
+        malformed: malformed(message, head),
     }
+}
+
+/// The problems that make a message unfit to be transformed: the gateway then refuses
+/// it, or passes it on unchanged when every recipient may receive plaintext.
+fn malformed(message: &[u8], head: &[u8]) -> Option<String> {
+    if message.contains(&0) {
+        return Some("the message contains NUL bytes".into());
+    }
+    if head.split(|&b| b == b'\n').any(|l| l.len() > 1000) {
+        return Some("a header line exceeds 998 octets (RFC 5322)".into());
+    }
+    let multiparts = count_ci(message, b"content-type: multipart/")
+        + count_ci(message, b"content-type:multipart/");
+    if multiparts > MAX_MULTIPARTS {
+        return Some(format!("more than {MAX_MULTIPARTS} nested MIME multiparts"));
+    }
+    invalid_charset(message)
+}
+
+fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len())
+        .filter(|w| w.eq_ignore_ascii_case(needle))
+        .count()
+}
+
+/// A text part that declares UTF-8 or US-ASCII but whose bytes are not.
+fn invalid_charset(message: &[u8]) -> Option<String> {
+    let parsed = MessageParser::default().parse(message)?;
+    for part in &parsed.parts {
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        if !ct.ctype().eq_ignore_ascii_case("text") {
+            continue;
+        }
+        let charset = ct
+            .attribute("charset")
+            .unwrap_or("us-ascii")
+            .to_ascii_lowercase();
+        let cte = part
+            .content_transfer_encoding()
+            .unwrap_or("7bit")
+            .to_ascii_lowercase();
+        if cte == "base64" || cte == "quoted-printable" {
+            continue;
+        }
+        let raw = message
+            .get(part.offset_body as usize..part.offset_end as usize)
+            .unwrap_or_default();
+        let bad = match charset.as_str() {
+            "utf-8" | "utf8" => std::str::from_utf8(raw).is_err(),
+            "us-ascii" | "ascii" => !raw.is_ascii(),
+            _ => false,
+        };
+        if bad {
+            return Some(format!(
+                "a text part declared {charset} holds bytes that are not {charset}"
+            ));
+        }
+    }
+    None
 }
 
 /// A body that is exactly one armored OpenPGP message or cleartext-signed message.
@@ -104,5 +171,35 @@ mod tests {
         );
         assert!(parse(b"From: a@x.org\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n").protected);
         assert!(!parse(b"From: a@x.org\r\n\r\nsee:\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n").protected);
+    }
+
+    #[test]
+    fn malformed_messages_are_named() {
+        let ok = parse(
+            "From: a@x.org\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n".as_bytes(),
+        );
+        assert_eq!(ok.malformed, None);
+        let nul = parse(b"From: a@x.org\r\n\r\na\x00b\r\n");
+        assert!(nul.malformed.unwrap().contains("NUL"));
+        let long = format!(
+            "From: a@x.org\r\nX-Long: {}\r\n\r\nb\r\n",
+            "a".repeat(100 * 1024)
+        );
+        assert!(parse(long.as_bytes()).malformed.unwrap().contains("998"));
+        let bad_utf8 =
+            parse(b"From: a@x.org\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\xff\xfe\r\n");
+        assert!(bad_utf8.malformed.unwrap().contains("utf-8"));
+        let mut deep =
+            String::from("From: a@x.org\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+        for i in 0..60 {
+            deep.push_str(&format!(
+                "--b{i}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n",
+                i + 1
+            ));
+        }
+        assert!(parse(deep.as_bytes())
+            .malformed
+            .unwrap()
+            .contains("multiparts"));
     }
 }

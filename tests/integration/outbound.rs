@@ -398,34 +398,44 @@ fn policy_explain_names_rule_key_and_copy() {
 }
 
 #[test]
-fn bad_input_is_refused_or_wholly_encrypted_never_half() {
+fn bad_input_is_refused_or_passed_unchanged_never_half_encrypted() {
     let w = World::new(&["bob@example.net"]);
     let sink = SmtpSink::start(&[]);
-    let gw = w.s.serve(&config(&sink, ""), &[]);
-    let bob = w.gpg("bob@example.net");
-    // No From: nothing to sign for, and no half-protected message.
-    let file = w.s.dir.path().join("nofrom.eml");
-    std::fs::write(
-        &file,
-        "To: bob@example.net\r\nSubject: anonymous\r\n\r\nwho am I\r\n",
-    )
-    .unwrap();
-    let (ok, out) = swaks(
-        gw.port(),
-        &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
-            "--data",
-            file.to_str().unwrap(),
-        ],
+    let strict =
+        w.s.serve(&config(&sink, "[policy]\nmode = \"require\"\n"), &[]);
+    let send = |port: u16, name: &str, message: &[u8]| {
+        let file = w.s.dir.path().join(name);
+        std::fs::write(&file, message).unwrap();
+        swaks(
+            port,
+            &[
+                "--from",
+                "alice@example.org",
+                "--to",
+                "bob@example.net",
+                "--data",
+                file.to_str().unwrap(),
+            ],
+        )
+    };
+    // No From, several From: nothing to sign for; refused.
+    let (ok, out) = send(
+        strict.port(),
+        "nofrom.eml",
+        b"To: bob@example.net\r\nSubject: anonymous\r\n\r\nwho am I\r\n",
     );
     assert!(!ok && out.contains("554 5.6.0"), "{out}");
-    // A 100 KB header line, and MIME nested 200 deep: encrypted whole.
-    let mut nested = String::from("From: alice@example.org\r\nTo: bob@example.net\r\nX-Long: ");
-    nested.push_str(&"a".repeat(100 * 1024));
-    nested.push_str("\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+    let (ok, out) = send(
+        strict.port(),
+        "twofrom.eml",
+        b"From: alice@example.org\r\nFrom: eve@example.org\r\n\r\nx\r\n",
+    );
+    assert!(!ok && out.contains("554 5.6.0"), "{out}");
+    // Malformed: a 100 KB header line, MIME nested 200 deep, NUL bytes, an invalid charset.
+    let mut long = String::from("From: alice@example.org\r\nTo: bob@example.net\r\nX-Long: ");
+    long.push_str(&"a".repeat(100 * 1024));
+    long.push_str("\r\n\r\nbody\r\n");
+    let mut nested = String::from("From: alice@example.org\r\nTo: bob@example.net\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
     for i in 0..200 {
         nested.push_str(&format!(
             "--b{i}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n",
@@ -436,29 +446,39 @@ fn bad_input_is_refused_or_wholly_encrypted_never_half() {
     for i in (0..200).rev() {
         nested.push_str(&format!("--b{i}--\r\n"));
     }
-    let file = w.s.dir.path().join("nested.eml");
-    std::fs::write(&file, &nested).unwrap();
-    let (ok, out) = swaks(
-        gw.port(),
-        &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
-            "--data",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert!(ok, "{}", &out[out.len().saturating_sub(2000)..]);
-    let dump = sink.wait_messages(1, LONG)[0].text();
-    assert!(dump.contains("multipart/encrypted"));
+    let nul = b"From: alice@example.org\r\nTo: bob@example.net\r\n\r\nnul\x00here\r\n".to_vec();
+    let charset = b"From: alice@example.org\r\nTo: bob@example.net\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\xff\xfe not utf-8\r\n".to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("long.eml", long.into_bytes()),
+        ("nested.eml", nested.into_bytes()),
+        ("nul.eml", nul),
+        ("charset.eml", charset),
+    ];
+    // A recipient whose policy is `require` never gets them in the clear: refused.
+    for (name, message) in &cases {
+        let (ok, out) = send(strict.port(), name, message);
+        assert!(!ok, "{name}");
+        assert!(
+            out.contains("554 5.6.0 Message refused"),
+            "{name}: {}",
+            &out[out.len().saturating_sub(800)..]
+        );
+    }
+    assert!(sink.messages().is_empty(), "nothing was sent");
+    drop(strict);
+    // When every recipient may receive plaintext, they go on unchanged (the reason is logged).
+    let open = w.s.serve(&config(&sink, ""), &[]);
+    for (name, message) in &cases {
+        let (ok, out) = send(open.port(), name, message);
+        assert!(ok, "{name}: {}", &out[out.len().saturating_sub(800)..]);
+    }
+    let dumps = sink.wait_messages(cases.len(), LONG);
     assert!(
-        !dump.contains("deep inside") && !dump.contains(&"a".repeat(1000)),
-        "nothing leaks outside"
+        dumps
+            .iter()
+            .all(|d| !d.text().contains("multipart/encrypted")),
+        "never half-encrypted"
     );
-    let dec = bob.run_with_input(&["--decrypt"], armored(&dump).as_bytes());
-    assert!(dec.status.success());
-    assert!(String::from_utf8_lossy(&dec.stdout).contains("deep inside"));
 }
 
 #[test]
