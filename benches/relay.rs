@@ -1,10 +1,12 @@
-//! Relay load benchmark: sealpost in pass-through against smtp-sink directly, in one run.
+//! Relay load benchmark, all in one run: smtp-source straight to smtp-sink, through
+//! sealpost in pass-through (no keys), and through sealpost encrypting and signing (one
+//! Cv25519 recipient key, a Cv25519 sender key).
 //!
 //! `cargo bench --bench relay` (set `RELAY_BENCH_MESSAGES` to change the count). Drives
-//! 10 KB messages over 32 concurrent sessions with Postfix's smtp-source, first straight to
-//! smtp-sink, then through `sealpost serve`; prints both throughputs and their ratio, the
-//! gateway's peak RSS, p50/p99 added latency from sequential sends, and the RSS of 10,000
-//! idle connections.
+//! 10 KB messages over 32 concurrent sessions with Postfix's smtp-source; prints the
+//! throughputs and their ratios, the gateway's peak RSS, p50/p99 added latency from
+//! sequential sends, the RSS of 10,000 idle connections, and the peak RSS of encrypting a
+//! message with a 20 MB attachment.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,7 +33,7 @@ fn main() {
     let direct = throughput(sink.port, messages);
     let direct_lat = latencies(sink.port, 500);
 
-    let gw = Gateway::start(sink.port);
+    let gw = Gateway::start(sink.port, false);
     let relayed = throughput(gw.port, messages);
     let relay_lat = latencies(gw.port, 500);
     let peak_rss = gw.status("VmHWM:");
@@ -39,6 +41,13 @@ fn main() {
     let idle = hold_idle(gw.port, IDLE);
     let idle_rss = gw.status("VmRSS:");
     drop(idle);
+    drop(gw);
+
+    let enc = Gateway::start(sink.port, true);
+    let encrypted = throughput(enc.port, messages);
+    let enc_rss = enc.status("VmHWM:");
+    let big = big_message(enc.port);
+    let big_rss = enc.status("VmHWM:");
 
     let ratio = relayed / direct;
     println!("relay bench: {messages} messages of {SIZE} bytes, {SESSIONS} sessions");
@@ -69,6 +78,18 @@ fn main() {
     println!(
         "  {IDLE} idle connections: RSS {:.1} MB (was {:.1} MB before; target < 200 MB)",
         idle_rss, before_idle
+    );
+    println!("  encrypted + signed:    {encrypted:>9.0} msg/s");
+    println!(
+        "  encrypted / pass-through: {:>6.1}%  (target >= 70%); peak RSS {:.1} MB",
+        encrypted / relayed * 100.0,
+        enc_rss
+    );
+    println!(
+        "  {:.1} MB message encrypted: peak RSS {:.1} MB = {:.1}x the message (target < 3x)",
+        big as f64 / 1048576.0,
+        big_rss,
+        big_rss * 1048576.0 / big as f64
     );
 }
 
@@ -110,8 +131,23 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn start(upstream: u16) -> Gateway {
+    /// With `keys`, the keyring holds a secret key for the sender and a key for the
+    /// recipient smtp-source uses, so every message is signed and encrypted.
+    fn start(upstream: u16, keys: bool) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
+        if keys {
+            for email in ["bench@example.org", "sink@example.net"] {
+                let status = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+                    .arg("--data-dir")
+                    .arg(dir.path().join("data"))
+                    .args(["keys", "generate", email])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("keys generate");
+                assert!(status.success());
+            }
+        }
         let config = dir.path().join("bench.toml");
         std::fs::write(
             &config,
@@ -240,6 +276,36 @@ fn expect(r: &mut impl BufRead, code: &str) {
             return;
         }
     }
+}
+
+/// Sends one message with a 20 MB attachment; returns its size.
+fn big_message(port: u16) -> usize {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .expect("timeout");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    let mut message = String::from(
+        "From: bench@example.org\r\nTo: sink@example.net\r\nSubject: big\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    );
+    while message.len() < 20 * 1024 * 1024 {
+        message.push_str(line);
+    }
+    message.push_str("--b--\r\n.\r\n");
+    expect(&mut r, "220");
+    w.write_all(b"EHLO bench.example\r\nMAIL FROM:<bench@example.org>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
+        .expect("write");
+    expect(&mut r, "250 ");
+    expect(&mut r, "250");
+    expect(&mut r, "250");
+    expect(&mut r, "354");
+    w.write_all(message.as_bytes()).expect("write");
+    expect(&mut r, "250");
+    message.len()
 }
 
 fn percentiles(v: &[f64]) -> (f64, f64) {

@@ -94,6 +94,10 @@ fn count_ci(hay: &[u8], needle: &[u8]) -> usize {
 
 /// A text part that declares UTF-8 or US-ASCII but whose bytes are not.
 fn invalid_charset(message: &[u8]) -> Option<String> {
+    // All-ASCII bytes are valid in both; only 8-bit messages need the full parse.
+    if message.is_ascii() {
+        return None;
+    }
     let parsed = MessageParser::default().parse(message)?;
     for part in &parsed.parts {
         let Some(ct) = part.content_type() else {
