@@ -91,15 +91,14 @@ impl Spool {
         std::fs::create_dir_all(data_dir)?;
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
         let path = data_dir.join("spool");
-        let db = sled::Config::new()
-            .path(&path)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                    Error::Locked(path.display().to_string())
-                }
-                other => Error::Store(other.to_string()),
-            })?;
+        let config = sled::Config::new().path(&path);
+        let db = sealpost_keyring::store::sled::open_db(&config).map_err(|e| {
+            if sealpost_keyring::store::sled::is_lock_error(&e) {
+                Error::Locked(path.display().to_string())
+            } else {
+                Error::Store(e.to_string())
+            }
+        })?;
         let sealer = match passphrase {
             Some(p) => {
                 let salt = match db.get(SALT_KEY)? {

@@ -21,21 +21,16 @@ impl SledStore {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let path = dir.join("keyring");
-        let db = sled::Config::new()
-            .path(&path)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    Error::Locked {
-                        path: path.display().to_string(),
-                    }
+        let config = sled::Config::new().path(&path).mode(sled::Mode::LowSpace);
+        let db = open_db(&config).map_err(|e| {
+            if is_lock_error(&e) {
+                Error::Locked {
+                    path: path.display().to_string(),
                 }
-                other => Error::Store(other.to_string()),
-            })?;
+            } else {
+                Error::Store(e.to_string())
+            }
+        })?;
         let store = SledStore { db, path };
         store.restrict_modes()?;
         Ok(store)
@@ -44,6 +39,32 @@ impl SledStore {
     fn restrict_modes(&self) -> Result<(), Error> {
         restrict(&self.path)
     }
+}
+
+/// Opens a sled database. sled releases its lock from a background thread after the last
+/// handle drops, so a store closed a moment ago may still be locked: this waits up to a
+/// second before giving up.
+///
+/// # Errors
+/// The last error from sled: a lock error (see [`is_lock_error`]) when another process
+/// holds the database.
+pub fn open_db(config: &sled::Config) -> Result<sled::Db, sled::Error> {
+    let mut tries = 0;
+    loop {
+        match config.open() {
+            Err(e) if is_lock_error(&e) && tries < 20 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether sled failed because another handle holds the database's lock.
+pub fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
 }
 
 fn restrict(path: &Path) -> Result<(), Error> {
