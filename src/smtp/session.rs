@@ -134,7 +134,7 @@ impl Session {
         self.line.extend_from_slice(&input[..=lf]);
         input.drain(..=lf);
         let line = std::mem::take(&mut self.line);
-        let end = line.len() - 2;
+        let end = line.len().saturating_sub(2);
         if !line.ends_with(b"\r\n") || line[..end.min(line.len())].contains(&b'\r') {
             // Back to command mode: a smuggled line ending never continues AUTH.
             self.mode = Mode::Command;
