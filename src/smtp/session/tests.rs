@@ -145,7 +145,11 @@ fn bare_lf_in_command_and_data_is_refused() {
 
 #[test]
 fn empty_and_lone_line_ends_do_not_panic() {
-    assert_script(cfg(), b"\n\r\n\r\r\nNOOP\r\n", &["500", "500", "500", "250"]);
+    assert_script(
+        cfg(),
+        b"\n\r\n\r\r\nNOOP\r\n",
+        &["500", "500", "500", "250"],
+    );
 }
 
 #[test]
