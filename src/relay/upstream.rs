@@ -150,8 +150,14 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
             Ok(_) => {
                 // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
+                // In chunks, so that dot-stuffing never copies a large message whole.
                 let body = copy.data.strip_suffix(b"\r\n").unwrap_or(&copy.data);
-                match tokio::time::timeout(cfg.data_timeout, conn.message(body)).await {
+                match tokio::time::timeout(
+                    cfg.data_timeout,
+                    conn.message_iter(body.chunks(64 * 1024)),
+                )
+                .await
+                {
                     Ok(Ok(r)) => Ok(reply_of(&r)),
                     Ok(Err(e)) => {
                         reusable &= e.status().is_some();

@@ -304,14 +304,16 @@ impl Session {
             return Step::Reply(command::bad_sequence("Send MAIL first"));
         };
         let id = new_queue_id();
-        let mut message = received_header(
+        let header = received_header(
             &self.cfg.hostname,
             &self.client(),
             self.helo_ehlo(),
             &id,
             &rcpts,
         );
-        message.extend_from_slice(&reader.message);
+        // Prepended in place: a large message is not copied whole a second time.
+        let mut message = reader.message;
+        message.splice(0..0, header);
         Step::Deliver(Transaction {
             id,
             envelope: Envelope {
