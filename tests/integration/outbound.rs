@@ -689,3 +689,58 @@ fn a_v6_and_a_gpg_recipient_in_one_message() {
     std::io::copy(&mut d, &mut plain).unwrap();
     assert!(String::from_utf8_lossy(&plain).contains("to the old and the new"));
 }
+
+#[test]
+fn encrypt_to_self_adds_the_senders_key() {
+    let w = World::new(&["bob@example.net"]);
+    let sink = SmtpSink::start(&[]);
+    let subkey = |g: &Gpg, who: &str| {
+        let out = g.ok(&["--with-colons", "--list-keys", who]);
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter(|l| l.starts_with("sub:"))
+            .filter_map(|l| l.split(':').nth(4).map(str::to_string))
+            .next()
+            .expect("an encryption subkey")
+    };
+    let alice_key = subkey(&w.alice, "alice@example.org");
+    let send = |policy: &str| {
+        let gw = w.s.serve(&config(&sink, policy), &[]);
+        let (ok, out) = swaks(
+            gw.port(),
+            &[
+                "--from",
+                "alice@example.org",
+                "--to",
+                "bob@example.net",
+                "--header",
+                "From: alice@example.org",
+            ],
+        );
+        assert!(ok, "{out}");
+    };
+    send("");
+    send("[policy]\nencrypt_to_self = true\n");
+    let dumps = sink.wait_messages(2, LONG);
+    let listing = |d: &str| {
+        let out = w
+            .gpg("bob@example.net")
+            .run_with_input(&["--list-packets"], armored(d).as_bytes());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (without, with): (Vec<_>, Vec<_>) = dumps
+        .iter()
+        .map(|d| listing(&d.text()))
+        .partition(|l| !l.contains(&alice_key));
+    assert_eq!(without.len(), 1, "by default only the recipient's key");
+    assert_eq!(with.len(), 1, "encrypt_to_self adds the sender's own key");
+    // And Alice can read her own copy.
+    let mine = dumps
+        .iter()
+        .find(|d| listing(&d.text()).contains(&alice_key))
+        .unwrap();
+    let dec = w
+        .alice
+        .run_with_input(&["--decrypt"], armored(&mine.text()).as_bytes());
+    assert!(dec.status.success());
+}
