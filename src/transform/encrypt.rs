@@ -1,5 +1,6 @@
 //! PGP/MIME (RFC 3156 §6.2, the combined form): the whole message signed and encrypted in
 //! one OpenPGP message, with RFC 9788 header protection.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -7,24 +8,29 @@ use std::time::SystemTime;
 use openpgp::policy::Policy;
 use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::KeyFlags;
-use openpgp::Cert;
+use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
 use super::headers::{self, Field};
 use super::Error;
 
-/// What the outer Subject becomes (RFC 9788 §4.3.2).
-pub const OBSCURED_SUBJECT: &str = "[...]";
+pub use super::headers::OBSCURED_SUBJECT;
 
-/// Encrypts `message` to `recipients` (and signs it with `signer` when given).
-///
-/// The result keeps the outer trace and addressing fields (Received, From, To, Cc, Date,
-/// Message-ID, …) so that it can be delivered and threaded, replaces the Subject with
-/// `[...]`, and carries everything else inside the encrypted Cryptographic Payload, whose
-/// header holds the original protected fields and `HP-Outer` records of the outer ones.
+/// An encrypted message and who signed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The complete outer message, CRLF, 7-bit.
+    pub message: Vec<u8>,
+    /// The signing key's certificate, when the message is signed. `None` when no signer
+    /// was given or when [`signer_fits`] ruled it out.
+    pub signed_by: Option<Fingerprint>,
+}
+
+/// Encrypts `message` to `recipients` (and signs it with `signer` when it fits them, see
+/// [`signer_fits`]). The bytes of [`seal`].
 ///
 /// # Errors
-/// When a recipient has no usable encryption key, or the crypto backend fails.
+/// As [`seal`].
 pub fn encrypt(
     message: &[u8],
     recipients: &[&Cert],
@@ -32,75 +38,153 @@ pub fn encrypt(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Vec<u8>, Error> {
-    let (fields, body) = headers::split(message);
-    let payload = cryptographic_payload(&fields, body);
-    let armored = seal(&payload, recipients, signer, policy, now)?;
-    // Autocrypt: the signer's key travels with every message it signs (outer header,
-    // exactly one, for the From address).
-    let autocrypt = match (signer, from_address(&fields)) {
-        (Some(tsk), Some(addr)) => super::autocrypt::header(tsk, &addr, policy, now).ok(),
-        _ => None,
-    };
-    Ok(outer(&fields, &armored, autocrypt.as_deref()))
+    seal(message, recipients, signer, policy, now).map(|s| s.message)
 }
 
-/// The inner entity: the original content fields with `hp="cipher"`, the protected fields,
-/// `HP-Outer` records, and the original body.
-fn cryptographic_payload(fields: &[Field], body: &[u8]) -> Vec<u8> {
-    let mut head = String::new();
-    let mut content_type = None;
-    for f in fields.iter().filter(|f| headers::is_content_field(f)) {
-        if f.is("Content-Type") {
-            content_type = Some(f.value());
-        } else if !f.is("MIME-Version") {
-            head.push_str(&f.wire());
-        }
-    }
-    let ct = content_type.unwrap_or_else(|| "text/plain; charset=us-ascii".to_string());
-    head.insert_str(0, &format!("Content-Type: {ct}; hp=\"cipher\"\r\n"));
-    for name in headers::PROTECTED {
-        for f in fields.iter().filter(|f| f.is(name)) {
-            head.push_str(&f.wire());
-        }
-    }
-    // Every other field (X-Mailer, User-Agent, Keywords, …) travels inside only.
-    for f in fields
-        .iter()
-        .filter(|f| !kept_outside(f) && !headers::is_content_field(f))
-    {
-        if !headers::PROTECTED.iter().any(|p| f.is(p)) && !f.is("Bcc") && !f.is("Autocrypt") {
-            head.push_str(&f.wire());
-        }
-    }
-    for name in headers::PROTECTED {
-        for f in fields.iter().filter(|f| f.is(name) && kept_outside(f)) {
-            let outer = if f.is("Subject") {
-                OBSCURED_SUBJECT.to_string()
-            } else {
-                f.value()
-            };
-            head.push_str(&format!("HP-Outer: {}: {outer}\r\n", f.name));
-        }
-    }
-    let mut out = head.into_bytes();
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-    out
-}
-
-/// One-pass sign+encrypt, armored.
-fn seal(
-    payload: &[u8],
+/// Encrypts `message` to every encryption-capable, alive, non-revoked subkey of each
+/// recipient under `policy` at `now`, signing it with `signer` when it fits them.
+///
+/// The result keeps the outer trace, addressing and threading fields (Received, From,
+/// To, Cc, Date, Message-ID, …) so that it can be delivered and threaded, replaces the
+/// Subject with `[...]`, and carries everything else inside the encrypted Cryptographic
+/// Payload (`hp="cipher"`), whose header holds the original protected fields, the other
+/// non-content fields, and `HP-Outer` records of the outer ones. Bcc never appears. The
+/// body is streamed into the encryptor: the message is not copied before encryption.
+///
+/// # Errors
+/// `NoRecipients`; `NoEncryptionKey` when a recipient has no usable encryption key;
+/// `NoSigningKey` when `signer` has no usable secret signing key; `Crypto` when the
+/// backend fails. There is never a partly protected result.
+pub fn seal(
+    message: &[u8],
     recipients: &[&Cert],
     signer: Option<&Cert>,
     policy: &dyn Policy,
     now: SystemTime,
-) -> Result<Vec<u8>, Error> {
+) -> Result<Sealed, Error> {
+    if recipients.is_empty() {
+        return Err(Error::NoRecipients);
+    }
+    let (fields, body) = headers::split(message);
+    let signer = signer.filter(|s| {
+        let fits = signer_fits(s, recipients);
+        if !fits {
+            tracing::warn!(signer = %s.fingerprint(), "a v6 key does not sign for v4 recipients: sent unsigned");
+        }
+        fits
+    });
+    let autocrypt = match (signer, super::classify::from_address(&fields)) {
+        (Some(tsk), Some(addr)) => match super::autocrypt::header(tsk, &addr, policy, now) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "no Autocrypt header for the sender");
+                None
+            }
+        },
+        _ => None,
+    };
+    let boundary = boundary();
+    let mut out = Vec::with_capacity(message.len() / 3 * 4 + message.len() / 16 + 4096);
+    out.extend_from_slice(outer_head(&fields, autocrypt.as_deref(), &boundary).as_bytes());
+    let payload_head = payload_head(&fields);
+    let signed_by = encrypt_armored(
+        Crlf(&mut out),
+        &[payload_head.as_bytes(), body],
+        recipients,
+        signer,
+        policy,
+        now,
+    )?;
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    Ok(Sealed {
+        message: out,
+        signed_by,
+    })
+}
+
+/// A v6 signature makes a message unreadable for v4-only software (gpg 2.2, RNP, PGPy)
+/// even when it can decrypt it, so a v6 key signs only when every recipient has a v6 key.
+pub fn signer_fits(signer: &Cert, recipients: &[&Cert]) -> bool {
+    signer.primary_key().key().version() != 6
+        || recipients
+            .iter()
+            .all(|c| c.primary_key().key().version() == 6)
+}
+
+/// The header of the Cryptographic Payload: the original Content-Type with `hp="cipher"`,
+/// the other content fields, the protected fields, every other field, and `HP-Outer`
+/// records; then the empty line. The original body follows it unchanged.
+fn payload_head(fields: &[Field]) -> String {
+    let mut head =
+        headers::content_type_with_hp(fields.iter().find(|f| f.is("Content-Type")), "cipher");
+    for f in fields.iter().filter(|f| headers::is_content_field(f)) {
+        if !f.is("Content-Type") && !f.is("MIME-Version") {
+            head.push_str(&f.wire());
+        }
+    }
+    head.push_str(&headers::protected(fields));
+    for f in fields.iter().filter(|f| {
+        !headers::kept_outside(f)
+            && !headers::is_content_field(f)
+            && !headers::PROTECTED.iter().any(|p| f.is(p))
+            && !f.is("Bcc")
+    }) {
+        head.push_str(&f.wire());
+    }
+    head.push_str(&headers::hp_outer(fields));
+    head.push_str("\r\n");
+    head
+}
+
+/// The outer header and the body up to the armored message: trace and addressing fields,
+/// the obscured Subject, the Autocrypt header, and the two PGP/MIME parts' heads.
+fn outer_head(fields: &[Field], autocrypt: Option<&str>, boundary: &str) -> String {
+    let mut out = String::new();
+    for f in fields.iter().filter(|f| headers::kept_outside(f)) {
+        out.push_str(&format!("{}:{}\r\n", f.name, headers::outer_raw(f)));
+    }
+    if !fields.iter().any(|f| f.is("Subject")) {
+        out.push_str(&format!("Subject: {OBSCURED_SUBJECT}\r\n"));
+    }
+    match autocrypt {
+        Some(h) => out.push_str(h),
+        // The client's own Autocrypt header stays when sealpost announces no key.
+        None => {
+            for f in fields.iter().filter(|f| f.is("Autocrypt")) {
+                out.push_str(&f.wire());
+            }
+        }
+    }
+    out.push_str("MIME-Version: 1.0\r\n");
+    out.push_str(&format!(
+        "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"{boundary}\"\r\n\r\n"
+    ));
+    out.push_str("This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156).\r\n");
+    out.push_str(&format!("--{boundary}\r\n"));
+    out.push_str("Content-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n\r\n");
+    out.push_str(&format!("--{boundary}\r\n"));
+    out.push_str("Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\nContent-Description: OpenPGP encrypted message\r\nContent-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n");
+    out
+}
+
+/// One-pass sign+encrypt of the concatenated `pieces`, armored into `sink`: Armorer →
+/// Encryptor → Signer (naming every recipient) → LiteralWriter. The Encryptor uses
+/// SEIPDv2 only when every recipient key advertises it. Returns the signer's fingerprint.
+fn encrypt_armored<W: Write + Send + Sync>(
+    sink: W,
+    pieces: &[&[u8]],
+    recipients: &[&Cert],
+    signer: Option<&Cert>,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Option<Fingerprint>, Error> {
     let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
     let mut keys: Vec<Recipient> = Vec::new();
     for cert in recipients {
         let before = keys.len();
-        let vc = cert.with_policy(policy, now).map_err(crypto)?;
+        let vc = cert
+            .with_policy(policy, now)
+            .map_err(|_| Error::NoEncryptionKey(cert.fingerprint().to_hex()))?;
         for ka in vc.keys().supported().alive().revoked(false).key_flags(
             KeyFlags::empty()
                 .set_transport_encryption()
@@ -112,40 +196,44 @@ fn seal(
             return Err(Error::NoEncryptionKey(cert.fingerprint().to_hex()));
         }
     }
-    let mut sink = Vec::with_capacity(payload.len() * 4 / 3 + 1024);
-    {
-        let message = Message::new(&mut sink);
-        let message = Armorer::new(message).build().map_err(crypto)?;
-        let message = Encryptor::for_recipients(message, keys)
-            .build()
-            .map_err(crypto)?;
-        let message = match signer {
-            Some(tsk) => {
-                let keypair = signing_keypair(tsk, policy, now)?;
-                let mut s = Signer::new(message, keypair).map_err(crypto)?;
-                for cert in recipients {
-                    s = s.add_intended_recipient(cert);
-                }
-                s.build().map_err(crypto)?
+    let message = Message::new(sink);
+    let message = Armorer::new(message).build().map_err(crypto)?;
+    let message = Encryptor::for_recipients(message, keys)
+        .build()
+        .map_err(crypto)?;
+    let (message, signed_by) = match signer {
+        Some(tsk) => {
+            let keypair = signing_keypair(tsk, policy, now)?;
+            let mut s = Signer::new(message, keypair)
+                .map_err(crypto)?
+                .creation_time(now);
+            for cert in recipients {
+                s = s.add_intended_recipient(cert);
             }
-            None => message,
-        };
-        let mut literal = LiteralWriter::new(message).build().map_err(crypto)?;
+            (s.build().map_err(crypto)?, Some(tsk.fingerprint()))
+        }
+        None => (message, None),
+    };
+    let mut literal = LiteralWriter::new(message).build().map_err(crypto)?;
+    for piece in pieces {
         literal
-            .write_all(payload)
+            .write_all(piece)
             .map_err(|e| Error::Crypto(e.to_string()))?;
-        literal.finalize().map_err(crypto)?;
     }
-    Ok(sink)
+    literal.finalize().map_err(crypto)?;
+    Ok(signed_by)
 }
 
 /// The signing key of a TSK, usable now.
+///
+/// # Errors
+/// `NoSigningKey` when no alive, non-revoked signing subkey with unencrypted secret key
+/// material exists under `policy` at `now`.
 pub fn signing_keypair(
     tsk: &Cert,
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<openpgp::crypto::KeyPair, Error> {
-    let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
     let ka = tsk
         .keys()
         .with_policy(policy, now)
@@ -154,84 +242,39 @@ pub fn signing_keypair(
         .revoked(false)
         .for_signing()
         .secret()
-        .next()
+        .find(|ka| ka.key().has_unencrypted_secret())
         .ok_or_else(|| Error::NoSigningKey(tsk.fingerprint().to_hex()))?;
-    ka.key().clone().into_keypair().map_err(crypto)
+    ka.key()
+        .clone()
+        .into_keypair()
+        .map_err(|e| Error::Crypto(e.to_string()))
 }
 
-/// The outer message: trace and addressing fields, the obscured Subject, and the
-/// multipart/encrypted body.
-fn outer(fields: &[Field], armored: &[u8], autocrypt: Option<&str>) -> Vec<u8> {
-    let boundary = boundary();
-    let mut out = String::new();
-    for f in fields {
-        // Only what delivery, trace and threading need stays outside.
-        if !kept_outside(f) {
-            continue;
+/// The armor writer ends lines with LF; the wire needs CRLF.
+struct Crlf<'a>(&'a mut Vec<u8>);
+
+impl Write for Crlf<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        for chunk in buf.split_inclusive(|&b| b == b'\n') {
+            match chunk.strip_suffix(b"\n") {
+                Some(line) => {
+                    self.0
+                        .extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+                    self.0.extend_from_slice(b"\r\n");
+                }
+                None => self.0.extend_from_slice(chunk),
+            }
         }
-        if f.is("Subject") {
-            out.push_str(&format!("Subject: {OBSCURED_SUBJECT}\r\n"));
-        } else {
-            out.push_str(&f.wire());
-        }
+        Ok(buf.len())
     }
-    if !fields.iter().any(|f| f.is("Subject")) {
-        out.push_str(&format!("Subject: {OBSCURED_SUBJECT}\r\n"));
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
-    if let Some(h) = autocrypt {
-        out.push_str(h);
-    }
-    out.push_str("MIME-Version: 1.0\r\n");
-    out.push_str(&format!(
-        "Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n\tboundary=\"{boundary}\"\r\n\r\n"
-    ));
-    out.push_str("This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156).\r\n");
-    out.push_str(&format!("--{boundary}\r\n"));
-    out.push_str("Content-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\nVersion: 1\r\n\r\n");
-    out.push_str(&format!("--{boundary}\r\n"));
-    out.push_str("Content-Type: application/octet-stream; name=\"encrypted.asc\"\r\nContent-Description: OpenPGP encrypted message\r\nContent-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n");
-    let mut bytes = out.into_bytes();
-    // The armor writer uses LF; the wire needs CRLF. Empty lines are kept: armor needs
-    // the one after its header lines.
-    let text = armored.strip_suffix(b"\n").unwrap_or(armored);
-    for line in text.split(|&b| b == b'\n') {
-        bytes.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-        bytes.extend_from_slice(b"\r\n");
-    }
-    bytes.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    bytes
 }
 
-/// The fields an encrypted message keeps in its outer header: trace, addressing and
-/// threading. The Subject is kept, obscured.
-fn kept_outside(f: &Field) -> bool {
-    const OUTSIDE: &[&str] = &[
-        "Received",
-        "Return-Path",
-        "From",
-        "Sender",
-        "To",
-        "Cc",
-        "Reply-To",
-        "Date",
-        "Message-ID",
-        "References",
-        "In-Reply-To",
-        "Subject",
-    ];
-    OUTSIDE.iter().any(|n| f.is(n)) || f.name.to_ascii_lowercase().starts_with("resent-")
-}
-
-/// The address of the single From field, if there is exactly one.
-pub(crate) fn from_address(fields: &[Field]) -> Option<String> {
-    let mut from = fields.iter().filter(|f| f.is("From"));
-    let (Some(f), None) = (from.next(), from.next()) else {
-        return None;
-    };
-    sealpost_keyring::normalize_email(&f.value()).map(|a| a.to_ascii_lowercase())
-}
-
-fn boundary() -> String {
+/// A MIME boundary that cannot occur in the armored body (no `-` run, random).
+pub(crate) fn boundary() -> String {
     format!(
         "sealpost-{:016x}{:016x}",
         rand::random::<u64>(),

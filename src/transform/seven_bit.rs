@@ -1,6 +1,7 @@
 //! Making a MIME message 7-bit for signing (RFC 3156 §3): every leaf part with 8-bit
 //! content or trailing whitespace is re-encoded as quoted-printable (text) or base64
 //! (anything else). The structure and every other byte stay as they were.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders, PartType};
@@ -85,11 +86,11 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
         if start < at {
             return Err(Error::NotSevenBit);
         }
-        out.extend_from_slice(&message[at..start]);
+        out.extend_from_slice(message.get(at..start).ok_or(Error::NotSevenBit)?);
         out.extend(bytes);
         at = end;
     }
-    out.extend_from_slice(&message[at..]);
+    out.extend_from_slice(message.get(at..).unwrap_or_default());
     let (_, body) = headers::split(&out);
     if !is_clean(body) {
         return Err(Error::NotSevenBit);
@@ -97,7 +98,7 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-fn base64_lines(data: &[u8]) -> Vec<u8> {
+pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
     let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38);
     for (i, chunk) in encoded.as_bytes().chunks(76).enumerate() {

@@ -1,6 +1,7 @@
 //! Signed-only messages: RFC 3156 `multipart/signed`, with RFC 9788 header protection
 //! (`hp="clear"`). The signed part is 7-bit with no trailing whitespace, signed in its
 //! canonical CRLF form, exactly as it appears between the boundaries.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -11,15 +12,19 @@ use openpgp::serialize::stream::{Armorer, Message, Signer};
 use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
-use super::encrypt::{from_address, signing_keypair};
+use super::classify::from_address;
+use super::encrypt::{boundary, signing_keypair};
 use super::headers::{self, Field};
 use super::Error;
 
-/// Signs `message` with `signer`.
+/// Signs `message` with `signer`: `multipart/signed; micalg=pgp-<hash used>`, the first
+/// part the Cryptographic Payload (`hp="clear"`), the outer header the original one
+/// (content fields and Bcc removed) plus the sender's Autocrypt header.
 ///
 /// # Errors
-/// `Error::NotSevenBit` when 8-bit content sits where it cannot be re-encoded (a
-/// preamble, an attached message); crypto failures.
+/// `NotSevenBit` when 8-bit content sits where it cannot be re-encoded (a preamble, an
+/// attached message, a part already claiming base64 or quoted-printable);
+/// `NoSigningKey`; `Crypto`.
 pub fn sign(
     message: &[u8],
     signer: &Cert,
@@ -36,16 +41,17 @@ pub fn sign(
     }
     let entity = signed_entity(&fields, body)?;
     let (signature, micalg) = detached(&entity, signer, policy, now)?;
-    let autocrypt =
-        from_address(&fields).and_then(|a| super::autocrypt::header(signer, &a, policy, now).ok());
-    let boundary = format!(
-        "sealpost-{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    );
+    let autocrypt = from_address(&fields).and_then(|a| {
+        super::autocrypt::header(signer, &a, policy, now)
+            .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
+            .ok()
+    });
+    let boundary = boundary();
     let mut out = String::new();
     for f in &fields {
-        if headers::is_content_field(f) || f.is("Bcc") || f.is("Autocrypt") {
+        // The client's own Autocrypt header stays when sealpost announces no key.
+        let replaced = f.is("Autocrypt") && autocrypt.is_some();
+        if headers::is_content_field(f) || f.is("Bcc") || replaced {
             continue;
         }
         out.push_str(&f.wire());
@@ -74,33 +80,37 @@ pub fn sign(
     Ok(bytes)
 }
 
-/// The part that is signed: the content fields with `hp="clear"`, the protected fields,
-/// and the body, made 7-bit.
+/// The part that is signed: the original Content-Type with `hp="clear"`, the other
+/// content fields, the protected fields (RFC 9788: no `HP-Outer` for `hp="clear"`, the
+/// outer fields stay as they were), and the body, made 7-bit. Header lines lose trailing
+/// whitespace, which transport may strip.
 fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
-    let ct = fields
-        .iter()
-        .find(|f| f.is("Content-Type"))
+    let ct_field = fields.iter().find(|f| f.is("Content-Type"));
+    let ct = ct_field
         .map(Field::value)
-        .unwrap_or_else(|| "text/plain; charset=us-ascii".to_string());
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let cte = fields
         .iter()
         .find(|f| f.is("Content-Transfer-Encoding"))
         .map(|f| f.value().to_ascii_lowercase());
-    let clean = super::seven_bit::is_clean(body);
-    let multipart = ct.to_ascii_lowercase().starts_with("multipart/");
-    let (body, new_cte): (Vec<u8>, Option<&str>) = if clean {
+    let (body, new_cte): (Vec<u8>, Option<&str>) = if super::seven_bit::is_clean(body) {
         (body.to_vec(), None)
-    } else if multipart {
+    } else if ct.starts_with("multipart/") || ct.starts_with("message/") {
         return Err(Error::NotSevenBit);
     } else {
         match cte.as_deref() {
             None | Some("7bit") | Some("8bit") | Some("binary") => {
-                (quoted_printable(body), Some("quoted-printable"))
+                if ct.is_empty() || ct.starts_with("text/") {
+                    (quoted_printable(body), Some("quoted-printable"))
+                } else {
+                    (super::seven_bit::base64_lines(body), Some("base64"))
+                }
             }
             _ => return Err(Error::NotSevenBit),
         }
     };
-    let mut head = format!("Content-Type: {ct}; hp=\"clear\"\r\n");
+    let mut head = headers::content_type_with_hp(ct_field, "clear");
     for f in fields.iter().filter(|f| headers::is_content_field(f)) {
         if f.is("Content-Type") || f.is("MIME-Version") {
             continue;
@@ -113,18 +123,17 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
     if let Some(c) = new_cte {
         head.push_str(&format!("Content-Transfer-Encoding: {c}\r\n"));
     }
-    for name in headers::PROTECTED {
-        for f in fields.iter().filter(|f| f.is(name)) {
-            head.push_str(&f.wire());
-        }
+    head.push_str(&headers::protected(fields));
+    let mut out = Vec::with_capacity(head.len() + body.len() + 2);
+    for line in head.split_inclusive("\r\n") {
+        let content = line.strip_suffix("\r\n").unwrap_or(line);
+        out.extend_from_slice(content.trim_end_matches([' ', '\t']).as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    let mut out = head.into_bytes();
     out.extend_from_slice(b"\r\n");
+    // The body keeps its last line break: the CRLF before the next delimiter is the
+    // delimiter's own.
     out.extend_from_slice(&body);
-    // The part must not end in the CRLF that belongs to the boundary delimiter.
-    if out.ends_with(b"\r\n") {
-        out.truncate(out.len() - 2);
-    }
     Ok(out)
 }
 
@@ -177,6 +186,7 @@ fn detached(
             .map_err(crypto)?;
         let mut s = Signer::new(message, keypair)
             .map_err(crypto)?
+            .creation_time(now)
             .detached()
             .build()
             .map_err(crypto)?;

@@ -1,0 +1,340 @@
+//! Before any transform: is the message already protected (then it passes through
+//! byte-exact), and is it sound enough to be protected (one From address, bounded shape)?
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use mail_parser::{Address, MessageParser, MimeHeaders};
+
+use super::headers::{self, Field};
+use super::structure::{self, Shape};
+use super::Error;
+
+/// Most header fields in the message's own header section.
+pub const MAX_FIELDS: usize = 1000;
+
+/// How an already protected message is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// A root `multipart/encrypted` (PGP/MIME, or anything else using it).
+    Encrypted,
+    /// A root `multipart/signed` (PGP/MIME or S/MIME).
+    Signed,
+    /// A root `application/pkcs7-mime` or `application/x-pkcs7-mime` (S/MIME).
+    Pkcs7,
+    /// A body that is exactly one armored `PGP MESSAGE` or `PGP SIGNED MESSAGE`.
+    InlinePgp,
+}
+
+/// What the caller needs to route a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Classification {
+    /// Already protected: pass it on byte for byte, never encrypted twice nor signed again.
+    Protected {
+        kind: Protection,
+        /// Lower-cased addresses in To and Cc (envelope recipients not named are Bcc).
+        named: Vec<String>,
+    },
+    /// Plaintext that can be protected.
+    Plain(Info),
+}
+
+/// The addressing of a plaintext message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    /// The address of the single From field, lower-cased: the signer is chosen by it.
+    pub from: String,
+    /// Lower-cased addresses in To and Cc (envelope recipients not named are Bcc).
+    pub named: Vec<String>,
+    /// The MIME shape, within the limits.
+    pub shape: Shape,
+}
+
+impl Classification {
+    /// The addresses in To and Cc.
+    pub fn named(&self) -> &[String] {
+        match self {
+            Classification::Protected { named, .. } => named,
+            Classification::Plain(info) => &info.named,
+        }
+    }
+}
+
+/// Classifies and validates `message` (CRLF, as received after DATA).
+///
+/// # Errors
+/// A `554 5.6.0` error ([`Error::is_input`]) when the message is malformed or over a
+/// limit (NUL bytes, bare LF in the header, too many fields, a header line over 998
+/// octets, MIME nesting over 50), and, for plaintext, when it has no From field, several,
+/// or a From with other than one address.
+pub fn classify(message: &[u8]) -> Result<Classification, Error> {
+    let (head, body) = headers::split_bytes(message);
+    if head.contains(&0) || body.contains(&0) {
+        return Err(Error::NulByte);
+    }
+    if head
+        .split(|&b| b == b'\n')
+        .any(|l| l.len() > structure::MAX_LINE + 1)
+    {
+        return Err(Error::HeaderLineTooLong(structure::MAX_LINE));
+    }
+    if head
+        .windows(2)
+        .any(|w| w.get(1) == Some(&b'\n') && w.first() != Some(&b'\r'))
+        || head.first() == Some(&b'\n')
+    {
+        return Err(Error::BareLineFeed);
+    }
+    let (fields, _) = headers::split(message);
+    if fields.len() > MAX_FIELDS {
+        return Err(Error::TooManyFields(MAX_FIELDS));
+    }
+    let shape = structure::scan(message)?;
+    let parsed = MessageParser::default().parse_headers(head);
+    let named = parsed
+        .as_ref()
+        .map(|m| {
+            [m.to(), m.cc()]
+                .into_iter()
+                .flatten()
+                .flat_map(Address::iter)
+                .filter_map(|a| a.address())
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let kind = parsed
+        .as_ref()
+        .and_then(|m| m.content_type())
+        .and_then(|ct| {
+            let sub = ct.subtype().unwrap_or("");
+            let is = |t: &str, s: &str| {
+                ct.ctype().eq_ignore_ascii_case(t) && sub.eq_ignore_ascii_case(s)
+            };
+            if is("multipart", "encrypted") {
+                Some(Protection::Encrypted)
+            } else if is("multipart", "signed") {
+                Some(Protection::Signed)
+            } else if is("application", "pkcs7-mime") || is("application", "x-pkcs7-mime") {
+                Some(Protection::Pkcs7)
+            } else {
+                None
+            }
+        });
+    let multipart = parsed
+        .as_ref()
+        .and_then(|m| m.content_type())
+        .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
+    let kind =
+        kind.or_else(|| (!multipart && one_armored_block(body)).then_some(Protection::InlinePgp));
+    if let Some(kind) = kind {
+        return Ok(Classification::Protected { kind, named });
+    }
+    let from = single_from(&fields, parsed.as_ref())?;
+    Ok(Classification::Plain(Info { from, named, shape }))
+}
+
+/// The one address of the one From field.
+fn single_from(fields: &[Field], parsed: Option<&mail_parser::Message>) -> Result<String, Error> {
+    match fields.iter().filter(|f| f.is("From")).count() {
+        0 => return Err(Error::NoFrom),
+        1 => {}
+        n => return Err(Error::SeveralFrom(n)),
+    }
+    let addrs: Vec<&str> = parsed
+        .and_then(|m| m.from())
+        .map(|l| l.iter().filter_map(|a| a.address()).collect())
+        .unwrap_or_default();
+    match addrs[..] {
+        [one] if valid_address(one) => Ok(one.to_ascii_lowercase()),
+        _ => Err(Error::FromAddresses(addrs.len())),
+    }
+}
+
+/// `local@domain`, with nothing that could break out of a header or an address.
+fn valid_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+}
+
+/// The address of the single From field, lower-cased, if there is exactly one.
+pub(crate) fn from_address(fields: &[Field]) -> Option<String> {
+    let mut from = fields.iter().filter(|f| f.is("From"));
+    let (Some(f), None) = (from.next(), from.next()) else {
+        return None;
+    };
+    let head = f.wire();
+    let parsed = MessageParser::default().parse_headers(head.as_bytes());
+    single_from(std::slice::from_ref(f), parsed.as_ref()).ok()
+}
+
+/// A body that is exactly one armored OpenPGP message or cleartext-signed message.
+fn one_armored_block(body: &[u8]) -> bool {
+    const MESSAGE: (&[u8], &[u8]) = (b"-----BEGIN PGP MESSAGE-----", b"-----END PGP MESSAGE-----");
+    const SIGNED: (&[u8], &[u8]) = (
+        b"-----BEGIN PGP SIGNED MESSAGE-----",
+        b"-----END PGP SIGNATURE-----",
+    );
+    let t = body.trim_ascii();
+    let count = |needle: &[u8]| t.windows(needle.len()).filter(|w| *w == needle).count();
+    if t.starts_with(MESSAGE.0) && t.ends_with(MESSAGE.1) {
+        count(b"-----BEGIN PGP ") == 1 && count(b"-----END PGP ") == 1
+    } else if t.starts_with(SIGNED.0) && t.ends_with(SIGNED.1) {
+        count(b"-----BEGIN PGP ") == 2
+            && count(b"-----BEGIN PGP SIGNATURE-----") == 1
+            && count(b"-----END PGP ") == 1
+    } else {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::Enhanced;
+
+    /// A message and the error it must cause.
+    type Case<M> = (M, fn(&Error) -> bool);
+
+    fn plain(m: &[u8]) -> Info {
+        match classify(m) {
+            Ok(Classification::Plain(info)) => info,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn kind(m: &[u8]) -> Option<Protection> {
+        match classify(m).unwrap() {
+            Classification::Protected { kind, .. } => Some(kind),
+            Classification::Plain(_) => None,
+        }
+    }
+
+    #[test]
+    fn from_and_named_addresses() {
+        let info = plain(b"From: A <a@X.org>\r\nTo: b@y.org, \"C, Jr\" <C@z.org>\r\nCc: team: d@w.org;\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(info.from, "a@x.org");
+        assert_eq!(info.named, ["b@y.org", "c@z.org", "d@w.org"]);
+    }
+
+    #[test]
+    fn protected_inputs_pass_through() {
+        let enc = b"From: a@x.org\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b--\r\n";
+        assert_eq!(kind(enc), Some(Protection::Encrypted));
+        let signed = b"From: a@x.org\r\nContent-Type: Multipart/Signed; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\"; boundary=b\r\n\r\n--b--\r\n";
+        assert_eq!(kind(signed), Some(Protection::Signed));
+        for ct in [
+            "application/pkcs7-mime",
+            "application/x-pkcs7-mime; smime-type=enveloped-data",
+        ] {
+            let m = format!("From: a@x.org\r\nContent-Type: {ct}\r\n\r\nMIIB\r\n");
+            assert_eq!(kind(m.as_bytes()), Some(Protection::Pkcs7));
+        }
+        let armored = b"From: a@x.org\r\n\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n";
+        assert_eq!(kind(armored), Some(Protection::InlinePgp));
+        let clearsigned = b"From: a@x.org\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\niQ\r\n-----END PGP SIGNATURE-----\r\n";
+        assert_eq!(kind(clearsigned), Some(Protection::InlinePgp));
+        // No From is fine for what passes through untouched.
+        assert_eq!(kind(&enc[15..]), Some(Protection::Encrypted));
+    }
+
+    #[test]
+    fn look_alikes_are_plain() {
+        let quoted = b"From: a@x.org\r\n\r\nsee:\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n";
+        assert_eq!(kind(quoted), None);
+        let two = b"From: a@x.org\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nhQ\r\n-----END PGP MESSAGE-----\r\nplain text\r\n-----BEGIN PGP MESSAGE-----\r\nhQ\r\n-----END PGP MESSAGE-----\r\n";
+        assert_eq!(kind(two), None, "two blocks with cleartext between");
+        let inside = b"From: a@x.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: multipart/encrypted; boundary=c\r\n\r\n--c--\r\n--b--\r\n";
+        assert_eq!(kind(inside), None, "only the root counts");
+        let part = b"From: a@x.org\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n-----END PGP MESSAGE-----\r\n";
+        assert_eq!(kind(part), None);
+    }
+
+    #[test]
+    fn bad_from_is_refused() {
+        let cases: [Case<&[u8]>; 5] = [
+            (b"To: b@y.org\r\n\r\nx\r\n", |e| matches!(e, Error::NoFrom)),
+            (b"From: a@x.org\r\nFrom: b@x.org\r\n\r\nx\r\n", |e| {
+                matches!(e, Error::SeveralFrom(2))
+            }),
+            (b"From: a@x.org, b@x.org\r\n\r\nx\r\n", |e| {
+                matches!(e, Error::FromAddresses(2))
+            }),
+            (b"From: Alice\r\n\r\nx\r\n", |e| {
+                matches!(e, Error::FromAddresses(_))
+            }),
+            (b"From: undisclosed:;\r\n\r\nx\r\n", |e| {
+                matches!(e, Error::FromAddresses(0))
+            }),
+        ];
+        for (m, want) in cases {
+            let e = classify(m).unwrap_err();
+            assert!(want(&e), "{e:?}");
+            assert!(e.is_input());
+            assert_eq!(
+                (e.reply().code, e.reply().enhanced),
+                (554, Some(Enhanced(5, 6, 0)))
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_5xx_not_panics() {
+        let long = format!(
+            "From: a@x.org\r\nX-Long: {}\r\n\r\nb\r\n",
+            "a".repeat(100 * 1024)
+        );
+        let mut deep =
+            String::from("From: a@x.org\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n");
+        for i in 0..200 {
+            deep.push_str(&format!(
+                "--b{i}\r\nContent-Type: multipart/mixed; boundary=b{}\r\n\r\n",
+                i + 1
+            ));
+        }
+        let many = format!(
+            "From: a@x.org\r\n{}\r\nb\r\n",
+            "X-A: b\r\n".repeat(MAX_FIELDS + 1)
+        );
+        let cases: Vec<Case<Vec<u8>>> = vec![
+            (long.into_bytes(), |e| {
+                matches!(e, Error::HeaderLineTooLong(_))
+            }),
+            (deep.into_bytes(), |e| matches!(e, Error::TooDeep(_))),
+            (many.into_bytes(), |e| matches!(e, Error::TooManyFields(_))),
+            (b"From: a@x.org\r\n\r\na\0b\r\n".to_vec(), |e| {
+                matches!(e, Error::NulByte)
+            }),
+            (b"From: a@x.org\nTo: b@y.org\r\n\r\nb\r\n".to_vec(), |e| {
+                matches!(e, Error::BareLineFeed)
+            }),
+        ];
+        for (m, want) in cases {
+            let e = classify(&m).unwrap_err();
+            assert!(want(&e), "{e:?}");
+            let r = e.reply();
+            assert_eq!(r.code, 554, "{e}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let seeds: [&[u8]; 6] = [
+            b"",
+            b"\r\n",
+            b"From:\r\n\r\n",
+            b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n",
+            b"Content-Type: message/rfc822\r\n\r\n",
+            b"From: a@x.org\r\n\r\n-----BEGIN PGP MESSAGE-----",
+        ];
+        for s in seeds {
+            for cut in 0..=s.len() {
+                let _ = classify(&s[..cut]);
+            }
+        }
+    }
+}
