@@ -2,3 +2,6 @@
 
 pub mod listener;
 pub mod shutdown;
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! One client connection: owns the socket and the read buffer, drives the [`Session`],
 //! flushes replies when the input is drained (PIPELINING), and enforces timeouts.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::sync::Arc;
 
@@ -154,31 +155,72 @@ async fn verify<B: Backend>(
     creds: &Credentials,
 ) -> Result<(), Reply> {
     match &cfg.auth {
-        AuthMode::None => Err(super::command::auth::not_offered()),
+        AuthMode::None => Err(command::auth::not_offered()),
         AuthMode::Passthrough => backend.authenticate(creds).await,
         AuthMode::Local(users) => {
             let users: Arc<Vec<(String, String)>> = users.clone();
             let user = creds.username.clone();
             let pass = creds.secret.clone().unwrap_or_default();
-            let ok = tokio::task::spawn_blocking(move || {
-                use argon2::password_hash::{PasswordHash, PasswordVerifier};
-                users
-                    .iter()
-                    .find(|(name, _)| *name == user)
-                    .and_then(|(_, hash)| PasswordHash::new(hash).ok().map(|h| (h, hash)))
-                    .is_some_and(|(h, _)| {
-                        argon2::Argon2::default()
-                            .verify_password(pass.as_bytes(), &h)
-                            .is_ok()
-                    })
-            })
-            .await
-            .unwrap_or(false);
-            if ok {
-                Ok(())
-            } else {
-                Err(super::command::auth::failed())
+            let checked =
+                tokio::task::spawn_blocking(move || local_password_ok(&users, &user, &pass)).await;
+            match checked {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(command::auth::failed()),
+                Err(e) => {
+                    tracing::error!(error = %e, "password check did not complete");
+                    Err(Reply::new(
+                        454,
+                        Enhanced(4, 7, 0),
+                        "Temporary authentication failure; try again later",
+                    ))
+                }
             }
         }
+    }
+}
+
+/// Whether `pass` matches `user`'s PHC hash. An unknown user costs one hash as well, so
+/// that response times do not tell which user names exist.
+fn local_password_ok(users: &[(String, String)], user: &str, pass: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let argon = argon2::Argon2::default();
+    let stored = users.iter().find(|(name, _)| name == user).map(|(_, h)| h);
+    let dummy = DUMMY.get_or_init(|| {
+        let salt = SaltString::encode_b64(b"sealpost-dummy-salt").ok()?;
+        argon.hash_password(b"", &salt).ok().map(|h| h.to_string())
+    });
+    let Some(hash) = stored.or(dummy.as_ref()) else {
+        return false;
+    };
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        tracing::warn!(
+            user,
+            "the configured password hash is not a valid PHC string"
+        );
+        return false;
+    };
+    argon.verify_password(pass.as_bytes(), &parsed).is_ok() && stored.is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_passwords() {
+        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+        let hash = argon2::Argon2::default()
+            .hash_password(b"secret", &SaltString::generate(&mut OsRng))
+            .unwrap()
+            .to_string();
+        let users = vec![
+            ("alice".to_string(), hash),
+            ("bob".into(), "garbage".into()),
+        ];
+        assert!(local_password_ok(&users, "alice", "secret"));
+        assert!(!local_password_ok(&users, "alice", "wrong"));
+        assert!(!local_password_ok(&users, "mallory", ""));
+        assert!(!local_password_ok(&users, "bob", "garbage"));
     }
 }

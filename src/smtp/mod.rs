@@ -8,4 +8,5 @@ pub mod connection;
 pub mod envelope;
 pub mod reply;
 pub mod session;
+pub mod trace;
 pub mod transaction;

@@ -1,15 +1,17 @@
 //! The SMTP session as a state machine: bytes in, [`Step`]s out. No sockets, no tokio, so
 //! that every script can be tested whole and split at every byte.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use smtp_proto::{Request, AUTH_LOGIN, AUTH_PLAIN};
+use smtp_proto::Request;
 
-use super::command::{self, auth, data::DataReader, data::Verdict, ehlo, mail, rcpt};
-use super::config::{AuthMode, SessionConfig};
+use super::command::{self, data::DataReader, data::Verdict, ehlo, mail, rcpt};
+use super::config::SessionConfig;
 use super::envelope::{Envelope, Recipient, Sender};
 use super::reply::{Enhanced, Reply};
+use super::trace::{new_queue_id, received_header};
 use super::transaction::{Client, Credentials, Transaction};
 
 /// AUTH responses may be longer than commands (RFC 4954 §4: 12288 octets).
@@ -131,54 +133,22 @@ impl Session {
             input.drain(..=lf);
             return Some(self.error(command::line_too_long(limit)));
         }
-        self.line.extend_from_slice(&input[..=lf]);
-        input.drain(..=lf);
+        self.line.extend(input.drain(..=lf));
         let line = std::mem::take(&mut self.line);
-        let end = line.len().saturating_sub(2);
-        if !line.ends_with(b"\r\n") || line[..end.min(line.len())].contains(&b'\r') {
+        let clean = line
+            .strip_suffix(b"\r\n")
+            .is_some_and(|text| !text.contains(&b'\r'));
+        if !clean {
             // Back to command mode: a smuggled line ending never continues AUTH.
             self.mode = Mode::Command;
             return Some(self.error(command::bare_line_end()));
         }
         let step = match std::mem::replace(&mut self.mode, Mode::Command) {
             Mode::Command => self.command(&line, input),
-            Mode::AuthPlain => self.auth_response(&line, |s, text| {
-                auth::plain(text).map(|c| s.check_credentials(c))
-            }),
-            Mode::AuthLoginUser => self.auth_response(&line, |s, text| {
-                let user = auth::decode(text)?;
-                s.mode = Mode::AuthLoginPass(user);
-                Ok(Step::Reply(auth::challenge("Password:")))
-            }),
-            Mode::AuthLoginPass(user) => self.auth_response(&line, |s, text| {
-                let pass = auth::decode(text)?;
-                auth::credentials(&user, &pass).map(|c| s.check_credentials(c))
-            }),
             Mode::Data(_) => unreachable_data(),
+            auth_mode => self.auth_line(auth_mode, &line),
         };
         Some(step)
-    }
-
-    fn auth_response(
-        &mut self,
-        line: &[u8],
-        f: impl FnOnce(&mut Session, &str) -> Result<Step, Reply>,
-    ) -> Step {
-        let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
-        if text.trim() == "*" {
-            return Step::Reply(auth::cancelled());
-        }
-        match f(self, &text) {
-            Ok(step) => step,
-            Err(reply) => {
-                self.mode = Mode::Command;
-                self.error(reply)
-            }
-        }
-    }
-
-    fn check_credentials(&mut self, creds: Credentials) -> Step {
-        Step::Authenticate(creds)
     }
 
     fn command(&mut self, line: &[u8], input: &mut Vec<u8>) -> Step {
@@ -282,7 +252,9 @@ impl Session {
             return self.error(command::bad_sequence("Send MAIL first"));
         }
         if self.rcpts.is_empty() {
-            return self.error(Reply::new(554, Enhanced(5, 5, 1), "No valid recipients"));
+            return self.error(command::bad_sequence(
+                "No valid recipients; send RCPT first",
+            ));
         }
         self.mode = Mode::Data(Box::new(DataReader::new(
             self.cfg.max_message_size,
@@ -358,75 +330,6 @@ impl Session {
         self.reset();
     }
 
-    fn auth(&mut self, mechanism: u64, initial: String) -> Step {
-        if matches!(self.cfg.auth, AuthMode::None) {
-            return self.error(auth::not_offered());
-        }
-        if !ehlo::auth_offered(&self.cfg, self.tls) {
-            return self.error(auth::needs_tls());
-        }
-        if self.helo.is_none() {
-            return self.error(command::bad_sequence("Send EHLO first"));
-        }
-        if self.auth.is_some() {
-            return self.error(command::bad_sequence("Already authenticated"));
-        }
-        if self.sender.is_some() {
-            return self.error(command::bad_sequence(
-                "AUTH is not allowed during a mail transaction",
-            ));
-        }
-        match mechanism {
-            AUTH_PLAIN if initial.is_empty() => {
-                self.mode = Mode::AuthPlain;
-                Step::Reply(Reply::bare(334, ""))
-            }
-            AUTH_PLAIN => match auth::plain(if initial == "=" { "" } else { &initial }) {
-                Ok(c) => Step::Authenticate(c),
-                Err(r) => self.error(r),
-            },
-            AUTH_LOGIN if initial.is_empty() => {
-                self.mode = Mode::AuthLoginUser;
-                Step::Reply(auth::challenge("Username:"))
-            }
-            AUTH_LOGIN => match auth::decode(&initial) {
-                Ok(user) => {
-                    self.mode = Mode::AuthLoginPass(user);
-                    Step::Reply(auth::challenge("Password:"))
-                }
-                Err(r) => self.error(r),
-            },
-            _ => self.error(auth::unsupported()),
-        }
-    }
-
-    /// The result of checking credentials. In `local` mode the password is dropped here;
-    /// in `passthrough` it is kept for the relay. A `535` counts as a failed attempt; any
-    /// other refusal (an unreachable upstream: `454 4.7.0`) is passed on as it is.
-    pub fn authenticated(&mut self, mut creds: Credentials, result: Result<(), Reply>) -> Step {
-        match result {
-            Ok(()) => {
-                if !matches!(self.cfg.auth, AuthMode::Passthrough) {
-                    creds.secret = None;
-                }
-                self.auth = Some(creds);
-                Step::Reply(auth::success())
-            }
-            Err(reply) if reply.code == 535 => {
-                self.auth_failures += 1;
-                if self.auth_failures >= self.cfg.max_auth_failures {
-                    return Step::Close(Reply::new(
-                        421,
-                        Enhanced(4, 7, 0),
-                        "Too many failed authentication attempts; closing connection",
-                    ));
-                }
-                Step::Reply(reply)
-            }
-            Err(reply) => Step::Reply(reply),
-        }
-    }
-
     fn reset(&mut self) {
         self.sender = None;
         self.rcpts.clear();
@@ -474,57 +377,7 @@ fn parse_error(e: smtp_proto::Error) -> Reply {
     }
 }
 
-/// A short unique ID: 12 base-32 characters from the clock and randomness.
-pub fn new_queue_id() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789BCDFGHJKLMNPQRSTVWXYZ_";
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut x = nanos ^ rand::random::<u64>().rotate_left(17);
-    let mut id = String::with_capacity(12);
-    for _ in 0..12 {
-        id.push(ALPHABET[(x & 31) as usize] as char);
-        x >>= 5;
-    }
-    id
-}
-
-/// The trace header (RFC 5321 §4.4), with the protocol named as RFC 3848 does.
-fn received_header(
-    hostname: &str,
-    client: &Client,
-    esmtp: bool,
-    id: &str,
-    rcpts: &[Recipient],
-) -> Vec<u8> {
-    let proto = match (esmtp, client.tls, client.auth.is_some()) {
-        (false, _, _) => "SMTP",
-        (true, false, false) => "ESMTP",
-        (true, true, false) => "ESMTPS",
-        (true, false, true) => "ESMTPA",
-        (true, true, true) => "ESMTPSA",
-    };
-    let helo: String = client
-        .helo
-        .chars()
-        .filter(|c| c.is_ascii_graphic())
-        .take(255)
-        .collect();
-    let ip = match client.addr.ip() {
-        std::net::IpAddr::V4(v4) => v4.to_string(),
-        std::net::IpAddr::V6(v6) => format!("IPv6:{v6}"),
-    };
-    let mut h = format!(
-        "Received: from {helo} ([{ip}])\r\n\tby {hostname} (sealpost) with {proto} id {id}"
-    );
-    if let [only] = rcpts {
-        if only.address.is_ascii() {
-            h.push_str(&format!("\r\n\tfor <{}>", only.address));
-        }
-    }
-    h.push_str(&format!("; {}\r\n", chrono::Utc::now().to_rfc2822()));
-    h.into_bytes()
-}
+mod authenticate;
 
 #[cfg(test)]
 mod tests;

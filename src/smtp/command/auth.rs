@@ -1,4 +1,5 @@
 //! AUTH PLAIN and LOGIN (RFC 4954): decoding the client's answers.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine;
 

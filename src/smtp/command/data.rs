@@ -1,5 +1,10 @@
 //! The DATA phase: a byte-exact reader that ends only on CRLF.CRLF, undoes dot-stuffing,
 //! refuses bare CR and LF (SMTP smuggling), and never buffers beyond the size limit.
+//!
+//! Text lines longer than RFC 5321's 1000 octets are accepted: real clients send them,
+//! and refusing would lose mail that the next hop may well take. Only the message size
+//! limit bounds a line, and a line over it is counted, not kept.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -48,19 +53,22 @@ impl DataReader {
     /// number of bytes consumed, and whether the message ended.
     pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
         let mut consumed = 0;
-        while consumed < input.len() {
-            let rest = &input[consumed..];
+        let mut rest = input;
+        while !rest.is_empty() {
             match rest.iter().position(|&b| b == b'\n') {
                 Some(i) => {
-                    self.push_line_part(&rest[..=i]);
-                    consumed += i + 1;
+                    let (line, after) = rest.split_at(i + 1);
+                    self.push_line_part(line);
+                    consumed += line.len();
+                    rest = after;
                     if self.finish_line() {
                         return (consumed, true);
                     }
                 }
                 None => {
                     self.push_line_part(rest);
-                    consumed = input.len();
+                    consumed += rest.len();
+                    rest = &[];
                 }
             }
         }
@@ -76,8 +84,8 @@ impl DataReader {
             self.size = self.size.saturating_add(part.len());
             // Keep only what the line-end check needs: the first byte and the last two.
             self.line.truncate(1);
-            let tail = part.len().saturating_sub(2);
-            self.line.extend_from_slice(&part[tail..]);
+            let (_, tail) = part.split_at(part.len().saturating_sub(2));
+            self.line.extend_from_slice(tail);
         }
     }
 
@@ -85,19 +93,18 @@ impl DataReader {
     fn finish_line(&mut self) -> bool {
         let line = std::mem::take(&mut self.line);
         let crlf = line.ends_with(b"\r\n");
-        let body_end = if crlf { line.len() - 2 } else { line.len() - 1 };
-        if !crlf || line[..body_end].contains(&b'\r') {
+        let body = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .unwrap_or(&line);
+        if !crlf || body.contains(&b'\r') {
             // Only CRLF.CRLF ends the data; "\n.\n" and friends are content, and refused.
             self.bare_line_end = true;
         }
         if crlf && &line[..] == b".\r\n" {
             return true;
         }
-        let content = if line.first() == Some(&b'.') {
-            &line[1..]
-        } else {
-            &line[..]
-        };
+        let content = line.strip_prefix(b".").unwrap_or(&line);
         if self.in_header {
             self.header_size += content.len();
             if content == b"\r\n" || content == b"\n" {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::*;
+use crate::smtp::command::auth;
 use crate::smtp::config::{AuthMode, SessionConfig};
 
 /// Runs `input` through a session with a scripted backend; returns every reply's wire
@@ -115,7 +116,7 @@ fn sequence_errors() {
     assert_script(
         cfg(),
         input,
-        &["503", "250", "503", "503", "250", "503", "554"],
+        &["503", "250", "503", "503", "250", "503", "503"],
     );
 }
 
@@ -222,6 +223,30 @@ fn starttls_discards_pipelined_plaintext() {
         "the injected MAIL is never answered: {out}"
     );
     assert!(out.contains("STARTTLS"));
+}
+
+#[test]
+fn after_starttls_the_session_starts_over() {
+    let mut c = cfg();
+    c.tls = Some(test_acceptor());
+    c.auth = AuthMode::Passthrough;
+    c.loopback = false;
+    let mut s = Session::new(Arc::new(c), "192.0.2.1:4000".parse().unwrap(), false);
+    let mut input = b"EHLO c.test\r\nSTARTTLS\r\n".to_vec();
+    assert!(matches!(s.ingest(&mut input), Some(Step::Reply(r)) if r.text().contains("STARTTLS")));
+    assert!(matches!(s.ingest(&mut input), Some(Step::StartTls(r)) if r.code == 220));
+    s.tls_started();
+    let mut input = b"MAIL FROM:<a@x.test>\r\nEHLO c.test\r\nSTARTTLS\r\n".to_vec();
+    assert!(matches!(s.ingest(&mut input), Some(Step::Reply(r)) if r.code == 503));
+    let Some(Step::Reply(ehlo)) = s.ingest(&mut input) else {
+        panic!("no EHLO reply");
+    };
+    assert!(!ehlo.lines.iter().any(|l| l == "STARTTLS"), "{ehlo:?}");
+    assert!(
+        ehlo.lines.iter().any(|l| l == "AUTH PLAIN LOGIN"),
+        "{ehlo:?}"
+    );
+    assert!(matches!(s.ingest(&mut input), Some(Step::Reply(r)) if r.code == 503));
 }
 
 #[test]
