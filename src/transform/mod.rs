@@ -34,6 +34,7 @@ pub mod autocrypt;
 pub mod classify;
 pub mod encrypt;
 pub mod headers;
+pub mod inbound;
 pub mod seven_bit;
 pub mod sign;
 pub mod structure;
