@@ -152,7 +152,7 @@ pub fn render(v: &Verdict, authserv_id: &str) -> String {
 }
 
 /// `name: value` folded with CRLF TAB at spaces outside quoted strings, so that no line
-/// passes [`WIDTH`] unless one word alone does.
+/// passes 78 columns unless one word alone does.
 pub fn fold(name: &str, value: &str) -> String {
     let mut out = format!("{name}:");
     let mut col = out.len();
