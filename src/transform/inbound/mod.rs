@@ -122,8 +122,8 @@ pub fn open(
     let mut v = Verdict::new(outer.from.clone());
     let data = match root {
         Root::PgpMime(data) => match decrypt::kind(&data) {
-            Some(Kind::Encrypted | Kind::NoIntegrity) => {
-                return per_recipient(&ctx, &outer, recipients, &data, true)
+            Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
+                return per_recipient(&ctx, &outer, recipients, &data, k, true)
             }
             _ => {
                 v.encryption = Encryption::Malformed;
@@ -168,8 +168,8 @@ pub fn open(
     };
     // A whole armored body: encrypted, or signed only.
     match decrypt::kind(&data) {
-        Some(Kind::Encrypted | Kind::NoIntegrity) => {
-            per_recipient(&ctx, &outer, recipients, &data, false)
+        Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
+            per_recipient(&ctx, &outer, recipients, &data, k, false)
         }
         Some(Kind::NotEncrypted) => {
             let max = settings.max_plaintext;
@@ -194,9 +194,10 @@ fn per_recipient(
     outer: &Outer<'_>,
     recipients: &[&str],
     data: &[u8],
+    kind: Kind,
     mime: bool,
 ) -> Result<Vec<Opened>, Error> {
-    let no_integrity = decrypt::kind(data) == Some(Kind::NoIntegrity);
+    let no_integrity = kind == Kind::NoIntegrity;
     let mut out = Vec::with_capacity(recipients.len());
     for (i, rcpt) in recipients.iter().enumerate() {
         let mut v = Verdict::new(outer.from.clone());

@@ -162,8 +162,10 @@ fn walk(m: &Message<'_>, depth: usize, found: &mut Nested) {
     if depth > structure::MAX_DEPTH {
         return;
     }
-    for part in &m.parts {
-        if let Some(ct) = part.content_type() {
+    for (i, part) in m.parts.iter().enumerate() {
+        // The root's own type was judged by the caller (an S/MIME root is not "partial").
+        let below_root = i > 0 || depth > 0;
+        if let Some(ct) = part.content_type().filter(|_| below_root) {
             let kind = ct.ctype().to_ascii_lowercase();
             let sub = ct.subtype().unwrap_or_default().to_ascii_lowercase();
             match (kind.as_str(), sub.as_str()) {
@@ -239,6 +241,12 @@ mod tests {
                 signature: b"SIG".to_vec()
             }
         );
+    }
+
+    #[test]
+    fn other_protocols_at_the_root_are_plain() {
+        let smime = b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=s\r\n\r\n--s\r\n\r\nx\r\n--s\r\nContent-Type: application/pkcs7-signature\r\n\r\nMII\r\n--s--\r\n";
+        assert_eq!(root(smime), Root::Plain(Nested::default()));
     }
 
     #[test]
