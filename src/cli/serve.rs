@@ -126,6 +126,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         config.local_domains.clone()
     };
     let local_domains = Arc::new(local_domains);
+    let inbound_settings = Arc::new(crate::transform::inbound::Settings {
+        authserv_id: config.authserv_id.clone(),
+        max_plaintext: config.max_plaintext,
+    });
     let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
     let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
 
@@ -193,6 +197,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             keyring: keyring.clone(),
             policy: Arc::new(config.policy.clone()),
             local_domains: local_domains.clone(),
+            inbound: inbound_settings.clone(),
         };
         let limits = ConnectionLimits {
             max: l.limits.max_connections,

@@ -174,6 +174,55 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `64MiB`, `10MB`, `512KiB`, `1G`, or plain bytes. `K`, `M` and `G` alone are binary,
+/// `KB`, `MB` and `GB` decimal.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 64MiB, 10MB, 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err("a size must be more than zero".into());
+    }
+    Ok(bytes)
+}
+
+/// An authserv-id (RFC 8601 §2.2) we can write as a bare token: a host name, say.
+pub fn authserv_id(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>[]:;@\\,\"/?=".contains(&b))
+    {
+        return Err(format!(
+            "{s:?} is not an authserv-id (a host name such as mx.example.org)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 pub fn tls_mode(s: &str) -> Result<TlsMode, String> {
     match s {
         "none" => Ok(TlsMode::None),
