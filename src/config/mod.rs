@@ -122,7 +122,17 @@ pub struct Upstream {
 /// Where a listener's copies go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Smtp { host: String, port: u16 },
+    Smtp {
+        host: String,
+        port: u16,
+    },
+    /// `lmtp:HOST:PORT`: a mailbox server speaking LMTP over TCP.
+    Lmtp {
+        host: String,
+        port: u16,
+    },
+    /// `lmtp:unix:PATH`: LMTP over a Unix socket (Dovecot's default).
+    LmtpUnix(PathBuf),
     Maildir(PathBuf),
 }
 
@@ -379,6 +389,12 @@ fn build(
             Target::Maildir(p) => {
                 upstream = None;
                 outbound_maildir = p;
+            }
+            Target::Lmtp { .. } | Target::LmtpUnix(_) => {
+                return Err(flag(
+                    "--upstream",
+                    format!("{up:?}: LMTP delivers to local mailboxes; give it to --deliver"),
+                ))
             }
             Target::Smtp { host, port } => {
                 let previous = upstream.take();
