@@ -155,15 +155,7 @@ fn deep_nesting_is_no_panic() {
 fn arbitrary_bytes_never_panic() {
     let w = World::new();
     let payload = b"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: s\r\n\r\nx\r\n";
-    let data = encrypt(
-        payload,
-        &[&w.bob],
-        How {
-            signer: Some(&w.alice),
-            armor: true,
-            ..How::default()
-        },
-    );
+    let data = w.alice_to_bob(payload);
     let seeds: Vec<Vec<u8>> = vec![
         pgp_mime(OUTER, &data),
         multipart_signed(OUTER, b"Content-Type: text/plain\r\n\r\nx\r\n", &w.alice),

@@ -41,6 +41,19 @@ pub struct World {
 }
 
 impl World {
+    /// `payload` encrypted to Bob and signed by Alice, armored: the common fixture.
+    pub fn alice_to_bob(&self, payload: &[u8]) -> Vec<u8> {
+        encrypt(
+            payload,
+            &[&self.bob],
+            How {
+                signer: Some(&self.alice),
+                armor: true,
+                ..How::default()
+            },
+        )
+    }
+
     pub fn new() -> World {
         let keyring = Keyring::open_memory(OpenOptions::default()).unwrap();
         let alice = key("Alice <alice@example.org>");

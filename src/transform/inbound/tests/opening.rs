@@ -11,15 +11,7 @@ use crate::transform::tests::MESSAGE;
 fn pgp_mime_encrypted_and_signed_round_trip() {
     let w = World::new();
     let payload = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nThe plan is secret.\r\n";
-    let data = encrypt(
-        payload,
-        &[&w.bob],
-        How {
-            signer: Some(&w.alice),
-            armor: true,
-            ..How::default()
-        },
-    );
+    let data = w.alice_to_bob(payload);
     let o = w.open_bob(&pgp_mime(OUTER, &data));
     assert_verdict(&o, "valid", "decrypted", "none");
     assert_eq!(pgp(&o), "pass");
@@ -116,15 +108,7 @@ fn html_attachments_and_charsets_stay_intact() {
     payload.extend_from_slice(b"\r\n--mix\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\nContent-Disposition: attachment; filename=\"a.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n");
     payload.extend_from_slice(&b64);
     payload.extend_from_slice(b"\r\n--mix--\r\n");
-    let data = encrypt(
-        &payload,
-        &[&w.bob],
-        How {
-            signer: Some(&w.alice),
-            armor: true,
-            ..How::default()
-        },
-    );
+    let data = w.alice_to_bob(&payload);
     let o = w.open_bob(&pgp_mime(OUTER, &data));
     assert_verdict(&o, "valid", "decrypted", "none");
     assert_wellformed(&o.message);
