@@ -367,9 +367,11 @@ fn gpg_mail_is_decrypted_verified_and_delivered() {
         "bob@example.org",
     ];
 
-    // PGP/MIME, encrypted and signed, sent by swaks.
+    // PGP/MIME, encrypted and signed, sent by swaks; like many mail clients, the payload
+    // repeats the Subject without declaring it protected.
     let payload = crlf(
-        "Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+        "Subject: the vault\nContent-Type: text/html; charset=utf-8\n\
+         Content-Transfer-Encoding: 8bit\n\n\
          <p>Grüße, Bob: the vault code is 4711.</p>\n",
     );
     let msg = pgp_mime("gpg-pgp-mime", &gpg(&enc_sign, &payload));
@@ -404,6 +406,12 @@ fn gpg_mail_is_decrypted_verified_and_delivered() {
     );
     // 8-bit UTF-8 arrives 7-bit clean, with the same text once decoded.
     assert!(copy.bytes().all(|b| b < 0x80), "7-bit output: {copy}");
+    assert_eq!(verdict_of(&v, "protected-headers"), "kept-apart", "{v}");
+    assert!(
+        copy.contains("\r\nX-Sealpost-Protected-Subject: the vault\r\n"),
+        "{copy}"
+    );
+    assert_eq!(field_values(&copy, "Subject"), ["gpg-pgp-mime"], "{copy}");
 
     // Inline PGP: a text body that is one armored, encrypted and signed message.
     let armored = gpg(&enc_sign, "Inline secret for Bob: 8086.\n");

@@ -267,7 +267,16 @@ fn payload(
     let mut v = Verdict::new(outer.from.clone());
     v.encryption = Encryption::Decrypted;
     v.decryption_key = Some(p.key().clone());
-    let edits = judge_into(&mut v, &checks, outer, protected.as_deref());
+    let mut edits = judge_into(&mut v, &checks, outer, protected.as_deref());
+    if protected.is_none() {
+        // Fields the sender never declared protected (many PGP/MIME writers copy Subject
+        // or From into the payload without a marker) are never applied, nor lost.
+        let unmarked = protected::fields(&pfields);
+        if !unmarked.is_empty() {
+            v.protected_headers = HeaderProtection::KeptApart;
+            edits = Edits::KeptApart(protected::kept_apart(&unmarked));
+        }
+    }
     let legacy_free = match edits {
         Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
         _ => None,

@@ -22,7 +22,7 @@ pub fn marked(fields: &[Field]) -> bool {
     })
 }
 
-/// The protected fields of a marked payload root: every field that is not about the MIME
+/// The protected fields of a payload root (or, unmarked, the fields kept apart): every field that is not about the MIME
 /// entity, not a record of the outer header (`HP-Outer`), not a trace field and not ours.
 pub fn fields(payload: &[Field]) -> Vec<Field> {
     payload

@@ -98,6 +98,21 @@ fn unsigned_protected_headers_are_kept_apart() {
 }
 
 #[test]
+fn unmarked_payload_fields_are_kept_apart_even_when_signed() {
+    let w = World::new();
+    let payload = b"Subject: the real subject\r\nFrom: Mallory <mallory@example.org>\r\nContent-Type: text/plain\r\n\r\nHi.\r\n";
+    let o = w.open_bob(&pgp_mime(OUTER, &w.alice_to_bob(payload)));
+    // The signature is good, but nobody declared these fields protected: never applied.
+    assert_verdict(&o, "valid", "decrypted", "kept-apart");
+    let text = String::from_utf8(o.message.clone()).unwrap();
+    assert!(text.contains("\r\nSubject: hello\r\n"), "{text}");
+    assert!(text.contains("X-Sealpost-Protected-Subject: the real subject\r\n"));
+    assert!(text.contains("X-Sealpost-Protected-From: Mallory <mallory@example.org>\r\n"));
+    assert!(!text.contains("\r\nFrom: Mallory"));
+    assert_wellformed(&o.message);
+}
+
+#[test]
 fn html_attachments_and_charsets_stay_intact() {
     let w = World::new();
     let html = "<p>Grüße — ünïcödé</p>\r\n";
