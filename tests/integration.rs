@@ -4,6 +4,7 @@
 mod integration {
     mod common;
     mod keys;
+    mod lmtp;
     mod outbound;
     mod relay;
     mod upstream;

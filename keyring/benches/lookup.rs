@@ -96,7 +96,10 @@ fn keyring_dir() -> PathBuf {
 fn open_or_build(dir: &std::path::Path) -> Keyring {
     let done = dir.join("complete");
     if done.exists() {
-        return Keyring::open(dir, OpenOptions::default()).expect("open cached keyring");
+        let start = Instant::now();
+        let keyring = Keyring::open(dir, OpenOptions::default()).expect("open cached keyring");
+        eprintln!("opened the cached keyring in {:.1?}", start.elapsed());
+        return keyring;
     }
     let _ = std::fs::remove_dir_all(dir);
     let start = Instant::now();

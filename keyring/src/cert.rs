@@ -165,6 +165,30 @@ mod tests {
     }
 
     #[test]
+    fn fifty_megabytes_of_random_bytes_fail_fast() {
+        let mut noise = vec![0u8; 50 << 20];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for b in noise.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = (x >> 24) as u8;
+        }
+        for first in [0x12, 0x99, 0xc6] {
+            noise[0] = first;
+            let start = std::time::Instant::now();
+            let err = parse(&noise).unwrap_err();
+            assert!(matches!(err, Error::Parse { .. }), "{err:?}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "took {:?}",
+                start.elapsed()
+            );
+        }
+    }
+
+    #[test]
     fn several_armored_certificates_and_truncation() {
         let (a, _) = CertBuilder::general_purpose(Some("<a@example.org>"))
             .generate()

@@ -6,9 +6,11 @@
 //! bytes once it is warm. Every change is one atomic, durable batch.
 #![forbid(unsafe_code)]
 
+mod cache;
 mod cert;
 mod error;
 mod generate;
+mod import;
 mod lookup;
 pub mod secret;
 pub mod store;
@@ -20,19 +22,20 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::SystemTime;
 
 use openpgp::crypto::Password;
-use openpgp::packet::Packet;
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::SerializeInto;
-use openpgp::{Cert, Fingerprint, KeyHandle, KeyID};
+use openpgp::{Cert, Fingerprint, KeyHandle};
 pub use sequoia_openpgp as openpgp;
 
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
+pub use import::{ImportOutcome, ImportStatus};
 pub use lookup::normalize_email;
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
 
-use lookup::Query;
+use cache::{Lookup, Usable};
+use lookup::{fpr_from, Query};
 use secret::Sealer;
 use store::{Op, Store, Tree};
 
@@ -54,49 +57,13 @@ impl Default for OpenOptions {
     }
 }
 
-/// What importing did to one certificate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImportStatus {
-    New,
-    Updated,
-    Unchanged,
-}
-
-#[derive(Debug, Clone)]
-pub struct ImportOutcome {
-    pub fingerprint: Fingerprint,
-    pub user_ids: Vec<String>,
-    pub status: ImportStatus,
-    /// The keyring holds secret key material for this certificate after the import.
-    pub secret: bool,
-}
-
-/// A cached answer to "can this certificate be encrypted to for this address?", valid
-/// from `at` until `until` (the earliest expiry that could change it).
-#[derive(Clone)]
-struct Usable {
-    at: SystemTime,
-    until: Option<SystemTime>,
-    answer: Result<(), String>,
-}
-
-/// A whole lookup answer for one address, valid from `at` until `until`.
-#[derive(Clone)]
-struct Lookup {
-    at: SystemTime,
-    until: Option<SystemTime>,
-    answer: Result<Vec<Arc<Cert>>, Vec<String>>,
-}
-
-/// How long a negative answer is trusted without a change to the keyring: a certificate
-/// created with a future date becomes valid with time alone.
-const NEGATIVE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
-
 struct Inner {
     store: Box<dyn Store>,
     /// Answers by address; cleared on every change to the keyring.
     lookups: quick_cache::sync::Cache<String, Lookup>,
     sealer: Sealer,
+    /// Unlocks password-protected secret keys on import.
+    passphrase: Option<Password>,
     policy: StandardPolicy<'static>,
     certs: quick_cache::sync::Cache<Fingerprint, Arc<Cert>>,
     usable: quick_cache::sync::Cache<(Fingerprint, String), Usable>,
@@ -143,6 +110,7 @@ impl Keyring {
                 store,
                 lookups: quick_cache::sync::Cache::new(capacity),
                 sealer,
+                passphrase: opts.passphrase,
                 policy: StandardPolicy::new(),
                 certs: quick_cache::sync::Cache::new(capacity),
                 usable: quick_cache::sync::Cache::new(capacity),
@@ -159,155 +127,6 @@ impl Keyring {
     /// The policy every validity check uses.
     pub fn policy(&self) -> &StandardPolicy<'static> {
         &self.inner.policy
-    }
-
-    /// Imports everything in `data`, all or nothing.
-    ///
-    /// # Errors
-    /// `Error::Parse` for input that is not importable; nothing is changed then.
-    pub fn import(&self, data: &[u8]) -> Result<Vec<ImportOutcome>, Error> {
-        self.import_all(&[data]).map_err(|(_, e)| e)
-    }
-
-    /// Imports several inputs (files) as one change: every input is parsed before anything
-    /// is stored, so a bad one leaves the keyring as it was.
-    ///
-    /// # Errors
-    /// The index of the input that failed, and why.
-    pub fn import_all(&self, inputs: &[&[u8]]) -> Result<Vec<ImportOutcome>, (usize, Error)> {
-        let mut parsed = cert::Parsed::default();
-        for (i, data) in inputs.iter().enumerate() {
-            let p = cert::parse(data).map_err(|e| (i, e))?;
-            parsed.certs.extend(p.certs);
-            parsed.signatures.extend(p.signatures);
-        }
-        // A failure past parsing (a signature for an unknown certificate, a locked secret
-        // key) cannot be pinned on one input; it is reported against the first.
-        self.import_parsed(parsed).map_err(|e| (0, e))
-    }
-
-    fn import_parsed(&self, parsed: cert::Parsed) -> Result<Vec<ImportOutcome>, Error> {
-        let _guard = self.lock_writer()?;
-        let mut ops = Vec::new();
-        let mut outcomes: Vec<ImportOutcome> = Vec::new();
-        // The state of each certificate as this import leaves it, so that a keyring holding
-        // the same certificate twice merges both copies.
-        let mut pending: HashMap<Fingerprint, (Option<Vec<u8>>, Cert)> = HashMap::new();
-
-        for incoming in parsed.certs {
-            let fpr = incoming.fingerprint();
-            if incoming
-                .keys()
-                .secret()
-                .any(|ka| !ka.key().has_unencrypted_secret())
-            {
-                return Err(Error::SecretLocked {
-                    fingerprint: fpr.to_hex(),
-                });
-            }
-            let (old_public, base) = match pending.remove(&fpr) {
-                Some(p) => p,
-                None => {
-                    let old_public = self.inner.store.get(Tree::Certs, fpr.as_bytes())?;
-                    let base = match self.load_secret(&fpr)? {
-                        Some(tsk) => Some(tsk),
-                        None => old_public
-                            .as_deref()
-                            .map(Cert::from_bytes)
-                            .transpose()
-                            .map_err(|e| Error::Store(e.to_string()))?,
-                    };
-                    (old_public, base.unwrap_or_else(|| incoming.clone()))
-                }
-            };
-            let merged = base
-                .merge_public_and_secret(incoming)
-                .map_err(|e| Error::Parse {
-                    reason: format!("cannot merge {fpr}: {e}"),
-                })?;
-            pending.insert(fpr, (old_public, merged));
-        }
-
-        for sig in parsed.signatures {
-            let target = sig
-                .get_issuers()
-                .iter()
-                .find_map(|h| self.fingerprints_for(h).ok()?.into_iter().next())
-                .ok_or_else(|| Error::Parse {
-                    reason: "the signature is for a certificate that is not in the keyring; \
-                             import the certificate first"
-                        .into(),
-                })?;
-            let (old_public, base) = match pending.remove(&target) {
-                Some(p) => p,
-                None => {
-                    let old_public = self.inner.store.get(Tree::Certs, target.as_bytes())?;
-                    let base = match self.load_secret(&target)? {
-                        Some(tsk) => tsk,
-                        None => self
-                            .load_public(&target)?
-                            .ok_or_else(|| Error::NotFound(target.to_hex()))?,
-                    };
-                    (old_public, base)
-                }
-            };
-            let (merged, _) = base
-                .insert_packets(std::iter::once(Packet::from(sig)))
-                .map_err(|e| Error::Parse {
-                    reason: format!("cannot apply the signature to {target}: {e}"),
-                })?;
-            pending.insert(target, (old_public, merged));
-        }
-
-        let mut fprs: Vec<&Fingerprint> = pending.keys().collect();
-        fprs.sort();
-        for fpr in fprs {
-            let (old_public, merged) = &pending[fpr];
-            let public = merged.to_vec().map_err(|e| Error::Crypto(e.to_string()))?;
-            let had_secret = self
-                .inner
-                .store
-                .get(Tree::Secrets, fpr.as_bytes())?
-                .is_some();
-            let secret = merged.is_tsk();
-            let status = match old_public {
-                None => ImportStatus::New,
-                Some(old) if *old != public || (secret && !had_secret) => ImportStatus::Updated,
-                Some(_) => ImportStatus::Unchanged,
-            };
-            if status != ImportStatus::Unchanged {
-                if let Some(old) = old_public {
-                    let old = Cert::from_bytes(old).map_err(|e| Error::Store(e.to_string()))?;
-                    ops.extend(self.index_ops(&old, false));
-                }
-                ops.extend(self.index_ops(merged, true));
-                ops.push(Op::Put(Tree::Certs, fpr.as_bytes().to_vec(), public));
-                if secret {
-                    let tsk = merged
-                        .as_tsk()
-                        .to_vec()
-                        .map_err(|e| Error::Crypto(e.to_string()))?;
-                    ops.push(Op::Put(
-                        Tree::Secrets,
-                        fpr.as_bytes().to_vec(),
-                        self.inner.sealer.seal(&tsk)?,
-                    ));
-                }
-            }
-            outcomes.push(ImportOutcome {
-                fingerprint: fpr.clone(),
-                user_ids: user_ids(merged),
-                status,
-                secret: secret || had_secret,
-            });
-        }
-        self.inner.store.apply(ops)?;
-        for o in &outcomes {
-            if o.status != ImportStatus::Unchanged {
-                self.invalidate(&o.fingerprint)?;
-            }
-        }
-        Ok(outcomes)
     }
 
     /// Every certificate, sorted by primary user ID, then fingerprint.
@@ -372,86 +191,6 @@ impl Keyring {
             }
             None => Ok(None),
         }
-    }
-
-    /// Certificates usable for encryption to `email` at `now`.
-    ///
-    /// # Errors
-    /// `Error::NoUsableKey` with one reason per candidate when none is usable.
-    pub fn lookup_encryption(&self, email: &str, now: SystemTime) -> Result<Vec<Arc<Cert>>, Error> {
-        let Some(email) = lookup::index_form(email) else {
-            return Err(Error::NoUsableKey {
-                email: email.to_string(),
-                reasons: vec!["not an email address".into()],
-            });
-        };
-        if let Some(hit) = self
-            .inner
-            .lookups
-            .get(&email)
-            .filter(|l| l.at <= now && l.until.is_none_or(|t| now < t))
-        {
-            return hit
-                .answer
-                .map_err(|reasons| Error::NoUsableKey { email, reasons });
-        }
-        let mut usable = Vec::new();
-        let mut reasons = Vec::new();
-        // The whole answer holds until the earliest expiry among the certificates in it.
-        let mut until: Option<SystemTime> = None;
-        for fpr in self.fingerprints_for_email(&email)? {
-            let Some(cert) = self.get(&fpr)? else {
-                continue;
-            };
-            let key = (fpr, email.clone());
-            let cached = self
-                .inner
-                .usable
-                .get(&key)
-                .filter(|u| u.at <= now && u.until.is_none_or(|t| now < t));
-            let entry = match cached {
-                Some(u) => u,
-                None => {
-                    let entry = match validity::usable_for(&cert, &email, &self.inner.policy, now) {
-                        Ok(until) => Usable {
-                            at: now,
-                            until,
-                            answer: Ok(()),
-                        },
-                        Err(r) => Usable {
-                            at: now,
-                            until: Some(now + NEGATIVE_TTL),
-                            answer: Err(r),
-                        },
-                    };
-                    self.inner.usable.insert(key, entry.clone());
-                    entry
-                }
-            };
-            until = earliest(until, entry.until);
-            match entry.answer {
-                Ok(()) => usable.push(cert),
-                Err(r) => reasons.push(r),
-            }
-        }
-        let answer = if usable.is_empty() {
-            if reasons.is_empty() {
-                reasons.push("no certificate for this address".into());
-                until = Some(now + NEGATIVE_TTL);
-            }
-            Err(reasons)
-        } else {
-            Ok(usable)
-        };
-        self.inner.lookups.insert(
-            email.clone(),
-            Lookup {
-                at: now,
-                until,
-                answer: answer.clone(),
-            },
-        );
-        answer.map_err(|reasons| Error::NoUsableKey { email, reasons })
     }
 
     /// The unlocked secret key (TSK) holding the key `handle` names, primary or subkey.
@@ -616,97 +355,6 @@ impl Keyring {
             .insert(fpr.clone(), tsk.clone());
         Ok(Some(tsk))
     }
-
-    fn fingerprints_for_email(&self, email: &str) -> Result<Vec<Fingerprint>, Error> {
-        let prefix = lookup::email_prefix(email);
-        Ok(self
-            .inner
-            .store
-            .scan(Tree::Emails, &prefix)?
-            .into_iter()
-            .filter_map(|(k, _)| k.get(prefix.len()..).and_then(|raw| fpr_from(raw).ok()))
-            .collect())
-    }
-
-    /// Primary fingerprints of the certificates that contain the key `handle` names.
-    fn fingerprints_for(&self, handle: &KeyHandle) -> Result<Vec<Fingerprint>, Error> {
-        let id = KeyID::from(handle);
-        let mut out = Vec::new();
-        for (k, _) in self.inner.store.scan(Tree::KeyIds, id.as_bytes())? {
-            let fpr = fpr_from(k.get(id.as_bytes().len()..).unwrap_or_default())?;
-            if let KeyHandle::Fingerprint(want) = handle {
-                // A key ID is a part of the fingerprint: confirm the full one.
-                match self.get(&fpr)? {
-                    Some(c) if c.keys().any(|ka| &ka.key().fingerprint() == want) => {}
-                    _ => continue,
-                }
-            }
-            out.push(fpr);
-        }
-        Ok(out)
-    }
-
-    fn index_ops(&self, cert: &Cert, put: bool) -> Vec<Op> {
-        let fpr = cert.fingerprint();
-        let mut keys: Vec<(Tree, Vec<u8>)> = lookup::emails(cert)
-            .iter()
-            .map(|e| (Tree::Emails, lookup::email_key(e, &fpr)))
-            .collect();
-        keys.extend(
-            lookup::keyids(cert)
-                .iter()
-                .map(|id| (Tree::KeyIds, lookup::keyid_key(id, &fpr))),
-        );
-        keys.into_iter()
-            .map(|(t, k)| {
-                if put {
-                    Op::Put(t, k, Vec::new())
-                } else {
-                    Op::Delete(t, k)
-                }
-            })
-            .collect()
-    }
-
-    fn invalidate(&self, fpr: &Fingerprint) -> Result<(), Error> {
-        self.inner.certs.remove(fpr);
-        // Any address may have gained or lost this certificate.
-        self.inner.lookups.clear();
-        // Entries are keyed by (fingerprint, email); the emails may have changed, so drop
-        // every entry of this certificate.
-        self.inner.usable.retain(|(f, _), _| f != fpr);
-        self.inner
-            .secrets
-            .write()
-            .map_err(|_| Error::Store("secret cache poisoned".into()))?
-            .remove(fpr);
-        Ok(())
-    }
-}
-
-fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// A stored fingerprint: 20 bytes for v4, 32 for v6.
-fn fpr_from(raw: &[u8]) -> Result<Fingerprint, Error> {
-    let version = if raw.len() == 32 { 6 } else { 4 };
-    Fingerprint::from_bytes(version, raw)
-        .map_err(|e| Error::Store(format!("corrupt index entry: {e}")))
-}
-
-fn user_ids(cert: &Cert) -> Vec<String> {
-    cert.userids()
-        .map(|ua| {
-            String::from_utf8_lossy(ua.userid().value())
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect()
-        })
-        .collect()
 }
 
 #[cfg(test)]

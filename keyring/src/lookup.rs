@@ -1,8 +1,11 @@
 //! Email addresses the way OpenPGP tools compare them, and the index keys built from them.
 
 use openpgp::packet::UserID;
-use openpgp::{Cert, Fingerprint, KeyID};
+use openpgp::{Cert, Fingerprint, KeyHandle, KeyID};
 use sequoia_openpgp as openpgp;
+
+use crate::store::{Op, Tree};
+use crate::{Error, Keyring};
 
 /// The address in `s`, which may be a bare address or a user ID such as
 /// `Name <Alice@Example.ORG>`, with the domain lower-cased. `None` when there is none.
@@ -105,6 +108,66 @@ impl Query {
             _ => None,
         }
     }
+}
+
+impl Keyring {
+    pub(crate) fn fingerprints_for_email(&self, email: &str) -> Result<Vec<Fingerprint>, Error> {
+        let prefix = email_prefix(email);
+        Ok(self
+            .inner
+            .store
+            .scan(Tree::Emails, &prefix)?
+            .into_iter()
+            .filter_map(|(k, _)| k.get(prefix.len()..).and_then(|raw| fpr_from(raw).ok()))
+            .collect())
+    }
+
+    /// Primary fingerprints of the certificates that contain the key `handle` names.
+    pub(crate) fn fingerprints_for(&self, handle: &KeyHandle) -> Result<Vec<Fingerprint>, Error> {
+        let id = KeyID::from(handle);
+        let mut out = Vec::new();
+        for (k, _) in self.inner.store.scan(Tree::KeyIds, id.as_bytes())? {
+            let fpr = fpr_from(k.get(id.as_bytes().len()..).unwrap_or_default())?;
+            if let KeyHandle::Fingerprint(want) = handle {
+                // A key ID is a part of the fingerprint: confirm the full one.
+                match self.get(&fpr)? {
+                    Some(c) if c.keys().any(|ka| &ka.key().fingerprint() == want) => {}
+                    _ => continue,
+                }
+            }
+            out.push(fpr);
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn index_ops(&self, cert: &Cert, put: bool) -> Vec<Op> {
+        let fpr = cert.fingerprint();
+        let mut keys: Vec<(Tree, Vec<u8>)> = emails(cert)
+            .iter()
+            .map(|e| (Tree::Emails, email_key(e, &fpr)))
+            .collect();
+        keys.extend(
+            keyids(cert)
+                .iter()
+                .map(|id| (Tree::KeyIds, keyid_key(id, &fpr))),
+        );
+        keys.into_iter()
+            .map(|(t, k)| {
+                if put {
+                    Op::Put(t, k, Vec::new())
+                } else {
+                    Op::Delete(t, k)
+                }
+            })
+            .collect()
+    }
+}
+
+/// A stored fingerprint: 20 bytes for v4, 32 for v6.
+pub(crate) fn fpr_from(raw: &[u8]) -> Result<Fingerprint, Error> {
+    let version = if raw.len() == 32 { 6 } else { 4 };
+    Fingerprint::from_bytes(version, raw)
+        .map_err(|e| Error::Store(format!("corrupt index entry: {e}")))
 }
 
 #[cfg(test)]

@@ -123,6 +123,8 @@ pub fn render(c: &Config) -> String {
     let _ = writeln!(s, "\n[inbound]");
     let target = match &c.inbound_target {
         Target::Smtp { host, port } => format!("{host}:{port}"),
+        Target::Lmtp { host, port } => format!("lmtp:{host}:{port}"),
+        Target::LmtpUnix(p) => format!("lmtp:unix:{}", p.display()),
         Target::Maildir(p) => format!("maildir:{}", p.display()),
     };
     let _ = writeln!(s, "deliver = {target:?}");

@@ -11,7 +11,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{self, AuthMode, Config, Mode, Target, TlsMode};
 use crate::pipeline::{Direction, Gateway};
-use crate::relay::{Relay, RelayConfig, Route, Transport, UpstreamConfig, UpstreamTls};
+use crate::relay::{
+    LmtpAddress, LmtpConfig, Relay, RelayConfig, Route, Transport, UpstreamConfig, UpstreamTls,
+};
 use crate::server::listener::{self, ConnectionLimits};
 use crate::smtp::config::{self as smtp_config, SessionConfig};
 
@@ -26,7 +28,8 @@ Examples:
   sealpost serve                                   # embedded defaults, Maildir delivery
   sealpost serve --upstream smtp.example.org:587 --upstream-tls starttls
   sealpost serve --config /etc/sealpost/sealpost.toml
-  sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:24")]
+  sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:25
+  sealpost serve --inbound-listen 0.0.0.0:25 --deliver lmtp:unix:/run/dovecot/lmtp")]
 pub struct Args {
     /// Address of the outbound (submission) listener
     #[arg(long, value_name = "ADDR")]
@@ -40,8 +43,9 @@ pub struct Args {
     /// Address of an inbound listener (mail for local users)
     #[arg(long, value_name = "ADDR")]
     inbound_listen: Option<String>,
-    /// Where inbound mail goes: HOST:PORT, or maildir:PATH
-    #[arg(long, value_name = "HOST:PORT|maildir:PATH")]
+    /// Where inbound mail goes: HOST:PORT or smtp:HOST:PORT (SMTP), lmtp:HOST:PORT or
+    /// lmtp:unix:PATH (LMTP, e.g. Dovecot), or maildir:PATH
+    #[arg(long, value_name = "TARGET")]
     deliver: Option<String>,
 }
 
@@ -105,6 +109,16 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             data_timeout: Duration::from_secs(600),
             pool: Default::default(),
         }),
+        Target::Lmtp { host, port } => Transport::Lmtp(lmtp_config(
+            &config,
+            LmtpAddress::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+        )),
+        Target::LmtpUnix(path) => {
+            Transport::Lmtp(lmtp_config(&config, LmtpAddress::Unix(path.clone())))
+        }
     };
     let relay = Relay::open(
         &config.data_dir,
@@ -126,6 +140,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         config.local_domains.clone()
     };
     let local_domains = Arc::new(local_domains);
+    let inbound_settings = Arc::new(crate::transform::inbound::Settings {
+        authserv_id: config.authserv_id.clone(),
+        max_plaintext: config.max_plaintext,
+    });
     let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
     let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
 
@@ -193,6 +211,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             keyring: keyring.clone(),
             policy: Arc::new(config.policy.clone()),
             local_domains: local_domains.clone(),
+            inbound: inbound_settings.clone(),
         };
         let limits = ConnectionLimits {
             max: l.limits.max_connections,
@@ -270,6 +289,16 @@ fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<Ups
         data_timeout: Duration::from_secs(600),
         pool: Default::default(),
     })
+}
+
+/// LMTP to the mailbox server, with the timeouts inbound SMTP delivery uses.
+fn lmtp_config(config: &Config, address: LmtpAddress) -> LmtpConfig {
+    LmtpConfig {
+        address,
+        lhlo: config.hostname.clone(),
+        timeout: Duration::from_secs(60),
+        data_timeout: Duration::from_secs(600),
+    }
 }
 
 /// The listener's TLS: its configured certificate, or on loopback a self-signed one.

@@ -88,6 +88,10 @@ pub struct Inbound {
     /// Domains the inbound listener accepts mail for; default: those of the keyring's secret keys.
     #[serde(default)]
     pub local_domains: Vec<Spanned<String>>,
+    /// The authserv-id of our `Authentication-Results` fields; empty: the hostname.
+    pub authserv_id: Option<Spanned<String>>,
+    /// Most plaintext one message may decrypt to, as a size (`64MiB`).
+    pub max_plaintext: Option<Spanned<String>>,
 }
 
 /// `[policy]`, with `[policy.domain."example.org"]` and `[policy.address."a@example.org"]`.

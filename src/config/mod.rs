@@ -11,7 +11,10 @@ use std::time::Duration;
 use ipnet::IpNet;
 use toml::Spanned;
 
-pub use value::{parse_duration, parse_host_port};
+pub use value::{parse_duration, parse_host_port, parse_size};
+
+/// The default of `[inbound] max_plaintext`.
+pub const DEFAULT_MAX_PLAINTEXT: usize = 64 << 20;
 
 /// The defaults `serve` runs with when no file is given.
 pub const DEFAULTS: &str = include_str!("defaults.toml");
@@ -119,7 +122,17 @@ pub struct Upstream {
 /// Where a listener's copies go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Smtp { host: String, port: u16 },
+    Smtp {
+        host: String,
+        port: u16,
+    },
+    /// `lmtp:HOST:PORT`: a mailbox server speaking LMTP over TCP.
+    Lmtp {
+        host: String,
+        port: u16,
+    },
+    /// `lmtp:unix:PATH`: LMTP over a Unix socket (Dovecot's default).
+    LmtpUnix(PathBuf),
     Maildir(PathBuf),
 }
 
@@ -139,6 +152,10 @@ pub struct Config {
     pub inbound_target: Target,
     /// Empty: the domains of the keyring's secret keys.
     pub local_domains: Vec<String>,
+    /// The authserv-id of our `Authentication-Results` fields (default: the hostname).
+    pub authserv_id: String,
+    /// Most plaintext one inbound message may decrypt to.
+    pub max_plaintext: usize,
     pub policy: crate::policy::Policy,
 }
 
@@ -318,7 +335,17 @@ fn build(
     let (f, src) = pick(&|u| u.inbound.is_some());
     let mut inbound_target = Target::Maildir(default_maildir.clone());
     let mut local_domains = Vec::new();
+    let mut authserv_id = hostname.clone();
+    let mut max_plaintext = DEFAULT_MAX_PLAINTEXT;
     if let Some(inb) = &f.inbound {
+        if let Some(a) = inb.authserv_id.as_ref().filter(|a| !a.get_ref().is_empty()) {
+            authserv_id = value::authserv_id(a.get_ref())
+                .map_err(|m| src.invalid("inbound.authserv_id", a, m))?;
+        }
+        if let Some(m) = &inb.max_plaintext {
+            max_plaintext = value::parse_size(m.get_ref())
+                .map_err(|e| src.invalid("inbound.max_plaintext", m, e))?;
+        }
         if let Some(d) = &inb.deliver {
             inbound_target = value::target(d.get_ref(), &default_maildir)
                 .map_err(|e| src.invalid("inbound.deliver", d, e))?;
@@ -362,6 +389,12 @@ fn build(
             Target::Maildir(p) => {
                 upstream = None;
                 outbound_maildir = p;
+            }
+            Target::Lmtp { .. } | Target::LmtpUnix(_) => {
+                return Err(flag(
+                    "--upstream",
+                    format!("{up:?}: LMTP delivers to local mailboxes; give it to --deliver"),
+                ))
             }
             Target::Smtp { host, port } => {
                 let previous = upstream.take();
@@ -435,6 +468,8 @@ fn build(
         retry,
         inbound_target,
         local_domains,
+        authserv_id,
+        max_plaintext,
         policy,
     })
 }

@@ -139,3 +139,60 @@ fn policy_layers_from_the_file() {
     .to_string();
     assert!(err.contains("line 2") && err.contains("mode"), "{err}");
 }
+
+#[test]
+fn inbound_results_settings() {
+    let defaults = Source {
+        name: "embedded defaults",
+        text: DEFAULTS,
+    };
+    let c = build(defaults, None, &Overrides::default(), || {
+        Ok(PathBuf::from("/data"))
+    })
+    .unwrap();
+    assert_eq!(c.authserv_id, c.hostname);
+    assert_eq!(c.max_plaintext, 64 * 1024 * 1024);
+
+    let text = "hostname = \"gw.example.net\"\n[inbound]\nmax_plaintext = \"10MB\"\n";
+    let c = load_str(text, &Overrides::default()).unwrap();
+    assert_eq!(
+        (c.authserv_id.as_str(), c.max_plaintext),
+        ("gw.example.net", 10_000_000)
+    );
+    let text = "[inbound]\nauthserv_id = \"mx.example.org\"\nmax_plaintext = \"512KiB\"\n";
+    let c = load_str(text, &Overrides::default()).unwrap();
+    assert_eq!(
+        (c.authserv_id.as_str(), c.max_plaintext),
+        ("mx.example.org", 512 * 1024)
+    );
+
+    let text = "[inbound]\ndeliver = \"maildir\"\n\nmax_plaintext = \"lots\"\n";
+    let err = load_str(text, &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 4") && err.contains("inbound.max_plaintext"),
+        "{err}"
+    );
+    let text = "[inbound]\nauthserv_id = \"mx; pgp=pass\"\n";
+    let err = load_str(text, &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 2") && err.contains("inbound.authserv_id"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sizes() {
+    assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+    assert_eq!(parse_size(" 2 GiB "), Ok(2 << 30));
+    assert_eq!(parse_size("1k"), Ok(1024));
+    assert_eq!(parse_size("3MB"), Ok(3_000_000));
+    assert_eq!(parse_size("4096"), Ok(4096));
+    assert!(parse_size("0").is_err());
+    assert!(parse_size("5 parsecs").is_err());
+    assert!(parse_size("MiB").is_err());
+    assert!(parse_size("99999999999999999999GiB").is_err());
+}

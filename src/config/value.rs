@@ -174,6 +174,55 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `64MiB`, `10MB`, `512KiB`, `1G`, or plain bytes. `K`, `M` and `G` alone are binary,
+/// `KB`, `MB` and `GB` decimal.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (examples: 64MiB, 10MB, 1048576)"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use B, KiB, MiB, GiB, KB, MB or GB)"
+            ))
+        }
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err("a size must be more than zero".into());
+    }
+    Ok(bytes)
+}
+
+/// An authserv-id (RFC 8601 §2.2) we can write as a bare token: a host name, say.
+pub fn authserv_id(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>[]:;@\\,\"/?=".contains(&b))
+    {
+        return Err(format!(
+            "{s:?} is not an authserv-id (a host name such as mx.example.org)"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 pub fn tls_mode(s: &str) -> Result<TlsMode, String> {
     match s {
         "none" => Ok(TlsMode::None),
@@ -209,7 +258,12 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
     Ok((host.to_string(), port))
 }
 
-/// `host:port` (SMTP), `maildir` (the data directory's) or `maildir:PATH`.
+/// The forms a delivery target takes, for error messages.
+const TARGET_FORMS: &str =
+    "HOST:PORT, smtp:HOST:PORT, lmtp:HOST:PORT, lmtp:unix:/path/to/socket or maildir:PATH";
+
+/// `host:port` or `smtp:host:port` (SMTP), `lmtp:host:port` or `lmtp:unix:PATH` (LMTP),
+/// `maildir` (the data directory's) or `maildir:PATH`.
 pub fn target(s: &str, default_maildir: &Path) -> Result<Target, String> {
     if s == "maildir" {
         return Ok(Target::Maildir(default_maildir.to_path_buf()));
@@ -220,9 +274,50 @@ pub fn target(s: &str, default_maildir: &Path) -> Result<Target, String> {
         }
         return Ok(Target::Maildir(path.into()));
     }
-    let (host, port) =
-        parse_host_port(s).map_err(|_| format!("{s:?} is not HOST:PORT or maildir:PATH"))?;
+    if let Some(rest) = s.strip_prefix("lmtp:") {
+        return lmtp_target(rest);
+    }
+    if let Some(rest) = s.strip_prefix("smtp:") {
+        let (host, port) = parse_host_port(rest)
+            .map_err(|_| format!("{s:?}: smtp: needs HOST:PORT (smtp:mail.example.org:25)"))?;
+        return Ok(Target::Smtp { host, port });
+    }
+    let bad = || format!("{s:?} is not a delivery target; use {TARGET_FORMS}");
+    let (host, port) = parse_host_port(s).map_err(|_| bad())?;
+    // `lmtps:host:24` would otherwise read as the host "lmtps:host": a scheme this does
+    // not know is an error, while an IPv6 address (`::1:25`, `[::1]:25`) is a host.
+    if host.contains(':') && host.parse::<std::net::Ipv6Addr>().is_err() {
+        return Err(bad());
+    }
     Ok(Target::Smtp { host, port })
+}
+
+/// What follows `lmtp:`: `HOST:PORT` or `unix:/absolute/path`.
+fn lmtp_target(rest: &str) -> Result<Target, String> {
+    if let Some(path) = rest.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("lmtp:unix: needs the socket's path (lmtp:unix:/run/dovecot/lmtp)".into());
+        }
+        if !path.starts_with('/') {
+            return Err(format!(
+                "lmtp:unix:{path}: the socket path must be absolute (lmtp:unix:/run/dovecot/lmtp)"
+            ));
+        }
+        return Ok(Target::LmtpUnix(path.into()));
+    }
+    if rest.is_empty() {
+        return Err(
+            "lmtp: needs HOST:PORT or unix:PATH (lmtp:127.0.0.1:24, lmtp:unix:/run/dovecot/lmtp)"
+                .into(),
+        );
+    }
+    let (host, port) = parse_host_port(rest).map_err(|_| {
+        format!(
+            "\"lmtp:{rest}\" is not lmtp:HOST:PORT or lmtp:unix:PATH \
+             (lmtp:127.0.0.1:24, lmtp:unix:/run/dovecot/lmtp)"
+        )
+    })?;
+    Ok(Target::Lmtp { host, port })
 }
 
 fn cidr(s: &str) -> Result<IpNet, String> {
@@ -306,4 +401,146 @@ fn policy_rule(
         encrypt_to_self: r.encrypt_to_self,
         mixed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Target, String> {
+        target(s, Path::new("/data/Maildir"))
+    }
+
+    #[test]
+    fn every_target_form() {
+        let smtp = |h: &str, p| Target::Smtp {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(
+            parse("mail.example.org:25"),
+            Ok(smtp("mail.example.org", 25))
+        );
+        assert_eq!(
+            parse("smtp:mail.example.org:25"),
+            Ok(smtp("mail.example.org", 25))
+        );
+        assert_eq!(parse("[::1]:25"), Ok(smtp("::1", 25)));
+        assert_eq!(parse("::1:25"), Ok(smtp("::1", 25)));
+        assert_eq!(
+            parse("lmtp:127.0.0.1:24"),
+            Ok(Target::Lmtp {
+                host: "127.0.0.1".into(),
+                port: 24
+            })
+        );
+        assert_eq!(
+            parse("lmtp:[::1]:24"),
+            Ok(Target::Lmtp {
+                host: "::1".into(),
+                port: 24
+            })
+        );
+        assert_eq!(
+            parse("lmtp:unix:/run/dovecot/lmtp"),
+            Ok(Target::LmtpUnix("/run/dovecot/lmtp".into()))
+        );
+        assert_eq!(
+            parse("maildir"),
+            Ok(Target::Maildir("/data/Maildir".into()))
+        );
+        assert_eq!(
+            parse("maildir:/var/mail/a"),
+            Ok(Target::Maildir("/var/mail/a".into()))
+        );
+    }
+
+    #[test]
+    fn every_malformed_target_says_what_to_write() {
+        for (input, expected) in [
+            ("lmtp:", "lmtp: needs HOST:PORT or unix:PATH"),
+            ("lmtp:unix:", "needs the socket's path"),
+            ("lmtp:unix:run/lmtp", "must be absolute"),
+            ("lmtp:localhost", "is not lmtp:HOST:PORT or lmtp:unix:PATH"),
+            ("lmtp:localhost:0", "is not lmtp:HOST:PORT"),
+            ("lmtp:localhost:99999", "is not lmtp:HOST:PORT"),
+            ("lmtp:24", "is not lmtp:HOST:PORT"),
+            ("smtp:", "smtp: needs HOST:PORT"),
+            ("smtp:host", "smtp: needs HOST:PORT"),
+            (
+                "lmtps:host:24",
+                "is not a delivery target; use HOST:PORT, smtp:HOST:PORT, lmtp:",
+            ),
+            ("nowhere", "is not a delivery target"),
+            (":25", "is not a delivery target"),
+            ("host:port", "is not a delivery target"),
+            ("maildir:", "maildir: needs a path"),
+        ] {
+            let err = parse(input).expect_err(input);
+            assert!(err.contains(expected), "{input:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn lmtp_in_the_file_and_on_the_command_line() {
+        use crate::config::{build, Overrides, Source, DEFAULTS};
+        let load = |text: &str, ov: &Overrides| {
+            let defaults = Source {
+                name: "embedded defaults",
+                text: DEFAULTS,
+            };
+            let user = Source {
+                name: "test.toml",
+                text,
+            };
+            build(defaults, Some(user), ov, || Ok("/data".into()))
+        };
+        let file = "[inbound]\ndeliver = \"lmtp:unix:/run/dovecot/lmtp\"\n";
+        let c = load(file, &Overrides::default()).unwrap();
+        assert_eq!(
+            c.inbound_target,
+            Target::LmtpUnix("/run/dovecot/lmtp".into())
+        );
+        let ov = Overrides {
+            deliver: Some("lmtp:mail.example.org:24".into()),
+            ..Overrides::default()
+        };
+        let c = load(file, &ov).unwrap();
+        assert_eq!(
+            c.inbound_target,
+            Target::Lmtp {
+                host: "mail.example.org".into(),
+                port: 24
+            },
+            "the flag wins"
+        );
+        let err = load(
+            "\n[inbound]\ndeliver = \"lmtp:unix:\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("line 3")
+                && err.contains("inbound.deliver")
+                && err.contains("socket's path"),
+            "{err}"
+        );
+        let ov = Overrides {
+            upstream: Some("lmtp:127.0.0.1:24".into()),
+            ..Overrides::default()
+        };
+        let err = load("", &ov).unwrap_err().to_string();
+        assert!(
+            err.contains("--upstream") && err.contains("--deliver"),
+            "{err}"
+        );
+        let err = load(
+            "[delivery]\ntransport = \"lmtp:127.0.0.1:24\"\n",
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("delivery.transport"), "{err}");
+    }
 }

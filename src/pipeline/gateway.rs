@@ -13,7 +13,7 @@ use crate::smtp::backend::Backend;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::{Client, Credentials, Transaction};
-use crate::transform::{self, Classification};
+use crate::transform::{self, inbound, Classification};
 
 use super::process;
 use super::split::Decided;
@@ -34,6 +34,8 @@ pub struct Gateway {
     pub policy: Arc<Policy>,
     /// Inbound only: the domains mail is accepted for.
     pub local_domains: Arc<Vec<String>>,
+    /// Inbound only: the authserv-id and the plaintext limit of the inbound transform.
+    pub inbound: Arc<inbound::Settings>,
 }
 
 impl Backend for Gateway {
@@ -74,23 +76,26 @@ impl Backend for Gateway {
         let credentials = tx.client.auth.clone().filter(|c| c.secret.is_some());
         let queue_id = tx.id.clone();
         let sender = tx.envelope.sender.clone();
-        let (route, parts) = match self.direction {
-            Direction::Inbound => (Route::Inbound, vec![(tx.envelope.recipients, tx.message)]),
-            Direction::Outbound => {
-                let this = self.clone();
-                // Encryption is CPU work: off the async threads.
-                match tokio::task::spawn_blocking(move || this.outbound(tx)).await {
-                    Ok(Ok(parts)) => (Route::Outbound, parts),
-                    Ok(Err(reply)) => return reply,
-                    Err(e) => {
-                        tracing::error!(%queue_id, error = %e, "outbound processing failed");
-                        return Reply::new(
-                            451,
-                            Enhanced(4, 3, 0),
-                            "Temporary local problem; try again later",
-                        );
-                    }
-                }
+        let (route, direction) = match self.direction {
+            Direction::Inbound => (Route::Inbound, "inbound"),
+            Direction::Outbound => (Route::Outbound, "outbound"),
+        };
+        let this = self.clone();
+        // Encryption and decryption are CPU work: off the async threads.
+        let work = tokio::task::spawn_blocking(move || match this.direction {
+            Direction::Inbound => this.inbound(&tx),
+            Direction::Outbound => this.outbound(tx),
+        });
+        let parts = match work.await {
+            Ok(Ok(parts)) => parts,
+            Ok(Err(reply)) => return reply,
+            Err(e) => {
+                tracing::error!(%queue_id, error = %e, "{direction} processing failed");
+                return Reply::new(
+                    451,
+                    Enhanced(4, 3, 0),
+                    "Temporary local problem; try again later",
+                );
             }
         };
         let copies = parts
@@ -170,6 +175,51 @@ impl Gateway {
                 strict.join(", ")
             ),
         ))
+    }
+
+    /// Decrypt and verify: one copy for all recipients, or one per recipient when the
+    /// message is encrypted (each opened with that recipient's own key).
+    fn inbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
+        let rcpts: Vec<&str> = tx
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        let opened = inbound::open(
+            &tx.message,
+            &rcpts,
+            &self.keyring,
+            &self.inbound,
+            SystemTime::now(),
+        )
+        .map_err(|e| {
+            tracing::error!(queue_id = %tx.id, error = %e, "inbound processing failed");
+            e.reply()
+        })?;
+        let mut parts = Vec::with_capacity(opened.len());
+        for o in opened {
+            let recipients: Vec<Recipient> = o
+                .recipients
+                .iter()
+                .filter_map(|&i| tx.envelope.recipients.get(i).cloned())
+                .collect();
+            let v = &o.verdict;
+            for r in &recipients {
+                tracing::info!(
+                    queue_id = %tx.id,
+                    recipient = %r.address,
+                    signature = v.signature.word(),
+                    encryption = v.encryption.word(),
+                    protected_headers = v.protected_headers.word(),
+                    signer = v.signer.as_ref().map(|f| f.to_hex()).unwrap_or_default(),
+                    key = v.decryption_key.as_ref().map(|f| f.to_hex()).unwrap_or_default(),
+                    "inbound copy"
+                );
+            }
+            parts.push((recipients, o.message));
+        }
+        Ok(parts)
     }
 
     /// Classify, decide per recipient, group, transform: the copies and who gets each.

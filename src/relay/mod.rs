@@ -9,10 +9,14 @@
 //!    with backoff for `lifetime`, and reported to the sender in a DSN when given up;
 //! 5. a 250 is never lost: the spool survives a crash and is picked up at start.
 
+pub mod commands;
+pub mod downgrade;
 pub mod dsn;
+pub mod lmtp;
 pub mod maildir;
 pub mod spool;
 pub mod upstream;
+pub mod wire;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +30,7 @@ use crate::smtp::envelope::{Envelope, Recipient};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
+pub use lmtp::{LmtpAddress, LmtpConfig};
 pub use spool::{Entry, Spool};
 pub use upstream::{Outcome, UpstreamConfig, UpstreamTls};
 
@@ -51,6 +56,8 @@ pub struct Copy {
 #[derive(Debug, Clone)]
 pub enum Transport {
     Smtp(UpstreamConfig),
+    /// A mailbox server speaking LMTP (inbound delivery).
+    Lmtp(LmtpConfig),
     Maildir(PathBuf),
 }
 
@@ -305,6 +312,7 @@ impl Relay {
     pub async fn attempt(&self, copy: &Copy) -> Vec<Outcome> {
         match self.transport(copy.route) {
             Transport::Smtp(up) => upstream::attempt(up, copy).await,
+            Transport::Lmtp(l) => lmtp::attempt(l, copy).await,
             Transport::Maildir(root) => {
                 let root = root.clone();
                 let host = self.inner.cfg.hostname.clone();
@@ -331,7 +339,7 @@ impl Relay {
     pub async fn check_login(&self, creds: &Credentials) -> Result<(), Reply> {
         match &self.inner.outbound {
             Transport::Smtp(up) => upstream::check_login(up, creds).await,
-            Transport::Maildir(_) => Err(Reply::new(
+            Transport::Lmtp(_) | Transport::Maildir(_) => Err(Reply::new(
                 454,
                 Enhanced(4, 7, 0),
                 "AUTH passthrough needs an upstream server",
@@ -343,6 +351,7 @@ impl Relay {
     pub async fn offers_smtputf8(&self, route: Route) -> bool {
         match self.transport(route) {
             Transport::Smtp(up) => upstream::offers_smtputf8(up).await,
+            Transport::Lmtp(l) => lmtp::offers_smtputf8(l).await,
             Transport::Maildir(_) => true,
         }
     }

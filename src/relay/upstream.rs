@@ -8,10 +8,11 @@ use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, 
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 
-use crate::smtp::envelope::{Notify, Recipient, Ret};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
+use super::commands::{self, MailParams};
+use super::downgrade::{self, Prepared};
 use super::Copy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,15 +118,32 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             Err(reply) => return all(reply),
         },
     };
-    let mut mail = mail_for(&conn, copy);
-    let mut sent = command_checked(&mut conn, mail.clone(), cfg.timeout).await;
+    // RFC 6152 §3: 8-bit data to a server without 8BITMIME is re-encoded first, or not
+    // sent at all.
+    let mut data = match downgrade::prepare(&copy.data, offers_8bitmime(&conn)).await {
+        Ok(d) => d,
+        Err(reply) => {
+            // Nothing was sent: the connection is clean for the next copy.
+            cfg.pool.put(login, conn);
+            return all(reply);
+        }
+    };
+    let mail = mail_for(&conn, copy, &data);
+    let mut sent = command_checked(&mut conn, mail, cfg.timeout).await;
     if was_pooled && matches!(sent, Err((_, true))) {
         // The server closed the idle connection in the meantime: a fresh one.
         conn = match connect(cfg, creds).await {
             Ok(c) => c,
             Err(reply) => return all(reply),
         };
-        mail = mail_for(&conn, copy);
+        data = match downgrade::prepare(&copy.data, offers_8bitmime(&conn)).await {
+            Ok(d) => d,
+            Err(reply) => {
+                conn.abort().await;
+                return all(reply);
+            }
+        };
+        let mail = mail_for(&conn, copy, &data);
         sent = command_checked(&mut conn, mail, cfg.timeout).await;
     }
     if let Err((reply, _)) = sent {
@@ -138,7 +156,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let mut outcomes: Vec<Option<Outcome>> = vec![None; copy.envelope.recipients.len()];
     let mut accepted = Vec::new();
     for (i, rcpt) in copy.envelope.recipients.iter().enumerate() {
-        match command_checked(&mut conn, rcpt_command(rcpt, dsn), cfg.timeout).await {
+        match command_checked(&mut conn, commands::rcpt(rcpt, dsn), cfg.timeout).await {
             Ok(_) => accepted.push(i),
             Err((reply, broken)) => {
                 reusable &= !broken;
@@ -151,7 +169,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             Ok(_) => {
                 // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
                 // In chunks, so that dot-stuffing never copies a large message whole.
-                let body = copy.data.strip_suffix(b"\r\n").unwrap_or(&copy.data);
+                let body = data.data.strip_suffix(b"\r\n").unwrap_or(&data.data);
                 match tokio::time::timeout(
                     cfg.data_timeout,
                     conn.message_iter(body.chunks(64 * 1024)),
@@ -356,77 +374,23 @@ fn supports(conn: &AsyncSmtpConnection, keyword: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(keyword))
 }
 
-fn mail_command(copy: &Copy, utf8: bool, dsn: bool, eight_bit: bool) -> String {
-    let s = &copy.envelope.sender;
-    let mut cmd = format!("MAIL FROM:<{}>", s.address);
-    cmd.push_str(&format!(" SIZE={}", copy.data.len()));
-    if s.eight_bit && eight_bit {
-        cmd.push_str(" BODY=8BITMIME");
-    }
-    if s.smtputf8 && utf8 {
-        cmd.push_str(" SMTPUTF8");
-    }
-    if dsn {
-        match s.ret {
-            Some(Ret::Full) => cmd.push_str(" RET=FULL"),
-            Some(Ret::Headers) => cmd.push_str(" RET=HDRS"),
-            None => {}
-        }
-        if let Some(envid) = &s.envid {
-            cmd.push_str(&format!(" ENVID={}", xtext(envid)));
-        }
-    }
-    cmd.push_str("\r\n");
-    cmd
-}
-
-fn rcpt_command(r: &Recipient, dsn: bool) -> String {
-    let mut cmd = format!("RCPT TO:<{}>", r.address);
-    if dsn {
-        if !r.notify.is_empty() {
-            let n: Vec<&str> = r
-                .notify
-                .iter()
-                .map(|n| match n {
-                    Notify::Never => "NEVER",
-                    Notify::Success => "SUCCESS",
-                    Notify::Failure => "FAILURE",
-                    Notify::Delay => "DELAY",
-                })
-                .collect();
-            cmd.push_str(&format!(" NOTIFY={}", n.join(",")));
-        }
-        if let Some(orcpt) = &r.orcpt {
-            match orcpt.split_once(';') {
-                Some((kind, addr)) => cmd.push_str(&format!(" ORCPT={kind};{}", xtext(addr))),
-                None => cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(orcpt))),
-            }
-        }
-    }
-    cmd.push_str("\r\n");
-    cmd
-}
-
-/// RFC 3461 xtext: `+`, `=`, controls and non-ASCII as `+XX`.
-fn xtext(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
-fn mail_for(conn: &AsyncSmtpConnection, copy: &Copy) -> String {
-    mail_command(
-        copy,
-        conn.server_info().supports_feature(Extension::SmtpUtfEight),
-        supports(conn, "DSN"),
-        conn.server_info().supports_feature(Extension::EightBitMime),
+/// MAIL for `data` (the copy as prepared for this connection's capabilities).
+fn mail_for(conn: &AsyncSmtpConnection, copy: &Copy, data: &Prepared) -> String {
+    let info = conn.server_info();
+    commands::mail(
+        &copy.envelope.sender,
+        MailParams {
+            size: Some(data.data.len()),
+            body_8bit: data.body_8bit,
+            smtputf8: copy.envelope.sender.smtputf8
+                && info.supports_feature(Extension::SmtpUtfEight),
+            dsn: supports(conn, "DSN"),
+        },
     )
+}
+
+fn offers_8bitmime(conn: &AsyncSmtpConnection) -> bool {
+    conn.server_info().supports_feature(Extension::EightBitMime)
 }
 
 /// A command and its reply; an error says whether the connection is broken (no reply, or
@@ -521,6 +485,5 @@ mod tests {
         assert_eq!(r.to_wire(), b"550 5.1.1 <bob@x>: no such user\r\n");
         let r = parse_text(451, "try later".into());
         assert_eq!(r.to_wire(), b"451 4.0.0 try later\r\n");
-        assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
     }
 }

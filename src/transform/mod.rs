@@ -6,7 +6,39 @@
 //! builds `multipart/signed`, both with RFC 9788 header protection ([`headers`]) and,
 //! when signed, an [`autocrypt`] header for the sender.
 //!
+//! Inbound, [`inbound::open`] decrypts and verifies mail for local users: it removes every
+//! incoming copy of our result fields, looks only at the root entity (RFC 3156
+//! `multipart/encrypted` or `multipart/signed`, or a text body that is exactly one armored
+//! block), decrypts once per envelope recipient with that recipient's own keys, judges
+//! signatures against the single From address, applies RFC 9788 protected fields only
+//! under a valid signature, and writes `Authentication-Results` and `X-Sealpost-Verdict`.
+//! What it finds is a verdict, never an error: what cannot be opened is delivered as
+//! received, with our fields on top.
+//!
 //! # Security rules (`security.md`) and where they are kept
+//!
+//! - **Rule 1, EFAIL (inbound):** only the root is decrypted ([`inbound::root`]); nested
+//!   ciphertext is reported `nested-ignored` (test `efail_ciphertext_between_html_parts_is_never_decrypted`).
+//!   SED is refused before decryption, bad MDC and truncation after reading the whole
+//!   plaintext, which is then discarded; plaintext is bounded by `max_plaintext`
+//!   ([`inbound::decrypt`]; tests `sed_is_refused`, `a_bad_mdc_or_truncation_releases_nothing`,
+//!   `a_compression_bomb_stops_at_the_limit`). Only `decrypt` makes a `Plaintext`.
+//! - **Rule 2, reply oracles:** a secret key is used only when its certificate has a
+//!   valid user ID with the envelope recipient's address (tests
+//!   `ciphertext_for_another_local_user_is_not_decrypted`,
+//!   `anonymous_recipients_are_tried_with_the_recipients_own_keys_only`).
+//! - **Rule 3 (inbound):** [`inbound::verify::judge`] gives `valid` only for a signature
+//!   over the whole (decrypted) root from a certificate with a user ID equal to the single
+//!   From address; `partial`, `from-mismatch`, `multiple-from` otherwise (tests in
+//!   `inbound/tests/signatures.rs`). Result fields carry only fixed words, hex
+//!   fingerprints and validated addresses; protected values are sanitised
+//!   (test `protected_values_cannot_inject_fields`).
+//! - **Rules 4 and 5, forged results, encrypted is not authentic:** [`inbound::results`]
+//!   strips our fields outside and in the payload (test
+//!   `forged_results_are_removed_outside_and_inside`); protected fields replace outer ones
+//!   only with the `Valid` proof only `judge` makes (tests
+//!   `unsigned_protected_headers_are_kept_apart`,
+//!   `the_outbound_path_output_opens_with_header_protection_applied`).
 //!
 //! - **Rule 3, signature spoofing:** a message is signed only as a whole root entity
 //!   (the combined form, or the first part of `multipart/signed`), and only when it has
@@ -35,6 +67,7 @@ pub mod autocrypt;
 pub mod classify;
 pub mod encrypt;
 pub mod headers;
+pub mod inbound;
 pub mod seven_bit;
 pub mod sign;
 pub mod structure;

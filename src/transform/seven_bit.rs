@@ -63,7 +63,9 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("text"));
         let (encoded, name) = if text {
             let mut qp = super::sign::quoted_printable(body);
-            if qp.ends_with(b"\r\n") {
+            // The encoder ends every body with a line break; one the content did not
+            // have goes (a content's own last line break stays).
+            if qp.ends_with(b"\r\n") && !body.ends_with(b"\n") {
                 qp.truncate(qp.len() - 2);
             }
             (qp, "quoted-printable")
@@ -129,6 +131,15 @@ mod tests {
         // The decoded content is what it was.
         let reparsed = MessageParser::default().parse(&out).unwrap();
         assert_eq!(reparsed.body_text(0).unwrap(), "Grüße \r\nline2");
+    }
+
+    #[test]
+    fn a_part_keeps_its_last_line_break() {
+        let m = "Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Grüße</p>\r\n\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nné\r\n--x--\r\n";
+        let out = rewrite(m.as_bytes()).unwrap();
+        let parsed = MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.parts[1].text_contents(), Some("<p>Grüße</p>\r\n"));
+        assert_eq!(parsed.parts[2].text_contents(), Some("né"));
     }
 
     #[test]

@@ -317,7 +317,7 @@ fn protected_input_passes_byte_exact_and_bad_from_is_refused() {
 }
 
 #[test]
-fn an_expired_key_is_never_used() {
+fn expired_and_revoked_keys_are_never_used() {
     let s = Sealpost::new();
     let g = Gpg::new();
     g.ok(&[
@@ -329,24 +329,48 @@ fn an_expired_key_is_never_used() {
         "default",
         "1y",
     ]);
+    let gone = g.generate("<gone@example.net>", "default", "default", "never");
     assert!(s
         .run_with_input(&["keys", "import", "-"], &g.ok(&["--armor", "--export"]))
+        .status
+        .success());
+    // The revocation arrives after the certificate, as an admin would import it.
+    assert!(s
+        .run_with_input(&["keys", "import", "-"], &g.revocation_cert(&gone))
         .status
         .success());
     let sink = SmtpSink::start(&[]);
     let gw = s.serve(
         &config(
             &sink,
-            "[policy.address.\"old@example.net\"]\nmode = \"require\"\n",
+            "[policy.address.\"old@example.net\"]\nmode = \"require\"\n\n\
+             [policy.address.\"gone@example.net\"]\nmode = \"require\"\n",
         ),
         &[],
     );
+    for who in ["old@example.net", "gone@example.net"] {
+        let (ok, out) = swaks(gw.port(), &["--from", "alice@example.org", "--to", who]);
+        assert!(!ok, "{who}: {out}");
+        assert!(out.contains(&format!("550 5.7.1 <{who}>")), "{out}");
+    }
+    // Opportunistic (the default): the revoked key is not used, the copy goes in the clear.
+    drop(gw);
+    let gw = s.serve(&config(&sink, ""), &[]);
     let (ok, out) = swaks(
         gw.port(),
-        &["--from", "alice@example.org", "--to", "old@example.net"],
+        &[
+            "--from",
+            "alice@example.org",
+            "--to",
+            "gone@example.net",
+            "--body",
+            "not for a revoked key",
+        ],
     );
-    assert!(!ok);
-    assert!(out.contains("550 5.7.1 <old@example.net>"), "{out}");
+    assert!(ok, "{out}");
+    let dump = sink.wait_messages(1, LONG)[0].text();
+    assert!(!dump.contains("multipart/encrypted"), "{dump}");
+    assert!(dump.contains("not for a revoked key"), "{dump}");
 }
 
 #[test]

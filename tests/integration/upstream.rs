@@ -550,3 +550,225 @@ fn between(s: &str, a: char, b: char) -> String {
         _ => String::new(),
     }
 }
+
+impl SmtpSink {
+    /// The `MAIL FROM` arguments of each dump, oldest first (`<a@example.org> BODY=8BITMIME`).
+    pub fn mail_args(&self) -> Vec<String> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .filter_map(|raw| {
+                String::from_utf8_lossy(&raw)
+                    .lines()
+                    .find_map(|l| l.strip_prefix("X-Mail-Args: ").map(str::to_string))
+            })
+            .collect()
+    }
+}
+
+/// One LMTP transaction: one DATA, its recipients, and the reply each got.
+#[derive(Debug, Clone)]
+pub struct LmtpTransaction {
+    /// The LHLO argument.
+    pub lhlo: String,
+    /// The whole MAIL command line, parameters included.
+    pub mail: String,
+    pub recipients: Vec<String>,
+    /// The message, dot-unstuffed.
+    pub data: Vec<u8>,
+    /// The reply line each recipient got after the final dot, in RCPT order.
+    pub replies: Vec<String>,
+}
+
+#[derive(Default)]
+struct LmtpScript {
+    eight_bit_mime: bool,
+    /// Replies after the final dot, per address, one per transaction; then 250.
+    after_data: Vec<(String, std::collections::VecDeque<String>)>,
+    transactions: Vec<LmtpTransaction>,
+}
+
+/// An LMTP server (RFC 2033), on TCP or on a Unix socket, that answers each recipient
+/// after the final dot from a script and records every transaction.
+pub struct LmtpServer {
+    script: Arc<Mutex<LmtpScript>>,
+    target: String,
+    /// Holds the Unix socket's directory.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl LmtpServer {
+    /// On 127.0.0.1, a port chosen by the system; `eight_bit_mime`: offer 8BITMIME.
+    pub fn tcp(eight_bit_mime: bool) -> LmtpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let script = LmtpServer::script(eight_bit_mime);
+        let s = script.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || lmtp_session(stream, &s));
+            }
+        });
+        LmtpServer {
+            script,
+            target: format!("lmtp:127.0.0.1:{port}"),
+            _dir: None,
+        }
+    }
+
+    /// On a Unix socket in a temporary directory, as Dovecot listens by default.
+    pub fn unix(eight_bit_mime: bool) -> LmtpServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lmtp");
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind unix");
+        let script = LmtpServer::script(eight_bit_mime);
+        let s = script.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let s = s.clone();
+                std::thread::spawn(move || lmtp_session(stream, &s));
+            }
+        });
+        LmtpServer {
+            script,
+            target: format!("lmtp:unix:{}", path.display()),
+            _dir: Some(dir),
+        }
+    }
+
+    fn script(eight_bit_mime: bool) -> Arc<Mutex<LmtpScript>> {
+        Arc::new(Mutex::new(LmtpScript {
+            eight_bit_mime,
+            ..LmtpScript::default()
+        }))
+    }
+
+    /// The delivery target for sealpost: `lmtp:127.0.0.1:PORT` or `lmtp:unix:PATH`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// `address` gets these replies after the final dot, one per transaction, then 250.
+    pub fn after_data(&self, address: &str, replies: &[&str]) {
+        self.script.lock().unwrap().after_data.push((
+            address.to_lowercase(),
+            replies.iter().map(|r| r.to_string()).collect(),
+        ));
+    }
+
+    pub fn transactions(&self) -> Vec<LmtpTransaction> {
+        self.script.lock().unwrap().transactions.clone()
+    }
+
+    pub fn wait_transactions(&self, n: usize, timeout: Duration) -> Vec<LmtpTransaction> {
+        wait_for(timeout, &format!("{n} LMTP transaction(s)"), || {
+            let t = self.transactions();
+            (t.len() >= n).then_some(t)
+        })
+    }
+}
+
+fn lmtp_session<S: Stream>(stream: S, script: &Mutex<LmtpScript>) {
+    let mut io = Io {
+        inner: BufReader::new(stream),
+    };
+    let _ = lmtp_commands(&mut io, script);
+}
+
+fn lmtp_commands<S: Stream>(io: &mut Io<S>, script: &Mutex<LmtpScript>) -> std::io::Result<()> {
+    io.write_all(b"220 lmtp.test LMTP ready\r\n")?;
+    let mut lhlo = None;
+    let mut mail = None;
+    let mut rcpts: Vec<String> = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if io.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let command = line.trim_end().to_string();
+        let verb = command
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase();
+        match verb.as_str() {
+            "LHLO" => {
+                lhlo = Some(command[4..].trim().to_string());
+                let mut reply = String::from("250-lmtp.test\r\n250-PIPELINING\r\n");
+                if script.lock().unwrap().eight_bit_mime {
+                    reply.push_str("250-8BITMIME\r\n");
+                }
+                reply.push_str("250-ENHANCEDSTATUSCODES\r\n250 SIZE\r\n");
+                io.write_all(reply.as_bytes())?;
+            }
+            "EHLO" | "HELO" => {
+                io.write_all(b"500 5.5.1 This is an LMTP server; say LHLO\r\n")?;
+            }
+            "MAIL" if lhlo.is_none() => io.write_all(b"503 5.5.1 LHLO first\r\n")?,
+            "MAIL" => {
+                mail = Some(command.clone());
+                rcpts.clear();
+                io.write_all(b"250 2.1.0 Ok\r\n")?;
+            }
+            "RCPT" if mail.is_none() => io.write_all(b"503 5.5.1 MAIL first\r\n")?,
+            "RCPT" => {
+                rcpts.push(between(&command, '<', '>').to_lowercase());
+                io.write_all(b"250 2.1.5 Ok\r\n")?;
+            }
+            "DATA" if rcpts.is_empty() => io.write_all(b"503 5.5.1 No valid recipients\r\n")?,
+            "DATA" => {
+                io.write_all(b"354 Start mail input; end with <CRLF>.<CRLF>\r\n")?;
+                let mut data = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if io.read_until(b'\n', &mut l)? == 0 {
+                        return Ok(());
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    data.extend_from_slice(l.strip_prefix(b".").unwrap_or(&l));
+                }
+                let mut s = script.lock().unwrap();
+                let replies: Vec<String> = rcpts
+                    .iter()
+                    .map(|r| {
+                        s.after_data
+                            .iter_mut()
+                            .find(|(a, _)| a == r)
+                            .and_then(|(_, q)| q.pop_front())
+                            .unwrap_or_else(|| format!("250 2.0.0 <{r}> Saved"))
+                    })
+                    .collect();
+                s.transactions.push(LmtpTransaction {
+                    lhlo: lhlo.clone().unwrap_or_default(),
+                    mail: mail.take().unwrap_or_default(),
+                    recipients: std::mem::take(&mut rcpts),
+                    data,
+                    replies: replies.clone(),
+                });
+                drop(s);
+                // All replies in one write, as a server that has them at once sends them.
+                let all: String = replies.iter().map(|r| format!("{r}\r\n")).collect();
+                io.write_all(all.as_bytes())?;
+            }
+            "RSET" => {
+                mail = None;
+                rcpts.clear();
+                io.write_all(b"250 2.0.0 Ok\r\n")?;
+            }
+            "NOOP" => io.write_all(b"250 2.0.0 Ok\r\n")?,
+            "QUIT" => {
+                io.write_all(b"221 2.0.0 Bye\r\n")?;
+                return Ok(());
+            }
+            _ => io.write_all(b"502 5.5.2 Command not recognized\r\n")?,
+        }
+    }
+}

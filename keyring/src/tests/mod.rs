@@ -3,10 +3,13 @@
 use std::time::{Duration, SystemTime};
 
 use openpgp::cert::CertBuilder;
+use openpgp::packet::Packet;
 use openpgp::serialize::SerializeInto;
 use openpgp::types::ReasonForRevocation;
 
 use super::*;
+
+mod secrets;
 
 fn keyring() -> Keyring {
     Keyring::open_memory(OpenOptions::default()).unwrap()
@@ -263,91 +266,6 @@ fn bad_input_changes_nothing() {
 }
 
 #[test]
-fn sled_store_persists_and_locks() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = cert("<hal@example.org>");
-    {
-        let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
-        k.import(&c.as_tsk().to_vec().unwrap()).unwrap();
-        let second = Keyring::open(dir.path(), OpenOptions::default());
-        assert!(matches!(second, Err(Error::Locked { .. })), "{second:?}");
-    }
-    let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
-    assert!(k.has_secret(&c.fingerprint()).unwrap());
-    assert!(k.remove(&c.fingerprint()).unwrap());
-    assert!(!k.remove(&c.fingerprint()).unwrap());
-    assert!(k.find("hal@example.org").unwrap().is_empty());
-
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o700);
-}
-
-#[test]
-fn secrets_at_rest_are_sealed_with_the_passphrase() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = cert("<ivy@example.org>");
-    let tsk = c.as_tsk().to_vec().unwrap();
-    let secret_scalar = {
-        let key = c.keys().subkeys().secret().next().unwrap().key().clone();
-        use openpgp::serialize::Marshal;
-        let mut v = Vec::new();
-        if let Some(openpgp::packet::key::SecretKeyMaterial::Unencrypted(u)) = key.optional_secret()
-        {
-            u.map(|m| m.serialize(&mut v).unwrap());
-        }
-        v
-    };
-    assert!(secret_scalar.len() > 16);
-    let opts = OpenOptions {
-        passphrase: Some(Password::from("hunter2 hunter2")),
-        ..OpenOptions::default()
-    };
-    {
-        let k = Keyring::open(dir.path(), opts.clone()).unwrap();
-        assert!(k.has_passphrase());
-        k.import(&tsk).unwrap();
-    }
-    let needle = &secret_scalar[secret_scalar.len() - 16..];
-    let mut found = false;
-    for entry in walk(dir.path()) {
-        let bytes = std::fs::read(entry).unwrap();
-        found |= bytes.windows(needle.len()).any(|w| w == needle);
-    }
-    assert!(!found, "secret key material is on disk in the clear");
-
-    let k = Keyring::open(dir.path(), opts).unwrap();
-    assert!(k.export(&c.fingerprint(), true).is_ok());
-    drop(k);
-    let wrong = OpenOptions {
-        passphrase: Some(Password::from("wrong")),
-        ..OpenOptions::default()
-    };
-    assert!(matches!(
-        Keyring::open(dir.path(), wrong),
-        Err(Error::BadPassphrase)
-    ));
-    let none = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
-    assert!(matches!(
-        none.export(&c.fingerprint(), true),
-        Err(Error::PassphraseNeeded)
-    ));
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}
-
-#[test]
 fn generate_profiles() {
     let k = keyring();
     let v4 = k
@@ -378,6 +296,23 @@ fn generate_profiles() {
         features.supports_seipdv1() && !features.supports_seipdv2(),
         "v4 keys stay readable by gpg 2.2"
     );
+    // gpg 2.2 and PGPy reject SHA3 in the hash preferences of a v4 key.
+    let vc = v4.with_policy(k.policy(), None).unwrap();
+    let uid = vc.primary_userid().unwrap();
+    let hashes = uid.binding_signature().preferred_hash_algorithms().unwrap();
+    assert!(!hashes.is_empty());
+    for h in hashes {
+        assert!(
+            matches!(
+                h,
+                openpgp::types::HashAlgorithm::SHA256
+                    | openpgp::types::HashAlgorithm::SHA384
+                    | openpgp::types::HashAlgorithm::SHA512
+                    | openpgp::types::HashAlgorithm::SHA224
+            ),
+            "{h:?}"
+        );
+    }
     assert!(k.has_secret(&v4.fingerprint()).unwrap());
     assert!(k
         .lookup_encryption("jo@example.org", SystemTime::now())

@@ -1,0 +1,231 @@
+//! Importing key material: parse everything first, merge with what is stored, then write
+//! one atomic batch, so that bad input changes nothing.
+
+use std::collections::HashMap;
+
+use openpgp::crypto::Password;
+use openpgp::packet::Packet;
+use openpgp::parse::Parse;
+use openpgp::serialize::SerializeInto;
+use openpgp::{Cert, Fingerprint};
+use sequoia_openpgp as openpgp;
+
+use crate::store::{Op, Tree};
+use crate::{cert, Error, Keyring};
+
+/// What importing did to one certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportStatus {
+    New,
+    Updated,
+    Unchanged,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    pub fingerprint: Fingerprint,
+    pub user_ids: Vec<String>,
+    pub status: ImportStatus,
+    /// The keyring holds secret key material for this certificate after the import.
+    pub secret: bool,
+}
+
+/// A certificate's stored public form before the import (if any) and its merged state.
+type Pending = (Option<Vec<u8>>, Cert);
+
+impl Keyring {
+    /// Imports everything in `data`, all or nothing.
+    ///
+    /// # Errors
+    /// `Error::Parse` for input that is not importable; nothing is changed then.
+    pub fn import(&self, data: &[u8]) -> Result<Vec<ImportOutcome>, Error> {
+        self.import_all(&[data]).map_err(|(_, e)| e)
+    }
+
+    /// Imports several inputs (files) as one change: every input is parsed before anything
+    /// is stored, so a bad one leaves the keyring as it was.
+    ///
+    /// # Errors
+    /// The index of the input that failed, and why.
+    pub fn import_all(&self, inputs: &[&[u8]]) -> Result<Vec<ImportOutcome>, (usize, Error)> {
+        let mut parsed = cert::Parsed::default();
+        for (i, data) in inputs.iter().enumerate() {
+            let p = cert::parse(data).map_err(|e| (i, e))?;
+            parsed.certs.extend(p.certs);
+            parsed.signatures.extend(p.signatures);
+        }
+        // A failure past parsing (a signature for an unknown certificate, a locked secret
+        // key) cannot be pinned on one input; it is reported against the first.
+        self.import_parsed(parsed).map_err(|e| (0, e))
+    }
+
+    fn import_parsed(&self, parsed: cert::Parsed) -> Result<Vec<ImportOutcome>, Error> {
+        let _guard = self.lock_writer()?;
+        let mut ops = Vec::new();
+        let mut outcomes: Vec<ImportOutcome> = Vec::new();
+        // The state of each certificate as this import leaves it, so that a keyring holding
+        // the same certificate twice merges both copies.
+        let mut pending: HashMap<Fingerprint, Pending> = HashMap::new();
+
+        for incoming in parsed.certs {
+            let fpr = incoming.fingerprint();
+            let incoming = unlock(incoming, self.inner.passphrase.as_ref())?;
+            let (old_public, base) = match pending.remove(&fpr) {
+                Some(p) => p,
+                None => {
+                    let old_public = self.inner.store.get(Tree::Certs, fpr.as_bytes())?;
+                    let base = match self.load_secret(&fpr)? {
+                        Some(tsk) => Some(tsk),
+                        None => old_public
+                            .as_deref()
+                            .map(Cert::from_bytes)
+                            .transpose()
+                            .map_err(|e| Error::Store(e.to_string()))?,
+                    };
+                    (old_public, base.unwrap_or_else(|| incoming.clone()))
+                }
+            };
+            let merged = base
+                .merge_public_and_secret(incoming)
+                .map_err(|e| Error::Parse {
+                    reason: format!("cannot merge {fpr}: {e}"),
+                })?;
+            pending.insert(fpr, (old_public, merged));
+        }
+
+        for sig in parsed.signatures {
+            let target = sig
+                .get_issuers()
+                .iter()
+                .find_map(|h| self.fingerprints_for(h).ok()?.into_iter().next())
+                .ok_or_else(|| Error::Parse {
+                    reason: "the signature is for a certificate that is not in the keyring; \
+                             import the certificate first"
+                        .into(),
+                })?;
+            let (old_public, base) = match pending.remove(&target) {
+                Some(p) => p,
+                None => {
+                    let old_public = self.inner.store.get(Tree::Certs, target.as_bytes())?;
+                    let base = match self.load_secret(&target)? {
+                        Some(tsk) => tsk,
+                        None => self
+                            .load_public(&target)?
+                            .ok_or_else(|| Error::NotFound(target.to_hex()))?,
+                    };
+                    (old_public, base)
+                }
+            };
+            let (merged, _) = base
+                .insert_packets(std::iter::once(Packet::from(sig)))
+                .map_err(|e| Error::Parse {
+                    reason: format!("cannot apply the signature to {target}: {e}"),
+                })?;
+            pending.insert(target, (old_public, merged));
+        }
+
+        let mut pending: Vec<(Fingerprint, Pending)> = pending.into_iter().collect();
+        pending.sort_by(|a, b| a.0.cmp(&b.0));
+        for (fpr, (old_public, merged)) in &pending {
+            let public = merged.to_vec().map_err(|e| Error::Crypto(e.to_string()))?;
+            let had_secret = self
+                .inner
+                .store
+                .get(Tree::Secrets, fpr.as_bytes())?
+                .is_some();
+            let secret = merged.is_tsk();
+            let status = match old_public {
+                None => ImportStatus::New,
+                Some(old) if *old != public || (secret && !had_secret) => ImportStatus::Updated,
+                Some(_) => ImportStatus::Unchanged,
+            };
+            if status != ImportStatus::Unchanged {
+                if let Some(old) = old_public {
+                    let old = Cert::from_bytes(old).map_err(|e| Error::Store(e.to_string()))?;
+                    ops.extend(self.index_ops(&old, false));
+                }
+                ops.extend(self.index_ops(merged, true));
+                ops.push(Op::Put(Tree::Certs, fpr.as_bytes().to_vec(), public));
+                if secret {
+                    let tsk = merged
+                        .as_tsk()
+                        .to_vec()
+                        .map_err(|e| Error::Crypto(e.to_string()))?;
+                    ops.push(Op::Put(
+                        Tree::Secrets,
+                        fpr.as_bytes().to_vec(),
+                        self.inner.sealer.seal(&tsk)?,
+                    ));
+                }
+            }
+            outcomes.push(ImportOutcome {
+                fingerprint: fpr.clone(),
+                user_ids: user_ids(merged),
+                status,
+                secret: secret || had_secret,
+            });
+        }
+        self.inner.store.apply(ops)?;
+        for o in &outcomes {
+            if o.status != ImportStatus::Unchanged {
+                self.invalidate(&o.fingerprint)?;
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// Removes the password protection of imported secret keys with the keyring passphrase:
+/// the keyring seals secrets as a whole, and a key that needs its own password on every
+/// message could not be used unattended.
+///
+/// # Errors
+/// `Error::SecretLocked` when a key is protected and the keyring passphrase (if any) does
+/// not unlock it.
+fn unlock(cert: Cert, passphrase: Option<&Password>) -> Result<Cert, Error> {
+    let fingerprint = cert.fingerprint();
+    let locked = || Error::SecretLocked {
+        fingerprint: fingerprint.to_hex(),
+    };
+    let mut unlocked: Vec<Packet> = Vec::new();
+    for ka in cert.keys().secret() {
+        if ka.key().has_unencrypted_secret() {
+            continue;
+        }
+        let pass = passphrase.ok_or_else(locked)?;
+        let key = ka
+            .key()
+            .clone()
+            .decrypt_secret(pass)
+            .map_err(|_| locked())?;
+        unlocked.push(if ka.key().fingerprint() == fingerprint {
+            Packet::from(key.role_into_primary())
+        } else {
+            Packet::from(key.role_into_subordinate())
+        });
+    }
+    if unlocked.is_empty() {
+        return Ok(cert);
+    }
+    let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
+    let (cert, _) = cert.insert_packets(unlocked).map_err(crypto)?;
+    if cert
+        .keys()
+        .secret()
+        .any(|ka| !ka.key().has_unencrypted_secret())
+    {
+        return Err(locked());
+    }
+    Ok(cert)
+}
+
+pub(crate) fn user_ids(cert: &Cert) -> Vec<String> {
+    cert.userids()
+        .map(|ua| {
+            String::from_utf8_lossy(ua.userid().value())
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect()
+        })
+        .collect()
+}

@@ -1,0 +1,132 @@
+//! Storage on disk and secret keys: persistence, locking, sealing at rest, protected imports.
+
+use openpgp::serialize::SerializeInto;
+
+use super::*;
+
+#[test]
+fn sled_store_persists_and_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cert("<hal@example.org>");
+    {
+        let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
+        k.import(&c.as_tsk().to_vec().unwrap()).unwrap();
+        let second = Keyring::open(dir.path(), OpenOptions::default());
+        assert!(matches!(second, Err(Error::Locked { .. })), "{second:?}");
+    }
+    let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
+    assert!(k.has_secret(&c.fingerprint()).unwrap());
+    assert!(k.remove(&c.fingerprint()).unwrap());
+    assert!(!k.remove(&c.fingerprint()).unwrap());
+    assert!(k.find("hal@example.org").unwrap().is_empty());
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn secrets_at_rest_are_sealed_with_the_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cert("<ivy@example.org>");
+    let tsk = c.as_tsk().to_vec().unwrap();
+    let secret_scalar = {
+        let key = c.keys().subkeys().secret().next().unwrap().key().clone();
+        use openpgp::serialize::Marshal;
+        let mut v = Vec::new();
+        if let Some(openpgp::packet::key::SecretKeyMaterial::Unencrypted(u)) = key.optional_secret()
+        {
+            u.map(|m| m.serialize(&mut v).unwrap());
+        }
+        v
+    };
+    assert!(secret_scalar.len() > 16);
+    let opts = OpenOptions {
+        passphrase: Some(Password::from("hunter2 hunter2")),
+        ..OpenOptions::default()
+    };
+    {
+        let k = Keyring::open(dir.path(), opts.clone()).unwrap();
+        assert!(k.has_passphrase());
+        k.import(&tsk).unwrap();
+    }
+    let needle = &secret_scalar[secret_scalar.len() - 16..];
+    let mut found = false;
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(entry).unwrap();
+        found |= bytes.windows(needle.len()).any(|w| w == needle);
+    }
+    assert!(!found, "secret key material is on disk in the clear");
+
+    let k = Keyring::open(dir.path(), opts).unwrap();
+    assert!(k.export(&c.fingerprint(), true).is_ok());
+    drop(k);
+    let wrong = OpenOptions {
+        passphrase: Some(Password::from("wrong")),
+        ..OpenOptions::default()
+    };
+    assert!(matches!(
+        Keyring::open(dir.path(), wrong),
+        Err(Error::BadPassphrase)
+    ));
+    let none = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
+    assert!(matches!(
+        none.export(&c.fingerprint(), true),
+        Err(Error::PassphraseNeeded)
+    ));
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn protected_secret_keys_unlock_only_with_the_keyring_passphrase() {
+    let (c, _) = CertBuilder::general_purpose(Some("<lea@example.org>"))
+        .set_password(Some(Password::from("shared secret")))
+        .generate()
+        .unwrap();
+    let tsk = c.as_tsk().to_vec().unwrap();
+
+    let plain = keyring();
+    assert!(matches!(
+        plain.import(&tsk),
+        Err(Error::SecretLocked { .. })
+    ));
+    assert!(plain.list().unwrap().is_empty(), "nothing imported");
+
+    let other = Keyring::open_memory(OpenOptions {
+        passphrase: Some(Password::from("another one")),
+        ..OpenOptions::default()
+    })
+    .unwrap();
+    assert!(matches!(
+        other.import(&tsk),
+        Err(Error::SecretLocked { .. })
+    ));
+
+    let same = Keyring::open_memory(OpenOptions {
+        passphrase: Some(Password::from("shared secret")),
+        ..OpenOptions::default()
+    })
+    .unwrap();
+    assert!(same.import(&tsk).unwrap()[0].secret);
+    let unlocked = same
+        .secret_for(&KeyHandle::from(c.fingerprint()))
+        .unwrap()
+        .unwrap();
+    assert!(unlocked
+        .keys()
+        .secret()
+        .all(|ka| ka.key().has_unencrypted_secret()));
+    assert_eq!(unlocked.keys().secret().count(), c.keys().count());
+}

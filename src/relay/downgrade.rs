@@ -1,0 +1,216 @@
+//! What a copy looks like on a given next hop (RFC 6152 §3): 8-bit data goes as it is, with
+//! `BODY=8BITMIME`, to a hop that offers 8BITMIME; to one that does not, it is re-encoded
+//! 7-bit first, or, when that is not possible, not sent at all (`554 5.6.3`).
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::sync::Arc;
+
+use crate::smtp::reply::{Enhanced, Reply};
+use crate::transform::headers;
+
+/// A copy's data as it goes to one next hop.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub data: Arc<Vec<u8>>,
+    /// Send `BODY=8BITMIME`: the data has 8-bit bytes and the hop takes them.
+    pub body_8bit: bool,
+}
+
+/// Whether any byte is 8-bit.
+pub fn has_8bit(data: &[u8]) -> bool {
+    data.iter().any(|&b| b >= 0x80)
+}
+
+/// The data to send to a hop that does (`offers_8bitmime`) or does not offer 8BITMIME.
+///
+/// The re-encoding parses the message, so it runs off the async threads.
+///
+/// # Errors
+/// `554 5.6.3` when the data has 8-bit bytes, the hop lacks 8BITMIME, and the message
+/// cannot be re-encoded (8-bit header fields, a preamble, an attached message, a part
+/// claiming base64 or quoted-printable already).
+pub async fn prepare(data: &Arc<Vec<u8>>, offers_8bitmime: bool) -> Result<Prepared, Reply> {
+    if !has_8bit(data) {
+        return Ok(Prepared {
+            data: data.clone(),
+            body_8bit: false,
+        });
+    }
+    if offers_8bitmime {
+        return Ok(Prepared {
+            data: data.clone(),
+            body_8bit: true,
+        });
+    }
+    let input = data.clone();
+    let converted = tokio::task::spawn_blocking(move || seven_bit(&input))
+        .await
+        .unwrap_or(None);
+    match converted {
+        Some(out) => {
+            tracing::debug!(
+                from = data.len(),
+                to = out.len(),
+                "8-bit message re-encoded for a next hop without 8BITMIME"
+            );
+            Ok(Prepared {
+                data: Arc::new(out),
+                body_8bit: false,
+            })
+        }
+        None => Err(Reply::new(
+            554,
+            Enhanced(5, 6, 3),
+            "Conversion required but not possible: the next hop does not accept 8-bit data \
+             (no 8BITMIME) and the message cannot be re-encoded",
+        )),
+    }
+}
+
+/// The message with every 8-bit body part re-encoded (quoted-printable for text, base64
+/// otherwise); `None` when 8-bit bytes would remain.
+pub fn seven_bit(message: &[u8]) -> Option<Vec<u8>> {
+    let (head, body) = headers::split_bytes(message);
+    // Header fields cannot be re-encoded here: that is SMTPUTF8's business, not 8BITMIME's.
+    if has_8bit(head) {
+        return None;
+    }
+    let (fields, _) = headers::split(message);
+    let content_type = fields
+        .iter()
+        .find(|f| f.is("Content-Type"))
+        .map(|f| f.value().to_ascii_lowercase())
+        .unwrap_or_default();
+    let out = if content_type.starts_with("multipart/") {
+        crate::transform::seven_bit::rewrite(message).ok()?
+    } else {
+        single_part(message, &fields, &content_type, body)?
+    };
+    (!has_8bit(&out)).then_some(out)
+}
+
+/// A message that is one part: its body re-encoded, its header kept byte for byte except
+/// for the Content-Transfer-Encoding field.
+fn single_part(
+    message: &[u8],
+    fields: &[headers::Field],
+    content_type: &str,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    if content_type.starts_with("message/") {
+        return None;
+    }
+    let cte = fields
+        .iter()
+        .find(|f| f.is("Content-Transfer-Encoding"))
+        .map(|f| f.value().to_ascii_lowercase());
+    if !matches!(
+        cte.as_deref(),
+        None | Some("7bit") | Some("8bit") | Some("binary")
+    ) {
+        // It claims an encoding that cannot carry these bytes: it is broken, not 8-bit.
+        return None;
+    }
+    let text = content_type.is_empty() || content_type.starts_with("text/");
+    let (encoded, name) = if text {
+        (
+            crate::transform::sign::quoted_printable(body),
+            "quoted-printable",
+        )
+    } else {
+        let mut b = crate::transform::seven_bit::base64_lines(body);
+        b.extend_from_slice(b"\r\n");
+        (b, "base64")
+    };
+    let (head, _) = headers::split_bytes(message);
+    let mut out = Vec::with_capacity(head.len() + encoded.len() + 64);
+    let mut skipping = false;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            skipping = is_field(line, "Content-Transfer-Encoding");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    if !fields.iter().any(|f| f.is("MIME-Version")) {
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    out.extend_from_slice(format!("Content-Transfer-Encoding: {name}\r\n\r\n").as_bytes());
+    out.extend_from_slice(&encoded);
+    Some(out)
+}
+
+/// Whether a header line starts the field `name`.
+fn is_field(line: &[u8], name: &str) -> bool {
+    line.iter()
+        .position(|&b| b == b':')
+        .and_then(|i| line.get(..i))
+        .is_some_and(|n| n.trim_ascii_end().eq_ignore_ascii_case(name.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded_text(m: &[u8]) -> String {
+        let parsed = mail_parser::MessageParser::default().parse(m).unwrap();
+        parsed.body_text(0).unwrap().into_owned()
+    }
+
+    #[test]
+    fn a_text_part_becomes_quoted_printable_with_the_same_text() {
+        let m = "From: a@example.org\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding:\r\n 8bit\r\n\r\nGrüße aus Köln\r\n.dot\r\n";
+        let out = seven_bit(m.as_bytes()).unwrap();
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!has_8bit(&out));
+        assert!(
+            text.starts_with("From: a@example.org\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\nMIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe"),
+            "{text}"
+        );
+        assert_eq!(text.matches("Content-Transfer-Encoding").count(), 1);
+        assert_eq!(decoded_text(&out), decoded_text(m.as_bytes()));
+    }
+
+    #[test]
+    fn other_single_parts_become_base64_and_multiparts_are_rewritten() {
+        let m = b"From: a@example.org\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n\r\n\xff\xfe\x00bin\r\n";
+        let out = seven_bit(m).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("Content-Transfer-Encoding: base64\r\n\r\n//4AYmluDQo=\r\n"));
+        assert_eq!(text.matches("MIME-Version").count(), 1);
+        let m = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nnaïve\r\n--x--\r\n";
+        let out = seven_bit(m.as_bytes()).unwrap();
+        assert!(!has_8bit(&out));
+        assert_eq!(decoded_text(&out), "naïve");
+    }
+
+    #[test]
+    fn what_cannot_be_re_encoded_is_none() {
+        for m in [
+            &b"Subject: Gr\xc3\xbc\xc3\x9fe\r\n\r\nbody\r\n"[..],
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n\xc3\xbc\r\n",
+            b"Content-Type: message/rfc822\r\n\r\nSubject: x\r\n\r\n\xc3\xbc\r\n",
+            b"Content-Type: multipart/mixed; boundary=x\r\n\r\npr\xc3\xa9ambule\r\n--x\r\n\r\nok\r\n--x--\r\n",
+        ] {
+            assert_eq!(seven_bit(m), None, "{}", String::from_utf8_lossy(m));
+        }
+    }
+
+    #[tokio::test]
+    async fn prepared_for_each_kind_of_hop() {
+        let seven = Arc::new(b"Subject: x\r\n\r\nplain\r\n".to_vec());
+        let p = prepare(&seven, false).await.unwrap();
+        assert!(Arc::ptr_eq(&p.data, &seven) && !p.body_8bit);
+        let eight = Arc::new("Subject: x\r\n\r\ngrüße\r\n".as_bytes().to_vec());
+        let p = prepare(&eight, true).await.unwrap();
+        assert!(Arc::ptr_eq(&p.data, &eight) && p.body_8bit, "sent as it is");
+        let p = prepare(&eight, false).await.unwrap();
+        assert!(!has_8bit(&p.data) && !p.body_8bit);
+        let broken = Arc::new(b"Subject: \xff\r\n\r\nx\r\n".to_vec());
+        let r = prepare(&broken, false).await.unwrap_err();
+        assert_eq!(r.code, 554);
+        assert_eq!(r.enhanced, Some(Enhanced(5, 6, 3)));
+    }
+}

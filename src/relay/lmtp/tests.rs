@@ -1,0 +1,264 @@
+//! The LMTP client against an in-memory server that answers from a script.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+
+use super::*;
+use crate::relay::Route;
+use crate::smtp::envelope::{Envelope, Recipient, Sender};
+
+/// How the fake server answers.
+#[derive(Clone)]
+struct Script {
+    lhlo: &'static str,
+    /// RCPT replies by address; others get 250.
+    rcpt: Vec<(&'static str, &'static str)>,
+    /// The replies after the final dot, sent in one write; `None`: stay silent.
+    after_data: Option<&'static str>,
+    /// Close the connection right after the replies to the final dot.
+    hang_up: bool,
+}
+
+impl Default for Script {
+    fn default() -> Script {
+        Script {
+            lhlo: "250-lmtp.test\r\n250-8BITMIME\r\n250-SIZE\r\n250 ENHANCEDSTATUSCODES\r\n",
+            rcpt: Vec::new(),
+            after_data: Some("250 2.0.0 ok\r\n250 2.0.0 ok\r\n"),
+            hang_up: false,
+        }
+    }
+}
+
+/// Serves one session; returns the command lines and the data it received.
+async fn fake(server: DuplexStream, script: Script) -> (Vec<String>, Vec<u8>) {
+    let (read, mut write) = tokio::io::split(server);
+    let mut read = BufReader::new(read);
+    let mut commands = Vec::new();
+    let mut data = Vec::new();
+    let _ = write.write_all(b"220 lmtp.test LMTP\r\n").await;
+    loop {
+        let mut line = String::new();
+        if read.read_line(&mut line).await.unwrap_or(0) == 0 {
+            break;
+        }
+        let line = line.trim_end().to_string();
+        commands.push(line.clone());
+        let verb = line.split([' ', ':']).next().unwrap_or("").to_uppercase();
+        let reply: String = match verb.as_str() {
+            "LHLO" => script.lhlo.into(),
+            "MAIL" => "250 2.1.0 ok\r\n".into(),
+            "RCPT" => script
+                .rcpt
+                .iter()
+                .find(|(a, _)| line.contains(a))
+                .map_or("250 2.1.5 ok\r\n".into(), |(_, r)| r.to_string()),
+            "DATA" => {
+                let _ = write.write_all(b"354 go ahead\r\n").await;
+                loop {
+                    let mut l = Vec::new();
+                    if read.read_until(b'\n', &mut l).await.unwrap_or(0) == 0 {
+                        return (commands, data);
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    data.extend_from_slice(&l);
+                }
+                match script.after_data {
+                    Some(r) if script.hang_up => {
+                        let _ = write.write_all(r.as_bytes()).await;
+                        return (commands, data);
+                    }
+                    Some(r) => r.into(),
+                    None => {
+                        // Silent until the client gives up.
+                        let _ = read.read_line(&mut String::new()).await;
+                        return (commands, data);
+                    }
+                }
+            }
+            "QUIT" => {
+                let _ = write.write_all(b"221 2.0.0 bye\r\n").await;
+                break;
+            }
+            _ => "502 5.5.2 what?\r\n".into(),
+        };
+        let _ = write.write_all(reply.as_bytes()).await;
+    }
+    (commands, data)
+}
+
+fn cfg() -> LmtpConfig {
+    LmtpConfig {
+        address: LmtpAddress::Unix("/nonexistent/lmtp".into()),
+        lhlo: "gw.test".into(),
+        timeout: Duration::from_secs(5),
+        data_timeout: Duration::from_secs(30),
+    }
+}
+
+fn copy(rcpts: &[&str], data: &str) -> Copy {
+    Copy {
+        envelope: Envelope {
+            sender: Sender::plain("a@remote.example"),
+            recipients: rcpts.iter().map(|r| Recipient::plain(*r)).collect(),
+        },
+        data: Arc::new(data.as_bytes().to_vec()),
+        credentials: None,
+        route: Route::Inbound,
+    }
+}
+
+async fn run(script: Script, c: &Copy) -> (Vec<Outcome>, Vec<String>, Vec<u8>) {
+    run_with(script, c, &cfg()).await
+}
+
+async fn run_with(
+    script: Script,
+    c: &Copy,
+    cfg: &LmtpConfig,
+) -> (Vec<Outcome>, Vec<String>, Vec<u8>) {
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let served = tokio::spawn(fake(server, script));
+    let mut conn = Connection::new(Box::new(client));
+    let outcomes = transaction(&mut conn, cfg, c).await;
+    drop(conn);
+    let (commands, data) = served.await.unwrap();
+    (outcomes, commands, data)
+}
+
+fn codes(o: &[Outcome]) -> Vec<String> {
+    o.iter()
+        .map(|o| match o {
+            Outcome::Delivered(r) => format!("ok {}", r.code),
+            Outcome::Failed(r) => format!(
+                "failed {} {}",
+                r.code,
+                r.enhanced.unwrap_or(Enhanced(0, 0, 0))
+            ),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn one_data_and_a_reply_per_recipient() {
+    let script = Script {
+        after_data: Some("250 2.0.0 saved\r\n452 4.2.2 mailbox full\r\n550 5.1.1 gone\r\n"),
+        rcpt: vec![("nobody@", "550 5.1.1 no such user\r\n")],
+        ..Script::default()
+    };
+    let c = copy(
+        &["a@x.test", "nobody@x.test", "b@x.test", "c@x.test"],
+        "Subject: hi\r\n\r\n.dot\r\nbody\r\n",
+    );
+    let (outcomes, commands, data) = run(script, &c).await;
+    assert_eq!(
+        codes(&outcomes),
+        [
+            "ok 250",
+            "failed 550 5.1.1",
+            "failed 452 4.2.2",
+            "failed 550 5.1.1"
+        ]
+    );
+    assert_eq!(commands[0], "LHLO gw.test");
+    assert_eq!(
+        commands[1],
+        format!("MAIL FROM:<a@remote.example> SIZE={}", c.data.len())
+    );
+    assert_eq!(commands.iter().filter(|c| *c == "DATA").count(), 1);
+    assert_eq!(commands.last().map(String::as_str), Some("QUIT"));
+    assert_eq!(
+        data, b"Subject: hi\r\n\r\n..dot\r\nbody\r\n",
+        "dot-stuffed on the wire"
+    );
+}
+
+#[tokio::test]
+async fn eight_bit_data_gets_body_8bitmime_or_is_re_encoded() {
+    let text = "Subject: x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n";
+    let c = copy(&["a@x.test"], text);
+    let (outcomes, commands, data) = run(Script::default(), &c).await;
+    assert_eq!(codes(&outcomes), ["ok 250"]);
+    assert!(commands[1].ends_with(" BODY=8BITMIME"), "{commands:?}");
+    assert_eq!(data, text.as_bytes());
+
+    let seven = Script {
+        lhlo: "250-lmtp.test\r\n250 PIPELINING\r\n",
+        ..Script::default()
+    };
+    let (outcomes, commands, data) = run(seven.clone(), &c).await;
+    assert_eq!(codes(&outcomes), ["ok 250"]);
+    assert_eq!(commands[1], "MAIL FROM:<a@remote.example>");
+    assert!(data.is_ascii());
+    assert!(String::from_utf8_lossy(&data).contains("Gr=C3=BC=C3=9Fe"));
+
+    // Not convertible: refused for good, and nothing is sent.
+    let c = copy(&["a@x.test"], "Subject: Grüße\r\n\r\nx\r\n");
+    let (outcomes, commands, _) = run(seven, &c).await;
+    assert_eq!(codes(&outcomes), ["failed 554 5.6.3"]);
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_smtp_server_is_not_an_lmtp_server() {
+    let script = Script {
+        lhlo: "500 5.5.1 command unrecognized\r\n",
+        ..Script::default()
+    };
+    let (outcomes, _, _) = run(script, &copy(&["a@x.test", "b@x.test"], "x\r\n")).await;
+    assert_eq!(codes(&outcomes), ["failed 451 4.3.5", "failed 451 4.3.5"]);
+    let Outcome::Failed(r) = &outcomes[0] else {
+        unreachable!()
+    };
+    assert!(r.text().contains("is not an LMTP server"), "{r}");
+    assert!(r.text().contains("500 5.5.1"), "{r}");
+}
+
+#[tokio::test]
+async fn a_lost_connection_after_some_replies_fails_only_the_rest() {
+    let script = Script {
+        // One reply, then the server goes away.
+        after_data: Some("250 2.0.0 saved\r\n"),
+        hang_up: true,
+        ..Script::default()
+    };
+    let (outcomes, _, _) = run(script, &copy(&["a@x.test", "b@x.test"], "x\r\n")).await;
+    assert_eq!(codes(&outcomes), ["ok 250", "failed 451 4.4.2"]);
+    let Outcome::Failed(r) = &outcomes[1] else {
+        unreachable!()
+    };
+    assert!(r.text().contains("closed the connection"), "{r}");
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_after_the_final_dot() {
+    let script = Script {
+        after_data: None,
+        ..Script::default()
+    };
+    let mut cfg = cfg();
+    cfg.data_timeout = Duration::from_millis(300);
+    let (outcomes, _, data) = run_with(script, &copy(&["a@x.test"], "x\r\n"), &cfg).await;
+    assert_eq!(data, b"x\r\n");
+    assert_eq!(codes(&outcomes), ["failed 451 4.4.2"]);
+    let Outcome::Failed(r) = &outcomes[0] else {
+        unreachable!()
+    };
+    assert!(r.text().contains("after the final dot"), "{r}");
+}
+
+#[tokio::test]
+async fn unreachable_servers_are_temporary_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = cfg();
+    cfg.address = LmtpAddress::Unix(dir.path().join("absent.sock"));
+    let outcomes = attempt(&cfg, &copy(&["a@x.test"], "x\r\n")).await;
+    assert_eq!(codes(&outcomes), ["failed 451 4.4.1"]);
+    assert!(!offers_smtputf8(&cfg).await);
+}

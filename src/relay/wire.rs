@@ -1,0 +1,270 @@
+//! The client side of the SMTP/LMTP wire format, sans-I/O: server replies parsed from
+//! buffered bytes (multi-line, enhanced status codes), and message data dot-stuffed.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use crate::smtp::reply::{Enhanced, Reply};
+
+/// The longest reply line accepted, CRLF included. RFC 5321 allows 512 octets; servers
+/// write longer texts in practice, so there is room, but not an unbounded allocation.
+pub const MAX_LINE: usize = 4096;
+/// The most lines one reply may have (an EHLO/LHLO reply lists one extension a line).
+pub const MAX_LINES: usize = 100;
+
+/// Why bytes from the server are not a reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("a reply line is longer than {MAX_LINE} octets")]
+    LineTooLong,
+    #[error("a reply has more than {MAX_LINES} lines")]
+    TooManyLines,
+    #[error("not a reply line: {0:?}")]
+    Malformed(String),
+}
+
+/// Parses one complete reply from the front of `buf`.
+///
+/// Returns `Ok(None)` when more bytes are needed, or the reply and how many bytes it
+/// took; the bytes after it (a pipelined next reply, LMTP's next recipient) stay for the
+/// next call. The enhanced code of the first line is the reply's, and is removed from the
+/// text of every line that carries it; a reply without one gets `class.0.0`, so that a
+/// DSN always has a status.
+///
+/// # Errors
+/// A line that does not start with a three-digit code from 200 to 599 followed by a space,
+/// a hyphen or the line end; lines of one reply with different codes; a line or a reply
+/// over [`MAX_LINE`] / [`MAX_LINES`].
+pub fn parse(buf: &[u8]) -> Result<Option<(Reply, usize)>, Error> {
+    let mut at = 0;
+    let mut code = None;
+    let mut enhanced = None;
+    let mut lines = Vec::new();
+    loop {
+        let rest = buf.get(at..).unwrap_or_default();
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            if rest.len() >= MAX_LINE {
+                return Err(Error::LineTooLong);
+            }
+            return Ok(None);
+        };
+        if end + 1 > MAX_LINE {
+            return Err(Error::LineTooLong);
+        }
+        let raw = rest.get(..end).unwrap_or_default();
+        let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+        at += end + 1;
+        let (this_code, last, text) = split_line(line)?;
+        if *code.get_or_insert(this_code) != this_code {
+            return Err(Error::Malformed(lossy(line)));
+        }
+        let (e, stripped) = enhanced_code(this_code, &text);
+        if lines.is_empty() {
+            enhanced = e;
+        }
+        // Continuation lines repeat the first line's enhanced code (RFC 2034 §4); only
+        // that one is taken off.
+        lines.push(match (e, enhanced) {
+            (Some(a), Some(b)) if a == b => stripped,
+            _ => text,
+        });
+        if last {
+            let code = this_code;
+            let class = (code / 100) as u8;
+            return Ok(Some((
+                Reply {
+                    code,
+                    enhanced: Some(enhanced.unwrap_or(Enhanced(class, 0, 0))),
+                    lines,
+                },
+                at,
+            )));
+        }
+        if lines.len() >= MAX_LINES {
+            return Err(Error::TooManyLines);
+        }
+    }
+}
+
+/// `(code, is last line, text after the separator)`.
+fn split_line(line: &[u8]) -> Result<(u16, bool, String), Error> {
+    let bad = || Error::Malformed(lossy(line));
+    let digits = line.get(..3).ok_or_else(bad)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+    if !(200..=599).contains(&code) {
+        return Err(bad());
+    }
+    let (last, text) = match line.get(3) {
+        None => (true, &[][..]),
+        Some(b' ') => (true, line.get(4..).unwrap_or_default()),
+        Some(b'-') => (false, line.get(4..).unwrap_or_default()),
+        Some(_) => return Err(bad()),
+    };
+    Ok((code, last, lossy(text).trim_end().to_string()))
+}
+
+/// An enhanced code at the start of `text` whose class matches the reply's (RFC 2034 §4),
+/// and the text after it.
+fn enhanced_code(code: u16, text: &str) -> (Option<Enhanced>, String) {
+    let (first, rest) = text.split_once(' ').unwrap_or((text, ""));
+    let nums: Vec<&str> = first.split('.').collect();
+    let parsed = match nums.as_slice() {
+        [c, s, d] => match (c.parse::<u8>(), s.parse::<u16>(), d.parse::<u16>()) {
+            (Ok(c), Ok(s), Ok(d)) if u16::from(c) == code / 100 && s < 1000 && d < 1000 => {
+                Some(Enhanced(c, s, d))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    match parsed {
+        Some(e) => (Some(e), rest.trim_start().to_string()),
+        None => (None, text.to_string()),
+    }
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Message data for DATA, in pieces of about `chunk` bytes: every line ends in CRLF (a
+/// bare LF becomes CRLF, a last line without one gets one), a line starting with `.` gets
+/// another (RFC 5321 §4.5.2), and the last piece ends with the terminating `.` line.
+pub fn dot_stuffed(data: &[u8], chunk: usize) -> DotStuffed<'_> {
+    DotStuffed {
+        rest: data,
+        chunk: chunk.max(1),
+        done: false,
+    }
+}
+
+/// The iterator [`dot_stuffed`] returns.
+pub struct DotStuffed<'a> {
+    rest: &'a [u8],
+    chunk: usize,
+    done: bool,
+}
+
+impl Iterator for DotStuffed<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.done {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.chunk + 64);
+        while out.len() < self.chunk {
+            if self.rest.is_empty() {
+                out.extend_from_slice(b".\r\n");
+                self.done = true;
+                break;
+            }
+            let (line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (
+                    self.rest.get(..i).unwrap_or_default(),
+                    self.rest.get(i + 1..).unwrap_or_default(),
+                ),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.first() == Some(&b'.') {
+                out.push(b'.');
+            }
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(input: &str) -> Reply {
+        let (r, used) = parse(input.as_bytes()).unwrap().unwrap();
+        assert_eq!(used, input.len(), "{input:?}");
+        r
+    }
+
+    #[test]
+    fn one_line_with_and_without_enhanced_code() {
+        let r = one("250 2.1.5 Ok\r\n");
+        assert_eq!(r.code, 250);
+        assert_eq!(r.enhanced, Some(Enhanced(2, 1, 5)));
+        assert_eq!(r.lines, ["Ok"]);
+        let r = one("452 mailbox full\r\n");
+        assert_eq!(r.enhanced, Some(Enhanced(4, 0, 0)));
+        assert_eq!(r.lines, ["mailbox full"]);
+        let r = one("250\r\n");
+        assert_eq!(r.lines, [""]);
+        // A class that does not match the reply's is text, not an enhanced code.
+        let r = one("550 2.0.0 odd\r\n");
+        assert_eq!(r.enhanced, Some(Enhanced(5, 0, 0)));
+        assert_eq!(r.lines, ["2.0.0 odd"]);
+    }
+
+    #[test]
+    fn multi_line_reply_and_what_follows_it() {
+        let input = "250-mail.example\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n550 5.1.1 next\r\n";
+        let (r, used) = parse(input.as_bytes()).unwrap().unwrap();
+        assert_eq!(r.lines, ["mail.example", "8BITMIME", "SMTPUTF8"]);
+        let (next, _) = parse(&input.as_bytes()[used..]).unwrap().unwrap();
+        assert_eq!(next.to_wire(), b"550 5.1.1 next\r\n");
+        let r = one("451-4.3.0 first\r\n451 4.3.0 second\r\n");
+        assert_eq!(r.to_wire(), b"451-4.3.0 first\r\n451 4.3.0 second\r\n");
+        // A bare LF ends a line too: reading is lenient, writing is not.
+        assert_eq!(one("250 ok\n").lines, ["ok"]);
+    }
+
+    #[test]
+    fn needs_more_at_every_split() {
+        let input = b"250-first\r\n250 2.0.0 done\r\n";
+        for cut in 0..input.len() {
+            assert_eq!(parse(&input[..cut]), Ok(None), "cut at {cut}");
+        }
+        assert!(parse(input).unwrap().is_some());
+    }
+
+    #[test]
+    fn malformed_and_oversized_replies_are_errors() {
+        for bad in [
+            "hello\r\n",
+            "25\r\n",
+            "099 too low\r\n",
+            "600 too high\r\n",
+            "250x ok\r\n",
+            "250-a\r\n251 b\r\n",
+        ] {
+            assert!(
+                matches!(parse(bad.as_bytes()), Err(Error::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        let long = format!("250 {}", "x".repeat(MAX_LINE));
+        assert_eq!(parse(long.as_bytes()), Err(Error::LineTooLong));
+        let long = format!("250 {}\r\n", "x".repeat(MAX_LINE));
+        assert_eq!(parse(long.as_bytes()), Err(Error::LineTooLong));
+        let many = "250-x\r\n".repeat(MAX_LINES + 1);
+        assert_eq!(parse(many.as_bytes()), Err(Error::TooManyLines));
+    }
+
+    #[test]
+    fn dot_stuffing_and_line_ends() {
+        let all = |data: &[u8], chunk| dot_stuffed(data, chunk).flatten().collect::<Vec<u8>>();
+        assert_eq!(
+            all(b"a\r\n.b\r\n..c\nd", 1000),
+            b"a\r\n..b\r\n...c\r\nd\r\n.\r\n".to_vec()
+        );
+        assert_eq!(all(b"", 1000), b".\r\n".to_vec());
+        assert_eq!(all(b".\r\n", 1000), b"..\r\n.\r\n".to_vec());
+        // Small pieces give the same bytes.
+        let data = b"x\r\n.y\r\nz\r\n";
+        assert_eq!(all(data, 1), all(data, 1 << 16));
+        assert!(dot_stuffed(data, 1).count() > 1);
+    }
+}

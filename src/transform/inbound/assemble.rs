@@ -1,0 +1,237 @@
+//! The delivered message: our result fields on top, the outer header (with the header
+//! protection edits), and either the received body byte for byte or the decrypted payload
+//! alone, never spliced with cleartext parts, 7-bit clean for any next hop.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use crate::transform::headers;
+use crate::transform::seven_bit;
+
+use super::mime::ContentType;
+use super::results::RawField;
+
+/// What header protection changes in the outer header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edits {
+    None,
+    /// Outer fields of these (lower-cased) names go; these lines come instead.
+    Applied {
+        names: Vec<String>,
+        lines: String,
+    },
+    /// These `X-Sealpost-Protected-*` lines are added.
+    KeptApart(String),
+}
+
+/// A message delivered as received: our fields, the outer fields (edited), the body byte
+/// for byte.
+pub fn unchanged(results: &str, outer: &[RawField<'_>], edits: &Edits, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(results.len() + body.len() + 4096);
+    out.extend_from_slice(results.as_bytes());
+    for f in outer.iter().filter(|f| !replaced(f, edits)) {
+        push_field(&mut out, f.bytes);
+    }
+    push_edits(&mut out, edits);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// A decrypted PGP/MIME payload: our fields, the outer trace fields, the other outer
+/// fields that do not describe the encrypted wrapper (edited), `MIME-Version`, the
+/// payload root's content fields and the payload body, made 7-bit.
+pub fn decrypted(
+    results: &str,
+    outer: &[RawField<'_>],
+    edits: &Edits,
+    content: &[RawField<'_>],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = outer_head(results, outer, edits);
+    let fields: Vec<headers::Field> = content.iter().filter_map(|r| r.field.clone()).collect();
+    let ct = ContentType::of(&fields);
+    let container = ct
+        .as_ref()
+        .is_some_and(|c| c.kind == "multipart" || c.kind == "message");
+    if seven_bit::is_clean(body) || container {
+        for f in content {
+            push_field(&mut head, f.bytes);
+        }
+        head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(body);
+        if seven_bit::is_clean(body) {
+            return head;
+        }
+        return match seven_bit::rewrite(&head) {
+            Ok(clean) => clean,
+            Err(e) => {
+                tracing::warn!(error = %e, "decrypted content cannot be made 7-bit: delivered as it is");
+                head
+            }
+        };
+    }
+    for f in content
+        .iter()
+        .filter(|f| !f.is("Content-Transfer-Encoding"))
+    {
+        push_field(&mut head, f.bytes);
+    }
+    let text = ct.as_ref().is_none_or(|c| c.kind == "text");
+    let (cte, encoded) = encode(body, text);
+    head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
+    head.extend_from_slice(&encoded);
+    head
+}
+
+/// Decrypted inline PGP: the plaintext becomes the text body, in the outer charset.
+pub fn inline(results: &str, outer: &[RawField<'_>], plaintext: &[u8]) -> Vec<u8> {
+    let mut head = outer_head(results, outer, &Edits::None);
+    let binary = plaintext.contains(&0);
+    let text = if binary {
+        plaintext.to_vec()
+    } else {
+        super::mime::crlf(plaintext)
+    };
+    let kept: Vec<&RawField<'_>> = outer
+        .iter()
+        .filter(|f| {
+            f.field.as_ref().is_some_and(headers::is_content_field)
+                && !f.is("MIME-Version")
+                && !f.is("Content-Transfer-Encoding")
+        })
+        .collect();
+    if kept.iter().any(|f| f.is("Content-Type")) {
+        for f in &kept {
+            push_field(&mut head, f.bytes);
+        }
+    } else {
+        let charset = if text.is_ascii() {
+            "us-ascii"
+        } else if std::str::from_utf8(&text).is_ok() {
+            "utf-8"
+        } else {
+            "unknown-8bit"
+        };
+        head.extend_from_slice(
+            format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes(),
+        );
+        for f in &kept {
+            push_field(&mut head, f.bytes);
+        }
+    }
+    let (cte, body) = if seven_bit::is_clean(&text) {
+        ("7bit", text)
+    } else {
+        encode(&text, !binary)
+    };
+    head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
+    head.extend_from_slice(&body);
+    head
+}
+
+/// Our fields, the outer trace fields in their order, then every other outer field that
+/// is not about the wrapper's MIME entity, then the edits and `MIME-Version: 1.0`.
+fn outer_head(results: &str, outer: &[RawField<'_>], edits: &Edits) -> Vec<u8> {
+    let mut head = Vec::with_capacity(results.len() + 4096);
+    head.extend_from_slice(results.as_bytes());
+    let trace = |f: &RawField<'_>| f.field.as_ref().is_some_and(headers::is_trace);
+    for f in outer.iter().filter(|f| trace(f)) {
+        push_field(&mut head, f.bytes);
+    }
+    for f in outer.iter().filter(|f| {
+        !trace(f) && !f.field.as_ref().is_some_and(headers::is_content_field) && !replaced(f, edits)
+    }) {
+        push_field(&mut head, f.bytes);
+    }
+    push_edits(&mut head, edits);
+    head.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    head
+}
+
+fn replaced(f: &RawField<'_>, edits: &Edits) -> bool {
+    let Edits::Applied { names, .. } = edits else {
+        return false;
+    };
+    f.field
+        .as_ref()
+        .is_some_and(|x| !headers::is_trace(x) && names.contains(&x.name.to_ascii_lowercase()))
+}
+
+fn push_edits(out: &mut Vec<u8>, edits: &Edits) {
+    match edits {
+        Edits::None => {}
+        Edits::Applied { lines, .. } | Edits::KeptApart(lines) => {
+            out.extend_from_slice(lines.as_bytes())
+        }
+    }
+}
+
+/// A field's bytes, with a line end when the header ended without one.
+fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(bytes);
+    if !bytes.ends_with(b"\n") {
+        out.extend_from_slice(b"\r\n");
+    } else if !bytes.ends_with(b"\r\n") {
+        out.pop();
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// A leaf body in a 7-bit encoding: quoted-printable for mostly ASCII text, base64
+/// otherwise. The decoded bytes are the same.
+fn encode(body: &[u8], text: bool) -> (&'static str, Vec<u8>) {
+    let eight_bit = body.iter().filter(|b| !b.is_ascii()).count();
+    if text && eight_bit * 3 < body.len().max(1) {
+        (
+            "quoted-printable",
+            crate::transform::sign::quoted_printable(body),
+        )
+    } else {
+        let mut b = seven_bit::base64_lines(body);
+        b.extend_from_slice(b"\r\n");
+        ("base64", b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::inbound::results;
+
+    #[test]
+    fn unchanged_keeps_the_body_and_applies_edits() {
+        let head = b"Received: x\r\nSubject: [...]\r\nFrom: a@x.org\r\nSubject: two\r\n";
+        let outer = results::fields(head);
+        let edits = Edits::Applied {
+            names: vec!["subject".into()],
+            lines: "Subject: real\r\n".into(),
+        };
+        let out = unchanged("R: 1\r\n", &outer, &edits, b"body\xff");
+        assert_eq!(
+            out,
+            b"R: 1\r\nReceived: x\r\nFrom: a@x.org\r\nSubject: real\r\n\r\nbody\xff"
+        );
+    }
+
+    #[test]
+    fn decrypted_leaves_are_re_encoded() {
+        let outer = results::fields(
+            b"From: a@x.org\r\nContent-Type: multipart/encrypted\r\nReceived: r\r\n",
+        );
+        let content = results::fields(
+            b"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n",
+        );
+        let out = decrypted(
+            "",
+            &outer,
+            &Edits::None,
+            &content,
+            "Viele Grüße\r\n".as_bytes(),
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, "Received: r\r\nFrom: a@x.org\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nViele Gr=C3=BC=C3=9Fe\r\n");
+        let outer = results::fields(b"From: a@x.org\r\nContent-Transfer-Encoding: 7bit\r\n");
+        let out = inline("", &outer, "привет\n".as_bytes());
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n0L/RgNC40LLQtdGCDQo=\r\n"), "{text}");
+    }
+}

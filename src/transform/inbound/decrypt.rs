@@ -1,0 +1,324 @@
+//! Decryption with one envelope recipient's own keys only (security rule 2), releasing
+//! plaintext only after the whole message was read and its integrity checked (rule 1).
+//! Only this module makes a [`Plaintext`].
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::io::Read;
+use std::time::SystemTime;
+
+use openpgp::crypto::SessionKey;
+use openpgp::packet::{Tag, PKESK, SKESK};
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageStructure, VerificationHelper,
+};
+use openpgp::parse::{PacketParser, PacketParserResult, Parse};
+use openpgp::policy::Policy;
+use openpgp::types::SymmetricAlgorithm;
+use openpgp::{Cert, Fingerprint, KeyHandle};
+use sealpost_keyring::{openpgp, Keyring};
+
+use super::verdict::Encryption;
+use super::verify::{self, Check, Found};
+use super::Error;
+
+/// How much plaintext sequoia holds back before handing it out; we buffer it all anyway.
+const HOLD_BACK: usize = 1 << 20;
+/// What we read at a time.
+const CHUNK: usize = 64 * 1024;
+
+/// What an OpenPGP message is, from its outer packets, without decrypting anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A SEIPD container (v1 with MDC, or v2 with AEAD).
+    Encrypted,
+    /// A SED container: no integrity protection (RFC 2440). Never decrypted.
+    NoIntegrity,
+    /// No encryption container: signed, compressed or literal data.
+    NotEncrypted,
+}
+
+/// Reads the top-level packets of `data` (armored or binary). `None` when it is not an
+/// OpenPGP message.
+pub fn kind(data: &[u8]) -> Option<Kind> {
+    let mut ppr = PacketParser::from_bytes(data).ok()?;
+    let mut kind = Kind::NotEncrypted;
+    let mut packets = 0;
+    while let PacketParserResult::Some(pp) = ppr {
+        packets += 1;
+        match pp.packet.tag() {
+            Tag::SED => kind = Kind::NoIntegrity,
+            Tag::SEIP if kind != Kind::NoIntegrity => kind = Kind::Encrypted,
+            _ => {}
+        }
+        // `next` skips a container's body: nothing is decrypted or decompressed here.
+        ppr = match pp.next() {
+            Ok((_, next)) => next,
+            // A broken encryption container (truncated, say) is for decryption to refuse.
+            Err(_) if kind != Kind::NotEncrypted => return Some(kind),
+            Err(_) => return None,
+        };
+    }
+    (packets > 0).then_some(kind)
+}
+
+/// Plaintext whose integrity was checked: the only way decrypted bytes leave this module.
+#[derive(Debug)]
+pub struct Plaintext {
+    bytes: Vec<u8>,
+    key: Fingerprint,
+    checks: Vec<Check>,
+}
+
+impl Plaintext {
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The primary fingerprint of the certificate whose key decrypted it.
+    pub fn key(&self) -> &Fingerprint {
+        &self.key
+    }
+
+    /// The signatures found inside (one-pass or prefixed), checked.
+    pub fn checks(&self) -> &[Check] {
+        &self.checks
+    }
+}
+
+/// Decryption either yields checked plaintext or a reason why not.
+#[derive(Debug)]
+pub enum Outcome {
+    Plaintext(Plaintext),
+    Refused(Encryption),
+}
+
+/// Decrypts `data` for `recipient` (an envelope address) with that recipient's own secret
+/// keys, at most `max` bytes of plaintext.
+///
+/// # Errors
+/// Only a keyring failure; everything about the message is an [`Outcome::Refused`].
+pub fn decrypt(
+    data: &[u8],
+    recipient: &str,
+    keyring: &Keyring,
+    policy: &dyn Policy,
+    now: SystemTime,
+    max: usize,
+) -> Result<Outcome, Error> {
+    let Some(recipient) = sealpost_keyring::normalize_email(recipient).map(|a| a.to_lowercase())
+    else {
+        return Ok(Outcome::Refused(Encryption::NoKey));
+    };
+    let mut found = Found::default();
+    let mut state = State::default();
+    let read = read_all(
+        data,
+        Keys {
+            certs: verify::Certs {
+                keyring,
+                found: &mut found,
+            },
+            keyring,
+            recipient: &recipient,
+            policy,
+            now,
+            state: &mut state,
+        },
+        policy,
+        now,
+        max,
+    );
+    if let Some(e) = found.failure.take() {
+        return Err(Error::Keyring(e));
+    }
+    let refused = match read {
+        Ok(bytes) => match state.used {
+            Some(key) => {
+                return Ok(Outcome::Plaintext(Plaintext {
+                    bytes,
+                    key,
+                    checks: found.checks,
+                }))
+            }
+            None => Encryption::NoKey,
+        },
+        Err(Read_::TooLarge) => Encryption::TooLarge,
+        Err(Read_::Failed) if !state.eligible => Encryption::NoKey,
+        Err(Read_::Failed) => Encryption::IntegrityFailure,
+    };
+    Ok(Outcome::Refused(refused))
+}
+
+/// Why reading stopped.
+enum Read_ {
+    TooLarge,
+    Failed,
+}
+
+/// The whole plaintext, or nothing: any error discards what was read.
+fn read_all(
+    data: &[u8],
+    keys: Keys<'_, '_>,
+    policy: &dyn Policy,
+    now: SystemTime,
+    max: usize,
+) -> Result<Vec<u8>, Read_> {
+    let mut d = DecryptorBuilder::from_bytes(data)
+        .map_err(|_| Read_::Failed)?
+        .buffer_size(HOLD_BACK.min(max.saturating_add(1)))
+        .with_policy(policy, now, keys)
+        .map_err(|_| Read_::Failed)?;
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; CHUNK];
+    loop {
+        match d.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                if out.len() + n > max {
+                    return Err(Read_::TooLarge);
+                }
+                out.extend_from_slice(chunk.get(..n).unwrap_or_default());
+            }
+            Err(_) => return Err(Read_::Failed),
+        }
+    }
+    if !d.message_processed() {
+        return Err(Read_::Failed);
+    }
+    Ok(out)
+}
+
+/// What the decryption helper learnt.
+#[derive(Debug, Default)]
+struct State {
+    /// A PKESK named a key of this recipient (or a wildcard met one).
+    eligible: bool,
+    /// The certificate whose key decrypted the session key.
+    used: Option<Fingerprint>,
+}
+
+/// The recipient's keys, as sequoia's decryption helper.
+struct Keys<'a, 'f> {
+    certs: verify::Certs<'f>,
+    keyring: &'a Keyring,
+    /// Lower-cased envelope address.
+    recipient: &'a str,
+    policy: &'a dyn Policy,
+    now: SystemTime,
+    state: &'a mut State,
+}
+
+impl VerificationHelper for Keys<'_, '_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        self.certs.get_certs(ids)
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        self.certs.check(structure)
+    }
+}
+
+impl DecryptionHelper for Keys<'_, '_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        for pkesk in pkesks {
+            let Some(handle) = pkesk.recipient() else {
+                continue;
+            };
+            let Some(tsk) = self.keyring_call(|k| k.secret_for(&handle))? else {
+                continue;
+            };
+            if !self.owns(&tsk) {
+                continue;
+            }
+            self.state.eligible = true;
+            if try_keys(&tsk, Some(&handle), pkesk, sym_algo, decrypt) {
+                return Ok(Some(self.used(&tsk)));
+            }
+        }
+        if pkesks.iter().any(|p| p.recipient().is_none()) {
+            // Anonymous recipients: only this recipient's own certificates are tried.
+            let certs = self.keyring_call(|k| k.find(self.recipient))?;
+            for cert in certs {
+                let handle = KeyHandle::from(cert.fingerprint());
+                let Some(tsk) = self.keyring_call(|k| k.secret_for(&handle))? else {
+                    continue;
+                };
+                // An anonymous PKESK that this key cannot open was most likely for
+                // someone else: that stays `no-key`, so `eligible` is not set here.
+                if !self.owns(&tsk) {
+                    continue;
+                }
+                for pkesk in pkesks.iter().filter(|p| p.recipient().is_none()) {
+                    if try_keys(&tsk, None, pkesk, sym_algo, decrypt) {
+                        return Ok(Some(self.used(&tsk)));
+                    }
+                }
+            }
+        }
+        Err(openpgp::anyhow::anyhow!("no key of this recipient"))
+    }
+}
+
+impl Keys<'_, '_> {
+    /// A keyring call whose failure is kept for the caller (it is temporary).
+    fn keyring_call<T>(
+        &mut self,
+        f: impl FnOnce(&Keyring) -> Result<T, sealpost_keyring::Error>,
+    ) -> openpgp::Result<T> {
+        f(self.keyring).map_err(|e| {
+            self.certs.found.failure = Some(e);
+            openpgp::anyhow::anyhow!("keyring failure")
+        })
+    }
+
+    /// Whether the certificate has a valid, non-revoked user ID with the recipient's
+    /// address: another local user's key is never used.
+    fn owns(&self, tsk: &Cert) -> bool {
+        tsk.with_policy(self.policy, self.now).is_ok_and(|vc| {
+            vc.userids()
+                .revoked(false)
+                .any(|ua| verify::address_of(ua.userid()).as_deref() == Some(self.recipient))
+        })
+    }
+
+    fn used(&mut self, tsk: &Cert) -> Cert {
+        self.state.used = Some(tsk.fingerprint());
+        tsk.clone().strip_secret_key_material()
+    }
+}
+
+/// Tries the unencrypted secret keys of `tsk` (the one `handle` names, or every
+/// encryption-capable one for an anonymous PKESK) on `pkesk`.
+fn try_keys(
+    tsk: &Cert,
+    handle: Option<&KeyHandle>,
+    pkesk: &PKESK,
+    sym_algo: Option<SymmetricAlgorithm>,
+    decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+) -> bool {
+    for ka in tsk.keys().secret() {
+        let key = ka.key();
+        let fits = match handle {
+            Some(h) => key.key_handle().aliases(h),
+            None => key.pk_algo().for_encryption(),
+        };
+        if !fits || !key.has_unencrypted_secret() {
+            continue;
+        }
+        let Ok(mut pair) = key.clone().into_keypair() else {
+            continue;
+        };
+        if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
+            if decrypt(algo, &sk) {
+                return true;
+            }
+        }
+    }
+    false
+}

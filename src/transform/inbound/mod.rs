@@ -1,0 +1,342 @@
+//! Inbound: decrypt and verify mail for local users, sans-I/O (bytes, keyring and time in,
+//! bytes out), EFAIL-safe, with result fields no sender can forge.
+//!
+//! [`open`] strips every incoming copy of our result fields ([`results`]), decides what the
+//! root entity is ([`root`]; only the root, never a nested part), decrypts it per envelope
+//! recipient with that recipient's own keys ([`decrypt`]), checks signatures against the
+//! keyring and the single From address ([`verify`]), applies or keeps apart protected
+//! header fields ([`protected`]) and builds the delivered message ([`assemble`]) with
+//! `Authentication-Results` and `X-Sealpost-Verdict` on top ([`verdict`]).
+//!
+//! Everything about the message is a [`Verdict`], never an error: a message that cannot be
+//! decrypted is delivered unchanged with our fields. [`Error`] is only a temporary local
+//! failure (the keyring), answered `451 4.3.0`.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+pub mod assemble;
+pub mod decrypt;
+pub mod mime;
+pub mod protected;
+pub mod results;
+pub mod root;
+pub mod verdict;
+pub mod verify;
+
+use std::time::SystemTime;
+
+use sealpost_keyring::Keyring;
+
+use crate::smtp::reply::{Enhanced, Reply};
+use crate::transform::classify;
+use crate::transform::headers::{self, Field};
+
+use assemble::Edits;
+use decrypt::{Kind, Outcome, Plaintext};
+use results::RawField;
+use root::Root;
+use verify::{Check, InnerFrom, Judgement};
+
+pub use verdict::{Encryption, HeaderProtection, Pgp, Signature, Verdict};
+
+/// The inbound transform's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Our authserv-id (RFC 8601): the first token of our `Authentication-Results`.
+    pub authserv_id: String,
+    /// Most plaintext released from one message (compression bombs).
+    pub max_plaintext: usize,
+}
+
+/// One delivered version of the message and the envelope recipients (indexes into
+/// `recipients`) that get it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    pub recipients: Vec<usize>,
+    pub message: Vec<u8>,
+    pub verdict: Verdict,
+}
+
+/// A temporary local failure: nothing about the message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("keyring: {0}")]
+    Keyring(#[from] sealpost_keyring::Error),
+}
+
+impl Error {
+    /// Not the sender's fault: try again later.
+    pub fn reply(&self) -> Reply {
+        Reply::new(
+            451,
+            Enhanced(4, 3, 0),
+            "Temporary local problem while opening the message; try again later",
+        )
+    }
+}
+
+/// What every step needs.
+struct Ctx<'a> {
+    keyring: &'a Keyring,
+    settings: &'a Settings,
+    now: SystemTime,
+}
+
+/// The outer message, our fields stripped.
+struct Outer<'a> {
+    raw: Vec<RawField<'a>>,
+    fields: Vec<Field>,
+    body: &'a [u8],
+    /// The single From address, lower-cased.
+    from: Option<String>,
+}
+
+/// Opens `message` for its envelope `recipients`: one [`Opened`] for all of them when the
+/// root is not encrypted, one per recipient when it is.
+///
+/// # Errors
+/// Only a keyring failure (temporary).
+pub fn open(
+    message: &[u8],
+    recipients: &[&str],
+    keyring: &Keyring,
+    settings: &Settings,
+    now: SystemTime,
+) -> Result<Vec<Opened>, Error> {
+    let ctx = Ctx {
+        keyring,
+        settings,
+        now,
+    };
+    let (head, body) = headers::split_bytes(message);
+    let raw = results::strip(results::fields(head), &settings.authserv_id);
+    let fields: Vec<Field> = raw.iter().filter_map(|r| r.field.clone()).collect();
+    let from = classify::from_address(&fields);
+    let outer = Outer {
+        raw,
+        fields,
+        body,
+        from,
+    };
+    let all: Vec<usize> = (0..recipients.len()).collect();
+    let root = root::classify(&outer.fields, body, message);
+    let mut v = Verdict::new(outer.from.clone());
+    let data = match root {
+        Root::PgpMime(data) => match decrypt::kind(&data) {
+            Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
+                return per_recipient(&ctx, &outer, recipients, &data, k, true)
+            }
+            _ => {
+                v.encryption = Encryption::Malformed;
+                return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+            }
+        },
+        Root::Armored(data) => data,
+        Root::Signed { signed, signature } => {
+            let checks = verify::detached(&signed, &signature, keyring, keyring.policy(), now)?;
+            let (sf, _) = headers::split(&signed);
+            let protected = protected::marked(&sf).then(|| protected::fields(&sf));
+            let edits = judge_into(&mut v, &checks, &outer, protected.as_deref());
+            return Ok(vec![unchanged(&ctx, &outer, v, &edits, all)]);
+        }
+        Root::Cleartext(data) => {
+            let max = settings.max_plaintext;
+            match verify::inline(&data, keyring, keyring.policy(), now, max)? {
+                Some(checks) => {
+                    judge_into(&mut v, &checks, &outer, None);
+                }
+                None => v.signature = Signature::Invalid,
+            }
+            return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+        }
+        Root::Malformed { encrypted } => {
+            if encrypted {
+                v.encryption = Encryption::Malformed;
+            } else {
+                v.signature = Signature::Invalid;
+            }
+            return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+        }
+        Root::Plain(nested) => {
+            if nested.ciphertext {
+                v.encryption = Encryption::NestedIgnored;
+            }
+            if nested.signature {
+                v.signature = Signature::Partial;
+            }
+            return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+        }
+    };
+    // A whole armored body: encrypted, or signed only.
+    match decrypt::kind(&data) {
+        Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
+            per_recipient(&ctx, &outer, recipients, &data, k, false)
+        }
+        Some(Kind::NotEncrypted) => {
+            let max = settings.max_plaintext;
+            match verify::inline(&data, keyring, keyring.policy(), now, max)? {
+                Some(checks) => {
+                    judge_into(&mut v, &checks, &outer, None);
+                }
+                None => v.encryption = Encryption::Malformed,
+            }
+            Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
+        }
+        None => {
+            v.encryption = Encryption::Malformed;
+            Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
+        }
+    }
+}
+
+/// One copy per recipient, each decrypted with that recipient's own keys only.
+fn per_recipient(
+    ctx: &Ctx<'_>,
+    outer: &Outer<'_>,
+    recipients: &[&str],
+    data: &[u8],
+    kind: Kind,
+    mime: bool,
+) -> Result<Vec<Opened>, Error> {
+    let no_integrity = kind == Kind::NoIntegrity;
+    let mut out = Vec::with_capacity(recipients.len());
+    for (i, rcpt) in recipients.iter().enumerate() {
+        let mut v = Verdict::new(outer.from.clone());
+        let outcome = if no_integrity {
+            Outcome::Refused(Encryption::NoIntegrity)
+        } else {
+            decrypt::decrypt(
+                data,
+                rcpt,
+                ctx.keyring,
+                ctx.keyring.policy(),
+                ctx.now,
+                ctx.settings.max_plaintext,
+            )?
+        };
+        let opened = match outcome {
+            Outcome::Plaintext(p) if mime => payload(ctx, outer, &p, vec![i])?,
+            Outcome::Plaintext(p) => {
+                v.encryption = Encryption::Decrypted;
+                v.decryption_key = Some(p.key().clone());
+                judge_into(&mut v, p.checks(), outer, None);
+                let results = results::render(&v, &ctx.settings.authserv_id);
+                Opened {
+                    recipients: vec![i],
+                    message: assemble::inline(&results, &outer.raw, p.bytes()),
+                    verdict: v,
+                }
+            }
+            Outcome::Refused(e) => {
+                v.encryption = e;
+                unchanged(ctx, outer, v, &Edits::None, vec![i])
+            }
+        };
+        out.push(opened);
+    }
+    Ok(out)
+}
+
+/// A decrypted PGP/MIME payload: our fields stripped from its root too, its signatures
+/// (inside the OpenPGP message, or a `multipart/signed` payload), its protected fields.
+fn payload(
+    ctx: &Ctx<'_>,
+    outer: &Outer<'_>,
+    p: &Plaintext,
+    recipients: Vec<usize>,
+) -> Result<Opened, Error> {
+    let bytes = mime::crlf(p.bytes());
+    let (phead, pbody) = headers::split_bytes(&bytes);
+    let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
+    let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
+    let mut checks = p.checks().to_vec();
+    let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
+    if let Some((signed, signature)) = root::signed_halves(&pfields, pbody) {
+        let policy = ctx.keyring.policy();
+        checks.extend(verify::detached(
+            &signed,
+            &signature,
+            ctx.keyring,
+            policy,
+            ctx.now,
+        )?);
+        let (sf, _) = headers::split(&signed);
+        if protected.is_none() && protected::marked(&sf) {
+            protected = Some(protected::fields(&sf));
+        }
+    }
+    let mut v = Verdict::new(outer.from.clone());
+    v.encryption = Encryption::Decrypted;
+    v.decryption_key = Some(p.key().clone());
+    let edits = judge_into(&mut v, &checks, outer, protected.as_deref());
+    let legacy_free = match edits {
+        Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
+        _ => None,
+    };
+    let body = legacy_free.as_deref().unwrap_or(pbody);
+    let content: Vec<RawField<'_>> = praw
+        .iter()
+        .filter(|r| {
+            r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
+        })
+        .cloned()
+        .collect();
+    let results = results::render(&v, &ctx.settings.authserv_id);
+    Ok(Opened {
+        recipients,
+        message: assemble::decrypted(&results, &outer.raw, &edits, &content, body),
+        verdict: v,
+    })
+}
+
+/// Judges `checks` into `v` and returns what header protection does to the outer header:
+/// protected fields replace the outer ones only with a valid signature.
+fn judge_into(
+    v: &mut Verdict,
+    checks: &[Check],
+    outer: &Outer<'_>,
+    protected: Option<&[Field]>,
+) -> Edits {
+    let inner = protected.map_or(InnerFrom::Absent, protected::inner_from);
+    let Judgement {
+        signature,
+        signer,
+        signer_address,
+        valid,
+    } = verify::judge(checks, outer.from.as_deref(), &inner);
+    v.signature = signature;
+    v.signer = signer;
+    v.signer_address = signer_address;
+    let Some(protected) = protected.filter(|p| !p.is_empty()) else {
+        return Edits::None;
+    };
+    match valid {
+        Some(proof) => {
+            v.protected_headers = HeaderProtection::Applied;
+            let (names, lines) = protected::applied(protected, &proof);
+            Edits::Applied { names, lines }
+        }
+        None => {
+            v.protected_headers = HeaderProtection::KeptApart;
+            Edits::KeptApart(protected::kept_apart(protected))
+        }
+    }
+}
+
+/// The message as received, with our fields (and the header protection edits).
+fn unchanged(
+    ctx: &Ctx<'_>,
+    outer: &Outer<'_>,
+    v: Verdict,
+    edits: &Edits,
+    recipients: Vec<usize>,
+) -> Opened {
+    let results = results::render(&v, &ctx.settings.authserv_id);
+    Opened {
+        recipients,
+        message: assemble::unchanged(&results, &outer.raw, edits, outer.body),
+        verdict: v,
+    }
+}
+
+#[cfg(test)]
+mod tests;

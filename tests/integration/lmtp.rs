@@ -1,0 +1,262 @@
+//! Inbound delivery over LMTP through the real binary: swaks into an inbound listener,
+//! an LMTP server on TCP or a Unix socket out, per-recipient replies after DATA, the
+//! spool, DSNs; and 8-bit messages to next hops with and without 8BITMIME (LMTP and SMTP).
+
+use std::time::Duration;
+
+use super::common::{relay_config, swaks, Sealpost};
+use super::upstream::{wait_for, LmtpServer, ScriptedUpstream, SmtpSink};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// One inbound listener for example.org, retries after a second, then `extra`.
+fn inbound_config(deliver: Option<&str>, extra: &str) -> String {
+    let deliver = deliver.map_or(String::new(), |d| format!("deliver = \"{d}\"\n"));
+    format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\n{deliver}local_domains = [\"example.org\"]\n\n\
+         [delivery]\nretry = \"1s\"\n\n{extra}"
+    )
+}
+
+/// A UTF-8 text message with 8-bit bytes in its body (and a line with trailing space).
+const EIGHT_BIT: &str = "From: sender@remote.example\r\nTo: alice@example.org\r\nSubject: umlauts\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße aus Köln – ½ € \r\n.zweite Zeile\r\n";
+
+fn decoded_text(message: &[u8]) -> String {
+    let parsed = mail_parser::MessageParser::default()
+        .parse(message)
+        .expect("a message");
+    parsed.body_text(0).expect("a text body").into_owned()
+}
+
+/// Writes `message` for swaks's `--data`, which ends the data with CRLF.CRLF itself: the
+/// file leaves out the last line's CRLF, so that what arrives is `message`.
+fn data_file(s: &Sealpost, name: &str, message: &str) -> String {
+    let file = s.dir.path().join(name);
+    std::fs::write(&file, message.strip_suffix("\r\n").unwrap_or(message)).unwrap();
+    file.display().to_string()
+}
+
+fn send(port: u16, to: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec!["--from", "sender@remote.example", "--to", to];
+    args.extend_from_slice(extra);
+    swaks(port, &args)
+}
+
+#[test]
+fn two_recipients_one_data_both_delivered() {
+    let lmtp = LmtpServer::tcp(true);
+    let s = Sealpost::new();
+    let gw = s.serve(&inbound_config(Some(lmtp.target()), ""), &[]);
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org,bob@example.org",
+        &["--header", "Subject: lmtp", "--body", "hello over LMTP"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("<-  250 2.0.0 Delivered"), "{out}");
+    let t = lmtp.wait_transactions(1, LONG);
+    assert_eq!(t.len(), 1, "one DATA for both recipients");
+    assert_eq!(t[0].recipients, ["alice@example.org", "bob@example.org"]);
+    assert!(!t[0].lhlo.is_empty());
+    assert!(t[0].mail.starts_with("MAIL FROM:<sender@remote.example>"));
+    assert!(!t[0].mail.contains("BODY="), "7-bit data: {}", t[0].mail);
+    let text = String::from_utf8_lossy(&t[0].data);
+    assert!(text.contains("Subject: lmtp") && text.contains("hello over LMTP"));
+    assert!(
+        text.contains("\r\nReceived: from ") || text.starts_with("Received: from "),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("Authentication-Results: "),
+        "results first: {text}"
+    );
+    assert!(s.ok(&["queue", "list"]).is_empty());
+}
+
+#[test]
+fn a_452_after_data_is_spooled_and_retried_over_a_unix_socket() {
+    let lmtp = LmtpServer::unix(true);
+    lmtp.after_data(
+        "bob@example.org",
+        &["452 4.2.2 <bob@example.org> Mailbox is full"],
+    );
+    let s = Sealpost::new();
+    // The target from the command line, over the file's (which has none).
+    let gw = s.serve(&inbound_config(None, ""), &["--deliver", lmtp.target()]);
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org,bob@example.org",
+        &["--header", "Subject: retry me"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("<-  250 2.0.0 Accepted"), "{out}");
+    let t = lmtp.wait_transactions(2, LONG);
+    assert_eq!(t[0].recipients, ["alice@example.org", "bob@example.org"]);
+    assert!(
+        t[0].replies[1].starts_with("452 4.2.2"),
+        "{:?}",
+        t[0].replies
+    );
+    assert_eq!(t[1].recipients, ["bob@example.org"], "only bob is retried");
+    assert_eq!(t[1].data, t[0].data, "the same message");
+    assert!(t[1].replies[0].starts_with("250"));
+    wait_for(LONG, "an empty spool", || {
+        s.ok(&["queue", "list"]).is_empty().then_some(())
+    });
+    assert_eq!(lmtp.transactions().len(), 2, "delivered once each");
+}
+
+#[test]
+fn a_550_after_data_bounces_as_smtp_refusals_do() {
+    let lmtp = LmtpServer::tcp(true);
+    let reply = "550 5.1.1 <gone@example.org> User doesn't exist";
+    lmtp.after_data("gone@example.org", &[reply, reply]);
+    // DSNs leave through the outbound transport: a scripted upstream records them.
+    let up = ScriptedUpstream::start();
+    let s = Sealpost::new();
+    let extra = format!(
+        "[upstream]\naddress = \"{}\"\ntls = \"none\"\n",
+        up.address()
+    );
+    let gw = s.serve(&inbound_config(Some(lmtp.target()), &extra), &[]);
+
+    // One accepted, one refused: 250 to the client, a DSN to the sender.
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org,gone@example.org",
+        &["--header", "Subject: partly refused"],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("<-  250 2.0.0 Accepted"), "{out}");
+    let dsn = &up.wait_received(1, LONG)[0];
+    assert_eq!(dsn.sender, "");
+    assert_eq!(dsn.recipients, ["sender@remote.example"]);
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(text.contains("multipart/report"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; gone@example.org"),
+        "{text}"
+    );
+    assert!(text.contains("Status: 5.1.1"), "{text}");
+    assert!(text.contains("User doesn't exist"), "{text}");
+    assert!(text.contains("Subject: partly refused"), "{text}");
+    assert!(
+        !text.contains("Final-Recipient: rfc822; alice@example.org"),
+        "{text}"
+    );
+
+    // Only refused recipients: the LMTP server's reply goes back, nothing is spooled.
+    let (ok, out) = send(gw.port(), "gone@example.org", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains(&format!("<** {reply}")), "{out}");
+    assert_eq!(lmtp.transactions().len(), 2, "a 5xx is never retried");
+    assert!(s.ok(&["queue", "list"]).is_empty());
+    assert_eq!(up.received().len(), 1, "no DSN when the client was told");
+}
+
+#[test]
+fn eight_bit_to_lmtp_without_8bitmime_arrives_quoted_printable() {
+    let lmtp = LmtpServer::tcp(false);
+    let s = Sealpost::new();
+    let gw = s.serve(&inbound_config(Some(lmtp.target()), ""), &[]);
+    let file = data_file(&s, "8bit.eml", EIGHT_BIT);
+    let (ok, out) = send(gw.port(), "alice@example.org", &["--data", &file]);
+    assert!(ok, "{out}");
+    let t = &lmtp.wait_transactions(1, LONG)[0];
+    assert!(!t.mail.contains("BODY=8BITMIME"), "{}", t.mail);
+    assert!(t.data.is_ascii(), "{}", String::from_utf8_lossy(&t.data));
+    let text = String::from_utf8_lossy(&t.data);
+    assert!(
+        text.contains("Content-Transfer-Encoding: quoted-printable\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("Content-Transfer-Encoding: 8bit"), "{text}");
+    assert_eq!(decoded_text(&t.data), decoded_text(EIGHT_BIT.as_bytes()));
+}
+
+#[test]
+fn eight_bit_to_lmtp_with_8bitmime_arrives_byte_identical() {
+    let lmtp = LmtpServer::unix(true);
+    let s = Sealpost::new();
+    let gw = s.serve(&inbound_config(Some(lmtp.target()), ""), &[]);
+    let file = data_file(&s, "8bit.eml", EIGHT_BIT);
+    let (ok, out) = send(gw.port(), "alice@example.org", &["--data", &file]);
+    assert!(ok, "{out}");
+    let t = &lmtp.wait_transactions(1, LONG)[0];
+    assert!(t.mail.ends_with(" BODY=8BITMIME"), "{}", t.mail);
+    // sealpost adds its Received field on top; everything after it is the client's bytes.
+    assert!(
+        t.data.ends_with(EIGHT_BIT.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&t.data)
+    );
+}
+
+#[test]
+fn an_smtp_server_given_as_lmtp_is_a_clear_temporary_error() {
+    let smtp = ScriptedUpstream::start();
+    let s = Sealpost::new();
+    let target = format!("lmtp:{}", smtp.address());
+    let gw = s.serve(&inbound_config(Some(&target), ""), &[]);
+    let (ok, out) = send(gw.port(), "alice@example.org", &[]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("<** 451 4.3.5"), "{out}");
+    assert!(out.contains("is not an LMTP server"), "{out}");
+    assert!(smtp.received().is_empty());
+    assert!(s.ok(&["queue", "list"]).is_empty(), "the client keeps it");
+}
+
+#[test]
+fn eight_bit_to_an_smtp_upstream_without_8bitmime_is_re_encoded() {
+    let multipart = "From: alice@example.org\r\nTo: bob@example.net\r\nSubject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nnaïve café\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n\u{e9}t\u{e9}\r\n--b--\r\n";
+    let seven_bit = SmtpSink::start(&["-8"]);
+    let eight_bit = SmtpSink::start(&[]);
+    let s = Sealpost::new();
+    let file = data_file(&s, "parts.eml", multipart);
+    let args = [
+        "--from",
+        "alice@example.org",
+        "--to",
+        "bob@example.net",
+        "--data",
+        &file,
+    ];
+    for (sink, kept) in [(&seven_bit, false), (&eight_bit, true)] {
+        let gw = s.serve(&relay_config(&sink.address(), ""), &[]);
+        let (ok, out) = swaks(gw.port(), &args);
+        assert!(ok, "{out}");
+        let dump = &sink.wait_messages(1, LONG)[0];
+        let mail_args = &sink.mail_args()[0];
+        if kept {
+            assert!(mail_args.contains("BODY=8BITMIME"), "{mail_args}");
+            // smtp-sink rewrites line ends in its dumps: compare with swaks straight to it.
+            let reference = SmtpSink::start(&[]);
+            let (ok, out) = swaks(reference.port, &args);
+            assert!(ok, "{out}");
+            let direct = &reference.wait_messages(1, LONG)[0];
+            assert_eq!(dump.body(), direct.body(), "byte-identical");
+            assert!(!dump.body().is_ascii());
+        } else {
+            assert!(!mail_args.contains("BODY="), "{mail_args}");
+            assert!(dump.message.is_ascii(), "{}", dump.text());
+            assert!(dump.text().contains("Content-Transfer-Encoding: base64"));
+            assert_eq!(decoded_text(&dump.message), "naïve café");
+        }
+        drop(gw);
+    }
+
+    // 8-bit bytes outside any part cannot be re-encoded: refused for good, not sent.
+    let preamble = multipart.replace(
+        "\r\n\r\n--b\r\nContent-Type: text/plain",
+        "\r\n\r\npréambule\r\n--b\r\nContent-Type: text/plain",
+    );
+    data_file(&s, "parts.eml", &preamble);
+    let gw = s.serve(&relay_config(&seven_bit.address(), ""), &[]);
+    let (ok, out) = swaks(gw.port(), &args);
+    assert!(!ok, "{out}");
+    assert!(out.contains("<** 554 5.6.3"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(seven_bit.messages().len(), 1, "nothing more was sent");
+    drop(gw);
+}
