@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
 use crate::policy::{self, Decision, Facts, Policy, Treatment};
@@ -12,10 +13,10 @@ use crate::smtp::backend::Backend;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::{Client, Credentials, Transaction};
-use crate::transform::inbound;
+use crate::transform::{self, inbound, Classification};
 
+use super::process;
 use super::split::Decided;
-use super::{parse, process};
 
 /// Which way a listener's mail goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +84,7 @@ impl Backend for Gateway {
         // Encryption and decryption are CPU work: off the async threads.
         let work = tokio::task::spawn_blocking(move || match this.direction {
             Direction::Inbound => this.inbound(&tx),
-            Direction::Outbound => this.outbound(&tx),
+            Direction::Outbound => this.outbound(tx),
         });
         let parts = match work.await {
             Ok(Ok(parts)) => parts,
@@ -122,20 +123,38 @@ impl Gateway {
     /// is the address whose key would sign (the envelope sender at RCPT time, the From
     /// address after the final dot).
     fn decide(&self, signer: &str, rcpt: &str, now: SystemTime) -> Decision {
+        let can_sign =
+            !signer.is_empty() && matches!(self.keyring.signing_cert_for(signer, now), Ok(Some(_)));
+        self.decide_with(rcpt, can_sign, now).0
+    }
+
+    /// [`Gateway::decide`] with the signer already looked up, and the recipient's usable
+    /// certificates (empty unless the verdict is to encrypt).
+    fn decide_with(
+        &self,
+        rcpt: &str,
+        can_sign: bool,
+        now: SystemTime,
+    ) -> (Decision, Vec<Arc<Cert>>) {
         let eff = self.policy.for_recipient(rcpt);
+        let certs = self.keyring.lookup_encryption(rcpt, now);
         let facts = Facts {
-            has_key: self.keyring.lookup_encryption(rcpt, now).is_ok(),
-            can_sign: !signer.is_empty()
-                && matches!(self.keyring.signing_cert_for(signer, now), Ok(Some(_))),
+            has_key: certs.is_ok(),
+            can_sign,
             others_encrypted: false,
         };
-        policy::decide(rcpt, &eff, facts)
+        let decision = policy::decide(rcpt, &eff, facts);
+        let certs = match decision {
+            Decision::Accept(Treatment::Encrypt) => certs.unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        (decision, certs)
     }
 
     /// A message that cannot be protected: passed on unchanged only when every recipient's
     /// policy allows plaintext, refused otherwise, so that it never reaches a `require`
     /// recipient in the clear.
-    fn malformed(&self, tx: &Transaction, reason: &str) -> Result<Vec<process::Built>, Reply> {
+    fn malformed(&self, tx: Transaction, reason: &str) -> Result<Vec<process::Built>, Reply> {
         let strict: Vec<String> = tx
             .envelope
             .recipients
@@ -145,7 +164,7 @@ impl Gateway {
             .collect();
         if strict.is_empty() {
             tracing::warn!(queue_id = %tx.id, reason, "malformed message passed on unchanged: every recipient may receive plaintext");
-            return Ok(vec![(tx.envelope.recipients.clone(), tx.message.clone())]);
+            return Ok(vec![(tx.envelope.recipients, tx.message)]);
         }
         tracing::warn!(queue_id = %tx.id, reason, "malformed message refused");
         Err(Reply::new(
@@ -203,42 +222,49 @@ impl Gateway {
         Ok(parts)
     }
 
-    /// Parse, decide per recipient, group, transform: the copies and who gets each.
-    fn outbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
+    /// Classify, decide per recipient, group, transform: the copies and who gets each.
+    fn outbound(&self, tx: Transaction) -> Result<Vec<process::Built>, Reply> {
         let now = SystemTime::now();
-        let parsed = parse::parse(&tx.message);
-        if parsed.protected {
-            tracing::info!(queue_id = %tx.id, "already protected: passed on unchanged");
-            return Ok(vec![(tx.envelope.recipients.clone(), tx.message.clone())]);
-        }
-        if let Some(reason) = &parsed.malformed {
-            return self.malformed(tx, reason);
-        }
+        let info = match transform::classify(&tx.message) {
+            Ok(Classification::Protected { kind, .. }) => {
+                tracing::info!(queue_id = %tx.id, ?kind, "already protected: passed on unchanged");
+                return Ok(vec![(tx.envelope.recipients, tx.message)]);
+            }
+            Ok(Classification::Plain(info)) => Ok(info),
+            // Sound, but with nothing to sign for: plain copies only.
+            Err(e) if e.is_from() => Err(e),
+            Err(e) => return self.malformed(tx, &e.to_string()),
+        };
+        let signer = match &info {
+            Ok(info) => self
+                .keyring
+                .signing_cert_for(&info.from, now)
+                .ok()
+                .flatten(),
+            Err(_) => None,
+        };
+        let named: &[String] = info.as_ref().map_or(&[], |i| &i.named);
         let mut decided = Vec::with_capacity(tx.envelope.recipients.len());
-        let signer = parsed.from.clone().unwrap_or_default();
         for r in &tx.envelope.recipients {
-            let treatment = match self.decide(&signer, &r.address, now) {
-                Decision::Accept(t) => t,
+            let (treatment, certs) = match self.decide_with(&r.address, signer.is_some(), now) {
+                (Decision::Accept(t), certs) => (t, certs),
                 // The keyring changed between RCPT and the final dot.
-                Decision::Refuse(reply) => return Err(reply),
+                (Decision::Refuse(reply), _) => return Err(reply),
             };
             let eff = self.policy.for_recipient(&r.address);
-            let certs = match treatment {
-                Treatment::Encrypt => self
-                    .keyring
-                    .lookup_encryption(&r.address, now)
-                    .unwrap_or_default(),
-                _ => Vec::new(),
-            };
             decided.push(Decided {
                 recipient: r.clone(),
                 treatment,
                 certs,
-                named: parsed.named.contains(&r.address.to_ascii_lowercase()),
+                named: named.contains(&r.address.to_ascii_lowercase()),
                 encrypt_to_self: eff.encrypt_to_self.0,
             });
         }
         process::check_mixed(&decided, &self.policy)?;
-        process::build(tx, &parsed, &decided, &self.keyring, now)
+        let sender = process::Sender {
+            info: info.as_ref(),
+            signer,
+        };
+        process::build(tx, &sender, &decided, &self.keyring, now)
     }
 }

@@ -1,5 +1,6 @@
 //! Building the copies: each group's message, encrypted where the policy says so.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,9 +11,8 @@ use crate::policy::{Mixed, Policy, Treatment};
 use crate::smtp::envelope::Recipient;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::Transaction;
-use crate::transform;
+use crate::transform::{self, Info};
 
-use super::parse::{self, Parsed};
 use super::split::{self, Decided};
 
 /// `mixed = refuse-unencrypted`: when some recipients get the message encrypted, those
@@ -46,40 +46,64 @@ pub fn check_mixed(decided: &[Decided], policy: &Policy) -> Result<(), Reply> {
 /// A built copy: its recipients and its bytes.
 pub type Built = (Vec<Recipient>, Vec<u8>);
 
-/// One message per group.
+/// What the pipeline knows about the sender of a plaintext message.
+pub struct Sender<'a> {
+    /// The classified message, or why it has no single From address: then nothing can be
+    /// signed or encrypted, and only plain copies can be made.
+    pub info: Result<&'a Info, &'a transform::Error>,
+    /// The sender's secret key that can sign now, looked up once per message.
+    pub signer: Option<Arc<Cert>>,
+}
+
+/// One message per group. The message is moved into (or released while encrypting) the
+/// last copy that needs it, so that a large message is not copied for it.
 ///
 /// # Errors
 /// A message without exactly one From cannot be signed or encrypted (`554 5.6.0`);
 /// a transform failure is temporary (`451 4.3.0`). Nothing is sent half-protected.
 pub fn build(
-    tx: &Transaction,
-    parsed: &Parsed,
+    tx: Transaction,
+    sender: &Sender<'_>,
     decided: &[Decided],
     keyring: &Keyring,
     now: SystemTime,
 ) -> Result<Vec<Built>, Reply> {
-    let mut out = Vec::new();
-    for group in split::groups(decided) {
+    let Transaction { id, message, .. } = tx;
+    let groups = split::groups(decided);
+    let last_index = groups.len().saturating_sub(1);
+    let mut message = Some(message);
+    let mut out = Vec::with_capacity(groups.len());
+    for (i, group) in groups.into_iter().enumerate() {
+        let last = i == last_index;
         match group.treatment {
             Treatment::Plain => {
                 for r in &group.recipients {
-                    tracing::info!(queue_id = %tx.id, to = %r.address, treatment = "plain", "copy");
+                    tracing::info!(queue_id = %id, to = %r.address, treatment = "plain", "copy");
                 }
-                out.push((group.recipients, tx.message.clone()));
+                out.push((group.recipients, plain_copy(&mut message, last)));
             }
             Treatment::SignOnly => {
-                let from = parsed.from.as_deref().ok_or_else(parse::bad_from)?;
-                let signer = keyring.signing_cert_for(from, now).ok().flatten();
-                let signed = match &signer {
+                let info = sender.info.map_err(transform::Error::reply)?;
+                let text = message.as_deref().unwrap_or_default();
+                let signed = match &sender.signer {
                     Some(tsk) => {
-                        match transform::sign::sign(&tx.message, tsk, keyring.policy(), now) {
-                            Ok(data) => Some(data),
+                        let t = transform::Treatment::SignOnly {
+                            signer: Arc::clone(tsk),
+                        };
+                        match transform::protect_classified(
+                            Cow::Borrowed(text),
+                            info,
+                            &t,
+                            keyring.policy(),
+                            now,
+                        ) {
+                            Ok(p) => Some(p.message),
                             Err(transform::Error::NotSevenBit) => {
-                                tracing::warn!(queue_id = %tx.id, "8-bit content outside any part (a preamble, an attached message): sent unsigned");
+                                tracing::warn!(queue_id = %id, "8-bit content outside any part (a preamble, an attached message): sent unsigned");
                                 None
                             }
                             Err(e) => {
-                                tracing::error!(queue_id = %tx.id, error = %e, "signing failed");
+                                tracing::error!(queue_id = %id, error = %e, "signing failed");
                                 return Err(e.reply());
                             }
                         }
@@ -89,68 +113,77 @@ pub fn build(
                 let treatment = if signed.is_some() { "signed" } else { "plain" };
                 for r in &group.recipients {
                     tracing::info!(
-                        queue_id = %tx.id,
+                        queue_id = %id,
                         to = %r.address,
                         treatment,
-                        signed_by = %signer.as_ref().map(|s| s.fingerprint().to_hex()).unwrap_or_default(),
+                        signed_by = %sender.signer.as_ref().filter(|_| signed.is_some()).map(|s| s.fingerprint().to_hex()).unwrap_or_default(),
                         "copy"
                     );
                 }
-                out.push((
-                    group.recipients,
-                    signed.unwrap_or_else(|| tx.message.clone()),
-                ));
+                let data = match signed {
+                    Some(data) => data,
+                    None => plain_copy(&mut message, last),
+                };
+                out.push((group.recipients, data));
             }
             Treatment::Encrypt => {
-                let from = parsed.from.as_deref().ok_or_else(parse::bad_from)?;
+                let info = sender.info.map_err(transform::Error::reply)?;
                 let mut certs: Vec<Arc<Cert>> = group.certs.clone();
                 if group.encrypt_to_self {
-                    for c in keyring.lookup_encryption(from, now).unwrap_or_default() {
+                    for c in keyring
+                        .lookup_encryption(&info.from, now)
+                        .unwrap_or_default()
+                    {
                         if !certs.iter().any(|x| x.fingerprint() == c.fingerprint()) {
                             certs.push(c);
                         }
                     }
                 }
-                let signer = keyring
-                    .signing_cert_for(from, now)
-                    .ok()
-                    .flatten()
-                    .filter(|s| usable_signer(s, &certs));
-                let refs: Vec<&Cert> = certs.iter().map(|c| c.as_ref()).collect();
-                let data = transform::encrypt::encrypt(
-                    &tx.message,
-                    &refs,
-                    signer.as_deref(),
-                    keyring.policy(),
-                    now,
-                )
-                .map_err(|e| {
-                    tracing::error!(queue_id = %tx.id, error = %e, "encryption failed");
-                    e.reply()
-                })?;
                 let fprs: Vec<String> = certs.iter().map(|c| c.fingerprint().to_hex()).collect();
+                let t = transform::Treatment::Encrypt {
+                    recipients: certs,
+                    signer: sender.signer.clone(),
+                };
+                let text = if last {
+                    Cow::Owned(message.take().unwrap_or_default())
+                } else {
+                    Cow::Borrowed(message.as_deref().unwrap_or_default())
+                };
+                let protected =
+                    transform::protect_classified(text, info, &t, keyring.policy(), now).map_err(
+                        |e| {
+                            tracing::error!(queue_id = %id, error = %e, "encryption failed");
+                            e.reply()
+                        },
+                    )?;
+                let signed_by = match &protected.outcome {
+                    transform::Outcome::Encrypted {
+                        signed_by: Some(fpr),
+                    } => fpr.to_hex(),
+                    _ => String::new(),
+                };
                 for r in &group.recipients {
                     tracing::info!(
-                        queue_id = %tx.id,
+                        queue_id = %id,
                         to = %r.address,
                         treatment = "encrypted",
                         keys = %fprs.join(","),
-                        signed_by = %signer.as_ref().map(|s| s.fingerprint().to_hex()).unwrap_or_default(),
+                        signed_by = %signed_by,
                         "copy"
                     );
                 }
-                out.push((group.recipients, data));
+                out.push((group.recipients, protected.message));
             }
         }
     }
     Ok(out)
 }
 
-/// A v6 signature makes a message unreadable for v4-only software even when it can
-/// decrypt it, so a v6 key signs only when every recipient has a v6 key.
-fn usable_signer(signer: &Cert, recipients: &[Arc<Cert>]) -> bool {
-    signer.primary_key().key().version() != 6
-        || recipients
-            .iter()
-            .all(|c| c.primary_key().key().version() == 6)
+/// The message for a plain copy: the last copy takes it, earlier ones get their own.
+fn plain_copy(message: &mut Option<Vec<u8>>, last: bool) -> Vec<u8> {
+    if last {
+        message.take().unwrap_or_default()
+    } else {
+        message.clone().unwrap_or_default()
+    }
 }

@@ -5,19 +5,90 @@
 //! the address case-sensitively and does not fold the header.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use openpgp::packet::Packet;
 use openpgp::policy::Policy;
 use openpgp::serialize::SerializeInto;
-use openpgp::Cert;
+use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
 use super::Error;
 
 /// Header lines are folded to this many columns.
 const WIDTH: usize = 78;
+
+/// How long a built header is reused at most, so that a subkey that only becomes valid
+/// later (created in the future) is announced soon enough.
+const REUSE: Duration = Duration::from_secs(600);
+
+/// Most headers kept; a gateway signs for few senders, and the cache is emptied when full.
+const CACHE_ENTRIES: usize = 1024;
+
+/// A header built for one certificate object and address, and while it stays correct.
+struct Cached {
+    /// The keyring hands out one `Arc` per stored version of a key and replaces it when the
+    /// key changes, so the same live allocation means the same certificate.
+    cert: Weak<Cert>,
+    header: String,
+    built: SystemTime,
+    until: SystemTime,
+}
+
+type Cache = Mutex<HashMap<(Fingerprint, String, usize), Cached>>;
+
+static CACHE: OnceLock<Cache> = OnceLock::new();
+
+/// [`header`], built once per signer certificate, address and policy and then reused until
+/// a component in it expires (or [`REUSE`] passes). Building it means assembling,
+/// canonicalizing and serializing a minimal certificate, which cost more than the
+/// signature itself on a 10 KB message.
+///
+/// # Errors
+/// As [`header`].
+pub fn cached_header(
+    cert: &Arc<Cert>,
+    addr: &str,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<String, Error> {
+    let addr = addr.to_ascii_lowercase();
+    // The policy object's address: a different policy may choose different subkeys.
+    let key = (
+        cert.fingerprint(),
+        addr,
+        policy as *const dyn Policy as *const () as usize,
+    );
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Ok(entries) = cache.lock() {
+        if let Some(c) = entries.get(&key) {
+            let same = c.cert.upgrade().is_some_and(|c| Arc::ptr_eq(&c, cert));
+            if same && c.built <= now && now < c.until {
+                return Ok(c.header.clone());
+            }
+        }
+    }
+    let (header, expires) = build(cert, &key.1, policy, now)?;
+    let until = expires.map_or(now + REUSE, |e| e.min(now + REUSE));
+    if let Ok(mut entries) = cache.lock() {
+        if entries.len() >= CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(
+            key,
+            Cached {
+                cert: Arc::downgrade(cert),
+                header: header.clone(),
+                built: now,
+                until,
+            },
+        );
+    }
+    Ok(header)
+}
 
 /// `Autocrypt: addr=…; keydata=…`, folded to 78 columns, CRLF-terminated, with the
 /// minimal key Autocrypt asks for: the primary key and its direct-key signature, the user
@@ -34,13 +105,25 @@ pub fn header(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<String, Error> {
+    build(cert, addr, policy, now).map(|(h, _)| h)
+}
+
+/// The header, and the first time at which a key or signature in it expires.
+fn build(
+    cert: &Cert,
+    addr: &str,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<(String, Option<SystemTime>), Error> {
     let addr = addr.to_ascii_lowercase();
     let unfit = |why: &str| Error::NoSigningKey(format!("{} ({why})", cert.fingerprint()));
     let vc = cert
         .with_policy(policy, now)
         .map_err(|_| unfit("not valid now"))?;
+    let mut expires = earliest(None, vc.primary_key().key_expiration_time());
     let mut packets: Vec<Packet> = vec![cert.primary_key().key().clone().into()];
     if let Ok(sig) = vc.direct_key_signature() {
+        expires = earliest(expires, sig.signature_expiration_time());
         packets.push(sig.clone().into());
     }
     let mut uids = 0;
@@ -52,6 +135,7 @@ pub fn header(
             .flatten()
             .is_some_and(|e| e.eq_ignore_ascii_case(&addr));
         if matches {
+            expires = earliest(expires, ua.binding_signature().signature_expiration_time());
             packets.push(ua.userid().clone().into());
             packets.push(ua.binding_signature().clone().into());
             uids += 1;
@@ -71,16 +155,26 @@ pub fn header(
         .max_by_key(newest)
         .ok_or_else(|| unfit("no encryption subkey"))?;
     for ka in signing.iter().chain(std::iter::once(&encryption)) {
+        expires = earliest(expires, ka.key_expiration_time());
+        expires = earliest(expires, ka.binding_signature().signature_expiration_time());
         packets.push(ka.key().clone().into());
         packets.push(ka.binding_signature().clone().into());
     }
     let minimal =
         Cert::from_packets(packets.into_iter()).map_err(|e| Error::Crypto(e.to_string()))?;
     let bytes = minimal.to_vec().map_err(|e| Error::Crypto(e.to_string()))?;
-    Ok(fold(
+    let header = fold(
         &addr,
         &base64::engine::general_purpose::STANDARD.encode(bytes),
-    ))
+    );
+    Ok((header, expires))
+}
+
+fn earliest(a: Option<SystemTime>, b: Option<SystemTime>) -> Option<SystemTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// `Autocrypt: addr=…; keydata=…` folded inside the base64 run (which readers take with
@@ -152,6 +246,65 @@ mod tests {
             "one encryption subkey"
         );
         assert!(header(&cert, "bob@example.org", &p, now).is_err());
+    }
+
+    #[test]
+    fn cached_headers_follow_expiry_and_key_updates() {
+        use openpgp::types::KeyFlags;
+        use std::time::Duration;
+        let p = StandardPolicy::new();
+        let t0 = SystemTime::now() - Duration::from_secs(60);
+        let hour = Duration::from_secs(3600);
+        let (cert, _) = CertBuilder::new()
+            .set_creation_time(t0 - hour)
+            .add_userid("<cache@example.org>")
+            .add_subkey(KeyFlags::empty().set_signing(), Some(2 * hour), None)
+            .add_transport_encryption_subkey()
+            .generate()
+            .unwrap();
+        let cert = Arc::new(cert);
+        let first = cached_header(&cert, "cache@example.org", &p, t0).unwrap();
+        assert_eq!(first, header(&cert, "cache@example.org", &p, t0).unwrap());
+        assert_eq!(
+            cached_header(&cert, "Cache@Example.org", &p, t0 + Duration::from_secs(1)).unwrap(),
+            first,
+            "reused"
+        );
+        // The signing subkey expires an hour after t0: the header is built anew without it.
+        let later = t0 + 2 * hour;
+        let after = cached_header(&cert, "cache@example.org", &p, later).unwrap();
+        assert_ne!(after, first);
+        assert_eq!(
+            after,
+            header(&cert, "cache@example.org", &p, later).unwrap()
+        );
+        // Another version of the certificate (another allocation, same fingerprint) is
+        // not served the header built for the first.
+        let signing = cert
+            .with_policy(&p, t0)
+            .unwrap()
+            .keys()
+            .subkeys()
+            .for_signing()
+            .next()
+            .unwrap()
+            .key()
+            .fingerprint();
+        let stripped = Arc::new(
+            cert.as_ref()
+                .clone()
+                .retain_subkeys(|k| k.key().fingerprint() != signing),
+        );
+        assert_eq!(stripped.fingerprint(), cert.fingerprint());
+        let soon = t0 + Duration::from_secs(2);
+        let without = cached_header(&stripped, "cache@example.org", &p, soon).unwrap();
+        assert_eq!(
+            without,
+            header(&stripped, "cache@example.org", &p, soon).unwrap()
+        );
+        let with = cached_header(&cert, "cache@example.org", &p, soon).unwrap();
+        assert_eq!(with, first);
+        assert_ne!(with, without);
     }
 
     #[test]

@@ -63,8 +63,9 @@ impl Classification {
 /// # Errors
 /// A `554 5.6.0` error ([`Error::is_input`]) when the message is malformed or over a
 /// limit (NUL bytes, bare LF in the header, too many fields, a header line over 998
-/// octets, MIME nesting over 50), and, for plaintext, when it has no From field, several,
-/// or a From with other than one address.
+/// octets, MIME nesting over 50), and, for plaintext, when a text part's bytes are not in
+/// its declared UTF-8 or US-ASCII, when it has no From field, several, or a From with
+/// other than one address.
 pub fn classify(message: &[u8]) -> Result<Classification, Error> {
     let (head, body) = headers::split_bytes(message);
     if head.contains(&0) || body.contains(&0) {
@@ -128,8 +129,51 @@ pub fn classify(message: &[u8]) -> Result<Classification, Error> {
     if let Some(kind) = kind {
         return Ok(Classification::Protected { kind, named });
     }
+    invalid_charset(message)?;
     let from = single_from(&fields, parsed.as_ref())?;
     Ok(Classification::Plain(Info { from, named, shape }))
+}
+
+/// A text part that declares UTF-8 or US-ASCII but whose bytes are not: signing would
+/// re-encode bytes that mean nothing in the charset they claim.
+fn invalid_charset(message: &[u8]) -> Result<(), Error> {
+    // All-ASCII bytes are valid in both; only 8-bit messages need the full parse.
+    if message.is_ascii() {
+        return Ok(());
+    }
+    let Some(parsed) = MessageParser::default().parse(message) else {
+        return Ok(());
+    };
+    for part in &parsed.parts {
+        let Some(ct) = part.content_type() else {
+            continue;
+        };
+        if !ct.ctype().eq_ignore_ascii_case("text") {
+            continue;
+        }
+        let charset = ct
+            .attribute("charset")
+            .unwrap_or("us-ascii")
+            .to_ascii_lowercase();
+        let encoded = part.content_transfer_encoding().is_some_and(|c| {
+            c.eq_ignore_ascii_case("base64") || c.eq_ignore_ascii_case("quoted-printable")
+        });
+        if encoded {
+            continue;
+        }
+        let raw = message
+            .get(part.offset_body as usize..part.offset_end as usize)
+            .unwrap_or_default();
+        let bad = match charset.as_str() {
+            "utf-8" | "utf8" => std::str::from_utf8(raw).is_err(),
+            "us-ascii" | "ascii" => !raw.is_ascii(),
+            _ => false,
+        };
+        if bad {
+            return Err(Error::InvalidCharset(charset));
+        }
+    }
+    Ok(())
 }
 
 /// The one address of the one From field.
@@ -319,6 +363,27 @@ mod tests {
             let r = e.reply();
             assert_eq!(r.code, 554, "{e}");
         }
+    }
+
+    #[test]
+    fn a_text_part_must_hold_its_declared_charset() {
+        let ok = "From: a@x.org\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n";
+        assert_eq!(plain(ok.as_bytes()).from, "a@x.org");
+        let bad = b"From: a@x.org\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\xff\xfe\r\n";
+        let e = classify(bad).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidCharset(c) if c == "utf-8"),
+            "{e:?}"
+        );
+        assert_eq!(e.reply().code, 554);
+        let ascii =
+            b"From: a@x.org\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nna\xefve\r\n";
+        assert!(matches!(classify(ascii), Err(Error::InvalidCharset(_))));
+        let latin1 =
+            b"From: a@x.org\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\nna\xefve\r\n";
+        assert!(classify(latin1).is_ok());
+        let qp = b"From: a@x.org\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\xff\r\n";
+        assert!(classify(qp).is_ok(), "an encoded part's bytes are not text");
     }
 
     #[test]

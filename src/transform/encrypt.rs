@@ -2,15 +2,17 @@
 //! one OpenPGP message, with RFC 9788 header protection.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::time::SystemTime;
 
 use openpgp::policy::Policy;
-use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Recipient, Signer};
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::KeyFlags;
 use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
+use super::armor::Armored;
 use super::headers::{self, Field};
 use super::Error;
 
@@ -62,10 +64,41 @@ pub fn seal(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Sealed, Error> {
+    let autocrypt = |tsk: &Cert, fields: &[Field]| {
+        let addr = super::classify::from_address(fields)?;
+        super::autocrypt::header(tsk, &addr, policy, now)
+            .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
+            .ok()
+    };
+    seal_with(
+        Cow::Borrowed(message),
+        recipients,
+        signer,
+        autocrypt,
+        policy,
+        now,
+    )
+}
+
+/// [`seal`], with the sender's Autocrypt header from `autocrypt` (given the signer that
+/// fits and the header fields). An owned `message` is released as it is encrypted, so that
+/// a large message and its encrypted copy are not held whole at the same time.
+///
+/// # Errors
+/// As [`seal`].
+pub(crate) fn seal_with(
+    message: Cow<'_, [u8]>,
+    recipients: &[&Cert],
+    signer: Option<&Cert>,
+    autocrypt: impl FnOnce(&Cert, &[Field]) -> Option<String>,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Sealed, Error> {
     if recipients.is_empty() {
         return Err(Error::NoRecipients);
     }
-    let (fields, body) = headers::split(message);
+    let (fields, body) = headers::split(&message);
+    let body_start = message.len() - body.len();
     let signer = signer.filter(|s| {
         let fits = signer_fits(s, recipients);
         if !fits {
@@ -73,28 +106,28 @@ pub fn seal(
         }
         fits
     });
-    let autocrypt = match (signer, super::classify::from_address(&fields)) {
-        (Some(tsk), Some(addr)) => match super::autocrypt::header(tsk, &addr, policy, now) {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "no Autocrypt header for the sender");
-                None
-            }
-        },
-        _ => None,
-    };
+    let autocrypt = signer.and_then(|tsk| autocrypt(tsk, &fields));
     let boundary = boundary();
-    let mut out = Vec::with_capacity(message.len() / 3 * 4 + message.len() / 16 + 4096);
-    out.extend_from_slice(outer_head(&fields, autocrypt.as_deref(), &boundary).as_bytes());
     let payload_head = payload_head(&fields);
-    let signed_by = encrypt_armored(
-        Crlf(&mut out),
-        &[payload_head.as_bytes(), body],
+    let outer = outer_head(&fields, autocrypt.as_deref(), &boundary);
+    // The OpenPGP message: the payload, one PKESK per key and a signature, in base64
+    // lines of 64 characters and CRLF. Sized up front so that it is never reallocated.
+    let packets = payload_head.len() + body.len() + 1024 * (recipients.len() + 2);
+    let armored = packets / 48 * 66 + 200;
+    let mut out = Vec::with_capacity(outer.len() + armored + boundary.len() + 8);
+    out.extend_from_slice(outer.as_bytes());
+    let mut armor = Armored::message(&mut out);
+    let signed_by = encrypt_stream(
+        &mut armor,
+        payload_head.as_bytes(),
+        message,
+        body_start,
         recipients,
         signer,
         policy,
         now,
     )?;
+    armor.finish();
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     Ok(Sealed {
         message: out,
@@ -167,18 +200,33 @@ fn outer_head(fields: &[Field], autocrypt: Option<&str>, boundary: &str) -> Stri
     out
 }
 
-/// One-pass sign+encrypt of the concatenated `pieces`, armored into `sink`: Armorer →
-/// Encryptor → Signer (naming every recipient) → LiteralWriter. The Encryptor uses
-/// SEIPDv2 only when every recipient key advertises it. Returns the signer's fingerprint.
-fn encrypt_armored<W: Write + Send + Sync>(
+/// Bytes handed to the OpenPGP writers at a time. Sequoia's partial-body writers hold up to
+/// 4 MiB and pass a write of that size straight through, while its cipher sizes a scratch
+/// buffer to each write: 4 MiB pieces keep both at 4 MiB (64 KiB pieces made the
+/// partial-body writers copy and hold 4 MiB each; one write of the whole body made the
+/// scratch as large as the message). A 20 MB message peaked at 67 MB with 64 KiB pieces,
+/// 58 MB with these.
+const CHUNK: usize = 4 * 1024 * 1024;
+
+/// How much of an owned message is encrypted before that part is released.
+const RELEASE: usize = 4 * 1024 * 1024;
+
+/// One-pass sign+encrypt of `head` and then `message` from `body_start` into `sink`:
+/// Encryptor → Signer (naming every recipient) → LiteralWriter. The Encryptor uses SEIPDv2
+/// only when every recipient key advertises it. Returns the signer's fingerprint.
+#[allow(clippy::too_many_arguments)]
+fn encrypt_stream<W: Write + Send + Sync>(
     sink: W,
-    pieces: &[&[u8]],
+    head: &[u8],
+    message: Cow<'_, [u8]>,
+    body_start: usize,
     recipients: &[&Cert],
     signer: Option<&Cert>,
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Option<Fingerprint>, Error> {
     let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
+    let io = |e: std::io::Error| Error::Crypto(e.to_string());
     let mut keys: Vec<Recipient> = Vec::new();
     for cert in recipients {
         let before = keys.len();
@@ -196,15 +244,14 @@ fn encrypt_armored<W: Write + Send + Sync>(
             return Err(Error::NoEncryptionKey(cert.fingerprint().to_hex()));
         }
     }
-    let message = Message::new(sink);
-    let message = Armorer::new(message).build().map_err(crypto)?;
-    let message = Encryptor::for_recipients(message, keys)
+    let message_writer = Message::new(sink);
+    let message_writer = Encryptor::for_recipients(message_writer, keys)
         .build()
         .map_err(crypto)?;
-    let (message, signed_by) = match signer {
+    let (message_writer, signed_by) = match signer {
         Some(tsk) => {
             let keypair = signing_keypair(tsk, policy, now)?;
-            let mut s = Signer::new(message, keypair)
+            let mut s = Signer::new(message_writer, keypair)
                 .map_err(crypto)?
                 .creation_time(now);
             for cert in recipients {
@@ -212,13 +259,33 @@ fn encrypt_armored<W: Write + Send + Sync>(
             }
             (s.build().map_err(crypto)?, Some(tsk.fingerprint()))
         }
-        None => (message, None),
+        None => (message_writer, None),
     };
-    let mut literal = LiteralWriter::new(message).build().map_err(crypto)?;
-    for piece in pieces {
-        literal
-            .write_all(piece)
-            .map_err(|e| Error::Crypto(e.to_string()))?;
+    let mut literal = LiteralWriter::new(message_writer).build().map_err(crypto)?;
+    literal.write_all(head).map_err(io)?;
+    match message {
+        Cow::Borrowed(m) => {
+            for chunk in m.get(body_start..).unwrap_or_default().chunks(CHUNK) {
+                literal.write_all(chunk).map_err(io)?;
+            }
+        }
+        Cow::Owned(mut m) => {
+            let mut at = body_start;
+            while at < m.len() {
+                let end = (at + CHUNK).min(m.len());
+                literal
+                    .write_all(m.get(at..end).unwrap_or_default())
+                    .map_err(io)?;
+                at = end;
+                if at >= RELEASE && at < m.len() {
+                    // The encrypted part is not needed any more: give its memory back
+                    // while the armored copy grows.
+                    m.drain(..at);
+                    m.shrink_to_fit();
+                    at = 0;
+                }
+            }
+        }
     }
     literal.finalize().map_err(crypto)?;
     Ok(signed_by)
@@ -248,29 +315,6 @@ pub fn signing_keypair(
         .clone()
         .into_keypair()
         .map_err(|e| Error::Crypto(e.to_string()))
-}
-
-/// The armor writer ends lines with LF; the wire needs CRLF.
-struct Crlf<'a>(&'a mut Vec<u8>);
-
-impl Write for Crlf<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        for chunk in buf.split_inclusive(|&b| b == b'\n') {
-            match chunk.strip_suffix(b"\n") {
-                Some(line) => {
-                    self.0
-                        .extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-                    self.0.extend_from_slice(b"\r\n");
-                }
-                None => self.0.extend_from_slice(chunk),
-            }
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A MIME boundary that cannot occur in the armored body (no `-` run, random).

@@ -62,6 +62,7 @@
 //!   `Encryptor`), so gpg 2.2 and sq 0.27 read what they are sent (test
 //!   `a_v6_and_a_v4_recipient_both_read_it_gpg_gets_seipdv1`).
 
+pub mod armor;
 pub mod autocrypt;
 pub mod classify;
 pub mod encrypt;
@@ -71,6 +72,7 @@ pub mod seven_bit;
 pub mod sign;
 pub mod structure;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -138,16 +140,48 @@ pub fn protect(
             outcome: Outcome::Plain,
         });
     }
-    if let Classification::Protected { kind, .. } = classify(message)? {
-        return Ok(Protected {
+    match classify(message)? {
+        Classification::Protected { kind, .. } => Ok(Protected {
             message: message.to_vec(),
             outcome: Outcome::AlreadyProtected(kind),
-        });
+        }),
+        Classification::Plain(info) => {
+            protect_classified(Cow::Borrowed(message), &info, treatment, policy, now)
+        }
     }
+}
+
+/// [`protect`] for a message that [`classify()`] found to be plaintext, described by
+/// `info`: the pipeline classifies once and then builds several copies. An owned
+/// `message` is moved into a plain copy, and released as it is encrypted, so that a large
+/// message is never held twice. The sender's Autocrypt header is built once per signer
+/// key and reused ([`autocrypt::cached_header`]).
+///
+/// # Errors
+/// As [`protect`], except the input errors, which [`classify()`] reported already.
+pub fn protect_classified(
+    message: Cow<'_, [u8]>,
+    info: &Info,
+    treatment: &Treatment,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Protected, Error> {
+    let autocrypt = |tsk: &Arc<Cert>| {
+        autocrypt::cached_header(tsk, &info.from, policy, now)
+            .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
+            .ok()
+    };
     match treatment {
         Treatment::Encrypt { recipients, signer } => {
             let refs: Vec<&Cert> = recipients.iter().map(Arc::as_ref).collect();
-            let sealed = encrypt::seal(message, &refs, signer.as_deref(), policy, now)?;
+            let sealed = encrypt::seal_with(
+                message,
+                &refs,
+                signer.as_deref(),
+                |_, _| signer.as_ref().and_then(autocrypt),
+                policy,
+                now,
+            )?;
             Ok(Protected {
                 message: sealed.message,
                 outcome: Outcome::Encrypted {
@@ -156,13 +190,13 @@ pub fn protect(
             })
         }
         Treatment::SignOnly { signer } => Ok(Protected {
-            message: sign::sign(message, signer, policy, now)?,
+            message: sign::sign_with(&message, signer, |_| autocrypt(signer), policy, now)?,
             outcome: Outcome::Signed {
                 by: signer.fingerprint(),
             },
         }),
         Treatment::Plain => Ok(Protected {
-            message: message.to_vec(),
+            message: message.into_owned(),
             outcome: Outcome::Plain,
         }),
     }
@@ -189,6 +223,8 @@ pub enum Error {
     TooDeep(usize),
     #[error("more than {0} MIME parts")]
     TooManyParts(usize),
+    #[error("a text part declared {0} holds bytes that are not {0}")]
+    InvalidCharset(String),
     #[error("no recipient to encrypt to")]
     NoRecipients,
     #[error("{0} has no key usable for encryption")]
@@ -202,6 +238,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the From field is at fault (missing, repeated, or not one address): the
+    /// message cannot be signed or encrypted for anyone, but is otherwise sound.
+    pub fn is_from(&self) -> bool {
+        matches!(
+            self,
+            Error::NoFrom | Error::SeveralFrom(_) | Error::FromAddresses(_)
+        )
+    }
+
     /// Whether the message itself is at fault (permanent), not keys or the backend.
     pub fn is_input(&self) -> bool {
         !matches!(
@@ -229,6 +274,9 @@ impl Error {
             }
             Error::TooDeep(_) | Error::TooManyParts(_) => {
                 "The MIME structure of the message is nested too deep or has too many parts"
+            }
+            Error::InvalidCharset(_) => {
+                "The message is malformed (a text part's bytes are not in its declared charset)"
             }
             _ => "Temporary failure while protecting the message; try again later",
         };

@@ -31,21 +31,37 @@ pub fn sign(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Vec<u8>, Error> {
+    let autocrypt = |fields: &[Field]| {
+        let addr = from_address(fields)?;
+        super::autocrypt::header(signer, &addr, policy, now)
+            .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
+            .ok()
+    };
+    sign_with(message, signer, autocrypt, policy, now)
+}
+
+/// [`sign`], with the sender's Autocrypt header from `autocrypt` (given the header fields).
+///
+/// # Errors
+/// As [`sign`].
+pub(crate) fn sign_with(
+    message: &[u8],
+    signer: &Cert,
+    autocrypt: impl FnOnce(&[Field]) -> Option<String>,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Vec<u8>, Error> {
     let (fields, body) = headers::split(message);
     let is_multipart = fields
         .iter()
         .any(|f| f.is("Content-Type") && f.value().to_ascii_lowercase().starts_with("multipart/"));
     if is_multipart && !super::seven_bit::is_clean(body) {
         let rewritten = super::seven_bit::rewrite(message)?;
-        return sign(&rewritten, signer, policy, now);
+        return sign_with(&rewritten, signer, autocrypt, policy, now);
     }
     let entity = signed_entity(&fields, body)?;
     let (signature, micalg) = detached(&entity, signer, policy, now)?;
-    let autocrypt = from_address(&fields).and_then(|a| {
-        super::autocrypt::header(signer, &a, policy, now)
-            .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
-            .ok()
-    });
+    let autocrypt = autocrypt(&fields);
     let boundary = boundary();
     let mut out = String::new();
     for f in &fields {
@@ -66,6 +82,7 @@ pub fn sign(
     out.push_str("This is an OpenPGP/MIME signed message (RFC 4880 and 3156).\r\n");
     out.push_str(&format!("--{boundary}\r\n"));
     let mut bytes = out.into_bytes();
+    bytes.reserve(entity.len() + signature.len() + signature.len() / 32 + 512);
     bytes.extend_from_slice(&entity);
     bytes.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
     bytes.extend_from_slice(
