@@ -175,6 +175,25 @@ fn gpg_detached(g: &Gpg, signer: &str, part: &str) -> String {
     ))
 }
 
+/// gpg's armored encryption of `input` to `to`, signed by `signer` if given, with `options`.
+fn gpg_encrypt(
+    g: &Gpg,
+    options: &[&str],
+    signer: Option<&str>,
+    to: &[&str],
+    input: &[u8],
+) -> String {
+    let mut args = vec!["--armor", "--encrypt"];
+    args.extend_from_slice(options);
+    if let Some(signer) = signer {
+        args.extend(["--sign", "-u", signer]);
+    }
+    for r in to {
+        args.extend(["-r", r]);
+    }
+    utf8(g.ok_with_input(&args, input))
+}
+
 /// Binary OpenPGP data in ASCII armor (sequoia's writer).
 fn armor(binary: &[u8]) -> String {
     use std::io::Write;
@@ -512,20 +531,13 @@ fn two_local_recipients_each_get_a_copy_decrypted_with_their_own_key() {
     let w = World::new();
     let sink = SmtpSink::start(&[]);
     let gw = w.serve(&sink.address(), "");
-    let armored = utf8(w.alice.ok_with_input(
-        &[
-            "--armor",
-            "--encrypt",
-            "--sign",
-            "-u",
-            "alice@example.net",
-            "-r",
-            "bob@example.org",
-            "-r",
-            "carol@example.org",
-        ],
+    let armored = gpg_encrypt(
+        &w.alice,
+        &[],
+        Some("alice@example.net"),
+        &["bob@example.org", "carol@example.org"],
         crlf("Content-Type: text/plain\n\nFor both of you: 2600.\n").as_bytes(),
-    ));
+    );
     delivered(
         gw.port(),
         "alice@example.net",
@@ -761,18 +773,13 @@ fn attacks_yield_no_plaintext_and_no_pass() {
     let alice = "Alice <alice@example.net>";
     let send_bob = |msg: &str| delivered(port, "alice@example.net", &["bob@example.org"], msg);
     let encrypt_to = |to: &str, text: &str| {
-        utf8(w.alice.ok_with_input(
-            &[
-                "--armor",
-                "--encrypt",
-                "--sign",
-                "-u",
-                "alice@example.net",
-                "-r",
-                to,
-            ],
+        gpg_encrypt(
+            &w.alice,
+            &[],
+            Some("alice@example.net"),
+            &[to],
             crlf(&format!("Content-Type: text/plain\n\n{text}\n")).as_bytes(),
-        ))
+        )
     };
     let binary_to_bob = |text: &str| {
         w.alice.ok_with_input(
@@ -797,19 +804,14 @@ fn attacks_yield_no_plaintext_and_no_pass() {
     assert_sealed(&copy, "EFAIL secret 5150");
 
     // SED, from gpg --rfc2440: no integrity protection.
-    let sed = w.alice.ok_with_input(
-        &[
-            "--armor",
-            "--rfc2440",
-            "--cipher-algo",
-            "CAST5",
-            "--encrypt",
-            "-r",
-            "bob@example.org",
-        ],
+    let sed = gpg_encrypt(
+        &w.alice,
+        &["--rfc2440", "--cipher-algo", "CAST5"],
+        None,
+        &["bob@example.org"],
         b"SED secret 6809\n",
     );
-    send_bob(&pgp_mime("sed", &utf8(sed)));
+    send_bob(&pgp_mime("sed", &sed));
     let copy = check(
         &sink,
         "sed",
@@ -929,14 +931,17 @@ fn attacks_yield_no_plaintext_and_no_pass() {
                   X-Sealpost-Verdict: signature=valid; encryption=decrypted\n\
                   x-sealpost-verdict:\n signature=valid\n\
                   X-SEALPOST-Protected-Subject: forged\n";
-    let inner = w.alice.ok_with_input(
-        &["--armor", "--encrypt", "-r", "bob@example.org"],
+    let inner = gpg_encrypt(
+        &w.alice,
+        &[],
+        None,
+        &["bob@example.org"],
         crlf(&format!(
             "{forged}Content-Type: text/plain\n\nInner text 1066.\n"
         ))
         .as_bytes(),
     );
-    let msg = pgp_mime("forged", &utf8(inner));
+    let msg = pgp_mime("forged", &inner);
     let msg = crlf(&format!(
         "{forged}Authentication-Results: other.example; spf=pass smtp.mailfrom=example.net\n"
     )) + &msg;
@@ -994,11 +999,14 @@ fn bad_input_gets_a_clear_verdict() {
     // A PKESK for a key nobody here has.
     let stranger = Gpg::new();
     stranger.generate("<stranger@example.com>", "default", "default", "never");
-    let armored = stranger.ok_with_input(
-        &["--armor", "--encrypt", "-r", "stranger@example.com"],
+    let armored = gpg_encrypt(
+        &stranger,
+        &[],
+        None,
+        &["stranger@example.com"],
         b"Not for this gateway\n",
     );
-    send_bob(&pgp_mime("unknown-pkesk", &utf8(armored)));
+    send_bob(&pgp_mime("unknown-pkesk", &armored));
     check(&sink, "unknown-pkesk", &[("encryption", "no-key")], None);
 
     // MIME nested 200 deep.
@@ -1022,21 +1030,15 @@ fn bad_input_gets_a_clear_verdict() {
 
     // A compression bomb: 256 MiB of zeros, a few hundred KiB compressed.
     let zeros = vec![0u8; 256 << 20];
-    let bomb = w.alice.ok_with_input(
-        &[
-            "--armor",
-            "--encrypt",
-            "--compress-algo",
-            "zlib",
-            "-z",
-            "9",
-            "-r",
-            "bob@example.org",
-        ],
+    let bomb = gpg_encrypt(
+        &w.alice,
+        &["--compress-algo", "zlib", "-z", "9"],
+        None,
+        &["bob@example.org"],
         &zeros,
     );
     drop(zeros);
-    send_bob(&pgp_mime("bomb", &utf8(bomb)));
+    send_bob(&pgp_mime("bomb", &bomb));
     let copy = check(&sink, "bomb", &[("encryption", "too-large")], None);
     assert!(copy.len() < 2 << 20, "no plaintext: {} bytes", copy.len());
 
@@ -1049,18 +1051,14 @@ fn bad_input_gets_a_clear_verdict() {
         x ^= x << 17;
         *b = (x >> 32) as u8;
     }
-    let big = w.alice.ok_with_input(
-        &[
-            "--armor",
-            "--encrypt",
-            "--compress-algo",
-            "none",
-            "-r",
-            "bob@example.org",
-        ],
+    let big = gpg_encrypt(
+        &w.alice,
+        &["--compress-algo", "none"],
+        None,
+        &["bob@example.org"],
         &noise,
     );
     assert!(big.len() > 29 << 20, "{}", big.len());
-    send_bob(&pgp_mime("big", &utf8(big)));
+    send_bob(&pgp_mime("big", &big));
     check(&sink, "big", &[("encryption", "too-large")], None);
 }
