@@ -646,6 +646,34 @@ fn sq_mail_is_decrypted_and_verified() {
     check(&copy, true);
     assert!(copy.contains("From sq: 7777."), "{copy}");
 
+    // Inline, ZIP-compressed.
+    let text = write(dir, "inline", b"Inline from sq, zipped: 6502.\n");
+    let armored = utf8(sq(&[
+        "encrypt",
+        "--compression",
+        "zip",
+        "--recipient-cert",
+        &path(&bob),
+        "--signer-key",
+        &path(&key),
+        &path(&text),
+    ]));
+    delivered(
+        port,
+        "dave@example.com",
+        &["bob@example.org"],
+        &text_message_from(
+            "sq-inline-zip",
+            "Dave <dave@example.com>",
+            "bob@example.org",
+            "inline",
+            &armored,
+        ),
+    );
+    let copy = copy_for(&sink, "sq-inline-zip", "bob@example.org");
+    check(&copy, true);
+    assert!(copy.contains("Inline from sq, zipped: 6502."), "{copy}");
+
     let part = signed_part("Signed by sq: 8888.");
     let part_file = write(dir, "part", part.as_bytes());
     let sig = utf8(sq(&[
