@@ -894,7 +894,8 @@ fn attacks_yield_no_plaintext_and_no_pass() {
 
     // Signatures that must not pass: a key whose user ID is not the From address, a
     // key the keyring does not know (its user ID claims Alice's address), two From
-    // addresses, and a signed part changed in transit.
+    // addresses, a signed part changed in transit, and another address shown as the
+    // From display name.
     let two = "alice@example.net, mallory@evil.example";
     let cases = [
         (
@@ -931,6 +932,15 @@ fn attacks_yield_no_plaintext_and_no_pass() {
             alice,
             true,
             "invalid",
+            "fail",
+        ),
+        (
+            "display-name",
+            &w.alice,
+            "alice@example.net",
+            "\"ceo@example.net\" <alice@example.net>",
+            false,
+            "display-name-mismatch",
             "fail",
         ),
     ];

@@ -4,7 +4,7 @@
 //! [`open`] strips every incoming copy of our result fields ([`results`]), decides what the
 //! root entity is ([`root`]; only the root, never a nested part), decrypts it per envelope
 //! recipient with that recipient's own keys ([`decrypt`]), checks signatures against the
-//! keyring and the single From address ([`verify`]), applies or keeps apart protected
+//! keyring and the single From address ([`verify`], [`binding`]), applies or keeps apart protected
 //! header fields ([`protected`]) and builds the delivered message ([`assemble`]) with
 //! `Authentication-Results` and `X-Sealpost-Verdict` on top ([`verdict`]).
 //!
@@ -14,6 +14,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod assemble;
+pub mod binding;
 pub mod decrypt;
 pub mod mime;
 pub mod protected;
@@ -107,27 +108,51 @@ pub fn open(
         settings,
         now,
     };
+    // The OpenPGP parser has been seen to panic on crafted packets. A panic must not
+    // turn a message into an endless temporary failure: it is a malformed message,
+    // delivered unchanged, and no plaintext was released (the buffer dies with it).
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        open_guarded(&ctx, message, recipients)
+    }));
+    opened.unwrap_or_else(|_| {
+        tracing::error!("the OpenPGP parser failed on this message: delivered as malformed");
+        let outer = outer_of(message, settings);
+        let mut v = Verdict::new(outer.from.clone());
+        v.encryption = Encryption::Malformed;
+        let all = (0..recipients.len()).collect();
+        Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
+    })
+}
+
+/// The outer header with our forged fields stripped, and the body.
+fn outer_of<'a>(message: &'a [u8], settings: &Settings) -> Outer<'a> {
     let (head, body) = headers::split_bytes(message);
     let raw = results::strip(results::fields(head), &settings.authserv_id);
     let fields: Vec<Field> = raw.iter().filter_map(|r| r.field.clone()).collect();
     let from = classify::from_address(&fields);
-    let outer = Outer {
+    Outer {
         raw,
         fields,
         body,
         from,
-    };
+    }
+}
+
+fn open_guarded(ctx: &Ctx<'_>, message: &[u8], recipients: &[&str]) -> Result<Vec<Opened>, Error> {
+    let (keyring, settings, now) = (ctx.keyring, ctx.settings, ctx.now);
+    let outer = outer_of(message, settings);
+    let body = outer.body;
     let all: Vec<usize> = (0..recipients.len()).collect();
     let root = root::classify(&outer.fields, body, message);
     let mut v = Verdict::new(outer.from.clone());
     let data = match root {
         Root::PgpMime(data) => match decrypt::kind(&data) {
             Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                return per_recipient(&ctx, &outer, recipients, &data, k, true)
+                return per_recipient(ctx, &outer, recipients, &data, k, true)
             }
             _ => {
                 v.encryption = Encryption::Malformed;
-                return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+                return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
             }
         },
         Root::Armored(data) => data,
@@ -136,7 +161,7 @@ pub fn open(
             let (sf, _) = headers::split(&signed);
             let protected = protected::marked(&sf).then(|| protected::fields(&sf));
             let edits = judge_into(&mut v, &checks, &outer, protected.as_deref());
-            return Ok(vec![unchanged(&ctx, &outer, v, &edits, all)]);
+            return Ok(vec![unchanged(ctx, &outer, v, &edits, all)]);
         }
         Root::Cleartext(data) => {
             let max = settings.max_plaintext;
@@ -146,7 +171,7 @@ pub fn open(
                 }
                 None => v.signature = Signature::Invalid,
             }
-            return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+            return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
         }
         Root::Malformed { encrypted } => {
             if encrypted {
@@ -154,7 +179,7 @@ pub fn open(
             } else {
                 v.signature = Signature::Invalid;
             }
-            return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+            return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
         }
         Root::Plain(nested) => {
             if nested.ciphertext {
@@ -163,13 +188,13 @@ pub fn open(
             if nested.signature {
                 v.signature = Signature::Partial;
             }
-            return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+            return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
         }
     };
     // A whole armored body: encrypted, or signed only.
     match decrypt::kind(&data) {
         Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(&ctx, &outer, recipients, &data, k, false)
+            per_recipient(ctx, &outer, recipients, &data, k, false)
         }
         Some(Kind::NotEncrypted) => {
             let max = settings.max_plaintext;
@@ -179,11 +204,11 @@ pub fn open(
                 }
                 None => v.encryption = Encryption::Malformed,
             }
-            Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
+            Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)])
         }
         None => {
             v.encryption = Encryption::Malformed;
-            Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
+            Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)])
         }
     }
 }
@@ -307,11 +332,23 @@ fn judge_into(
 ) -> Edits {
     let inner = protected.map_or(InnerFrom::Absent, protected::inner_from);
     let Judgement {
-        signature,
+        mut signature,
         signer,
-        signer_address,
-        valid,
+        mut signer_address,
+        mut valid,
     } = verify::judge(checks, outer.from.as_deref(), &inner);
+    if let (Some(from), Some(_)) = (outer.from.as_deref(), &valid) {
+        // What the reader is shown, in the outer header or in the fields that replace it.
+        let shown = binding::disguise(&outer.fields, from)
+            .or_else(|| protected.and_then(|p| binding::disguise(p, from)));
+        if let Some(d) = shown {
+            signature = match d {
+                binding::Disguise::Sender => Signature::SenderMismatch,
+                binding::Disguise::DisplayName => Signature::DisplayNameMismatch,
+            };
+            (signer_address, valid) = (None, None);
+        }
+    }
     v.signature = signature;
     v.signer = signer;
     v.signer_address = signer_address;

@@ -15,6 +15,10 @@ pub enum Signature {
     FromMismatch,
     /// A good signature, but the message has no From address or several.
     MultipleFrom,
+    /// A good signature from the From address, but a `Sender` field names someone else.
+    SenderMismatch,
+    /// A good signature from the From address, but the display name shows another address.
+    DisplayNameMismatch,
     /// Only a part below the root is signed: not a signed message.
     Partial,
     /// Not signed.
@@ -99,7 +103,14 @@ impl Verdict {
         use Signature as S;
         match (self.signature, self.encryption) {
             (S::Valid, _) => Pgp::Pass,
-            (S::Invalid | S::FromMismatch | S::MultipleFrom, _)
+            (
+                S::Invalid
+                | S::FromMismatch
+                | S::MultipleFrom
+                | S::SenderMismatch
+                | S::DisplayNameMismatch,
+                _,
+            )
             | (_, E::NoIntegrity | E::IntegrityFailure) => Pgp::Fail,
             (S::UnknownSigner | S::Partial, _) => Pgp::Neutral,
             (S::None, E::Malformed) => Pgp::PermError,
@@ -139,6 +150,8 @@ impl Verdict {
             Signature::UnknownSigner => Some("signing key not in the keyring"),
             Signature::FromMismatch => Some("signing key has no user ID for the From address"),
             Signature::MultipleFrom => Some("not exactly one From address"),
+            Signature::SenderMismatch => Some("a Sender field names another address than From"),
+            Signature::DisplayNameMismatch => Some("the From display name shows another address"),
             Signature::Partial => Some("only a part is signed"),
             Signature::None => Some("not signed"),
         };
@@ -170,6 +183,8 @@ impl Signature {
             Signature::UnknownSigner => "unknown-signer",
             Signature::FromMismatch => "from-mismatch",
             Signature::MultipleFrom => "multiple-from",
+            Signature::SenderMismatch => "sender-mismatch",
+            Signature::DisplayNameMismatch => "display-name-mismatch",
             Signature::Partial => "partial",
             Signature::None => "none",
         }
@@ -217,6 +232,8 @@ mod tests {
         assert_eq!(v(S::Valid, E::Decrypted).pgp(), Pgp::Pass);
         assert_eq!(v(S::FromMismatch, E::None).pgp(), Pgp::Fail);
         assert_eq!(v(S::None, E::NoIntegrity).pgp(), Pgp::Fail);
+        assert_eq!(v(S::SenderMismatch, E::Decrypted).pgp(), Pgp::Fail);
+        assert_eq!(v(S::DisplayNameMismatch, E::None).pgp(), Pgp::Fail);
         assert_eq!(v(S::None, E::IntegrityFailure).pgp(), Pgp::Fail);
         assert_eq!(v(S::Partial, E::None).pgp(), Pgp::Neutral);
         assert_eq!(v(S::UnknownSigner, E::Decrypted).pgp(), Pgp::Neutral);

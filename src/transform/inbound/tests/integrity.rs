@@ -136,6 +136,32 @@ fn a_bad_mdc_or_truncation_releases_nothing() {
     assert!(contains(&o.message, SECRET));
 }
 
+/// A ciphertext cut inside its first blocks, its packet still claiming the full length:
+/// the OpenPGP parser panics on some of these. Each must still be a refusal.
+#[test]
+fn a_ciphertext_cut_in_its_first_blocks_is_refused_without_a_panic() {
+    use openpgp::parse::Parse;
+    let w = World::new();
+    let good = encrypt(&secret_payload(), &[&w.bob], How::default());
+    let pile = openpgp::PacketPile::from_bytes(&good).unwrap();
+    let pkesk = packet_bytes(pile.path_ref(&[0]).unwrap());
+    let seipd = packet_bytes(pile.path_ref(&[1]).unwrap());
+    // New format, one-octet length: the tag, the length, then the body.
+    let (head, rest) = seipd.split_at(2);
+    assert!(head[1] < 192, "{head:?}");
+    for cut in 0..rest.len() {
+        let mut data = pkesk.clone();
+        data.extend_from_slice(head);
+        data.extend_from_slice(&rest[..cut]);
+        let m = pgp_mime(OUTER, &armor(&data));
+        let o = w.open_bob(&m);
+        assert_ne!(o.verdict.encryption.word(), "decrypted", "cut at {cut}");
+        assert_ne!(pgp(&o), "pass");
+        assert!(!contains(&o.message, SECRET));
+        assert_eq!(body(&o.message), body(&m));
+    }
+}
+
 #[test]
 fn a_compression_bomb_stops_at_the_limit() {
     let w = World::new();

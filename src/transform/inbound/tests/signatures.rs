@@ -180,3 +180,43 @@ fn a_decrypted_multipart_signed_payload_is_verified() {
     assert_verdict(&o, "valid", "decrypted", "none");
     assert!(o.message.ends_with(&inner[inner.len() - 40..]));
 }
+
+#[test]
+fn a_sender_or_a_display_name_showing_someone_else_is_not_verified() {
+    let w = World::new();
+    let cases = [
+        (
+            OUTER.replace(
+                "Subject: hello",
+                "Sender: Boss <boss@example.org>\r\nSubject: hello",
+            ),
+            "sender-mismatch",
+        ),
+        (
+            OUTER.replace(
+                "From: Alice <alice@example.org>",
+                "From: \"boss@example.org\" <alice@example.org>",
+            ),
+            "display-name-mismatch",
+        ),
+    ];
+    for (outer, word) in cases {
+        let m = multipart_signed(&outer, PART, &w.alice);
+        let o = w.open_bob(&m);
+        assert_verdict(&o, word, "none", "none");
+        assert_eq!(pgp(&o), "fail");
+        let (ar, vd) = ours(&o.message);
+        assert!(!vd.contains("signer-address="), "{vd}");
+        assert!(
+            ar.contains("reason=\"") && !ar.contains("good signature"),
+            "{ar}"
+        );
+    }
+    // The same signature with a Sender that is the From address is valid.
+    let outer = OUTER.replace(
+        "Subject: hello",
+        "Sender: alice@example.org\r\nSubject: hello",
+    );
+    let o = w.open_bob(&multipart_signed(&outer, PART, &w.alice));
+    assert_verdict(&o, "valid", "none", "none");
+}
