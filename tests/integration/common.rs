@@ -326,6 +326,13 @@ pub fn swaks(port: u16, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// [`swaks`] with an envelope: `--from`, `--to` (comma-separated recipients), then `args`.
+pub fn swaks_to(port: u16, from: &str, to: &str, args: &[&str]) -> (bool, String) {
+    let mut all = vec!["--from", from, "--to", to];
+    all.extend_from_slice(args);
+    swaks(port, &all)
+}
+
 /// A config for one loopback outbound listener (no TLS unless asked) and an upstream.
 pub fn relay_config(upstream: &str, extra: &str) -> String {
     format!(

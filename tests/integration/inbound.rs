@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use sealpost_keyring::openpgp;
 
-use super::common::{sq, swaks, write, Gpg, Raw, Sealpost, Server};
+use super::common::{sq, swaks_to, write, Gpg, Raw, Sealpost, Server};
 use super::upstream::{wait_for, SmtpSink};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -395,16 +395,11 @@ fn gpg_mail_is_decrypted_verified_and_delivered() {
     );
     let msg = pgp_mime("gpg-pgp-mime", &gpg(&enc_sign, &payload));
     let file = write(w.tmp.path(), "pgp-mime.eml", msg.as_bytes());
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         port,
-        &[
-            "--from",
-            "alice@example.net",
-            "--to",
-            "bob@example.org",
-            "--data",
-            file.to_str().unwrap(),
-        ],
+        "alice@example.net",
+        "bob@example.org",
+        &["--data", file.to_str().unwrap()],
     );
     assert!(ok, "{out}");
     let copy = copy_for(&sink, "gpg-pgp-mime", "bob@example.org");
@@ -749,13 +744,11 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
         ),
         &[],
     );
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         outbound.port(),
+        "erin@example.com",
+        "bob@example.org",
         &[
-            "--from",
-            "erin@example.com",
-            "--to",
-            "bob@example.org",
             "--header",
             "From: Erin <erin@example.com>",
             "--header",

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::common::{swaks, Gpg, Sealpost};
+use super::common::{swaks, swaks_to, Gpg, Sealpost};
 use super::upstream::SmtpSink;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -77,13 +77,11 @@ fn gpg_decrypts_and_verifies_what_a_mail_client_sent() {
     let w = World::new(&["bob@example.net"]);
     let sink = SmtpSink::start(&[]);
     let gw = w.s.serve(&config(&sink, ""), &[]);
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
+        "alice@example.org",
+        "bob@example.net",
         &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
             "--header",
             "From: Alice <alice@example.org>",
             "--header",
@@ -130,13 +128,11 @@ fn bcc_recipients_get_their_own_copy() {
     let w = World::new(&["bob@example.net", "carol@example.net"]);
     let sink = SmtpSink::start(&[]);
     let gw = w.s.serve(&config(&sink, ""), &[]);
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
+        "alice@example.org",
+        "bob@example.net,carol@example.net",
         &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net,carol@example.net",
             "--header",
             "From: alice@example.org",
             "--header",
@@ -187,22 +183,17 @@ fn require_refuses_at_rcpt_and_opportunistic_sends_plain() {
     let sink = SmtpSink::start(&[]);
     let policy = "[policy]\nmode = \"opportunistic\"\n\n[policy.domain.\"strict.example\"]\nmode = \"require\"\n";
     let gw = w.s.serve(&config(&sink, policy), &[]);
-    let (ok, out) = swaks(
-        gw.port(),
-        &["--from", "alice@example.org", "--to", "dave@strict.example"],
-    );
+    let (ok, out) = swaks_to(gw.port(), "alice@example.org", "dave@strict.example", &[]);
     assert!(!ok);
     assert!(
         out.contains("<** 550 5.7.1 <dave@strict.example>: no valid OpenPGP key for this recipient (policy: require)"),
         "{out}"
     );
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
+        "alice@example.org",
+        "erin@elsewhere.example",
         &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "erin@elsewhere.example",
             "--header",
             "From: alice@example.org",
             "--body",
@@ -274,13 +265,11 @@ fn protected_input_passes_byte_exact_and_bad_from_is_refused() {
     let body = ciphertext.replace('\n', "\r\n");
     let body_file = w.s.dir.path().join("sealed.txt");
     std::fs::write(&body_file, body.trim_end()).unwrap();
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
+        "alice@example.org",
+        "bob@example.net",
         &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
             "--header",
             "From: alice@example.org",
             "--body",
@@ -301,16 +290,11 @@ fn protected_input_passes_byte_exact_and_bad_from_is_refused() {
         "the body arrives as sent"
     );
     // Two From addresses: refused rather than half-protected.
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
-            "--header",
-            "From: alice@example.org, mallory@example.org",
-        ],
+        "alice@example.org",
+        "bob@example.net",
+        &["--header", "From: alice@example.org, mallory@example.org"],
     );
     assert!(!ok);
     assert!(out.contains("554 5.6.0"), "{out}");
@@ -349,23 +333,18 @@ fn expired_and_revoked_keys_are_never_used() {
         &[],
     );
     for who in ["old@example.net", "gone@example.net"] {
-        let (ok, out) = swaks(gw.port(), &["--from", "alice@example.org", "--to", who]);
+        let (ok, out) = swaks_to(gw.port(), "alice@example.org", who, &[]);
         assert!(!ok, "{who}: {out}");
         assert!(out.contains(&format!("550 5.7.1 <{who}>")), "{out}");
     }
     // Opportunistic (the default): the revoked key is not used, the copy goes in the clear.
     drop(gw);
     let gw = s.serve(&config(&sink, ""), &[]);
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "gone@example.net",
-            "--body",
-            "not for a revoked key",
-        ],
+        "alice@example.org",
+        "gone@example.net",
+        &["--body", "not for a revoked key"],
     );
     assert!(ok, "{out}");
     let dump = sink.wait_messages(1, LONG)[0].text();
@@ -430,16 +409,11 @@ fn bad_input_is_refused_or_passed_unchanged_never_half_encrypted() {
     let send = |port: u16, name: &str, message: &[u8]| {
         let file = w.s.dir.path().join(name);
         std::fs::write(&file, message).unwrap();
-        swaks(
+        swaks_to(
             port,
-            &[
-                "--from",
-                "alice@example.org",
-                "--to",
-                "bob@example.net",
-                "--data",
-                file.to_str().unwrap(),
-            ],
+            "alice@example.org",
+            "bob@example.net",
+            &["--data", file.to_str().unwrap()],
         )
     };
     // No From, several From: nothing to sign for; refused.
@@ -518,13 +492,11 @@ fn a_20_mb_attachment_is_encrypted_and_sq_reads_it() {
         *b = (x >> 24) as u8;
     }
     std::fs::write(&attachment, &data).unwrap();
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
+        "alice@example.org",
+        "bob@example.net",
         &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
             "--header",
             "From: alice@example.org",
             "--header",
@@ -586,16 +558,11 @@ fn html_attachments_and_utf8_arrive_intact_inside() {
     message.push_str("--mix\r\nContent-Type: application/pdf; name=report.pdf\r\nContent-Disposition: attachment; filename=report.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IKMSAwIG9iago8PC9UeXBlL0NhdGFsb2c+PgplbmRvYmoK\r\n--mix--\r\n");
     let file = w.s.dir.path().join("rich.eml");
     std::fs::write(&file, &message).unwrap();
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net",
-            "--data",
-            file.to_str().unwrap(),
-        ],
+        "alice@example.org",
+        "bob@example.net",
+        &["--data", file.to_str().unwrap()],
     );
     assert!(ok, "{out}");
     let dump = sink.wait_messages(1, LONG)[0].text();
@@ -633,13 +600,11 @@ fn a_v6_and_a_gpg_recipient_in_one_message() {
     let v6_tsk = w.s.ok(&["keys", "export", "--secret", &v6_fpr]);
     let sink = SmtpSink::start(&[]);
     let gw = w.s.serve(&config(&sink, ""), &[]);
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
+        "alice@example.org",
+        "old@example.net,new@example.net",
         &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "old@example.net,new@example.net",
             "--header",
             "From: alice@example.org",
             "--header",
@@ -730,16 +695,11 @@ fn encrypt_to_self_adds_the_senders_key() {
     let alice_key = subkey(&w.alice, "alice@example.org");
     let send = |policy: &str| {
         let gw = w.s.serve(&config(&sink, policy), &[]);
-        let (ok, out) = swaks(
+        let (ok, out) = swaks_to(
             gw.port(),
-            &[
-                "--from",
-                "alice@example.org",
-                "--to",
-                "bob@example.net",
-                "--header",
-                "From: alice@example.org",
-            ],
+            "alice@example.org",
+            "bob@example.net",
+            &["--header", "From: alice@example.org"],
         );
         assert!(ok, "{out}");
     };

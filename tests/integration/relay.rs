@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::common::{relay_config, swaks, Raw, Sealpost};
+use super::common::{relay_config, swaks, swaks_to, Raw, Sealpost};
 use super::upstream::{free_port, wait_for, RcptRule, ScriptedUpstream, SmtpSink, UpstreamTlsMode};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -196,10 +196,7 @@ fn upstream_refused_connection_is_temporary() {
         ),
         &[],
     );
-    let (ok, out) = swaks(
-        gw.port(),
-        &["--from", "a@example.org", "--to", "b@example.net"],
-    );
+    let (ok, out) = swaks_to(gw.port(), "a@example.org", "b@example.net", &[]);
     assert!(!ok);
     assert!(out.contains("<** 451 4.4.1"), "{out}");
     let out = s.ok(&["queue", "list"]);
@@ -215,16 +212,11 @@ fn partial_failure_spools_nothing_lost_and_sends_a_dsn() {
         &relay_config(&up.address(), "[delivery]\nretry = \"1s\"\n"),
         &[],
     );
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "alice@example.org",
-            "--to",
-            "bob@example.net,gone@example.net",
-            "--header",
-            "Subject: partial",
-        ],
+        "alice@example.org",
+        "bob@example.net,gone@example.net",
+        &["--header", "Subject: partial"],
     );
     assert!(ok, "{out}");
     assert!(out.contains("<-  250 2.0.0 Accepted"), "{out}");
@@ -256,14 +248,11 @@ fn temporary_failure_then_recovery_from_the_spool() {
         &relay_config(&up.address(), "[delivery]\nretry = \"1s\"\n"),
         &[],
     );
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "a@example.org",
-            "--to",
-            "now@example.net,later@example.net",
-        ],
+        "a@example.org",
+        "now@example.net,later@example.net",
+        &[],
     );
     assert!(ok, "{out}");
     // Listed in the queue (through the admin socket, as serve holds the spool) ...
@@ -284,14 +273,11 @@ fn all_refused_gives_the_upstream_reply_back() {
     up.rule("y@example.net", RcptRule::Reject);
     let s = Sealpost::new();
     let gw = s.serve(&relay_config(&up.address(), ""), &[]);
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "a@example.org",
-            "--to",
-            "x@example.net,y@example.net",
-        ],
+        "a@example.org",
+        "x@example.net,y@example.net",
+        &[],
     );
     assert!(!ok);
     assert!(
@@ -313,10 +299,7 @@ fn stall_after_data_is_spooled_then_delivered() {
         ),
         &[],
     );
-    let (ok, out) = swaks(
-        gw.port(),
-        &["--from", "a@example.org", "--to", "slow@example.net"],
-    );
+    let (ok, out) = swaks_to(gw.port(), "a@example.org", "slow@example.net", &[]);
     assert!(ok, "{out}");
     assert!(out.contains("250 2.0.0 Accepted"), "{out}");
     let got = up.wait_received(1, LONG);
@@ -331,14 +314,11 @@ fn killed_after_250_delivers_after_restart() {
     // A long retry delay: the copy stays in the spool until the restart.
     let config = relay_config(&up.address(), "[delivery]\nretry = \"1h\"\n");
     let mut gw = s.serve(&config, &[]);
-    let (ok, out) = swaks(
+    let (ok, out) = swaks_to(
         gw.port(),
-        &[
-            "--from",
-            "a@example.org",
-            "--to",
-            "now@example.net,later@example.net",
-        ],
+        "a@example.org",
+        "now@example.net,later@example.net",
+        &[],
     );
     assert!(ok && out.contains("250 2.0.0 Accepted"), "{out}");
     gw.kill9();
@@ -419,10 +399,7 @@ fn bad_input_gets_the_right_code_and_the_session_goes_on() {
     let r = c.reply();
     assert!(r.starts_with("421 4.4.2"), "{r}");
     // And the next session works.
-    let (ok, out) = swaks(
-        gw.port(),
-        &["--from", "a@example.org", "--to", "b@example.net"],
-    );
+    let (ok, out) = swaks_to(gw.port(), "a@example.org", "b@example.net", &[]);
     assert!(ok, "{out}");
 }
 
@@ -506,20 +483,14 @@ fn upstream_tls_verified_with_a_ca_file() {
             up.port
         );
         let mut gw = s.serve(&config, &[]);
-        let (ok, out) = swaks(
-            gw.port(),
-            &["--from", "a@example.org", "--to", "b@example.net"],
-        );
+        let (ok, out) = swaks_to(gw.port(), "a@example.org", "b@example.net", &[]);
         assert!(!ok, "{name}: {out}");
         assert!(out.contains("<** 451 4.4"), "{name}: {out}");
         assert!(gw.terminate().success());
         // With it, delivered over TLS.
         let config = format!("{config}ca_file = \"{}\"\n", ca.display());
         let gw = s.serve(&config, &[]);
-        let (ok, out) = swaks(
-            gw.port(),
-            &["--from", "a@example.org", "--to", "b@example.net"],
-        );
+        let (ok, out) = swaks_to(gw.port(), "a@example.org", "b@example.net", &[]);
         assert!(ok, "{name}: {out}");
         assert_eq!(up.wait_received(1, LONG)[0].recipients, ["b@example.net"]);
     }
