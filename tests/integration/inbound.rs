@@ -560,6 +560,8 @@ fn two_local_recipients_each_get_a_copy_decrypted_with_their_own_key() {
     }
 }
 
+const DAVE: &str = "Dave <dave@example.com>";
+
 #[test]
 fn sq_mail_is_decrypted_and_verified() {
     let w = World::new();
@@ -612,60 +614,38 @@ fn sq_mail_is_decrypted_and_verified() {
         assert_eq!(verdict_of(&v, "encryption"), want, "{copy}");
     };
 
+    let from_dave = |case: &str, message: String| {
+        delivered(port, "dave@example.com", &["bob@example.org"], &message);
+        copy_for(&sink, case, "bob@example.org")
+    };
+
     let payload = write(
         dir,
         "payload",
         crlf("Content-Type: text/plain\n\nFrom sq: 7777.\n").as_bytes(),
     );
-    let armored = utf8(sq(&[
-        "encrypt",
-        "--recipient-cert",
-        &path(&bob),
-        "--signer-key",
-        &path(&key),
-        &path(&payload),
-    ]));
-    delivered(
-        port,
-        "dave@example.com",
-        &["bob@example.org"],
-        &pgp_mime_from(
-            "sq-pgp-mime",
-            "Dave <dave@example.com>",
-            "bob@example.org",
-            "sq",
-            &armored,
-        ),
+    let encrypt = |options: &[&str], file: &Path| {
+        let mut args = vec!["encrypt".to_string()];
+        args.extend(options.iter().map(|o| o.to_string()));
+        args.extend(["--recipient-cert".into(), path(&bob)]);
+        args.extend(["--signer-key".into(), path(&key), path(file)]);
+        utf8(sq(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    let armored = encrypt(&[], &payload);
+    let copy = from_dave(
+        "sq-pgp-mime",
+        pgp_mime_from("sq-pgp-mime", DAVE, "bob@example.org", "sq", &armored),
     );
-    let copy = copy_for(&sink, "sq-pgp-mime", "bob@example.org");
     check(&copy, true);
     assert!(copy.contains("From sq: 7777."), "{copy}");
 
     // Inline, ZIP-compressed.
     let text = write(dir, "inline", b"Inline from sq, zipped: 6502.\n");
-    let armored = utf8(sq(&[
-        "encrypt",
-        "--compression",
-        "zip",
-        "--recipient-cert",
-        &path(&bob),
-        "--signer-key",
-        &path(&key),
-        &path(&text),
-    ]));
-    delivered(
-        port,
-        "dave@example.com",
-        &["bob@example.org"],
-        &text_message_from(
-            "sq-inline-zip",
-            "Dave <dave@example.com>",
-            "bob@example.org",
-            "inline",
-            &armored,
-        ),
+    let armored = encrypt(&["--compression", "zip"], &text);
+    let copy = from_dave(
+        "sq-inline-zip",
+        text_message_from("sq-inline-zip", DAVE, "bob@example.org", "inline", &armored),
     );
-    let copy = copy_for(&sink, "sq-inline-zip", "bob@example.org");
     check(&copy, true);
     assert!(copy.contains("Inline from sq, zipped: 6502."), "{copy}");
 
@@ -678,19 +658,11 @@ fn sq_mail_is_decrypted_and_verified() {
         &path(&key),
         &path(&part_file),
     ]));
-    delivered(
-        port,
-        "dave@example.com",
-        &["bob@example.org"],
-        &multipart_signed(
-            "sq-signed",
-            "Dave <dave@example.com>",
-            "bob@example.org",
-            &part,
-            &sig,
-        ),
+    let copy = from_dave(
+        "sq-signed",
+        multipart_signed("sq-signed", DAVE, "bob@example.org", &part, &sig),
     );
-    check(&copy_for(&sink, "sq-signed", "bob@example.org"), false);
+    check(&copy, false);
 
     let text = write(dir, "text", b"Cleartext from sq: 9999.\n");
     let signed = utf8(sq(&[
@@ -700,19 +672,11 @@ fn sq_mail_is_decrypted_and_verified() {
         &path(&key),
         &path(&text),
     ]));
-    delivered(
-        port,
-        "dave@example.com",
-        &["bob@example.org"],
-        &text_message_from(
-            "sq-clear",
-            "Dave <dave@example.com>",
-            "bob@example.org",
-            "clear",
-            &signed,
-        ),
+    let copy = from_dave(
+        "sq-clear",
+        text_message_from("sq-clear", DAVE, "bob@example.org", "clear", &signed),
     );
-    check(&copy_for(&sink, "sq-clear", "bob@example.org"), false);
+    check(&copy, false);
 }
 
 #[test]
