@@ -53,24 +53,7 @@ impl Sealpost {
 
     /// Runs `sealpost ARGS`, with `stdin` as input.
     pub fn run_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn sealpost");
-        let mut input = child.stdin.take().expect("stdin");
-        let data = stdin.to_vec();
-        // A writer thread, so that a large input cannot deadlock against a full stdout pipe.
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("wait sealpost");
-        let _ = writer.join();
-        out
+        output_with_input(self.command().args(args), stdin)
     }
 
     pub fn run(&self, args: &[&str]) -> Output {
@@ -147,23 +130,7 @@ impl Gpg {
     }
 
     pub fn run_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn gpg");
-        let mut input = child.stdin.take().expect("stdin");
-        let data = stdin.to_vec();
-        let writer = std::thread::spawn(move || {
-            let _ = input.write_all(&data);
-        });
-        let out = child.wait_with_output().expect("wait gpg");
-        let _ = writer.join();
-        out
+        output_with_input(self.command().args(args), stdin)
     }
 
     pub fn ok(&self, args: &[&str]) -> Vec<u8> {
@@ -384,4 +351,24 @@ impl Raw {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
     }
+}
+
+/// Runs `command` with `stdin` as its input and collects its output.
+pub fn output_with_input(command: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", command.get_program()));
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    // A writer thread, so that a large input cannot deadlock against a full stdout pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for the child");
+    let _ = writer.join();
+    out
 }
