@@ -14,6 +14,14 @@ fn load_str(text: &str, ov: &Overrides) -> Result<Config, Error> {
     build(defaults, Some(user), ov, || Ok(PathBuf::from("/data")))
 }
 
+/// Why `text` (with no flags) is refused.
+fn refusal(text: &str) -> String {
+    match load_str(text, &Overrides::default()) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[test]
 fn embedded_defaults_are_valid() {
     let defaults = Source {
@@ -38,22 +46,16 @@ fn embedded_defaults_are_valid() {
 #[test]
 fn errors_name_key_and_line() {
     let text = "hostname = \"gw\"\n\n[[listener]]\nmode = \"outbound\"\naddress = \"nowhere\"\n";
-    let err = load_str(text, &Overrides::default())
-        .unwrap_err()
-        .to_string();
+    let err = refusal(text);
     assert!(err.contains("line 5"), "{err}");
     assert!(err.contains("listener[0].address"), "{err}");
 
-    let err = load_str("bogus = 1\n", &Overrides::default())
-        .unwrap_err()
-        .to_string();
+    let err = refusal("bogus = 1\n");
     assert!(err.contains("bogus"), "{err}");
     assert!(err.contains("line 1"), "{err}");
 
     let text = "[delivery]\nbudget = \"ten\"\n";
-    let err = load_str(text, &Overrides::default())
-        .unwrap_err()
-        .to_string();
+    let err = refusal(text);
     assert!(
         err.contains("line 2") && err.contains("delivery.budget"),
         "{err}"
@@ -63,9 +65,7 @@ fn errors_name_key_and_line() {
 #[test]
 fn public_listener_without_auth_is_refused() {
     let text = "[[listener]]\nmode = \"outbound\"\naddress = \"0.0.0.0:587\"\n";
-    let err = load_str(text, &Overrides::default())
-        .unwrap_err()
-        .to_string();
+    let err = refusal(text);
     assert!(err.contains("requires AUTH"), "{err}");
     let text =
         "[[listener]]\nmode = \"outbound\"\naddress = \"0.0.0.0:587\"\nallow = [\"10.0.0.0/8\"]\n";
@@ -167,17 +167,13 @@ fn inbound_results_settings() {
     );
 
     let text = "[inbound]\ndeliver = \"maildir\"\n\nmax_plaintext = \"lots\"\n";
-    let err = load_str(text, &Overrides::default())
-        .unwrap_err()
-        .to_string();
+    let err = refusal(text);
     assert!(
         err.contains("line 4") && err.contains("inbound.max_plaintext"),
         "{err}"
     );
     let text = "[inbound]\nauthserv_id = \"mx; pgp=pass\"\n";
-    let err = load_str(text, &Overrides::default())
-        .unwrap_err()
-        .to_string();
+    let err = refusal(text);
     assert!(
         err.contains("line 2") && err.contains("inbound.authserv_id"),
         "{err}"
