@@ -23,6 +23,17 @@ fn cert(uid: &str) -> Cert {
         .0
 }
 
+/// The primary key of a freshly generated (unencrypted) certificate, ready to sign.
+fn primary_signer(c: &Cert) -> openpgp::crypto::KeyPair {
+    c.primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .unwrap()
+        .into_keypair()
+        .unwrap()
+}
+
 fn public(c: &Cert) -> Vec<u8> {
     c.armored().to_vec().unwrap()
 }
@@ -83,14 +94,7 @@ fn merge_new_user_id_and_attach_secret() {
     assert!(!k.has_secret(&c.fingerprint()).unwrap());
 
     // A new user ID, signed by the primary key, merges in.
-    let mut signer = c
-        .primary_key()
-        .key()
-        .clone()
-        .parts_into_secret()
-        .unwrap()
-        .into_keypair()
-        .unwrap();
+    let mut signer = primary_signer(&c);
     let uid = openpgp::packet::UserID::from("<robert@example.org>");
     let sig = uid
         .bind(
@@ -212,14 +216,7 @@ fn a_revoked_subkey_leaves_no_usable_key() {
     let (c, _) = CertBuilder::general_purpose(Some("<dan@example.org>"))
         .generate()
         .unwrap();
-    let mut signer = c
-        .primary_key()
-        .key()
-        .clone()
-        .parts_into_secret()
-        .unwrap()
-        .into_keypair()
-        .unwrap();
+    let mut signer = primary_signer(&c);
     let sub = c
         .keys()
         .subkeys()
