@@ -773,6 +773,14 @@ fn attacks_yield_no_plaintext_and_no_pass() {
         )
     };
 
+    // No relay: the local domains are those of the keyring's secret keys (none set).
+    let (ok, out) = swaks_to(port, "alice@example.net", "someone@example.net", &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("<** 550 5.7.1 <someone@example.net>: relaying denied"),
+        "{out}"
+    );
+
     // EFAIL direct exfiltration: HTML, the ciphertext, HTML, in multipart/mixed.
     let armored = encrypt_to("bob@example.org", "EFAIL secret 5150");
     let efail = crlf(&format!(
