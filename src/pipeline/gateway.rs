@@ -18,6 +18,10 @@ use crate::transform::{self, inbound, Classification};
 use super::process;
 use super::split::Decided;
 
+/// Messages up to this size are transformed on the async thread that received them, larger
+/// ones on a blocking thread: 32 KiB encrypts and signs in well under a millisecond.
+const INLINE_MAX: usize = 32 * 1024;
+
 /// Which way a listener's mail goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -76,17 +80,28 @@ impl Backend for Gateway {
         let credentials = tx.client.auth.clone().filter(|c| c.secret.is_some());
         let queue_id = tx.id.clone();
         let sender = tx.envelope.sender.clone();
+        let size = tx.message.len();
         let (route, direction) = match self.direction {
             Direction::Inbound => (Route::Inbound, "inbound"),
             Direction::Outbound => (Route::Outbound, "outbound"),
         };
         let this = self.clone();
-        // Encryption and decryption are CPU work: off the async threads.
-        let work = tokio::task::spawn_blocking(move || match this.direction {
+        let run = move || match this.direction {
             Direction::Inbound => this.inbound(&tx),
             Direction::Outbound => this.outbound(tx),
-        });
-        let parts = match work.await {
+        };
+        // Encryption and decryption are CPU work. A large message is processed on a
+        // blocking thread, off the async threads. A small one takes under a millisecond and
+        // runs here: under load, handing each message to one of up to 32 blocking threads
+        // cost as much CPU as it saved, and every one of those threads kept its own malloc
+        // arena with freed memory the process does not give back (8 MB after 20,000
+        // messages over 32 sessions, which a 20 MB message then came on top of).
+        let work = if size <= INLINE_MAX {
+            Ok(run())
+        } else {
+            tokio::task::spawn_blocking(run).await
+        };
+        let parts = match work {
             Ok(Ok(parts)) => parts,
             Ok(Err(reply)) => return reply,
             Err(e) => {

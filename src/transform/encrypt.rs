@@ -6,6 +6,8 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::time::SystemTime;
 
+use openpgp::packet::key::{SecretParts, UnspecifiedRole};
+use openpgp::packet::Key;
 use openpgp::policy::Policy;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::KeyFlags;
@@ -250,8 +252,8 @@ fn encrypt_stream<W: Write + Send + Sync>(
         .map_err(crypto)?;
     let (message_writer, signed_by) = match signer {
         Some(tsk) => {
-            let keypair = signing_keypair(tsk, policy, now)?;
-            let mut s = Signer::new(message_writer, keypair)
+            let key = signing_key(tsk, policy, now)?;
+            let mut s = Signer::new(message_writer, key)
                 .map_err(crypto)?
                 .creation_time(now);
             for cert in recipients {
@@ -301,8 +303,31 @@ pub fn signing_keypair(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<openpgp::crypto::KeyPair, Error> {
-    let ka = tsk
-        .keys()
+    signing_secret(tsk, policy, now)?
+        .into_keypair()
+        .map_err(|e| Error::Crypto(e.to_string()))
+}
+
+/// The signer for the signing key of a TSK, usable now: for Ed25519 over the OpenSSL key
+/// imported the first time this key signed ([`super::signer`]).
+///
+/// # Errors
+/// As [`signing_keypair`].
+pub fn signing_key(
+    tsk: &Cert,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Box<dyn openpgp::crypto::Signer + Send + Sync>, Error> {
+    let key = signing_secret(tsk, policy, now)?;
+    super::signer::signer(&key).map_err(|e| Error::Crypto(e.to_string()))
+}
+
+fn signing_secret(
+    tsk: &Cert,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Key<SecretParts, UnspecifiedRole>, Error> {
+    tsk.keys()
         .with_policy(policy, now)
         .supported()
         .alive()
@@ -310,11 +335,8 @@ pub fn signing_keypair(
         .for_signing()
         .secret()
         .find(|ka| ka.key().has_unencrypted_secret())
-        .ok_or_else(|| Error::NoSigningKey(tsk.fingerprint().to_hex()))?;
-    ka.key()
-        .clone()
-        .into_keypair()
-        .map_err(|e| Error::Crypto(e.to_string()))
+        .map(|ka| ka.key().clone().role_into_unspecified())
+        .ok_or_else(|| Error::NoSigningKey(tsk.fingerprint().to_hex()))
 }
 
 /// A MIME boundary that cannot occur in the armored body (no `-` run, random).

@@ -70,6 +70,7 @@ pub mod headers;
 pub mod inbound;
 pub mod seven_bit;
 pub mod sign;
+pub mod signer;
 pub mod structure;
 
 use std::borrow::Cow;

@@ -13,7 +13,7 @@ use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
 use super::classify::from_address;
-use super::encrypt::{boundary, signing_keypair};
+use super::encrypt::{boundary, signing_key};
 use super::headers::{self, Field};
 use super::Error;
 
@@ -193,7 +193,7 @@ fn detached(
     now: SystemTime,
 ) -> Result<(Vec<u8>, String), Error> {
     let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
-    let keypair = signing_keypair(signer, policy, now)?;
+    let key = signing_key(signer, policy, now)?;
     let mut sink = Vec::new();
     {
         let message = Message::new(&mut sink);
@@ -201,7 +201,7 @@ fn detached(
             .kind(openpgp::armor::Kind::Signature)
             .build()
             .map_err(crypto)?;
-        let mut s = Signer::new(message, keypair)
+        let mut s = Signer::new(message, key)
             .map_err(crypto)?
             .creation_time(now)
             .detached()
