@@ -46,21 +46,23 @@ pub fn decrypted(
     content: &[RawField<'_>],
     body: &[u8],
 ) -> Vec<u8> {
+    if let Some(mut head) = decrypted_head(results, outer, edits, content, body) {
+        head.reserve_exact(body.len());
+        head.extend_from_slice(body);
+        return head;
+    }
     let mut head = outer_head(results, outer, edits);
     let fields: Vec<headers::Field> = content.iter().filter_map(|r| r.field.clone()).collect();
     let ct = ContentType::of(&fields);
     let container = ct
         .as_ref()
         .is_some_and(|c| c.kind == "multipart" || c.kind == "message");
-    if seven_bit::is_clean(body) || container {
+    if container {
         for f in content {
             push_field(&mut head, f.bytes);
         }
         head.extend_from_slice(b"\r\n");
         head.extend_from_slice(body);
-        if seven_bit::is_clean(body) {
-            return head;
-        }
         return match seven_bit::rewrite(&head) {
             Ok(clean) => clean,
             Err(e) => {
@@ -80,6 +82,36 @@ pub fn decrypted(
     head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
     head.extend_from_slice(&encoded);
     head
+}
+
+/// What [`decrypted`] puts before `body` when the body goes out byte for byte (it is
+/// 7-bit clean), up to and with the empty line; `None` when it must be re-encoded. The
+/// caller can then put this head in front of the plaintext it already holds instead of
+/// copying a large body.
+pub fn decrypted_head(
+    results: &str,
+    outer: &[RawField<'_>],
+    edits: &Edits,
+    content: &[RawField<'_>],
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    if !seven_bit::is_clean(body) {
+        return None;
+    }
+    let mut head = outer_head(results, outer, edits);
+    for f in content {
+        push_field(&mut head, f.bytes);
+    }
+    head.extend_from_slice(b"\r\n");
+    Some(head)
+}
+
+/// `head` in place of the first `body_at` bytes of `payload`: the body is moved, not
+/// copied into a new buffer.
+pub fn replace_head(mut payload: Vec<u8>, body_at: usize, head: Vec<u8>) -> Vec<u8> {
+    let body_at = body_at.min(payload.len());
+    payload.splice(..body_at, head);
+    payload
 }
 
 /// Decrypted inline PGP: the plaintext becomes the text body, in the outer charset.

@@ -23,8 +23,8 @@ use super::Error;
 
 /// How much plaintext sequoia holds back before handing it out; we buffer it all anyway.
 const HOLD_BACK: usize = 1 << 20;
-/// What we read at a time.
-const CHUNK: usize = 64 * 1024;
+/// Spare room in the plaintext buffer for the delivered message's header.
+const HEADROOM: usize = 16 * 1024;
 
 /// What an OpenPGP message is, from its outer packets, without decrypting anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,11 @@ pub struct Plaintext {
 impl Plaintext {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The plaintext itself, for building the delivered message in its buffer.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// The primary fingerprint of the certificate whose key decrypted it.
@@ -168,19 +173,15 @@ fn read_all(
         .buffer_size(HOLD_BACK.min(max.saturating_add(1)))
         .with_policy(policy, now, keys)
         .map_err(|_| Read_::Failed)?;
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; CHUNK];
-    loop {
-        match d.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => {
-                if out.len() + n > max {
-                    return Err(Read_::TooLarge);
-                }
-                out.extend_from_slice(chunk.get(..n).unwrap_or_default());
-            }
-            Err(_) => return Err(Read_::Failed),
-        }
+    // Room for the plaintext (about the size of the data unless it was compressed) and
+    // for the header put in front of it; read straight into it, no chunk copies.
+    let mut out = Vec::with_capacity(data.len().min(max).saturating_add(HEADROOM));
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    if (&mut d).take(limit).read_to_end(&mut out).is_err() {
+        return Err(Read_::Failed);
+    }
+    if out.len() > max {
+        return Err(Read_::TooLarge);
     }
     if !d.message_processed() {
         return Err(Read_::Failed);

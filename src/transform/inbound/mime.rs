@@ -129,6 +129,15 @@ pub fn decode(fields: &[Field], body: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// Whether `data` has a line feed without a carriage return before it (then it needs
+/// [`crlf`]).
+pub fn has_bare_lf(data: &[u8]) -> bool {
+    std::iter::once(&0u8)
+        .chain(data)
+        .zip(data)
+        .any(|(&prev, &b)| b == b'\n' && prev != b'\r')
+}
+
 /// Line ends made CRLF (a bare LF gains its CR), as MIME canonical form wants them.
 pub fn crlf(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + data.len() / 32);
@@ -171,5 +180,7 @@ mod tests {
         let (x, _) = headers::split(b"Content-Transfer-Encoding: x-uuencode\r\n\r\n");
         assert_eq!(decode(&x, b"a"), None);
         assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert!(has_bare_lf(b"\n") && has_bare_lf(b"a\r\nb\n") && has_bare_lf(b"\r\r\n\n"));
+        assert!(!has_bare_lf(b"") && !has_bare_lf(b"a\r\nb\r\n") && !has_bare_lf(b"\r"));
     }
 }

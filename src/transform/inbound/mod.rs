@@ -13,6 +13,7 @@
 //! failure (the keyring), answered `451 4.3.0`.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod armor;
 pub mod assemble;
 pub mod decrypt;
 pub mod mime;
@@ -22,6 +23,7 @@ pub mod root;
 pub mod verdict;
 pub mod verify;
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use sealpost_keyring::Keyring;
@@ -121,15 +123,18 @@ pub fn open(
     let root = root::classify(&outer.fields, body, message);
     let mut v = Verdict::new(outer.from.clone());
     let data = match root {
-        Root::PgpMime(data) => match decrypt::kind(&data) {
-            Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                return per_recipient(&ctx, &outer, recipients, &data, k, true)
+        Root::PgpMime(data) => {
+            let bin = binary(data);
+            match decrypt::kind(&bin) {
+                Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
+                    return per_recipient(&ctx, &outer, recipients, &bin, k, true)
+                }
+                _ => {
+                    v.encryption = Encryption::Malformed;
+                    return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
+                }
             }
-            _ => {
-                v.encryption = Encryption::Malformed;
-                return Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)]);
-            }
-        },
+        }
         Root::Armored(data) => data,
         Root::Signed { signed, signature } => {
             let checks = verify::detached(&signed, &signature, keyring, keyring.policy(), now)?;
@@ -167,9 +172,10 @@ pub fn open(
         }
     };
     // A whole armored body: encrypted, or signed only.
-    match decrypt::kind(&data) {
+    let bin = armor::dearmor(&data).map_or(Cow::Borrowed(data.as_slice()), Cow::Owned);
+    match decrypt::kind(&bin) {
         Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(&ctx, &outer, recipients, &data, k, false)
+            per_recipient(&ctx, &outer, recipients, &bin, k, false)
         }
         Some(Kind::NotEncrypted) => {
             let max = settings.max_plaintext;
@@ -186,6 +192,12 @@ pub fn open(
             Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
         }
     }
+}
+
+/// The OpenPGP data in binary when the fast armor path reads it (the text is dropped: it
+/// can be as large as the message), else as received.
+fn binary(data: Vec<u8>) -> Vec<u8> {
+    armor::dearmor(&data).unwrap_or(data)
 }
 
 /// One copy per recipient, each decrypted with that recipient's own keys only.
@@ -214,7 +226,7 @@ fn per_recipient(
             )?
         };
         let opened = match outcome {
-            Outcome::Plaintext(p) if mime => payload(ctx, outer, &p, vec![i])?,
+            Outcome::Plaintext(p) if mime => payload(ctx, outer, p, vec![i])?,
             Outcome::Plaintext(p) => {
                 v.encryption = Encryption::Decrypted;
                 v.decryption_key = Some(p.key().clone());
@@ -238,54 +250,86 @@ fn per_recipient(
 
 /// A decrypted PGP/MIME payload: our fields stripped from its root too, its signatures
 /// (inside the OpenPGP message, or a `multipart/signed` payload), its protected fields.
+/// The delivered message is built in the plaintext's own buffer when its body goes out as
+/// it is (a large attachment is not copied again).
 fn payload(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
-    p: &Plaintext,
+    p: Plaintext,
     recipients: Vec<usize>,
 ) -> Result<Opened, Error> {
-    let bytes = mime::crlf(p.bytes());
-    let (phead, pbody) = headers::split_bytes(&bytes);
-    let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
-    let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
+    let key = p.key().clone();
     let mut checks = p.checks().to_vec();
-    let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
-    if let Some((signed, signature)) = root::signed_halves(&pfields, pbody) {
-        let policy = ctx.keyring.policy();
-        checks.extend(verify::detached(
-            &signed,
-            &signature,
-            ctx.keyring,
-            policy,
-            ctx.now,
-        )?);
-        let (sf, _) = headers::split(&signed);
-        if protected.is_none() && protected::marked(&sf) {
-            protected = Some(protected::fields(&sf));
-        }
+    let mut bytes = p.into_bytes();
+    if mime::has_bare_lf(&bytes) {
+        bytes = mime::crlf(&bytes);
     }
-    let mut v = Verdict::new(outer.from.clone());
-    v.encryption = Encryption::Decrypted;
-    v.decryption_key = Some(p.key().clone());
-    let edits = judge_into(&mut v, &checks, outer, protected.as_deref());
-    let legacy_free = match edits {
-        Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
-        _ => None,
+    let (built, verdict) = {
+        let (phead, pbody) = headers::split_bytes(&bytes);
+        let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
+        let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
+        let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
+        if let Some((signed, signature)) = root::signed_halves(&pfields, pbody) {
+            let policy = ctx.keyring.policy();
+            checks.extend(verify::detached(
+                &signed,
+                &signature,
+                ctx.keyring,
+                policy,
+                ctx.now,
+            )?);
+            let (sf, _) = headers::split(&signed);
+            if protected.is_none() && protected::marked(&sf) {
+                protected = Some(protected::fields(&sf));
+            }
+        }
+        let mut v = Verdict::new(outer.from.clone());
+        v.encryption = Encryption::Decrypted;
+        v.decryption_key = Some(key);
+        let edits = judge_into(&mut v, &checks, outer, protected.as_deref());
+        let legacy_free = match edits {
+            Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
+            _ => None,
+        };
+        let content: Vec<RawField<'_>> = praw
+            .iter()
+            .filter(|r| {
+                r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
+            })
+            .cloned()
+            .collect();
+        let results = results::render(&v, &ctx.settings.authserv_id);
+        let built = match legacy_free {
+            Some(body) => Built::Whole(assemble::decrypted(
+                &results, &outer.raw, &edits, &content, &body,
+            )),
+            None => match assemble::decrypted_head(&results, &outer.raw, &edits, &content, pbody) {
+                Some(head) => Built::Head {
+                    head,
+                    body_at: bytes.len().saturating_sub(pbody.len()),
+                },
+                None => Built::Whole(assemble::decrypted(
+                    &results, &outer.raw, &edits, &content, pbody,
+                )),
+            },
+        };
+        (built, v)
     };
-    let body = legacy_free.as_deref().unwrap_or(pbody);
-    let content: Vec<RawField<'_>> = praw
-        .iter()
-        .filter(|r| {
-            r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
-        })
-        .cloned()
-        .collect();
-    let results = results::render(&v, &ctx.settings.authserv_id);
+    let message = match built {
+        Built::Whole(message) => message,
+        Built::Head { head, body_at } => assemble::replace_head(bytes, body_at, head),
+    };
     Ok(Opened {
         recipients,
-        message: assemble::decrypted(&results, &outer.raw, &edits, &content, body),
-        verdict: v,
+        message,
+        verdict,
     })
+}
+
+/// The delivered message, or its head to put in front of the payload body.
+enum Built {
+    Whole(Vec<u8>),
+    Head { head: Vec<u8>, body_at: usize },
 }
 
 /// Judges `checks` into `v` and returns what header protection does to the outer header:

@@ -1,0 +1,147 @@
+//! A fast path for ASCII-armored `PGP MESSAGE` blocks (RFC 9580 §6.2): sequoia's armor
+//! reader filters the base64 byte by byte, which costs more than decrypting. Only the
+//! plain, well-formed shape is taken here; anything else is left to sequoia unchanged, so
+//! what is accepted and what is refused stays sequoia's decision.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use base64::Engine;
+
+const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
+const END: &[u8] = b"-----END PGP MESSAGE-----";
+/// Base64 text decoded at a time (a multiple of 4), so that no whole-message copy of the
+/// text is made.
+const CHUNK: usize = 64 * 1024;
+
+/// The binary OpenPGP data of `data` when it is exactly one armored `PGP MESSAGE` (with
+/// optional armor headers and checksum, whitespace around it); `None` otherwise, and then
+/// the caller hands `data` to sequoia as it is. The checksum is not checked: RFC 9580
+/// §6.1 says to ignore it, as sequoia does.
+pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
+    let mut lines = data.trim_ascii().split(|&b| b == b'\n').map(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        l.trim_ascii_end()
+    });
+    if lines.next()? != BEGIN {
+        return None;
+    }
+    // Armor headers, up to the empty line.
+    loop {
+        let line = lines.next()?;
+        if line.is_empty() {
+            break;
+        }
+        let (key, _) = split_header(line)?;
+        if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
+            return None;
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() / 4 * 3 + 3);
+    let mut text: Vec<u8> = Vec::with_capacity(CHUNK + 128);
+    let mut ended = false;
+    let mut checksum = false;
+    // Padding ends the base64 text: a line after it is not the plain shape.
+    let mut padded = false;
+    for line in lines.by_ref() {
+        if line == END {
+            ended = true;
+            break;
+        }
+        if checksum {
+            // Only the end line may follow the checksum.
+            return None;
+        }
+        if line.len() == 5 && line.starts_with(b"=") {
+            checksum = true;
+            continue;
+        }
+        if padded || !line.iter().all(|&b| is_base64(b)) {
+            return None;
+        }
+        padded = line.contains(&b'=');
+        text.extend_from_slice(line);
+        if text.len() >= CHUNK {
+            let whole = text.len() / 4 * 4;
+            decode_into(text.get(..whole)?, &mut out)?;
+            text.drain(..whole);
+        }
+    }
+    // Nothing after the end line (the data was trimmed).
+    if !ended || lines.next().is_some() {
+        return None;
+    }
+    decode_into(&text, &mut out)?;
+    (!out.is_empty()).then_some(out)
+}
+
+fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = line.windows(2).position(|w| w == b": ")?;
+    Some((line.get(..at)?, line.get(at + 2..)?))
+}
+
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='
+}
+
+/// Appends the decoding of `text` (padding only at its end) to `out`.
+fn decode_into(text: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    if text.is_empty() {
+        return Some(());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode_vec(text, out)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealpost_keyring::openpgp::armor::{Kind, Reader, ReaderMode, Writer};
+    use std::io::{Read, Write};
+
+    fn armored(data: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = Writer::with_headers(Vec::new(), Kind::Message, headers.to_vec()).unwrap();
+        w.write_all(data).unwrap();
+        w.finalize().unwrap()
+    }
+
+    fn sequoia(data: &[u8]) -> Option<Vec<u8>> {
+        let mut r = Reader::from_bytes(data, ReaderMode::Tolerant(Some(Kind::Message)));
+        let mut out = Vec::new();
+        r.read_to_end(&mut out).ok()?;
+        Some(out)
+    }
+
+    #[test]
+    fn decodes_what_sequoia_decodes() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for len in [1, 2, 3, 47, 48, 49, 65_536, 200_000] {
+            let a = armored(&data[..len], &[("Comment", "x: y")]);
+            assert_eq!(dearmor(&a).as_deref(), Some(&data[..len]), "{len}");
+            assert_eq!(sequoia(&a).as_deref(), Some(&data[..len]));
+            let crlf = String::from_utf8(a).unwrap().replace('\n', "\r\n");
+            let spaced = format!("\r\n  {crlf}\r\n\r\n");
+            assert_eq!(dearmor(spaced.as_bytes()).as_deref(), Some(&data[..len]));
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_sequoia() {
+        let a = String::from_utf8(armored(b"hello world", &[])).unwrap();
+        let cases = [
+            a.replace("MESSAGE", "SIGNATURE"),
+            a.replace("-----END PGP MESSAGE-----", ""),
+            format!("junk\n{a}"),
+            format!("{a}junk\n"),
+            a.replacen("\n\n", "\nno header line\n\n", 1),
+            a.replacen("aGVsbG8", "aG!sbG8", 1),
+            a.replacen("aGVsbG8", "aG=sbG8", 1),
+            a.replacen("\n\n", "\n\naGk=\n", 1),
+            String::new(),
+        ];
+        for c in cases {
+            assert_eq!(dearmor(c.as_bytes()), None, "{c:?}");
+        }
+        let binary = b"\xc1\x0c\x03 not armored";
+        assert_eq!(dearmor(binary), None);
+    }
+}
