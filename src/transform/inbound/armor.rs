@@ -17,16 +17,14 @@ const CHUNK: usize = 64 * 1024;
 /// the caller hands `data` to sequoia as it is. The checksum is not checked: RFC 9580
 /// §6.1 says to ignore it, as sequoia does.
 pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
-    let mut lines = data.trim_ascii().split(|&b| b == b'\n').map(|l| {
-        let l = l.strip_suffix(b"\r").unwrap_or(l);
-        l.trim_ascii_end()
-    });
-    if lines.next()? != BEGIN {
+    let mut rest = data.trim_ascii();
+    let mut lines = Lines { width: 0 };
+    if lines.next(&mut rest)? != BEGIN {
         return None;
     }
     // Armor headers, up to the empty line.
     loop {
-        let line = lines.next()?;
+        let line = lines.next(&mut rest)?;
         if line.is_empty() {
             break;
         }
@@ -37,26 +35,27 @@ pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
     }
     let mut out = Vec::with_capacity(data.len() / 4 * 3 + 3);
     let mut text: Vec<u8> = Vec::with_capacity(CHUNK + 128);
-    let mut ended = false;
     let mut checksum = false;
     // Padding ends the base64 text: a line after it is not the plain shape.
     let mut padded = false;
-    for line in lines.by_ref() {
+    loop {
+        let line = lines.next(&mut rest)?;
         if line == END {
-            ended = true;
             break;
         }
-        if checksum {
-            // Only the end line may follow the checksum.
+        if checksum || padded {
+            // Only the end line may follow the checksum or the padding.
+            if line.len() == 5 && line.starts_with(b"=") && !checksum {
+                checksum = true;
+                continue;
+            }
             return None;
         }
         if line.len() == 5 && line.starts_with(b"=") {
             checksum = true;
             continue;
         }
-        if padded || !line.iter().all(|&b| is_base64(b)) {
-            return None;
-        }
+        // The decoder refuses anything but the base64 alphabet and final padding.
         padded = line.contains(&b'=');
         text.extend_from_slice(line);
         if text.len() >= CHUNK {
@@ -66,20 +65,47 @@ pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
         }
     }
     // Nothing after the end line (the data was trimmed).
-    if !ended || lines.next().is_some() {
+    if !rest.is_empty() {
         return None;
     }
     decode_into(&text, &mut out)?;
     (!out.is_empty()).then_some(out)
 }
 
+/// Splits lines, fast when they all have the width of the one before (armor lines do).
+struct Lines {
+    /// Where the last line's line feed was.
+    width: usize,
+}
+
+impl Lines {
+    /// The next line of `rest`, without its line end and trailing whitespace; `rest` moves
+    /// past it. `None` at the end.
+    fn next<'a>(&mut self, rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        if rest.is_empty() {
+            return None;
+        }
+        let same = rest.get(self.width) == Some(&b'\n')
+            && !rest.get(..self.width).unwrap_or_default().contains(&b'\n');
+        let end = if same {
+            self.width
+        } else {
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(at) => at,
+                None => rest.len(),
+            }
+        };
+        self.width = end;
+        let line = rest.get(..end)?;
+        *rest = rest.get(end + 1..).unwrap_or_default();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        Some(line.trim_ascii_end())
+    }
+}
+
 fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let at = line.windows(2).position(|w| w == b": ")?;
     Some((line.get(..at)?, line.get(at + 2..)?))
-}
-
-fn is_base64(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'='
 }
 
 /// Appends the decoding of `text` (padding only at its end) to `out`.
