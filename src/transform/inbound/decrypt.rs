@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::time::SystemTime;
 
 use openpgp::crypto::SessionKey;
@@ -118,23 +119,32 @@ pub fn decrypt(
     };
     let mut found = Found::default();
     let mut state = State::default();
-    let read = read_all(
-        data,
-        Keys {
-            certs: verify::Certs {
+    // sequoia 2.4.2 panics on some truncated SEIPv1 bodies (`data_consume_hard(..).unwrap()`
+    // in parse.rs): that is a broken message, refused like any other, and nothing read is
+    // kept.
+    let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        read_all(
+            data,
+            Keys {
+                certs: verify::Certs {
+                    keyring,
+                    found: &mut found,
+                },
                 keyring,
-                found: &mut found,
+                recipient: &recipient,
+                policy,
+                now,
+                state: &mut state,
             },
-            keyring,
-            recipient: &recipient,
             policy,
             now,
-            state: &mut state,
-        },
-        policy,
-        now,
-        max,
-    );
+            max,
+        )
+    }))
+    .unwrap_or_else(|_| {
+        tracing::warn!("the OpenPGP parser panicked on this message: refused");
+        Err(Read_::Failed)
+    });
     if let Some(e) = found.failure.take() {
         return Err(Error::Keyring(e));
     }

@@ -172,7 +172,7 @@ pub fn open(
         }
     };
     // A whole armored body: encrypted, or signed only.
-    let bin = armor::dearmor(&data).map_or(Cow::Borrowed(data.as_slice()), Cow::Owned);
+    let bin = armor::dearmor(&data).map_or(Cow::Borrowed(&*data), Cow::Owned);
     match decrypt::kind(&bin) {
         Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
             per_recipient(&ctx, &outer, recipients, &bin, k, false)
@@ -194,10 +194,13 @@ pub fn open(
     }
 }
 
-/// The OpenPGP data in binary when the fast armor path reads it (the text is dropped: it
-/// can be as large as the message), else as received.
-fn binary(data: Vec<u8>) -> Vec<u8> {
-    armor::dearmor(&data).unwrap_or(data)
+/// The OpenPGP data in binary when the fast armor path reads it (the text is dropped when
+/// it was a copy), else as received.
+fn binary(data: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
+    match armor::dearmor(&data) {
+        Some(bin) => Cow::Owned(bin),
+        None => data,
+    }
 }
 
 /// One copy per recipient, each decrypted with that recipient's own keys only.
