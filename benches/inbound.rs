@@ -166,6 +166,17 @@ fn main() {
     let through_gateway = send_one(gw.port, &big_message);
     let big_rss = gw.status("VmHWM:");
     drop(gw);
+    // The same size in plain text through the same listener: what the server itself holds
+    // for a message this large, before any decryption.
+    let big_plain = message(
+        "big plain",
+        "text/plain; charset=us-ascii",
+        &random_base64(big_message.len()),
+    );
+    let gw = Gateway::start(&inbound_dir, &config);
+    send_one(gw.port, &big_plain);
+    let plain_rss = gw.status("VmHWM:");
+    drop(gw);
 
     println!("inbound bench: {messages} messages of {SIZE} bytes, {SESSIONS} sessions");
     println!(
@@ -198,6 +209,10 @@ fn main() {
     println!(
         "    gateway peak RSS:        {big_rss:>8.1} MB = {:.1}x the message (target < 3x; {before:.1} MB before)",
         big_rss / mb
+    );
+    println!(
+        "    same size in plain text: {plain_rss:>8.1} MB = {:.1}x (pass-through, for comparison)",
+        plain_rss * 1048576.0 / big_plain.len() as f64
     );
 }
 
