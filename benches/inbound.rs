@@ -207,11 +207,11 @@ fn main() {
         gpg_time.as_secs_f64() / through_gateway.as_secs_f64()
     );
     println!(
-        "    gateway peak RSS:        {big_rss:>8.1} MB = {:.1}x the message (target < 3x; {before:.1} MB before)",
+        "    gateway peak RSS:        {big_rss:>8.1} MB = {:.2}x the message (target < 3x; {before:.1} MB before)",
         big_rss / mb
     );
     println!(
-        "    same size in plain text: {plain_rss:>8.1} MB = {:.1}x (pass-through, for comparison)",
+        "    same size in plain text: {plain_rss:>8.1} MB = {:.2}x (pass-through, for comparison)",
         plain_rss * 1048576.0 / big_plain.len() as f64
     );
 }

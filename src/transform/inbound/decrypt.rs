@@ -18,6 +18,7 @@ use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 use sealpost_keyring::{openpgp, Keyring};
 
+use super::armor;
 use super::verdict::Encryption;
 use super::verify::{self, Check, Found};
 use super::Error;
@@ -40,10 +41,36 @@ pub enum Kind {
     NotEncrypted,
 }
 
+/// OpenPGP data as received: armored text that [`armor::parse`] checked, decoded while it
+/// is read (no binary copy of a large message), or bytes for sequoia to read as they are.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'a> {
+    Armored(armor::Armored<'a>),
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Input<'a> {
+    pub fn of(data: &'a [u8]) -> Input<'a> {
+        armor::parse(data).map_or(Input::Bytes(data), Input::Armored)
+    }
+
+    /// About how many bytes of binary data it holds.
+    fn len_hint(&self) -> usize {
+        match self {
+            Input::Armored(a) => a.len_hint(),
+            Input::Bytes(b) => b.len(),
+        }
+    }
+}
+
 /// Reads the top-level packets of `data` (armored or binary). `None` when it is not an
 /// OpenPGP message.
-pub fn kind(data: &[u8]) -> Option<Kind> {
-    let mut ppr = PacketParser::from_bytes(data).ok()?;
+pub fn kind(data: Input<'_>) -> Option<Kind> {
+    let mut ppr = match data {
+        Input::Armored(a) => PacketParser::from_reader(a.reader()),
+        Input::Bytes(b) => PacketParser::from_bytes(b),
+    }
+    .ok()?;
     let mut kind = Kind::NotEncrypted;
     let mut packets = 0;
     while let PacketParserResult::Some(pp) = ppr {
@@ -106,7 +133,7 @@ pub enum Outcome {
 /// # Errors
 /// Only a keyring failure; everything about the message is an [`Outcome::Refused`].
 pub fn decrypt(
-    data: &[u8],
+    data: Input<'_>,
     recipient: &str,
     keyring: &Keyring,
     policy: &dyn Policy,
@@ -174,20 +201,24 @@ enum Read_ {
 
 /// The whole plaintext, or nothing: any error discards what was read.
 fn read_all(
-    data: &[u8],
+    data: Input<'_>,
     keys: Keys<'_, '_>,
     policy: &dyn Policy,
     now: SystemTime,
     max: usize,
 ) -> Result<Vec<u8>, Read_> {
-    let mut d = DecryptorBuilder::from_bytes(data)
+    let builder = match data {
+        Input::Armored(a) => DecryptorBuilder::from_reader(a.reader()),
+        Input::Bytes(b) => DecryptorBuilder::from_bytes(b),
+    };
+    let mut d = builder
         .map_err(|_| Read_::Failed)?
         .buffer_size(HOLD_BACK.min(max.saturating_add(1)))
         .with_policy(policy, now, keys)
         .map_err(|_| Read_::Failed)?;
     // Room for the plaintext (about the size of the data unless it was compressed) and
     // for the header put in front of it; read straight into it, no chunk copies.
-    let mut out = Vec::with_capacity(data.len().min(max).saturating_add(HEADROOM));
+    let mut out = Vec::with_capacity(data.len_hint().min(max).saturating_add(HEADROOM));
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
     if (&mut d).take(limit).read_to_end(&mut out).is_err() {
         return Err(Read_::Failed);

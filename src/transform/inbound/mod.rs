@@ -23,7 +23,6 @@ pub mod root;
 pub mod verdict;
 pub mod verify;
 
-use std::borrow::Cow;
 use std::time::SystemTime;
 
 use sealpost_keyring::Keyring;
@@ -33,7 +32,7 @@ use crate::transform::classify;
 use crate::transform::headers::{self, Field};
 
 use assemble::Edits;
-use decrypt::{Kind, Outcome, Plaintext};
+use decrypt::{Input, Kind, Outcome, Plaintext};
 use results::RawField;
 use root::Root;
 use verify::{Check, InnerFrom, Judgement};
@@ -124,10 +123,10 @@ pub fn open(
     let mut v = Verdict::new(outer.from.clone());
     let data = match root {
         Root::PgpMime(data) => {
-            let bin = binary(data);
-            match decrypt::kind(&bin) {
+            let input = Input::of(&data);
+            match decrypt::kind(input) {
                 Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                    return per_recipient(&ctx, &outer, recipients, &bin, k, true)
+                    return per_recipient(&ctx, &outer, recipients, input, k, true)
                 }
                 _ => {
                     v.encryption = Encryption::Malformed;
@@ -172,10 +171,10 @@ pub fn open(
         }
     };
     // A whole armored body: encrypted, or signed only.
-    let bin = armor::dearmor(&data).map_or(Cow::Borrowed(&*data), Cow::Owned);
-    match decrypt::kind(&bin) {
+    let input = Input::of(&data);
+    match decrypt::kind(input) {
         Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(&ctx, &outer, recipients, &bin, k, false)
+            per_recipient(&ctx, &outer, recipients, input, k, false)
         }
         Some(Kind::NotEncrypted) => {
             let max = settings.max_plaintext;
@@ -194,21 +193,12 @@ pub fn open(
     }
 }
 
-/// The OpenPGP data in binary when the fast armor path reads it (the text is dropped when
-/// it was a copy), else as received.
-fn binary(data: Cow<'_, [u8]>) -> Cow<'_, [u8]> {
-    match armor::dearmor(&data) {
-        Some(bin) => Cow::Owned(bin),
-        None => data,
-    }
-}
-
 /// One copy per recipient, each decrypted with that recipient's own keys only.
 fn per_recipient(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
     recipients: &[&str],
-    data: &[u8],
+    data: Input<'_>,
     kind: Kind,
     mime: bool,
 ) -> Result<Vec<Opened>, Error> {
