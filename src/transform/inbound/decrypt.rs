@@ -41,23 +41,40 @@ pub enum Kind {
     NotEncrypted,
 }
 
+/// Armored data up to this size is decoded up front: sequoia reads a byte slice with less
+/// work than a reader (it zero-fills a fresh buffer per read), and the copy is small.
+const DECODE_UP_TO: usize = 1 << 20;
+
 /// OpenPGP data as received: armored text that [`armor::parse`] checked, decoded while it
-/// is read (no binary copy of a large message), or bytes for sequoia to read as they are.
-#[derive(Debug, Clone, Copy)]
+/// is read (no binary copy of a large message) or up front when small, or bytes for
+/// sequoia to read as they are.
+#[derive(Debug)]
 pub enum Input<'a> {
     Armored(armor::Armored<'a>),
+    Binary(Vec<u8>),
     Bytes(&'a [u8]),
 }
 
 impl<'a> Input<'a> {
     pub fn of(data: &'a [u8]) -> Input<'a> {
-        armor::parse(data).map_or(Input::Bytes(data), Input::Armored)
+        match armor::parse(data) {
+            Some(a) if a.len_hint() <= DECODE_UP_TO => {
+                let mut binary = Vec::with_capacity(a.len_hint() + 3);
+                match a.reader().read_to_end(&mut binary) {
+                    Ok(_) => Input::Binary(binary),
+                    Err(_) => Input::Bytes(data),
+                }
+            }
+            Some(a) => Input::Armored(a),
+            None => Input::Bytes(data),
+        }
     }
 
     /// About how many bytes of binary data it holds.
     fn len_hint(&self) -> usize {
         match self {
             Input::Armored(a) => a.len_hint(),
+            Input::Binary(b) => b.len(),
             Input::Bytes(b) => b.len(),
         }
     }
@@ -65,9 +82,10 @@ impl<'a> Input<'a> {
 
 /// Reads the top-level packets of `data` (armored or binary). `None` when it is not an
 /// OpenPGP message.
-pub fn kind(data: Input<'_>) -> Option<Kind> {
+pub fn kind(data: &Input<'_>) -> Option<Kind> {
     let mut ppr = match data {
         Input::Armored(a) => PacketParser::from_reader(a.reader()),
+        Input::Binary(b) => PacketParser::from_bytes(b),
         Input::Bytes(b) => PacketParser::from_bytes(b),
     }
     .ok()?;
@@ -133,7 +151,7 @@ pub enum Outcome {
 /// # Errors
 /// Only a keyring failure; everything about the message is an [`Outcome::Refused`].
 pub fn decrypt(
-    data: Input<'_>,
+    data: &Input<'_>,
     recipient: &str,
     keyring: &Keyring,
     policy: &dyn Policy,
@@ -201,7 +219,7 @@ enum Read_ {
 
 /// The whole plaintext, or nothing: any error discards what was read.
 fn read_all(
-    data: Input<'_>,
+    data: &Input<'_>,
     keys: Keys<'_, '_>,
     policy: &dyn Policy,
     now: SystemTime,
@@ -209,6 +227,7 @@ fn read_all(
 ) -> Result<Vec<u8>, Read_> {
     let builder = match data {
         Input::Armored(a) => DecryptorBuilder::from_reader(a.reader()),
+        Input::Binary(b) => DecryptorBuilder::from_bytes(b),
         Input::Bytes(b) => DecryptorBuilder::from_bytes(b),
     };
     let mut d = builder

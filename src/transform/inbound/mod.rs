@@ -124,9 +124,9 @@ pub fn open(
     let data = match root {
         Root::PgpMime(data) => {
             let input = Input::of(&data);
-            match decrypt::kind(input) {
+            match decrypt::kind(&input) {
                 Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                    return per_recipient(&ctx, &outer, recipients, input, k, true)
+                    return per_recipient(&ctx, &outer, recipients, &input, k, true)
                 }
                 _ => {
                     v.encryption = Encryption::Malformed;
@@ -172,9 +172,9 @@ pub fn open(
     };
     // A whole armored body: encrypted, or signed only.
     let input = Input::of(&data);
-    match decrypt::kind(input) {
+    match decrypt::kind(&input) {
         Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(&ctx, &outer, recipients, input, k, false)
+            per_recipient(&ctx, &outer, recipients, &input, k, false)
         }
         Some(Kind::NotEncrypted) => {
             let max = settings.max_plaintext;
@@ -198,7 +198,7 @@ fn per_recipient(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
     recipients: &[&str],
-    data: Input<'_>,
+    data: &Input<'_>,
     kind: Kind,
     mime: bool,
 ) -> Result<Vec<Opened>, Error> {
