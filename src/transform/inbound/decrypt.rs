@@ -82,6 +82,11 @@ impl<'a> Input<'a> {
 
 /// Reads the top-level packets of `data` (armored or binary). `None` when it is not an
 /// OpenPGP message.
+///
+/// Every top-level packet is read, because a SED packet anywhere makes the message
+/// `NoIntegrity`. For a large streamed armored message that is a second base64 decoding
+/// pass (about 8 % of the instructions for a 20 MB message); the copy it would save costs
+/// the size of the message in memory.
 pub fn kind(data: &Input<'_>) -> Option<Kind> {
     let mut ppr = match data {
         Input::Armored(a) => PacketParser::from_reader(a.reader()),
