@@ -8,10 +8,14 @@
 //! sequential sends, the RSS of 10,000 idle connections, and the peak RSS of encrypting a
 //! message with a 20 MB attachment.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod support;
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use support::{expect, percentiles, sealpost, Sink};
 
 const SESSIONS: usize = 32;
 const SIZE: usize = 10 * 1024;
@@ -34,19 +38,19 @@ fn main() {
     let direct_lat = latencies(sink.port, 500);
 
     let gw = Gateway::start(sink.port, false);
-    let relayed = throughput(gw.port, messages);
-    let relay_lat = latencies(gw.port, 500);
+    let relayed = throughput(gw.port(), messages);
+    let relay_lat = latencies(gw.port(), 500);
     let peak_rss = gw.status("VmHWM:");
     let before_idle = gw.status("VmRSS:");
-    let idle = hold_idle(gw.port, IDLE);
+    let idle = hold_idle(gw.port(), IDLE);
     let idle_rss = gw.status("VmRSS:");
     drop(idle);
     drop(gw);
 
     let enc = Gateway::start(sink.port, true);
-    let encrypted = throughput(enc.port, messages);
+    let encrypted = throughput(enc.port(), messages);
     let enc_rss = enc.status("VmHWM:");
-    let big = big_message(enc.port);
+    let big = big_message(enc.port());
     let big_rss = enc.status("VmHWM:");
 
     let ratio = relayed / direct;
@@ -93,40 +97,10 @@ fn main() {
     );
 }
 
-struct Sink {
-    child: Child,
-    port: u16,
-}
-
-impl Sink {
-    fn start() -> Sink {
-        let port = free_port();
-        let mut cmd = Command::new("smtp-sink");
-        if is_root() {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("1024")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("smtp-sink (package postfix)");
-        wait_port(port);
-        Sink { child, port }
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A `sealpost serve` relaying to `upstream`, on its own data directory.
 struct Gateway {
-    child: Child,
-    port: u16,
+    // Declared first: the server stops before its directory goes.
+    server: support::Gateway,
     _dir: tempfile::TempDir,
 }
 
@@ -135,80 +109,30 @@ impl Gateway {
     /// recipient smtp-source uses, so every message is signed and encrypted.
     fn start(upstream: u16, keys: bool) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
         if keys {
             for email in ["bench@example.org", "sink@example.net"] {
-                let status = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-                    .arg("--data-dir")
-                    .arg(dir.path().join("data"))
-                    .args(["keys", "generate", email])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .expect("keys generate");
-                assert!(status.success());
+                sealpost(&data, &["keys", "generate", email]);
             }
         }
-        let config = dir.path().join("bench.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
-                 max_connections = 20000\nmax_connections_per_ip = 20000\n\n\
-                 [upstream]\naddress = \"127.0.0.1:{upstream}\"\ntls = \"none\"\n"
-            ),
-        )
-        .expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sealpost");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("sealpost exited before listening")
-                .expect("read");
-            if let Some(rest) = line.split("listener on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                break addr
-                    .rsplit(':')
-                    .next()
-                    .and_then(|p| p.parse().ok())
-                    .expect("port");
-            }
-        };
-        // Keep draining stdout so that the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let config = format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
+             max_connections = 20000\nmax_connections_per_ip = 20000\n\n\
+             [upstream]\naddress = \"127.0.0.1:{upstream}\"\ntls = \"none\"\n"
+        );
         Gateway {
-            child,
-            port,
+            server: support::Gateway::start(&data, &config),
             _dir: dir,
         }
     }
 
+    fn port(&self) -> u16 {
+        self.server.port
+    }
+
     /// A field of /proc/PID/status, in MB.
     fn status(&self, field: &str) -> f64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with(field))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or(f64::NAN, |kb| kb / 1024.0)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.status(field)
     }
 }
 
@@ -264,20 +188,6 @@ fn latencies(port: u16, n: usize) -> Vec<f64> {
     out
 }
 
-fn expect(r: &mut impl BufRead, code: &str) {
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("read reply");
-        assert!(
-            line.starts_with(&code[..3]),
-            "expected {code}, got {line:?}"
-        );
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return;
-        }
-    }
-}
-
 /// Sends one message with a 20 MB attachment; returns its size.
 fn big_message(port: u16) -> usize {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -308,13 +218,6 @@ fn big_message(port: u16) -> usize {
     message.len()
 }
 
-fn percentiles(v: &[f64]) -> (f64, f64) {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let at = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
-    (at(0.50), at(0.99))
-}
-
 /// Opens `n` connections and reads each greeting; they stay open while the result lives.
 fn hold_idle(port: u16, n: usize) -> Vec<TcpStream> {
     let mut conns = Vec::with_capacity(n);
@@ -326,32 +229,4 @@ fn hold_idle(port: u16, n: usize) -> Vec<TcpStream> {
     }
     std::thread::sleep(Duration::from_millis(500));
     conns
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..200 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("port {port} never opened");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
 }

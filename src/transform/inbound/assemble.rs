@@ -46,21 +46,23 @@ pub fn decrypted(
     content: &[RawField<'_>],
     body: &[u8],
 ) -> Vec<u8> {
+    if let Some(mut head) = decrypted_head(results, outer, edits, content, body) {
+        head.reserve_exact(body.len());
+        head.extend_from_slice(body);
+        return head;
+    }
     let mut head = outer_head(results, outer, edits);
     let fields: Vec<headers::Field> = content.iter().filter_map(|r| r.field.clone()).collect();
     let ct = ContentType::of(&fields);
     let container = ct
         .as_ref()
         .is_some_and(|c| c.kind == "multipart" || c.kind == "message");
-    if seven_bit::is_clean(body) || container {
+    if container {
         for f in content {
             push_field(&mut head, f.bytes);
         }
         head.extend_from_slice(b"\r\n");
         head.extend_from_slice(body);
-        if seven_bit::is_clean(body) {
-            return head;
-        }
         return match seven_bit::rewrite(&head) {
             Ok(clean) => clean,
             Err(e) => {
@@ -80,6 +82,65 @@ pub fn decrypted(
     head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
     head.extend_from_slice(&encoded);
     head
+}
+
+/// What [`decrypted`] puts before `body` when the body goes out byte for byte (it is
+/// 7-bit clean), up to and with the empty line; `None` when it must be re-encoded. The
+/// caller can then put this head in front of the plaintext it already holds instead of
+/// copying a large body.
+pub fn decrypted_head(
+    results: &str,
+    outer: &[RawField<'_>],
+    edits: &Edits,
+    content: &[RawField<'_>],
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    if !is_clean(body) {
+        return None;
+    }
+    let mut head = outer_head(results, outer, edits);
+    for f in content {
+        push_field(&mut head, f.bytes);
+    }
+    head.extend_from_slice(b"\r\n");
+    Some(head)
+}
+
+/// [`seven_bit::is_clean`] in one pass over the bytes: it runs over whole decrypted
+/// messages, and splitting them into lines first costs several times more.
+fn is_clean(body: &[u8]) -> bool {
+    // Printable ASCII and tabs; CR and LF are checked with the lines below.
+    let chars = body.iter().fold(true, |ok, &b| {
+        ok & ((0x20..=0x7e).contains(&b) || b == b'\t' || b == b'\r' || b == b'\n')
+    });
+    if !chars {
+        return false;
+    }
+    let mut start = 0;
+    for (i, &b) in body.iter().enumerate() {
+        if b == b'\n' {
+            if !line_ok(body.get(start..i).unwrap_or_default()) {
+                return false;
+            }
+            start = i + 1;
+        }
+    }
+    line_ok(body.get(start..).unwrap_or_default())
+}
+
+/// One line without its LF: a CR only at its end, at most 998 octets before it, no
+/// trailing space or tab.
+fn line_ok(line: &[u8]) -> bool {
+    let l = line.strip_suffix(b"\r").unwrap_or(line);
+    l.len() <= 998 && !l.ends_with(b" ") && !l.ends_with(b"\t") && !l.contains(&b'\r')
+}
+
+/// `head` in place of the first `body_at` bytes of `payload`: the body is moved, not
+/// copied into a new buffer.
+pub fn replace_head(mut payload: Vec<u8>, body_at: usize, head: Vec<u8>) -> Vec<u8> {
+    let body_at = body_at.min(payload.len());
+    payload.splice(..body_at, head);
+    payload
 }
 
 /// Decrypted inline PGP: the plaintext becomes the text body, in the outer charset.
@@ -210,6 +271,39 @@ mod tests {
             out,
             b"R: 1\r\nReceived: x\r\nFrom: a@x.org\r\nSubject: real\r\n\r\nbody\xff"
         );
+    }
+
+    #[test]
+    fn is_clean_is_seven_bit_is_clean() {
+        let long = "x".repeat(998);
+        let longer = "x".repeat(999);
+        let cases: Vec<&[u8]> = vec![
+            b"",
+            b"a",
+            b"a\r\nb\r\n",
+            b"a\nb",
+            b"a \r\n",
+            b"a\t\r\n",
+            b"a\t",
+            b"a\rb\r\n",
+            b"\r",
+            b"\r\r\n",
+            b"a\x7f",
+            b"a\x00",
+            b"\xc3\xbc",
+            b"\ta b\r\n\r\n",
+            long.as_bytes(),
+            longer.as_bytes(),
+        ];
+        for c in cases {
+            assert_eq!(is_clean(c), seven_bit::is_clean(c), "{c:?}");
+            let with_crlf = [c, b"\r\n"].concat();
+            assert_eq!(
+                is_clean(&with_crlf),
+                seven_bit::is_clean(&with_crlf),
+                "{c:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! its parameters, the body parts of one multipart, a leaf body's transfer decoding.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::borrow::Cow;
+
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{MessageParser, MimeHeaders};
 
@@ -100,15 +102,16 @@ pub fn parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
 }
 
 /// A leaf body decoded by its `Content-Transfer-Encoding`; `None` for an unknown encoding
-/// or an undecodable body.
-pub fn decode(fields: &[Field], body: &[u8]) -> Option<Vec<u8>> {
+/// or an undecodable body. An identity encoding borrows the body (it can be the size of
+/// the message).
+pub fn decode<'a>(fields: &[Field], body: &'a [u8]) -> Option<Cow<'a, [u8]>> {
     let cte = fields
         .iter()
         .find(|f| f.is("Content-Transfer-Encoding"))
         .map(|f| f.value().to_ascii_lowercase());
     match cte.as_deref() {
-        None | Some("7bit") | Some("8bit") | Some("binary") => Some(body.to_vec()),
-        Some("quoted-printable") => quoted_printable_decode(body),
+        None | Some("7bit") | Some("8bit") | Some("binary") => Some(Cow::Borrowed(body)),
+        Some("quoted-printable") => quoted_printable_decode(body).map(Cow::Owned),
         Some("base64") => {
             use base64::Engine;
             let clean: Vec<u8> = body
@@ -124,9 +127,24 @@ pub fn decode(fields: &[Field], body: &[u8]) -> Option<Vec<u8>> {
                         .decode(clean.strip_suffix(b"=").unwrap_or(&clean))
                         .ok()
                 })
+                .map(Cow::Owned)
         }
         _ => None,
     }
+}
+
+/// Whether `data` has a line feed without a carriage return before it (then it needs
+/// [`crlf`]).
+pub fn has_bare_lf(data: &[u8]) -> bool {
+    // A fold over pairs of slices, not `any`: the compiler vectorises it, and it runs over
+    // whole decrypted messages.
+    data.first() == Some(&b'\n')
+        || data
+            .iter()
+            .zip(data.get(1..).unwrap_or_default())
+            .fold(false, |bare, (&prev, &b)| {
+                bare | (b == b'\n' && prev != b'\r')
+            })
 }
 
 /// Line ends made CRLF (a bare LF gains its CR), as MIME canonical form wants them.
@@ -165,11 +183,13 @@ mod tests {
         assert!(ct.is("multipart", "encrypted"));
         assert!(ct.param_is("protocol", "application/pgp-encrypted"));
         assert_eq!(ct.param("BOUNDARY"), Some("x"));
-        assert_eq!(decode(&f, b"aGVs\r\nbG8=\r\n").unwrap(), b"hello");
+        assert_eq!(decode(&f, b"aGVs\r\nbG8=\r\n").unwrap().as_ref(), b"hello");
         let (q, _) = headers::split(b"Content-Transfer-Encoding: quoted-printable\r\n\r\n");
-        assert_eq!(decode(&q, b"a=3D=\r\nb\r\n").unwrap(), b"a=b\r\n");
+        assert_eq!(decode(&q, b"a=3D=\r\nb\r\n").unwrap().as_ref(), b"a=b\r\n");
         let (x, _) = headers::split(b"Content-Transfer-Encoding: x-uuencode\r\n\r\n");
         assert_eq!(decode(&x, b"a"), None);
         assert_eq!(crlf(b"a\nb\r\nc\n"), b"a\r\nb\r\nc\r\n");
+        assert!(has_bare_lf(b"\n") && has_bare_lf(b"a\r\nb\n") && has_bare_lf(b"\r\r\n\n"));
+        assert!(!has_bare_lf(b"") && !has_bare_lf(b"a\r\nb\r\n") && !has_bare_lf(b"\r"));
     }
 }

@@ -13,6 +13,7 @@
 //! failure (the keyring), answered `451 4.3.0`.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod armor;
 pub mod assemble;
 pub mod binding;
 pub mod decrypt;
@@ -32,7 +33,7 @@ use crate::transform::classify;
 use crate::transform::headers::{self, Field};
 
 use assemble::Edits;
-use decrypt::{Kind, Outcome, Plaintext};
+use decrypt::{Input, Kind, Outcome, Plaintext};
 use results::RawField;
 use root::Root;
 use verify::{Check, InnerFrom, Judgement};
@@ -146,15 +147,18 @@ fn open_guarded(ctx: &Ctx<'_>, message: &[u8], recipients: &[&str]) -> Result<Ve
     let root = root::classify(&outer.fields, body, message);
     let mut v = Verdict::new(outer.from.clone());
     let data = match root {
-        Root::PgpMime(data) => match decrypt::kind(&data) {
-            Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                return per_recipient(ctx, &outer, recipients, &data, k, true)
+        Root::PgpMime(data) => {
+            let input = Input::of(&data);
+            match decrypt::kind(&input) {
+                Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
+                    return per_recipient(ctx, &outer, recipients, &input, k, true)
+                }
+                _ => {
+                    v.encryption = Encryption::Malformed;
+                    return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
+                }
             }
-            _ => {
-                v.encryption = Encryption::Malformed;
-                return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
-            }
-        },
+        }
         Root::Armored(data) => data,
         Root::Signed { signed, signature } => {
             let checks = verify::detached(&signed, &signature, keyring, keyring.policy(), now)?;
@@ -192,9 +196,10 @@ fn open_guarded(ctx: &Ctx<'_>, message: &[u8], recipients: &[&str]) -> Result<Ve
         }
     };
     // A whole armored body: encrypted, or signed only.
-    match decrypt::kind(&data) {
+    let input = Input::of(&data);
+    match decrypt::kind(&input) {
         Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(ctx, &outer, recipients, &data, k, false)
+            per_recipient(ctx, &outer, recipients, &input, k, false)
         }
         Some(Kind::NotEncrypted) => {
             let max = settings.max_plaintext;
@@ -218,7 +223,7 @@ fn per_recipient(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
     recipients: &[&str],
-    data: &[u8],
+    data: &Input<'_>,
     kind: Kind,
     mime: bool,
 ) -> Result<Vec<Opened>, Error> {
@@ -239,7 +244,7 @@ fn per_recipient(
             )?
         };
         let opened = match outcome {
-            Outcome::Plaintext(p) if mime => payload(ctx, outer, &p, vec![i])?,
+            Outcome::Plaintext(p) if mime => payload(ctx, outer, p, vec![i])?,
             Outcome::Plaintext(p) => {
                 v.encryption = Encryption::Decrypted;
                 v.decryption_key = Some(p.key().clone());
@@ -263,63 +268,95 @@ fn per_recipient(
 
 /// A decrypted PGP/MIME payload: our fields stripped from its root too, its signatures
 /// (inside the OpenPGP message, or a `multipart/signed` payload), its protected fields.
+/// The delivered message is built in the plaintext's own buffer when its body goes out as
+/// it is (a large attachment is not copied again).
 fn payload(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
-    p: &Plaintext,
+    p: Plaintext,
     recipients: Vec<usize>,
 ) -> Result<Opened, Error> {
-    let bytes = mime::crlf(p.bytes());
-    let (phead, pbody) = headers::split_bytes(&bytes);
-    let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
-    let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
+    let key = p.key().clone();
     let mut checks = p.checks().to_vec();
-    let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
-    if let Some((signed, signature)) = root::signed_halves(&pfields, pbody) {
-        let policy = ctx.keyring.policy();
-        checks.extend(verify::detached(
-            &signed,
-            &signature,
-            ctx.keyring,
-            policy,
-            ctx.now,
-        )?);
-        let (sf, _) = headers::split(&signed);
-        if protected.is_none() && protected::marked(&sf) {
-            protected = Some(protected::fields(&sf));
-        }
+    let mut bytes = p.into_bytes();
+    if mime::has_bare_lf(&bytes) {
+        bytes = mime::crlf(&bytes);
     }
-    let mut v = Verdict::new(outer.from.clone());
-    v.encryption = Encryption::Decrypted;
-    v.decryption_key = Some(p.key().clone());
-    let mut edits = judge_into(&mut v, &checks, outer, protected.as_deref());
-    if protected.is_none() {
-        // Fields the sender never declared protected (many PGP/MIME writers copy Subject
-        // or From into the payload without a marker) are never applied, nor lost.
-        let unmarked = protected::fields(&pfields);
-        if !unmarked.is_empty() {
-            v.protected_headers = HeaderProtection::KeptApart;
-            edits = Edits::KeptApart(protected::kept_apart(&unmarked));
+    let (built, verdict) = {
+        let (phead, pbody) = headers::split_bytes(&bytes);
+        let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
+        let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
+        let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
+        if let Some((signed, signature)) = root::signed_halves(&pfields, pbody) {
+            let policy = ctx.keyring.policy();
+            checks.extend(verify::detached(
+                &signed,
+                &signature,
+                ctx.keyring,
+                policy,
+                ctx.now,
+            )?);
+            let (sf, _) = headers::split(&signed);
+            if protected.is_none() && protected::marked(&sf) {
+                protected = Some(protected::fields(&sf));
+            }
         }
-    }
-    let legacy_free = match edits {
-        Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
-        _ => None,
+        let mut v = Verdict::new(outer.from.clone());
+        v.encryption = Encryption::Decrypted;
+        v.decryption_key = Some(key);
+        let mut edits = judge_into(&mut v, &checks, outer, protected.as_deref());
+        if protected.is_none() {
+            // Fields the sender never declared protected (many PGP/MIME writers copy
+            // Subject or From into the payload without a marker) are never applied, nor lost.
+            let unmarked = protected::fields(&pfields);
+            if !unmarked.is_empty() {
+                v.protected_headers = HeaderProtection::KeptApart;
+                edits = Edits::KeptApart(protected::kept_apart(&unmarked));
+            }
+        }
+        let legacy_free = match edits {
+            Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
+            _ => None,
+        };
+        let content: Vec<RawField<'_>> = praw
+            .iter()
+            .filter(|r| {
+                r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
+            })
+            .cloned()
+            .collect();
+        let results = results::render(&v, &ctx.settings.authserv_id);
+        let built = match legacy_free {
+            Some(body) => Built::Whole(assemble::decrypted(
+                &results, &outer.raw, &edits, &content, &body,
+            )),
+            None => match assemble::decrypted_head(&results, &outer.raw, &edits, &content, pbody) {
+                Some(head) => Built::Head {
+                    head,
+                    body_at: bytes.len().saturating_sub(pbody.len()),
+                },
+                None => Built::Whole(assemble::decrypted(
+                    &results, &outer.raw, &edits, &content, pbody,
+                )),
+            },
+        };
+        (built, v)
     };
-    let body = legacy_free.as_deref().unwrap_or(pbody);
-    let content: Vec<RawField<'_>> = praw
-        .iter()
-        .filter(|r| {
-            r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
-        })
-        .cloned()
-        .collect();
-    let results = results::render(&v, &ctx.settings.authserv_id);
+    let message = match built {
+        Built::Whole(message) => message,
+        Built::Head { head, body_at } => assemble::replace_head(bytes, body_at, head),
+    };
     Ok(Opened {
         recipients,
-        message: assemble::decrypted(&results, &outer.raw, &edits, &content, body),
-        verdict: v,
+        message,
+        verdict,
     })
+}
+
+/// The delivered message, or its head to put in front of the payload body.
+enum Built {
+    Whole(Vec<u8>),
+    Head { head: Vec<u8>, body_at: usize },
 }
 
 /// Judges `checks` into `v` and returns what header protection does to the outer header:

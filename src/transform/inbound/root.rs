@@ -2,6 +2,8 @@
 //! or signatures below it are noted, never opened.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::borrow::Cow;
+
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 use crate::transform::headers::{self, Field};
@@ -17,18 +19,18 @@ const END_SIGNATURE: &[u8] = b"-----END PGP SIGNATURE-----";
 
 /// The root entity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Root {
+pub enum Root<'a> {
     /// `multipart/encrypted` (RFC 3156 §4): the OpenPGP data of the second part, transfer
     /// decoded (armored or binary).
-    PgpMime(Vec<u8>),
+    PgpMime(Cow<'a, [u8]>),
     /// A single text part whose decoded body is exactly one armored `PGP MESSAGE`
     /// (encrypted, or signed only).
-    Armored(Vec<u8>),
+    Armored(Cow<'a, [u8]>),
     /// `multipart/signed` (RFC 3156 §5): the first part's exact bytes in CRLF form, and the
     /// signature part's decoded body.
     Signed { signed: Vec<u8>, signature: Vec<u8> },
     /// A single text part whose decoded body is exactly one cleartext-signed block.
-    Cleartext(Vec<u8>),
+    Cleartext(Cow<'a, [u8]>),
     /// A root that claims PGP/MIME encryption (`encrypted`) or signing but breaks RFC 3156.
     Malformed { encrypted: bool },
     /// Not protected as a whole; what lies below the root.
@@ -44,7 +46,7 @@ pub struct Nested {
 
 /// Classifies the entity made of `fields` and `body`; `whole` is the same entity as bytes
 /// (the header section and the body), scanned for nested OpenPGP data when it is plain.
-pub fn classify(fields: &[Field], body: &[u8], whole: &[u8]) -> Root {
+pub fn classify<'a>(fields: &[Field], body: &'a [u8], whole: &[u8]) -> Root<'a> {
     let ct = ContentType::of(fields);
     match &ct {
         Some(ct) if ct.is("multipart", "encrypted") => {
@@ -88,7 +90,7 @@ pub fn signed_halves(fields: &[Field], body: &[u8]) -> Option<(Vec<u8>, Vec<u8>)
 }
 
 /// RFC 3156 §4: exactly two parts, `application/pgp-encrypted` then the OpenPGP data.
-fn pgp_mime(ct: &ContentType, body: &[u8]) -> Option<Root> {
+fn pgp_mime<'a>(ct: &ContentType, body: &'a [u8]) -> Option<Root<'a>> {
     let parts = mime::parts(body, ct.param("boundary")?)?;
     let [control, data] = parts.as_slice() else {
         return None;
@@ -102,7 +104,7 @@ fn pgp_mime(ct: &ContentType, body: &[u8]) -> Option<Root> {
 }
 
 /// RFC 3156 §5: exactly two parts, the second `application/pgp-signature`.
-fn signed(ct: &ContentType, body: &[u8]) -> Option<Root> {
+fn signed<'a>(ct: &ContentType, body: &'a [u8]) -> Option<Root<'a>> {
     let parts = mime::parts(body, ct.param("boundary")?)?;
     let [first, sig] = parts.as_slice() else {
         return None;
@@ -113,7 +115,7 @@ fn signed(ct: &ContentType, body: &[u8]) -> Option<Root> {
     }
     Some(Root::Signed {
         signed: mime::crlf(first),
-        signature: mime::decode(&sf, sb)?,
+        signature: mime::decode(&sf, sb)?.into_owned(),
     })
 }
 
@@ -195,7 +197,7 @@ fn walk(m: &Message<'_>, depth: usize, found: &mut Nested) {
 mod tests {
     use super::*;
 
-    fn root(m: &[u8]) -> Root {
+    fn root(m: &[u8]) -> Root<'_> {
         let (fields, body) = headers::split(m);
         classify(&fields, body, m)
     }
@@ -206,7 +208,7 @@ mod tests {
         assert_eq!(
             root(enc),
             Root::PgpMime(
-                b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----".to_vec()
+                b"-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----"[..].into()
             )
         );
         let three = b"Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--b\r\n\r\nx\r\n--b\r\n\r\ny\r\n--b--\r\n";

@@ -191,3 +191,28 @@ fn arbitrary_bytes_never_panic() {
         let _ = w.open(&m, &["bob@example.net"]);
     }
 }
+
+#[test]
+fn every_truncation_and_byte_flip_of_the_binary_never_panics() {
+    // The fast armor path hands sequoia binary data; every cut and flipped byte of it
+    // must still give a verdict, never a panic, and never the plaintext.
+    let w = World::new();
+    let payload = b"Content-Type: text/plain\r\n\r\nEXFILTRATE-ME-4242\r\n";
+    let armored = w.alice_to_bob(payload);
+    let binary = super::super::armor::dearmor(&armored).unwrap();
+    let mut variants: Vec<Vec<u8>> = (0..binary.len()).map(|c| binary[..c].to_vec()).collect();
+    for i in 0..binary.len() {
+        for x in [0x01u8, 0x80, 0xff] {
+            let mut b = binary.clone();
+            b[i] ^= x;
+            variants.push(b);
+        }
+    }
+    for v in variants {
+        let out = w.open(&pgp_mime(OUTER, &armor(&v)), &["bob@example.net"]);
+        assert_eq!(out.len(), 1);
+        if out[0].verdict.encryption != super::super::Encryption::Decrypted {
+            assert!(!out[0].message.windows(SECRET.len()).any(|w| w == SECRET));
+        }
+    }
+}

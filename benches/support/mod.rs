@@ -1,0 +1,165 @@
+//! What the load benchmarks share: smtp-sink, a `sealpost serve` child, its memory, and
+//! the SMTP reply reader.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Postfix's smtp-sink on a free loopback port, discarding what it gets.
+pub struct Sink {
+    child: Child,
+    pub port: u16,
+}
+
+impl Sink {
+    pub fn start() -> Sink {
+        let port = free_port();
+        let mut cmd = Command::new("smtp-sink");
+        if is_root() {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("smtp-sink (package postfix)");
+        wait_port(port);
+        Sink { child, port }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `sealpost serve` with `config` on `data_dir`.
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+}
+
+impl Gateway {
+    pub fn start(data_dir: &Path, config: &str) -> Gateway {
+        let path = data_dir.with_extension("toml");
+        std::fs::write(&path, config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sealpost");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let port = loop {
+            let line = lines
+                .next()
+                .expect("sealpost exited before listening")
+                .expect("read");
+            if let Some(rest) = line.split("listener on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                break addr
+                    .rsplit(':')
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
+            }
+        };
+        // Keep draining stdout so that the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Gateway { child, port }
+    }
+
+    /// A field of /proc/PID/status, in MB.
+    pub fn status(&self, field: &str) -> f64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sealpost --data-dir DIR ARGS`, which must succeed; returns stdout.
+pub fn sealpost(data_dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .expect("run sealpost");
+    assert!(out.status.success(), "sealpost {args:?} failed");
+    out.stdout
+}
+
+/// Reads one reply, which must have `code`.
+pub fn expect(r: &mut impl BufRead, code: &str) {
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read reply");
+        assert!(
+            line.starts_with(&code[..3]),
+            "expected {code}, got {line:?}"
+        );
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return;
+        }
+    }
+}
+
+/// The 50th and 99th percentiles.
+pub fn percentiles(v: &[f64]) -> (f64, f64) {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let at = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.50), at(0.99))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("port {port} never opened");
+}
+
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
