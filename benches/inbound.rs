@@ -29,13 +29,9 @@ const SIZE: usize = 10 * 1024;
 const BIG: usize = 20 * 1024 * 1024;
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(messages) = support::load_run("INBOUND_BENCH_MESSAGES", 5_000) else {
         return;
-    }
-    let messages: usize = std::env::var("INBOUND_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+    };
     let tmp = tempfile::tempdir().expect("tempdir");
     let inbound_dir = tmp.path().join("inbound");
     let sender_dir = tmp.path().join("sender");

@@ -22,15 +22,9 @@ const SIZE: usize = 10 * 1024;
 const IDLE: usize = 10_000;
 
 fn main() {
-    // cargo runs benches with `--bench`; `cargo test --benches` passes no such flag and
-    // must not start a load run.
-    if !std::env::args().any(|a| a == "--bench") {
+    let Some(messages) = support::load_run("RELAY_BENCH_MESSAGES", 20_000) else {
         return;
-    }
-    let messages: usize = std::env::var("RELAY_BENCH_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
+    };
     let _ = rlimit::increase_nofile_limit(u64::MAX);
 
     let sink = Sink::start();

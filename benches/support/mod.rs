@@ -163,3 +163,18 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The number of messages a load run sends (`var`, else `default`), or `None` when cargo
+/// did not run this as a bench: `cargo test --benches` passes no `--bench` flag and must
+/// not start a load run.
+pub fn load_run(var: &str, default: usize) -> Option<usize> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return None;
+    }
+    Some(
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
+}
