@@ -14,15 +14,14 @@
 
 mod support;
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use sealpost::transform::inbound::{self, Encryption, Settings, Signature};
 use sealpost_keyring::{Keyring, OpenOptions};
-use support::{expect, sealpost, Gateway, Sink};
+use support::{expect, open_data, sealpost, Gateway, Sink};
 
 const SESSIONS: usize = 32;
 const SIZE: usize = 10 * 1024;
@@ -310,19 +309,12 @@ fn throughput(port: u16, file: &Path, messages: usize) -> f64 {
 
 /// Sends `message` once; the time from the end of DATA to the 250.
 fn send_one(port: u16, message: &str) -> Duration {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(300)))
-        .expect("timeout");
-    let mut w = stream.try_clone().expect("clone");
-    let mut r = BufReader::new(stream);
-    expect(&mut r, "220");
-    w.write_all(b"EHLO bench.example\r\nMAIL FROM:<alice@example.net>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
-        .expect("write");
-    expect(&mut r, "250 ");
-    expect(&mut r, "250");
-    expect(&mut r, "250");
-    expect(&mut r, "354");
+    let (mut w, mut r) = open_data(
+        port,
+        "alice@example.net",
+        "bob@example.org",
+        Duration::from_secs(300),
+    );
     w.write_all(message.as_bytes()).expect("write");
     w.write_all(b"\r\n").expect("write");
     let start = Instant::now();

@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{expect, percentiles, sealpost, Sink};
+use support::{expect, open_data, percentiles, sealpost, Sink};
 
 const SESSIONS: usize = 32;
 const SIZE: usize = 10 * 1024;
@@ -184,12 +184,6 @@ fn latencies(port: u16, n: usize) -> Vec<f64> {
 
 /// Sends one message with a 20 MB attachment; returns its size.
 fn big_message(port: u16) -> usize {
-    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .expect("timeout");
-    let mut w = stream.try_clone().expect("clone");
-    let mut r = BufReader::new(stream);
     let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
     let mut message = String::from(
         "From: bench@example.org\r\nTo: sink@example.net\r\nSubject: big\r\nMIME-Version: 1.0\r\n\
@@ -200,13 +194,12 @@ fn big_message(port: u16) -> usize {
         message.push_str(line);
     }
     message.push_str("--b--\r\n.\r\n");
-    expect(&mut r, "220");
-    w.write_all(b"EHLO bench.example\r\nMAIL FROM:<bench@example.org>\r\nRCPT TO:<sink@example.net>\r\nDATA\r\n")
-        .expect("write");
-    expect(&mut r, "250 ");
-    expect(&mut r, "250");
-    expect(&mut r, "250");
-    expect(&mut r, "354");
+    let (mut w, mut r) = open_data(
+        port,
+        "bench@example.org",
+        "sink@example.net",
+        Duration::from_secs(120),
+    );
     w.write_all(message.as_bytes()).expect("write");
     expect(&mut r, "250");
     message.len()

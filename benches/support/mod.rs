@@ -114,6 +114,30 @@ pub fn sealpost(data_dir: &Path, args: &[&str]) -> Vec<u8> {
 }
 
 /// Reads one reply, which must have `code`.
+/// A session on `port` up to DATA's 354 for one envelope: the writer and the reader.
+pub fn open_data(
+    port: u16,
+    from: &str,
+    to: &str,
+    timeout: std::time::Duration,
+) -> (std::net::TcpStream, std::io::BufReader<std::net::TcpStream>) {
+    use std::io::Write;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = std::io::BufReader::new(stream);
+    expect(&mut r, "220");
+    w.write_all(
+        format!("EHLO bench.example\r\nMAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n")
+            .as_bytes(),
+    )
+    .expect("write");
+    for code in ["250 ", "250", "250", "354"] {
+        expect(&mut r, code);
+    }
+    (w, r)
+}
+
 pub fn expect(r: &mut impl BufRead, code: &str) {
     loop {
         let mut line = String::new();

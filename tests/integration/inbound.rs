@@ -78,6 +78,13 @@ impl World {
     fn serve(&self, deliver: &str, extra: &str) -> Server {
         self.s.serve(&config(deliver, extra), &[])
     }
+
+    /// A fresh smtp-sink and the gateway delivering to it.
+    fn serve_to_sink(&self, extra: &str) -> (SmtpSink, Server) {
+        let sink = SmtpSink::start(&[]);
+        let gw = self.serve(&sink.address(), extra);
+        (sink, gw)
+    }
 }
 
 fn config(deliver: &str, extra: &str) -> String {
@@ -372,8 +379,7 @@ fn maildir_files(dir: &Path) -> Vec<String> {
 #[test]
 fn gpg_mail_is_decrypted_verified_and_delivered() {
     let w = World::new();
-    let sink = SmtpSink::start(&[]);
-    let gw = w.serve(&sink.address(), "");
+    let (sink, gw) = w.serve_to_sink("");
     let port = gw.port();
     let gpg = |args: &[&str], input: &str| utf8(w.alice.ok_with_input(args, input.as_bytes()));
     let enc_sign = [
@@ -524,8 +530,7 @@ fn gpg_mail_is_decrypted_verified_and_delivered() {
 #[test]
 fn two_local_recipients_each_get_a_copy_decrypted_with_their_own_key() {
     let w = World::new();
-    let sink = SmtpSink::start(&[]);
-    let gw = w.serve(&sink.address(), "");
+    let (sink, gw) = w.serve_to_sink("");
     let armored = gpg_encrypt(
         &w.alice,
         &[],
@@ -586,8 +591,7 @@ fn sq_mail_is_decrypted_and_verified() {
         "bob.cert",
         w.s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
     );
-    let sink = SmtpSink::start(&[]);
-    let gw = w.serve(&sink.address(), "");
+    let (sink, gw) = w.serve_to_sink("");
     let port = gw.port();
     let dave_fpr = {
         let listing = w.s.list_json();
@@ -698,8 +702,7 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
         .status
         .success());
 
-    let sink = SmtpSink::start(&[]);
-    let inbound = w.serve(&sink.address(), "");
+    let (sink, inbound) = w.serve_to_sink("");
     let outbound = erin.serve(
         &format!(
             "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
@@ -752,8 +755,7 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
 #[test]
 fn attacks_yield_no_plaintext_and_no_pass() {
     let w = World::new();
-    let sink = SmtpSink::start(&[]);
-    let gw = w.serve(&sink.address(), "max_plaintext = \"8MiB\"\n");
+    let (sink, gw) = w.serve_to_sink("max_plaintext = \"8MiB\"\n");
     let port = gw.port();
     let alice = "Alice <alice@example.net>";
     let send_bob = |msg: &str| delivered(port, "alice@example.net", &["bob@example.org"], msg);
@@ -983,8 +985,7 @@ fn attacks_yield_no_plaintext_and_no_pass() {
 #[test]
 fn bad_input_gets_a_clear_verdict() {
     let w = World::new();
-    let sink = SmtpSink::start(&[]);
-    let gw = w.serve(&sink.address(), "max_plaintext = \"8MiB\"\n");
+    let (sink, gw) = w.serve_to_sink("max_plaintext = \"8MiB\"\n");
     let port = gw.port();
     let alice = "Alice <alice@example.net>";
     let send_bob = |msg: &str| delivered(port, "alice@example.net", &["bob@example.org"], msg);

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::common::{relay_config, swaks, Sealpost};
-use super::upstream::{wait_for, LmtpServer, ScriptedUpstream, SmtpSink};
+use super::upstream::{wait_for, LmtpServer, LmtpTransaction, ScriptedUpstream, SmtpSink};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -155,15 +155,20 @@ fn a_550_after_data_bounces_as_smtp_refusals_do() {
     assert_eq!(up.received().len(), 1, "no DSN when the client was told");
 }
 
-#[test]
-fn eight_bit_to_lmtp_without_8bitmime_arrives_quoted_printable() {
-    let lmtp = LmtpServer::tcp(false);
+/// Sends the 8-bit message through a gateway delivering to `lmtp`; what `lmtp` received.
+fn eight_bit_through(lmtp: &LmtpServer) -> LmtpTransaction {
     let s = Sealpost::new();
     let gw = s.serve(&inbound_config(Some(lmtp.target()), ""), &[]);
     let file = data_file(&s, "8bit.eml", EIGHT_BIT);
     let (ok, out) = send(gw.port(), "alice@example.org", &["--data", &file]);
     assert!(ok, "{out}");
-    let t = &lmtp.wait_transactions(1, LONG)[0];
+    lmtp.wait_transactions(1, LONG).remove(0)
+}
+
+#[test]
+fn eight_bit_to_lmtp_without_8bitmime_arrives_quoted_printable() {
+    let lmtp = LmtpServer::tcp(false);
+    let t = &eight_bit_through(&lmtp);
     assert!(!t.mail.contains("BODY=8BITMIME"), "{}", t.mail);
     assert!(t.data.is_ascii(), "{}", String::from_utf8_lossy(&t.data));
     let text = String::from_utf8_lossy(&t.data);
@@ -178,12 +183,7 @@ fn eight_bit_to_lmtp_without_8bitmime_arrives_quoted_printable() {
 #[test]
 fn eight_bit_to_lmtp_with_8bitmime_arrives_byte_identical() {
     let lmtp = LmtpServer::unix(true);
-    let s = Sealpost::new();
-    let gw = s.serve(&inbound_config(Some(lmtp.target()), ""), &[]);
-    let file = data_file(&s, "8bit.eml", EIGHT_BIT);
-    let (ok, out) = send(gw.port(), "alice@example.org", &["--data", &file]);
-    assert!(ok, "{out}");
-    let t = &lmtp.wait_transactions(1, LONG)[0];
+    let t = &eight_bit_through(&lmtp);
     assert!(t.mail.ends_with(" BODY=8BITMIME"), "{}", t.mail);
     // sealpost adds its Received field on top; everything after it is the client's bytes.
     assert!(
