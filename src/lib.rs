@@ -15,10 +15,12 @@
 //!   protection, Autocrypt.
 //! - [`relay`]: the sending side: upstream SMTP or Maildir, the spool, retries, DSNs.
 //!
-//! Around it: [`config`] (the TOML file, validated once), [`admin`] (the socket through
+//! Around it: [`blob`] (a message's bytes, in memory or spilled to a sealed temporary
+//! file), [`config`] (the TOML file, validated once), [`admin`] (the socket through
 //! which `sealpost keys|queue|policy` reach a running server) and [`cli`].
 #![forbid(unsafe_code)]
 
+pub mod blob;
 pub mod pipeline;
 pub mod policy;
 pub mod relay;

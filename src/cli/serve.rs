@@ -9,6 +9,7 @@ use sealpost_keyring::{Keyring, OpenOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blob::Spill;
 use crate::config::{self, AuthMode, Config, Mode, Target, TlsMode};
 use crate::pipeline::{Direction, Gateway};
 use crate::relay::{
@@ -144,6 +145,17 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         authserv_id: config.authserv_id.clone(),
         max_plaintext: config.max_plaintext,
     });
+    // Large messages go here while they are received and processed: unnamed files,
+    // sealed under keys that die with the process.
+    let spill_dir = crate::blob::spill_dir(&config.data_dir);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&spill_dir)
+            .with_context(|| format!("cannot create {}", spill_dir.display()))?;
+    }
     let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
     let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
 
@@ -156,6 +168,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         let (tls, fingerprint) = listener_tls(&config, l, bound)?;
         let mut cfg = SessionConfig::new(config.hostname.clone());
         cfg.max_message_size = l.limits.max_message_size;
+        cfg.spill = Some(Spill::new(&spill_dir, l.limits.spill_above));
         cfg.max_recipients = l.limits.max_recipients;
         cfg.command_timeout = l.limits.command_timeout;
         cfg.data_timeout = l.limits.data_timeout;

@@ -39,6 +39,8 @@ pub struct Listener {
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
     pub max_message_size: Option<usize>,
+    /// A size such as "1MiB": larger messages go to a sealed temporary file as they arrive.
+    pub spill_above: Option<Spanned<String>>,
     pub max_recipients: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,

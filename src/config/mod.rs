@@ -87,6 +87,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// Messages larger than this are kept in a sealed temporary file in the data
+    /// directory while they are received and processed, not in memory.
+    pub spill_above: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +101,7 @@ impl Default for Limits {
             max_connections_per_ip: 50,
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            spill_above: 1024 * 1024,
         }
     }
 }

@@ -79,6 +79,12 @@ pub fn listener(l: &file::Listener, i: usize, src: Source<'_>) -> Result<Listene
             max_connections_per_ip: l.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
             command_timeout: duration_or(&l.command_timeout, &key("command_timeout"), src, 300)?,
             data_timeout: duration_or(&l.data_timeout, &key("data_timeout"), src, 600)?,
+            spill_above: match &l.spill_above {
+                Some(s) => {
+                    parse_size(s.get_ref()).map_err(|e| src.invalid(&key("spill_above"), s, e))?
+                }
+                None => d.spill_above,
+            },
         },
     })
 }

@@ -120,7 +120,7 @@ impl Backend for Gateway {
                     sender: sender.clone(),
                     recipients,
                 },
-                data: Arc::new(data),
+                data,
                 credentials: credentials.clone(),
                 route,
             })
@@ -169,19 +169,27 @@ impl Gateway {
     /// A message that cannot be protected: passed on unchanged only when every recipient's
     /// policy allows plaintext, refused otherwise, so that it never reaches a `require`
     /// recipient in the clear.
-    fn malformed(&self, tx: Transaction, reason: &str) -> Result<Vec<process::Built>, Reply> {
-        let strict: Vec<String> = tx
-            .envelope
-            .recipients
+    fn malformed(
+        &self,
+        queue_id: &str,
+        recipients: Vec<Recipient>,
+        message: Vec<u8>,
+        reason: &str,
+    ) -> Result<Vec<process::Built>, Reply> {
+        let strict: Vec<String> = recipients
             .iter()
             .filter(|r| self.policy.for_recipient(&r.address).mode.0 == policy::Mode::Require)
             .map(|r| format!("<{}>", r.address))
             .collect();
         if strict.is_empty() {
-            tracing::warn!(queue_id = %tx.id, reason, "malformed message passed on unchanged: every recipient may receive plaintext");
-            return Ok(vec![(tx.envelope.recipients, tx.message)]);
+            tracing::warn!(
+                queue_id,
+                reason,
+                "malformed message passed on unchanged: every recipient may receive plaintext"
+            );
+            return Ok(vec![(recipients, message.into())]);
         }
-        tracing::warn!(queue_id = %tx.id, reason, "malformed message refused");
+        tracing::warn!(queue_id, reason, "malformed message refused");
         Err(Reply::new(
             554,
             Enhanced(5, 6, 0),
@@ -195,6 +203,7 @@ impl Gateway {
     /// Decrypt and verify: one copy for all recipients, or one per recipient when the
     /// message is encrypted (each opened with that recipient's own key).
     fn inbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
+        let message = tx.message.bytes().map_err(|e| unreadable(&tx.id, &e))?;
         let rcpts: Vec<&str> = tx
             .envelope
             .recipients
@@ -202,7 +211,7 @@ impl Gateway {
             .map(|r| r.address.as_str())
             .collect();
         let opened = inbound::open(
-            &tx.message,
+            &message,
             &rcpts,
             &self.keyring,
             &self.inbound,
@@ -232,7 +241,7 @@ impl Gateway {
                     "inbound copy"
                 );
             }
-            parts.push((recipients, o.message));
+            parts.push((recipients, o.message.into()));
         }
         Ok(parts)
     }
@@ -240,15 +249,24 @@ impl Gateway {
     /// Classify, decide per recipient, group, transform: the copies and who gets each.
     fn outbound(&self, tx: Transaction) -> Result<Vec<process::Built>, Reply> {
         let now = SystemTime::now();
-        let info = match transform::classify(&tx.message) {
+        // Signing and encryption take the message whole; one that was spilled to disk
+        // comes back into memory here, bounded by the listener's size limit.
+        let Transaction {
+            id,
+            envelope,
+            message,
+            ..
+        } = tx;
+        let message = message.into_vec().map_err(|e| unreadable(&id, &e))?;
+        let info = match transform::classify(&message) {
             Ok(Classification::Protected { kind, .. }) => {
-                tracing::info!(queue_id = %tx.id, ?kind, "already protected: passed on unchanged");
-                return Ok(vec![(tx.envelope.recipients, tx.message)]);
+                tracing::info!(queue_id = %id, ?kind, "already protected: passed on unchanged");
+                return Ok(vec![(envelope.recipients, message.into())]);
             }
             Ok(Classification::Plain(info)) => Ok(info),
             // Sound, but with nothing to sign for: plain copies only.
             Err(e) if e.is_from() => Err(e),
-            Err(e) => return self.malformed(tx, &e.to_string()),
+            Err(e) => return self.malformed(&id, envelope.recipients, message, &e.to_string()),
         };
         let signer = match &info {
             Ok(info) => self
@@ -259,8 +277,8 @@ impl Gateway {
             Err(_) => None,
         };
         let named: &[String] = info.as_ref().map_or(&[], |i| &i.named);
-        let mut decided = Vec::with_capacity(tx.envelope.recipients.len());
-        for r in &tx.envelope.recipients {
+        let mut decided = Vec::with_capacity(envelope.recipients.len());
+        for r in &envelope.recipients {
             let (treatment, certs) = match self.decide_with(&r.address, signer.is_some(), now) {
                 (Decision::Accept(t), certs) => (t, certs),
                 // The keyring changed between RCPT and the final dot.
@@ -280,6 +298,16 @@ impl Gateway {
             info: info.as_ref(),
             signer,
         };
-        process::build(tx, &sender, &decided, &self.keyring, now)
+        process::build(&id, message, &sender, &decided, &self.keyring, now)
     }
+}
+
+/// A spilled message that cannot be read back: a temporary local failure.
+fn unreadable(queue_id: &str, e: &std::io::Error) -> Reply {
+    tracing::error!(%queue_id, error = %e, "cannot read a spilled message back");
+    Reply::new(
+        451,
+        Enhanced(4, 3, 0),
+        "Temporary local problem: the stored message cannot be read; try again later",
+    )
 }

@@ -7,10 +7,10 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
+use crate::blob::Blob;
 use crate::policy::{Mixed, Policy, Treatment};
 use crate::smtp::envelope::Recipient;
 use crate::smtp::reply::{Enhanced, Reply};
-use crate::smtp::transaction::Transaction;
 use crate::transform::{self, Info};
 
 use super::split::{self, Decided};
@@ -44,7 +44,7 @@ pub fn check_mixed(decided: &[Decided], policy: &Policy) -> Result<(), Reply> {
 }
 
 /// A built copy: its recipients and its bytes.
-pub type Built = (Vec<Recipient>, Vec<u8>);
+pub type Built = (Vec<Recipient>, Blob);
 
 /// What the pipeline knows about the sender of a plaintext message.
 pub struct Sender<'a> {
@@ -62,13 +62,13 @@ pub struct Sender<'a> {
 /// A message without exactly one From cannot be signed or encrypted (`554 5.6.0`);
 /// a transform failure is temporary (`451 4.3.0`). Nothing is sent half-protected.
 pub fn build(
-    tx: Transaction,
+    id: &str,
+    message: Vec<u8>,
     sender: &Sender<'_>,
     decided: &[Decided],
     keyring: &Keyring,
     now: SystemTime,
 ) -> Result<Vec<Built>, Reply> {
-    let Transaction { id, message, .. } = tx;
     let groups = split::groups(decided);
     let last_index = groups.len().saturating_sub(1);
     let mut message = Some(message);
@@ -80,7 +80,7 @@ pub fn build(
                 for r in &group.recipients {
                     tracing::info!(queue_id = %id, to = %r.address, treatment = "plain", "copy");
                 }
-                out.push((group.recipients, plain_copy(&mut message, last)));
+                out.push((group.recipients, plain_copy(&mut message, last).into()));
             }
             Treatment::SignOnly => {
                 let info = sender.info.map_err(transform::Error::reply)?;
@@ -124,7 +124,7 @@ pub fn build(
                     Some(data) => data,
                     None => plain_copy(&mut message, last),
                 };
-                out.push((group.recipients, data));
+                out.push((group.recipients, data.into()));
             }
             Treatment::Encrypt => {
                 let info = sender.info.map_err(transform::Error::reply)?;
@@ -172,7 +172,7 @@ pub fn build(
                         "copy"
                     );
                 }
-                out.push((group.recipients, protected.message));
+                out.push((group.recipients, protected.message.into()));
             }
         }
     }

@@ -3,17 +3,26 @@
 //! 7-bit first, or, when that is not possible, not sent at all (`554 5.6.3`).
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::sync::Arc;
-
+use crate::blob::Blob;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::transform::headers;
 
 /// A copy's data as it goes to one next hop.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    pub data: Arc<Vec<u8>>,
+    pub data: Blob,
     /// Send `BODY=8BITMIME`: the data has 8-bit bytes and the hop takes them.
     pub body_8bit: bool,
+}
+
+/// A spilled copy that cannot be read back: a local, temporary problem.
+pub fn unreadable(e: &std::io::Error) -> Reply {
+    tracing::error!(error = %e, "cannot read a spilled message back");
+    Reply::new(
+        451,
+        Enhanced(4, 3, 0),
+        "Temporary local problem: the stored message cannot be read; try again later",
+    )
 }
 
 /// Whether any byte is 8-bit.
@@ -29,8 +38,20 @@ pub fn has_8bit(data: &[u8]) -> bool {
 /// `554 5.6.3` when the data has 8-bit bytes, the hop lacks 8BITMIME, and the message
 /// cannot be re-encoded (8-bit header fields, a preamble, an attached message, a part
 /// claiming base64 or quoted-printable already).
-pub async fn prepare(data: &Arc<Vec<u8>>, offers_8bitmime: bool) -> Result<Prepared, Reply> {
-    if !has_8bit(data) {
+pub async fn prepare(data: &Blob, offers_8bitmime: bool) -> Result<Prepared, Reply> {
+    let eight_bit = match data.as_slice() {
+        Some(bytes) => has_8bit(bytes),
+        None => {
+            let mut any = false;
+            data.for_each_piece(|p| {
+                any |= has_8bit(p);
+                Ok(())
+            })
+            .map_err(|e| unreadable(&e))?;
+            any
+        }
+    };
+    if !eight_bit {
         return Ok(Prepared {
             data: data.clone(),
             body_8bit: false,
@@ -43,9 +64,10 @@ pub async fn prepare(data: &Arc<Vec<u8>>, offers_8bitmime: bool) -> Result<Prepa
         });
     }
     let input = data.clone();
-    let converted = tokio::task::spawn_blocking(move || seven_bit(&input))
-        .await
-        .unwrap_or(None);
+    let converted =
+        tokio::task::spawn_blocking(move || input.bytes().ok().and_then(|b| seven_bit(&b)))
+            .await
+            .unwrap_or(None);
     match converted {
         Some(out) => {
             tracing::debug!(
@@ -54,7 +76,7 @@ pub async fn prepare(data: &Arc<Vec<u8>>, offers_8bitmime: bool) -> Result<Prepa
                 "8-bit message re-encoded for a next hop without 8BITMIME"
             );
             Ok(Prepared {
-                data: Arc::new(out),
+                data: Blob::from(out),
                 body_8bit: false,
             })
         }
@@ -200,15 +222,17 @@ mod tests {
 
     #[tokio::test]
     async fn prepared_for_each_kind_of_hop() {
-        let seven = Arc::new(b"Subject: x\r\n\r\nplain\r\n".to_vec());
+        let same =
+            |a: &Blob, b: &Blob| a.as_slice().unwrap().as_ptr() == b.as_slice().unwrap().as_ptr();
+        let seven = Blob::from(b"Subject: x\r\n\r\nplain\r\n".to_vec());
         let p = prepare(&seven, false).await.unwrap();
-        assert!(Arc::ptr_eq(&p.data, &seven) && !p.body_8bit);
-        let eight = Arc::new("Subject: x\r\n\r\ngrüße\r\n".as_bytes().to_vec());
+        assert!(same(&p.data, &seven) && !p.body_8bit);
+        let eight = Blob::from("Subject: x\r\n\r\ngrüße\r\n".as_bytes().to_vec());
         let p = prepare(&eight, true).await.unwrap();
-        assert!(Arc::ptr_eq(&p.data, &eight) && p.body_8bit, "sent as it is");
+        assert!(same(&p.data, &eight) && p.body_8bit, "sent as it is");
         let p = prepare(&eight, false).await.unwrap();
-        assert!(!has_8bit(&p.data) && !p.body_8bit);
-        let broken = Arc::new(b"Subject: \xff\r\n\r\nx\r\n".to_vec());
+        assert!(!has_8bit(&p.data.to_vec().unwrap()) && !p.body_8bit);
+        let broken = Blob::from(b"Subject: \xff\r\n\r\nx\r\n".to_vec());
         let r = prepare(&broken, false).await.unwrap_err();
         assert_eq!(r.code, 554);
         assert_eq!(r.enhanced, Some(Enhanced(5, 6, 3)));

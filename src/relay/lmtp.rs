@@ -348,7 +348,14 @@ async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Ve
         Err(e) => return fill(outcomes, e.reply(cfg)),
     }
     // In pieces, so that a large message is never copied whole for the dot-stuffing.
-    for piece in wire::dot_stuffed(&prepared.data, 64 * 1024) {
+    let bytes = match prepared.data.bytes() {
+        Ok(b) => b,
+        Err(e) => {
+            conn.quit(cfg.timeout).await;
+            return fill(outcomes, downgrade::unreadable(&e));
+        }
+    };
+    for piece in wire::dot_stuffed(&bytes, 64 * 1024) {
         if let Err(e) = conn.write(&piece, cfg.data_timeout).await {
             return fill(outcomes, e.reply(cfg));
         }

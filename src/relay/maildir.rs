@@ -47,7 +47,7 @@ pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply>
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(header.as_bytes())?;
-        f.write_all(&copy.data)?;
+        copy.data.for_each_piece(|p| f.write_all(p))?;
         f.sync_all()
     };
     if let Err(e) = write() {

@@ -46,7 +46,7 @@ pub enum Route {
 #[derive(Debug, Clone)]
 pub struct Copy {
     pub envelope: Envelope,
-    pub data: Arc<Vec<u8>>,
+    pub data: crate::blob::Blob,
     /// The client's login (AUTH passthrough), used upstream for this copy.
     pub credentials: Option<Credentials>,
     pub route: Route,
@@ -202,6 +202,10 @@ impl Relay {
         let mut entries = Vec::new();
         for (n, (i, rcpts, last)) in pending.iter().enumerate() {
             let copy = &copies[*i];
+            let data = match copy.data.bytes() {
+                Ok(b) => Entry::encode(&b),
+                Err(e) => return downgrade::unreadable(&e),
+            };
             entries.push(Entry {
                 id: format!("{queue_id}.{n}"),
                 queue_id: queue_id.to_string(),
@@ -209,7 +213,7 @@ impl Relay {
                     sender: copy.envelope.sender.clone(),
                     recipients: rcpts.clone(),
                 },
-                data: Entry::encode(&copy.data),
+                data,
                 credentials: copy.credentials.clone(),
                 route: copy.route,
                 created: now,
@@ -288,7 +292,7 @@ impl Relay {
             sender.envid.as_deref(),
             sender.ret,
             &wanted,
-            &copy.data,
+            &copy.data.bytes().unwrap_or_default(),
         );
         Some(Entry {
             id: format!("{queue_id}.dsn.{now}"),

@@ -169,7 +169,14 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             Ok(_) => {
                 // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
                 // In chunks, so that dot-stuffing never copies a large message whole.
-                let body = data.data.strip_suffix(b"\r\n").unwrap_or(&data.data);
+                let bytes = match data.data.bytes() {
+                    Ok(b) => b,
+                    Err(e) => {
+                        conn.abort().await;
+                        return all(downgrade::unreadable(&e));
+                    }
+                };
+                let body = bytes.strip_suffix(b"\r\n").unwrap_or(&bytes);
                 match tokio::time::timeout(
                     cfg.data_timeout,
                     conn.message_iter(body.chunks(64 * 1024)),

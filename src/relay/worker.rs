@@ -42,7 +42,7 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
         }
         let copy = Copy {
             envelope: entry.envelope.clone(),
-            data: std::sync::Arc::new(entry.message()),
+            data: crate::blob::Blob::from(entry.message()),
             credentials: entry.credentials.clone(),
             route: entry.route,
         };

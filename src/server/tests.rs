@@ -112,7 +112,9 @@ async fn swaks_plain_and_pipelined() {
     let txs = server.delivered();
     assert_eq!(txs.len(), 2);
     assert_eq!(txs[1].envelope.recipients[0].address, "b@y.test");
-    assert!(String::from_utf8_lossy(&txs[1].message).starts_with("Received: from "));
+    assert!(
+        String::from_utf8_lossy(&txs[1].message.to_vec().unwrap()).starts_with("Received: from ")
+    );
 }
 
 #[tokio::test]
@@ -123,7 +125,7 @@ async fn swaks_starttls_and_implicit_tls() {
     let txs = server.delivered();
     assert_eq!(txs.len(), 1);
     assert!(txs[0].client.tls);
-    assert!(String::from_utf8_lossy(&txs[0].message).contains("with ESMTPS id"));
+    assert!(String::from_utf8_lossy(&txs[0].message.to_vec().unwrap()).contains("with ESMTPS id"));
 
     let mut cfg = tls_cfg(dir.path());
     cfg.implicit_tls = true;

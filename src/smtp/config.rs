@@ -59,6 +59,9 @@ pub struct SessionConfig {
     pub max_auth_failures: u32,
     /// Unknown or invalid commands before the session is closed.
     pub max_errors: u32,
+    /// Where and from what size a message goes to disk while it arrives; `None` keeps
+    /// every message in memory.
+    pub spill: Option<crate::blob::Spill>,
 }
 
 impl SessionConfig {
@@ -81,6 +84,7 @@ impl SessionConfig {
             loopback: true,
             max_auth_failures: 3,
             max_errors: 20,
+            spill: None,
         }
     }
 

@@ -256,9 +256,10 @@ impl Session {
                 "No valid recipients; send RCPT first",
             ));
         }
-        self.mode = Mode::Data(Box::new(DataReader::new(
+        self.mode = Mode::Data(Box::new(DataReader::spilling(
             self.cfg.max_message_size,
             self.cfg.max_header_size,
+            self.cfg.spill.clone(),
         )));
         Step::Reply(DataReader::start_reply())
     }
@@ -283,9 +284,19 @@ impl Session {
             &id,
             &rcpts,
         );
-        // Prepended in place: a large message is not copied whole a second time.
-        let mut message = reader.message;
-        message.splice(0..0, header);
+        // Prepended in place (or as a piece of its own in front of a spilled message): a
+        // large message is not copied whole a second time.
+        let message = match reader.finish() {
+            Ok(m) => m.prepend(header),
+            Err(e) => {
+                tracing::error!(queue_id = %id, error = %e, "cannot finish a spilled message");
+                return Step::Reply(Reply::new(
+                    451,
+                    Enhanced(4, 3, 0),
+                    "Temporary local problem: the message cannot be stored; try again later",
+                ));
+            }
+        };
         Step::Deliver(Transaction {
             id,
             envelope: Envelope {

@@ -14,8 +14,8 @@ pub struct Transaction {
     pub id: String,
     pub envelope: Envelope,
     /// The message as received: CRLF line ends, dot-unstuffed, with the gateway's
-    /// `Received:` header already prepended.
-    pub message: Vec<u8>,
+    /// `Received:` header already prepended; a large one spilled to disk.
+    pub message: crate::blob::Blob,
     pub client: Client,
 }
 

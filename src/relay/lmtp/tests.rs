@@ -1,7 +1,5 @@
 //! The LMTP client against an in-memory server that answers from a script.
 
-use std::sync::Arc;
-
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
 
 use super::*;
@@ -105,7 +103,7 @@ fn copy(rcpts: &[&str], data: &str) -> Copy {
             sender: Sender::plain("a@remote.example"),
             recipients: rcpts.iter().map(|r| Recipient::plain(*r)).collect(),
         },
-        data: Arc::new(data.as_bytes().to_vec()),
+        data: crate::blob::Blob::from(data.as_bytes()),
         credentials: None,
         route: Route::Inbound,
     }

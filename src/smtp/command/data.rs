@@ -6,6 +6,7 @@
 //! limit bounds a line, and a line over it is counted, not kept.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use crate::blob::{self, Blob, Spill};
 use crate::smtp::reply::{Enhanced, Reply};
 
 /// Messages larger than this get [`LARGE_RESERVE`] bytes of buffer at once.
@@ -16,10 +17,12 @@ const LARGE_FROM: usize = 1024 * 1024;
 const LARGE_RESERVE: usize = 32 * 1024 * 1024;
 
 /// Reads one message body as it arrives, in pieces of any size.
-#[derive(Debug)]
 pub struct DataReader {
-    /// The message so far, unstuffed, CRLF line ends.
-    pub message: Vec<u8>,
+    /// The message so far, unstuffed, CRLF line ends: in memory, or past the spill size
+    /// in a sealed temporary file.
+    message: blob::Writer,
+    /// Set when the spill file cannot be written: the message is answered 451.
+    io_error: Option<std::io::Error>,
     /// Bytes of the current line not yet complete.
     line: Vec<u8>,
     max_size: usize,
@@ -33,6 +36,16 @@ pub struct DataReader {
     header_too_big: bool,
 }
 
+impl std::fmt::Debug for DataReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataReader")
+            .field("size", &self.size)
+            .field("kept", &self.message.len())
+            .field("in_header", &self.in_header)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How a finished message ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -41,9 +54,16 @@ pub enum Verdict {
 }
 
 impl DataReader {
+    /// A reader that keeps everything in memory.
     pub fn new(max_size: usize, max_header: usize) -> DataReader {
+        DataReader::spilling(max_size, max_header, None)
+    }
+
+    /// A reader that moves a message larger than `spill.above` to disk as it arrives.
+    pub fn spilling(max_size: usize, max_header: usize, spill: Option<Spill>) -> DataReader {
         DataReader {
-            message: Vec::new(),
+            message: blob::Writer::new(spill),
+            io_error: None,
             line: Vec::with_capacity(256),
             max_size,
             max_header,
@@ -124,33 +144,62 @@ impl DataReader {
         if self.size > self.max_size {
             self.too_big = true;
         }
-        if !self.too_big && !self.header_too_big && !self.bare_line_end {
+        if !self.too_big && !self.header_too_big && !self.bare_line_end && self.io_error.is_none() {
             self.reserve_large(content.len());
-            self.message.extend_from_slice(content);
+            if let Err(e) = self.message.write(content) {
+                tracing::error!(error = %e, "cannot spill a large message to disk");
+                self.io_error = Some(e);
+            }
         }
         self.line = line;
         self.line.clear();
         false
     }
 
-    /// Once a message passes [`LARGE_FROM`], its buffer grows in one step to
+    /// Without a spill directory, once a message passes [`LARGE_FROM`], its buffer grows in one step to
     /// [`LARGE_RESERVE`] (or the size limit, if smaller). The allocator maps a block that
     /// large on its own and gives it back whole when it is freed; untouched, the
     /// reservation costs address space, not memory. Growing by doubling instead leaves each
     /// smaller copy (up to 16 MiB) behind as free memory the process keeps: after a load
     /// run, a 20 MB message then peaked 5 MB higher.
     fn reserve_large(&mut self, more: usize) {
-        let needed = self.message.len().saturating_add(more);
-        if needed > LARGE_FROM && self.message.capacity() < LARGE_RESERVE {
-            let target = LARGE_RESERVE.min(self.max_size).max(needed);
-            self.message
-                .reserve_exact(target.saturating_sub(self.message.len()));
+        if self.message.can_spill() {
+            return;
         }
+        let memory = self.message.memory_mut();
+        let needed = memory.len().saturating_add(more);
+        if needed > LARGE_FROM && memory.capacity() < LARGE_RESERVE {
+            let target = LARGE_RESERVE.min(self.max_size).max(needed);
+            memory.reserve_exact(target.saturating_sub(memory.len()));
+        }
+    }
+
+    /// Bytes kept so far.
+    pub fn len(&self) -> usize {
+        self.message.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.message.is_empty()
+    }
+
+    /// The message, once [`DataReader::verdict`] accepted it.
+    ///
+    /// # Errors
+    /// When the spill file cannot be finished.
+    pub fn finish(self) -> std::io::Result<Blob> {
+        self.message.finish()
     }
 
     /// Whether the finished message can be accepted.
     pub fn verdict(&self) -> Verdict {
-        if self.too_big {
+        if self.io_error.is_some() {
+            Verdict::Refused(Reply::new(
+                451,
+                Enhanced(4, 3, 0),
+                "Temporary local problem: the message cannot be stored; try again later",
+            ))
+        } else if self.too_big {
             Verdict::Refused(super::mail::too_big(self.max_size))
         } else if self.bare_line_end {
             Verdict::Refused(Reply::new(
@@ -198,8 +247,9 @@ mod tests {
         for at in 0..input.len() - 4 {
             let (r, used) = read_split(input, at);
             assert_eq!(used, input.len() - 4, "split at {at}");
-            assert_eq!(r.message, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n");
             assert_eq!(r.verdict(), Verdict::Ok);
+            let m = r.finish().unwrap().to_vec().unwrap();
+            assert_eq!(m, b"Subject: x\r\n\r\n.leading dot\r\nbody\r\n");
         }
     }
 
@@ -222,7 +272,7 @@ mod tests {
         let (used, done) = r.ingest(&input);
         assert!(done);
         assert_eq!(used, input.len());
-        assert!(r.message.len() <= 1000);
+        assert!(r.len() <= 1000);
         assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 552));
     }
 
@@ -239,12 +289,49 @@ mod tests {
             let (_, done) = r.ingest(&input);
             assert!(done);
             assert_eq!(r.verdict(), Verdict::Ok);
-            assert_eq!(r.message, expected);
-            assert_eq!(r.message.capacity(), LARGE_RESERVE.min(max));
+            assert_eq!(r.message.memory_mut().capacity(), LARGE_RESERVE.min(max));
+            assert_eq!(r.finish().unwrap().to_vec().unwrap(), expected);
         }
         // A small message keeps a small buffer.
-        let (r, _) = read_split(b"Subject: x\r\n\r\nbody\r\n.\r\n", 5);
-        assert!(r.message.capacity() < LARGE_FROM);
+        let (mut r, _) = read_split(b"Subject: x\r\n\r\nbody\r\n.\r\n", 5);
+        assert!(r.message.memory_mut().capacity() < LARGE_FROM);
+    }
+
+    #[test]
+    fn a_message_past_the_spill_size_goes_to_disk_and_comes_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut input = b"Subject: big\r\n\r\n".to_vec();
+        while input.len() < 3 * LARGE_FROM {
+            input.extend_from_slice(b"..0123456789012345678901234567890123456789\r\n");
+        }
+        let expected: Vec<u8> = String::from_utf8(input.clone())
+            .unwrap()
+            .replace("\r\n..", "\r\n.")
+            .into_bytes();
+        input.extend_from_slice(b".\r\n");
+        let spill = Spill::new(dir.path(), LARGE_FROM);
+        let mut r = DataReader::spilling(4 * LARGE_FROM, 500, Some(spill));
+        for piece in input.chunks(1000) {
+            r.ingest(piece);
+        }
+        assert_eq!(r.verdict(), Verdict::Ok);
+        // Never more than the spill size in memory.
+        assert!(r.message.memory_mut().capacity() <= LARGE_FROM);
+        let blob = r.finish().unwrap();
+        assert!(blob.is_spilled());
+        assert_eq!(blob.to_vec().unwrap(), expected);
+    }
+
+    #[test]
+    fn a_spill_directory_that_cannot_be_written_is_a_temporary_failure() {
+        let mut input = b"Subject: big\r\n\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 5000));
+        input.extend_from_slice(b"\r\n.\r\n");
+        let spill = Spill::new("/nonexistent/sealpost-spill", 1000);
+        let mut r = DataReader::spilling(100_000, 500, Some(spill));
+        let (_, done) = r.ingest(&input);
+        assert!(done);
+        assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 451));
     }
 
     #[test]

@@ -97,7 +97,7 @@ fn plain_transaction_pipelined() {
     assert_eq!(tx.envelope.sender.address, "a@x.test");
     assert!(tx.envelope.sender.eight_bit);
     assert_eq!(tx.envelope.recipients.len(), 1);
-    let msg = String::from_utf8_lossy(&tx.message);
+    let msg = String::from_utf8_lossy(&tx.message.to_vec().unwrap()).into_owned();
     assert!(
         msg.starts_with(
             "Received: from client.test ([127.0.0.1])\r\n\tby gw.test (sealpost) with ESMTP id "
