@@ -2,8 +2,9 @@
 //! authenticated at rest in chunks.
 //!
 //! Layout: a 32-byte random salt, then chunks of [`CHUNK`] bytes of plaintext (the last one
-//! shorter), each sealed with ChaCha20-Poly1305 under a key derived from the caller's
-//! master key and the salt. A chunk's nonce is its number and whether it is the last, so
+//! shorter), each sealed with AES-256-GCM (ring's, with the processor's AES instructions:
+//! a 20 MB message costs a few milliseconds) under a key derived from the caller's master
+//! key and the salt. A chunk's nonce is its number and whether it is the last, so
 //! chunks cannot be reordered, dropped or cut off at the end without the read failing.
 //! The salt makes every file's key its own, so one master key (the spool's) can seal many
 //! files without ever reusing a nonce under one key.
@@ -12,9 +13,8 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use rand::RngCore;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 
 /// Plaintext bytes per chunk.
@@ -40,12 +40,14 @@ impl MasterKey {
         MasterKey(k)
     }
 
-    fn cipher(&self, salt: &[u8]) -> ChaCha20Poly1305 {
+    fn cipher(&self, salt: &[u8]) -> io::Result<LessSafeKey> {
         let mut h = Sha256::new();
         h.update(b"sealpost sealed file v1\0");
         h.update(self.0);
         h.update(salt);
-        ChaCha20Poly1305::new(Key::from_slice(&h.finalize()))
+        let key = UnboundKey::new(&AES_256_GCM, &h.finalize())
+            .map_err(|_| corrupt("cannot make a key"))?;
+        Ok(LessSafeKey::new(key))
     }
 }
 
@@ -55,11 +57,12 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
+/// Unique per chunk under one file's key: the chunk number, and the last-chunk flag.
 fn nonce(index: u64, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     n[..8].copy_from_slice(&index.to_be_bytes());
     n[11] = u8::from(last);
-    *Nonce::from_slice(&n)
+    Nonce::assume_unique_for_key(n)
 }
 
 fn corrupt(what: &str) -> io::Error {
@@ -69,14 +72,12 @@ fn corrupt(what: &str) -> io::Error {
 /// Writes a sealed file in order; [`SealedWriter::finish`] seals the last chunk.
 pub struct SealedWriter {
     file: File,
-    cipher: ChaCha20Poly1305,
-    salt: [u8; SALT],
+    cipher: LessSafeKey,
     /// Plaintext not sealed yet: at most one chunk, kept until it is known whether more
     /// follows (the last chunk is sealed differently).
     pending: Vec<u8>,
     index: u64,
     len: u64,
-    master: MasterKey,
 }
 
 impl SealedWriter {
@@ -89,13 +90,11 @@ impl SealedWriter {
         rand::rngs::OsRng.fill_bytes(&mut salt);
         file.write_all(&salt)?;
         Ok(SealedWriter {
-            cipher: master.cipher(&salt),
+            cipher: master.cipher(&salt)?,
             file,
-            salt,
-            pending: Vec::with_capacity(CHUNK),
+            pending: Vec::with_capacity(CHUNK + TAG),
             index: 0,
             len: 0,
-            master: master.clone(),
         })
     }
 
@@ -135,11 +134,10 @@ impl SealedWriter {
     }
 
     fn seal(&mut self, last: bool) -> io::Result<()> {
-        let sealed = self
-            .cipher
-            .encrypt(&nonce(self.index, last), self.pending.as_slice())
+        self.cipher
+            .seal_in_place_append_tag(nonce(self.index, last), Aad::empty(), &mut self.pending)
             .map_err(|_| corrupt("cannot seal"))?;
-        self.file.write_all(&sealed)?;
+        self.file.write_all(&self.pending)?;
         self.pending.clear();
         self.index += 1;
         Ok(())
@@ -156,7 +154,7 @@ impl SealedWriter {
         self.file.flush()?;
         Ok(SealedFile {
             file: self.file,
-            cipher: self.master.cipher(&self.salt),
+            cipher: self.cipher,
             len: self.len,
         })
     }
@@ -176,7 +174,7 @@ impl SealedWriter {
 /// A finished sealed file, read at any offset (by several readers at once).
 pub struct SealedFile {
     file: File,
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     len: u64,
 }
 
@@ -206,7 +204,7 @@ impl SealedFile {
             return Err(corrupt("cut short"));
         }
         Ok(SealedFile {
-            cipher: master.cipher(&salt),
+            cipher: master.cipher(&salt)?,
             file,
             len,
         })
@@ -247,9 +245,13 @@ impl SealedFile {
         let mut sealed = vec![0u8; plain as usize + TAG];
         self.file
             .read_exact_at(&mut sealed, SALT as u64 + index * STORED)?;
-        self.cipher
-            .decrypt(&nonce(index, last), sealed.as_slice())
-            .map_err(|_| corrupt("a chunk fails authentication"))
+        let plain = self
+            .cipher
+            .open_in_place(nonce(index, last), Aad::empty(), &mut sealed)
+            .map_err(|_| corrupt("a chunk fails authentication"))?
+            .len();
+        sealed.truncate(plain);
+        Ok(sealed)
     }
 }
 
