@@ -192,3 +192,20 @@ fn sizes() {
     assert!(parse_size("MiB").is_err());
     assert!(parse_size("99999999999999999999GiB").is_err());
 }
+
+#[test]
+fn spill_size_per_listener() {
+    let c = load_str("", &Overrides::default()).unwrap();
+    assert_eq!(c.listeners[0].limits.spill_above, 1 << 20);
+    let text =
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:25\"\nspill_above = \"8MiB\"\n";
+    let c = load_str(text, &Overrides::default()).unwrap();
+    assert_eq!(c.listeners[0].limits.spill_above, 8 << 20);
+    let text =
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:25\"\nspill_above = \"lots\"\n";
+    let err = refusal(text);
+    assert!(
+        err.contains("line 4") && err.contains("listener[0].spill_above"),
+        "{err}"
+    );
+}
