@@ -19,6 +19,7 @@ pub mod upstream;
 pub mod wire;
 mod worker;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +27,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sealpost_keyring::openpgp::crypto::Password;
 use tokio::sync::Notify;
 
-use crate::smtp::envelope::{Envelope, Recipient};
+use crate::blob::Blob;
+use crate::smtp::envelope::{Envelope, Recipient, Ret};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
@@ -46,7 +48,7 @@ pub enum Route {
 #[derive(Debug, Clone)]
 pub struct Copy {
     pub envelope: Envelope,
-    pub data: crate::blob::Blob,
+    pub data: Blob,
     /// The client's login (AUTH passthrough), used upstream for this copy.
     pub credentials: Option<Credentials>,
     pub route: Route,
@@ -202,18 +204,16 @@ impl Relay {
         let mut entries = Vec::new();
         for (n, (i, rcpts, last)) in pending.iter().enumerate() {
             let copy = &copies[*i];
-            let data = match copy.data.bytes() {
-                Ok(b) => Entry::encode(&b),
-                Err(e) => return downgrade::unreadable(&e),
-            };
-            entries.push(Entry {
+            let entry = Entry {
                 id: format!("{queue_id}.{n}"),
                 queue_id: queue_id.to_string(),
                 envelope: Envelope {
                     sender: copy.envelope.sender.clone(),
                     recipients: rcpts.clone(),
                 },
-                data,
+                // Set by the spool: in the entry, or a file of its own when large.
+                data: String::new(),
+                file: None,
                 credentials: copy.credentials.clone(),
                 route: copy.route,
                 created: now,
@@ -223,17 +223,20 @@ impl Relay {
                     || "timed out within the transaction".to_string(),
                     |r| r.to_string(),
                 )),
-            });
+            };
+            // A clone of the blob shares its storage: nothing is copied here.
+            entries.push((entry, Some(copy.data.clone())));
         }
         if !permanent.is_empty() {
             if let Some(copy) = copies.first() {
                 if let Some(e) = self.dsn_entry(queue_id, copy, &permanent, now) {
-                    entries.push(e);
+                    entries.push((e, None));
                 }
             }
         }
         let spool = self.clone();
-        let stored = tokio::task::spawn_blocking(move || spool.inner.spool.put(&entries)).await;
+        // Files are written and synced, then the entries flushed, all before the 250.
+        let stored = tokio::task::spawn_blocking(move || spool.inner.spool.put_new(entries)).await;
         match stored {
             Ok(Ok(())) => {
                 self.inner.wake.notify_one();
@@ -285,14 +288,25 @@ impl Relay {
         if sender.is_null() || wanted.is_empty() {
             return None;
         }
+        let (bytes, whole) = match dsn_original(&copy.data) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(queue_id, error = %e, "cannot read the message back for a DSN; it goes without");
+                (Cow::Borrowed(&[][..]), false)
+            }
+        };
+        let original = match (sender.ret, whole) {
+            (Some(Ret::Full), true) => dsn::Original::Full(&bytes),
+            (Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
+            _ => dsn::Original::Headers(&bytes),
+        };
         let report = dsn::build(
             &self.inner.cfg.hostname,
             &sender.address,
             queue_id,
             sender.envid.as_deref(),
-            sender.ret,
             &wanted,
-            &copy.data.bytes().unwrap_or_default(),
+            original,
         );
         Some(Entry {
             id: format!("{queue_id}.dsn.{now}"),
@@ -302,6 +316,7 @@ impl Relay {
                 recipients: vec![Recipient::plain(sender.address.clone())],
             },
             data: Entry::encode(&report),
+            file: None,
             credentials: None,
             // A report goes back towards the sender: outbound, whatever the copy's way.
             route: Route::Outbound,
@@ -399,6 +414,50 @@ impl Relay {
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
         Ok(self.inner.spool.remove(id)?)
     }
+}
+
+/// A message returned whole in a DSN (RET=FULL) is at most this large; a larger one is
+/// returned by its header, with a note (RFC 3461 §4.3 lets an MTA return the header
+/// only), so that a report never holds a large message in memory nor in the spool.
+pub const RETURN_FULL_MAX: usize = 1024 * 1024;
+/// The most header bytes a DSN returns.
+const RETURN_HEADER_MAX: usize = 256 * 1024;
+
+/// What of `data` a DSN may return, and whether that is the whole message: all of it
+/// when it is small and in memory (borrowed; the report cuts it at the header unless
+/// RET=FULL is asked for), else its header.
+///
+/// # Errors
+/// When a spilled message cannot be read back.
+fn dsn_original(data: &Blob) -> std::io::Result<(Cow<'_, [u8]>, bool)> {
+    if let Some(bytes) = data.as_slice() {
+        if bytes.len() <= RETURN_FULL_MAX {
+            return Ok((Cow::Borrowed(bytes), true));
+        }
+    }
+    Ok((Cow::Owned(header_of(data)?), false))
+}
+
+/// The header of a message, up to and with the empty line that ends it, read a piece at
+/// a time (at most [`RETURN_HEADER_MAX`] bytes).
+fn header_of(data: &Blob) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for piece in data.pieces() {
+        let from = out.len().saturating_sub(3);
+        out.extend_from_slice(&piece?);
+        let end = out
+            .get(from..)
+            .and_then(|tail| tail.windows(4).position(|w| w == b"\r\n\r\n"));
+        if let Some(i) = end {
+            out.truncate(from + i + 4);
+            return Ok(out);
+        }
+        if out.len() >= RETURN_HEADER_MAX {
+            out.truncate(RETURN_HEADER_MAX);
+            break;
+        }
+    }
+    Ok(out)
 }
 
 fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {

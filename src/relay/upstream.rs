@@ -2,12 +2,14 @@
 //! that every upstream reply is passed back exactly and one refused RCPT does not abort
 //! the others.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 
+use crate::blob::{sealed::CHUNK, Blob};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
@@ -167,32 +169,11 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     if !accepted.is_empty() {
         let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
             Ok(_) => {
-                // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
-                // In chunks, so that dot-stuffing never copies a large message whole.
-                let bytes = match data.data.bytes() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        conn.abort().await;
-                        return all(downgrade::unreadable(&e));
-                    }
-                };
-                let body = bytes.strip_suffix(b"\r\n").unwrap_or(&bytes);
-                match tokio::time::timeout(
-                    cfg.data_timeout,
-                    conn.message_iter(body.chunks(64 * 1024)),
-                )
-                .await
-                {
-                    Ok(Ok(r)) => Ok(reply_of(&r)),
-                    Ok(Err(e)) => {
-                        reusable &= e.status().is_some();
-                        Err(error_reply(&e))
-                    }
-                    Err(_) => {
-                        reusable = false;
-                        Err(timeout_reply("the final dot"))
-                    }
+                let sent = send_message(&mut conn, cfg, &data.data).await;
+                if let Err((_, broken)) = &sent {
+                    reusable &= !broken;
                 }
+                sent.map_err(|(reply, _)| reply)
             }
             Err((reply, broken)) => {
                 reusable &= !broken;
@@ -221,6 +202,85 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Outcome::Failed(timeout_reply("a reply"))))
         .collect()
+}
+
+/// The message after DATA, its final dot, and the reply; an error says whether the
+/// connection is broken, as for [`command_checked`].
+///
+/// lettre dot-stuffs what it is given (its encoder keeps its state from one piece to the
+/// next, so a `.` that starts a line at a piece boundary is stuffed) and appends
+/// CRLF.CRLF itself; the message already ends with CRLF, which is left out. A message in
+/// memory goes as slices of itself; a spilled one is read one sealed chunk per piece, on
+/// the async thread (a positioned read and a decryption of 64 KiB between two awaited
+/// socket writes: cheaper than a hand-off to the blocking pool per chunk).
+///
+/// lettre's iterator cannot fail, and when it ends lettre sends the final dot: a chunk
+/// that could not be read would truncate the message. So every spilled chunk has been
+/// read and authenticated before MAIL (the 8-bit scan in [`downgrade::prepare`]). A read
+/// that still fails here (the disk failing within these seconds) ends the pieces early;
+/// the recipients are then failed temporarily and the connection closed, so the copy is
+/// retried whole, though the upstream may have taken the truncated one.
+async fn send_message(
+    conn: &mut AsyncSmtpConnection,
+    cfg: &UpstreamConfig,
+    data: &Blob,
+) -> Result<Reply, (Reply, bool)> {
+    let sent = match data.as_slice() {
+        Some(bytes) => {
+            let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
+            tokio::time::timeout(cfg.data_timeout, conn.message_iter(body.chunks(CHUNK))).await
+        }
+        None => {
+            let len = data.len();
+            let tail = data
+                .slice(len.saturating_sub(2)..len)
+                .to_vec()
+                .map_err(|e| (downgrade::unreadable(&e), true))?;
+            let body = match tail.as_slice() {
+                b"\r\n" => data.slice(0..len - 2),
+                _ => data.clone(),
+            };
+            let mut failed = None;
+            let pieces = Pieces {
+                pieces: body.pieces(),
+                failed: &mut failed,
+            };
+            let sent = tokio::time::timeout(cfg.data_timeout, conn.message_iter(pieces)).await;
+            if let Some(e) = failed {
+                return Err((downgrade::unreadable(&e), true));
+            }
+            sent
+        }
+    };
+    match sent {
+        Ok(Ok(r)) => Ok(reply_of(&r)),
+        Ok(Err(e)) => Err((error_reply(&e), e.status().is_none())),
+        Err(_) => Err((timeout_reply("the final dot"), true)),
+    }
+}
+
+/// A spilled message's pieces for lettre, which takes an iterator of bytes: the first
+/// read error ends them and is kept for the caller.
+struct Pieces<'a> {
+    pieces: crate::blob::Pieces<'a>,
+    failed: &'a mut Option<std::io::Error>,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Cow<'a, [u8]>;
+
+    fn next(&mut self) -> Option<Cow<'a, [u8]>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match self.pieces.next()? {
+            Ok(p) => Some(p),
+            Err(e) => {
+                *self.failed = Some(e);
+                None
+            }
+        }
+    }
 }
 
 /// Logs in upstream with the client's credentials (AUTH passthrough).

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{dsn, unix, Copy, Outcome, Relay};
+use crate::blob::Blob;
 use crate::smtp::reply::{Class, Enhanced, Reply};
 
 pub async fn run(relay: Relay, shutdown: CancellationToken) {
@@ -40,13 +41,31 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
             soonest = Some(soonest.map_or(entry.next_attempt, |s| s.min(entry.next_attempt)));
             continue;
         }
+        // A large message stays in its file and is read a chunk at a time as it is sent.
+        let data = spool.message(&entry);
         let copy = Copy {
             envelope: entry.envelope.clone(),
-            data: crate::blob::Blob::from(entry.message()),
+            data: data.as_ref().map_or_else(|_| Blob::default(), Blob::clone),
             credentials: entry.credentials.clone(),
             route: entry.route,
         };
-        let outcomes = relay.attempt(&copy).await;
+        let outcomes = match &data {
+            Ok(_) => relay.attempt(&copy).await,
+            Err(e) => {
+                // Retried like any temporary failure, and reported when its time is up.
+                tracing::error!(id = %entry.id, error = %e, "cannot read a spooled message back");
+                let reply = Reply::new(
+                    451,
+                    Enhanced(4, 3, 0),
+                    "Temporary local problem: the spooled message cannot be read",
+                );
+                copy.envelope
+                    .recipients
+                    .iter()
+                    .map(|_| Outcome::Failed(reply.clone()))
+                    .collect()
+            }
+        };
         let mut retry = Vec::new();
         let mut failed = Vec::new();
         let mut last = None;
