@@ -158,4 +158,35 @@ mod tests {
         );
         assert!(wanted(&failures[0].recipient));
     }
+
+    #[test]
+    fn a_large_message_asked_back_whole_comes_back_as_its_header_with_a_note() {
+        let failures = vec![Failure {
+            recipient: Recipient::plain("bob@example.net"),
+            reply: Reply::new(550, Enhanced(5, 1, 1), "no such user"),
+        }];
+        let original = b"Subject: hello\r\n\r\nsecret body\r\n";
+        let full = build(
+            "gw.test",
+            "a@x",
+            "Q1",
+            None,
+            &failures,
+            Original::Full(original),
+        );
+        let full = String::from_utf8_lossy(&full);
+        assert!(full.contains("message/rfc822") && full.contains("secret body"));
+        let dsn = build(
+            "gw.test",
+            "a@x",
+            "Q1",
+            None,
+            &failures,
+            Original::HeadersOfLarge(original),
+        );
+        let text = String::from_utf8_lossy(&dsn);
+        assert!(text.contains("too large to be returned whole"));
+        assert!(text.contains("text/rfc822-headers") && text.contains("Subject: hello"));
+        assert!(!text.contains("secret body"));
+    }
 }

@@ -19,6 +19,9 @@ pub mod upstream;
 pub mod wire;
 mod worker;
 
+#[cfg(test)]
+mod testutil;
+
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -478,4 +481,36 @@ fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
 
 pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::testutil::spilled;
+
+    #[test]
+    fn a_dsn_returns_a_large_message_by_its_header() {
+        let incoming = tempfile::tempdir().unwrap();
+        let mut m = b"Subject: big\r\nX-Long: ".to_vec();
+        m.extend(std::iter::repeat_n(b'h', 70_000));
+        m.extend_from_slice(b"\r\n\r\n");
+        m.extend(std::iter::repeat_n(b'B', 3 * 65_536));
+        let header_len = m.len() - 3 * 65_536;
+        let big = spilled(&m, incoming.path());
+        let (bytes, whole) = dsn_original(&big).unwrap();
+        assert!(!whole);
+        assert_eq!(
+            &bytes[..],
+            &m[..header_len],
+            "the header, across a chunk edge"
+        );
+
+        let small = Blob::from(&b"Subject: s\r\n\r\nbody\r\n"[..]);
+        let (bytes, whole) = dsn_original(&small).unwrap();
+        assert!(whole && matches!(bytes, Cow::Borrowed(_)));
+
+        // No empty line: at most RETURN_HEADER_MAX bytes.
+        let endless = spilled(&vec![b'h'; 2 * RETURN_HEADER_MAX], incoming.path());
+        assert_eq!(header_of(&endless).unwrap().len(), RETURN_HEADER_MAX);
+    }
 }

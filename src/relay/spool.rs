@@ -437,8 +437,121 @@ mod tests {
                 all[0].message(),
                 b"Subject: plaintext secret words\r\n\r\nbody\r\n"
             );
+            // An entry with its data inside (as all were before files) reads as ever.
+            assert_eq!(
+                s.message(&all[0]).unwrap().to_vec().unwrap(),
+                all[0].message()
+            );
             assert!(s.remove("Q.1").unwrap());
             assert_eq!(s.all().unwrap().len(), 1);
+        }
+    }
+
+    /// A message of three chunks and a bit with a plaintext marker on every line.
+    fn large() -> Vec<u8> {
+        let mut m = b"Subject: plaintext secret words\r\n\r\n".to_vec();
+        while m.len() < 3 * crate::blob::sealed::CHUNK + 500 {
+            m.extend_from_slice(b"more plaintext secret words on this line\r\n");
+        }
+        m
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_large_message_gets_a_sealed_file_read_back_after_a_reopen_and_removed_with_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let message = large();
+        for pass in [None, Some(Password::from("spool pass"))] {
+            let sub = dir.path().join(if pass.is_some() { "p" } else { "n" });
+            {
+                let s = Spool::open(&sub, pass.as_ref()).unwrap();
+                let big = crate::relay::testutil::spilled(&message, incoming.path());
+                // Over the size, though in memory: a file too.
+                let also_big = Blob::from(vec![b'x'; FILE_ABOVE + 1]);
+                let small = Blob::from(&b"Subject: small\r\n\r\nx\r\n"[..]);
+                s.put_new(vec![
+                    (entry("Q.1"), Some(big)),
+                    (entry("Q.2"), Some(small)),
+                    (entry("Q.3"), Some(also_big)),
+                ])
+                .unwrap();
+            }
+            let files = sub.join("spool-data");
+            assert_eq!(mode(&files), 0o700);
+            assert_eq!(mode(&files.join("Q.1")), 0o600);
+            assert!(files.join("Q.3").exists());
+            assert!(
+                !files.join("Q.2").exists(),
+                "a small message stays in its entry"
+            );
+            for f in walk(&sub) {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(
+                    !bytes.windows(16).any(|w| w == b"plaintext secret"),
+                    "{} leaks",
+                    f.display()
+                );
+            }
+
+            // As after a restart.
+            let s = Spool::open(&sub, pass.as_ref()).unwrap();
+            let all = s.all().unwrap();
+            assert_eq!(all.len(), 3);
+            assert_eq!(all[0].file.as_deref(), Some("Q.1"));
+            assert!(all[0].data.is_empty());
+            let back = s.message(&all[0]).unwrap();
+            assert!(back.is_spilled());
+            assert!(back.to_vec().unwrap() == message, "byte for byte");
+            assert_eq!(
+                s.message(&all[1]).unwrap().to_vec().unwrap(),
+                b"Subject: small\r\n\r\nx\r\n"
+            );
+            assert_eq!(s.message(&all[2]).unwrap().len(), FILE_ABOVE + 1);
+
+            // An update (a retry) keeps the file.
+            let mut e = all[0].clone();
+            e.attempts += 1;
+            s.put(&[e]).unwrap();
+            assert!(files.join("Q.1").exists());
+            assert!(s.remove("Q.1").unwrap());
+            assert!(!files.join("Q.1").exists(), "the file goes with its entry");
+            assert!(s.remove("Q.3").unwrap());
+            assert_eq!(std::fs::read_dir(&files).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn a_file_without_an_entry_is_removed_at_open_and_nothing_with_a_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let pass = Password::from("spool pass");
+        let files = dir.path().join("spool-data");
+        {
+            let s = Spool::open(dir.path(), Some(&pass)).unwrap();
+            let big = crate::relay::testutil::spilled(&large(), incoming.path());
+            s.put_new(vec![(entry("Q.1"), Some(big))]).unwrap();
+        }
+        // A crash between a file and its entry leaves this.
+        std::fs::write(files.join("R.0"), b"half a file").unwrap();
+        assert!(Spool::open(dir.path(), Some(&Password::from("wrong"))).is_err());
+        assert!(files.join("R.0").exists() && files.join("Q.1").exists());
+        let s = Spool::open(dir.path(), Some(&pass)).unwrap();
+        assert!(!files.join("R.0").exists(), "the orphan is gone");
+        let all = s.all().unwrap();
+        assert!(s.message(&all[0]).unwrap().to_vec().unwrap() == large());
+    }
+
+    #[test]
+    fn only_plain_ids_become_file_names() {
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a\0b", "é"] {
+            assert!(file_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["7KQ2M9XBD4FZ.0", "Q.dsn.1700000000", "a_b-c"] {
+            assert_eq!(file_name(good).unwrap(), good);
         }
     }
 
