@@ -65,6 +65,8 @@ pub fn unstuff(lines: &[u8]) -> Vec<u8> {
 pub struct Sink {
     pub port: u16,
     pub messages: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Sessions that have ended (the client closed or quit).
+    pub ended: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Sink {
@@ -72,13 +74,33 @@ impl Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
-        let store = Arc::clone(&messages);
+        let ended = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (store, count) = (Arc::clone(&messages), Arc::clone(&ended));
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(session(sock, Arc::clone(&store)));
+                let (store, count) = (Arc::clone(&store), Arc::clone(&count));
+                tokio::spawn(async move {
+                    session(sock, store).await;
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                });
             }
         });
-        Sink { port, messages }
+        Sink {
+            port,
+            messages,
+            ended,
+        }
+    }
+
+    /// Waits (up to five seconds) until `n` sessions have ended.
+    pub async fn wait_ended(&self, n: usize) {
+        for _ in 0..500 {
+            if self.ended.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("sessions did not end");
     }
 }
 

@@ -16,6 +16,7 @@ use crate::smtp::transaction::Credentials;
 use super::commands::{self, MailParams};
 use super::downgrade::{self, Prepared};
 use super::Copy;
+use switch::{Guarded, Switch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamTls {
@@ -54,6 +55,7 @@ pub struct Pool {
 struct Idle {
     login: Option<(String, String)>,
     conn: AsyncSmtpConnection,
+    switch: Option<Switch>,
     since: std::time::Instant,
 }
 
@@ -62,20 +64,22 @@ const IDLE_FOR: Duration = Duration::from_secs(20);
 const MAX_IDLE: usize = 32;
 
 impl Pool {
-    fn take(&self, login: &Option<(String, String)>) -> Option<AsyncSmtpConnection> {
+    fn take(&self, login: &Option<(String, String)>) -> Option<Connected> {
         let mut idle = self.idle.lock().ok()?;
         idle.retain(|i| i.since.elapsed() < IDLE_FOR);
         let at = idle.iter().rposition(|i| &i.login == login)?;
-        Some(idle.swap_remove(at).conn)
+        let i = idle.swap_remove(at);
+        Some((i.conn, i.switch))
     }
 
-    fn put(&self, login: Option<(String, String)>, conn: AsyncSmtpConnection) {
+    fn put(&self, login: Option<(String, String)>, (conn, switch): Connected) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|i| i.since.elapsed() < IDLE_FOR);
             if idle.len() < MAX_IDLE {
                 idle.push(Idle {
                     login,
                     conn,
+                    switch,
                     since: std::time::Instant::now(),
                 });
             }
@@ -113,7 +117,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let login = creds.map(|c| (c.username.clone(), c.secret.clone().unwrap_or_default()));
     let pooled = cfg.pool.take(&login);
     let was_pooled = pooled.is_some();
-    let mut conn = match pooled {
+    let (mut conn, mut switch) = match pooled {
         Some(c) => c,
         None => match connect(cfg, creds).await {
             Ok(c) => c,
@@ -126,7 +130,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         Ok(d) => d,
         Err(reply) => {
             // Nothing was sent: the connection is clean for the next copy.
-            cfg.pool.put(login, conn);
+            cfg.pool.put(login, (conn, switch));
             return all(reply);
         }
     };
@@ -134,7 +138,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let mut sent = command_checked(&mut conn, mail, cfg.timeout).await;
     if was_pooled && matches!(sent, Err((_, true))) {
         // The server closed the idle connection in the meantime: a fresh one.
-        conn = match connect(cfg, creds).await {
+        (conn, switch) = match connect(cfg, creds).await {
             Ok(c) => c,
             Err(reply) => return all(reply),
         };
@@ -169,7 +173,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     if !accepted.is_empty() {
         let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
             Ok(_) => {
-                let sent = send_message(&mut conn, cfg, &data.data).await;
+                let sent = send_message(&mut conn, switch.as_ref(), cfg, &data.data).await;
                 if let Err((_, broken)) = &sent {
                     reusable &= !broken;
                 }
@@ -194,7 +198,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             .is_ok();
     }
     if reusable && !conn.has_broken() {
-        cfg.pool.put(login, conn);
+        cfg.pool.put(login, (conn, switch));
     } else {
         conn.abort().await;
     }
@@ -216,12 +220,14 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
 ///
 /// lettre's iterator cannot fail, and when it ends lettre sends the final dot: a chunk
 /// that could not be read would truncate the message. So every spilled chunk has been
-/// read and authenticated before MAIL (the 8-bit scan in [`downgrade::prepare`]). A read
-/// that still fails here (the disk failing within these seconds) ends the pieces early;
-/// the recipients are then failed temporarily and the connection closed, so the copy is
-/// retried whole, though the upstream may have taken the truncated one.
+/// read and authenticated before MAIL (the 8-bit scan in [`downgrade::prepare`]), and a
+/// read that still fails here (the disk failing within these seconds) cuts the socket's
+/// writes before lettre writes the final dot: the upstream never sees the message end,
+/// the connection is closed, and the recipients are failed temporarily. With implicit
+/// TLS lettre opens the socket itself and there is no switch; there the pre-check is all.
 async fn send_message(
     conn: &mut AsyncSmtpConnection,
+    switch: Option<&Switch>,
     cfg: &UpstreamConfig,
     data: &Blob,
 ) -> Result<Reply, (Reply, bool)> {
@@ -244,6 +250,7 @@ async fn send_message(
             let pieces = Pieces {
                 pieces: body.pieces(),
                 failed: &mut failed,
+                switch,
             };
             let sent = tokio::time::timeout(cfg.data_timeout, conn.message_iter(pieces)).await;
             if let Some(e) = failed {
@@ -260,10 +267,12 @@ async fn send_message(
 }
 
 /// A spilled message's pieces for lettre, which takes an iterator of bytes: the first
-/// read error ends them and is kept for the caller.
+/// read error cuts the socket's writes (lettre's final dot then fails to go out), ends
+/// the pieces, and is kept for the caller.
 struct Pieces<'a> {
     pieces: crate::blob::Pieces<'a>,
     failed: &'a mut Option<std::io::Error>,
+    switch: Option<&'a Switch>,
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -276,6 +285,9 @@ impl<'a> Iterator for Pieces<'a> {
         match self.pieces.next()? {
             Ok(p) => Some(p),
             Err(e) => {
+                if let Some(s) = self.switch {
+                    s.cut();
+                }
                 *self.failed = Some(e);
                 None
             }
@@ -289,7 +301,7 @@ impl<'a> Iterator for Pieces<'a> {
 /// `535 5.7.8` when the upstream refuses them, `454 4.7.0` when it cannot be reached.
 pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<(), Reply> {
     match connect(cfg, Some(creds)).await {
-        Ok(mut conn) => {
+        Ok((mut conn, _)) => {
             let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
             Ok(())
         }
@@ -314,7 +326,7 @@ pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<()
 /// Whether the upstream offers SMTPUTF8 (so that the listener may offer it too).
 pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
     match connect(cfg, None).await {
-        Ok(mut conn) => {
+        Ok((mut conn, _)) => {
             let yes = conn.server_info().supports_feature(Extension::SmtpUtfEight);
             let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
             yes
@@ -323,10 +335,11 @@ pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
     }
 }
 
-async fn connect(
-    cfg: &UpstreamConfig,
-    creds: Option<&Credentials>,
-) -> Result<AsyncSmtpConnection, Reply> {
+/// A connection, and the switch that cuts its writes: none with implicit TLS, whose
+/// socket lettre opens itself.
+type Connected = (AsyncSmtpConnection, Option<Switch>);
+
+async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
     let hello = ClientId::Domain(cfg.helo.clone());
     let tls = |host: &str| -> Result<TlsParameters, Reply> {
         let mut b = TlsParameters::builder(host.to_string());
@@ -343,6 +356,7 @@ async fn connect(
         _ => None,
     };
     crate::tls::install_provider();
+    let mut switch = None;
     let mut conn = match implicit {
         Some(params) => {
             let connecting = AsyncSmtpConnection::connect_tokio1(
@@ -379,7 +393,9 @@ async fn connect(
                 Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
             };
             let _ = tcp.set_nodelay(true);
-            let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello);
+            let (guarded, s) = Guarded::new(tcp);
+            switch = Some(s);
+            let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(guarded), &hello);
             match tokio::time::timeout(cfg.timeout, greeting).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -430,7 +446,7 @@ async fn connect(
             Err(_) => return Err(timeout_reply("AUTH")),
         }
     }
-    Ok(conn)
+    Ok((conn, switch))
 }
 
 fn supports(conn: &AsyncSmtpConnection, keyword: &str) -> bool {
@@ -541,6 +557,8 @@ fn timeout_reply(waiting_for: &str) -> Reply {
 fn local_error(text: &str) -> Reply {
     Reply::new(451, Enhanced(4, 3, 0), text)
 }
+
+mod switch;
 
 #[cfg(test)]
 mod tests;

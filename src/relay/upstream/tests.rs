@@ -83,3 +83,42 @@ async fn a_spilled_message_that_cannot_be_read_is_not_sent() {
     );
     assert!(sink.messages.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_read_failing_in_the_middle_cuts_the_socket_before_the_final_dot() {
+    let sink = Sink::start().await;
+    let cfg = config(sink.port);
+    // Chunk 2 of 5 fails authentication; the pre-check before MAIL is skipped here.
+    let named = tempfile::NamedTempFile::new().unwrap();
+    let key = crate::blob::MasterKey::random();
+    let mut w = crate::blob::SealedWriter::new(named.reopen().unwrap(), &key).unwrap();
+    w.write(&b"line of text\r\n".repeat(23_000)).unwrap();
+    w.finish_durable().unwrap();
+    let mut raw = std::fs::read(named.path()).unwrap();
+    raw[32 + 2 * (CHUNK + 16) + 100] ^= 1;
+    std::fs::write(named.path(), &raw).unwrap();
+    let blob = Blob::from(crate::blob::SealedFile::open(named.reopen().unwrap(), &key).unwrap());
+
+    let (mut conn, switch) = connect(&cfg, None).await.unwrap();
+    assert!(switch.is_some());
+    for cmd in [
+        "MAIL FROM:<a@example.org>\r\n",
+        "RCPT TO:<b@example.net>\r\n",
+        "DATA\r\n",
+    ] {
+        command_checked(&mut conn, cmd.to_string(), cfg.timeout)
+            .await
+            .unwrap();
+    }
+    let (reply, broken) = send_message(&mut conn, switch.as_ref(), &cfg, &blob)
+        .await
+        .unwrap_err();
+    assert_eq!((reply.code, broken), (451, true));
+    conn.abort().await;
+    drop(conn);
+    sink.wait_ended(1).await;
+    assert!(
+        sink.messages.lock().unwrap().is_empty(),
+        "the server never saw the message end"
+    );
+}
