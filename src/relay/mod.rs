@@ -427,16 +427,14 @@ pub const RETURN_FULL_MAX: usize = 1024 * 1024;
 const RETURN_HEADER_MAX: usize = 256 * 1024;
 
 /// What of `data` a DSN may return, and whether that is the whole message: all of it
-/// when it is small and in memory (borrowed; the report cuts it at the header unless
-/// RET=FULL is asked for), else its header.
+/// when it is small and in memory (borrowed when it is one piece; the report cuts it at
+/// the header unless RET=FULL is asked for), else its header.
 ///
 /// # Errors
 /// When a spilled message cannot be read back.
 fn dsn_original(data: &Blob) -> std::io::Result<(Cow<'_, [u8]>, bool)> {
-    if let Some(bytes) = data.as_slice() {
-        if bytes.len() <= RETURN_FULL_MAX {
-            return Ok((Cow::Borrowed(bytes), true));
-        }
+    if !data.is_spilled() && data.len() <= RETURN_FULL_MAX {
+        return Ok((data.bytes()?, true));
     }
     Ok((Cow::Owned(header_of(data)?), false))
 }
@@ -508,6 +506,12 @@ mod tests {
         let small = Blob::from(&b"Subject: s\r\n\r\nbody\r\n"[..]);
         let (bytes, whole) = dsn_original(&small).unwrap();
         assert!(whole && matches!(bytes, Cow::Borrowed(_)));
+        // In memory, in two pieces: whole too.
+        let mut two = Blob::from(&b"Subject: s\r\n"[..]);
+        two.append(Blob::from(&b"\r\nbody\r\n"[..]));
+        let (bytes, whole) = dsn_original(&two).unwrap();
+        assert!(whole);
+        assert_eq!(&bytes[..], b"Subject: s\r\n\r\nbody\r\n");
 
         // No empty line: at most RETURN_HEADER_MAX bytes.
         let endless = spilled(&vec![b'h'; 2 * RETURN_HEADER_MAX], incoming.path());

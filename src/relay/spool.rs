@@ -110,7 +110,8 @@ impl Spool {
     /// keyring passphrase, or else with a random key kept in `data_dir/spool.key` (0600).
     ///
     /// # Errors
-    /// When the database or the key file cannot be opened.
+    /// When the database or the key file cannot be opened, or the message files' key
+    /// cannot be unsealed (a wrong passphrase).
     pub fn open(data_dir: &Path, passphrase: Option<&Password>) -> Result<Spool, Error> {
         std::fs::create_dir_all(data_dir)?;
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -233,6 +234,9 @@ impl Spool {
     fn remove_orphans(&self) -> Result<(), Error> {
         for item in std::fs::read_dir(&self.files)? {
             let item = item?;
+            if !item.file_type()?.is_file() {
+                continue;
+            }
             let name = item.file_name();
             let owned = match name.to_str() {
                 Some(n) => self.db.contains_key(n.as_bytes())?,
