@@ -41,6 +41,15 @@ pub fn has_8bit(data: &[u8]) -> bool {
 pub async fn prepare(data: &Blob, offers_8bitmime: bool) -> Result<Prepared, Reply> {
     let eight_bit = match data.as_slice() {
         Some(bytes) => has_8bit(bytes),
+        None if !data.is_spilled() => {
+            let mut any = false;
+            data.for_each_piece(|p| {
+                any |= has_8bit(p);
+                Ok(())
+            })
+            .map_err(|e| unreadable(&e))?;
+            any
+        }
         // A spilled message is read whole (one chunk at a time) and every chunk
         // authenticated: off the async threads, and before anything is sent, so that a
         // file that cannot be read fails the copy before MAIL rather than in the data.

@@ -8,6 +8,11 @@
 //! 4. otherwise the undelivered recipients are spooled (flushed) before the 250, retried
 //!    with backoff for `lifetime`, and reported to the sender in a DSN when given up;
 //! 5. a 250 is never lost: the spool survives a crash and is picked up at start.
+//!
+//! A large message (a [`Blob`] spilled to a sealed file on arrival) is never held whole
+//! in memory here: it goes to the next hop a sealed chunk at a time, dot-stuffed as it
+//! goes, and to the spool as a sealed file of its own. The one exception is re-encoding
+//! an 8-bit message for a hop without 8BITMIME ([`downgrade::prepare`]).
 
 pub mod commands;
 pub mod downgrade;
