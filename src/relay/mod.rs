@@ -489,7 +489,48 @@ pub(crate) fn unix(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::testutil::spilled;
+    use crate::relay::testutil::{dotted_message, spilled, unstuff, upstream_config, Sink};
+
+    #[tokio::test]
+    async fn a_large_copy_owed_to_some_recipients_is_in_its_file_before_the_250() {
+        let sink = Sink::refusing(Some("later@")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let up = Transport::Smtp(upstream_config(sink.port));
+        let relay = Relay::open(
+            dir.path(),
+            None,
+            up.clone(),
+            up,
+            RelayConfig::new("gw.test"),
+        )
+        .unwrap();
+        let message = dotted_message(3);
+        let copy = Copy {
+            envelope: Envelope {
+                sender: crate::smtp::envelope::Sender::plain("a@example.org"),
+                recipients: vec![
+                    Recipient::plain("now@x.test"),
+                    Recipient::plain("later@x.test"),
+                ],
+            },
+            data: spilled(&message, incoming.path()),
+            credentials: None,
+            route: Route::Outbound,
+        };
+        let reply = relay.deliver("QID", vec![copy]).await;
+        assert_eq!(reply.code, 250, "{reply}");
+        assert!(reply.text().contains("retried"), "{reply}");
+        assert!(unstuff(&sink.messages.lock().unwrap()[0]) == message);
+
+        let spooled = relay.spool().all().unwrap();
+        assert_eq!(spooled.len(), 1);
+        assert_eq!(spooled[0].envelope.recipients[0].address, "later@x.test");
+        assert_eq!(spooled[0].file.as_deref(), Some("QID.0"));
+        assert!(spooled[0].data.is_empty(), "not copied into the entry");
+        let back = relay.spool().message(&spooled[0]).unwrap();
+        assert!(back.to_vec().unwrap() == message);
+    }
 
     #[test]
     fn a_dsn_returns_a_large_message_by_its_header() {

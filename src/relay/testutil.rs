@@ -71,6 +71,11 @@ pub struct Sink {
 
 impl Sink {
     pub async fn start() -> Sink {
+        Sink::refusing(None).await
+    }
+
+    /// A sink that answers RCPT for `later` with 451.
+    pub async fn refusing(later: Option<&'static str>) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -80,7 +85,7 @@ impl Sink {
             while let Ok((sock, _)) = listener.accept().await {
                 let (store, count) = (Arc::clone(&store), Arc::clone(&count));
                 tokio::spawn(async move {
-                    session(sock, store).await;
+                    session(sock, store, later).await;
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
@@ -104,7 +109,11 @@ impl Sink {
     }
 }
 
-async fn session(sock: tokio::net::TcpStream, store: Arc<Mutex<Vec<Vec<u8>>>>) {
+async fn session(
+    sock: tokio::net::TcpStream,
+    store: Arc<Mutex<Vec<Vec<u8>>>>,
+    later: Option<&'static str>,
+) {
     let (read, mut write) = sock.into_split();
     let mut read = BufReader::new(read);
     let _ = write.write_all(b"220 sink.test ESMTP\r\n").await;
@@ -132,6 +141,7 @@ async fn session(sock: tokio::net::TcpStream, store: Arc<Mutex<Vec<Vec<u8>>>>) {
                 store.lock().unwrap().push(data);
                 b"250 2.0.0 queued\r\n"
             }
+            "RCPT" if later.is_some_and(|l| line.contains(l)) => b"451 4.2.0 try later\r\n",
             "QUIT" => {
                 let _ = write.write_all(b"221 2.0.0 bye\r\n").await;
                 return;
