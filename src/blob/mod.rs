@@ -8,6 +8,7 @@
 //! A [`Blob`] is a list of pieces (memory or file ranges) and is cheap to clone and to
 //! build on: a new header in front of a received body is one more piece, not a copy.
 
+mod pieces;
 pub mod sealed;
 
 use std::borrow::Cow;
@@ -16,6 +17,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use pieces::Pieces;
 pub use sealed::{MasterKey, SealedFile, SealedWriter};
 
 /// One message's bytes.

@@ -41,7 +41,7 @@ pub fn has_8bit(data: &[u8]) -> bool {
 pub async fn prepare(data: &Blob, offers_8bitmime: bool) -> Result<Prepared, Reply> {
     let eight_bit = match data.as_slice() {
         Some(bytes) => has_8bit(bytes),
-        None => {
+        None if !data.is_spilled() => {
             let mut any = false;
             data.for_each_piece(|p| {
                 any |= has_8bit(p);
@@ -49,6 +49,23 @@ pub async fn prepare(data: &Blob, offers_8bitmime: bool) -> Result<Prepared, Rep
             })
             .map_err(|e| unreadable(&e))?;
             any
+        }
+        // A spilled message is read whole (one chunk at a time) and every chunk
+        // authenticated: off the async threads, and before anything is sent, so that a
+        // file that cannot be read fails the copy before MAIL rather than in the data.
+        None => {
+            let input = data.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut any = false;
+                input.for_each_piece(|p| {
+                    any |= has_8bit(p);
+                    Ok(())
+                })?;
+                Ok(any)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+            .map_err(|e| unreadable(&e))?
         }
     };
     if !eight_bit {
@@ -63,6 +80,9 @@ pub async fn prepare(data: &Blob, offers_8bitmime: bool) -> Result<Prepared, Rep
             body_8bit: true,
         });
     }
+    // The re-encoding works on the whole message in memory, also for a spilled one: a
+    // streaming MIME rewrite is not worth it for the rare 8-bit message to a hop without
+    // 8BITMIME (RFC 6152 has been common for two decades). The result is in memory too.
     let input = data.clone();
     let converted =
         tokio::task::spawn_blocking(move || input.bytes().ok().and_then(|b| seven_bit(&b)))

@@ -1,7 +1,7 @@
 //! Delivery status notifications (RFC 3464): what the sender gets when the gateway gives up
 //! on a spooled copy.
 
-use crate::smtp::envelope::{Notify, Recipient, Ret};
+use crate::smtp::envelope::{Notify, Recipient};
 use crate::smtp::reply::Reply;
 
 /// One recipient the gateway could not deliver to.
@@ -16,15 +16,27 @@ pub fn wanted(r: &Recipient) -> bool {
     r.notify.is_empty() || r.notify.contains(&Notify::Failure)
 }
 
+/// What of the original message a report returns (RFC 3461 §4.3, RFC 3464 §2).
+#[derive(Debug, Clone, Copy)]
+pub enum Original<'a> {
+    /// RET=FULL: the whole message, as `message/rfc822`.
+    Full(&'a [u8]),
+    /// RET=HDRS or no RET: the header (cut from these bytes at the first empty line), as
+    /// `text/rfc822-headers`.
+    Headers(&'a [u8]),
+    /// RET=FULL, but the message is too large to return whole: its header, as for
+    /// `Headers`, and the text part says why the body is missing.
+    HeadersOfLarge(&'a [u8]),
+}
+
 /// A `multipart/report; report-type=delivery-status` message to `sender`.
 pub fn build(
     hostname: &str,
     sender: &str,
     queue_id: &str,
     envid: Option<&str>,
-    ret: Option<Ret>,
     failures: &[Failure],
-    original: &[u8],
+    original: Original<'_>,
 ) -> Vec<u8> {
     let boundary = format!("sealpost-dsn-{queue_id}");
     let date = chrono::Utc::now().to_rfc2822();
@@ -50,6 +62,9 @@ pub fn build(
     ));
     for f in failures {
         m.push_str(&format!("<{}>: {}\r\n", f.recipient.address, f.reply));
+    }
+    if matches!(original, Original::HeadersOfLarge(_)) {
+        m.push_str("\r\nYour message was too large to be returned whole; its header follows.\r\n");
     }
     m.push_str(&format!(
         "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
@@ -84,21 +99,25 @@ pub fn build(
             f.reply.to_string().replace(['\r', '\n'], " ")
         ));
     }
-    let headers_only = !matches!(ret, Some(Ret::Full));
-    let end = original
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(original.len(), |i| i + 2);
-    if headers_only {
-        m.push_str(&format!(
-            "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-        ));
-        m.push_str(&String::from_utf8_lossy(&original[..end]));
-    } else {
-        m.push_str(&format!(
-            "\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"
-        ));
-        m.push_str(&String::from_utf8_lossy(original));
+    match original {
+        Original::Full(message) => {
+            m.push_str(&format!(
+                "\r\n--{boundary}\r\nContent-Type: message/rfc822\r\n\r\n"
+            ));
+            m.push_str(&String::from_utf8_lossy(message));
+        }
+        Original::Headers(message) | Original::HeadersOfLarge(message) => {
+            let end = message
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(message.len(), |i| i + 2);
+            m.push_str(&format!(
+                "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+            ));
+            m.push_str(&String::from_utf8_lossy(
+                message.get(..end).unwrap_or(message),
+            ));
+        }
     }
     m.push_str(&format!("\r\n--{boundary}--\r\n"));
     m.into_bytes()
@@ -121,9 +140,8 @@ mod tests {
             "a@example.org",
             "Q1",
             None,
-            None,
             &failures,
-            original,
+            Original::Headers(original),
         );
         use mail_parser::MimeHeaders;
         let parsed = mail_parser::MessageParser::default().parse(&dsn).unwrap();
@@ -139,5 +157,36 @@ mod tests {
             "headers only unless RET=FULL"
         );
         assert!(wanted(&failures[0].recipient));
+    }
+
+    #[test]
+    fn a_large_message_asked_back_whole_comes_back_as_its_header_with_a_note() {
+        let failures = vec![Failure {
+            recipient: Recipient::plain("bob@example.net"),
+            reply: Reply::new(550, Enhanced(5, 1, 1), "no such user"),
+        }];
+        let original = b"Subject: hello\r\n\r\nsecret body\r\n";
+        let full = build(
+            "gw.test",
+            "a@x",
+            "Q1",
+            None,
+            &failures,
+            Original::Full(original),
+        );
+        let full = String::from_utf8_lossy(&full);
+        assert!(full.contains("message/rfc822") && full.contains("secret body"));
+        let dsn = build(
+            "gw.test",
+            "a@x",
+            "Q1",
+            None,
+            &failures,
+            Original::HeadersOfLarge(original),
+        );
+        let text = String::from_utf8_lossy(&dsn);
+        assert!(text.contains("too large to be returned whole"));
+        assert!(text.contains("text/rfc822-headers") && text.contains("Subject: hello"));
+        assert!(!text.contains("secret body"));
     }
 }

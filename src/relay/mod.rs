@@ -8,6 +8,11 @@
 //! 4. otherwise the undelivered recipients are spooled (flushed) before the 250, retried
 //!    with backoff for `lifetime`, and reported to the sender in a DSN when given up;
 //! 5. a 250 is never lost: the spool survives a crash and is picked up at start.
+//!
+//! A large message (a [`Blob`] spilled to a sealed file on arrival) is never held whole
+//! in memory here: it goes to the next hop a sealed chunk at a time, dot-stuffed as it
+//! goes, and to the spool as a sealed file of its own. The one exception is re-encoding
+//! an 8-bit message for a hop without 8BITMIME ([`downgrade::prepare`]).
 
 pub mod commands;
 pub mod downgrade;
@@ -19,6 +24,10 @@ pub mod upstream;
 pub mod wire;
 mod worker;
 
+#[cfg(test)]
+mod testutil;
+
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,7 +35,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sealpost_keyring::openpgp::crypto::Password;
 use tokio::sync::Notify;
 
-use crate::smtp::envelope::{Envelope, Recipient};
+use crate::blob::Blob;
+use crate::smtp::envelope::{Envelope, Recipient, Ret};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
@@ -46,7 +56,7 @@ pub enum Route {
 #[derive(Debug, Clone)]
 pub struct Copy {
     pub envelope: Envelope,
-    pub data: crate::blob::Blob,
+    pub data: Blob,
     /// The client's login (AUTH passthrough), used upstream for this copy.
     pub credentials: Option<Credentials>,
     pub route: Route,
@@ -202,18 +212,16 @@ impl Relay {
         let mut entries = Vec::new();
         for (n, (i, rcpts, last)) in pending.iter().enumerate() {
             let copy = &copies[*i];
-            let data = match copy.data.bytes() {
-                Ok(b) => Entry::encode(&b),
-                Err(e) => return downgrade::unreadable(&e),
-            };
-            entries.push(Entry {
+            let entry = Entry {
                 id: format!("{queue_id}.{n}"),
                 queue_id: queue_id.to_string(),
                 envelope: Envelope {
                     sender: copy.envelope.sender.clone(),
                     recipients: rcpts.clone(),
                 },
-                data,
+                // Set by the spool: in the entry, or a file of its own when large.
+                data: String::new(),
+                file: None,
                 credentials: copy.credentials.clone(),
                 route: copy.route,
                 created: now,
@@ -223,17 +231,20 @@ impl Relay {
                     || "timed out within the transaction".to_string(),
                     |r| r.to_string(),
                 )),
-            });
+            };
+            // A clone of the blob shares its storage: nothing is copied here.
+            entries.push((entry, Some(copy.data.clone())));
         }
         if !permanent.is_empty() {
             if let Some(copy) = copies.first() {
                 if let Some(e) = self.dsn_entry(queue_id, copy, &permanent, now) {
-                    entries.push(e);
+                    entries.push((e, None));
                 }
             }
         }
         let spool = self.clone();
-        let stored = tokio::task::spawn_blocking(move || spool.inner.spool.put(&entries)).await;
+        // Files are written and synced, then the entries flushed, all before the 250.
+        let stored = tokio::task::spawn_blocking(move || spool.inner.spool.put_new(entries)).await;
         match stored {
             Ok(Ok(())) => {
                 self.inner.wake.notify_one();
@@ -285,14 +296,25 @@ impl Relay {
         if sender.is_null() || wanted.is_empty() {
             return None;
         }
+        let (bytes, whole) = match dsn_original(&copy.data) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(queue_id, error = %e, "cannot read the message back for a DSN; it goes without");
+                (Cow::Borrowed(&[][..]), false)
+            }
+        };
+        let original = match (sender.ret, whole) {
+            (Some(Ret::Full), true) => dsn::Original::Full(&bytes),
+            (Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
+            _ => dsn::Original::Headers(&bytes),
+        };
         let report = dsn::build(
             &self.inner.cfg.hostname,
             &sender.address,
             queue_id,
             sender.envid.as_deref(),
-            sender.ret,
             &wanted,
-            &copy.data.bytes().unwrap_or_default(),
+            original,
         );
         Some(Entry {
             id: format!("{queue_id}.dsn.{now}"),
@@ -302,6 +324,7 @@ impl Relay {
                 recipients: vec![Recipient::plain(sender.address.clone())],
             },
             data: Entry::encode(&report),
+            file: None,
             credentials: None,
             // A report goes back towards the sender: outbound, whatever the copy's way.
             route: Route::Outbound,
@@ -401,6 +424,48 @@ impl Relay {
     }
 }
 
+/// A message returned whole in a DSN (RET=FULL) is at most this large; a larger one is
+/// returned by its header, with a note (RFC 3461 §4.3 lets an MTA return the header
+/// only), so that a report never holds a large message in memory nor in the spool.
+pub const RETURN_FULL_MAX: usize = 1024 * 1024;
+/// The most header bytes a DSN returns.
+const RETURN_HEADER_MAX: usize = 256 * 1024;
+
+/// What of `data` a DSN may return, and whether that is the whole message: all of it
+/// when it is small and in memory (borrowed when it is one piece; the report cuts it at
+/// the header unless RET=FULL is asked for), else its header.
+///
+/// # Errors
+/// When a spilled message cannot be read back.
+fn dsn_original(data: &Blob) -> std::io::Result<(Cow<'_, [u8]>, bool)> {
+    if !data.is_spilled() && data.len() <= RETURN_FULL_MAX {
+        return Ok((data.bytes()?, true));
+    }
+    Ok((Cow::Owned(header_of(data)?), false))
+}
+
+/// The header of a message, up to and with the empty line that ends it, read a piece at
+/// a time (at most [`RETURN_HEADER_MAX`] bytes).
+fn header_of(data: &Blob) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for piece in data.pieces() {
+        let from = out.len().saturating_sub(3);
+        out.extend_from_slice(&piece?);
+        let end = out
+            .get(from..)
+            .and_then(|tail| tail.windows(4).position(|w| w == b"\r\n\r\n"));
+        if let Some(i) = end {
+            out.truncate(from + i + 4);
+            return Ok(out);
+        }
+        if out.len() >= RETURN_HEADER_MAX {
+            out.truncate(RETURN_HEADER_MAX);
+            break;
+        }
+    }
+    Ok(out)
+}
+
 fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
     let (status, reply) = match o {
         Outcome::Delivered(r) => ("delivered", r),
@@ -419,4 +484,83 @@ fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
 
 pub(crate) fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::testutil::{dotted_message, spilled, unstuff, upstream_config, Sink};
+
+    #[tokio::test]
+    async fn a_large_copy_owed_to_some_recipients_is_in_its_file_before_the_250() {
+        let sink = Sink::refusing(Some("later@")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let up = Transport::Smtp(upstream_config(sink.port));
+        let relay = Relay::open(
+            dir.path(),
+            None,
+            up.clone(),
+            up,
+            RelayConfig::new("gw.test"),
+        )
+        .unwrap();
+        let message = dotted_message(3);
+        let copy = Copy {
+            envelope: Envelope {
+                sender: crate::smtp::envelope::Sender::plain("a@example.org"),
+                recipients: vec![
+                    Recipient::plain("now@x.test"),
+                    Recipient::plain("later@x.test"),
+                ],
+            },
+            data: spilled(&message, incoming.path()),
+            credentials: None,
+            route: Route::Outbound,
+        };
+        let reply = relay.deliver("QID", vec![copy]).await;
+        assert_eq!(reply.code, 250, "{reply}");
+        assert!(reply.text().contains("retried"), "{reply}");
+        assert!(unstuff(&sink.messages.lock().unwrap()[0]) == message);
+
+        let spooled = relay.spool().all().unwrap();
+        assert_eq!(spooled.len(), 1);
+        assert_eq!(spooled[0].envelope.recipients[0].address, "later@x.test");
+        assert_eq!(spooled[0].file.as_deref(), Some("QID.0"));
+        assert!(spooled[0].data.is_empty(), "not copied into the entry");
+        let back = relay.spool().message(&spooled[0]).unwrap();
+        assert!(back.to_vec().unwrap() == message);
+    }
+
+    #[test]
+    fn a_dsn_returns_a_large_message_by_its_header() {
+        let incoming = tempfile::tempdir().unwrap();
+        let mut m = b"Subject: big\r\nX-Long: ".to_vec();
+        m.extend(std::iter::repeat_n(b'h', 70_000));
+        m.extend_from_slice(b"\r\n\r\n");
+        m.extend(std::iter::repeat_n(b'B', 3 * 65_536));
+        let header_len = m.len() - 3 * 65_536;
+        let big = spilled(&m, incoming.path());
+        let (bytes, whole) = dsn_original(&big).unwrap();
+        assert!(!whole);
+        assert_eq!(
+            &bytes[..],
+            &m[..header_len],
+            "the header, across a chunk edge"
+        );
+
+        let small = Blob::from(&b"Subject: s\r\n\r\nbody\r\n"[..]);
+        let (bytes, whole) = dsn_original(&small).unwrap();
+        assert!(whole && matches!(bytes, Cow::Borrowed(_)));
+        // In memory, in two pieces: whole too.
+        let mut two = Blob::from(&b"Subject: s\r\n"[..]);
+        two.append(Blob::from(&b"\r\nbody\r\n"[..]));
+        let (bytes, whole) = dsn_original(&two).unwrap();
+        assert!(whole);
+        assert_eq!(&bytes[..], b"Subject: s\r\n\r\nbody\r\n");
+
+        // No empty line: at most RETURN_HEADER_MAX bytes.
+        let endless = spilled(&vec![b'h'; 2 * RETURN_HEADER_MAX], incoming.path());
+        assert_eq!(header_of(&endless).unwrap().len(), RETURN_HEADER_MAX);
+    }
 }

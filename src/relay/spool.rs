@@ -1,16 +1,25 @@
 //! The spool: copies the gateway owes a delivery, in sled, sealed at rest (they may hold a
 //! client's credentials or decrypted mail), flushed before the client hears 250.
+//!
+//! A large message (spilled to disk on arrival, or over [`FILE_ABOVE`]) is not copied into
+//! its entry: it goes to a sealed file of its own, `spool-data/<entry id>` (0600, in a 0700
+//! directory), written piece by piece, synced with its directory before the entry is
+//! written, and removed with the entry. The files are sealed ([`crate::blob::sealed`])
+//! under a random key that the spool keeps sealed under its own key, so that they are as
+//! unreadable without the passphrase or key file as the entries are. A file without an
+//! entry (a crash between the two) is removed when the spool is opened.
 
+use std::fs::{File, OpenOptions};
 use std::io::Write;
-
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use sealpost_keyring::openpgp::crypto::Password;
 use sealpost_keyring::secret::Sealer;
 use serde::{Deserialize, Serialize};
 
+use crate::blob::{Blob, MasterKey, SealedFile, SealedWriter};
 use crate::smtp::envelope::Envelope;
 use crate::smtp::transaction::Credentials;
 
@@ -39,8 +48,13 @@ pub struct Entry {
     pub id: String,
     pub queue_id: String,
     pub envelope: Envelope,
-    /// The message, base64.
+    /// The message, base64, when it sits in the entry; empty when it is in `file`.
+    #[serde(default)]
     pub data: String,
+    /// The message's sealed file in `spool-data/`, for a large message. Entries written
+    /// before there were files have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// The client's login (AUTH passthrough), needed for each retry.
     pub credentials: Option<Credentials>,
     #[serde(default)]
@@ -63,6 +77,7 @@ impl std::fmt::Debug for Entry {
 }
 
 impl Entry {
+    /// The message kept in the entry itself (see [`Spool::message`] for any entry).
     pub fn message(&self) -> Vec<u8> {
         base64::engine::general_purpose::STANDARD
             .decode(&self.data)
@@ -77,16 +92,26 @@ impl Entry {
 pub struct Spool {
     db: sled::Db,
     sealer: Sealer,
+    /// Where large messages go, one sealed file per entry.
+    files: PathBuf,
+    /// The key those files are sealed under.
+    files_key: MasterKey,
 }
 
+/// Messages larger than this (or spilled to disk already) get a file of their own.
+pub const FILE_ABOVE: usize = 1024 * 1024;
+
 const SALT_KEY: &[u8] = b"\0salt";
+/// The message files' key, sealed under the spool's key.
+const FILES_KEY: &[u8] = b"\0files-key";
 
 impl Spool {
     /// Opens the spool in `data_dir/spool`. Entries are sealed with a key derived from the
     /// keyring passphrase, or else with a random key kept in `data_dir/spool.key` (0600).
     ///
     /// # Errors
-    /// When the database or the key file cannot be opened.
+    /// When the database or the key file cannot be opened, or the message files' key
+    /// cannot be unsealed (a wrong passphrase).
     pub fn open(data_dir: &Path, passphrase: Option<&Password>) -> Result<Spool, Error> {
         std::fs::create_dir_all(data_dir)?;
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -114,7 +139,115 @@ impl Spool {
             }
             None => Sealer::from_key(key_file(&data_dir.join("spool.key"))?),
         };
-        Ok(Spool { db, sealer })
+        let files_key = files_key(&db, &sealer)?;
+        let files = data_dir.join("spool-data");
+        std::fs::create_dir_all(&files)?;
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700))?;
+        let spool = Spool {
+            db,
+            sealer,
+            files,
+            files_key,
+        };
+        spool.remove_orphans()?;
+        Ok(spool)
+    }
+
+    /// Stores new entries with their messages, durably, before returning: a large
+    /// message is written to its own file and synced (with the directory) before the
+    /// entries are; a small one, or `None` (the entry holds its data already), goes in
+    /// the entry.
+    ///
+    /// # Errors
+    /// Any storage failure: the caller must then not promise delivery. Files written for
+    /// these entries are removed again.
+    pub fn put_new(&self, items: Vec<(Entry, Option<Blob>)>) -> Result<(), Error> {
+        let mut written = Vec::new();
+        let result = self.put_new_inner(items, &mut written);
+        if result.is_err() {
+            for name in written {
+                let _ = std::fs::remove_file(self.files.join(name));
+            }
+        }
+        result
+    }
+
+    fn put_new_inner(
+        &self,
+        items: Vec<(Entry, Option<Blob>)>,
+        written: &mut Vec<String>,
+    ) -> Result<(), Error> {
+        let mut entries = Vec::with_capacity(items.len());
+        for (mut e, data) in items {
+            match data {
+                Some(blob) if blob.is_spilled() || blob.len() > FILE_ABOVE => {
+                    let name = file_name(&e.id)?.to_string();
+                    written.push(name.clone());
+                    self.write_file(&name, &blob)?;
+                    e.data = String::new();
+                    e.file = Some(name);
+                }
+                Some(blob) => e.data = Entry::encode(&blob.bytes()?),
+                None => {}
+            }
+            entries.push(e);
+        }
+        if !written.is_empty() {
+            // The files' names must be on disk before an entry points at them.
+            File::open(&self.files)?.sync_all()?;
+        }
+        self.put(&entries)
+    }
+
+    fn write_file(&self, name: &str, blob: &Blob) -> Result<(), Error> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(self.files.join(name))?;
+        let mut w = SealedWriter::new(file, &self.files_key)?;
+        blob.for_each_piece(|p| w.write(p))?;
+        w.finish_durable()?;
+        Ok(())
+    }
+
+    /// The message of `entry`: from its file (read a chunk at a time when it is sent),
+    /// or from the entry itself.
+    ///
+    /// # Errors
+    /// When the file is missing or is not a sealed file.
+    pub fn message(&self, entry: &Entry) -> Result<Blob, Error> {
+        match &entry.file {
+            Some(name) => {
+                let f = File::open(self.files.join(file_name(name)?))?;
+                Ok(Blob::from(SealedFile::open(f, &self.files_key)?))
+            }
+            None => Ok(Blob::from(entry.message())),
+        }
+    }
+
+    /// Removes message files that no entry has (left by a crash between writing the
+    /// file and the entry). An entry's file has the entry's ID for a name, so this reads
+    /// no entry: nothing is removed because entries cannot be unsealed.
+    fn remove_orphans(&self) -> Result<(), Error> {
+        for item in std::fs::read_dir(&self.files)? {
+            let item = item?;
+            if !item.file_type()?.is_file() {
+                continue;
+            }
+            let name = item.file_name();
+            let owned = match name.to_str() {
+                Some(n) => self.db.contains_key(n.as_bytes())?,
+                None => false,
+            };
+            if !owned {
+                tracing::warn!(file = %item.path().display(), "removing a spooled message file without an entry (left by an interrupted write)");
+                std::fs::remove_file(item.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores entries, durably, before returning.
@@ -141,9 +274,27 @@ impl Spool {
     /// # Errors
     /// Storage failures.
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
-        let existed = self.db.remove(id.as_bytes())?.is_some();
+        let old = self.db.remove(id.as_bytes())?;
         self.db.flush()?;
-        Ok(existed)
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        // The file goes after the entry: a crash in between leaves an orphan, removed at
+        // the next start, never an entry without its message.
+        let name = match self.unseal(id.as_bytes(), &old) {
+            Ok(e) => e.file,
+            // Unreadable: its file, if any, has the entry's ID for a name.
+            Err(_) => Some(id.to_string()),
+        };
+        if let Some(name) = name {
+            if let Ok(name) = file_name(&name) {
+                match std::fs::remove_file(self.files.join(name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Every entry, oldest ID first. Entries that cannot be unsealed are reported, not
@@ -152,7 +303,7 @@ impl Spool {
         let mut out = Vec::new();
         for item in self.db.iter() {
             let (k, v) = item?;
-            if k.as_ref() == SALT_KEY {
+            if k.as_ref() == SALT_KEY || k.as_ref() == FILES_KEY {
                 continue;
             }
             out.push(self.unseal(&k, &v)?);
@@ -174,6 +325,39 @@ impl Spool {
             .open_record(value)
             .map_err(|e| Error::Corrupt(id.clone(), e.to_string()))?;
         serde_json::from_slice(&json).map_err(|e| Error::Corrupt(id, e.to_string()))
+    }
+}
+
+/// The message files' key: unsealed from the spool, or made and stored sealed.
+fn files_key(db: &sled::Db, sealer: &Sealer) -> Result<MasterKey, Error> {
+    let corrupt = |why: String| Error::Corrupt("message files key".into(), why);
+    if let Some(record) = db.get(FILES_KEY)? {
+        let key = sealer
+            .open_record(&record)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let key =
+            <[u8; 32]>::try_from(key.as_slice()).map_err(|_| corrupt("not 32 bytes".into()))?;
+        return Ok(MasterKey::new(key));
+    }
+    let key: [u8; 32] = rand::random();
+    let sealed = sealer.seal(&key).map_err(|e| Error::Store(e.to_string()))?;
+    db.insert(FILES_KEY, sealed)?;
+    db.flush()?;
+    Ok(MasterKey::new(key))
+}
+
+/// An entry ID as a file name: letters, digits, `.`, `_` and `-`, not starting with `.`
+/// (the gateway's IDs are such; anything else never becomes a path).
+fn file_name(id: &str) -> Result<&str, Error> {
+    let ok = !id.is_empty()
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::Corrupt(id.to_string(), "not a file name".into()))
     }
 }
 
@@ -214,6 +398,7 @@ mod tests {
                 recipients: vec![Recipient::plain("b@example.net")],
             },
             data: Entry::encode(b"Subject: plaintext secret words\r\n\r\nbody\r\n"),
+            file: None,
             credentials: Some(Credentials {
                 username: "alice".into(),
                 secret: Some("hunter2-password".into()),
@@ -256,8 +441,121 @@ mod tests {
                 all[0].message(),
                 b"Subject: plaintext secret words\r\n\r\nbody\r\n"
             );
+            // An entry with its data inside (as all were before files) reads as ever.
+            assert_eq!(
+                s.message(&all[0]).unwrap().to_vec().unwrap(),
+                all[0].message()
+            );
             assert!(s.remove("Q.1").unwrap());
             assert_eq!(s.all().unwrap().len(), 1);
+        }
+    }
+
+    /// A message of three chunks and a bit with a plaintext marker on every line.
+    fn large() -> Vec<u8> {
+        let mut m = b"Subject: plaintext secret words\r\n\r\n".to_vec();
+        while m.len() < 3 * crate::blob::sealed::CHUNK + 500 {
+            m.extend_from_slice(b"more plaintext secret words on this line\r\n");
+        }
+        m
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_large_message_gets_a_sealed_file_read_back_after_a_reopen_and_removed_with_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let message = large();
+        for pass in [None, Some(Password::from("spool pass"))] {
+            let sub = dir.path().join(if pass.is_some() { "p" } else { "n" });
+            {
+                let s = Spool::open(&sub, pass.as_ref()).unwrap();
+                let big = crate::relay::testutil::spilled(&message, incoming.path());
+                // Over the size, though in memory: a file too.
+                let also_big = Blob::from(vec![b'x'; FILE_ABOVE + 1]);
+                let small = Blob::from(&b"Subject: small\r\n\r\nx\r\n"[..]);
+                s.put_new(vec![
+                    (entry("Q.1"), Some(big)),
+                    (entry("Q.2"), Some(small)),
+                    (entry("Q.3"), Some(also_big)),
+                ])
+                .unwrap();
+            }
+            let files = sub.join("spool-data");
+            assert_eq!(mode(&files), 0o700);
+            assert_eq!(mode(&files.join("Q.1")), 0o600);
+            assert!(files.join("Q.3").exists());
+            assert!(
+                !files.join("Q.2").exists(),
+                "a small message stays in its entry"
+            );
+            for f in walk(&sub) {
+                let bytes = std::fs::read(&f).unwrap();
+                assert!(
+                    !bytes.windows(16).any(|w| w == b"plaintext secret"),
+                    "{} leaks",
+                    f.display()
+                );
+            }
+
+            // As after a restart.
+            let s = Spool::open(&sub, pass.as_ref()).unwrap();
+            let all = s.all().unwrap();
+            assert_eq!(all.len(), 3);
+            assert_eq!(all[0].file.as_deref(), Some("Q.1"));
+            assert!(all[0].data.is_empty());
+            let back = s.message(&all[0]).unwrap();
+            assert!(back.is_spilled());
+            assert!(back.to_vec().unwrap() == message, "byte for byte");
+            assert_eq!(
+                s.message(&all[1]).unwrap().to_vec().unwrap(),
+                b"Subject: small\r\n\r\nx\r\n"
+            );
+            assert_eq!(s.message(&all[2]).unwrap().len(), FILE_ABOVE + 1);
+
+            // An update (a retry) keeps the file.
+            let mut e = all[0].clone();
+            e.attempts += 1;
+            s.put(&[e]).unwrap();
+            assert!(files.join("Q.1").exists());
+            assert!(s.remove("Q.1").unwrap());
+            assert!(!files.join("Q.1").exists(), "the file goes with its entry");
+            assert!(s.remove("Q.3").unwrap());
+            assert_eq!(std::fs::read_dir(&files).unwrap().count(), 0);
+        }
+    }
+
+    #[test]
+    fn a_file_without_an_entry_is_removed_at_open_and_nothing_with_a_wrong_passphrase() {
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let pass = Password::from("spool pass");
+        let files = dir.path().join("spool-data");
+        {
+            let s = Spool::open(dir.path(), Some(&pass)).unwrap();
+            let big = crate::relay::testutil::spilled(&large(), incoming.path());
+            s.put_new(vec![(entry("Q.1"), Some(big))]).unwrap();
+        }
+        // A crash between a file and its entry leaves this.
+        std::fs::write(files.join("R.0"), b"half a file").unwrap();
+        assert!(Spool::open(dir.path(), Some(&Password::from("wrong"))).is_err());
+        assert!(files.join("R.0").exists() && files.join("Q.1").exists());
+        let s = Spool::open(dir.path(), Some(&pass)).unwrap();
+        assert!(!files.join("R.0").exists(), "the orphan is gone");
+        let all = s.all().unwrap();
+        assert!(s.message(&all[0]).unwrap().to_vec().unwrap() == large());
+    }
+
+    #[test]
+    fn only_plain_ids_become_file_names() {
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a\0b", "é"] {
+            assert!(file_name(bad).is_err(), "{bad:?}");
+        }
+        for good in ["7KQ2M9XBD4FZ.0", "Q.dsn.1700000000", "a_b-c"] {
+            assert_eq!(file_name(good).unwrap(), good);
         }
     }
 

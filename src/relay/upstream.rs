@@ -2,18 +2,21 @@
 //! that every upstream reply is passed back exactly and one refused RCPT does not abort
 //! the others.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 
+use crate::blob::{sealed::CHUNK, Blob};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
 use super::commands::{self, MailParams};
 use super::downgrade::{self, Prepared};
 use super::Copy;
+use switch::{Guarded, Switch};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamTls {
@@ -52,6 +55,7 @@ pub struct Pool {
 struct Idle {
     login: Option<(String, String)>,
     conn: AsyncSmtpConnection,
+    switch: Option<Switch>,
     since: std::time::Instant,
 }
 
@@ -60,20 +64,22 @@ const IDLE_FOR: Duration = Duration::from_secs(20);
 const MAX_IDLE: usize = 32;
 
 impl Pool {
-    fn take(&self, login: &Option<(String, String)>) -> Option<AsyncSmtpConnection> {
+    fn take(&self, login: &Option<(String, String)>) -> Option<Connected> {
         let mut idle = self.idle.lock().ok()?;
         idle.retain(|i| i.since.elapsed() < IDLE_FOR);
         let at = idle.iter().rposition(|i| &i.login == login)?;
-        Some(idle.swap_remove(at).conn)
+        let i = idle.swap_remove(at);
+        Some((i.conn, i.switch))
     }
 
-    fn put(&self, login: Option<(String, String)>, conn: AsyncSmtpConnection) {
+    fn put(&self, login: Option<(String, String)>, (conn, switch): Connected) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|i| i.since.elapsed() < IDLE_FOR);
             if idle.len() < MAX_IDLE {
                 idle.push(Idle {
                     login,
                     conn,
+                    switch,
                     since: std::time::Instant::now(),
                 });
             }
@@ -111,7 +117,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let login = creds.map(|c| (c.username.clone(), c.secret.clone().unwrap_or_default()));
     let pooled = cfg.pool.take(&login);
     let was_pooled = pooled.is_some();
-    let mut conn = match pooled {
+    let (mut conn, mut switch) = match pooled {
         Some(c) => c,
         None => match connect(cfg, creds).await {
             Ok(c) => c,
@@ -124,7 +130,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         Ok(d) => d,
         Err(reply) => {
             // Nothing was sent: the connection is clean for the next copy.
-            cfg.pool.put(login, conn);
+            cfg.pool.put(login, (conn, switch));
             return all(reply);
         }
     };
@@ -132,7 +138,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let mut sent = command_checked(&mut conn, mail, cfg.timeout).await;
     if was_pooled && matches!(sent, Err((_, true))) {
         // The server closed the idle connection in the meantime: a fresh one.
-        conn = match connect(cfg, creds).await {
+        (conn, switch) = match connect(cfg, creds).await {
             Ok(c) => c,
             Err(reply) => return all(reply),
         };
@@ -167,32 +173,11 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     if !accepted.is_empty() {
         let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
             Ok(_) => {
-                // lettre appends CRLF.CRLF itself; the message already ends with CRLF.
-                // In chunks, so that dot-stuffing never copies a large message whole.
-                let bytes = match data.data.bytes() {
-                    Ok(b) => b,
-                    Err(e) => {
-                        conn.abort().await;
-                        return all(downgrade::unreadable(&e));
-                    }
-                };
-                let body = bytes.strip_suffix(b"\r\n").unwrap_or(&bytes);
-                match tokio::time::timeout(
-                    cfg.data_timeout,
-                    conn.message_iter(body.chunks(64 * 1024)),
-                )
-                .await
-                {
-                    Ok(Ok(r)) => Ok(reply_of(&r)),
-                    Ok(Err(e)) => {
-                        reusable &= e.status().is_some();
-                        Err(error_reply(&e))
-                    }
-                    Err(_) => {
-                        reusable = false;
-                        Err(timeout_reply("the final dot"))
-                    }
+                let sent = send_message(&mut conn, switch.as_ref(), cfg, &data.data).await;
+                if let Err((_, broken)) = &sent {
+                    reusable &= !broken;
                 }
+                sent.map_err(|(reply, _)| reply)
             }
             Err((reply, broken)) => {
                 reusable &= !broken;
@@ -213,7 +198,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             .is_ok();
     }
     if reusable && !conn.has_broken() {
-        cfg.pool.put(login, conn);
+        cfg.pool.put(login, (conn, switch));
     } else {
         conn.abort().await;
     }
@@ -223,13 +208,100 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         .collect()
 }
 
+/// The message after DATA, its final dot, and the reply; an error says whether the
+/// connection is broken, as for [`command_checked`].
+///
+/// lettre dot-stuffs what it is given (its encoder keeps its state from one piece to the
+/// next, so a `.` that starts a line at a piece boundary is stuffed) and appends
+/// CRLF.CRLF itself; the message already ends with CRLF, which is left out. A message in
+/// memory goes as slices of itself; a spilled one is read one sealed chunk per piece, on
+/// the async thread (a positioned read and a decryption of 64 KiB between two awaited
+/// socket writes: cheaper than a hand-off to the blocking pool per chunk).
+///
+/// lettre's iterator cannot fail, and when it ends lettre sends the final dot: a chunk
+/// that could not be read would truncate the message. So every spilled chunk has been
+/// read and authenticated before MAIL (the 8-bit scan in [`downgrade::prepare`]), and a
+/// read that still fails here (the disk failing within these seconds) cuts the socket's
+/// writes before lettre writes the final dot: the upstream never sees the message end,
+/// the connection is closed, and the recipients are failed temporarily. With implicit
+/// TLS lettre opens the socket itself and there is no switch; there the pre-check is all.
+async fn send_message(
+    conn: &mut AsyncSmtpConnection,
+    switch: Option<&Switch>,
+    cfg: &UpstreamConfig,
+    data: &Blob,
+) -> Result<Reply, (Reply, bool)> {
+    let sent = match data.as_slice() {
+        Some(bytes) => {
+            let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
+            tokio::time::timeout(cfg.data_timeout, conn.message_iter(body.chunks(CHUNK))).await
+        }
+        None => {
+            let len = data.len();
+            let tail = data
+                .slice(len.saturating_sub(2)..len)
+                .to_vec()
+                .map_err(|e| (downgrade::unreadable(&e), true))?;
+            let body = match tail.as_slice() {
+                b"\r\n" => data.slice(0..len - 2),
+                _ => data.clone(),
+            };
+            let mut failed = None;
+            let pieces = Pieces {
+                pieces: body.pieces(),
+                failed: &mut failed,
+                switch,
+            };
+            let sent = tokio::time::timeout(cfg.data_timeout, conn.message_iter(pieces)).await;
+            if let Some(e) = failed {
+                return Err((downgrade::unreadable(&e), true));
+            }
+            sent
+        }
+    };
+    match sent {
+        Ok(Ok(r)) => Ok(reply_of(&r)),
+        Ok(Err(e)) => Err((error_reply(&e), e.status().is_none())),
+        Err(_) => Err((timeout_reply("the final dot"), true)),
+    }
+}
+
+/// A spilled message's pieces for lettre, which takes an iterator of bytes: the first
+/// read error cuts the socket's writes (lettre's final dot then fails to go out), ends
+/// the pieces, and is kept for the caller.
+struct Pieces<'a> {
+    pieces: crate::blob::Pieces<'a>,
+    failed: &'a mut Option<std::io::Error>,
+    switch: Option<&'a Switch>,
+}
+
+impl<'a> Iterator for Pieces<'a> {
+    type Item = Cow<'a, [u8]>;
+
+    fn next(&mut self) -> Option<Cow<'a, [u8]>> {
+        if self.failed.is_some() {
+            return None;
+        }
+        match self.pieces.next()? {
+            Ok(p) => Some(p),
+            Err(e) => {
+                if let Some(s) = self.switch {
+                    s.cut();
+                }
+                *self.failed = Some(e);
+                None
+            }
+        }
+    }
+}
+
 /// Logs in upstream with the client's credentials (AUTH passthrough).
 ///
 /// # Errors
 /// `535 5.7.8` when the upstream refuses them, `454 4.7.0` when it cannot be reached.
 pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<(), Reply> {
     match connect(cfg, Some(creds)).await {
-        Ok(mut conn) => {
+        Ok((mut conn, _)) => {
             let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
             Ok(())
         }
@@ -254,7 +326,7 @@ pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<()
 /// Whether the upstream offers SMTPUTF8 (so that the listener may offer it too).
 pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
     match connect(cfg, None).await {
-        Ok(mut conn) => {
+        Ok((mut conn, _)) => {
             let yes = conn.server_info().supports_feature(Extension::SmtpUtfEight);
             let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
             yes
@@ -263,10 +335,11 @@ pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
     }
 }
 
-async fn connect(
-    cfg: &UpstreamConfig,
-    creds: Option<&Credentials>,
-) -> Result<AsyncSmtpConnection, Reply> {
+/// A connection, and the switch that cuts its writes: none with implicit TLS, whose
+/// socket lettre opens itself.
+type Connected = (AsyncSmtpConnection, Option<Switch>);
+
+async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
     let hello = ClientId::Domain(cfg.helo.clone());
     let tls = |host: &str| -> Result<TlsParameters, Reply> {
         let mut b = TlsParameters::builder(host.to_string());
@@ -283,6 +356,7 @@ async fn connect(
         _ => None,
     };
     crate::tls::install_provider();
+    let mut switch = None;
     let mut conn = match implicit {
         Some(params) => {
             let connecting = AsyncSmtpConnection::connect_tokio1(
@@ -319,7 +393,9 @@ async fn connect(
                 Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
             };
             let _ = tcp.set_nodelay(true);
-            let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello);
+            let (guarded, s) = Guarded::new(tcp);
+            switch = Some(s);
+            let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(guarded), &hello);
             match tokio::time::timeout(cfg.timeout, greeting).await {
                 Ok(Ok(c)) => c,
                 Ok(Err(e)) => {
@@ -370,7 +446,7 @@ async fn connect(
             Err(_) => return Err(timeout_reply("AUTH")),
         }
     }
-    Ok(conn)
+    Ok((conn, switch))
 }
 
 fn supports(conn: &AsyncSmtpConnection, keyword: &str) -> bool {
@@ -482,15 +558,7 @@ fn local_error(text: &str) -> Reply {
     Reply::new(451, Enhanced(4, 3, 0), text)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod switch;
 
-    #[test]
-    fn upstream_texts_keep_their_enhanced_code() {
-        let r = parse_text(550, "5.1.1 <bob@x>: no such user".into());
-        assert_eq!(r.to_wire(), b"550 5.1.1 <bob@x>: no such user\r\n");
-        let r = parse_text(451, "try later".into());
-        assert_eq!(r.to_wire(), b"451 4.0.0 try later\r\n");
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -130,54 +130,83 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Message data for DATA, in pieces of about `chunk` bytes: every line ends in CRLF (a
-/// bare LF becomes CRLF, a last line without one gets one), a line starting with `.` gets
-/// another (RFC 5321 §4.5.2), and the last piece ends with the terminating `.` line.
-pub fn dot_stuffed(data: &[u8], chunk: usize) -> DotStuffed<'_> {
-    DotStuffed {
-        rest: data,
-        chunk: chunk.max(1),
-        done: false,
+/// Message data for DATA, encoded as it is fed in pieces (wherever they split the
+/// lines): every line ends in CRLF (a bare LF becomes CRLF, a last line without one gets
+/// one), a line starting with `.` gets another (RFC 5321 §4.5.2), and
+/// [`DotStuffer::finish`] adds the terminating `.` line.
+///
+/// The state carried from one piece to the next is whether a line has just begun and
+/// whether the piece ended in a CR that may be the first half of a CRLF; so a `.` at the
+/// start of a piece is stuffed exactly when it starts a line.
+#[derive(Debug, Clone, Copy)]
+pub struct DotStuffer {
+    line_start: bool,
+    /// The last piece ended in a CR, not written yet.
+    cr: bool,
+}
+
+impl Default for DotStuffer {
+    fn default() -> DotStuffer {
+        DotStuffer {
+            line_start: true,
+            cr: false,
+        }
     }
 }
 
-/// The iterator [`dot_stuffed`] returns.
-pub struct DotStuffed<'a> {
-    rest: &'a [u8],
-    chunk: usize,
-    done: bool,
-}
+impl DotStuffer {
+    pub fn new() -> DotStuffer {
+        DotStuffer::default()
+    }
 
-impl Iterator for DotStuffed<'_> {
-    type Item = Vec<u8>;
-
-    fn next(&mut self) -> Option<Vec<u8>> {
-        if self.done {
-            return None;
-        }
-        let mut out = Vec::with_capacity(self.chunk + 64);
-        while out.len() < self.chunk {
-            if self.rest.is_empty() {
-                out.extend_from_slice(b".\r\n");
-                self.done = true;
-                break;
+    /// Appends the encoding of `piece` to `out`.
+    pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
+        let mut rest = piece;
+        while let Some((&first, tail)) = rest.split_first() {
+            if std::mem::take(&mut self.cr) {
+                if first == b'\n' {
+                    out.extend_from_slice(b"\r\n");
+                    self.line_start = true;
+                    rest = tail;
+                    continue;
+                }
+                // A CR inside a line: kept as it is.
+                out.push(b'\r');
             }
-            let (line, rest) = match self.rest.iter().position(|&b| b == b'\n') {
-                Some(i) => (
-                    self.rest.get(..i).unwrap_or_default(),
-                    self.rest.get(i + 1..).unwrap_or_default(),
-                ),
-                None => (self.rest, &[][..]),
-            };
-            self.rest = rest;
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.first() == Some(&b'.') {
+            if self.line_start && first == b'.' {
                 out.push(b'.');
             }
-            out.extend_from_slice(line);
+            self.line_start = false;
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let line = rest.get(..i).unwrap_or_default();
+                    out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
+                    out.extend_from_slice(b"\r\n");
+                    self.line_start = true;
+                    rest = rest.get(i + 1..).unwrap_or_default();
+                }
+                None => {
+                    // A line that goes on in the next piece; a CR at the end waits to
+                    // see whether an LF follows.
+                    match rest.strip_suffix(b"\r") {
+                        Some(head) => {
+                            out.extend_from_slice(head);
+                            self.cr = true;
+                        }
+                        None => out.extend_from_slice(rest),
+                    }
+                    rest = &[];
+                }
+            }
+        }
+    }
+
+    /// Ends the last line if it is open, and appends the terminating `.` line.
+    pub fn finish(self, out: &mut Vec<u8>) {
+        if self.cr || !self.line_start {
             out.extend_from_slice(b"\r\n");
         }
-        Some(out)
+        out.extend_from_slice(b".\r\n");
     }
 }
 
@@ -253,18 +282,45 @@ mod tests {
         assert_eq!(parse(many.as_bytes()), Err(Error::TooManyLines));
     }
 
+    /// `data` fed in pieces cut at `cuts`, encoded.
+    fn stuffed(data: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = DotStuffer::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([&data.len()]) {
+            s.push(&data[at..c], &mut out);
+            at = c;
+        }
+        s.finish(&mut out);
+        out
+    }
+
     #[test]
     fn dot_stuffing_and_line_ends() {
-        let all = |data: &[u8], chunk| dot_stuffed(data, chunk).flatten().collect::<Vec<u8>>();
+        let all = |data: &[u8]| stuffed(data, &[]);
         assert_eq!(
-            all(b"a\r\n.b\r\n..c\nd", 1000),
+            all(b"a\r\n.b\r\n..c\nd"),
             b"a\r\n..b\r\n...c\r\nd\r\n.\r\n".to_vec()
         );
-        assert_eq!(all(b"", 1000), b".\r\n".to_vec());
-        assert_eq!(all(b".\r\n", 1000), b"..\r\n.\r\n".to_vec());
-        // Small pieces give the same bytes.
-        let data = b"x\r\n.y\r\nz\r\n";
-        assert_eq!(all(data, 1), all(data, 1 << 16));
-        assert!(dot_stuffed(data, 1).count() > 1);
+        assert_eq!(all(b""), b".\r\n".to_vec());
+        assert_eq!(all(b".\r\n"), b"..\r\n.\r\n".to_vec());
+        assert_eq!(all(b"x\ry\r"), b"x\ry\r\n.\r\n".to_vec());
+        assert_eq!(all(b"x\n\r"), b"x\r\n\r\n.\r\n".to_vec());
+        assert_eq!(all(b"\r\r\n.\r"), b"\r\r\n..\r\n.\r\n".to_vec());
+    }
+
+    #[test]
+    fn every_split_gives_the_same_bytes() {
+        let data = b"a\r\n.b\r\n..c\nd\r.e\r\r\n.\n\n.\r\nlast.\r";
+        let whole = stuffed(data, &[]);
+        for i in 0..=data.len() {
+            assert_eq!(stuffed(data, &[i]), whole, "cut at {i}");
+            for j in i..=data.len() {
+                assert_eq!(stuffed(data, &[i, j]), whole, "cut at {i}, {j}");
+            }
+        }
+        // Byte by byte.
+        let cuts: Vec<usize> = (1..data.len()).collect();
+        assert_eq!(stuffed(data, &cuts), whole);
     }
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::{dsn, unix, Copy, Outcome, Relay};
+use crate::blob::Blob;
 use crate::smtp::reply::{Class, Enhanced, Reply};
 
 pub async fn run(relay: Relay, shutdown: CancellationToken) {
@@ -40,13 +41,31 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
             soonest = Some(soonest.map_or(entry.next_attempt, |s| s.min(entry.next_attempt)));
             continue;
         }
+        // A large message stays in its file and is read a chunk at a time as it is sent.
+        let data = spool.message(&entry);
         let copy = Copy {
             envelope: entry.envelope.clone(),
-            data: crate::blob::Blob::from(entry.message()),
+            data: data.as_ref().map_or_else(|_| Blob::default(), Blob::clone),
             credentials: entry.credentials.clone(),
             route: entry.route,
         };
-        let outcomes = relay.attempt(&copy).await;
+        let outcomes = match &data {
+            Ok(_) => relay.attempt(&copy).await,
+            Err(e) => {
+                // Retried like any temporary failure, and reported when its time is up.
+                tracing::error!(id = %entry.id, error = %e, "cannot read a spooled message back");
+                let reply = Reply::new(
+                    451,
+                    Enhanced(4, 3, 0),
+                    "Temporary local problem: the spooled message cannot be read",
+                );
+                copy.envelope
+                    .recipients
+                    .iter()
+                    .map(|_| Outcome::Failed(reply.clone()))
+                    .collect()
+            }
+        };
         let mut retry = Vec::new();
         let mut failed = Vec::new();
         let mut last = None;
@@ -110,4 +129,74 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
     }
     let now = unix(SystemTime::now());
     Ok(soonest.map(|s| Duration::from_secs(s.saturating_sub(now).max(1))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::testutil::{dotted_message, entry, spilled, unstuff, upstream_config, Sink};
+    use crate::relay::{RelayConfig, Transport};
+
+    #[tokio::test]
+    async fn a_spooled_large_message_is_sent_from_its_file_which_then_goes() {
+        let sink = Sink::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let up = Transport::Smtp(upstream_config(sink.port));
+        let cfg = RelayConfig::new("gw.test");
+        let message = dotted_message(3);
+        {
+            let relay = Relay::open(dir.path(), None, up.clone(), up.clone(), cfg.clone()).unwrap();
+            let blob = spilled(&message, incoming.path());
+            relay
+                .spool()
+                .put_new(vec![(entry("Q.0"), Some(blob))])
+                .unwrap();
+        }
+        let file = dir.path().join("spool-data").join("Q.0");
+        assert!(file.exists());
+        // As after a restart: a new spool handle finds the entry and its file.
+        let relay = Relay::open(dir.path(), None, up.clone(), up, cfg).unwrap();
+        assert_eq!(pass(&relay, true).await.unwrap(), None);
+        let got = sink.messages.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        assert!(unstuff(&got[0]) == message, "byte for byte");
+        assert!(relay.spool().all().unwrap().is_empty());
+        assert!(!file.exists(), "delivered: the file is gone");
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_a_temporary_failure_retried_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        // Nothing listens there: the attempt would fail anyway, but it is not made.
+        let up = Transport::Smtp(upstream_config(9));
+        let relay = Relay::open(
+            dir.path(),
+            None,
+            up.clone(),
+            up,
+            RelayConfig::new("gw.test"),
+        )
+        .unwrap();
+        let blob = spilled(&dotted_message(1), incoming.path());
+        relay
+            .spool()
+            .put_new(vec![(entry("Q.0"), Some(blob))])
+            .unwrap();
+        std::fs::remove_file(dir.path().join("spool-data").join("Q.0")).unwrap();
+        assert!(pass(&relay, true).await.unwrap().is_some());
+        let all = relay.spool().all().unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].attempts, 2);
+        assert!(
+            all[0]
+                .last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("cannot be read"),
+            "{:?}",
+            all[0].last_error
+        );
+    }
 }

@@ -260,3 +260,87 @@ async fn unreachable_servers_are_temporary_failures() {
     assert_eq!(codes(&outcomes), ["failed 451 4.4.1"]);
     assert!(!offers_smtputf8(&cfg).await);
 }
+
+#[tokio::test]
+async fn a_spilled_message_goes_byte_for_byte_with_dots_at_every_chunk_edge() {
+    use crate::relay::testutil::{dotted_message, spilled, unstuff};
+    let dir = tempfile::tempdir().unwrap();
+    let message = dotted_message(5);
+    let header = b"Received: by gw.test\r\n".to_vec();
+    let mut c = copy(&["a@x.test"], "");
+    // The header is a piece in memory, the message a file that starts with a `.` line.
+    c.data = spilled(&message, dir.path()).prepend(header.clone());
+    assert!(c.data.is_spilled());
+    let (outcomes, commands, data) = run(Script::default(), &c).await;
+    assert_eq!(codes(&outcomes), ["ok 250"]);
+    assert_eq!(
+        commands[1],
+        format!("MAIL FROM:<a@remote.example> SIZE={}", c.data.len())
+    );
+    let mut expected = header;
+    expected.extend_from_slice(&message);
+    let dot_lines = expected
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"."))
+        .count();
+    assert!(dot_lines >= 7, "{dot_lines}");
+    assert_eq!(
+        data.len(),
+        expected.len() + dot_lines,
+        "each `.` line stuffed once"
+    );
+    assert!(unstuff(&data) == expected, "byte for byte");
+}
+
+/// A sealed file of `len` bytes whose chunk `bad` fails authentication.
+fn broken_blob(len: usize, bad: u64) -> (crate::blob::Blob, tempfile::NamedTempFile) {
+    use crate::blob::sealed::{MasterKey, SealedFile, SealedWriter, CHUNK};
+    let named = tempfile::NamedTempFile::new().unwrap();
+    let key = MasterKey::random();
+    let mut w = SealedWriter::new(named.reopen().unwrap(), &key).unwrap();
+    let line = b"line of text\r\n";
+    let mut data = Vec::new();
+    while data.len() < len {
+        data.extend_from_slice(line);
+    }
+    w.write(&data).unwrap();
+    w.finish_durable().unwrap();
+    let mut raw = std::fs::read(named.path()).unwrap();
+    // After the salt (32 bytes), chunk `bad` starts; flip a byte well inside it.
+    let at = 32 + bad as usize * (CHUNK + 16) + 100;
+    raw[at] ^= 1;
+    std::fs::write(named.path(), &raw).unwrap();
+    let f = SealedFile::open(named.reopen().unwrap(), &key).unwrap();
+    (crate::blob::Blob::from(f), named)
+}
+
+#[tokio::test]
+async fn a_spilled_message_that_cannot_be_read_is_never_ended_with_a_dot() {
+    // Caught by the scan before MAIL: nothing is sent.
+    let (blob, _file) = broken_blob(300_000, 2);
+    let mut c = copy(&["a@x.test"], "");
+    c.data = blob.clone();
+    let (outcomes, commands, _) = run(Script::default(), &c).await;
+    assert_eq!(codes(&outcomes), ["failed 451 4.3.0"]);
+    assert!(
+        !commands.iter().any(|c| c.starts_with("MAIL")),
+        "{commands:?}"
+    );
+
+    // Failing in the middle of the data: what went out has no final dot.
+    let (client, server) = tokio::io::duplex(1 << 16);
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        let mut server = server;
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut server, &mut got).await;
+        got
+    });
+    let mut conn = Connection::new(Box::new(client));
+    let r = send_data(&mut conn, &cfg(), &blob).await.unwrap_err();
+    assert_eq!((r.code, r.enhanced), (451, Some(Enhanced(4, 3, 0))));
+    drop(conn);
+    let got = reader.await.unwrap();
+    assert!(got.len() >= 2 * crate::blob::sealed::CHUNK, "{}", got.len());
+    assert!(!got.ends_with(b"\r\n.\r\n"));
+    assert!(!got.windows(5).any(|w| w == b"\r\n.\r\n"));
+}

@@ -1,0 +1,124 @@
+//! The upstream client against a small SMTP server on a real socket.
+
+use super::*;
+use crate::relay::testutil::{dotted_message, spilled, unstuff, upstream_config as config, Sink};
+use crate::relay::Route;
+use crate::smtp::envelope::{Envelope, Recipient, Sender};
+
+#[test]
+fn upstream_texts_keep_their_enhanced_code() {
+    let r = parse_text(550, "5.1.1 <bob@x>: no such user".into());
+    assert_eq!(r.to_wire(), b"550 5.1.1 <bob@x>: no such user\r\n");
+    let r = parse_text(451, "try later".into());
+    assert_eq!(r.to_wire(), b"451 4.0.0 try later\r\n");
+}
+
+fn copy(data: Blob) -> Copy {
+    Copy {
+        envelope: Envelope {
+            sender: Sender::plain("a@example.org"),
+            recipients: vec![Recipient::plain("b@example.net")],
+        },
+        data,
+        credentials: None,
+        route: Route::Outbound,
+    }
+}
+
+fn delivered(outcomes: &[Outcome]) -> bool {
+    outcomes
+        .iter()
+        .all(|o| matches!(o, Outcome::Delivered(r) if r.code == 250))
+}
+
+#[tokio::test]
+async fn a_spilled_message_goes_byte_for_byte_with_dots_at_every_chunk_edge() {
+    let sink = Sink::start().await;
+    let cfg = config(sink.port);
+    let dir = tempfile::tempdir().unwrap();
+    let message = dotted_message(5);
+    let header = b"Received: by gw.test\r\n".to_vec();
+    let blob = spilled(&message, dir.path()).prepend(header.clone());
+    let mut expected = header;
+    expected.extend_from_slice(&message);
+
+    assert!(delivered(&attempt(&cfg, &copy(blob.clone())).await));
+    // The same message from memory, on the pooled connection: the same bytes.
+    assert!(delivered(
+        &attempt(&cfg, &copy(Blob::from(expected.clone()))).await
+    ));
+    // Without its last CRLF, which the final dot then supplies.
+    let cut = blob.slice(0..blob.len() - 2);
+    assert!(delivered(&attempt(&cfg, &copy(cut)).await));
+
+    let got = sink.messages.lock().unwrap().clone();
+    assert_eq!(got.len(), 3);
+    assert!(got[0] == got[1], "spilled and in-memory agree on the wire");
+    assert!(got[2] == got[0], "a missing last CRLF is added");
+    let dot_lines = expected
+        .split_inclusive(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"."))
+        .count();
+    assert_eq!(got[0].len(), expected.len() + dot_lines);
+    assert!(unstuff(&got[0]) == expected, "byte for byte");
+}
+
+#[tokio::test]
+async fn a_spilled_message_that_cannot_be_read_is_not_sent() {
+    let sink = Sink::start().await;
+    let cfg = config(sink.port);
+    let named = tempfile::NamedTempFile::new().unwrap();
+    let key = crate::blob::MasterKey::random();
+    let mut w = crate::blob::SealedWriter::new(named.reopen().unwrap(), &key).unwrap();
+    w.write(&b"Subject: x\r\n\r\n".repeat(20_000)).unwrap();
+    w.finish_durable().unwrap();
+    // Opened under another key: no chunk authenticates.
+    let f =
+        crate::blob::SealedFile::open(named.reopen().unwrap(), &crate::blob::MasterKey::random())
+            .unwrap();
+    let outcomes = attempt(&cfg, &copy(Blob::from(f))).await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Failed(r)] if r.code == 451),
+        "{outcomes:?}"
+    );
+    assert!(sink.messages.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_read_failing_in_the_middle_cuts_the_socket_before_the_final_dot() {
+    let sink = Sink::start().await;
+    let cfg = config(sink.port);
+    // Chunk 2 of 5 fails authentication; the pre-check before MAIL is skipped here.
+    let named = tempfile::NamedTempFile::new().unwrap();
+    let key = crate::blob::MasterKey::random();
+    let mut w = crate::blob::SealedWriter::new(named.reopen().unwrap(), &key).unwrap();
+    w.write(&b"line of text\r\n".repeat(23_000)).unwrap();
+    w.finish_durable().unwrap();
+    let mut raw = std::fs::read(named.path()).unwrap();
+    raw[32 + 2 * (CHUNK + 16) + 100] ^= 1;
+    std::fs::write(named.path(), &raw).unwrap();
+    let blob = Blob::from(crate::blob::SealedFile::open(named.reopen().unwrap(), &key).unwrap());
+
+    let (mut conn, switch) = connect(&cfg, None).await.unwrap();
+    assert!(switch.is_some());
+    for cmd in [
+        "MAIL FROM:<a@example.org>\r\n",
+        "RCPT TO:<b@example.net>\r\n",
+        "DATA\r\n",
+    ] {
+        command_checked(&mut conn, cmd.to_string(), cfg.timeout)
+            .await
+            .unwrap();
+    }
+    let (reply, broken) = send_message(&mut conn, switch.as_ref(), &cfg, &blob)
+        .await
+        .unwrap_err();
+    assert_eq!((reply.code, broken), (451, true));
+    conn.abort().await;
+    drop(conn);
+    sink.wait_ended(1).await;
+    assert!(
+        sink.messages.lock().unwrap().is_empty(),
+        "the server never saw the message end"
+    );
+}
