@@ -197,14 +197,19 @@ pub fn inline_reader<R: Read + Send + Sync>(
     now: SystemTime,
     max: usize,
 ) -> Result<Option<Vec<Check>>, Error> {
+    // Sequoia holds back 25 MB by default before handing data out; here nothing is
+    // handed to anyone (it goes to a sink), so a small hold-back keeps memory bounded.
     inline_from(
-        VerifierBuilder::from_reader(data),
+        VerifierBuilder::from_reader(data).map(|b| b.buffer_size(READER_HOLD_BACK)),
         keyring,
         policy,
         now,
         max,
     )
 }
+
+/// What sequoia holds back while verifying data read as it comes.
+const READER_HOLD_BACK: usize = 64 << 10;
 
 fn inline_from(
     builder: openpgp::Result<VerifierBuilder<'_>>,

@@ -157,3 +157,19 @@ fn a_large_inline_message_and_one_for_nobody_here() {
     assert_eq!(o.verdict.encryption, Encryption::NoKey);
     assert_eq!(body(&o.message), body(&for_dave));
 }
+
+#[test]
+fn a_large_cleartext_signed_message_is_verified_while_it_is_read() {
+    let w = World::new();
+    let text = "cleartext line\r\n".repeat(100_000);
+    let mut m = format!("{OUTER}Content-Type: text/plain\r\n\r\n").into_bytes();
+    m.extend_from_slice(&cleartext(text.as_bytes(), &w.alice));
+    let o = open_spilled(&w, &m, 16 * MIB);
+    assert_verdict(&o, "valid", "none", "none");
+    assert!(o.spilled);
+    assert_eq!(body(&o.message), body(&m));
+    assert_eq!(w.open_with(&m, &["bob@example.net"], 16 * MIB)[0], o);
+    // Over the plaintext limit, it is not checked to the end: not valid.
+    let o = open_spilled(&w, &m, MIB);
+    assert_eq!(o.verdict.signature, Signature::Invalid);
+}
