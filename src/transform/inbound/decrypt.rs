@@ -306,6 +306,9 @@ fn decrypt_with<B>(
             }
             None => Encryption::NoKey,
         },
+        // Too much data without a key of ours having opened anything: not encrypted to
+        // this recipient (the in-memory path only decrypts what it saw encrypted).
+        Err(Read_::TooLarge) if state.used.is_none() => Encryption::NoKey,
         Err(Read_::TooLarge) => Encryption::TooLarge,
         Err(Read_::Spill(e)) => return Err(Error::Spill(e)),
         Err(Read_::Failed) if !state.eligible => Encryption::NoKey,

@@ -78,11 +78,9 @@ fn guarded(
     let mut v = Verdict::new(outer.from.clone());
     let data = match scan::classify(&outer.fields, body, message)? {
         Root::PgpMime(data) => {
-            return match decrypt::kind_reader(data.openpgp()) {
-                Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                    per_recipient(ctx, outer, body, recipients, &data, k, true)
-                }
-                _ => {
+            return match per_recipient(ctx, outer, body, recipients, &data, true)? {
+                Some(out) => Ok(out),
+                None => {
                     v.encryption = Encryption::Malformed;
                     Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
                 }
@@ -131,10 +129,10 @@ fn guarded(
         }
     };
     // A whole armored body: encrypted, or signed only.
+    if let Some(out) = per_recipient(ctx, outer, body, recipients, &data, false)? {
+        return Ok(out);
+    }
     match decrypt::kind_reader(data.openpgp()) {
-        Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(ctx, outer, body, recipients, &data, k, false)
-        }
         Some(Kind::NotEncrypted) => {
             match verify::inline_reader(data.reader(), keyring, keyring.policy(), now, max)? {
                 Some(checks) => {
@@ -144,37 +142,57 @@ fn guarded(
             }
             Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
         }
-        None => {
+        _ => {
             v.encryption = Encryption::Malformed;
             Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
         }
     }
 }
 
-/// One copy per recipient, each decrypted with that recipient's own keys only.
+/// One copy per recipient, each decrypted with that recipient's own keys only; `None`
+/// when the data is not an encrypted OpenPGP message (then it is malformed, or signed
+/// only).
+///
+/// The in-memory path reads the packets once before decrypting, to refuse a SED message
+/// (`no-integrity`) without trying. Here that is a second pass over a large message, so
+/// it is made only when decryption gave no plaintext and the data was not too large:
+/// sequoia does not decrypt a SED packet (it parses it as unknown, and a message with one
+/// is not a valid message), so no plaintext comes from one either way, and the packet
+/// pass then tells a SED message or a malformed one apart from a key or integrity
+/// failure.
 fn per_recipient(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
     body: &Blob,
     recipients: &[&str],
     data: &Data,
-    kind: Kind,
     mime: bool,
-) -> Result<Vec<Opened>, Error> {
+) -> Result<Option<Vec<Opened>>, Error> {
+    let mut kind: Option<Option<Kind>> = None;
     let mut out = Vec::with_capacity(recipients.len());
     for (i, rcpt) in recipients.iter().enumerate() {
         let mut v = Verdict::new(outer.from.clone());
-        let outcome = if kind == Kind::NoIntegrity {
-            Outcome::Refused(Encryption::NoIntegrity)
-        } else {
-            decrypt::decrypt_stream(
+        let outcome = match kind {
+            Some(Some(Kind::NoIntegrity)) => Outcome::Refused(Encryption::NoIntegrity),
+            _ => decrypt::decrypt_stream(
                 || data.openpgp(),
                 rcpt,
                 ctx.keyring,
                 (ctx.keyring.policy(), ctx.now),
                 ctx.settings.max_plaintext,
                 ctx.settings.spill.as_ref(),
-            )?
+            )?,
+        };
+        let outcome = match outcome {
+            Outcome::Refused(e) if e != Encryption::TooLarge => {
+                let k = *kind.get_or_insert_with(|| decrypt::kind_reader(data.openpgp()));
+                match k {
+                    Some(Kind::Encrypted) => Outcome::Refused(e),
+                    Some(Kind::NoIntegrity) => Outcome::Refused(Encryption::NoIntegrity),
+                    Some(Kind::NotEncrypted) | None => return Ok(None),
+                }
+            }
+            o => o,
         };
         let opened = match outcome {
             Outcome::Plaintext(p) if mime => payload(ctx, outer, p, vec![i])?,
@@ -199,7 +217,7 @@ fn per_recipient(
         };
         out.push(opened);
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// A decrypted PGP/MIME payload, as [`super::payload`] builds it: a new head in front of
