@@ -76,9 +76,11 @@ impl<R: Read> Lines<R> {
                 None => (buf.len(), false),
             };
             let piece = buf.get(..take).unwrap_or_default();
-            for &b in piece {
-                self.last = [self.last[1], b];
-            }
+            self.last = match piece {
+                [.., a, b] => [*a, *b],
+                [b] => [self.last[1], *b],
+                [] => self.last,
+            };
             if overflowed {
                 long(piece);
             } else if self.head.len() + piece.len() > KEEP {

@@ -79,8 +79,8 @@ fn guarded(
     let data = match scan::classify(&outer.fields, body, message)? {
         Root::PgpMime(data) => {
             return match per_recipient(ctx, outer, body, recipients, &data, true)? {
-                Some(out) => Ok(out),
-                None => {
+                Copies::Opened(out) => Ok(out),
+                Copies::NotEncrypted { .. } => {
                     v.encryption = Encryption::Malformed;
                     Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
                 }
@@ -129,11 +129,9 @@ fn guarded(
         }
     };
     // A whole armored body: encrypted, or signed only.
-    if let Some(out) = per_recipient(ctx, outer, body, recipients, &data, false)? {
-        return Ok(out);
-    }
-    match decrypt::kind_reader(data.openpgp()) {
-        Some(Kind::NotEncrypted) => {
+    match per_recipient(ctx, outer, body, recipients, &data, false)? {
+        Copies::Opened(out) => Ok(out),
+        Copies::NotEncrypted { signed_only: true } => {
             match verify::inline_reader(data.reader(), keyring, keyring.policy(), now, max)? {
                 Some(checks) => {
                     super::judge_into(&mut v, &checks, outer, None);
@@ -142,16 +140,24 @@ fn guarded(
             }
             Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
         }
-        _ => {
+        Copies::NotEncrypted { signed_only: false } => {
             v.encryption = Encryption::Malformed;
             Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
         }
     }
 }
 
-/// One copy per recipient, each decrypted with that recipient's own keys only; `None`
-/// when the data is not an encrypted OpenPGP message (then it is malformed, or signed
-/// only).
+/// What [`per_recipient`] made of OpenPGP data.
+enum Copies {
+    Opened(Vec<Opened>),
+    /// Not an encrypted OpenPGP message: a signed-only one, or not OpenPGP at all.
+    NotEncrypted {
+        signed_only: bool,
+    },
+}
+
+/// One copy per recipient, each decrypted with that recipient's own keys only, unless the
+/// data is not an encrypted OpenPGP message.
 ///
 /// The in-memory path reads the packets once before decrypting, to refuse a SED message
 /// (`no-integrity`) without trying. Here that is a second pass over a large message, so
@@ -167,7 +173,7 @@ fn per_recipient(
     recipients: &[&str],
     data: &Data,
     mime: bool,
-) -> Result<Option<Vec<Opened>>, Error> {
+) -> Result<Copies, Error> {
     let mut kind: Option<Option<Kind>> = None;
     let mut out = Vec::with_capacity(recipients.len());
     for (i, rcpt) in recipients.iter().enumerate() {
@@ -189,7 +195,10 @@ fn per_recipient(
                 match k {
                     Some(Kind::Encrypted) => Outcome::Refused(e),
                     Some(Kind::NoIntegrity) => Outcome::Refused(Encryption::NoIntegrity),
-                    Some(Kind::NotEncrypted) | None => return Ok(None),
+                    Some(Kind::NotEncrypted) => {
+                        return Ok(Copies::NotEncrypted { signed_only: true })
+                    }
+                    None => return Ok(Copies::NotEncrypted { signed_only: false }),
                 }
             }
             o => o,
@@ -217,7 +226,7 @@ fn per_recipient(
         };
         out.push(opened);
     }
-    Ok(Some(out))
+    Ok(Copies::Opened(out))
 }
 
 /// A decrypted PGP/MIME payload, as [`super::payload`] builds it: a new head in front of
