@@ -8,9 +8,12 @@
 //! header fields ([`protected`]) and builds the delivered message ([`assemble`]) with
 //! `Authentication-Results` and `X-Sealpost-Verdict` on top ([`verdict`]).
 //!
+//! A message that spilled to disk while it was received takes the same steps while it is
+//! read from its sealed file ([`spilled`]): neither it nor its plaintext is held whole.
+//!
 //! Everything about the message is a [`Verdict`], never an error: a message that cannot be
 //! decrypted is delivered unchanged with our fields. [`Error`] is only a temporary local
-//! failure (the keyring), answered `451 4.3.0`.
+//! failure (the keyring, a spill file), answered `451 4.3.0`.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod armor;

@@ -30,6 +30,8 @@ fn open_spilled(w: &World, m: &[u8], max: usize) -> Opened {
         max,
         Some(Spill::new(dir.path(), 64 << 10)),
     );
+    // Spill files are unnamed: nothing of the message or its plaintext is left there.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     assert_eq!(out.len(), 1);
     out.remove(0)
 }
