@@ -175,3 +175,27 @@ fn a_large_cleartext_signed_message_is_verified_while_it_is_read() {
     let o = open_spilled(&w, &m, MIB);
     assert_eq!(o.verdict.signature, Signature::Invalid);
 }
+
+#[test]
+fn a_large_payload_with_bare_line_feeds_or_eight_bit_text_matches_memory() {
+    let w = World::new();
+    let lf = big_payload(2 * MIB)
+        .split(|&b| b == b'\r')
+        .collect::<Vec<_>>()
+        .concat();
+    let eight_bit = format!(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{}",
+        "Grüße aus Köln\r\n".repeat(100_000)
+    )
+    .into_bytes();
+    for (payload, stays_on_disk) in [(lf, true), (eight_bit, false)] {
+        let m = pgp_mime(OUTER, &w.alice_to_bob(&payload));
+        let o = open_spilled(&w, &m, 16 * MIB);
+        assert_verdict(&o, "valid", "decrypted", "none");
+        assert_wellformed(&o.message);
+        // Re-encoding a body for 7-bit transport is done in memory.
+        assert_eq!(o.spilled, stays_on_disk);
+        let memory = w.open_blob(&Blob::from(m), &["bob@example.net"], 16 * MIB, None);
+        assert_eq!(memory[0].message, o.message);
+    }
+}
