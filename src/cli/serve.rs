@@ -141,13 +141,23 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         config.local_domains.clone()
     };
     let local_domains = Arc::new(local_domains);
-    let inbound_settings = Arc::new(crate::transform::inbound::Settings {
-        authserv_id: config.authserv_id.clone(),
-        max_plaintext: config.max_plaintext,
-    });
     // Large messages go here while they are received and processed: unnamed files,
     // sealed under keys that die with the process.
     let spill_dir = crate::blob::spill_dir(&config.data_dir);
+    // Plaintext of a decrypted message spills from the inbound listener's size on (the
+    // smallest, if several listen inbound).
+    let plaintext_spill_above = config
+        .listeners
+        .iter()
+        .filter(|l| l.mode == Mode::Inbound)
+        .map(|l| l.limits.spill_above)
+        .min()
+        .unwrap_or(crate::config::Limits::default().spill_above);
+    let inbound_settings = Arc::new(crate::transform::inbound::Settings {
+        authserv_id: config.authserv_id.clone(),
+        max_plaintext: config.max_plaintext,
+        spill: Some(Spill::new(&spill_dir, plaintext_spill_above)),
+    });
     {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()

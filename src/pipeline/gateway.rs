@@ -203,7 +203,7 @@ impl Gateway {
     /// Decrypt and verify: one copy for all recipients, or one per recipient when the
     /// message is encrypted (each opened with that recipient's own key).
     fn inbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
-        let message = tx.message.bytes().map_err(|e| unreadable(&tx.id, &e))?;
+        // A spilled message is opened while it is read from its sealed file, never whole.
         let rcpts: Vec<&str> = tx
             .envelope
             .recipients
@@ -211,7 +211,7 @@ impl Gateway {
             .map(|r| r.address.as_str())
             .collect();
         let opened = inbound::open(
-            &message,
+            &tx.message,
             &rcpts,
             &self.keyring,
             &self.inbound,
@@ -241,7 +241,7 @@ impl Gateway {
                     "inbound copy"
                 );
             }
-            parts.push((recipients, o.message.into()));
+            parts.push((recipients, o.message));
         }
         Ok(parts)
     }

@@ -18,6 +18,8 @@ use openpgp::types::SymmetricAlgorithm;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 use sealpost_keyring::{openpgp, Keyring};
 
+use crate::blob::{self, Blob, Spill};
+
 use super::armor;
 use super::verdict::Encryption;
 use super::verify::{self, Check, Found};
@@ -27,6 +29,10 @@ use super::Error;
 /// and release nothing before the end. Sequoia zero-fills buffers of this size, so 1 MB
 /// cost a sixth of the instructions for a 10 KB message.
 const HOLD_BACK: usize = 256 << 10;
+/// What sequoia holds back when the plaintext goes to a spill file, and how much is
+/// moved at a time: small, the file is where the plaintext waits.
+const STREAM_HOLD_BACK: usize = 64 << 10;
+const STREAM_CHUNK: usize = 64 << 10;
 /// Spare room in the plaintext buffer for the delivered message's header.
 const HEADROOM: usize = 16 * 1024;
 
@@ -88,12 +94,21 @@ impl<'a> Input<'a> {
 /// pass (about 8 % of the instructions for a 20 MB message); the copy it would save costs
 /// the size of the message in memory.
 pub fn kind(data: &Input<'_>) -> Option<Kind> {
-    let mut ppr = match data {
+    kind_of(match data {
         Input::Armored(a) => PacketParser::from_reader(a.reader()),
         Input::Binary(b) => PacketParser::from_bytes(b),
         Input::Bytes(b) => PacketParser::from_bytes(b),
-    }
-    .ok()?;
+    })
+}
+
+/// [`kind`] of OpenPGP data read as it comes (armored or binary; sequoia tells them apart),
+/// for a message too large to hold.
+pub fn kind_reader<R: Read + Send + Sync>(data: R) -> Option<Kind> {
+    kind_of(PacketParser::from_reader(data))
+}
+
+fn kind_of(ppr: openpgp::Result<PacketParserResult<'_>>) -> Option<Kind> {
+    let mut ppr = ppr.ok()?;
     let mut kind = Kind::NotEncrypted;
     let mut packets = 0;
     while let PacketParserResult::Some(pp) = ppr {
@@ -115,9 +130,10 @@ pub fn kind(data: &Input<'_>) -> Option<Kind> {
 }
 
 /// Plaintext whose integrity was checked: the only way decrypted bytes leave this module.
+/// `B` holds the bytes: a vector, or a [`Blob`] that went to a sealed file when large.
 #[derive(Debug)]
-pub struct Plaintext {
-    bytes: Vec<u8>,
+pub struct Plaintext<B = Vec<u8>> {
+    bytes: B,
     key: Fingerprint,
     checks: Vec<Check>,
 }
@@ -126,9 +142,37 @@ impl Plaintext {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+}
 
+impl Plaintext<Blob> {
+    /// The same plaintext as a vector when it is whole in memory (it did not spill).
+    pub fn into_memory(self) -> Result<Plaintext, Plaintext<Blob>> {
+        if self.bytes.is_spilled() {
+            return Err(self);
+        }
+        match self.bytes.into_vec() {
+            Ok(bytes) => Ok(Plaintext {
+                bytes,
+                key: self.key,
+                checks: self.checks,
+            }),
+            // Not reached for bytes in memory; the blob is gone, so nothing is released.
+            Err(_) => Err(Plaintext {
+                bytes: Blob::default(),
+                key: self.key,
+                checks: self.checks,
+            }),
+        }
+    }
+
+    pub fn blob(&self) -> &Blob {
+        &self.bytes
+    }
+}
+
+impl<B> Plaintext<B> {
     /// The plaintext itself, for building the delivered message in its buffer.
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(self) -> B {
         self.bytes
     }
 
@@ -145,8 +189,8 @@ impl Plaintext {
 
 /// Decryption either yields checked plaintext or a reason why not.
 #[derive(Debug)]
-pub enum Outcome {
-    Plaintext(Plaintext),
+pub enum Outcome<B = Vec<u8>> {
+    Plaintext(Plaintext<B>),
     Refused(Encryption),
 }
 
@@ -163,6 +207,65 @@ pub fn decrypt(
     now: SystemTime,
     max: usize,
 ) -> Result<Outcome, Error> {
+    decrypt_with(recipient, keyring, policy, now, |keys| {
+        read_all(data, keys, policy, now, max)
+    })
+}
+
+/// [`decrypt`] of OpenPGP data read as it comes (`data` makes a fresh reader), the
+/// plaintext written to a [`blob::Writer`] that goes to a sealed temporary file past
+/// `spill.above`: a large message's plaintext is never whole in memory. Sequoia hands
+/// plaintext out before it has checked the MDC or the last AEAD chunk; the writer is
+/// only turned into a [`Blob`] after the whole message was read and checked, and
+/// dropped (its unnamed file with it) on any failure.
+///
+/// # Errors
+/// A keyring failure, or the spill file failing (both temporary).
+pub fn decrypt_stream<R: Read + Send + Sync>(
+    data: impl FnOnce() -> R,
+    recipient: &str,
+    keyring: &Keyring,
+    ctx: (&dyn Policy, SystemTime),
+    max: usize,
+    spill: Option<&Spill>,
+) -> Result<Outcome<Blob>, Error> {
+    let (policy, now) = ctx;
+    decrypt_with(recipient, keyring, policy, now, |keys| {
+        let mut d = DecryptorBuilder::from_reader(data())
+            .map_err(|_| Read_::Failed)?
+            .buffer_size(STREAM_HOLD_BACK)
+            .with_policy(policy, now, keys)
+            .map_err(|_| Read_::Failed)?;
+        let mut out = blob::Writer::new(spill.cloned());
+        let mut buf = vec![0u8; STREAM_CHUNK];
+        let mut total = 0usize;
+        loop {
+            let n = d.read(&mut buf).map_err(|_| Read_::Failed)?;
+            if n == 0 {
+                break;
+            }
+            total = total.saturating_add(n);
+            if total > max {
+                return Err(Read_::TooLarge);
+            }
+            out.write(buf.get(..n).unwrap_or_default())
+                .map_err(Read_::Spill)?;
+        }
+        if !d.message_processed() {
+            return Err(Read_::Failed);
+        }
+        out.finish().map_err(Read_::Spill)
+    })
+}
+
+/// The recipient check, the panic guard and the verdict around one read of the plaintext.
+fn decrypt_with<B>(
+    recipient: &str,
+    keyring: &Keyring,
+    policy: &dyn Policy,
+    now: SystemTime,
+    read: impl FnOnce(Keys<'_, '_>) -> Result<B, Read_>,
+) -> Result<Outcome<B>, Error> {
     let Some(recipient) = sealpost_keyring::normalize_email(recipient).map(|a| a.to_lowercase())
     else {
         return Ok(Outcome::Refused(Encryption::NoKey));
@@ -173,23 +276,17 @@ pub fn decrypt(
     // in parse.rs): that is a broken message, refused like any other, and nothing read is
     // kept.
     let read = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        read_all(
-            data,
-            Keys {
-                certs: verify::Certs {
-                    keyring,
-                    found: &mut found,
-                },
+        read(Keys {
+            certs: verify::Certs {
                 keyring,
-                recipient: &recipient,
-                policy,
-                now,
-                state: &mut state,
+                found: &mut found,
             },
+            keyring,
+            recipient: &recipient,
             policy,
             now,
-            max,
-        )
+            state: &mut state,
+        })
     }))
     .unwrap_or_else(|_| {
         tracing::warn!("the OpenPGP parser panicked on this message: refused");
@@ -209,7 +306,11 @@ pub fn decrypt(
             }
             None => Encryption::NoKey,
         },
+        // Too much data without a key of ours having opened anything: not encrypted to
+        // this recipient (the in-memory path only decrypts what it saw encrypted).
+        Err(Read_::TooLarge) if state.used.is_none() => Encryption::NoKey,
         Err(Read_::TooLarge) => Encryption::TooLarge,
+        Err(Read_::Spill(e)) => return Err(Error::Spill(e)),
         Err(Read_::Failed) if !state.eligible => Encryption::NoKey,
         Err(Read_::Failed) => Encryption::IntegrityFailure,
     };
@@ -220,6 +321,8 @@ pub fn decrypt(
 enum Read_ {
     TooLarge,
     Failed,
+    /// The spill file failed: a local problem, not the message's.
+    Spill(std::io::Error),
 }
 
 /// The whole plaintext, or nothing: any error discards what was read.

@@ -8,9 +8,12 @@
 //! header fields ([`protected`]) and builds the delivered message ([`assemble`]) with
 //! `Authentication-Results` and `X-Sealpost-Verdict` on top ([`verdict`]).
 //!
+//! A message that spilled to disk while it was received takes the same steps while it is
+//! read from its sealed file ([`spilled`]): neither it nor its plaintext is held whole.
+//!
 //! Everything about the message is a [`Verdict`], never an error: a message that cannot be
 //! decrypted is delivered unchanged with our fields. [`Error`] is only a temporary local
-//! failure (the keyring), answered `451 4.3.0`.
+//! failure (the keyring, a spill file), answered `451 4.3.0`.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod armor;
@@ -21,6 +24,7 @@ pub mod mime;
 pub mod protected;
 pub mod results;
 pub mod root;
+pub mod spilled;
 pub mod verdict;
 pub mod verify;
 
@@ -28,6 +32,7 @@ use std::time::SystemTime;
 
 use sealpost_keyring::Keyring;
 
+use crate::blob::{self, Blob};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::transform::classify;
 use crate::transform::headers::{self, Field};
@@ -41,20 +46,25 @@ use verify::{Check, InnerFrom, Judgement};
 pub use verdict::{Encryption, HeaderProtection, Pgp, Signature, Verdict};
 
 /// The inbound transform's configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// Our authserv-id (RFC 8601): the first token of our `Authentication-Results`.
     pub authserv_id: String,
     /// Most plaintext released from one message (compression bombs).
     pub max_plaintext: usize,
+    /// Where the plaintext of a large message goes while it is decrypted (a sealed
+    /// temporary file); `None` keeps it in memory.
+    pub spill: Option<blob::Spill>,
 }
 
 /// One delivered version of the message and the envelope recipients (indexes into
 /// `recipients`) that get it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Opened {
     pub recipients: Vec<usize>,
-    pub message: Vec<u8>,
+    /// Our head in memory; the body shares the received message's or the plaintext's
+    /// storage when it goes out unchanged.
+    pub message: Blob,
     pub verdict: Verdict,
 }
 
@@ -63,6 +73,9 @@ pub struct Opened {
 pub enum Error {
     #[error("keyring: {0}")]
     Keyring(#[from] sealpost_keyring::Error),
+    /// A spilled message or its plaintext could not be read or written.
+    #[error("spill file: {0}")]
+    Spill(#[from] std::io::Error),
 }
 
 impl Error {
@@ -93,11 +106,33 @@ struct Outer<'a> {
 }
 
 /// Opens `message` for its envelope `recipients`: one [`Opened`] for all of them when the
-/// root is not encrypted, one per recipient when it is.
+/// root is not encrypted, one per recipient when it is. A message whole in memory is
+/// opened in memory; one that spilled to disk is opened while it is read ([`spilled`]).
 ///
 /// # Errors
-/// Only a keyring failure (temporary).
+/// Only a keyring or spill file failure (temporary).
 pub fn open(
+    message: &Blob,
+    recipients: &[&str],
+    keyring: &Keyring,
+    settings: &Settings,
+    now: SystemTime,
+) -> Result<Vec<Opened>, Error> {
+    match message.as_slice() {
+        Some(bytes) => open_bytes(bytes, recipients, keyring, settings, now),
+        None => spilled::open(
+            message,
+            recipients,
+            &Ctx {
+                keyring,
+                settings,
+                now,
+            },
+        ),
+    }
+}
+
+fn open_bytes(
     message: &[u8],
     recipients: &[&str],
     keyring: &Keyring,
@@ -252,7 +287,7 @@ fn per_recipient(
                 let results = results::render(&v, &ctx.settings.authserv_id);
                 Opened {
                     recipients: vec![i],
-                    message: assemble::inline(&results, &outer.raw, p.bytes()),
+                    message: assemble::inline(&results, &outer.raw, p.bytes()).into(),
                     verdict: v,
                 }
             }
@@ -277,8 +312,19 @@ fn payload(
     recipients: Vec<usize>,
 ) -> Result<Opened, Error> {
     let key = p.key().clone();
-    let mut checks = p.checks().to_vec();
-    let mut bytes = p.into_bytes();
+    let checks = p.checks().to_vec();
+    payload_bytes(ctx, outer, key, checks, p.into_bytes(), recipients)
+}
+
+/// [`payload`] of plaintext already taken out of its [`Plaintext`].
+fn payload_bytes(
+    ctx: &Ctx<'_>,
+    outer: &Outer<'_>,
+    key: sealpost_keyring::openpgp::Fingerprint,
+    mut checks: Vec<Check>,
+    mut bytes: Vec<u8>,
+    recipients: Vec<usize>,
+) -> Result<Opened, Error> {
     if mime::has_bare_lf(&bytes) {
         bytes = mime::crlf(&bytes);
     }
@@ -301,30 +347,12 @@ fn payload(
                 protected = Some(protected::fields(&sf));
             }
         }
-        let mut v = Verdict::new(outer.from.clone());
-        v.encryption = Encryption::Decrypted;
-        v.decryption_key = Some(key);
-        let mut edits = judge_into(&mut v, &checks, outer, protected.as_deref());
-        if protected.is_none() {
-            // Fields the sender never declared protected (many PGP/MIME writers copy
-            // Subject or From into the payload without a marker) are never applied, nor lost.
-            let unmarked = protected::fields(&pfields);
-            if !unmarked.is_empty() {
-                v.protected_headers = HeaderProtection::KeptApart;
-                edits = Edits::KeptApart(protected::kept_apart(&unmarked));
-            }
-        }
+        let (v, edits) = payload_verdict(outer, key, &checks, &pfields, protected.as_deref());
         let legacy_free = match edits {
             Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
             _ => None,
         };
-        let content: Vec<RawField<'_>> = praw
-            .iter()
-            .filter(|r| {
-                r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
-            })
-            .cloned()
-            .collect();
+        let content = content_fields(&praw);
         let results = results::render(&v, &ctx.settings.authserv_id);
         let built = match legacy_free {
             Some(body) => Built::Whole(assemble::decrypted(
@@ -348,9 +376,43 @@ fn payload(
     };
     Ok(Opened {
         recipients,
-        message,
+        message: message.into(),
         verdict,
     })
+}
+
+/// The verdict on a decrypted payload and what it does to the outer header.
+fn payload_verdict(
+    outer: &Outer<'_>,
+    key: sealpost_keyring::openpgp::Fingerprint,
+    checks: &[Check],
+    pfields: &[Field],
+    protected: Option<&[Field]>,
+) -> (Verdict, Edits) {
+    let mut v = Verdict::new(outer.from.clone());
+    v.encryption = Encryption::Decrypted;
+    v.decryption_key = Some(key);
+    let mut edits = judge_into(&mut v, checks, outer, protected);
+    if protected.is_none() {
+        // Fields the sender never declared protected (many PGP/MIME writers copy
+        // Subject or From into the payload without a marker) are never applied, nor lost.
+        let unmarked = protected::fields(pfields);
+        if !unmarked.is_empty() {
+            v.protected_headers = HeaderProtection::KeptApart;
+            edits = Edits::KeptApart(protected::kept_apart(&unmarked));
+        }
+    }
+    (v, edits)
+}
+
+/// The payload root's content fields, which describe the delivered body.
+fn content_fields<'a>(praw: &[RawField<'a>]) -> Vec<RawField<'a>> {
+    praw.iter()
+        .filter(|r| {
+            r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
+        })
+        .cloned()
+        .collect()
 }
 
 /// The delivered message, or its head to put in front of the payload body.
@@ -416,7 +478,7 @@ fn unchanged(
     let results = results::render(&v, &ctx.settings.authserv_id);
     Opened {
         recipients,
-        message: assemble::unchanged(&results, &outer.raw, edits, outer.body),
+        message: assemble::unchanged(&results, &outer.raw, edits, outer.body).into(),
         verdict: v,
     }
 }

@@ -145,6 +145,32 @@ pub fn detached(
     finish(found, result.is_ok())
 }
 
+/// [`detached`] over signed data read as it comes (a large `multipart/signed` part).
+///
+/// # Errors
+/// Only a keyring failure.
+pub fn detached_reader<R: Read + Send + Sync>(
+    signed: R,
+    signature: &[u8],
+    keyring: &Keyring,
+    policy: &dyn Policy,
+    now: SystemTime,
+) -> Result<Vec<Check>, Error> {
+    let mut found = Found::default();
+    let result = DetachedVerifierBuilder::from_bytes(signature).and_then(|b| {
+        let mut v = b.with_policy(
+            policy,
+            now,
+            Certs {
+                keyring,
+                found: &mut found,
+            },
+        )?;
+        v.verify_reader(signed)
+    });
+    finish(found, result.is_ok())
+}
+
 /// Checks a signed-only armored message or a cleartext-signed message, reading at most
 /// `max` bytes of signed data. `None` when it is not a well-formed one.
 ///
@@ -157,8 +183,43 @@ pub fn inline(
     now: SystemTime,
     max: usize,
 ) -> Result<Option<Vec<Check>>, Error> {
+    inline_from(VerifierBuilder::from_bytes(data), keyring, policy, now, max)
+}
+
+/// [`inline`] of data read as it comes (armored, or cleartext-signed).
+///
+/// # Errors
+/// Only a keyring failure.
+pub fn inline_reader<R: Read + Send + Sync>(
+    data: R,
+    keyring: &Keyring,
+    policy: &dyn Policy,
+    now: SystemTime,
+    max: usize,
+) -> Result<Option<Vec<Check>>, Error> {
+    // Sequoia holds back 25 MB by default before handing data out; here nothing is
+    // handed to anyone (it goes to a sink), so a small hold-back keeps memory bounded.
+    inline_from(
+        VerifierBuilder::from_reader(data).map(|b| b.buffer_size(READER_HOLD_BACK)),
+        keyring,
+        policy,
+        now,
+        max,
+    )
+}
+
+/// What sequoia holds back while verifying data read as it comes.
+const READER_HOLD_BACK: usize = 64 << 10;
+
+fn inline_from(
+    builder: openpgp::Result<VerifierBuilder<'_>>,
+    keyring: &Keyring,
+    policy: &dyn Policy,
+    now: SystemTime,
+    max: usize,
+) -> Result<Option<Vec<Check>>, Error> {
     let mut found = Found::default();
-    let ok = VerifierBuilder::from_bytes(data)
+    let ok = builder
         .and_then(|b| {
             b.with_policy(
                 policy,

@@ -5,6 +5,7 @@ mod attacks;
 mod integrity;
 mod opening;
 mod signatures;
+mod spilled;
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -20,7 +21,8 @@ use openpgp::types::CompressionAlgorithm;
 use openpgp::Cert;
 use sealpost_keyring::{openpgp, Keyring, OpenOptions};
 
-use super::{open, Opened, Settings};
+use super::{open, Settings, Verdict};
+use crate::blob::{self, Blob, Spill};
 use crate::transform::encrypt::signing_keypair;
 use crate::transform::headers;
 
@@ -82,12 +84,49 @@ impl World {
         self.open_with(m, rcpts, 1 << 20)
     }
 
+    /// Opens `m` twice, whole in memory and spilled to disk (its plaintext spilled too),
+    /// and checks that both give the same verdicts and the same bytes.
     pub fn open_with(&self, m: &[u8], rcpts: &[&str], max: usize) -> Vec<Opened> {
+        let memory = self.open_blob(&Blob::from(m.to_vec()), rcpts, max, None);
+        let dir = tempfile::tempdir().unwrap();
+        let streamed = self.open_blob(
+            &spilled(m, dir.path()),
+            rcpts,
+            max,
+            Some(Spill::new(dir.path(), 0)),
+        );
+        assert_eq!(
+            memory,
+            streamed,
+            "the spilled path differs for {}",
+            String::from_utf8_lossy(m)
+        );
+        memory
+    }
+
+    /// Opens a blob as it is, plaintext spilling past `spill`.
+    pub fn open_blob(
+        &self,
+        m: &Blob,
+        rcpts: &[&str],
+        max: usize,
+        spill: Option<Spill>,
+    ) -> Vec<Opened> {
         let settings = Settings {
             authserv_id: ID.into(),
             max_plaintext: max,
+            spill,
         };
-        open(m, rcpts, &self.keyring, &settings, SystemTime::now()).unwrap()
+        open(m, rcpts, &self.keyring, &settings, SystemTime::now())
+            .unwrap()
+            .into_iter()
+            .map(|o| Opened {
+                recipients: o.recipients,
+                message: o.message.to_vec().unwrap(),
+                verdict: o.verdict,
+                spilled: o.message.is_spilled(),
+            })
+            .collect()
     }
 
     /// Opens `m` for Bob alone.
@@ -96,6 +135,33 @@ impl World {
         assert_eq!(out.len(), 1);
         out.remove(0)
     }
+}
+
+/// An opened copy with its bytes read back; equal across the two paths (whether the
+/// copy's body stayed on disk is not compared).
+#[derive(Debug, Clone)]
+pub struct Opened {
+    pub recipients: Vec<usize>,
+    pub message: Vec<u8>,
+    pub verdict: Verdict,
+    pub spilled: bool,
+}
+
+impl PartialEq for Opened {
+    fn eq(&self, o: &Opened) -> bool {
+        (&self.recipients, &self.message, &self.verdict) == (&o.recipients, &o.message, &o.verdict)
+    }
+}
+
+/// `data` as the DATA reader keeps a large message: in a sealed file, whatever its size.
+pub fn spilled(data: &[u8], dir: &std::path::Path) -> Blob {
+    let mut w = blob::Writer::new(Some(Spill::new(dir, 0)));
+    for piece in data.chunks(333) {
+        w.write(piece).unwrap();
+    }
+    let b = w.finish().unwrap();
+    assert!(b.is_spilled() || data.is_empty());
+    b
 }
 
 fn public(c: &Cert) -> Vec<u8> {

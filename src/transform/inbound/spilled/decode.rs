@@ -1,0 +1,319 @@
+//! Reading a large body part as it is meant: transfer decoded (RFC 2045 §6), line ends
+//! made CRLF, searched for markers; a piece at a time, never whole.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::io::{self, Read};
+
+use base64::Engine;
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+
+use crate::transform::headers::Field;
+
+/// Input read at a time.
+const CHUNK: usize = 64 << 10;
+
+/// A `Content-Transfer-Encoding` that [`super::super::mime::decode`] knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cte {
+    Identity,
+    Base64,
+    QuotedPrintable,
+}
+
+impl Cte {
+    /// The encoding of a header section; `None` for one that is not known.
+    pub fn of(fields: &[Field]) -> Option<Cte> {
+        let cte = fields
+            .iter()
+            .find(|f| f.is("Content-Transfer-Encoding"))
+            .map(|f| f.value().to_ascii_lowercase());
+        match cte.as_deref() {
+            None | Some("7bit") | Some("8bit") | Some("binary") => Some(Cte::Identity),
+            Some("quoted-printable") => Some(Cte::QuotedPrintable),
+            Some("base64") => Some(Cte::Base64),
+            _ => None,
+        }
+    }
+}
+
+/// Decodes what `inner` gives. An undecodable body is a read error.
+pub struct Decoder<R> {
+    inner: R,
+    cte: Cte,
+    raw: Vec<u8>,
+    /// Input not decoded yet: base64 text short of a quad, or a quoted-printable line
+    /// without its end.
+    carry: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+    eof: bool,
+}
+
+impl<R: Read> Decoder<R> {
+    pub fn new(inner: R, cte: Cte) -> Decoder<R> {
+        Decoder {
+            inner,
+            cte,
+            raw: Vec::new(),
+            carry: Vec::new(),
+            out: Vec::new(),
+            at: 0,
+            eof: false,
+        }
+    }
+
+    /// Decodes more into `out`; false at the end.
+    fn refill(&mut self) -> io::Result<bool> {
+        self.out.clear();
+        self.at = 0;
+        while self.out.is_empty() && !self.eof {
+            self.raw.resize(CHUNK, 0);
+            let n = self.inner.read(&mut self.raw)?;
+            self.eof = n == 0;
+            let raw = self.raw.get(..n).unwrap_or_default();
+            match self.cte {
+                Cte::Identity => self.out.extend_from_slice(raw),
+                Cte::Base64 => {
+                    self.carry
+                        .extend(raw.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+                    let whole = if self.eof {
+                        self.carry.len()
+                    } else {
+                        self.carry.len() / 4 * 4
+                    };
+                    let text = self.carry.get(..whole).unwrap_or_default();
+                    base64_into(text, self.eof, &mut self.out)?;
+                    self.carry.drain(..whole);
+                }
+                Cte::QuotedPrintable => {
+                    self.carry.extend_from_slice(raw);
+                    // Whole lines only: a soft line break is decoded with its line.
+                    let whole = if self.eof {
+                        self.carry.len()
+                    } else {
+                        self.carry
+                            .iter()
+                            .rposition(|&b| b == b'\n')
+                            .map_or(0, |i| i + 1)
+                    };
+                    let text = self.carry.get(..whole).unwrap_or_default();
+                    if !text.is_empty() {
+                        let decoded = quoted_printable_decode(text).ok_or_else(invalid)?;
+                        self.out.extend_from_slice(&decoded);
+                    }
+                    self.carry.drain(..whole);
+                }
+            }
+        }
+        Ok(!self.out.is_empty())
+    }
+}
+
+/// Appends the decoding of whole quads (`last`: the end of the text, where padding or a
+/// short quad may be) as [`super::super::mime::decode`] would.
+fn base64_into(text: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
+    if text.is_empty() {
+        return Ok(());
+    }
+    let std = base64::engine::general_purpose::STANDARD;
+    let len = out.len();
+    if std.decode_vec(text, out).is_ok() {
+        return Ok(());
+    }
+    // A failed decoding may have grown the vector.
+    out.truncate(len);
+    if last {
+        let text = text.strip_suffix(b"=").unwrap_or(text);
+        if base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode_vec(text, out)
+            .is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err(invalid())
+}
+
+fn invalid() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "undecodable transfer encoding")
+}
+
+impl<R: Read> Read for Decoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cte == Cte::Identity {
+            return self.inner.read(buf);
+        }
+        while self.at >= self.out.len() {
+            if !self.refill()? {
+                return Ok(0);
+            }
+        }
+        let available = self.out.get(self.at..).unwrap_or_default();
+        let n = available.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Gives what `inner` gives with every bare LF made CRLF, as
+/// [`super::super::mime::crlf`] does.
+pub struct Crlf<R> {
+    inner: R,
+    raw: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+    prev: u8,
+}
+
+impl<R: Read> Crlf<R> {
+    pub fn new(inner: R) -> Crlf<R> {
+        Crlf {
+            inner,
+            raw: Vec::new(),
+            out: Vec::new(),
+            at: 0,
+            prev: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Crlf<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at >= self.out.len() {
+            self.raw.resize(CHUNK, 0);
+            let n = self.inner.read(&mut self.raw)?;
+            self.out.clear();
+            self.at = 0;
+            for &b in self.raw.get(..n).unwrap_or_default() {
+                if b == b'\n' && self.prev != b'\r' {
+                    self.out.push(b'\r');
+                }
+                self.out.push(b);
+                self.prev = b;
+            }
+            if n == 0 {
+                return Ok(0);
+            }
+        }
+        let available = self.out.get(self.at..).unwrap_or_default();
+        let n = available.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Counts occurrences of a few short needles in data fed in pieces, matches across piece
+/// borders included.
+pub struct Finder<'n> {
+    needles: &'n [&'n [u8]],
+    counts: Vec<usize>,
+    /// The last bytes fed, one short of the longest needle.
+    tail: Vec<u8>,
+    scratch: Vec<u8>,
+}
+
+impl<'n> Finder<'n> {
+    pub fn new(needles: &'n [&'n [u8]]) -> Finder<'n> {
+        Finder {
+            needles,
+            counts: vec![0; needles.len()],
+            tail: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn feed(&mut self, piece: &[u8]) {
+        if piece.is_empty() {
+            return;
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&self.tail);
+        self.scratch.extend_from_slice(piece);
+        let old = self.tail.len();
+        for (needle, count) in self.needles.iter().zip(self.counts.iter_mut()) {
+            if needle.is_empty() {
+                continue;
+            }
+            // A match ending inside the old tail was counted with the piece before.
+            *count += self
+                .scratch
+                .windows(needle.len())
+                .enumerate()
+                .filter(|(i, w)| i + needle.len() > old && w == needle)
+                .count();
+        }
+        let keep = self.needles.iter().map(|n| n.len()).max().unwrap_or(1) - 1;
+        let from = self.scratch.len().saturating_sub(keep);
+        self.tail.clear();
+        self.tail
+            .extend_from_slice(self.scratch.get(from..).unwrap_or_default());
+    }
+
+    /// How often the needle at `i` occurred.
+    pub fn count(&self, i: usize) -> usize {
+        self.counts.get(i).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transform::headers;
+    use crate::transform::inbound::mime;
+
+    fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn decodes_like_the_in_memory_decoder() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let text = "Grüße, a=b\r\n".repeat(3000) + &"x".repeat(5000) + "\r\n";
+        let b64 = crate::transform::seven_bit::base64_lines(&data);
+        let qp = crate::transform::sign::quoted_printable(text.as_bytes());
+        for (name, body, data) in [
+            ("base64", &b64, &data[..]),
+            ("quoted-printable", &qp, text.as_bytes()),
+        ] {
+            let (f, _) =
+                headers::split(format!("Content-Transfer-Encoding: {name}\r\n\r\n").as_bytes());
+            let cte = Cte::of(&f).unwrap();
+            let want = mime::decode(&f, body).unwrap().into_owned();
+            assert_eq!(want, data, "{name}");
+            let got = read_all(Decoder::new(&body[..], cte)).unwrap();
+            assert_eq!(got, want, "{name}");
+        }
+        let bad = read_all(Decoder::new(&b"aGVs!!bG8="[..], Cte::Base64));
+        assert!(bad.is_err());
+        let short = read_all(Decoder::new(&b"aGVsbG8\r\n"[..], Cte::Base64)).unwrap();
+        assert_eq!(short, b"hello");
+    }
+
+    #[test]
+    fn crlf_and_finder_work_across_pieces() {
+        let text = b"a\nb\r\nc\n\n".repeat(20_000);
+        let got = read_all(Crlf::new(&text[..])).unwrap();
+        assert_eq!(got, mime::crlf(&text));
+        let needles: [&[u8]; 2] = [b"-----BEGIN PGP ", b"xyz"];
+        let mut f = Finder::new(&needles);
+        let hay = b"..-----BEGIN PGP MESSAGE----- xyzxyz -----BEGIN PGP ";
+        for piece in hay.chunks(3) {
+            f.feed(piece);
+        }
+        assert_eq!((f.count(0), f.count(1)), (2, 2));
+    }
+}
