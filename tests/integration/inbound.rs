@@ -1066,3 +1066,101 @@ fn bad_input_gets_a_clear_verdict() {
     send_bob(&pgp_mime("big", &big));
     check(&sink, "big", &[("encryption", "too-large")], None);
 }
+
+/// The gateway's peak resident memory so far, in bytes (Linux `VmHWM`).
+fn peak_rss(gw: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id()))
+        .expect("/proc status of the gateway");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    kb * 1024
+}
+
+#[test]
+fn a_30_mb_ciphertext_is_decrypted_on_disk_not_in_memory() {
+    let w = World::new();
+    let (sink, gw) = w.serve_to_sink("");
+    let port = gw.port();
+    // Warm up (keys unlocked, threads started) before the baseline.
+    let small = gpg_encrypt(
+        &w.alice,
+        &[],
+        Some("alice@example.net"),
+        &["bob@example.org"],
+        b"Content-Type: text/plain\r\n\r\nwarm-up\r\n",
+    );
+    to_bob(port, &sink, "warm-up", &pgp_mime("warm-up", &small));
+    let before = peak_rss(&gw);
+
+    // A MIME payload with a 16 MiB attachment, signed and encrypted uncompressed: about
+    // 23 MB of plaintext in a 30 MB armored ciphertext.
+    let mut noise = vec![0u8; 16 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 32) as u8;
+    }
+    let mut attachment = String::with_capacity(noise.len() * 14 / 10);
+    {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&noise);
+        for line in b64.as_bytes().chunks(76) {
+            attachment.push_str(std::str::from_utf8(line).unwrap());
+            attachment.push_str("\r\n");
+        }
+    }
+    drop(noise);
+    let payload = format!(
+        "Content-Type: application/octet-stream; name=\"noise.bin\"\r\n\
+         Content-Disposition: attachment; filename=\"noise.bin\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{attachment}"
+    );
+    let big = gpg_encrypt(
+        &w.alice,
+        &["--compress-algo", "none"],
+        Some("alice@example.net"),
+        &["bob@example.org"],
+        payload.as_bytes(),
+    );
+    drop(payload);
+    assert!(big.len() > 29 << 20, "{}", big.len());
+    let message = pgp_mime("big-decrypted", &big);
+    drop(big);
+    delivered(port, "alice@example.net", &["bob@example.org"], &message);
+    drop(message);
+    let after = peak_rss(&gw);
+
+    let copy = copy_for(&sink, "big-decrypted", "bob@example.org");
+    assert_pass(&copy, &w.alice_fpr, true);
+    let body = copy
+        .split_once("Content-Transfer-Encoding: base64\r\n\r\n")
+        .map(|(_, b)| b)
+        .expect("the attachment");
+    assert!(
+        body.trim_end() == attachment.trim_end(),
+        "the attachment arrives byte for byte: {} bytes, expected {}; ends {:?}",
+        body.len(),
+        attachment.len(),
+        &body[body.len().saturating_sub(200)..]
+    );
+    // The message and its plaintext went through the gateway on disk: its peak memory
+    // grew by far less than either.
+    let grown = after.saturating_sub(before);
+    eprintln!(
+        "30 MB ciphertext: peak RSS {} MiB before, {} MiB after",
+        before >> 20,
+        after >> 20
+    );
+    assert!(
+        grown < 8 << 20,
+        "peak RSS grew by {} MiB for a 30 MB message (from {} MiB)",
+        grown >> 20,
+        before >> 20
+    );
+}
