@@ -8,6 +8,19 @@ use base64::Engine;
 
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
+/// The bytes a base64 line may hold (padding included).
+// Built at compile time; the index stays below 256.
+#[allow(clippy::indexing_slicing)]
+const BASE64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=';
+        b += 1;
+    }
+    t
+};
 /// Base64 text decoded at a time (a multiple of 4), so that no whole-message copy of the
 /// text or of the binary data is made.
 const CHUNK: usize = 64 * 1024;
@@ -28,72 +41,270 @@ pub fn parse(data: &[u8]) -> Option<Armored<'_>> {
     let t = data.trim_ascii();
     let mut rest = t;
     let mut lines = Lines { width: 0 };
-    if lines.next(&mut rest)? != BEGIN {
+    let mut shape = Shape::default();
+    let (mut start, mut end) = (None, 0);
+    while let Some(line) = lines.next(&mut rest) {
+        let after = t.len() - rest.len();
+        match shape.line(line) {
+            Line::Bad => return None,
+            Line::Text => end = after,
+            Line::Other => {}
+        }
+        if shape.stage == Stage::Text && start.is_none() {
+            start = Some(after);
+        }
+    }
+    if !shape.is_whole() {
         return None;
     }
-    // Armor headers, up to the empty line.
-    loop {
-        let line = lines.next(&mut rest)?;
-        if line.is_empty() {
-            break;
+    Some(Armored {
+        text: t.get(start?..end.max(start?))?,
+    })
+}
+
+/// The shape [`parse`] accepts, checked a line at a time (without its line end and
+/// trailing whitespace), so that data too large to hold can be checked as it is read.
+#[derive(Debug, Default)]
+pub struct Shape {
+    stage: Stage,
+    checksum: bool,
+    /// Padding ends the base64 text: a line after it is not the plain shape.
+    padded: bool,
+    total: usize,
+    last_quad: [u8; 4],
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Blank lines, up to the begin line.
+    #[default]
+    Before,
+    Headers,
+    Text,
+    /// After the end line: whitespace only.
+    After,
+    Bad,
+}
+
+/// What one line was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Line {
+    /// Base64 text.
+    Text,
+    /// Armor around the text (begin, headers, checksum, end) or blank.
+    Other,
+    /// Not the plain shape: the whole is left to sequoia.
+    Bad,
+}
+
+impl Shape {
+    /// Takes the next line.
+    pub fn line(&mut self, line: &[u8]) -> Line {
+        let kind = self.step(line);
+        if kind == Line::Bad {
+            self.stage = Stage::Bad;
         }
-        let (key, _) = split_header(line)?;
-        if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
-            return None;
+        kind
+    }
+
+    fn step(&mut self, line: &[u8]) -> Line {
+        match self.stage {
+            Stage::Bad => Line::Bad,
+            Stage::Before => {
+                let l = line.trim_ascii_start();
+                if l.is_empty() {
+                    Line::Other
+                } else if l == BEGIN {
+                    self.stage = Stage::Headers;
+                    Line::Other
+                } else {
+                    Line::Bad
+                }
+            }
+            Stage::Headers => {
+                if line.is_empty() {
+                    self.stage = Stage::Text;
+                    return Line::Other;
+                }
+                match split_header(line) {
+                    Some((key, _))
+                        if !key.is_empty() && key.iter().all(|b| b.is_ascii_graphic()) =>
+                    {
+                        Line::Other
+                    }
+                    _ => Line::Bad,
+                }
+            }
+            Stage::Text => self.text(line),
+            Stage::After => {
+                if line.trim_ascii().is_empty() {
+                    Line::Other
+                } else {
+                    Line::Bad
+                }
+            }
         }
     }
-    let start = t.len() - rest.len();
-    let mut end = start;
-    let mut checksum = false;
-    // Padding ends the base64 text: a line after it is not the plain shape.
-    let mut padded = false;
-    let mut total = 0usize;
-    let mut last_quad = [0u8; 4];
-    loop {
-        let line = lines.next(&mut rest)?;
+
+    fn text(&mut self, line: &[u8]) -> Line {
         if line == END {
-            break;
+            // Whole quads, and a valid last one.
+            let mut scratch = Vec::with_capacity(3);
+            if self.total == 0
+                || self.total % 4 != 0
+                || decode_into(&self.last_quad, &mut scratch).is_none()
+            {
+                return Line::Bad;
+            }
+            self.stage = Stage::After;
+            return Line::Other;
         }
-        if line.len() == 5 && line.starts_with(b"=") && !checksum {
-            checksum = true;
-            continue;
+        if line.len() == 5 && line.starts_with(b"=") && !self.checksum {
+            self.checksum = true;
+            return Line::Other;
         }
-        if checksum || padded {
+        if self.checksum || self.padded {
             // Only the end line may follow the checksum, only the checksum the padding.
-            return None;
+            return Line::Bad;
         }
-        let alphabet = line.iter().fold(true, |ok, &b| {
-            ok & (b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
-        });
-        if !alphabet {
-            return None;
+        if !line.iter().fold(true, |ok, &b| {
+            ok & BASE64.get(usize::from(b)).copied().unwrap_or(false)
+        }) {
+            return Line::Bad;
         }
         if let Some(at) = line.iter().position(|&b| b == b'=') {
             // At most two `=`, and only at the end.
             let pad = line.get(at..).unwrap_or_default();
             if pad.len() > 2 || pad.iter().any(|&b| b != b'=') {
-                return None;
+                return Line::Bad;
             }
-            padded = true;
+            self.padded = true;
         }
-        for &b in line.get(line.len().saturating_sub(4)..).unwrap_or_default() {
-            last_quad.rotate_left(1);
-            if let Some(slot) = last_quad.last_mut() {
-                *slot = b;
+        let tail = line.get(line.len().saturating_sub(4)..).unwrap_or_default();
+        if let Ok(quad) = <[u8; 4]>::try_from(tail) {
+            self.last_quad = quad;
+        } else {
+            for &b in tail {
+                self.last_quad.rotate_left(1);
+                if let Some(slot) = self.last_quad.last_mut() {
+                    *slot = b;
+                }
             }
         }
-        total += line.len();
-        end = t.len() - rest.len();
+        self.total += line.len();
+        Line::Text
     }
-    // Nothing after the end line (the data was trimmed), whole quads, a valid last one.
-    if !rest.is_empty() || total == 0 || total % 4 != 0 {
-        return None;
+
+    /// Whether everything so far was one whole armored message.
+    pub fn is_whole(&self) -> bool {
+        self.stage == Stage::After
     }
-    let mut scratch = Vec::with_capacity(3);
-    decode_into(&last_quad, &mut scratch)?;
-    Some(Armored {
-        text: t.get(start..end)?,
-    })
+
+    /// Whether what `r` gives has the shape [`parse`] accepts, read a line at a time.
+    ///
+    /// # Errors
+    /// Read errors.
+    pub fn check(r: impl std::io::Read) -> std::io::Result<bool> {
+        let mut r = std::io::BufReader::with_capacity(CHUNK, r);
+        let mut shape = Shape::default();
+        let mut line = Vec::with_capacity(128);
+        loop {
+            line.clear();
+            if std::io::BufRead::read_until(&mut r, b'\n', &mut line)? == 0 {
+                return Ok(shape.is_whole());
+            }
+            if shape.line(trim_line(&line)) == Line::Bad {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// A line without its line end and trailing whitespace.
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.trim_ascii_end()
+}
+
+/// Reads the binary data of an armored message from a reader, for data too large to
+/// hold. The caller checks the shape first ([`Shape::check`]); a line that breaks it is
+/// a read error all the same.
+pub struct StreamDecoder<R> {
+    inner: std::io::BufReader<R>,
+    shape: Shape,
+    line: Vec<u8>,
+    /// Base64 text not decoded yet.
+    text: Vec<u8>,
+    out: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl<R: std::io::Read> StreamDecoder<R> {
+    pub fn new(inner: R) -> StreamDecoder<R> {
+        StreamDecoder {
+            inner: std::io::BufReader::with_capacity(CHUNK, inner),
+            shape: Shape::default(),
+            line: Vec::with_capacity(128),
+            text: Vec::with_capacity(CHUNK + 128),
+            out: Vec::with_capacity(CHUNK / 4 * 3 + 96),
+            at: 0,
+            done: false,
+        }
+    }
+
+    fn refill(&mut self) -> std::io::Result<bool> {
+        let invalid = |what: &str| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("armor: {what}"))
+        };
+        self.out.clear();
+        self.at = 0;
+        while self.out.is_empty() && !(self.done && self.text.is_empty()) {
+            while self.text.len() < CHUNK && !self.done {
+                self.line.clear();
+                if std::io::BufRead::read_until(&mut self.inner, b'\n', &mut self.line)? == 0 {
+                    self.done = true;
+                    if !self.shape.is_whole() {
+                        return Err(invalid("not one whole armored message"));
+                    }
+                    break;
+                }
+                let line = trim_line(&self.line);
+                match self.shape.line(line) {
+                    Line::Text => self.text.extend_from_slice(line),
+                    Line::Other => {}
+                    Line::Bad => return Err(invalid("not the plain shape")),
+                }
+            }
+            let whole = if self.done {
+                self.text.len()
+            } else {
+                self.text.len() / 4 * 4
+            };
+            decode_into(self.text.get(..whole).unwrap_or_default(), &mut self.out)
+                .ok_or_else(|| invalid("base64"))?;
+            self.text.drain(..whole);
+        }
+        Ok(!self.out.is_empty())
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.out.len() {
+            if !self.refill()? {
+                return Ok(0);
+            }
+        }
+        let available = self.out.get(self.at..).unwrap_or_default();
+        let n = available.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// The binary data of an armored message (see [`parse`]), all at once; the delivery path
@@ -275,5 +486,56 @@ mod tests {
         }
         let binary = b"\xc1\x0c\x03 not armored";
         assert_eq!(dearmor(binary), None);
+        assert!(!Shape::check(&binary[..]).unwrap());
+    }
+
+    /// The streaming check and decoder agree with [`parse`] on every case, read in pieces
+    /// that end anywhere.
+    #[test]
+    fn streaming_agrees_with_parse() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let a = String::from_utf8(armored(&data, &[("Comment", "x: y")])).unwrap();
+        let small = String::from_utf8(armored(b"hello world", &[])).unwrap();
+        let mut cases = vec![
+            a.clone(),
+            a.replace('\n', "\r\n"),
+            format!("\r\n  {}\r\n\r\n", a.replace('\n', "\r\n")),
+            small.replace("MESSAGE", "SIGNATURE"),
+            small.replace("-----END PGP MESSAGE-----", ""),
+            format!("junk\n{small}"),
+            format!("{small}junk\n"),
+            small.replacen("\n\n", "\nno header line\n\n", 1),
+            small.replacen("aGVsbG8", "aG!sbG8", 1),
+            small.replacen("aGVsbG8", "aG=sbG8", 1),
+            small.replacen("\n\n", "\n\naGk=\n", 1),
+            String::new(),
+        ];
+        cases.push(small.clone());
+        for c in &cases {
+            let whole = dearmor(c.as_bytes());
+            assert_eq!(
+                Shape::check(c.as_bytes()).unwrap(),
+                whole.is_some(),
+                "{c:?}"
+            );
+            let mut out = Vec::new();
+            let streamed = StreamDecoder::new(Pieces(c.as_bytes(), 7))
+                .read_to_end(&mut out)
+                .ok()
+                .map(|_| out);
+            assert_eq!(streamed, whole, "{c:?}");
+        }
+    }
+
+    /// A reader that gives at most `.1` bytes at a time.
+    struct Pieces<'a>(&'a [u8], usize);
+
+    impl Read for Pieces<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.len().min(self.1).min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
     }
 }
