@@ -322,19 +322,16 @@ fn pgp_mime(armored: &str) -> String {
 
 /// Messages per second from smtp-source sending `file`.
 fn throughput(port: u16, file: &Path, messages: usize) -> f64 {
-    let start = Instant::now();
-    let status = Command::new("smtp-source")
-        .args(["-s", &SESSIONS.to_string()])
-        .args(["-m", &messages.to_string()])
-        .arg("-F")
-        .arg(file)
-        .args(["-f", "alice@example.net", "-t", "bob@example.org"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("smtp-source (package postfix)");
-    assert!(status.success(), "smtp-source failed");
-    messages as f64 / start.elapsed().as_secs_f64()
+    let file = file.to_str().expect("path");
+    let args = [
+        "-F",
+        file,
+        "-f",
+        "alice@example.net",
+        "-t",
+        "bob@example.org",
+    ];
+    support::smtp_source(port, SESSIONS, messages, &args)
 }
 
 /// Sends `message` once; the time from the end of DATA to the 250.

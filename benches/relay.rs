@@ -12,7 +12,6 @@ mod support;
 
 use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{expect, open_data, percentiles, sealpost, Sink};
@@ -132,18 +131,16 @@ impl Gateway {
 
 /// Messages per second from smtp-source.
 fn throughput(port: u16, messages: usize) -> f64 {
-    let start = Instant::now();
-    let status = Command::new("smtp-source")
-        .args(["-s", &SESSIONS.to_string()])
-        .args(["-m", &messages.to_string()])
-        .args(["-l", &SIZE.to_string()])
-        .args(["-f", "bench@example.org", "-t", "sink@example.net"])
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .status()
-        .expect("smtp-source (package postfix)");
-    assert!(status.success(), "smtp-source failed");
-    messages as f64 / start.elapsed().as_secs_f64()
+    let size = SIZE.to_string();
+    let args = [
+        "-l",
+        &size,
+        "-f",
+        "bench@example.org",
+        "-t",
+        "sink@example.net",
+    ];
+    support::smtp_source(port, SESSIONS, messages, &args)
 }
 
 /// Seconds from the end of DATA to the 250, for `n` messages sent one after another on

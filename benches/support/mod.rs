@@ -177,6 +177,22 @@ pub fn wait_port(port: u16) {
     panic!("port {port} never opened");
 }
 
+/// Messages per second that Postfix's smtp-source sends to 127.0.0.1:`port`: `messages`
+/// over `sessions` sessions, the message and envelope given by `args`.
+pub fn smtp_source(port: u16, sessions: usize, messages: usize, args: &[&str]) -> f64 {
+    let start = std::time::Instant::now();
+    let status = Command::new("smtp-source")
+        .args(["-s", &sessions.to_string()])
+        .args(["-m", &messages.to_string()])
+        .args(args)
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("smtp-source (package postfix)");
+    assert!(status.success(), "smtp-source failed");
+    messages as f64 / start.elapsed().as_secs_f64()
+}
+
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()

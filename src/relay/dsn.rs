@@ -128,12 +128,16 @@ mod tests {
     use super::*;
     use crate::smtp::reply::Enhanced;
 
-    #[test]
-    fn report_names_recipients_and_reason() {
-        let failures = vec![Failure {
+    fn bob_unknown() -> Vec<Failure> {
+        vec![Failure {
             recipient: Recipient::plain("bob@example.net"),
             reply: Reply::new(550, Enhanced(5, 1, 1), "no such user"),
-        }];
+        }]
+    }
+
+    #[test]
+    fn report_names_recipients_and_reason() {
+        let failures = bob_unknown();
         let original = b"Subject: hello\r\nFrom: a@example.org\r\n\r\nsecret body\r\n";
         let dsn = build(
             "gw.test",
@@ -161,10 +165,7 @@ mod tests {
 
     #[test]
     fn a_large_message_asked_back_whole_comes_back_as_its_header_with_a_note() {
-        let failures = vec![Failure {
-            recipient: Recipient::plain("bob@example.net"),
-            reply: Reply::new(550, Enhanced(5, 1, 1), "no such user"),
-        }];
+        let failures = bob_unknown();
         let original = b"Subject: hello\r\n\r\nsecret body\r\n";
         let full = build(
             "gw.test",

@@ -489,22 +489,14 @@ pub(crate) fn unix(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::testutil::{dotted_message, spilled, unstuff, upstream_config, Sink};
+    use crate::relay::testutil::{dotted_message, smtp_relay, spilled, unstuff, Sink};
 
     #[tokio::test]
     async fn a_large_copy_owed_to_some_recipients_is_in_its_file_before_the_250() {
         let sink = Sink::refusing(Some("later@")).await;
         let dir = tempfile::tempdir().unwrap();
         let incoming = tempfile::tempdir().unwrap();
-        let up = Transport::Smtp(upstream_config(sink.port));
-        let relay = Relay::open(
-            dir.path(),
-            None,
-            up.clone(),
-            up,
-            RelayConfig::new("gw.test"),
-        )
-        .unwrap();
+        let relay = smtp_relay(dir.path(), sink.port);
         let message = dotted_message(3);
         let copy = Copy {
             envelope: Envelope {

@@ -167,6 +167,19 @@ pub fn upstream_config(port: u16) -> crate::relay::UpstreamConfig {
     }
 }
 
+/// A relay with its spool in `dir` that sends both ways upstream to 127.0.0.1:`port`.
+pub fn smtp_relay(dir: &std::path::Path, port: u16) -> crate::relay::Relay {
+    let up = crate::relay::Transport::Smtp(upstream_config(port));
+    crate::relay::Relay::open(
+        dir,
+        None,
+        up.clone(),
+        up,
+        crate::relay::RelayConfig::new("gw.test"),
+    )
+    .unwrap()
+}
+
 /// A spool entry for one recipient, due now, its message still to be given.
 pub fn entry(id: &str) -> crate::relay::Entry {
     use crate::smtp::envelope::{Envelope, Recipient, Sender};

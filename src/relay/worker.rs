@@ -134,7 +134,9 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::testutil::{dotted_message, entry, spilled, unstuff, upstream_config, Sink};
+    use crate::relay::testutil::{
+        dotted_message, entry, smtp_relay, spilled, unstuff, upstream_config, Sink,
+    };
     use crate::relay::{RelayConfig, Transport};
 
     #[tokio::test]
@@ -170,15 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let incoming = tempfile::tempdir().unwrap();
         // Nothing listens there: the attempt would fail anyway, but it is not made.
-        let up = Transport::Smtp(upstream_config(9));
-        let relay = Relay::open(
-            dir.path(),
-            None,
-            up.clone(),
-            up,
-            RelayConfig::new("gw.test"),
-        )
-        .unwrap();
+        let relay = smtp_relay(dir.path(), 9);
         let blob = spilled(&dotted_message(1), incoming.path());
         relay
             .spool()

@@ -6,6 +6,8 @@
 
 use base64::Engine;
 
+use super::pending::Pending;
+
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
 /// The bytes a base64 line may hold (padding included).
@@ -236,8 +238,7 @@ pub struct StreamDecoder<R> {
     line: Vec<u8>,
     /// Base64 text not decoded yet.
     text: Vec<u8>,
-    out: Vec<u8>,
-    at: usize,
+    out: Pending,
     done: bool,
 }
 
@@ -248,8 +249,7 @@ impl<R: std::io::Read> StreamDecoder<R> {
             shape: Shape::default(),
             line: Vec::with_capacity(128),
             text: Vec::with_capacity(CHUNK + 128),
-            out: Vec::with_capacity(CHUNK / 4 * 3 + 96),
-            at: 0,
+            out: Pending::with_capacity(CHUNK / 4 * 3 + 96),
             done: false,
         }
     }
@@ -258,9 +258,8 @@ impl<R: std::io::Read> StreamDecoder<R> {
         let invalid = |what: &str| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("armor: {what}"))
         };
-        self.out.clear();
-        self.at = 0;
-        while self.out.is_empty() && !(self.done && self.text.is_empty()) {
+        let out = self.out.next_batch();
+        while out.is_empty() && !(self.done && self.text.is_empty()) {
             while self.text.len() < CHUNK && !self.done {
                 self.line.clear();
                 if std::io::BufRead::read_until(&mut self.inner, b'\n', &mut self.line)? == 0 {
@@ -282,28 +281,22 @@ impl<R: std::io::Read> StreamDecoder<R> {
             } else {
                 self.text.len() / 4 * 4
             };
-            decode_into(self.text.get(..whole).unwrap_or_default(), &mut self.out)
+            decode_into(self.text.get(..whole).unwrap_or_default(), out)
                 .ok_or_else(|| invalid("base64"))?;
             self.text.drain(..whole);
         }
-        Ok(!self.out.is_empty())
+        Ok(!out.is_empty())
     }
 }
 
 impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at >= self.out.len() {
+        while self.out.is_drained() {
             if !self.refill()? {
                 return Ok(0);
             }
         }
-        let available = self.out.get(self.at..).unwrap_or_default();
-        let n = available.len().min(buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.at += n;
-        Ok(n)
+        Ok(self.out.take(buf))
     }
 }
 
@@ -329,8 +322,7 @@ impl<'a> Armored<'a> {
             rest: self.text,
             lines: Lines { width: 0 },
             text: Vec::with_capacity(CHUNK + 128),
-            out: Vec::with_capacity(CHUNK / 4 * 3 + 96),
-            at: 0,
+            out: Pending::with_capacity(CHUNK / 4 * 3 + 96),
         }
     }
 }
@@ -342,9 +334,8 @@ pub struct Decoder<'a> {
     lines: Lines,
     /// Base64 text not decoded yet (less than a quad between refills).
     text: Vec<u8>,
-    /// Decoded data, handed out from `at`.
-    out: Vec<u8>,
-    at: usize,
+    /// Decoded data not read yet.
+    out: Pending,
 }
 
 impl Decoder<'_> {
@@ -361,30 +352,23 @@ impl Decoder<'_> {
         } else {
             self.text.len() / 4 * 4
         };
-        self.out.clear();
-        self.at = 0;
-        decode_into(self.text.get(..whole).unwrap_or_default(), &mut self.out).ok_or_else(
-            || std::io::Error::new(std::io::ErrorKind::InvalidData, "base64 (checked before)"),
-        )?;
+        let out = self.out.next_batch();
+        decode_into(self.text.get(..whole).unwrap_or_default(), out).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "base64 (checked before)")
+        })?;
         self.text.drain(..whole);
-        Ok(!self.out.is_empty())
+        Ok(!out.is_empty())
     }
 }
 
 impl std::io::Read for Decoder<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.at >= self.out.len() {
+        while self.out.is_drained() {
             if !self.refill()? {
                 return Ok(0);
             }
         }
-        let available = self.out.get(self.at..).unwrap_or_default();
-        let n = available.len().min(buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.at += n;
-        Ok(n)
+        Ok(self.out.take(buf))
     }
 }
 

@@ -253,6 +253,34 @@ fn encode(body: &[u8], text: bool) -> (&'static str, Vec<u8>) {
     }
 }
 
+/// Bodies on both sides of what [`seven_bit::is_clean`] accepts, for the tests of the
+/// faster checks that must agree with it.
+#[cfg(test)]
+pub(crate) fn clean_cases() -> Vec<Vec<u8>> {
+    let mut cases: Vec<Vec<u8>> = [
+        &b""[..],
+        b"a",
+        b"a\r\nb\r\n",
+        b"a\nb",
+        b"a \r\n",
+        b"a\t\r\n",
+        b"a\t",
+        b"a\rb\r\n",
+        b"\r",
+        b"\r\r\n",
+        b"a\x7f",
+        b"a\x00",
+        b"\xc3\xbc",
+        b"\ta b\r\n\r\n",
+    ]
+    .iter()
+    .map(|c| c.to_vec())
+    .collect();
+    cases.push(vec![b'x'; 998]);
+    cases.push(vec![b'x'; 999]);
+    cases
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,27 +303,8 @@ mod tests {
 
     #[test]
     fn is_clean_is_seven_bit_is_clean() {
-        let long = "x".repeat(998);
-        let longer = "x".repeat(999);
-        let cases: Vec<&[u8]> = vec![
-            b"",
-            b"a",
-            b"a\r\nb\r\n",
-            b"a\nb",
-            b"a \r\n",
-            b"a\t\r\n",
-            b"a\t",
-            b"a\rb\r\n",
-            b"\r",
-            b"\r\r\n",
-            b"a\x7f",
-            b"a\x00",
-            b"\xc3\xbc",
-            b"\ta b\r\n\r\n",
-            long.as_bytes(),
-            longer.as_bytes(),
-        ];
-        for c in cases {
+        for c in &clean_cases() {
+            let c = c.as_slice();
             assert_eq!(is_clean(c), seven_bit::is_clean(c), "{c:?}");
             let with_crlf = [c, b"\r\n"].concat();
             assert_eq!(

@@ -21,6 +21,7 @@ pub mod assemble;
 pub mod binding;
 pub mod decrypt;
 pub mod mime;
+pub mod pending;
 pub mod protected;
 pub mod results;
 pub mod root;

@@ -7,8 +7,8 @@ use std::time::SystemTime;
 
 use openpgp::cert::amalgamation::ValidAmalgamation;
 use openpgp::parse::stream::{
-    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError, VerificationHelper,
-    VerifierBuilder,
+    DetachedVerifier, DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationError,
+    VerificationHelper, VerifierBuilder,
 };
 use openpgp::parse::Parse;
 use openpgp::policy::Policy;
@@ -130,19 +130,7 @@ pub fn detached(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Vec<Check>, Error> {
-    let mut found = Found::default();
-    let result = DetachedVerifierBuilder::from_bytes(signature).and_then(|b| {
-        let mut v = b.with_policy(
-            policy,
-            now,
-            Certs {
-                keyring,
-                found: &mut found,
-            },
-        )?;
-        v.verify_bytes(signed)
-    });
-    finish(found, result.is_ok())
+    detached_with(signature, keyring, policy, now, |v| v.verify_bytes(signed))
 }
 
 /// [`detached`] over signed data read as it comes (a large `multipart/signed` part).
@@ -156,6 +144,17 @@ pub fn detached_reader<R: Read + Send + Sync>(
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Vec<Check>, Error> {
+    detached_with(signature, keyring, policy, now, |v| v.verify_reader(signed))
+}
+
+/// A detached signature checked by `verify` over the signed data, however it is held.
+fn detached_with(
+    signature: &[u8],
+    keyring: &Keyring,
+    policy: &dyn Policy,
+    now: SystemTime,
+    verify: impl FnOnce(&mut DetachedVerifier<'_, Certs<'_>>) -> openpgp::Result<()>,
+) -> Result<Vec<Check>, Error> {
     let mut found = Found::default();
     let result = DetachedVerifierBuilder::from_bytes(signature).and_then(|b| {
         let mut v = b.with_policy(
@@ -166,7 +165,7 @@ pub fn detached_reader<R: Read + Send + Sync>(
                 found: &mut found,
             },
         )?;
-        v.verify_reader(signed)
+        verify(&mut v)
     });
     finish(found, result.is_ok())
 }

@@ -9,6 +9,8 @@ use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 
 use crate::transform::headers::Field;
 
+use super::super::pending::Pending;
+
 /// Input read at a time.
 const CHUNK: usize = 64 << 10;
 
@@ -44,8 +46,7 @@ pub struct Decoder<R> {
     /// Input not decoded yet: base64 text short of a quad, or a quoted-printable line
     /// without its end.
     carry: Vec<u8>,
-    out: Vec<u8>,
-    at: usize,
+    out: Pending,
     eof: bool,
 }
 
@@ -56,23 +57,21 @@ impl<R: Read> Decoder<R> {
             cte,
             raw: Vec::new(),
             carry: Vec::new(),
-            out: Vec::new(),
-            at: 0,
+            out: Pending::default(),
             eof: false,
         }
     }
 
     /// Decodes more into `out`; false at the end.
     fn refill(&mut self) -> io::Result<bool> {
-        self.out.clear();
-        self.at = 0;
-        while self.out.is_empty() && !self.eof {
+        let out = self.out.next_batch();
+        while out.is_empty() && !self.eof {
             self.raw.resize(CHUNK, 0);
             let n = self.inner.read(&mut self.raw)?;
             self.eof = n == 0;
             let raw = self.raw.get(..n).unwrap_or_default();
             match self.cte {
-                Cte::Identity => self.out.extend_from_slice(raw),
+                Cte::Identity => out.extend_from_slice(raw),
                 Cte::Base64 => {
                     self.carry
                         .extend(raw.iter().copied().filter(|b| !b.is_ascii_whitespace()));
@@ -82,7 +81,7 @@ impl<R: Read> Decoder<R> {
                         self.carry.len() / 4 * 4
                     };
                     let text = self.carry.get(..whole).unwrap_or_default();
-                    base64_into(text, self.eof, &mut self.out)?;
+                    base64_into(text, self.eof, out)?;
                     self.carry.drain(..whole);
                 }
                 Cte::QuotedPrintable => {
@@ -99,13 +98,13 @@ impl<R: Read> Decoder<R> {
                     let text = self.carry.get(..whole).unwrap_or_default();
                     if !text.is_empty() {
                         let decoded = quoted_printable_decode(text).ok_or_else(invalid)?;
-                        self.out.extend_from_slice(&decoded);
+                        out.extend_from_slice(&decoded);
                     }
                     self.carry.drain(..whole);
                 }
             }
         }
-        Ok(!self.out.is_empty())
+        Ok(!out.is_empty())
     }
 }
 
@@ -143,18 +142,12 @@ impl<R: Read> Read for Decoder<R> {
         if self.cte == Cte::Identity {
             return self.inner.read(buf);
         }
-        while self.at >= self.out.len() {
+        while self.out.is_drained() {
             if !self.refill()? {
                 return Ok(0);
             }
         }
-        let available = self.out.get(self.at..).unwrap_or_default();
-        let n = available.len().min(buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.at += n;
-        Ok(n)
+        Ok(self.out.take(buf))
     }
 }
 
@@ -163,8 +156,7 @@ impl<R: Read> Read for Decoder<R> {
 pub struct Crlf<R> {
     inner: R,
     raw: Vec<u8>,
-    out: Vec<u8>,
-    at: usize,
+    out: Pending,
     prev: u8,
 }
 
@@ -173,8 +165,7 @@ impl<R: Read> Crlf<R> {
         Crlf {
             inner,
             raw: Vec::new(),
-            out: Vec::new(),
-            at: 0,
+            out: Pending::default(),
             prev: 0,
         }
     }
@@ -182,29 +173,22 @@ impl<R: Read> Crlf<R> {
 
 impl<R: Read> Read for Crlf<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.at >= self.out.len() {
+        if self.out.is_drained() {
             self.raw.resize(CHUNK, 0);
             let n = self.inner.read(&mut self.raw)?;
-            self.out.clear();
-            self.at = 0;
+            let out = self.out.next_batch();
             for &b in self.raw.get(..n).unwrap_or_default() {
                 if b == b'\n' && self.prev != b'\r' {
-                    self.out.push(b'\r');
+                    out.push(b'\r');
                 }
-                self.out.push(b);
+                out.push(b);
                 self.prev = b;
             }
             if n == 0 {
                 return Ok(0);
             }
         }
-        let available = self.out.get(self.at..).unwrap_or_default();
-        let n = available.len().min(buf.len());
-        if let (Some(dst), Some(src)) = (buf.get_mut(..n), available.get(..n)) {
-            dst.copy_from_slice(src);
-        }
-        self.at += n;
-        Ok(n)
+        Ok(self.out.take(buf))
     }
 }
 

@@ -451,26 +451,8 @@ mod tests {
 
     #[test]
     fn is_clean_agrees_with_the_in_memory_test() {
-        let long = "x".repeat(998);
-        let longer = "x".repeat(999);
-        let cases: Vec<&[u8]> = vec![
-            b"",
-            b"a",
-            b"a\r\nb\r\n",
-            b"a\nb",
-            b"a \r\n",
-            b"a\t\r\n",
-            b"a\t",
-            b"a\rb\r\n",
-            b"\r",
-            b"\r\r\n",
-            b"a\x7f",
-            b"\xc3\xbc",
-            b"\ta b\r\n\r\n",
-            long.as_bytes(),
-            longer.as_bytes(),
-        ];
-        for c in cases {
+        for c in &assemble::clean_cases() {
+            let c = c.as_slice();
             let want = crate::transform::seven_bit::is_clean(c);
             assert_eq!(is_clean(&Blob::from(c.to_vec())).unwrap(), want, "{c:?}");
         }
