@@ -482,7 +482,7 @@ fn try_keys(
         if !fits || !key.has_unencrypted_secret() {
             continue;
         }
-        let Ok(mut pair) = key.clone().into_keypair() else {
+        let Ok(mut pair) = super::x25519::decryptor(key.role_as_unspecified()) else {
             continue;
         };
         if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {

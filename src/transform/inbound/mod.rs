@@ -28,6 +28,7 @@ pub mod root;
 pub mod spilled;
 pub mod verdict;
 pub mod verify;
+pub mod x25519;
 
 use std::time::SystemTime;
 
