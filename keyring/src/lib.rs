@@ -185,6 +185,10 @@ impl Keyring {
         }
         match self.load_public(fpr)? {
             Some(cert) => {
+                // Sequoia verifies binding signatures lazily and keeps the result in the
+                // certificate; a clone carries it. Verified once here, on the cached copy,
+                // they are not verified again for every message that clones it.
+                let _ = cert.keys().with_policy(&self.inner.policy, None).count();
                 let cert = Arc::new(cert);
                 self.inner.certs.insert(fpr.clone(), cert.clone());
                 Ok(Some(cert))
