@@ -3,7 +3,8 @@
 //!
 //! [`open`] strips every incoming copy of our result fields ([`results`]), decides what the
 //! root entity is ([`root`]; only the root, never a nested part), decrypts it per envelope
-//! recipient with that recipient's own keys ([`decrypt`]), checks signatures against the
+//! recipient with that recipient's own keys ([`decrypt`]; Cv25519 keys through OpenSSL
+//! keys imported once, [`x25519`]), checks signatures against the
 //! keyring and the single From address ([`verify`], [`binding`]), applies or keeps apart protected
 //! header fields ([`protected`]) and builds the delivered message ([`assemble`]) with
 //! `Authentication-Results` and `X-Sealpost-Verdict` on top ([`verdict`]).
