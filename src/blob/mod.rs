@@ -226,10 +226,9 @@ impl Blob {
     /// Reads the bytes in order.
     pub fn reader(&self) -> Reader<'_> {
         Reader {
-            pieces: &self.pieces,
-            piece: 0,
+            pieces: self.pieces(),
+            current: Cow::Borrowed(&[]),
             at: 0,
-            chunk: None,
         }
     }
 
@@ -238,32 +237,8 @@ impl Blob {
     /// # Errors
     /// Read errors, and whatever `f` returns.
     pub fn for_each_piece(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        for p in &self.pieces {
-            match p {
-                Piece::Memory(b, r) => {
-                    let s = b
-                        .get(r.clone())
-                        .ok_or_else(|| io::Error::other("blob piece out of range"))?;
-                    for c in s.chunks(sealed::CHUNK) {
-                        f(c)?;
-                    }
-                }
-                Piece::File(file, r) => {
-                    let size = sealed::CHUNK as u64;
-                    let mut at = r.start;
-                    while at < r.end {
-                        let index = at / size;
-                        let chunk = file.chunk(index)?;
-                        let from = (at - index * size) as usize;
-                        let to = ((r.end - index * size) as usize).min(chunk.len());
-                        let part = chunk
-                            .get(from..to)
-                            .ok_or_else(|| io::Error::other("blob piece out of range"))?;
-                        f(part)?;
-                        at = index * size + to as u64;
-                    }
-                }
-            }
+        for piece in self.pieces() {
+            f(&piece?)?;
         }
         Ok(())
     }
@@ -271,59 +246,30 @@ impl Blob {
 
 /// Reads a [`Blob`] from its start; one decrypted chunk is held at a time.
 pub struct Reader<'a> {
-    pieces: &'a [Piece],
-    piece: usize,
-    /// Offset inside the current piece.
-    at: u64,
-    /// The decrypted chunk the file reads come from: its index and bytes.
-    chunk: Option<(u64, Vec<u8>)>,
+    pieces: pieces::Pieces<'a>,
+    /// The piece reads come from, and how far it was read.
+    current: Cow<'a, [u8]>,
+    at: usize,
 }
 
 impl Read for Reader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let Some(p) = self.pieces.get(self.piece) else {
-                return Ok(0);
-            };
-            if self.at >= p.len() || buf.is_empty() {
-                if buf.is_empty() {
-                    return Ok(0);
+        while self.at >= self.current.len() {
+            match self.pieces.next() {
+                Some(piece) => {
+                    self.current = piece?;
+                    self.at = 0;
                 }
-                self.piece += 1;
-                self.at = 0;
-                continue;
+                None => return Ok(0),
             }
-            let n = match p {
-                Piece::Memory(b, r) => {
-                    let from = r.start + self.at as usize;
-                    let src = b
-                        .get(from..r.end)
-                        .ok_or_else(|| io::Error::other("blob piece out of range"))?;
-                    let n = src.len().min(buf.len());
-                    buf[..n].copy_from_slice(&src[..n]);
-                    n
-                }
-                Piece::File(f, r) => {
-                    let size = sealed::CHUNK as u64;
-                    let pos = r.start + self.at;
-                    let index = pos / size;
-                    if self.chunk.as_ref().is_none_or(|(i, _)| *i != index) {
-                        self.chunk = Some((index, f.chunk(index)?));
-                    }
-                    let chunk = self.chunk.as_ref().map_or(&[][..], |(_, c)| c);
-                    let from = (pos - index * size) as usize;
-                    let to = ((r.end - index * size) as usize).min(chunk.len());
-                    let src = chunk
-                        .get(from..to)
-                        .ok_or_else(|| io::Error::other("blob piece out of range"))?;
-                    let n = src.len().min(buf.len());
-                    buf[..n].copy_from_slice(&src[..n]);
-                    n
-                }
-            };
-            self.at += n as u64;
-            return Ok(n);
         }
+        let src = self.current.get(self.at..).unwrap_or_default();
+        let n = src.len().min(buf.len());
+        if let (Some(dst), Some(src)) = (buf.get_mut(..n), src.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        self.at += n;
+        Ok(n)
     }
 }
 
@@ -418,22 +364,6 @@ impl Writer {
             Some(f) => Ok(Blob::from(f.finish()?)),
             None => Ok(Blob::from(self.memory)),
         }
-    }
-}
-
-/// A sealed temporary copy of `bytes` in `dir` when they are larger than `above`, else
-/// in memory.
-///
-/// # Errors
-/// Disk errors.
-pub fn spill_if_large(bytes: Vec<u8>, spill: Option<&Spill>) -> io::Result<Blob> {
-    match spill {
-        Some(s) if bytes.len() > s.above => {
-            let mut w = SealedWriter::temporary_in(&s.dir)?;
-            w.write(&bytes)?;
-            Ok(Blob::from(w.finish()?))
-        }
-        _ => Ok(Blob::from(bytes)),
     }
 }
 

@@ -67,6 +67,7 @@ pub mod autocrypt;
 pub mod classify;
 pub mod encrypt;
 pub mod headers;
+pub mod imported;
 pub mod inbound;
 pub mod seven_bit;
 pub mod sign;

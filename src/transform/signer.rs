@@ -10,22 +10,18 @@
 //! ECDSA, Ed448, …) sign through `KeyPair` as before.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 
 use openpgp::crypto::{self, mpi};
 use openpgp::packet::key::{PublicParts, SecretParts, UnspecifiedRole};
 use openpgp::packet::Key;
 use openpgp::types::{Curve, HashAlgorithm, PublicKeyAlgorithm};
-use openpgp::Fingerprint;
 use ossl::pkey::{EccData, EvpPkey, EvpPkeyType, PkeyData};
 use ossl::signature::{OsslSignature, SigAlg, SigOp};
-use ossl::{OsslContext, OsslSecret};
+use ossl::OsslSecret;
 use sealpost_keyring::openpgp;
 
-/// Imported keys kept at most; past it the cache starts over (a gateway has a handful of
-/// sender keys; this only bounds a pathological keyring).
-const MAX_KEYS: usize = 1024;
+use crate::transform::imported::{context, Cache};
 
 /// A signer for `key`: over the cached OpenSSL key for Ed25519 (v4 EdDSA or v6 Ed25519),
 /// a sequoia `KeyPair` otherwise.
@@ -36,37 +32,14 @@ pub fn signer(
     key: &Key<SecretParts, UnspecifiedRole>,
 ) -> openpgp::Result<Box<dyn crypto::Signer + Send + Sync>> {
     if let Some(kind) = Kind::of(key) {
-        let fpr = key.fingerprint();
-        if let Some(found) = cache().get(&fpr) {
-            return Ok(Box::new(Cached(Arc::clone(found))));
-        }
-        let imported = Arc::new(Imported::new(key, kind)?);
-        let mut keys = cache();
-        if keys.len() >= MAX_KEYS {
-            keys.clear();
-        }
-        keys.insert(fpr, Arc::clone(&imported));
+        let imported = KEYS.get_or_import(key.fingerprint(), || Imported::new(key, kind))?;
         return Ok(Box::new(Cached(imported)));
     }
     Ok(Box::new(key.clone().into_keypair()?))
 }
 
-fn cache() -> std::sync::MutexGuard<'static, HashMap<Fingerprint, Arc<Imported>>> {
-    static KEYS: OnceLock<Mutex<HashMap<Fingerprint, Arc<Imported>>>> = OnceLock::new();
-    KEYS.get_or_init(Default::default)
-        .lock()
-        // The map holds no invariant a panic could break.
-        .unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The OpenSSL library context of the cached keys, made once.
-fn context() -> openpgp::Result<&'static OsslContext> {
-    static CONTEXT: OnceLock<Option<OsslContext>> = OnceLock::new();
-    CONTEXT
-        .get_or_init(|| OsslContext::new_lib_ctx_checked().ok())
-        .as_ref()
-        .ok_or_else(|| openpgp::Error::InvalidOperation("no OpenSSL library context".into()).into())
-}
+/// The signing keys imported so far.
+static KEYS: Cache<Imported> = Cache::new();
 
 /// The two encodings of an Ed25519 key and signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,29 +155,15 @@ impl crypto::Signer for Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::tests::{key, v6_key};
+    use crate::transform::tests::{key, secret_key, v6_key};
     use openpgp::cert::{CertBuilder, CipherSuite};
-    use openpgp::policy::StandardPolicy;
-
-    fn signing_key(cert: &openpgp::Cert) -> Key<SecretParts, UnspecifiedRole> {
-        let policy = StandardPolicy::new();
-        cert.keys()
-            .with_policy(&policy, None)
-            .for_signing()
-            .secret()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .role_into_unspecified()
-    }
 
     /// Ed25519 is deterministic: the cached key must give the very signature `KeyPair`
     /// gives, in the same encoding, for v4 and v6 keys, and it must verify.
     #[test]
     fn same_signature_as_keypair_for_v4_and_v6() {
         for cert in [key("a@example.org"), v6_key("b@example.org")] {
-            let k = signing_key(&cert);
+            let k = secret_key(&cert, true);
             assert!(Kind::of(&k).is_some());
             let digest = [7u8; 64];
             let mut cached = signer(&k).unwrap();
@@ -219,11 +178,11 @@ mod tests {
 
     #[test]
     fn the_key_is_imported_once() {
-        let k = signing_key(&key("c@example.org"));
+        let k = secret_key(&key("c@example.org"), true);
         let _first = signer(&k).unwrap();
-        let found = Arc::clone(cache().get(&k.fingerprint()).unwrap());
+        let found = KEYS.get(&k.fingerprint()).unwrap();
         let _second = signer(&k).unwrap();
-        assert!(Arc::ptr_eq(&found, cache().get(&k.fingerprint()).unwrap()));
+        assert!(Arc::ptr_eq(&found, &KEYS.get(&k.fingerprint()).unwrap()));
     }
 
     #[test]
@@ -232,7 +191,7 @@ mod tests {
             .set_cipher_suite(CipherSuite::RSA2k)
             .generate()
             .unwrap();
-        let k = signing_key(&cert);
+        let k = secret_key(&cert, true);
         assert!(Kind::of(&k).is_none());
         let digest = [9u8; 32];
         let sig = signer(&k)
@@ -240,6 +199,6 @@ mod tests {
             .sign(HashAlgorithm::SHA256, &digest)
             .unwrap();
         k.verify(&sig, HashAlgorithm::SHA256, &digest).unwrap();
-        assert!(!cache().contains_key(&k.fingerprint()));
+        assert!(KEYS.get(&k.fingerprint()).is_none());
     }
 }

@@ -31,8 +31,10 @@ const CHUNK: usize = 64 * 1024;
 /// fail, so it can be decoded while it is read, as often as needed.
 #[derive(Debug, Clone, Copy)]
 pub struct Armored<'a> {
-    /// The base64 lines, from the first to the last (checksum and end line excluded).
-    text: &'a [u8],
+    /// The whole armored message, whitespace around it trimmed.
+    data: &'a [u8],
+    /// Bytes of base64 lines.
+    text_len: usize,
 }
 
 /// `data` when it is exactly one armored `PGP MESSAGE` (with optional armor headers and
@@ -60,7 +62,8 @@ pub fn parse(data: &[u8]) -> Option<Armored<'_>> {
         return None;
     }
     Some(Armored {
-        text: t.get(start?..end.max(start?))?,
+        data: t,
+        text_len: end.saturating_sub(start?),
     })
 }
 
@@ -229,31 +232,84 @@ fn trim_line(line: &[u8]) -> &[u8] {
     line.trim_ascii_end()
 }
 
-/// Reads the binary data of an armored message from a reader, for data too large to
-/// hold. The caller checks the shape first ([`Shape::check`]); a line that breaks it is
-/// a read error all the same.
-pub struct StreamDecoder<R> {
+/// Where a [`Decoder`]'s lines come from, each without its line end and trailing
+/// whitespace.
+pub trait LineSource {
+    /// The next line; `None` at the end.
+    ///
+    /// # Errors
+    /// Read errors.
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>>;
+}
+
+/// The lines of an armored message held in memory.
+#[derive(Debug)]
+pub struct SliceLines<'a> {
+    rest: &'a [u8],
+    lines: Lines,
+}
+
+impl LineSource for SliceLines<'_> {
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        Ok(self.lines.next(&mut self.rest))
+    }
+}
+
+/// The lines of an armored message read as it comes (data too large to hold).
+pub struct ReadLines<R> {
     inner: std::io::BufReader<R>,
-    shape: Shape,
     line: Vec<u8>,
+}
+
+impl<R: std::io::Read> LineSource for ReadLines<R> {
+    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
+        self.line.clear();
+        if std::io::BufRead::read_until(&mut self.inner, b'\n', &mut self.line)? == 0 {
+            return Ok(None);
+        }
+        Ok(Some(trim_line(&self.line)))
+    }
+}
+
+/// Reads the binary data of an armored message, a chunk at a time. The shape is checked
+/// before ([`parse`], [`Shape::check`]); a line that breaks it is a read error all the
+/// same.
+pub struct Decoder<L> {
+    lines: L,
+    shape: Shape,
     /// Base64 text not decoded yet.
     text: Vec<u8>,
+    /// Decoded data not read yet.
     out: Pending,
     done: bool,
 }
 
-impl<R: std::io::Read> StreamDecoder<R> {
-    pub fn new(inner: R) -> StreamDecoder<R> {
-        StreamDecoder {
-            inner: std::io::BufReader::with_capacity(CHUNK, inner),
+/// A [`Decoder`] of data read as it comes.
+pub type StreamDecoder<R> = Decoder<ReadLines<R>>;
+
+impl<L> Decoder<L> {
+    fn over(lines: L) -> Decoder<L> {
+        Decoder {
+            lines,
             shape: Shape::default(),
-            line: Vec::with_capacity(128),
             text: Vec::with_capacity(CHUNK + 128),
             out: Pending::with_capacity(CHUNK / 4 * 3 + 96),
             done: false,
         }
     }
+}
 
+impl<R: std::io::Read> Decoder<ReadLines<R>> {
+    pub fn new(inner: R) -> StreamDecoder<R> {
+        Decoder::over(ReadLines {
+            inner: std::io::BufReader::with_capacity(CHUNK, inner),
+            line: Vec::with_capacity(128),
+        })
+    }
+}
+
+impl<L: LineSource> Decoder<L> {
+    /// Decodes the next chunk; false at the end.
     fn refill(&mut self) -> std::io::Result<bool> {
         let invalid = |what: &str| {
             std::io::Error::new(std::io::ErrorKind::InvalidData, format!("armor: {what}"))
@@ -261,15 +317,13 @@ impl<R: std::io::Read> StreamDecoder<R> {
         let out = self.out.next_batch();
         while out.is_empty() && !(self.done && self.text.is_empty()) {
             while self.text.len() < CHUNK && !self.done {
-                self.line.clear();
-                if std::io::BufRead::read_until(&mut self.inner, b'\n', &mut self.line)? == 0 {
+                let Some(line) = self.lines.next_line()? else {
                     self.done = true;
                     if !self.shape.is_whole() {
                         return Err(invalid("not one whole armored message"));
                     }
                     break;
-                }
-                let line = trim_line(&self.line);
+                };
                 match self.shape.line(line) {
                     Line::Text => self.text.extend_from_slice(line),
                     Line::Other => {}
@@ -289,7 +343,7 @@ impl<R: std::io::Read> StreamDecoder<R> {
     }
 }
 
-impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
+impl<L: LineSource> std::io::Read for Decoder<L> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.out.is_drained() {
             if !self.refill()? {
@@ -305,7 +359,7 @@ impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
 #[cfg(test)]
 pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
     let armored = parse(data)?;
-    let mut out = Vec::with_capacity(armored.text.len() / 4 * 3 + 3);
+    let mut out = Vec::with_capacity(armored.len_hint() + 3);
     std::io::Read::read_to_end(&mut armored.reader(), &mut out).ok()?;
     Some(out)
 }
@@ -313,62 +367,15 @@ pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
 impl<'a> Armored<'a> {
     /// About how many bytes of binary data it holds.
     pub fn len_hint(&self) -> usize {
-        self.text.len() / 4 * 3
+        self.text_len / 4 * 3
     }
 
     /// A reader of the binary data, decoding a chunk at a time.
-    pub fn reader(&self) -> Decoder<'a> {
-        Decoder {
-            rest: self.text,
+    pub fn reader(&self) -> Decoder<SliceLines<'a>> {
+        Decoder::over(SliceLines {
+            rest: self.data,
             lines: Lines { width: 0 },
-            text: Vec::with_capacity(CHUNK + 128),
-            out: Pending::with_capacity(CHUNK / 4 * 3 + 96),
-        }
-    }
-}
-
-/// Reads the binary data of an [`Armored`] message.
-#[derive(Debug)]
-pub struct Decoder<'a> {
-    rest: &'a [u8],
-    lines: Lines,
-    /// Base64 text not decoded yet (less than a quad between refills).
-    text: Vec<u8>,
-    /// Decoded data not read yet.
-    out: Pending,
-}
-
-impl Decoder<'_> {
-    /// Decodes the next chunk into `out`; false at the end.
-    fn refill(&mut self) -> std::io::Result<bool> {
-        while self.text.len() < CHUNK {
-            match self.lines.next(&mut self.rest) {
-                Some(line) => self.text.extend_from_slice(line),
-                None => break,
-            }
-        }
-        let whole = if self.rest.is_empty() {
-            self.text.len()
-        } else {
-            self.text.len() / 4 * 4
-        };
-        let out = self.out.next_batch();
-        decode_into(self.text.get(..whole).unwrap_or_default(), out).ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, "base64 (checked before)")
-        })?;
-        self.text.drain(..whole);
-        Ok(!out.is_empty())
-    }
-}
-
-impl std::io::Read for Decoder<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.out.is_drained() {
-            if !self.refill()? {
-                return Ok(0);
-            }
-        }
-        Ok(self.out.take(buf))
+        })
     }
 }
 

@@ -12,23 +12,19 @@
 //! through `KeyPair` as before.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use openpgp::crypto::mem::Protected;
 use openpgp::crypto::{self, ecdh, mpi, SessionKey};
 use openpgp::packet::key::{PublicParts, SecretParts, UnspecifiedRole};
 use openpgp::packet::Key;
 use openpgp::types::Curve;
-use openpgp::Fingerprint;
 use ossl::derive::EcdhDerive;
 use ossl::pkey::{EccData, EvpPkey, EvpPkeyType, PkeyData};
-use ossl::{OsslContext, OsslSecret};
+use ossl::OsslSecret;
 use sealpost_keyring::openpgp;
 
-/// Keys kept at most; past it the cache starts over (a gateway has a handful of local
-/// users' keys; this only bounds a pathological keyring).
-const MAX_KEYS: usize = 1024;
+use crate::transform::imported::{context, Cache};
 
 /// A decryptor for `key`: over cached OpenSSL keys for a v4 Cv25519 ECDH key, a sequoia
 /// `KeyPair` otherwise.
@@ -41,16 +37,7 @@ pub fn decryptor(
     if !is_cv25519(key) {
         return Ok(Box::new(key.clone().into_keypair()?));
     }
-    let fpr = key.fingerprint();
-    if let Some(found) = cache().get(&fpr) {
-        return Ok(Box::new(Cached(Arc::clone(found))));
-    }
-    let imported = Arc::new(Imported::new(key)?);
-    let mut keys = cache();
-    if keys.len() >= MAX_KEYS {
-        keys.clear();
-    }
-    keys.insert(fpr, Arc::clone(&imported));
+    let imported = KEYS.get_or_import(key.fingerprint(), || Imported::new(key))?;
     Ok(Box::new(Cached(imported)))
 }
 
@@ -59,22 +46,8 @@ fn is_cv25519(key: &Key<SecretParts, UnspecifiedRole>) -> bool {
         && matches!(key.mpis(), mpi::PublicKey::ECDH { curve, .. } if *curve == Curve::Cv25519)
 }
 
-fn cache() -> std::sync::MutexGuard<'static, HashMap<Fingerprint, Arc<Imported>>> {
-    static KEYS: OnceLock<Mutex<HashMap<Fingerprint, Arc<Imported>>>> = OnceLock::new();
-    KEYS.get_or_init(Default::default)
-        .lock()
-        // The map holds no invariant a panic could break.
-        .unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The OpenSSL library context of the cached keys, made once.
-fn context() -> openpgp::Result<&'static OsslContext> {
-    static CONTEXT: OnceLock<Option<OsslContext>> = OnceLock::new();
-    CONTEXT
-        .get_or_init(|| OsslContext::new_lib_ctx_checked().ok())
-        .as_ref()
-        .ok_or_else(|| openpgp::Error::InvalidOperation("no OpenSSL library context".into()).into())
-}
+/// The decryption keys imported so far.
+static KEYS: Cache<Imported> = Cache::new();
 
 /// One key: its public part, and OpenSSL keys ready to derive with.
 struct Imported {
@@ -203,28 +176,14 @@ impl crypto::Decryptor for Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::tests::key;
+    use crate::transform::tests::{key, secret_key};
     use openpgp::packet::{pkesk::PKESK3, PKESK};
-    use openpgp::policy::StandardPolicy;
     use openpgp::types::SymmetricAlgorithm;
-
-    fn encryption_key(cert: &openpgp::Cert) -> Key<SecretParts, UnspecifiedRole> {
-        let policy = StandardPolicy::new();
-        cert.keys()
-            .with_policy(&policy, None)
-            .for_transport_encryption()
-            .secret()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .role_into_unspecified()
-    }
 
     /// The cached key unwraps what `KeyPair` unwraps, and refuses what it refuses.
     #[test]
     fn same_session_key_as_keypair() {
-        let k = encryption_key(&key("x@example.org"));
+        let k = secret_key(&key("x@example.org"), false);
         assert!(is_cv25519(&k));
         for algo in [SymmetricAlgorithm::AES128, SymmetricAlgorithm::AES256] {
             let sk = SessionKey::new(algo.key_size().unwrap()).unwrap();
@@ -237,7 +196,7 @@ mod tests {
             assert_eq!(ours.1, sk);
         }
         // Wrapped to another key: both refuse.
-        let other = encryption_key(&key("y@example.org"));
+        let other = secret_key(&key("y@example.org"), false);
         let sk = SessionKey::new(16).unwrap();
         let pkesk =
             PKESK::from(PKESK3::for_recipient(SymmetricAlgorithm::AES128, &sk, &other).unwrap());
@@ -249,9 +208,9 @@ mod tests {
 
     #[test]
     fn the_key_is_imported_once_and_reused_across_threads() {
-        let k = encryption_key(&key("z@example.org"));
+        let k = secret_key(&key("z@example.org"), false);
         let _first = decryptor(&k).unwrap();
-        let found = Arc::clone(cache().get(&k.fingerprint()).unwrap());
+        let found = KEYS.get(&k.fingerprint()).unwrap();
         std::thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
@@ -264,7 +223,7 @@ mod tests {
                 });
             }
         });
-        assert!(Arc::ptr_eq(&found, cache().get(&k.fingerprint()).unwrap()));
+        assert!(Arc::ptr_eq(&found, &KEYS.get(&k.fingerprint()).unwrap()));
         assert!(found.idle.lock().unwrap().len() <= 4);
     }
 }

@@ -24,6 +24,22 @@ pub fn key(uid: &str) -> Cert {
         .0
 }
 
+/// `cert`'s secret key for signing (`signing`) or for transport encryption.
+pub fn secret_key(
+    cert: &Cert,
+    signing: bool,
+) -> openpgp::packet::Key<openpgp::packet::key::SecretParts, openpgp::packet::key::UnspecifiedRole>
+{
+    let policy = openpgp::policy::StandardPolicy::new();
+    let keys = cert.keys().with_policy(&policy, None).secret();
+    let key = if signing {
+        keys.for_signing().next()
+    } else {
+        keys.for_transport_encryption().next()
+    };
+    key.unwrap().key().clone().role_into_unspecified()
+}
+
 /// An RFC 9580 (v6) key.
 pub fn v6_key(uid: &str) -> Cert {
     CertBuilder::general_purpose(Some(uid))

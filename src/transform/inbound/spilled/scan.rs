@@ -130,9 +130,30 @@ pub enum Root {
 pub struct Data {
     pub body: Blob,
     pub cte: Cte,
+    /// What the OpenPGP data looks like, found on the first read: it is read once per
+    /// recipient, and the armor check is a pass over the whole body.
+    form: std::sync::OnceLock<Form>,
+}
+
+/// How [`Data::openpgp`] reads the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Binary,
+    /// Armor of the plain shape, for the fast decoder.
+    PlainArmor,
+    /// Any other armor, for sequoia's reader.
+    Armor,
 }
 
 impl Data {
+    pub fn new(body: Blob, cte: Cte) -> Data {
+        Data {
+            body,
+            cte,
+            form: std::sync::OnceLock::new(),
+        }
+    }
+
     /// The decoded bytes, read as they come.
     pub fn reader(&self) -> Decoder<crate::blob::Reader<'_>> {
         Decoder::new(self.body.reader(), self.cte)
@@ -145,6 +166,17 @@ impl Data {
     /// through sequoia's armor reader, which filters the base64 byte by byte (several
     /// times slower than the two passes together).
     pub fn openpgp(&self) -> Box<dyn Read + Send + Sync + '_> {
+        match *self.form.get_or_init(|| self.form()) {
+            Form::Binary => Box::new(self.reader()),
+            Form::PlainArmor => Box::new(armor::StreamDecoder::new(self.reader())),
+            Form::Armor => Box::new(openpgp::armor::Reader::from_reader(
+                self.reader(),
+                openpgp::armor::ReaderMode::Tolerant(Some(openpgp::armor::Kind::Message)),
+            )),
+        }
+    }
+
+    fn form(&self) -> Form {
         let mut start = Vec::with_capacity(256);
         let armored = self
             .reader()
@@ -152,15 +184,11 @@ impl Data {
             .read_to_end(&mut start)
             .is_ok_and(|_| start.trim_ascii_start().starts_with(BEGIN_MESSAGE));
         if !armored {
-            return Box::new(self.reader());
-        }
-        if armor::Shape::check(self.reader()).unwrap_or(false) {
-            Box::new(armor::StreamDecoder::new(self.reader()))
+            Form::Binary
+        } else if armor::Shape::check(self.reader()).unwrap_or(false) {
+            Form::PlainArmor
         } else {
-            Box::new(openpgp::armor::Reader::from_reader(
-                self.reader(),
-                openpgp::armor::ReaderMode::Tolerant(Some(openpgp::armor::Kind::Message)),
-            ))
+            Form::Armor
         }
     }
 }
@@ -186,10 +214,7 @@ pub fn classify(fields: &[Field], body: &Blob, whole: &Blob) -> io::Result<Root>
     }
     if ct.as_ref().is_none_or(|c| c.is("text", "plain")) {
         if let Some(cte) = Cte::of(fields) {
-            let data = Data {
-                body: body.clone(),
-                cte,
-            };
+            let data = Data::new(body.clone(), cte);
             match block(data.reader()) {
                 Some(Block::Message) => return Ok(Root::Armored(data)),
                 Some(Block::Cleartext) => return Ok(Root::Cleartext(data)),
@@ -215,37 +240,33 @@ pub fn signed_halves(fields: &[Field], body: &Blob) -> io::Result<Option<(Range<
     })
 }
 
-/// RFC 3156 §4: exactly two parts, `application/pgp-encrypted` then the OpenPGP data.
-fn pgp_mime(ct: &ContentType, body: &Blob) -> io::Result<Option<Root>> {
+/// The byte ranges of a multipart body's parts when there are exactly two.
+fn two_parts(ct: &ContentType, body: &Blob) -> io::Result<Option<[Range<usize>; 2]>> {
     let Some(boundary) = ct.param("boundary") else {
         return Ok(None);
     };
-    let Some(parts) = parts(body, boundary)? else {
+    Ok(parts(body, boundary)?.and_then(|p| <[Range<usize>; 2]>::try_from(p).ok()))
+}
+
+/// RFC 3156 §4: exactly two parts, `application/pgp-encrypted` then the OpenPGP data.
+fn pgp_mime(ct: &ContentType, body: &Blob) -> io::Result<Option<Root>> {
+    let Some([control, data]) = two_parts(ct, body)? else {
         return Ok(None);
     };
-    let [control, data] = parts.as_slice() else {
-        return Ok(None);
-    };
-    let (cf, _) = entity(&body.slice(control.clone()))?;
+    let (cf, _) = entity(&body.slice(control))?;
     if !ContentType::of(&cf).is_some_and(|c| c.is("application", "pgp-encrypted")) {
         return Ok(None);
     }
-    let (df, db) = entity(&body.slice(data.clone()))?;
-    Ok(Cte::of(&df).map(|cte| Root::PgpMime(Data { body: db, cte })))
+    let (df, db) = entity(&body.slice(data))?;
+    Ok(Cte::of(&df).map(|cte| Root::PgpMime(Data::new(db, cte))))
 }
 
 /// RFC 3156 §5: exactly two parts, the second `application/pgp-signature`.
 fn signed(ct: &ContentType, body: &Blob) -> io::Result<Option<Root>> {
-    let Some(boundary) = ct.param("boundary") else {
+    let Some([first, sig]) = two_parts(ct, body)? else {
         return Ok(None);
     };
-    let Some(parts) = parts(body, boundary)? else {
-        return Ok(None);
-    };
-    let [first, sig] = parts.as_slice() else {
-        return Ok(None);
-    };
-    let (sf, sb) = entity(&body.slice(sig.clone()))?;
+    let (sf, sb) = entity(&body.slice(sig))?;
     if !ContentType::of(&sf).is_some_and(|c| c.is("application", "pgp-signature")) {
         return Ok(None);
     }
@@ -261,7 +282,7 @@ fn signed(ct: &ContentType, body: &Blob) -> io::Result<Option<Root>> {
         signature = b"not a signature".to_vec();
     }
     Ok(Some(Root::Signed {
-        signed: first.clone(),
+        signed: first,
         signature,
     }))
 }
