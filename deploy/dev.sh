@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_PKGS=(clang libclang-dev pkg-config libssl-dev)
-TEST_PKGS=(gnupg sq swaks postfix python3)
+TEST_PKGS=(gnupg sq swaks libio-socket-ssl-perl libnet-ssleay-perl postfix python3)
 
 missing() {
   local p out=()
