@@ -31,7 +31,7 @@ pub use sequoia_openpgp as openpgp;
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
-pub use lookup::normalize_email;
+pub use lookup::{normalize_email, userid_email};
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
 
 use cache::{Lookup, Usable};

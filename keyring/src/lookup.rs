@@ -34,8 +34,15 @@ pub fn index_form(email: &str) -> Option<String> {
     normalize_email(email).map(|e| e.to_lowercase())
 }
 
-/// The address of a user ID, whether it is `Name <addr>` or a bare address.
+/// The address of a user ID, whether it is `Name <addr>` or a bare address, lower-cased.
+///
+/// A user ID with a control character anywhere in it (`Mallory\n<alice@…>`, a NUL before
+/// the address) binds to no address: it shows one thing in a terminal or a mail client
+/// and would bind to another here.
 pub fn userid_email(uid: &UserID) -> Option<String> {
+    if uid.value().iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return None;
+    }
     if let Ok(Some(e)) = uid.email() {
         return index_form(e);
     }
@@ -187,6 +194,23 @@ mod tests {
         assert_eq!(normalize_email("no address here"), None);
         assert_eq!(normalize_email("@example.org"), None);
         assert_eq!(normalize_email("a b@example.org"), None);
+    }
+
+    #[test]
+    fn a_user_id_with_control_characters_binds_to_no_address() {
+        for uid in [
+            &b"Mallory\n<alice@example.org>"[..],
+            b"Mallory\0<alice@example.org>",
+            b"Mallory\r\n<alice@example.org>",
+            b"\x1b[2K<alice@example.org>",
+            b"alice@example.org\n",
+        ] {
+            assert_eq!(userid_email(&UserID::from(uid)), None, "{uid:?}");
+        }
+        assert_eq!(
+            userid_email(&UserID::from("Alice <Alice@Example.org>")).as_deref(),
+            Some("alice@example.org")
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub fn render(c: &Config) -> String {
             .map(|n| format!("{:?}", n.to_string()))
             .collect();
         let _ = writeln!(s, "allow = [{}]", allow.join(", "));
+        if l.open_relay {
+            let _ = writeln!(s, "open_relay = \"i-know\"");
+        }
         let m = &l.limits;
         let _ = writeln!(s, "max_message_size = {}", m.max_message_size);
         let _ = writeln!(s, "max_recipients = {}", m.max_recipients);
@@ -79,10 +82,12 @@ pub fn render(c: &Config) -> String {
         let _ = writeln!(s, "data_timeout = \"{}s\"", m.data_timeout.as_secs());
     }
     for u in &c.users {
+        let addrs: Vec<String> = u.addresses.iter().map(|a| format!("{a:?}")).collect();
         let _ = writeln!(
             s,
-            "\n[[user]]\nname = {:?}\npassword_hash = \"<hidden>\"",
-            u.name
+            "\n[[user]]\nname = {:?}\npassword_hash = \"<hidden>\"\naddresses = [{}]",
+            u.name,
+            addrs.join(", ")
         );
     }
     match &c.upstream {

@@ -166,6 +166,12 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             .create(&spill_dir)
             .with_context(|| format!("cannot create {}", spill_dir.display()))?;
     }
+    let senders = Arc::new(crate::policy::sender::Senders::new(
+        config
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.addresses.as_slice())),
+    ));
     let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
     let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
 
@@ -235,6 +241,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             policy: Arc::new(config.policy.clone()),
             local_domains: local_domains.clone(),
             inbound: inbound_settings.clone(),
+            senders: senders.clone(),
         };
         let limits = ConnectionLimits {
             max: l.limits.max_connections,

@@ -38,6 +38,9 @@ pub struct Listener {
     /// Client networks (CIDR) allowed to relay without AUTH.
     #[serde(default)]
     pub allow: Vec<Spanned<String>>,
+    /// `"i-know"`: consent to an outbound listener that anyone on the network can relay
+    /// through. Without it, such a listener is refused.
+    pub open_relay: Option<Spanned<String>>,
     pub max_message_size: Option<usize>,
     /// A size such as "1MiB": larger messages go to a sealed temporary file as they arrive.
     pub spill_above: Option<Spanned<String>>,
@@ -54,6 +57,10 @@ pub struct User {
     pub name: String,
     /// An argon2 PHC string, as printed by `sealpost hash-password`.
     pub password_hash: Spanned<String>,
+    /// The From addresses this user may send signed mail as; default: the user name, when
+    /// it is an address.
+    #[serde(default)]
+    pub addresses: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -104,6 +111,9 @@ pub struct Policy {
     pub mode: Option<Spanned<String>>,
     pub encrypt_to_self: Option<bool>,
     pub mixed: Option<Spanned<String>>,
+    /// `refuse` (default) or `unsigned`: a message whose From address the login may not
+    /// sign for.
+    pub sender_mismatch: Option<Spanned<String>>,
     #[serde(default)]
     pub domain: std::collections::BTreeMap<String, PolicyRule>,
     #[serde(default)]

@@ -73,8 +73,14 @@ pub struct Listener {
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
     pub auth: AuthMode,
+    /// Whether AUTH (or an allowlisted address) is needed before MAIL; decided once every
+    /// override has set the final address.
     pub require_auth: bool,
+    /// `require_auth` as the file gave it, if it did.
+    pub require_auth_set: Option<bool>,
     pub allow: Vec<IpNet>,
+    /// The admin consented to an open outbound listener (`open_relay = "i-know"`).
+    pub open_relay: bool,
     pub limits: Limits,
 }
 
@@ -110,6 +116,8 @@ impl Default for Limits {
 pub struct User {
     pub name: String,
     pub password_hash: String,
+    /// Lower-cased From addresses this user may have mail signed for.
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -431,6 +439,11 @@ fn build(
 
     if listeners.is_empty() {
         return Err(flag("listener", "no listener is configured".into()));
+    }
+    // Openness is judged on the final addresses: `--listen` may have moved a loopback
+    // listener, whose defaults were made for loopback, to a public one.
+    for (i, l) in listeners.iter_mut().enumerate() {
+        value::settle_access(l).map_err(|m| flag(&format!("listener[{i}]"), m))?;
     }
     for (i, a) in listeners.iter().enumerate() {
         // Port 0 asks the system for a free port: never a clash.

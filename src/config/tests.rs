@@ -75,6 +75,85 @@ fn public_listener_without_auth_is_refused() {
 }
 
 #[test]
+fn an_open_outbound_listener_is_refused_on_its_final_address() {
+    // Moved off loopback by --listen: the loopback defaults no longer hold.
+    let ov = Overrides {
+        listen: Some("0.0.0.0:2587".into()),
+        ..Overrides::default()
+    };
+    let err = load_str("", &ov).unwrap_err().to_string();
+    assert!(err.contains("requires AUTH"), "{err}");
+    let loopback =
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:2587\"\nrequire_auth = false\n";
+    assert!(load_str(loopback, &Overrides::default()).is_ok());
+    let err = load_str(loopback, &ov).unwrap_err().to_string();
+    assert!(
+        err.contains("open relay") && err.contains("require_auth = false"),
+        "{err}"
+    );
+
+    for allow in ["0.0.0.0/0", "::/0", "0.0.0.0/1", "8.0.0.0/8"] {
+        let text = format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"0.0.0.0:587\"\nallow = [\"{allow}\"]\n"
+        );
+        let err = refusal(&text);
+        assert!(err.contains("open relay") && err.contains(allow), "{err}");
+        // Explicit consent, for a listener a firewall really closes.
+        let text = format!("{text}open_relay = \"i-know\"\n");
+        assert!(load_str(&text, &Overrides::default()).is_ok(), "{allow}");
+    }
+    for allow in ["10.0.0.0/8", "192.168.0.0/16", "203.0.113.0/24", "fd00::/8"] {
+        let text = format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"0.0.0.0:587\"\nallow = [\"{allow}\"]\n"
+        );
+        assert!(load_str(&text, &Overrides::default()).is_ok(), "{allow}");
+    }
+    let err = refusal("[[listener]]\nmode = \"outbound\"\naddress = \"0.0.0.0:587\"\nauth = \"none\"\nrequire_auth = false\n");
+    assert!(err.contains("open relay"), "{err}");
+    let err = refusal(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:587\"\nopen_relay = \"yes\"\n",
+    );
+    assert!(err.contains("i-know"), "{err}");
+    // An inbound listener is meant for the internet: it only takes local domains.
+    let inbound =
+        "[[listener]]\nmode = \"inbound\"\naddress = \"0.0.0.0:25\"\nrequire_auth = false\n";
+    assert!(load_str(inbound, &Overrides::default()).is_ok());
+}
+
+#[test]
+fn every_duration_is_bounded() {
+    let err = refusal("[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:2587\"\ncommand_timeout = \"18446744073709551615\"\n");
+    assert!(
+        err.contains("too long") && err.contains("command_timeout"),
+        "{err}"
+    );
+    let err = refusal("[delivery]\nlifetime = \"99999999d\"\n");
+    assert!(err.contains("too long"), "{err}");
+    assert!(parse_duration("366d").is_ok());
+}
+
+#[test]
+fn users_are_bound_to_their_addresses() {
+    let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+    let text = format!(
+        "[[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\naddresses = [\"Alice@Example.org\", \"sales@example.org\"]\n\n\
+         [[user]]\nname = \"bob@example.org\"\npassword_hash = \"{hash}\"\n\n\
+         [[user]]\nname = \"carol\"\npassword_hash = \"{hash}\"\n"
+    );
+    let c = load_str(&text, &Overrides::default()).unwrap();
+    assert_eq!(
+        c.users[0].addresses,
+        ["alice@example.org", "sales@example.org"]
+    );
+    assert_eq!(c.users[1].addresses, ["bob@example.org"]);
+    assert!(c.users[2].addresses.is_empty());
+    let err = refusal(&format!(
+        "[[user]]\nname = \"a\"\npassword_hash = \"{hash}\"\naddresses = [\"not an address\"]\n"
+    ));
+    assert!(err.contains("user[0].addresses"), "{err}");
+}
+
+#[test]
 fn flags_override_the_file() {
     let text = "[upstream]\naddress = \"smtp.example.org:587\"\n";
     let ov = Overrides {

@@ -49,19 +49,17 @@ pub fn listener(l: &file::Listener, i: usize, src: Source<'_>) -> Result<Listene
     for a in &l.allow {
         allow.push(cidr(a.get_ref()).map_err(|m| src.invalid(&key("allow"), a, m))?);
     }
-    let loopback = address.ip().is_loopback();
-    // An outbound listener reachable from elsewhere must never be an open relay.
-    let require_auth = l
-        .require_auth
-        .unwrap_or(mode == Mode::Outbound && !loopback);
-    if require_auth && auth == AuthMode::None && allow.is_empty() {
-        return Err(src.invalid(
-            &key("auth"),
-            &l.address,
-            "this listener requires AUTH but has auth = \"none\" and no allow list; \
-             set auth = \"local\" or \"passthrough\", or allow = [\"10.0.0.0/8\"]",
-        ));
-    }
+    let open_relay = match &l.open_relay {
+        Some(v) if v.get_ref() == "i-know" => true,
+        Some(v) => {
+            return Err(src.invalid(
+                &key("open_relay"),
+                v,
+                "the only value is \"i-know\": consent to a listener anyone can relay through",
+            ))
+        }
+        None => false,
+    };
     let d = Limits::default();
     Ok(Listener {
         mode,
@@ -70,8 +68,11 @@ pub fn listener(l: &file::Listener, i: usize, src: Source<'_>) -> Result<Listene
         certificate: l.certificate.clone(),
         private_key: l.private_key.clone(),
         auth,
-        require_auth,
+        // Decided by `settle_access` once the final address is known.
+        require_auth: false,
+        require_auth_set: l.require_auth,
         allow,
+        open_relay,
         limits: Limits {
             max_message_size: l.max_message_size.unwrap_or(d.max_message_size),
             max_recipients: l.max_recipients.unwrap_or(d.max_recipients),
@@ -98,10 +99,76 @@ pub fn default_listener(mode: Mode, address: SocketAddr) -> Listener {
         certificate: None,
         private_key: None,
         auth: AuthMode::None,
-        require_auth: mode == Mode::Outbound && !address.ip().is_loopback(),
+        require_auth: false,
+        require_auth_set: None,
         allow: Vec::new(),
+        open_relay: false,
         limits: Limits::default(),
     }
+}
+
+/// Decides whether the listener needs AUTH from its final address, and refuses an
+/// outbound listener that anyone on the network could relay through, unless the admin
+/// consented with `open_relay = "i-know"`.
+///
+/// # Errors
+/// The listener would be open, or requires AUTH that it cannot offer.
+pub fn settle_access(l: &mut Listener) -> Result<(), String> {
+    let loopback = l.address.ip().is_loopback();
+    l.require_auth = l
+        .require_auth_set
+        .unwrap_or(l.mode == Mode::Outbound && !loopback);
+    if l.require_auth && l.auth == AuthMode::None && l.allow.is_empty() {
+        return Err(format!(
+            "the listener on {} requires AUTH but has auth = \"none\" and no allow list; \
+             set auth = \"local\" or \"passthrough\", or allow = [\"10.0.0.0/8\"]",
+            l.address
+        ));
+    }
+    if l.mode != Mode::Outbound || loopback || l.open_relay {
+        return Ok(());
+    }
+    let why = if !l.require_auth {
+        Some("require_auth = false lets any client send without AUTH".to_string())
+    } else {
+        l.allow.iter().find(|n| too_wide(n)).map(|n| {
+            format!("allow = [\"{n}\"] lets a large part of the internet send without AUTH")
+        })
+    };
+    match why {
+        Some(why) => Err(format!(
+            "the outbound listener on {} would be an open relay: {why}. Require AUTH, allow \
+             only your own networks, bind it to loopback, or set open_relay = \"i-know\" if \
+             a firewall really keeps everyone else out",
+            l.address
+        )),
+        None => Ok(()),
+    }
+}
+
+/// An allow entry wider than a /16 (IPv4) or /32 (IPv6) that reaches beyond private,
+/// loopback and link-local ranges: that much of the internet is no trusted network.
+fn too_wide(net: &IpNet) -> bool {
+    const PRIVATE: [&str; 9] = [
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+        "::1/128",
+    ];
+    let private = PRIVATE
+        .iter()
+        .filter_map(|p| p.parse::<IpNet>().ok())
+        .any(|p| p.contains(net));
+    let wide = match net {
+        IpNet::V4(n) => n.prefix_len() < 16,
+        IpNet::V6(n) => n.prefix_len() < 32,
+    };
+    wide && !private
 }
 
 pub fn user(u: &file::User, i: usize, src: Source<'_>) -> Result<User, Error> {
@@ -113,9 +180,28 @@ pub fn user(u: &file::User, i: usize, src: Source<'_>) -> Result<User, Error> {
             "must be an argon2 PHC string ($argon2id$…)",
         ));
     }
+    let mut addresses = Vec::new();
+    for a in &u.addresses {
+        let text = a.get_ref().trim();
+        match crate::smtp::address::Address::parse(text) {
+            Ok(addr) if !addr.is_null() => addresses.push(text.to_ascii_lowercase()),
+            _ => {
+                return Err(src.invalid(
+                    &format!("user[{i}].addresses"),
+                    a,
+                    "each entry must be an address such as \"alice@example.org\"",
+                ))
+            }
+        }
+    }
+    // A login that is an address may sign for itself, as a passthrough login does.
+    if u.addresses.is_empty() && u.name.contains('@') {
+        addresses.push(u.name.trim().to_ascii_lowercase());
+    }
     Ok(User {
         name: u.name.clone(),
         password_hash: hash.clone(),
+        addresses,
     })
 }
 
@@ -158,7 +244,11 @@ pub fn duration_or(
     }
 }
 
-/// `90s`, `5m`, `2h`, `5d`, or plain seconds.
+/// The longest duration any setting takes: a year. Timeouts and lifetimes beyond it
+/// mean nothing, and every deadline computed from one stays far from overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 86400);
+
+/// `90s`, `5m`, `2h`, `5d`, or plain seconds; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s
@@ -176,6 +266,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     };
     if secs == 0 {
         return Err("a duration must be more than zero".into());
+    }
+    if secs > MAX_DURATION.as_secs() {
+        return Err(format!("{s:?} is too long; at most 366d"));
     }
     Ok(Duration::from_secs(secs))
 }
@@ -353,6 +446,19 @@ pub fn policy(p: &file::Policy, src: Source<'_>) -> Result<crate::policy::Policy
         )?,
         ..Default::default()
     };
+    if let Some(m) = &p.sender_mismatch {
+        out.sender_mismatch = match m.get_ref().as_str() {
+            "refuse" => crate::policy::sender::OnMismatch::Refuse,
+            "unsigned" => crate::policy::sender::OnMismatch::Unsigned,
+            _ => {
+                return Err(src.invalid(
+                    "policy.sender_mismatch",
+                    m,
+                    "must be \"refuse\" or \"unsigned\"",
+                ))
+            }
+        };
+    }
     for (domain, rule) in &p.domain {
         let d = domain.trim().to_ascii_lowercase();
         let key = format!("policy.domain.\"{domain}\"");

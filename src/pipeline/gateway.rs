@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
+use crate::policy::sender::{Binding, OnMismatch, Senders};
 use crate::policy::{self, Decision, Facts, Policy, Treatment};
 use crate::relay::{Copy, Relay, Route};
 use crate::smtp::backend::Backend;
@@ -40,6 +41,8 @@ pub struct Gateway {
     pub local_domains: Arc<Vec<String>>,
     /// Inbound only: the authserv-id and the plaintext limit of the inbound transform.
     pub inbound: Arc<inbound::Settings>,
+    /// Outbound only: which From addresses each login may have signed.
+    pub senders: Arc<Senders>,
 }
 
 impl Backend for Gateway {
@@ -57,11 +60,9 @@ impl Backend for Gateway {
                 }
             }
             Direction::Inbound => {
-                let domain = rcpt
-                    .address
-                    .rsplit_once('@')
-                    .map(|(_, d)| d.to_ascii_lowercase())
-                    .unwrap_or_default();
+                // The same parsed domain the relay will send to: a quoted local part with
+                // an `@` in it cannot make another domain look local.
+                let domain = rcpt.address.domain().to_ascii_lowercase();
                 if self.local_domains.contains(&domain) {
                     Ok(())
                 } else {
@@ -255,7 +256,7 @@ impl Gateway {
             id,
             envelope,
             message,
-            ..
+            client,
         } = tx;
         let message = message.into_vec().map_err(|e| unreadable(&id, &e))?;
         let info = match transform::classify(&message) {
@@ -269,11 +270,26 @@ impl Gateway {
             Err(e) => return self.malformed(&id, envelope.recipients, message, &e.to_string()),
         };
         let signer = match &info {
-            Ok(info) => self
-                .keyring
-                .signing_cert_for(&info.from, now)
-                .ok()
-                .flatten(),
+            Ok(info) => {
+                let login = client.auth.as_ref().map(|c| c.username.as_str());
+                match self.senders.check(login, &info.from) {
+                    Binding::Unauthenticated | Binding::Bound => self
+                        .keyring
+                        .signing_cert_for(&info.from, now)
+                        .ok()
+                        .flatten(),
+                    Binding::Mismatch(reply) => match self.policy.sender_mismatch {
+                        OnMismatch::Refuse => {
+                            tracing::warn!(queue_id = %id, login, from = %info.from, "refused: the login may not send as this From address");
+                            return Err(reply);
+                        }
+                        OnMismatch::Unsigned => {
+                            tracing::warn!(queue_id = %id, login, from = %info.from, "sent unsigned: the login may not sign as this From address");
+                            None
+                        }
+                    },
+                }
+            }
             Err(_) => None,
         };
         let named: &[String] = info.as_ref().map_or(&[], |i| &i.named);

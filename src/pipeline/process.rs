@@ -97,7 +97,11 @@ pub fn build(
                             keyring.policy(),
                             now,
                         ) {
-                            Ok(p) => Some(p.message),
+                            Ok(p) if matches!(p.outcome, transform::Outcome::Signed { .. }) => {
+                                Some(p.message)
+                            }
+                            // Already signed or S/MIME: passed on as it is.
+                            Ok(_) => None,
                             Err(transform::Error::NotSevenBit) => {
                                 tracing::warn!(queue_id = %id, "8-bit content outside any part (a preamble, an attached message): sent unsigned");
                                 None

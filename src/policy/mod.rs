@@ -5,6 +5,7 @@
 
 pub mod explain;
 pub mod rules;
+pub mod sender;
 
 pub use rules::{Effective, Layer, Mixed, Mode, Policy, Rule};
 

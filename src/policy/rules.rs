@@ -69,6 +69,8 @@ pub struct Policy {
     pub domains: HashMap<String, Rule>,
     /// Keyed by lower-case address.
     pub addresses: HashMap<String, Rule>,
+    /// What happens when a login sends from an address it may not sign for.
+    pub sender_mismatch: super::sender::OnMismatch,
 }
 
 impl Policy {

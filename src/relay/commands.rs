@@ -19,7 +19,9 @@ pub struct MailParams {
 
 /// `MAIL FROM:<sender> …` with CRLF.
 pub fn mail(s: &Sender, p: MailParams) -> String {
-    let mut cmd = format!("MAIL FROM:<{}>", s.address);
+    // Quoted again where the local part needs it: written unquoted, a local part such
+    // as `a> NOTIFY=…` would become parameters of the command.
+    let mut cmd = format!("MAIL FROM:<{}>", s.address.to_smtp());
     if let Some(size) = p.size {
         cmd.push_str(&format!(" SIZE={size}"));
     }
@@ -45,7 +47,7 @@ pub fn mail(s: &Sender, p: MailParams) -> String {
 
 /// `RCPT TO:<recipient> …` with CRLF; NOTIFY and ORCPT only when `dsn`.
 pub fn rcpt(r: &Recipient, dsn: bool) -> String {
-    let mut cmd = format!("RCPT TO:<{}>", r.address);
+    let mut cmd = format!("RCPT TO:<{}>", r.address.to_smtp());
     if dsn {
         if !r.notify.is_empty() {
             let n: Vec<&str> = r
@@ -116,5 +118,20 @@ mod tests {
             "RCPT TO:<b@example.net> NOTIFY=FAILURE,DELAY ORCPT=rfc822;b+2Bx@example.net\r\n"
         );
         assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+    }
+
+    #[test]
+    fn a_quoted_local_part_is_sent_quoted() {
+        // Unquoted, these would be another recipient and a parameter upstream.
+        let r = Recipient::plain("victim@evil.test@local.test");
+        assert_eq!(
+            rcpt(&r, false),
+            "RCPT TO:<\"victim@evil.test\"@local.test>\r\n"
+        );
+        let s = Sender::plain("john doe@example.org");
+        assert_eq!(
+            mail(&s, MailParams::default()),
+            "MAIL FROM:<\"john doe\"@example.org>\r\n"
+        );
     }
 }

@@ -3,11 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::address::Address;
+
 /// MAIL FROM and its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sender {
-    /// The reverse path; empty for the null sender `<>` (bounces), which must never get a DSN.
-    pub address: String,
+    /// The reverse path; null (`<>`) for bounces, which must never get a DSN.
+    pub address: Address,
     /// BODY=8BITMIME was given.
     pub eight_bit: bool,
     /// SMTPUTF8 was given.
@@ -29,7 +31,7 @@ pub enum Ret {
 /// RCPT TO and its parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {
-    pub address: String,
+    pub address: Address,
     /// NOTIFY (RFC 3461); empty when the client gave none.
     pub notify: Vec<Notify>,
     /// ORCPT (RFC 3461), as `addr-type;xtext-decoded-address`.
@@ -53,7 +55,7 @@ pub struct Envelope {
 
 impl Sender {
     /// A sender with no parameters.
-    pub fn plain(address: impl Into<String>) -> Sender {
+    pub fn plain(address: impl Into<Address>) -> Sender {
         Sender {
             address: address.into(),
             eight_bit: false,
@@ -66,13 +68,13 @@ impl Sender {
 
     /// Whether this is the null reverse path `<>`.
     pub fn is_null(&self) -> bool {
-        self.address.is_empty()
+        self.address.is_null()
     }
 }
 
 impl Recipient {
     /// A recipient with no parameters.
-    pub fn plain(address: impl Into<String>) -> Recipient {
+    pub fn plain(address: impl Into<Address>) -> Recipient {
         Recipient {
             address: address.into(),
             notify: Vec::new(),

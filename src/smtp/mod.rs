@@ -1,6 +1,7 @@
 //! The receiving side of SMTP: a sans-I/O session, one file per verb, and the connection
 //! that drives it over a socket.
 
+pub mod address;
 pub mod backend;
 pub mod command;
 pub mod config;

@@ -1,8 +1,16 @@
-//! Before any transform: is the message already protected (then it passes through
+//! Before any transform: is the message already encrypted (then it passes through
 //! byte-exact), and is it sound enough to be protected (one From address, bounded shape)?
+//!
+//! Only a real OpenPGP encrypted message passes through: its packets are parsed (session
+//! key packets, then one encrypted data packet), not its labels. A root
+//! `multipart/signed`, S/MIME, a cleartext-signed text, or a `multipart/encrypted` with no
+//! ciphertext in it is plaintext with a [`Info::label`]: encrypted like any other message
+//! for a recipient with a key (a `require` recipient never gets it as it is), but never
+//! signed a second time.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use mail_parser::{Address, MessageParser, MimeHeaders};
+use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use sealpost_keyring::openpgp;
 
 use super::headers::{self, Field};
 use super::structure::{self, Shape};
@@ -27,7 +35,9 @@ pub enum Protection {
 /// What the caller needs to route a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Classification {
-    /// Already protected: pass it on byte for byte, never encrypted twice nor signed again.
+    /// A real OpenPGP encrypted message (a root `multipart/encrypted` or one armored
+    /// block, holding session key packets and an encrypted data packet): pass it on byte
+    /// for byte, never encrypted twice nor signed again.
     Protected {
         kind: Protection,
         /// Lower-cased addresses in To and Cc (envelope recipients not named are Bcc).
@@ -46,6 +56,10 @@ pub struct Info {
     pub named: Vec<String>,
     /// The MIME shape, within the limits.
     pub shape: Shape,
+    /// The protection the message is labelled with, when it is not real OpenPGP
+    /// ciphertext (signed, S/MIME, an empty `multipart/encrypted`): it is encrypted like
+    /// any plaintext, but a signed-only copy passes it on unchanged.
+    pub label: Option<Protection>,
 }
 
 impl Classification {
@@ -127,11 +141,73 @@ pub fn classify(message: &[u8]) -> Result<Classification, Error> {
     let kind =
         kind.or_else(|| (!multipart && one_armored_block(body)).then_some(Protection::InlinePgp));
     if let Some(kind) = kind {
-        return Ok(Classification::Protected { kind, named });
+        if holds_ciphertext(kind, message, body) {
+            return Ok(Classification::Protected { kind, named });
+        }
     }
     invalid_charset(message)?;
     let from = single_from(&fields, parsed.as_ref())?;
-    Ok(Classification::Plain(Info { from, named, shape }))
+    Ok(Classification::Plain(Info {
+        from,
+        named,
+        shape,
+        label: kind,
+    }))
+}
+
+/// Whether a message labelled `kind` really is OpenPGP ciphertext: for a root
+/// `multipart/encrypted`, exactly two parts, the second an armored OpenPGP message; for an
+/// inline block, that block. Signed and S/MIME messages never are.
+fn holds_ciphertext(kind: Protection, message: &[u8], body: &[u8]) -> bool {
+    match kind {
+        Protection::InlinePgp => is_openpgp_ciphertext(body),
+        Protection::Encrypted => {
+            let Some(parsed) = MessageParser::default().parse(message) else {
+                return false;
+            };
+            let Some(PartType::Multipart(children)) = parsed.parts.first().map(|p| &p.body) else {
+                return false;
+            };
+            let [_, data] = children[..] else {
+                return false;
+            };
+            parsed
+                .parts
+                .get(data as usize)
+                .is_some_and(|p| is_openpgp_ciphertext(p.contents()))
+        }
+        Protection::Signed | Protection::Pkcs7 => false,
+    }
+}
+
+/// An OpenPGP message made of session key packets (PKESK, SKESK) followed by exactly one
+/// integrity-protected encrypted data packet, armored or binary. Only packet headers are
+/// read; nothing is decrypted.
+pub fn is_openpgp_ciphertext(data: &[u8]) -> bool {
+    use openpgp::parse::{PacketParserResult, Parse};
+    use openpgp::Packet;
+    // The parser has panicked on crafted input before (see inbound::decrypt): a panic
+    // here means "not ciphertext", never a dead session.
+    std::panic::catch_unwind(|| {
+        let Ok(mut ppr) = openpgp::parse::PacketParser::from_bytes(data) else {
+            return false;
+        };
+        let (mut keys, mut encrypted) = (0usize, 0usize);
+        while let PacketParserResult::Some(pp) = ppr {
+            match &pp.packet {
+                Packet::PKESK(_) | Packet::SKESK(_) if encrypted == 0 => keys += 1,
+                Packet::SEIP(_) if keys > 0 && encrypted == 0 => encrypted += 1,
+                _ => return false,
+            }
+            // `next` skips the encrypted container's body without decrypting it.
+            ppr = match pp.next() {
+                Ok((_, next)) => next,
+                Err(_) => return false,
+            };
+        }
+        keys > 0 && encrypted == 1
+    })
+    .unwrap_or(false)
 }
 
 /// A text part that declares UTF-8 or US-ASCII but whose bytes are not: signing would
@@ -258,6 +334,37 @@ mod tests {
         }
     }
 
+    /// The label of a message that is not real ciphertext.
+    fn label(m: &[u8]) -> Option<Protection> {
+        match classify(m).unwrap() {
+            Classification::Protected { kind, .. } => panic!("passed through as {kind:?}"),
+            Classification::Plain(info) => info.label,
+        }
+    }
+
+    /// A real armored OpenPGP message: a PKESK and a SEIPD packet.
+    fn ciphertext() -> String {
+        use openpgp::cert::CertBuilder;
+        use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message};
+        use std::io::Write;
+        let (cert, _) = CertBuilder::general_purpose(Some("<b@y.org>"))
+            .generate()
+            .unwrap();
+        let p = openpgp::policy::StandardPolicy::new();
+        let keys = cert
+            .keys()
+            .with_policy(&p, None)
+            .supported()
+            .for_transport_encryption();
+        let mut out = Vec::new();
+        let m = Armorer::new(Message::new(&mut out)).build().unwrap();
+        let m = Encryptor::for_recipients(m, keys).build().unwrap();
+        let mut w = LiteralWriter::new(m).build().unwrap();
+        w.write_all(b"secret").unwrap();
+        w.finalize().unwrap();
+        String::from_utf8(out).unwrap().replace('\n', "\r\n")
+    }
+
     #[test]
     fn from_and_named_addresses() {
         let info = plain(b"From: A <a@X.org>\r\nTo: b@y.org, \"C, Jr\" <C@z.org>\r\nCc: team: d@w.org;\r\nSubject: s\r\n\r\nbody\r\n");
@@ -266,24 +373,36 @@ mod tests {
     }
 
     #[test]
-    fn protected_inputs_pass_through() {
-        let enc = b"From: a@x.org\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b--\r\n";
-        assert_eq!(kind(enc), Some(Protection::Encrypted));
+    fn only_real_ciphertext_passes_through() {
+        let armor = ciphertext();
+        let enc = format!("From: a@x.org\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n{armor}\r\n--b--\r\n");
+        assert_eq!(kind(enc.as_bytes()), Some(Protection::Encrypted));
+        // No From is fine for what passes through untouched.
+        assert_eq!(kind(&enc.as_bytes()[15..]), Some(Protection::Encrypted));
+        let inline = format!("From: a@x.org\r\n\r\n\r\n{armor}");
+        assert_eq!(kind(inline.as_bytes()), Some(Protection::InlinePgp));
+    }
+
+    #[test]
+    fn labels_without_ciphertext_are_plaintext_with_their_label() {
+        let empty = b"From: a@x.org\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b--\r\n";
+        assert_eq!(label(empty), Some(Protection::Encrypted));
+        let fake = b"From: a@x.org\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n--b--\r\n";
+        assert_eq!(label(fake), Some(Protection::Encrypted));
         let signed = b"From: a@x.org\r\nContent-Type: Multipart/Signed; micalg=pgp-sha256;\r\n protocol=\"application/pgp-signature\"; boundary=b\r\n\r\n--b--\r\n";
-        assert_eq!(kind(signed), Some(Protection::Signed));
+        assert_eq!(label(signed), Some(Protection::Signed));
         for ct in [
             "application/pkcs7-mime",
             "application/x-pkcs7-mime; smime-type=enveloped-data",
         ] {
             let m = format!("From: a@x.org\r\nContent-Type: {ct}\r\n\r\nMIIB\r\n");
-            assert_eq!(kind(m.as_bytes()), Some(Protection::Pkcs7));
+            assert_eq!(label(m.as_bytes()), Some(Protection::Pkcs7));
         }
         let armored = b"From: a@x.org\r\n\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n";
-        assert_eq!(kind(armored), Some(Protection::InlinePgp));
+        assert_eq!(label(armored), Some(Protection::InlinePgp));
         let clearsigned = b"From: a@x.org\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\niQ\r\n-----END PGP SIGNATURE-----\r\n";
-        assert_eq!(kind(clearsigned), Some(Protection::InlinePgp));
-        // No From is fine for what passes through untouched.
-        assert_eq!(kind(&enc[15..]), Some(Protection::Encrypted));
+        assert_eq!(label(clearsigned), Some(Protection::InlinePgp));
+        assert_eq!(label(b"From: a@x.org\r\n\r\nhi\r\n"), None);
     }
 
     #[test]

@@ -191,6 +191,12 @@ pub fn protect_classified(
                 },
             })
         }
+        // Already signed (or S/MIME): a second signature around it adds nothing a reader
+        // checks, and breaks what theirs covers. Encryption, above, still applies.
+        Treatment::SignOnly { .. } if info.label.is_some() => Ok(Protected {
+            message: message.into_owned(),
+            outcome: Outcome::AlreadyProtected(info.label.unwrap_or(Protection::Signed)),
+        }),
         Treatment::SignOnly { signer } => Ok(Protected {
             message: sign::sign_with(&message, signer, |_| autocrypt(signer), policy, now)?,
             outcome: Outcome::Signed {

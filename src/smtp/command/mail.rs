@@ -2,6 +2,7 @@
 
 use smtp_proto::{MailFrom, MAIL_BODY_8BITMIME, MAIL_RET_FULL, MAIL_RET_HDRS, MAIL_SMTPUTF8};
 
+use crate::smtp::address::Address;
 use crate::smtp::config::SessionConfig;
 use crate::smtp::envelope::{Ret, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
@@ -25,6 +26,25 @@ pub fn sender(cfg: &SessionConfig, from: MailFrom<String>) -> Result<Sender, Rep
     if !smtputf8 && !from.address.is_ascii() {
         return Err(non_ascii());
     }
+    let address = Address::parse(&from.address).map_err(|why| {
+        Reply::new(
+            553,
+            Enhanced(5, 1, 7),
+            format!("Sender address refused: {why}"),
+        )
+    })?;
+    // ENVID comes back in DSN header fields: nothing in it may break a line.
+    if from
+        .env_id
+        .as_deref()
+        .is_some_and(|e| e.chars().any(char::is_control))
+    {
+        return Err(Reply::new(
+            501,
+            Enhanced(5, 5, 4),
+            "ENVID must not contain control characters",
+        ));
+    }
     let ret = if from.flags & MAIL_RET_FULL != 0 {
         Some(Ret::Full)
     } else if from.flags & MAIL_RET_HDRS != 0 {
@@ -33,7 +53,7 @@ pub fn sender(cfg: &SessionConfig, from: MailFrom<String>) -> Result<Sender, Rep
         None
     };
     Ok(Sender {
-        address: from.address,
+        address,
         eight_bit: from.flags & MAIL_BODY_8BITMIME != 0,
         smtputf8,
         ret,

@@ -4,6 +4,7 @@ use smtp_proto::{
     RcptTo, RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
 };
 
+use crate::smtp::address::Address;
 use crate::smtp::envelope::{Notify, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -16,11 +17,33 @@ pub fn recipient(sender: &Sender, to: RcptTo<String>) -> Result<Recipient, Reply
         return Err(Reply::new(
             501,
             Enhanced(5, 1, 3),
-            format!("<{}>: a recipient must be a full address", to.address),
+            format!(
+                "<{}>: a recipient must be a full address",
+                to.address.escape_debug()
+            ),
         ));
     }
     if !sender.smtputf8 && !to.address.is_ascii() {
         return Err(super::mail::non_ascii());
+    }
+    let address = Address::parse(&to.address).map_err(|why| {
+        Reply::new(
+            553,
+            Enhanced(5, 1, 3),
+            format!("Recipient address refused: {why}"),
+        )
+    })?;
+    // ORCPT comes back in DSN header fields: nothing in it may break a line.
+    if to
+        .orcpt
+        .as_deref()
+        .is_some_and(|o| o.chars().any(char::is_control))
+    {
+        return Err(Reply::new(
+            501,
+            Enhanced(5, 5, 4),
+            "ORCPT must not contain control characters",
+        ));
     }
     let mut notify = Vec::new();
     for (flag, n) in [
@@ -34,7 +57,7 @@ pub fn recipient(sender: &Sender, to: RcptTo<String>) -> Result<Recipient, Reply
         }
     }
     Ok(Recipient {
-        address: to.address,
+        address,
         notify,
         orcpt: to.orcpt,
     })

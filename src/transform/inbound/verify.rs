@@ -112,11 +112,7 @@ fn check_of(r: openpgp::parse::stream::VerificationResult<'_>) -> Check {
 
 /// The address of a user ID as the keyring compares them: lower-cased.
 pub fn address_of(uid: &openpgp::packet::UserID) -> Option<String> {
-    let text = match uid.email() {
-        Ok(Some(e)) => e.to_string(),
-        _ => String::from_utf8_lossy(uid.value()).into_owned(),
-    };
-    sealpost_keyring::normalize_email(&text).map(|a| a.to_lowercase())
+    sealpost_keyring::userid_email(uid)
 }
 
 /// Checks a detached signature (`multipart/signed`) over `signed`.

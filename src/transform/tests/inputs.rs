@@ -210,24 +210,49 @@ fn protected_inputs_pass_through_byte_exact() {
     .message;
     let signed =
         crate::transform::sign::sign(MESSAGE.as_bytes(), &alice, &p, SystemTime::now()).unwrap();
-    let cases: Vec<(Vec<u8>, Protection)> = vec![
-        (encrypted, Protection::Encrypted),
+    // Real ciphertext passes through whatever the treatment.
+    for t in [
+        encrypt_treatment(&bob, &alice),
+        Treatment::SignOnly {
+            signer: Arc::new(alice.clone()),
+        },
+    ] {
+        let out = protect(&encrypted, &t, &p, SystemTime::now()).unwrap();
+        assert_eq!(
+            out.outcome,
+            Outcome::AlreadyProtected(Protection::Encrypted)
+        );
+        assert!(out.message == encrypted, "byte-exact");
+    }
+    // Labels are not encryption: a signed-only copy leaves them as they are, an
+    // encrypted copy encrypts them like any other message.
+    let labelled: Vec<(Vec<u8>, Protection)> = vec![
         (signed, Protection::Signed),
         (b"From: a@example.org\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQAxggFOMIIBSgIBADAyMCYx\r\n".to_vec(), Protection::Pkcs7),
         (b"From: a@example.org\r\nSubject: x\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nhF4DAAAAAAAAAAASAQdA\r\n=abcd\r\n-----END PGP MESSAGE-----\r\n".to_vec(), Protection::InlinePgp),
         (b"From: a@example.org\r\n\r\n-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhello\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\niHUEARYIAB0WIQ\r\n-----END PGP SIGNATURE-----\r\n".to_vec(), Protection::InlinePgp),
+        (b"From: a@example.org\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=b\r\n\r\n--b\r\n\r\nVersion: 1\r\n--b--\r\n".to_vec(), Protection::Encrypted),
     ];
-    for (m, kind) in cases {
-        for t in [
-            encrypt_treatment(&bob, &alice),
-            Treatment::SignOnly {
-                signer: Arc::new(alice.clone()),
-            },
-        ] {
-            let out = protect(&m, &t, &p, SystemTime::now()).unwrap();
-            assert_eq!(out.outcome, Outcome::AlreadyProtected(kind));
-            assert!(out.message == m, "byte-exact");
-        }
+    for (m, kind) in labelled {
+        let t = Treatment::SignOnly {
+            signer: Arc::new(alice.clone()),
+        };
+        let out = protect(&m, &t, &p, SystemTime::now()).unwrap();
+        assert_eq!(out.outcome, Outcome::AlreadyProtected(kind));
+        assert!(out.message == m, "byte-exact");
+        let out = protect(&m, &encrypt_treatment(&bob, &alice), &p, SystemTime::now()).unwrap();
+        assert!(
+            matches!(out.outcome, Outcome::Encrypted { .. }),
+            "{kind:?}: {:?}",
+            out.outcome
+        );
+        assert!(crate::transform::classify::is_openpgp_ciphertext(
+            &out.message[out
+                .message
+                .windows(27)
+                .position(|w| w == b"-----BEGIN PGP MESSAGE-----")
+                .unwrap()..]
+        ));
     }
     let plain = protect(MESSAGE.as_bytes(), &Treatment::Plain, &p, SystemTime::now()).unwrap();
     assert_eq!(
