@@ -234,6 +234,28 @@ impl Config {
         });
         build(defaults, user, overrides, default_data_dir)
     }
+
+    /// [`Config::load`] for a file's text already in memory, called `name` in errors.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_text(
+        name: &str,
+        text: &str,
+        overrides: &Overrides,
+        default_data_dir: impl FnOnce() -> Result<PathBuf, String>,
+    ) -> Result<Config, Error> {
+        let defaults = Source {
+            name: "embedded defaults",
+            text: DEFAULTS,
+        };
+        build(
+            defaults,
+            Some(Source { name, text }),
+            overrides,
+            default_data_dir,
+        )
+    }
 }
 
 fn parse_file(src: Source<'_>) -> Result<file::File, Error> {
