@@ -81,6 +81,10 @@ impl Gateway {
         Gateway { child, port }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// A field of /proc/PID/status, in MB.
     pub fn status(&self, field: &str) -> f64 {
         let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))

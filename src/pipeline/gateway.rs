@@ -270,26 +270,7 @@ impl Gateway {
             Err(e) => return self.malformed(&id, envelope.recipients, message, &e.to_string()),
         };
         let signer = match &info {
-            Ok(info) => {
-                let login = client.auth.as_ref().map(|c| c.username.as_str());
-                match self.senders.check(login, &info.from) {
-                    Binding::Unauthenticated | Binding::Bound => self
-                        .keyring
-                        .signing_cert_for(&info.from, now)
-                        .ok()
-                        .flatten(),
-                    Binding::Mismatch(reply) => match self.policy.sender_mismatch {
-                        OnMismatch::Refuse => {
-                            tracing::warn!(queue_id = %id, login, from = %info.from, "refused: the login may not send as this From address");
-                            return Err(reply);
-                        }
-                        OnMismatch::Unsigned => {
-                            tracing::warn!(queue_id = %id, login, from = %info.from, "sent unsigned: the login may not sign as this From address");
-                            None
-                        }
-                    },
-                }
-            }
+            Ok(info) => self.signer_for(&id, &client, info, now)?,
             Err(_) => None,
         };
         let named: &[String] = info.as_ref().map_or(&[], |i| &i.named);
@@ -315,6 +296,45 @@ impl Gateway {
             signer,
         };
         process::build(&id, message, &sender, &decided, &self.keyring, now)
+    }
+}
+
+impl Gateway {
+    /// The key that signs a message from `info.from`, if the keyring has one and the
+    /// client may sign as that address: a login signs only for the addresses bound to it.
+    /// With no key there is nothing to sign with, and nothing to refuse.
+    ///
+    /// # Errors
+    /// `553 5.7.1` when the login may not, and the policy refuses such a message.
+    fn signer_for(
+        &self,
+        queue_id: &str,
+        client: &crate::smtp::transaction::Client,
+        info: &transform::Info,
+        now: SystemTime,
+    ) -> Result<Option<Arc<Cert>>, Reply> {
+        let Some(signer) = self
+            .keyring
+            .signing_cert_for(&info.from, now)
+            .ok()
+            .flatten()
+        else {
+            return Ok(None);
+        };
+        let login = client.auth.as_ref().map(|c| c.username.as_str());
+        match self.senders.check(login, &info.from) {
+            Binding::Unauthenticated | Binding::Bound => Ok(Some(signer)),
+            Binding::Mismatch(reply) => match self.policy.sender_mismatch {
+                OnMismatch::Refuse => {
+                    tracing::warn!(queue_id, login, from = %info.from, "refused: the login may not sign as this From address");
+                    Err(reply)
+                }
+                OnMismatch::Unsigned => {
+                    tracing::warn!(queue_id, login, from = %info.from, "sent unsigned: the login may not sign as this From address");
+                    Ok(None)
+                }
+            },
+        }
     }
 }
 
