@@ -8,5 +8,6 @@ mod integration {
     mod lmtp;
     mod outbound;
     mod relay;
+    mod smuggling;
     mod upstream;
 }

@@ -144,6 +144,23 @@ fn bare_lf_in_command_and_data_is_refused() {
     assert!(txs.is_empty(), "nothing smuggled is delivered");
 }
 
+/// SMTP smuggling: after `\n.\r\n` the data goes on, so the MAIL, RCPT and DATA behind
+/// it are message content and get no reply, however the input is split.
+#[test]
+fn a_fake_end_of_data_never_starts_a_second_transaction() {
+    let input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nbody\n.\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n";
+    let txs = assert_script(cfg(), input, &["250", "250", "250", "354", "554", "250"]);
+    assert!(txs.is_empty(), "nothing smuggled is delivered");
+
+    // Without a bare line end (a NUL before the dot) it is one ordinary message.
+    let input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nbody\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n.\r\nNOOP\r\n";
+    let txs = assert_script(cfg(), input, &["250", "250", "250", "354", "250", "250"]);
+    assert_eq!(txs.len(), 1);
+    assert_eq!(txs[0].envelope.sender.address, "a@x.test");
+    let msg = txs[0].message.to_vec().unwrap();
+    assert!(msg.ends_with(b"body\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n"));
+}
+
 #[test]
 fn empty_and_lone_line_ends_do_not_panic() {
     assert_script(
