@@ -1,6 +1,6 @@
 //! Attacks on the SMTP listener itself, sent byte for byte to the real binary: SMTP
-//! smuggling on the outbound and inbound listeners, and endless DATA lines. Each test
-//! starts its own gateway and measures what it needs from `/proc`.
+//! smuggling on the outbound and inbound listeners, endless DATA lines, and repeated
+//! recipients. Each test starts its own gateway and measures what it needs from `/proc`.
 
 use std::time::Duration;
 
@@ -238,4 +238,38 @@ fn endless_data_lines_do_not_grow_memory() {
         before >> 20
     );
     assert!(sink.messages().len() == 1, "only the warm-up was relayed");
+}
+
+/// Twenty RCPTs for one recipient (the domain in varying case) are one recipient: one
+/// RCPT upstream and one message, not twenty decryptions and deliveries.
+#[test]
+fn duplicate_recipients_are_delivered_once() {
+    let sink = SmtpSink::start(&[]);
+    let s = Sealpost::new();
+    let gw = s.serve(&outbound(&sink, ""), &[]);
+    let mut c = Raw::connect(gw.port());
+    assert!(c.cmd("EHLO client.example.net").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<alice@example.net>").starts_with("250"));
+    for i in 0..20 {
+        let domain = if i % 2 == 0 {
+            "example.net"
+        } else {
+            "Example.NET"
+        };
+        let r = c.cmd(&format!("RCPT TO:<bob@{domain}>"));
+        assert!(r.starts_with("250 2.1.5"), "{r}");
+        assert_eq!(r.contains("duplicate"), i > 0, "{r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: once\r\n\r\nbody\r\n.\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("QUIT").starts_with("221"));
+    let dumps = sink.wait_messages(1, LONG);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.messages().len(), 1, "one message: {dumps:?}");
+    assert_eq!(
+        dumps.first().map(|d| d.recipients.clone()),
+        Some(vec!["bob@example.net".to_string()])
+    );
 }

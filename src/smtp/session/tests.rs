@@ -205,6 +205,48 @@ fn too_many_recipients() {
 }
 
 #[test]
+fn a_repeated_recipient_is_kept_once() {
+    let mut c = cfg();
+    c.max_recipients = 3;
+    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\n".to_vec();
+    for rcpt in [
+        "b@y.test",
+        "b@Y.TEST",
+        "b@y.test",
+        "B@y.test",
+        "refuse@y.test",
+        "refuse@y.test",
+        "b@y.test",
+        "c@y.test",
+        "d@y.test",
+    ] {
+        input.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+    let (out, txs) = run(c, &input, None);
+    // Duplicates are answered 250 and count neither as recipients nor against the limit;
+    // a different local part is a different mailbox; a refused one may be retried.
+    assert_eq!(
+        codes(&out),
+        [
+            "250", "250", "250", "250", "250", "250", "550", "550", "250", "250", "452", "354",
+            "250"
+        ],
+        "{out}"
+    );
+    assert_eq!(out.matches("duplicate").count(), 3, "{out}");
+    let rcpts: Vec<&str> = txs[0]
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, ["b@y.test", "B@y.test", "c@y.test"]);
+    assert!(same_mailbox("\"a@b\"@x.test", "\"a@b\"@X.test"));
+    assert!(!same_mailbox("a@x.test", "a@x.test.example"));
+}
+
+#[test]
 fn ten_thousand_recipients_do_not_break_anything() {
     let mut input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\n".to_vec();
     for i in 0..10_000 {
