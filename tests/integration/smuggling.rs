@@ -1,8 +1,11 @@
 //! Attacks on the SMTP listener itself, sent byte for byte to the real binary: SMTP
-//! smuggling on the outbound and inbound listeners, endless DATA lines, and repeated
-//! recipients. Each test starts its own gateway and measures what it needs from `/proc`.
+//! smuggling on the outbound and inbound listeners, endless DATA lines, a client that
+//! never reads its replies, and repeated recipients. Each test starts its own gateway
+//! and measures what it needs from `/proc`.
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use super::common::{Raw, Sealpost, Server};
 use super::upstream::SmtpSink;
@@ -238,6 +241,64 @@ fn endless_data_lines_do_not_grow_memory() {
         before >> 20
     );
     assert!(sink.messages().len() == 1, "only the warm-up was relayed");
+}
+
+/// A client that pipelines commands and never reads the replies. Today's writes had no
+/// timeout: once the socket buffers were full the connection hung in `write` for good and
+/// kept its per-IP slot, so with `max_connections_per_ip = 1` every later connection
+/// from that address got `421 4.3.2`.
+#[test]
+fn a_client_that_never_reads_is_cut_off_and_frees_its_slot() {
+    let sink = SmtpSink::start(&[]);
+    let s = Sealpost::new();
+    let config = outbound(
+        &sink,
+        "max_connections_per_ip = 1\ncommand_timeout = \"2s\"\n",
+    );
+    let gw = s.serve(&config, &[]);
+    let port = gw.port();
+    let mut flood = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    flood
+        .set_write_timeout(Some(Duration::from_secs(40)))
+        .unwrap();
+    let flooding = std::thread::spawn(move || {
+        // HELP: a 6-byte command with a 100-byte reply fills the buffers quickly.
+        let commands = b"HELP\r\n".repeat(4096);
+        let started = Instant::now();
+        loop {
+            if let Err(e) = flood.write_all(&commands) {
+                return (started.elapsed(), e.kind());
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let greeting = loop {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut first = [0u8; 64];
+        let n = c.read(&mut first).unwrap_or(0);
+        let text = String::from_utf8_lossy(first.get(..n).unwrap_or_default()).into_owned();
+        if text.starts_with("220") {
+            break text;
+        }
+        assert!(
+            text.starts_with("421 4.3.2"),
+            "a second connection is refused while the first holds the slot: {text}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the flooding client still holds its slot after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(greeting.contains("ESMTP"), "{greeting}");
+    let (flooded_for, error) = flooding.join().expect("flooding thread");
+    assert!(
+        flooded_for < Duration::from_secs(20),
+        "the flooding client was cut off ({error:?}) after {flooded_for:?}"
+    );
 }
 
 /// Twenty RCPTs for one recipient (the domain in varying case) are one recipient: one
