@@ -3,16 +3,18 @@
 //! reads and on writes.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::auth_failures;
 use super::backend::Backend;
 use super::command;
 use super::config::{AuthMode, SessionConfig};
+use super::password;
 use super::reply::{Enhanced, Reply};
 use super::session::{Session, Step};
 use super::transaction::Credentials;
@@ -84,7 +86,7 @@ where
                 }
                 Step::Authenticate(creds) => {
                     write(&mut stream, &mut out, limit).await?;
-                    let result = verify(cfg, backend, &creds).await;
+                    let result = authenticate(cfg, backend, &creds, session.peer().ip()).await;
                     match session.authenticated(creds, result) {
                         Step::Close(r) => {
                             out.extend(r.to_wire());
@@ -186,8 +188,30 @@ async fn write<S: AsyncWrite + Unpin>(
     }
 }
 
-/// Checks credentials: argon2 against the configured users (on a blocking thread, as the
-/// hash is deliberately slow), or upstream through the backend.
+/// Checks credentials, unless the client's address has failed too often; a failure
+/// counts against the address, across connections and listeners.
+async fn authenticate<B: Backend>(
+    cfg: &SessionConfig,
+    backend: &B,
+    creds: &Credentials,
+    ip: IpAddr,
+) -> Result<(), Reply> {
+    if cfg.auth_failures.blocked(ip, std::time::Instant::now()) {
+        tracing::info!(%ip, "AUTH refused: too many failures from this address");
+        return Err(auth_failures::blocked_reply());
+    }
+    let result = verify(cfg, backend, creds).await;
+    if let Err(reply) = &result {
+        if reply.code == 535 && cfg.auth_failures.failed(ip, std::time::Instant::now()) {
+            tracing::warn!(%ip, "too many failed AUTH attempts: this address is blocked for a while");
+            return Err(auth_failures::blocked_reply());
+        }
+    }
+    result
+}
+
+/// Checks credentials: argon2 against the configured users (on the password threads,
+/// waiting at most the command timeout for one), or upstream through the backend.
 async fn verify<B: Backend>(
     cfg: &SessionConfig,
     backend: &B,
@@ -197,16 +221,12 @@ async fn verify<B: Backend>(
         AuthMode::None => Err(command::auth::not_offered()),
         AuthMode::Passthrough => backend.authenticate(creds).await,
         AuthMode::Local(users) => {
-            let users: Arc<Vec<(String, String)>> = users.clone();
-            let user = creds.username.clone();
-            let pass = creds.secret.clone().unwrap_or_default();
-            let checked =
-                tokio::task::spawn_blocking(move || local_password_ok(&users, &user, &pass)).await;
-            match checked {
+            let pass = creds.secret.as_deref().unwrap_or_default();
+            match password::check(users, &creds.username, pass, cfg.command_timeout).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(command::auth::failed()),
                 Err(e) => {
-                    tracing::error!(error = %e, "password check did not complete");
+                    tracing::warn!(error = %e, "password check did not complete");
                     Err(Reply::new(
                         454,
                         Enhanced(4, 7, 0),
@@ -218,33 +238,11 @@ async fn verify<B: Backend>(
     }
 }
 
-/// Whether `pass` matches `user`'s PHC hash. An unknown user costs one hash as well, so
-/// that response times do not tell which user names exist.
-fn local_password_ok(users: &[(String, String)], user: &str, pass: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let argon = argon2::Argon2::default();
-    let stored = users.iter().find(|(name, _)| name == user).map(|(_, h)| h);
-    let dummy = DUMMY.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"sealpost-dummy-salt").ok()?;
-        argon.hash_password(b"", &salt).ok().map(|h| h.to_string())
-    });
-    let Some(hash) = stored.or(dummy.as_ref()) else {
-        return false;
-    };
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        tracing::warn!(
-            user,
-            "the configured password hash is not a valid PHC string"
-        );
-        return false;
-    };
-    argon.verify_password(pass.as_bytes(), &parsed).is_ok() && stored.is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
 
     use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
 
@@ -292,6 +290,59 @@ mod tests {
         (client, task)
     }
 
+    /// The final lines of the replies in `all`, by code.
+    fn codes(all: &str) -> Vec<&str> {
+        all.lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .filter_map(|l| l.get(..3))
+            .collect()
+    }
+
+    /// Sends `input` on a fresh connection; returns everything the gateway said.
+    async fn exchange(cfg: &SessionConfig, input: &str) -> String {
+        let (mut client, task) = serve(cfg.clone(), 64 * 1024);
+        client.write_all(input.as_bytes()).await.unwrap();
+        let mut all = String::new();
+        client.read_to_string(&mut all).await.unwrap();
+        let _ = task.await.unwrap();
+        all
+    }
+
+    /// An address that keeps failing AUTH: first its session is closed, then, over
+    /// several connections, the address itself is refused before anything is checked.
+    #[tokio::test]
+    async fn an_address_that_keeps_failing_auth_is_refused_across_connections() {
+        let mut cfg = SessionConfig::new("gw.test");
+        cfg.auth = AuthMode::Passthrough;
+        let three_wrong = format!(
+            "EHLO c.test\r\n{}",
+            "AUTH PLAIN AGFsaWNlAHdyb25n\r\n".repeat(3)
+        );
+        let first = exchange(&cfg, &three_wrong).await;
+        assert_eq!(
+            codes(&first),
+            ["220", "250", "535", "535", "421"],
+            "{first}"
+        );
+        assert!(
+            !first.contains("address"),
+            "the session's own limit: {first}"
+        );
+        let second = exchange(&cfg, &three_wrong).await;
+        assert_eq!(codes(&second), ["220", "250", "535", "421"], "{second}");
+        assert!(
+            second.contains("421 4.7.0 Too many failed authentication attempts from your address"),
+            "{second}"
+        );
+        let third = exchange(&cfg, &three_wrong).await;
+        assert_eq!(codes(&third), ["220", "250", "421"], "{third}");
+        let ip = "127.0.0.1".parse().unwrap();
+        assert!(cfg.auth_failures.blocked(ip, std::time::Instant::now()));
+        assert!(!cfg
+            .auth_failures
+            .blocked("127.0.0.2".parse().unwrap(), std::time::Instant::now()));
+    }
+
     #[test]
     fn a_deadline_too_far_to_compute_is_far_not_a_panic() {
         let now = Instant::now();
@@ -314,13 +365,8 @@ mod tests {
         client.write_all(b"x\r\n.\r\nQUIT\r\n").await.unwrap();
         let mut all = String::new();
         client.read_to_string(&mut all).await.unwrap();
-        let codes: Vec<&str> = all
-            .lines()
-            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
-            .map(|l| &l[..3])
-            .collect();
         assert_eq!(
-            codes,
+            codes(&all),
             ["220", "250", "250", "250", "354", "250", "221"],
             "{all}"
         );
@@ -348,22 +394,5 @@ mod tests {
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(300));
         flood.abort();
-    }
-
-    #[test]
-    fn local_passwords() {
-        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-        let hash = argon2::Argon2::default()
-            .hash_password(b"secret", &SaltString::generate(&mut OsRng))
-            .unwrap()
-            .to_string();
-        let users = vec![
-            ("alice".to_string(), hash),
-            ("bob".into(), "garbage".into()),
-        ];
-        assert!(local_password_ok(&users, "alice", "secret"));
-        assert!(!local_password_ok(&users, "alice", "wrong"));
-        assert!(!local_password_ok(&users, "mallory", ""));
-        assert!(!local_password_ok(&users, "bob", "garbage"));
     }
 }

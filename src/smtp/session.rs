@@ -85,6 +85,11 @@ impl Session {
         Reply::bare(220, format!("{} ESMTP sealpost ready", self.cfg.hostname))
     }
 
+    /// The client's address and port.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// Whether the session is inside DATA (the connection uses the data timeout then).
     pub fn in_data(&self) -> bool {
         matches!(self.mode, Mode::Data(_))
@@ -362,7 +367,7 @@ impl Session {
 
     /// A refused command: counted, so that a client sending garbage is cut off.
     fn error(&mut self, reply: Reply) -> Step {
-        self.errors += 1;
+        self.errors = self.errors.saturating_add(1);
         if self.errors > self.cfg.max_errors {
             return Step::Close(command::too_many_errors());
         }
