@@ -42,7 +42,7 @@ impl PerIp {
         if *n >= limit {
             return None;
         }
-        *n += 1;
+        *n = n.saturating_add(1);
         Some(IpSlot {
             table: self.clone(),
             ip,
@@ -54,7 +54,7 @@ impl Drop for IpSlot {
     fn drop(&mut self) {
         if let Ok(mut counts) = self.table.counts.lock() {
             if let Some(n) = counts.get_mut(&self.ip) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     counts.remove(&self.ip);
                 }

@@ -123,7 +123,7 @@ impl Session {
             _ => MAX_AUTH_LINE,
         };
         let Some(lf) = input.iter().position(|&b| b == b'\n') else {
-            if self.discarding || self.line.len() + input.len() > limit {
+            if self.discarding || self.line.len().saturating_add(input.len()) > limit {
                 self.discarding = true;
                 self.line.clear();
             } else {
@@ -132,7 +132,7 @@ impl Session {
             input.clear();
             return None;
         };
-        if self.discarding || self.line.len() + lf + 1 > limit {
+        if self.discarding || self.line.len().saturating_add(lf).saturating_add(1) > limit {
             self.discarding = false;
             self.line.clear();
             input.drain(..=lf);
