@@ -115,8 +115,10 @@ fn smuggle(port: u16, case: usize, rcpt: &str, victim: &str, variant: &[u8]) -> 
         .collect()
 }
 
-/// Today's data reader ended DATA at any ".\r\n" line, even after a bare LF, so the
-/// bytes after `\n.\r\n` ran as a second transaction with its own MAIL FROM.
+/// The data reader used to end DATA at any ".\r\n" line, even after a bare LF, so the
+/// bytes after `\n.\r\n` ran as a second transaction with its own MAIL FROM, on both
+/// kinds of listener. Now the client sees one reply for the message and one for QUIT,
+/// and the sinks see only the legitimate envelopes.
 #[test]
 fn smuggled_transactions_after_a_fake_end_of_data_never_run() {
     let out_sink = SmtpSink::start(&[]);
@@ -143,14 +145,10 @@ fn smuggled_transactions_after_a_fake_end_of_data_never_run() {
         .filter(|&i| !VARIANTS.get(i).is_some_and(|v| v.1))
         .collect();
     for &(_, sink, rcpt, victim) in &listeners {
-        let dumps = sink.wait_messages(accepted.len(), LONG);
-        // Give a wrongly accepted smuggled transaction time to arrive as well.
+        sink.wait_messages(accepted.len(), LONG);
+        // A smuggled transaction would be relayed before its 250; wait a little anyway.
         std::thread::sleep(Duration::from_millis(500));
-        let dumps = if sink.messages().len() > dumps.len() {
-            sink.messages()
-        } else {
-            dumps
-        };
+        let dumps = sink.messages();
         for d in &dumps {
             assert!(d.sender.starts_with("alice+"), "smuggled sender: {d:?}");
             assert_eq!(d.recipients, [rcpt], "smuggled recipient {victim}: {d:?}");
@@ -300,7 +298,7 @@ fn a_client_that_never_reads_is_cut_off_and_frees_its_slot() {
     let (flooded_for, error) = flooding.join().expect("flooding thread");
     assert!(
         flooded_for < Duration::from_secs(20),
-        "the flooding client was cut off ({error:?}) after {flooded_for:?}"
+        "the flooding client was still connected after {flooded_for:?} ({error:?})"
     );
 }
 
