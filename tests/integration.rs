@@ -9,5 +9,6 @@ mod integration {
     mod lmtp;
     mod outbound;
     mod relay;
+    mod smuggling;
     mod upstream;
 }

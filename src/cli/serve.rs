@@ -175,6 +175,8 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
     let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
 
+    // One table for every listener: an address that fails AUTH on one is blocked on all.
+    let auth_failures = Arc::new(crate::smtp::auth_failures::AuthFailures::default());
     let mut listeners = Vec::new();
     for l in &config.listeners {
         let socket = tokio::net::TcpListener::bind(l.address)
@@ -201,6 +203,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                     .collect(),
             )),
         };
+        cfg.auth_failures = auth_failures.clone();
         cfg.require_auth = l.require_auth;
         cfg.allow = l.allow.clone();
         cfg.loopback = bound.ip().is_loopback();

@@ -42,7 +42,7 @@ impl PerIp {
         if *n >= limit {
             return None;
         }
-        *n += 1;
+        *n = n.saturating_add(1);
         Some(IpSlot {
             table: self.clone(),
             ip,
@@ -54,7 +54,7 @@ impl Drop for IpSlot {
     fn drop(&mut self) {
         if let Ok(mut counts) = self.table.counts.lock() {
             if let Some(n) = counts.get_mut(&self.ip) {
-                *n -= 1;
+                *n = n.saturating_sub(1);
                 if *n == 0 {
                     counts.remove(&self.ip);
                 }
@@ -93,7 +93,7 @@ pub async fn run<B: Backend>(
         let permit = slots.clone().try_acquire_owned().ok();
         let slot = per_ip.take(peer.ip(), limits.per_ip);
         let (Some(permit), Some(slot)) = (permit, slot) else {
-            tracker.spawn(refuse(stream));
+            tracker.spawn(refuse(stream, cfg.command_timeout));
             continue;
         };
         let cfg = cfg.clone();
@@ -109,14 +109,19 @@ pub async fn run<B: Backend>(
     }
 }
 
-async fn refuse(mut stream: TcpStream) {
+/// Tells a client over the limits to come back later. Bounded in time like every write:
+/// a refused client must not keep even this task waiting.
+async fn refuse(mut stream: TcpStream, limit: std::time::Duration) {
     let reply = Reply::new(
         421,
         Enhanced(4, 3, 2),
         "Too many connections; try again later",
     );
-    let _ = stream.write_all(&reply.to_wire()).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(limit, async {
+        let _ = stream.write_all(&reply.to_wire()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 async fn connection<B: Backend>(

@@ -288,6 +288,26 @@ async fn slow_drip_is_cut_off() {
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
+/// Timeouts too large to add to the clock: the session, the TLS handshake and the
+/// refusal of a connection over the limit all go on without a panic.
+#[tokio::test]
+async fn huge_timeouts_do_not_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tls_cfg(dir.path());
+    cfg.command_timeout = Duration::MAX;
+    cfg.data_timeout = Duration::MAX;
+    let server = start(cfg, ConnectionLimits { max: 1, per_ip: 1 }).await;
+    swaks(&server, &["-tls"]).await;
+    let mut first = Raw::connect(&server).await;
+    first.expect("EHLO c.test\r\n", "250").await;
+    let (r, _w) = TcpStream::connect(server.addr).await.unwrap().into_split();
+    let mut second = String::new();
+    BufReader::new(r).read_line(&mut second).await.unwrap();
+    assert!(second.starts_with("421 4.3.2"), "{second}");
+    first.expect("QUIT\r\n", "221").await;
+    assert_eq!(server.delivered().len(), 1);
+}
+
 #[tokio::test]
 async fn connection_limit_and_shutdown() {
     let limits = ConnectionLimits { max: 1, per_ip: 1 };

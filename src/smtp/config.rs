@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::auth_failures::AuthFailures;
+
 /// How AUTH works on a listener.
 #[derive(Clone, Default)]
 pub enum AuthMode {
@@ -57,6 +59,9 @@ pub struct SessionConfig {
     pub loopback: bool,
     /// Failed AUTH attempts before the session is closed.
     pub max_auth_failures: u32,
+    /// Failed AUTH attempts per client address, shared by every listener of the process,
+    /// so that reconnecting or switching listeners does not reset them.
+    pub auth_failures: Arc<AuthFailures>,
     /// Unknown or invalid commands before the session is closed.
     pub max_errors: u32,
     /// Where and from what size a message goes to disk while it arrives; `None` keeps
@@ -83,6 +88,7 @@ impl SessionConfig {
             smtputf8: false,
             loopback: true,
             max_auth_failures: 3,
+            auth_failures: Arc::default(),
             max_errors: 20,
             spill: None,
         }

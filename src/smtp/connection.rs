@@ -1,16 +1,20 @@
 //! One client connection: owns the socket and the read buffer, drives the [`Session`],
-//! flushes replies when the input is drained (PIPELINING), and enforces timeouts.
+//! flushes replies when the input is drained (PIPELINING), and enforces timeouts on
+//! reads and on writes.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::auth_failures;
 use super::backend::Backend;
 use super::command;
 use super::config::{AuthMode, SessionConfig};
+use super::password;
 use super::reply::{Enhanced, Reply};
 use super::session::{Session, Step};
 use super::transaction::Credentials;
@@ -26,6 +30,9 @@ pub enum Outcome<S> {
 /// An idle connection keeps at most this much read buffer, so that thousands of idle
 /// clients cost little memory.
 const IDLE_BUFFER: usize = 1024;
+
+/// A deadline for a timeout too large to add to the clock (tokio's "far future").
+const FAR: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
 
 /// Drives `session` over `stream` until the client quits, a limit cuts it off, or it asks
 /// for STARTTLS.
@@ -44,25 +51,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     B: Backend,
 {
+    // Every write, like every command, must finish within the command timeout.
+    let limit = cfg.command_timeout;
     let mut input: Vec<u8> = Vec::with_capacity(IDLE_BUFFER);
     let mut out: Vec<u8> = Vec::new();
     if greet {
         out.extend(session.greeting().to_wire());
     }
-    let mut deadline = Instant::now() + cfg.command_timeout;
+    let mut read_by = deadline(cfg.command_timeout);
     loop {
         while let Some(step) = session.ingest(&mut input) {
             match step {
                 Step::Reply(r) => out.extend(r.to_wire()),
                 Step::Close(r) => {
                     out.extend(r.to_wire());
-                    write(&mut stream, &mut out).await?;
-                    let _ = stream.shutdown().await;
+                    write(&mut stream, &mut out, limit).await?;
+                    let _ = timeout_at(deadline(limit), stream.shutdown()).await;
                     return Ok(Outcome::Closed);
                 }
                 Step::CheckRecipient(rcpt) => {
                     // RFC 2920: flush before anything that may block.
-                    write(&mut stream, &mut out).await?;
+                    write(&mut stream, &mut out, limit).await?;
                     let client = session.client();
                     let result = match session.sender() {
                         Some(sender) => backend.check_recipient(sender, &rcpt, &client).await,
@@ -71,17 +80,18 @@ where
                     out.extend(session.recipient_checked(rcpt, result).to_wire());
                 }
                 Step::Deliver(tx) => {
-                    write(&mut stream, &mut out).await?;
+                    write(&mut stream, &mut out, limit).await?;
                     let reply = backend.deliver(tx).await;
                     out.extend(session.delivered(reply).to_wire());
                 }
                 Step::Authenticate(creds) => {
-                    write(&mut stream, &mut out).await?;
-                    let result = verify(cfg, backend, &creds).await;
+                    write(&mut stream, &mut out, limit).await?;
+                    let result = authenticate(cfg, backend, &creds, session.peer().ip()).await;
                     match session.authenticated(creds, result) {
                         Step::Close(r) => {
                             out.extend(r.to_wire());
-                            write(&mut stream, &mut out).await?;
+                            write(&mut stream, &mut out, limit).await?;
+                            let _ = timeout_at(deadline(limit), stream.shutdown()).await;
                             return Ok(Outcome::Closed);
                         }
                         Step::Reply(r) => out.extend(r.to_wire()),
@@ -90,18 +100,17 @@ where
                 }
                 Step::StartTls(r) => {
                     out.extend(r.to_wire());
-                    write(&mut stream, &mut out).await?;
+                    write(&mut stream, &mut out, limit).await?;
                     return Ok(Outcome::StartTls(stream));
                 }
             }
-            deadline = Instant::now()
-                + if session.in_data() {
-                    cfg.data_timeout
-                } else {
-                    cfg.command_timeout
-                };
+            read_by = deadline(if session.in_data() {
+                cfg.data_timeout
+            } else {
+                cfg.command_timeout
+            });
         }
-        write(&mut stream, &mut out).await?;
+        write(&mut stream, &mut out, limit).await?;
         if input.is_empty() && input.capacity() > 16 * IDLE_BUFFER {
             input = Vec::with_capacity(IDLE_BUFFER);
         }
@@ -112,15 +121,15 @@ where
         let read = tokio::select! {
             _ = shutdown.cancelled(), if idle => {
                 out.extend(shutting_down().to_wire());
-                write(&mut stream, &mut out).await?;
+                write(&mut stream, &mut out, limit).await?;
                 return Ok(Outcome::Closed);
             }
-            r = timeout_at(deadline, stream.read_buf(&mut input)) => r,
+            r = timeout_at(read_by, stream.read_buf(&mut input)) => r,
         };
         match read {
             Err(_elapsed) => {
                 out.extend(command::timeout().to_wire());
-                let _ = write(&mut stream, &mut out).await;
+                let _ = write(&mut stream, &mut out, limit).await;
                 return Ok(Outcome::Closed);
             }
             Ok(Ok(0)) => return Ok(Outcome::Closed),
@@ -138,17 +147,71 @@ pub fn shutting_down() -> Reply {
     )
 }
 
-async fn write<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {
-    if !out.is_empty() {
-        stream.write_all(out).await?;
-        stream.flush().await?;
-        out.clear();
-    }
-    Ok(())
+/// `after` from now. A timeout too large to add to the clock (a configured
+/// `command_timeout` of `u64::MAX` seconds) is a deadline far in the future, not a panic.
+fn deadline(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .or_else(|| now.checked_add(FAR))
+        .unwrap_or(now)
 }
 
-/// Checks credentials: argon2 against the configured users (on a blocking thread, as the
-/// hash is deliberately slow), or upstream through the backend.
+/// Sends `out`. A client that pipelines and never reads fills the socket buffers, and
+/// the write would then wait forever, holding the connection and its per-IP slot: after
+/// `limit` it gives up with `TimedOut`, and the connection is dropped.
+///
+/// # Errors
+/// Socket errors, and `TimedOut`.
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut Vec<u8>,
+    limit: Duration,
+) -> std::io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let sent = timeout_at(deadline(limit), async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    })
+    .await;
+    match sent {
+        Ok(result) => {
+            result?;
+            out.clear();
+            Ok(())
+        }
+        Err(_elapsed) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client did not read its replies within the command timeout",
+        )),
+    }
+}
+
+/// Checks credentials, unless the client's address has failed too often; a failure
+/// counts against the address, across connections and listeners.
+async fn authenticate<B: Backend>(
+    cfg: &SessionConfig,
+    backend: &B,
+    creds: &Credentials,
+    ip: IpAddr,
+) -> Result<(), Reply> {
+    if cfg.auth_failures.blocked(ip, std::time::Instant::now()) {
+        tracing::info!(%ip, "AUTH refused: too many failures from this address");
+        return Err(auth_failures::blocked_reply());
+    }
+    let result = verify(cfg, backend, creds).await;
+    if let Err(reply) = &result {
+        if reply.code == 535 && cfg.auth_failures.failed(ip, std::time::Instant::now()) {
+            tracing::warn!(%ip, "too many failed AUTH attempts: this address is blocked for a while");
+            return Err(auth_failures::blocked_reply());
+        }
+    }
+    result
+}
+
+/// Checks credentials: argon2 against the configured users (on the password threads,
+/// waiting at most the command timeout for one), or upstream through the backend.
 async fn verify<B: Backend>(
     cfg: &SessionConfig,
     backend: &B,
@@ -158,16 +221,12 @@ async fn verify<B: Backend>(
         AuthMode::None => Err(command::auth::not_offered()),
         AuthMode::Passthrough => backend.authenticate(creds).await,
         AuthMode::Local(users) => {
-            let users: Arc<Vec<(String, String)>> = users.clone();
-            let user = creds.username.clone();
-            let pass = creds.secret.clone().unwrap_or_default();
-            let checked =
-                tokio::task::spawn_blocking(move || local_password_ok(&users, &user, &pass)).await;
-            match checked {
+            let pass = creds.secret.as_deref().unwrap_or_default();
+            match password::check(users, &creds.username, pass, cfg.command_timeout).await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(command::auth::failed()),
                 Err(e) => {
-                    tracing::error!(error = %e, "password check did not complete");
+                    tracing::warn!(error = %e, "password check did not complete");
                     Err(Reply::new(
                         454,
                         Enhanced(4, 7, 0),
@@ -179,48 +238,161 @@ async fn verify<B: Backend>(
     }
 }
 
-/// Whether `pass` matches `user`'s PHC hash. An unknown user costs one hash as well, so
-/// that response times do not tell which user names exist.
-fn local_password_ok(users: &[(String, String)], user: &str, pass: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-    static DUMMY: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let argon = argon2::Argon2::default();
-    let stored = users.iter().find(|(name, _)| name == user).map(|(_, h)| h);
-    let dummy = DUMMY.get_or_init(|| {
-        let salt = SaltString::encode_b64(b"sealpost-dummy-salt").ok()?;
-        argon.hash_password(b"", &salt).ok().map(|h| h.to_string())
-    });
-    let Some(hash) = stored.or(dummy.as_ref()) else {
-        return false;
-    };
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        tracing::warn!(
-            user,
-            "the configured password hash is not a valid PHC string"
-        );
-        return false;
-    };
-    argon.verify_password(pass.as_bytes(), &parsed).is_ok() && stored.is_some()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use std::sync::Arc;
+
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use crate::smtp::envelope::{Recipient, Sender};
+    use crate::smtp::transaction::{Client, Transaction};
+
+    /// Accepts every recipient and message.
+    struct Accept;
+
+    impl Backend for Accept {
+        async fn check_recipient(
+            &self,
+            _: &Sender,
+            _: &Recipient,
+            _: &Client,
+        ) -> Result<(), Reply> {
+            Ok(())
+        }
+
+        async fn deliver(&self, _: Transaction) -> Reply {
+            Reply::new(250, Enhanced(2, 0, 0), "queued")
+        }
+
+        async fn authenticate(&self, _: &Credentials) -> Result<(), Reply> {
+            Err(command::auth::failed())
+        }
+    }
+
+    /// Drives a session for `cfg` over an in-memory stream with `buffer` bytes each way;
+    /// returns the client's end and the connection's result.
+    fn serve(
+        cfg: SessionConfig,
+        buffer: usize,
+    ) -> (
+        DuplexStream,
+        tokio::task::JoinHandle<std::io::Result<Outcome<DuplexStream>>>,
+    ) {
+        let (client, server) = duplex(buffer);
+        let cfg = Arc::new(cfg);
+        let task = tokio::spawn(async move {
+            let mut session = Session::new(cfg.clone(), "127.0.0.1:4000".parse().unwrap(), false);
+            let shutdown = CancellationToken::new();
+            drive(server, &mut session, &cfg, &Accept, true, &shutdown).await
+        });
+        (client, task)
+    }
+
+    /// The final lines of the replies in `all`, by code.
+    fn codes(all: &str) -> Vec<&str> {
+        all.lines()
+            .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+            .filter_map(|l| l.get(..3))
+            .collect()
+    }
+
+    /// Sends `input` on a fresh connection; returns everything the gateway said.
+    async fn exchange(cfg: &SessionConfig, input: &str) -> String {
+        let (mut client, task) = serve(cfg.clone(), 64 * 1024);
+        client.write_all(input.as_bytes()).await.unwrap();
+        let mut all = String::new();
+        client.read_to_string(&mut all).await.unwrap();
+        let _ = task.await.unwrap();
+        all
+    }
+
+    /// An address that keeps failing AUTH: first its session is closed, then, over
+    /// several connections, the address itself is refused before anything is checked.
+    #[tokio::test]
+    async fn an_address_that_keeps_failing_auth_is_refused_across_connections() {
+        let mut cfg = SessionConfig::new("gw.test");
+        cfg.auth = AuthMode::Passthrough;
+        let three_wrong = format!(
+            "EHLO c.test\r\n{}",
+            "AUTH PLAIN AGFsaWNlAHdyb25n\r\n".repeat(3)
+        );
+        let first = exchange(&cfg, &three_wrong).await;
+        assert_eq!(
+            codes(&first),
+            ["220", "250", "535", "535", "421"],
+            "{first}"
+        );
+        assert!(
+            !first.contains("address"),
+            "the session's own limit: {first}"
+        );
+        let second = exchange(&cfg, &three_wrong).await;
+        assert_eq!(codes(&second), ["220", "250", "535", "421"], "{second}");
+        assert!(
+            second.contains("421 4.7.0 Too many failed authentication attempts from your address"),
+            "{second}"
+        );
+        let third = exchange(&cfg, &three_wrong).await;
+        assert_eq!(codes(&third), ["220", "250", "421"], "{third}");
+        let ip = "127.0.0.1".parse().unwrap();
+        assert!(cfg.auth_failures.blocked(ip, std::time::Instant::now()));
+        assert!(!cfg
+            .auth_failures
+            .blocked("127.0.0.2".parse().unwrap(), std::time::Instant::now()));
+    }
+
     #[test]
-    fn local_passwords() {
-        use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-        let hash = argon2::Argon2::default()
-            .hash_password(b"secret", &SaltString::generate(&mut OsRng))
-            .unwrap()
-            .to_string();
-        let users = vec![
-            ("alice".to_string(), hash),
-            ("bob".into(), "garbage".into()),
-        ];
-        assert!(local_password_ok(&users, "alice", "secret"));
-        assert!(!local_password_ok(&users, "alice", "wrong"));
-        assert!(!local_password_ok(&users, "mallory", ""));
-        assert!(!local_password_ok(&users, "bob", "garbage"));
+    fn a_deadline_too_far_to_compute_is_far_not_a_panic() {
+        let now = Instant::now();
+        assert!(deadline(Duration::MAX) > now + Duration::from_secs(10 * 365 * 24 * 3600));
+        assert!(deadline(Duration::from_secs(5)) <= Instant::now() + Duration::from_secs(5));
+    }
+
+    /// `Instant + Duration` overflowed and panicked every session when a timeout was
+    /// configured absurdly large.
+    #[tokio::test]
+    async fn huge_timeouts_do_not_panic_a_session() {
+        let mut cfg = SessionConfig::new("gw.test");
+        cfg.command_timeout = Duration::MAX;
+        cfg.data_timeout = Duration::MAX;
+        let (mut client, task) = serve(cfg, 64 * 1024);
+        client
+            .write_all(b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\n")
+            .await
+            .unwrap();
+        client.write_all(b"x\r\n.\r\nQUIT\r\n").await.unwrap();
+        let mut all = String::new();
+        client.read_to_string(&mut all).await.unwrap();
+        assert_eq!(
+            codes(&all),
+            ["220", "250", "250", "250", "354", "250", "221"],
+            "{all}"
+        );
+        assert!(matches!(task.await.unwrap(), Ok(Outcome::Closed)));
+    }
+
+    /// A client that pipelines and never reads: once the buffers are full the write
+    /// waits, and gives up after the command timeout, ending the connection.
+    #[tokio::test]
+    async fn a_client_that_never_reads_is_cut_off_after_the_command_timeout() {
+        let mut cfg = SessionConfig::new("gw.test");
+        cfg.command_timeout = Duration::from_millis(300);
+        let (client, task) = serve(cfg, 4096);
+        let (_unread, mut writer) = tokio::io::split(client);
+        let flood = tokio::spawn(async move {
+            let help = b"HELP\r\n".repeat(100);
+            while writer.write_all(&help).await.is_ok() {}
+        });
+        let started = Instant::now();
+        let ended = tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the connection ends instead of waiting forever")
+            .unwrap();
+        let err = ended.err().expect("a write timeout");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        flood.abort();
     }
 }

@@ -85,6 +85,11 @@ impl Session {
         Reply::bare(220, format!("{} ESMTP sealpost ready", self.cfg.hostname))
     }
 
+    /// The client's address and port.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
     /// Whether the session is inside DATA (the connection uses the data timeout then).
     pub fn in_data(&self) -> bool {
         matches!(self.mode, Mode::Data(_))
@@ -118,7 +123,7 @@ impl Session {
             _ => MAX_AUTH_LINE,
         };
         let Some(lf) = input.iter().position(|&b| b == b'\n') else {
-            if self.discarding || self.line.len() + input.len() > limit {
+            if self.discarding || self.line.len().saturating_add(input.len()) > limit {
                 self.discarding = true;
                 self.line.clear();
             } else {
@@ -127,7 +132,7 @@ impl Session {
             input.clear();
             return None;
         };
-        if self.discarding || self.line.len() + lf + 1 > limit {
+        if self.discarding || self.line.len().saturating_add(lf).saturating_add(1) > limit {
             self.discarding = false;
             self.line.clear();
             input.drain(..=lf);
@@ -226,18 +231,25 @@ impl Session {
         let Some(sender) = &self.sender else {
             return self.error(command::bad_sequence("Send MAIL first"));
         };
+        let rcpt = match rcpt::recipient(sender, to) {
+            Ok(r) => r,
+            Err(reply) => return self.error(reply),
+        };
+        // A repeated recipient is accepted, but kept once: twenty RCPTs for one mailbox
+        // would otherwise mean twenty decryptions and twenty deliveries.
+        if self.has_recipient(&rcpt) {
+            return Step::Reply(command::duplicate_recipient(&rcpt.address));
+        }
         if self.rcpts.len() >= self.cfg.max_recipients {
             return Step::Reply(rcpt::too_many(self.cfg.max_recipients));
         }
-        match rcpt::recipient(sender, to) {
-            Ok(r) => Step::CheckRecipient(r),
-            Err(reply) => self.error(reply),
-        }
+        Step::CheckRecipient(rcpt)
     }
 
     /// The backend's answer about a recipient.
     pub fn recipient_checked(&mut self, rcpt: Recipient, result: Result<(), Reply>) -> Reply {
         match result {
+            Ok(()) if self.has_recipient(&rcpt) => command::duplicate_recipient(&rcpt.address),
             Ok(()) => {
                 let reply = rcpt::accepted(&rcpt);
                 self.rcpts.push(rcpt);
@@ -245,6 +257,12 @@ impl Session {
             }
             Err(reply) => reply,
         }
+    }
+
+    fn has_recipient(&self, rcpt: &Recipient) -> bool {
+        self.rcpts
+            .iter()
+            .any(|r| same_mailbox(&r.address, &rcpt.address))
     }
 
     fn data(&mut self) -> Step {
@@ -349,11 +367,22 @@ impl Session {
 
     /// A refused command: counted, so that a client sending garbage is cut off.
     fn error(&mut self, reply: Reply) -> Step {
-        self.errors += 1;
+        self.errors = self.errors.saturating_add(1);
         if self.errors > self.cfg.max_errors {
             return Step::Close(command::too_many_errors());
         }
         Step::Reply(reply)
+    }
+}
+
+/// Whether two addresses name one mailbox: the local part exactly (RFC 5321 §2.4 lets
+/// the receiving host treat its case as significant), the domain without regard to case.
+fn same_mailbox(a: &str, b: &str) -> bool {
+    match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((local_a, domain_a)), Some((local_b, domain_b))) => {
+            local_a == local_b && domain_a.eq_ignore_ascii_case(domain_b)
+        }
+        _ => a == b,
     }
 }
 

@@ -1,9 +1,16 @@
 //! The DATA phase: a byte-exact reader that ends only on CRLF.CRLF, undoes dot-stuffing,
-//! refuses bare CR and LF (SMTP smuggling), and never buffers beyond the size limit.
+//! refuses bare CR and LF (SMTP smuggling), and streams each line to the message writer
+//! as it arrives.
+//!
+//! Only `<CR><LF>.<CR><LF>` ends the data: the `.CRLF` line must follow a line that
+//! ended in CRLF (the start of the data counts as one). After `\n.\r\n` or `\r.\r\n` the
+//! data goes on, so that nothing a client hides behind a look-alike runs as a command.
 //!
 //! Text lines longer than RFC 5321's 1000 octets are accepted: real clients send them,
-//! and refusing would lose mail that the next hop may well take. Only the message size
-//! limit bounds a line, and a line over it is counted, not kept.
+//! and refusing would lose mail that the next hop may well take. A line is never held
+//! whole: its bytes go to the writer (which spills to disk past the spill size) as they
+//! arrive; only the first three bytes of a line wait until they tell whether the line is
+//! the final dot, a stuffed dot or the blank line after the header.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use crate::blob::{self, Blob, Spill};
@@ -16,6 +23,9 @@ const LARGE_FROM: usize = 1024 * 1024;
 /// separately, whatever the allocator learned from earlier frees.
 const LARGE_RESERVE: usize = 32 * 1024 * 1024;
 
+/// The longest line start that decides anything: `.CRLF`.
+const HEAD: usize = 3;
+
 /// Reads one message body as it arrives, in pieces of any size.
 pub struct DataReader {
     /// The message so far, unstuffed, CRLF line ends: in memory, or past the spill size
@@ -23,8 +33,16 @@ pub struct DataReader {
     message: blob::Writer,
     /// Set when the spill file cannot be written: the message is answered 451.
     io_error: Option<std::io::Error>,
-    /// Bytes of the current line not yet complete.
-    line: Vec<u8>,
+    /// The first bytes of the current line, while `at_line_start`.
+    head: [u8; HEAD],
+    head_len: usize,
+    /// No byte of the current line has been passed on yet.
+    at_line_start: bool,
+    /// The previous line ended in CRLF (or there was none): only then does `.CRLF` end
+    /// the data.
+    after_crlf: bool,
+    /// The last byte passed on was a CR: the next one must be the LF.
+    pending_cr: bool,
     max_size: usize,
     max_header: usize,
     /// Bytes of the message counted, including those discarded after the limit.
@@ -64,7 +82,11 @@ impl DataReader {
         DataReader {
             message: blob::Writer::new(spill),
             io_error: None,
-            line: Vec::with_capacity(256),
+            head: [0; HEAD],
+            head_len: 0,
+            at_line_start: true,
+            after_crlf: true,
+            pending_cr: false,
             max_size,
             max_header,
             size: 0,
@@ -79,81 +101,103 @@ impl DataReader {
     /// Consumes bytes from `input` up to and including the final `.CRLF`. Returns the
     /// number of bytes consumed, and whether the message ended.
     pub fn ingest(&mut self, input: &[u8]) -> (usize, bool) {
-        let mut consumed = 0;
         let mut rest = input;
         while !rest.is_empty() {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    let (line, after) = rest.split_at(i + 1);
-                    self.push_line_part(line);
-                    consumed += line.len();
-                    rest = after;
-                    if self.finish_line() {
-                        return (consumed, true);
-                    }
+            if self.at_line_start {
+                let Some((&b, after)) = rest.split_first() else {
+                    break;
+                };
+                rest = after;
+                if self.line_start(b) {
+                    return (input.len() - rest.len(), true);
                 }
-                None => {
-                    self.push_line_part(rest);
-                    consumed += rest.len();
-                    rest = &[];
-                }
+                continue;
             }
+            let (part, after) = match rest.iter().position(|&b| b == b'\n') {
+                Some(lf) => rest.split_at(lf + 1),
+                None => (rest, &[][..]),
+            };
+            rest = after;
+            self.pass_on(part);
         }
-        (consumed, false)
+        (input.len(), false)
     }
 
-    fn push_line_part(&mut self, part: &[u8]) {
-        // A line longer than any limit is still read to its end, but not kept whole.
-        if self.line.len() < self.max_size.saturating_add(3) {
-            self.line.extend_from_slice(part);
-        } else {
-            self.too_big = true;
-            self.size = self.size.saturating_add(part.len());
-            // Keep only what the line-end check needs: the first byte and the last two.
-            self.line.truncate(1);
-            let (_, tail) = part.split_at(part.len().saturating_sub(2));
-            self.line.extend_from_slice(tail);
+    /// Takes one byte at the start of a line. `true` at the final dot.
+    fn line_start(&mut self, b: u8) -> bool {
+        if let Some(slot) = self.head.get_mut(self.head_len) {
+            *slot = b;
+            self.head_len += 1;
         }
-    }
-
-    /// Handles a complete line (ending in LF). `true` at the final dot.
-    fn finish_line(&mut self) -> bool {
-        let line = std::mem::take(&mut self.line);
-        let crlf = line.ends_with(b"\r\n");
-        let body = line
-            .strip_suffix(b"\r\n")
-            .or_else(|| line.strip_suffix(b"\n"))
-            .unwrap_or(&line);
-        if !crlf || body.contains(&b'\r') {
-            // Only CRLF.CRLF ends the data; "\n.\n" and friends are content, and refused.
-            self.bare_line_end = true;
+        if b != b'\n' && self.head_len < HEAD {
+            return false;
         }
-        if crlf && &line[..] == b".\r\n" {
+        let head = self.head;
+        let head = head.get(..self.head_len).unwrap_or_default();
+        self.head_len = 0;
+        if head == b".\r\n" && self.after_crlf {
             return true;
         }
-        let content = line.strip_prefix(b".").unwrap_or(&line);
+        self.at_line_start = false;
+        let content = head.strip_prefix(b".").unwrap_or(head);
+        if content == b"\r\n" || content == b"\n" {
+            self.in_header = false;
+        }
+        self.pass_on(content);
+        false
+    }
+
+    /// Takes the next bytes of a line (unstuffed), ending at most with its LF: checks the
+    /// line ends, counts, and writes them to the message while it can still be accepted.
+    fn pass_on(&mut self, part: &[u8]) {
+        let Some((&last, _)) = part.split_last() else {
+            return;
+        };
+        let ends = last == b'\n';
+        let text = if ends {
+            part.split_last().map_or(&[][..], |(_, t)| t)
+        } else {
+            part
+        };
+        // A CR is allowed only right before the LF: as the last byte of the text of a
+        // line that ends here, or held over from the previous part when this one is
+        // just the LF.
+        let cr_ok = match text.iter().position(|&b| b == b'\r') {
+            None => true,
+            Some(i) => i + 1 == text.len(),
+        };
+        if !cr_ok || (self.pending_cr && !text.is_empty()) {
+            self.bare_line_end = true;
+        }
+        let cr_last = text.last().map_or(self.pending_cr, |&b| b == b'\r');
+        if ends {
+            if !cr_last {
+                self.bare_line_end = true;
+            }
+            self.after_crlf = cr_last;
+            self.at_line_start = true;
+            self.pending_cr = false;
+        } else {
+            self.pending_cr = cr_last;
+        }
+
         if self.in_header {
-            self.header_size += content.len();
-            if content == b"\r\n" || content == b"\n" {
-                self.in_header = false;
-            } else if self.header_size > self.max_header {
+            self.header_size = self.header_size.saturating_add(part.len());
+            if self.header_size > self.max_header {
                 self.header_too_big = true;
             }
         }
-        self.size = self.size.saturating_add(content.len());
+        self.size = self.size.saturating_add(part.len());
         if self.size > self.max_size {
             self.too_big = true;
         }
         if !self.too_big && !self.header_too_big && !self.bare_line_end && self.io_error.is_none() {
-            self.reserve_large(content.len());
-            if let Err(e) = self.message.write(content) {
+            self.reserve_large(part.len());
+            if let Err(e) = self.message.write(part) {
                 tracing::error!(error = %e, "cannot spill a large message to disk");
                 self.io_error = Some(e);
             }
         }
-        self.line = line;
-        self.line.clear();
-        false
     }
 
     /// Without a spill directory, once a message passes [`LARGE_FROM`], its buffer grows in one step to
@@ -241,6 +285,22 @@ mod tests {
         (r, a + b)
     }
 
+    /// Feeds `input` in pieces of `step` bytes; returns the reader and the bytes it
+    /// consumed, or `None` if the data did not end.
+    fn read_in_steps(input: &[u8], step: usize, max: usize) -> Option<(DataReader, usize)> {
+        let mut r = DataReader::new(max, 500);
+        let mut used = 0;
+        for piece in input.chunks(step) {
+            let (n, done) = r.ingest(piece);
+            used += n;
+            if done {
+                return Some((r, used));
+            }
+            assert_eq!(n, piece.len(), "a piece is consumed whole until the end");
+        }
+        None
+    }
+
     #[test]
     fn unstuffs_and_ends_on_crlf_dot_crlf_at_every_split() {
         let input = b"Subject: x\r\n\r\n..leading dot\r\nbody\r\n.\r\nNEXT";
@@ -254,11 +314,64 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_message_ends_at_once() {
+        let (r, used) = read_split(b".\r\nQUIT\r\n", 1);
+        assert_eq!(used, 3);
+        assert_eq!(r.verdict(), Verdict::Ok);
+        assert!(r.is_empty());
+    }
+
+    #[test]
     fn bare_lf_and_cr_are_refused_and_do_not_end_data() {
         let input = b"a\n.\nb\r\nc\rd\r\n.\r\n";
         let (r, used) = read_split(input, 3);
         assert_eq!(used, input.len());
         assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 554));
+    }
+
+    /// The published end-of-data look-alikes, each followed by a smuggled transaction:
+    /// none ends the data, at any split; the data ends at the real CRLF.CRLF, and the
+    /// smuggled commands are message content.
+    #[test]
+    fn only_crlf_dot_crlf_ends_data_whatever_the_look_alike() {
+        let variants: &[(&[u8], bool)] = &[
+            (b"\n.\n", true),
+            (b"\n.\r\n", true),
+            (b"\r.\r\n", true),
+            (b"\r\n.\r", true),
+            (b"\r\n.\n", true),
+            (b"\r\n.\r\r\n", true),
+            (b"\n\n.\r\n", true),
+            (b"\r\r\n.\r\r\n", true),
+            (b"\r\n\x00.\r", true),
+            (b"\r\n\x00.\n", true),
+            (b"\r\n\x00.\r\n", false),
+            (b"\r\n.\x00\r\n", false),
+            (b"\r\n.", false),
+        ];
+        let smuggled: &[u8] = b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\nDATA\r\nevil\r\n";
+        for &(variant, bare) in variants {
+            let mut input = b"Subject: s\r\n\r\nbody".to_vec();
+            input.extend_from_slice(variant);
+            input.extend_from_slice(smuggled);
+            let end = input.len() + 3;
+            input.extend_from_slice(b".\r\nQUIT\r\n");
+            for at in 0..input.len() {
+                let (r, used) = read_split(&input, at);
+                assert_eq!(used, end, "{variant:?} split at {at}");
+                match r.verdict() {
+                    Verdict::Refused(rep) => {
+                        assert!(bare, "{variant:?}: {rep:?}");
+                        assert_eq!((rep.code, rep.enhanced), (554, Some(Enhanced(5, 6, 0))));
+                    }
+                    Verdict::Ok => {
+                        assert!(!bare, "{variant:?} accepted");
+                        let m = r.finish().unwrap().to_vec().unwrap();
+                        assert!(m.ends_with(smuggled), "{variant:?}: {m:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
@@ -273,6 +386,42 @@ mod tests {
         assert!(done);
         assert_eq!(used, input.len());
         assert!(r.len() <= 1000);
+        assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 552));
+    }
+
+    /// A line with no LF for megabytes is passed on as it arrives: nothing but the
+    /// writer's own buffer (bounded by the spill size) holds it.
+    #[test]
+    fn a_long_line_is_streamed_to_the_writer_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::new(dir.path(), 64 * 1024);
+        let mut r = DataReader::spilling(8 * LARGE_FROM, 500, Some(spill));
+        assert!(!r.ingest(b"Subject: long\r\n\r\n").1);
+        let piece = vec![b'x'; 4096];
+        let mut sent = 0;
+        while sent < 6 * LARGE_FROM {
+            let (used, done) = r.ingest(&piece);
+            assert_eq!((used, done), (piece.len(), false));
+            sent += piece.len();
+            // Everything so far is in the writer, not in a line buffer, and the writer
+            // keeps at most its spill size in memory (in a vector that may have doubled).
+            assert_eq!(r.len(), "Subject: long\r\n\r\n".len() + sent);
+            assert!(r.message.memory_mut().capacity() <= 2 * 64 * 1024);
+        }
+        assert!(r.ingest(b"\r\n.\r\n").1);
+        assert_eq!(r.verdict(), Verdict::Ok);
+        let m = r.finish().unwrap();
+        assert!(m.is_spilled());
+        assert_eq!(m.len(), "Subject: long\r\n\r\n".len() + sent + 2);
+
+        // Past the size limit a line is counted, not kept; the data still ends.
+        let mut r = DataReader::new(100_000, 500);
+        r.ingest(b"Subject: long\r\n\r\n");
+        for _ in 0..100 {
+            r.ingest(&piece);
+        }
+        assert!(r.len() < 100_000);
+        assert!(r.ingest(b"\r\n.\r\n").1);
         assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.code == 552));
     }
 
@@ -339,9 +488,124 @@ mod tests {
         let mut input = b"X-Big: ".to_vec();
         input.extend(std::iter::repeat_n(b'a', 600));
         input.extend_from_slice(b"\r\n\r\nbody\r\n.\r\n");
-        let mut r = DataReader::new(10_000, 500);
-        let (_, done) = r.ingest(&input);
-        assert!(done);
-        assert!(matches!(r.verdict(), Verdict::Refused(rep) if rep.text().contains("header")));
+        for step in [1, 7, input.len()] {
+            let (r, _) = read_in_steps(&input, step, 10_000).expect("the data ends");
+            assert!(
+                matches!(r.verdict(), Verdict::Refused(rep) if rep.text().contains("header")),
+                "step {step}"
+            );
+        }
+        // The same bytes in the body are fine.
+        let mut input = b"Subject: x\r\n\r\n".to_vec();
+        input.extend(std::iter::repeat_n(b'a', 600));
+        input.extend_from_slice(b"\r\n.\r\n");
+        let (r, _) = read_in_steps(&input, 5, 10_000).expect("the data ends");
+        assert_eq!(r.verdict(), Verdict::Ok);
+    }
+
+    /// What the reader must do, written line by line as the RFC states it: the data
+    /// ends at a `.CRLF` line that follows a CRLF line end (or starts the data); a line
+    /// ending otherwise, or holding another CR, is a bare line end; a leading dot is
+    /// removed. Returns the bytes consumed, the verdict's code and the message kept.
+    fn by_lines(input: &[u8], max_size: usize, max_header: usize) -> Option<(usize, u16, Vec<u8>)> {
+        let (mut pos, mut after_crlf, mut in_header) = (0, true, true);
+        let (mut size, mut header_size) = (0, 0);
+        let (mut bare, mut big, mut header_big) = (false, false, false);
+        let mut kept = Vec::new();
+        while let Some(lf) = input[pos..].iter().position(|&b| b == b'\n') {
+            let line = &input[pos..pos + lf + 1];
+            pos += lf + 1;
+            let crlf = line.ends_with(b"\r\n");
+            if crlf && line == b".\r\n" && after_crlf {
+                let code = if big {
+                    552
+                } else if bare {
+                    554
+                } else if header_big {
+                    552
+                } else {
+                    250
+                };
+                return Some((pos, code, kept));
+            }
+            let text = &line[..line.len() - if crlf { 2 } else { 1 }];
+            if !crlf || text.contains(&b'\r') {
+                bare = true;
+            }
+            let content = line.strip_prefix(b".").unwrap_or(line);
+            if in_header {
+                if content == b"\r\n" || content == b"\n" {
+                    in_header = false;
+                } else {
+                    header_size += content.len();
+                    header_big |= header_size > max_header;
+                }
+            }
+            size += content.len();
+            big |= size > max_size;
+            if !big && !bare && !header_big {
+                kept.extend_from_slice(content);
+            }
+            after_crlf = crlf;
+        }
+        None
+    }
+
+    /// Random inputs over the bytes that matter, fed in random pieces, agree with the
+    /// line-by-line statement of the rules.
+    #[test]
+    fn agrees_with_the_rules_stated_line_by_line_on_random_input() {
+        let alphabet = b".\r\n\r\na\0.";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut ended = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let mut input: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            input.extend_from_slice(b"\r\n.\r\n");
+            let (max_size, max_header) = (10 + (next() % 40) as usize, 5 + (next() % 20) as usize);
+            let want = by_lines(&input, max_size, max_header);
+            let mut r = DataReader::new(max_size, max_header);
+            let mut used = 0;
+            let mut got = None;
+            let mut rest = &input[..];
+            while !rest.is_empty() {
+                let n = 1 + (next() % 6) as usize;
+                let (piece, after) = rest.split_at(n.min(rest.len()));
+                rest = after;
+                let (u, done) = r.ingest(piece);
+                used += u;
+                if done {
+                    got = Some(used);
+                    break;
+                }
+            }
+            let Some((want_used, want_code, want_kept)) = want else {
+                assert_eq!(got, None, "{input:?}");
+                continue;
+            };
+            ended += 1;
+            assert_eq!(got, Some(want_used), "{input:?}");
+            let code = match r.verdict() {
+                Verdict::Ok => 250,
+                Verdict::Refused(rep) => rep.code,
+            };
+            assert_eq!(code, want_code, "{input:?}");
+            if code == 250 {
+                assert_eq!(
+                    r.finish().unwrap().to_vec().unwrap(),
+                    want_kept,
+                    "{input:?}"
+                );
+            }
+        }
+        assert!(ended > 10_000, "most inputs end: {ended}");
     }
 }

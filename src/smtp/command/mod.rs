@@ -48,6 +48,17 @@ pub fn bare_line_end() -> Reply {
     )
 }
 
+/// A recipient given again in the same transaction: accepted, and delivered to once.
+pub fn duplicate_recipient(address: &str) -> Reply {
+    Reply::new(
+        250,
+        Enhanced(2, 1, 5),
+        format!(
+            "Recipient <{address}> OK; a duplicate of an earlier RCPT, it gets the message once"
+        ),
+    )
+}
+
 pub fn help() -> Reply {
     Reply {
         code: 214,

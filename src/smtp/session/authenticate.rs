@@ -54,7 +54,8 @@ impl Session {
     }
 
     /// The result of checking credentials. In `local` mode the password is dropped here;
-    /// in `passthrough` it is kept for the relay. A `535` counts as a failed attempt; any
+    /// in `passthrough` it is kept for the relay. A `535` counts as a failed attempt; a
+    /// `421` (an address blocked after too many failures) closes the connection; any
     /// other refusal (an unreachable upstream: `454 4.7.0`) is passed on as it is.
     pub fn authenticated(&mut self, mut creds: Credentials, result: Result<(), Reply>) -> Step {
         match result {
@@ -65,8 +66,9 @@ impl Session {
                 self.auth = Some(creds);
                 Step::Reply(auth::success())
             }
+            Err(reply) if reply.code == 421 => Step::Close(reply),
             Err(reply) if reply.code == 535 => {
-                self.auth_failures += 1;
+                self.auth_failures = self.auth_failures.saturating_add(1);
                 if self.auth_failures >= self.cfg.max_auth_failures {
                     return Step::Close(Reply::new(
                         421,

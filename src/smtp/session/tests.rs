@@ -144,6 +144,23 @@ fn bare_lf_in_command_and_data_is_refused() {
     assert!(txs.is_empty(), "nothing smuggled is delivered");
 }
 
+/// SMTP smuggling: after `\n.\r\n` the data goes on, so the MAIL, RCPT and DATA behind
+/// it are message content and get no reply, however the input is split.
+#[test]
+fn a_fake_end_of_data_never_starts_a_second_transaction() {
+    let input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nbody\n.\r\nMAIL FROM:<evil@x.test>\r\nRCPT TO:<v@y.test>\r\nDATA\r\nevil\r\n.\r\nNOOP\r\n";
+    let txs = assert_script(cfg(), input, &["250", "250", "250", "354", "554", "250"]);
+    assert!(txs.is_empty(), "nothing smuggled is delivered");
+
+    // Without a bare line end (a NUL before the dot) it is one ordinary message.
+    let input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\nRCPT TO:<b@y.test>\r\nDATA\r\nbody\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n.\r\nNOOP\r\n";
+    let txs = assert_script(cfg(), input, &["250", "250", "250", "354", "250", "250"]);
+    assert_eq!(txs.len(), 1);
+    assert_eq!(txs[0].envelope.sender.address, "a@x.test");
+    let msg = txs[0].message.to_vec().unwrap();
+    assert!(msg.ends_with(b"body\r\n\x00.\r\nMAIL FROM:<evil@x.test>\r\n"));
+}
+
 #[test]
 fn empty_and_lone_line_ends_do_not_panic() {
     assert_script(
@@ -185,6 +202,48 @@ fn too_many_recipients() {
         codes(&out),
         ["250", "250", "250", "250", "250", "452", "452"]
     );
+}
+
+#[test]
+fn a_repeated_recipient_is_kept_once() {
+    let mut c = cfg();
+    c.max_recipients = 3;
+    let mut input = b"EHLO c.test\r\nMAIL FROM:<a@x.test>\r\n".to_vec();
+    for rcpt in [
+        "b@y.test",
+        "b@Y.TEST",
+        "b@y.test",
+        "B@y.test",
+        "refuse@y.test",
+        "refuse@y.test",
+        "b@y.test",
+        "c@y.test",
+        "d@y.test",
+    ] {
+        input.extend_from_slice(format!("RCPT TO:<{rcpt}>\r\n").as_bytes());
+    }
+    input.extend_from_slice(b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n");
+    let (out, txs) = run(c, &input, None);
+    // Duplicates are answered 250 and count neither as recipients nor against the limit;
+    // a different local part is a different mailbox; a refused one may be retried.
+    assert_eq!(
+        codes(&out),
+        [
+            "250", "250", "250", "250", "250", "250", "550", "550", "250", "250", "452", "354",
+            "250"
+        ],
+        "{out}"
+    );
+    assert_eq!(out.matches("duplicate").count(), 3, "{out}");
+    let rcpts: Vec<&str> = txs[0]
+        .envelope
+        .recipients
+        .iter()
+        .map(|r| r.address.as_str())
+        .collect();
+    assert_eq!(rcpts, ["b@y.test", "B@y.test", "c@y.test"]);
+    assert!(same_mailbox("\"a@b\"@x.test", "\"a@b\"@X.test"));
+    assert!(!same_mailbox("a@x.test", "a@x.test.example"));
 }
 
 #[test]
