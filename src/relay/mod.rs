@@ -17,6 +17,7 @@
 pub mod commands;
 pub mod downgrade;
 pub mod dsn;
+pub mod escape;
 pub mod lmtp;
 pub mod maildir;
 pub mod spool;
@@ -40,6 +41,7 @@ use crate::smtp::envelope::{Envelope, Recipient, Ret};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
+pub use escape::Escaped;
 pub use lmtp::{LmtpAddress, LmtpConfig};
 pub use spool::{Entry, Spool};
 pub use upstream::{Outcome, UpstreamConfig, UpstreamTls};
@@ -261,7 +263,7 @@ impl Relay {
                 )
             }
             Ok(Err(e)) => {
-                tracing::error!(queue_id, error = %e, "cannot spool");
+                tracing::error!(queue_id, error = %Escaped(&e.to_string()), "cannot spool");
                 Reply::new(
                     451,
                     Enhanced(4, 3, 0),
@@ -299,7 +301,7 @@ impl Relay {
         let (bytes, whole) = match dsn_original(&copy.data) {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(queue_id, error = %e, "cannot read the message back for a DSN; it goes without");
+                tracing::warn!(queue_id, error = %Escaped(&e.to_string()), "cannot read the message back for a DSN; it goes without");
                 (Cow::Borrowed(&[][..]), false)
             }
         };
@@ -473,11 +475,11 @@ fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
     };
     tracing::info!(
         queue_id,
-        from = %copy.envelope.sender.address,
-        to = %rcpt.address,
+        from = %Escaped(&copy.envelope.sender.address),
+        to = %Escaped(&rcpt.address),
         size = copy.data.len(),
         status,
-        reply = %reply,
+        reply = %Escaped(&reply.to_string()),
         "copy outcome"
     );
 }

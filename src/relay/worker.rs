@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use super::{dsn, unix, Copy, Outcome, Relay};
+use super::{dsn, unix, Copy, Escaped, Outcome, Relay};
 use crate::blob::Blob;
 use crate::smtp::reply::{Class, Enhanced, Reply};
 
@@ -17,7 +17,7 @@ pub async fn run(relay: Relay, shutdown: CancellationToken) {
         let next = match pass(&relay, std::mem::take(&mut all_due)).await {
             Ok(next) => next,
             Err(e) => {
-                tracing::error!(error = %e, "spool pass failed");
+                tracing::error!(error = %Escaped(&e.to_string()), "spool pass failed");
                 Some(Duration::from_secs(30))
             }
         };
@@ -53,7 +53,7 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
             Ok(_) => relay.attempt(&copy).await,
             Err(e) => {
                 // Retried like any temporary failure, and reported when its time is up.
-                tracing::error!(id = %entry.id, error = %e, "cannot read a spooled message back");
+                tracing::error!(id = %Escaped(&entry.id), error = %Escaped(&e.to_string()), "cannot read a spooled message back");
                 let reply = Reply::new(
                     451,
                     Enhanced(4, 3, 0),
