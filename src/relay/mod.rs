@@ -62,6 +62,13 @@ pub struct Copy {
     /// The client's login (AUTH passthrough), used upstream for this copy.
     pub credentials: Option<Credentials>,
     pub route: Route,
+    /// What a DSN about an inbound copy returns: the header of the message as it was
+    /// received, before any transform (see [`returned_header`]). An inbound copy's `data`
+    /// may be decrypted, and a report goes to an envelope sender anyone can choose, so it
+    /// never returns `data` (security rule 13). `None` for outbound copies, whose DSN
+    /// returns their own `data`, and for an inbound copy whose header could not be read
+    /// (its DSN then returns nothing of the message).
+    pub returned_header: Option<Arc<[u8]>>,
 }
 
 /// Where copies go.
@@ -161,12 +168,14 @@ impl Relay {
         let mut delivered = 0usize;
         let mut failures: Vec<Reply> = Vec::new();
         let mut pending: Vec<(usize, Vec<Recipient>, Option<Reply>)> = Vec::new();
-        let mut permanent: Vec<dsn::Failure> = Vec::new();
+        // Per copy: a DSN returns the failed copy's own bytes, never another's.
+        let mut permanent: Vec<(usize, Vec<dsn::Failure>)> = Vec::new();
         for (i, copy) in copies.iter().enumerate() {
             match &results[i] {
                 None => pending.push((i, copy.envelope.recipients.clone(), None)),
                 Some(outcomes) => {
                     let mut retry = Vec::new();
+                    let mut failed = Vec::new();
                     let mut last = None;
                     for (rcpt, o) in copy.envelope.recipients.iter().zip(outcomes) {
                         log_outcome(queue_id, copy, rcpt, o);
@@ -175,7 +184,7 @@ impl Relay {
                             Outcome::Failed(r) => {
                                 failures.push(r.clone());
                                 if r.class() == Class::Permanent {
-                                    permanent.push(dsn::Failure {
+                                    failed.push(dsn::Failure {
                                         recipient: rcpt.clone(),
                                         reply: r.clone(),
                                     });
@@ -188,6 +197,9 @@ impl Relay {
                     }
                     if !retry.is_empty() {
                         pending.push((i, retry, last));
+                    }
+                    if !failed.is_empty() {
+                        permanent.push((i, failed));
                     }
                 }
             }
@@ -226,6 +238,7 @@ impl Relay {
                 file: None,
                 credentials: copy.credentials.clone(),
                 route: copy.route,
+                returned_header: copy.returned_header.clone(),
                 created: now,
                 attempts: 1,
                 next_attempt: now + cfg.retry_base.as_secs(),
@@ -237,11 +250,11 @@ impl Relay {
             // A clone of the blob shares its storage: nothing is copied here.
             entries.push((entry, Some(copy.data.clone())));
         }
-        if !permanent.is_empty() {
-            if let Some(copy) = copies.first() {
-                if let Some(e) = self.dsn_entry(queue_id, copy, &permanent, now) {
-                    entries.push((e, None));
-                }
+        for (i, failed) in &permanent {
+            let Some(copy) = copies.get(*i) else { continue };
+            let id = format!("{queue_id}.dsn.{i}");
+            if let Some(e) = self.dsn_entry(id, queue_id, copy, failed, now) {
+                entries.push((e, None));
             }
         }
         let spool = self.clone();
@@ -253,7 +266,7 @@ impl Relay {
                 tracing::info!(
                     queue_id,
                     spooled = pending.len(),
-                    failed = permanent.len(),
+                    failed = permanent.iter().map(|(_, f)| f.len()).sum::<usize>(),
                     "partially delivered; the rest is spooled"
                 );
                 Reply::new(
@@ -281,9 +294,16 @@ impl Relay {
         }
     }
 
-    /// A DSN to the sender of `copy` about `failures`, as a spool entry (never to `<>`).
+    /// A DSN to the sender of `copy` about `failures` (recipients of that copy), as the
+    /// spool entry `id` (never to `<>`).
+    ///
+    /// It returns only this copy's own bytes: for an outbound copy its data (whole when
+    /// small and RET=FULL, else its header); for an inbound copy only the header the
+    /// gateway received, whatever RET asks for, as its data may be decrypted and the
+    /// envelope sender may be anyone who replays a captured ciphertext (rule 13).
     fn dsn_entry(
         &self,
+        id: String,
         queue_id: &str,
         copy: &Copy,
         failures: &[dsn::Failure],
@@ -298,17 +318,21 @@ impl Relay {
         if sender.is_null() || wanted.is_empty() {
             return None;
         }
-        let (bytes, whole) = match dsn_original(&copy.data) {
-            Ok(o) => o,
-            Err(e) => {
+        // An inbound copy's own data is never read for a report.
+        let (bytes, whole) = match copy.route {
+            Route::Inbound => (Cow::Borrowed(&[][..]), false),
+            Route::Outbound => dsn_original(&copy.data).unwrap_or_else(|e| {
                 tracing::warn!(queue_id, error = %Escaped(&e.to_string()), "cannot read the message back for a DSN; it goes without");
                 (Cow::Borrowed(&[][..]), false)
-            }
+            }),
         };
-        let original = match (sender.ret, whole) {
-            (Some(Ret::Full), true) => dsn::Original::Full(&bytes),
-            (Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
-            _ => dsn::Original::Headers(&bytes),
+        let original = match (copy.route, sender.ret, whole) {
+            (Route::Inbound, _, _) => {
+                dsn::Original::ReceivedHeader(copy.returned_header.as_deref().unwrap_or(&[]))
+            }
+            (Route::Outbound, Some(Ret::Full), true) => dsn::Original::Full(&bytes),
+            (Route::Outbound, Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
+            (Route::Outbound, _, _) => dsn::Original::Headers(&bytes),
         };
         let report = dsn::build(
             &self.inner.cfg.hostname,
@@ -319,17 +343,18 @@ impl Relay {
             original,
         );
         Some(Entry {
-            id: format!("{queue_id}.dsn.{now}"),
+            id,
             queue_id: queue_id.to_string(),
             envelope: Envelope {
                 sender: crate::smtp::envelope::Sender::plain(""),
-                recipients: vec![Recipient::plain(sender.address.clone())],
+                recipients: vec![Recipient::plain(sender.address.to_string())],
             },
             data: Entry::encode(&report),
             file: None,
             credentials: None,
             // A report goes back towards the sender: outbound, whatever the copy's way.
             route: Route::Outbound,
+            returned_header: None,
             created: now,
             attempts: 0,
             next_attempt: now,
@@ -446,6 +471,26 @@ fn dsn_original(data: &Blob) -> std::io::Result<(Cow<'_, [u8]>, bool)> {
     Ok((Cow::Owned(header_of(data)?), false))
 }
 
+/// What a DSN about a copy made from `received` (the message as the listener received
+/// it) may return of it, for [`Copy::returned_header`]: for an inbound copy, the header
+/// of `received`, up to and with its empty line, at most [`RETURN_HEADER_MAX`] bytes;
+/// for an outbound copy nothing, as its DSN returns its own data.
+///
+/// A message that cannot be read back gives `None` (logged): the transform will report
+/// the same failure, and a DSN then returns nothing of the message rather than more.
+pub fn returned_header(route: Route, received: &Blob) -> Option<Arc<[u8]>> {
+    match route {
+        Route::Outbound => None,
+        Route::Inbound => match header_of(received) {
+            Ok(h) => Some(Arc::from(h)),
+            Err(e) => {
+                tracing::warn!(error = %Escaped(&e.to_string()), "cannot read the received header back for DSNs");
+                None
+            }
+        },
+    }
+}
+
 /// The header of a message, up to and with the empty line that ends it, read a piece at
 /// a time (at most [`RETURN_HEADER_MAX`] bytes).
 fn header_of(data: &Blob) -> std::io::Result<Vec<u8>> {
@@ -511,6 +556,7 @@ mod tests {
             data: spilled(&message, incoming.path()),
             credentials: None,
             route: Route::Outbound,
+            returned_header: None,
         };
         let reply = relay.deliver("QID", vec![copy]).await;
         assert_eq!(reply.code, 250, "{reply}");
@@ -524,6 +570,106 @@ mod tests {
         assert!(spooled[0].data.is_empty(), "not copied into the entry");
         let back = relay.spool().message(&spooled[0]).unwrap();
         assert!(back.to_vec().unwrap() == message);
+    }
+
+    /// Copies of one transaction from a@example.org (RET=FULL), one per recipient, each
+    /// with a body of its own.
+    fn copies(route: Route, returned: Option<&[u8]>, rcpts: &[&str]) -> Vec<Copy> {
+        let mut sender = crate::smtp::envelope::Sender::plain("a@example.org");
+        sender.ret = Some(Ret::Full);
+        rcpts
+            .iter()
+            .enumerate()
+            .map(|(i, rcpt)| Copy {
+                envelope: Envelope {
+                    sender: sender.clone(),
+                    recipients: vec![Recipient::plain(*rcpt)],
+                },
+                data: Blob::from(
+                    format!("Subject: copy {i}\r\n\r\nbody of copy {i}, for {rcpt} only\r\n")
+                        .into_bytes(),
+                ),
+                credentials: None,
+                route,
+                returned_header: returned.map(Arc::from),
+            })
+            .collect()
+    }
+
+    fn spooled_text(relay: &Relay, id: &str) -> String {
+        let entry = relay.spool().get(id).unwrap().expect(id);
+        assert!(entry.envelope.sender.is_null());
+        assert_eq!(entry.envelope.recipients[0].address, "a@example.org");
+        String::from_utf8(entry.message()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_dsn_returns_the_failed_copy_s_own_data_not_the_first_copy_s() {
+        let sink = Sink::scripted(None, Some("gone@")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let relay = smtp_relay(dir.path(), sink.port);
+        let rcpts = ["ok@x.test", "gone@x.test", "gone@y.test"];
+        let reply = relay
+            .deliver("QID", copies(Route::Outbound, None, &rcpts))
+            .await;
+        assert_eq!(reply.code, 250, "{reply}");
+        let ids: Vec<String> = relay
+            .spool()
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["QID.dsn.1", "QID.dsn.2"],
+            "one report per failed copy"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let i = i + 1;
+            let text = spooled_text(&relay, id);
+            assert!(text.contains("message/rfc822"), "RET=FULL: {text}");
+            assert!(
+                text.contains(&format!("body of copy {i}, for {} only", rcpts[i])),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("Final-Recipient: rfc822; {}", rcpts[i])),
+                "{text}"
+            );
+            for other in (0..3).filter(|&o| o != i) {
+                assert!(!text.contains(&format!("copy {other}")), "{text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inbound_dsn_returns_the_received_header_and_nothing_delivered() {
+        let sink = Sink::scripted(None, Some("gone@")).await;
+        let received = b"Subject: as received\r\nContent-Type: multipart/encrypted\r\n\r\n";
+        for returned in [Some(&received[..]), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let relay = smtp_relay(dir.path(), sink.port);
+            let rcpts = ["ok@example.org", "gone@example.org"];
+            let reply = relay
+                .deliver("QID", copies(Route::Inbound, returned, &rcpts))
+                .await;
+            assert_eq!(reply.code, 250, "{reply}");
+            let text = spooled_text(&relay, "QID.dsn.1");
+            // RET=FULL asked for the message: an inbound report returns only the header.
+            assert!(!text.contains("message/rfc822"), "{text}");
+            assert!(text.contains("text/rfc822-headers"), "{text}");
+            assert!(
+                !text.contains("copy 0") && !text.contains("copy 1"),
+                "{text}"
+            );
+            assert!(text.contains("Final-Recipient: rfc822; gone@example.org"));
+            assert_eq!(
+                text.contains("Subject: as received"),
+                returned.is_some(),
+                "{text}"
+            );
+        }
     }
 
     #[test]

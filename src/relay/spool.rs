@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use sealpost_keyring::openpgp::crypto::Password;
@@ -59,6 +60,15 @@ pub struct Entry {
     pub credentials: Option<Credentials>,
     #[serde(default)]
     pub route: super::Route,
+    /// For an inbound copy, the header of the message as received, which is all a DSN
+    /// about it returns ([`super::Copy::returned_header`]); base64. Entries written before
+    /// it existed have none, and their DSNs return nothing of the message.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "base64_bytes"
+    )]
+    pub returned_header: Option<Arc<[u8]>>,
     /// Unix seconds.
     pub created: u64,
     pub attempts: u32,
@@ -86,6 +96,35 @@ impl Entry {
 
     pub fn encode(data: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(data)
+    }
+}
+
+/// Bytes in an entry as a base64 string, as `data` is: JSON would spell them as an array
+/// of numbers, four times larger.
+mod base64_bytes {
+    use std::sync::Arc;
+
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Arc<[u8]>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => {
+                s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<[u8]>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .map(Arc::from)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
     }
 }
 
@@ -404,6 +443,7 @@ mod tests {
                 secret: Some("hunter2-password".into()),
             }),
             route: crate::relay::Route::Outbound,
+            returned_header: None,
             created: 1,
             attempts: 0,
             next_attempt: 0,
@@ -547,6 +587,31 @@ mod tests {
         assert!(!files.join("R.0").exists(), "the orphan is gone");
         let all = s.all().unwrap();
         assert!(s.message(&all[0]).unwrap().to_vec().unwrap() == large());
+    }
+
+    #[test]
+    fn the_received_header_is_kept_and_old_entries_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), None).unwrap();
+        let mut e = entry("Q.1");
+        e.returned_header = Some(Arc::from(&b"Subject: as received\r\n\r\n"[..]));
+        s.put(&[e]).unwrap();
+        let back = s.get("Q.1").unwrap().unwrap();
+        assert_eq!(
+            back.returned_header.as_deref(),
+            Some(&b"Subject: as received\r\n\r\n"[..])
+        );
+        // Base64, not an array of numbers.
+        let json = serde_json::to_string(&back).unwrap();
+        assert!(
+            json.contains("\"returned_header\":\"U3ViamVjdDog"),
+            "{json}"
+        );
+        // An entry written before the field existed.
+        let old = r#"{"id":"Q.9","queue_id":"Q","envelope":{"sender":{"address":"a@example.org","eight_bit":false,"smtputf8":false,"ret":null,"envid":null,"size":null},"recipients":[{"address":"b@example.net","notify":[],"orcpt":null}]},"data":"","credentials":null,"created":1,"attempts":0,"next_attempt":0,"last_error":null}"#;
+        let old: Entry = serde_json::from_str(old).unwrap();
+        assert!(old.returned_header.is_none());
+        assert_eq!(old.route, crate::relay::Route::Outbound);
     }
 
     #[test]

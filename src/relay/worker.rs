@@ -48,6 +48,7 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
             data: data.as_ref().map_or_else(|_| Blob::default(), Blob::clone),
             credentials: entry.credentials.clone(),
             route: entry.route,
+            returned_header: entry.returned_header.clone(),
         };
         let outcomes = match &data {
             Ok(_) => relay.attempt(&copy).await,
@@ -104,7 +105,10 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
         }
         let mut updates = Vec::new();
         if !failed.is_empty() && !entry.envelope.sender.is_null() {
-            if let Some(report) = relay.dsn_entry(&entry.queue_id, &copy, &failed, now) {
+            // Named after the entry and its attempt: unique, so that two reports about one
+            // entry never overwrite each other before they are sent.
+            let id = format!("{}.dsn.{}", entry.id, entry.attempts);
+            if let Some(report) = relay.dsn_entry(id, &entry.queue_id, &copy, &failed, now) {
                 updates.push(report);
             }
         }
