@@ -216,7 +216,7 @@ impl Relay {
         if delivered == 0 && !timed_out {
             if let Some(first) = failures.first() {
                 if failures.iter().all(|f| f.class() == first.class()) {
-                    return first.clone();
+                    return handed_back(first);
                 }
             }
         }
@@ -491,6 +491,20 @@ pub fn returned_header(route: Route, received: &Blob) -> Option<Arc<[u8]>> {
     }
 }
 
+/// The reply the client gets when nothing was accepted and every failure was of one
+/// class: the next hop's own, except that a 421 becomes a 451 with the same text. A 421
+/// tells the client that the server closes the connection (RFC 5321 §3.8); the next hop
+/// closed its connection to the gateway, not the gateway its session with the client.
+fn handed_back(reply: &Reply) -> Reply {
+    if reply.code == 421 {
+        return Reply {
+            code: 451,
+            ..reply.clone()
+        };
+    }
+    reply.clone()
+}
+
 /// The header of a message, up to and with the empty line that ends it, read a piece at
 /// a time (at most [`RETURN_HEADER_MAX`] bytes).
 fn header_of(data: &Blob) -> std::io::Result<Vec<u8>> {
@@ -670,6 +684,17 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn a_421_handed_back_to_the_client_becomes_a_451() {
+        let closing = Reply::new(421, Enhanced(4, 3, 2), "upstream closing");
+        assert_eq!(
+            handed_back(&closing).to_string(),
+            "451 4.3.2 upstream closing"
+        );
+        let refused = Reply::new(550, Enhanced(5, 1, 1), "no");
+        assert_eq!(handed_back(&refused), refused);
     }
 
     #[test]
