@@ -29,8 +29,9 @@ mod worker;
 mod testutil;
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sealpost_keyring::openpgp::crypto::Password;
@@ -112,6 +113,55 @@ struct Inner {
     spool: Spool,
     /// Wakes the retry worker when something is spooled or a retry is asked for.
     wake: Notify,
+    /// Entries an admin asked to be retried now, taken by the worker's next pass. Kept
+    /// here rather than written into the entries, so that the admin's request never
+    /// writes back an entry the worker has delivered and removed meanwhile.
+    due_now: Mutex<DueNow>,
+    /// IDs of the spooled entries being attempted right now: each entry is attempted by
+    /// one task at a time, so that it is never delivered twice over.
+    claims: Mutex<HashSet<String>>,
+}
+
+/// What `sealpost queue retry` asked for since the worker's last pass.
+#[derive(Debug, Default)]
+struct DueNow {
+    all: bool,
+    ids: HashSet<String>,
+}
+
+impl DueNow {
+    fn contains(&self, id: &str) -> bool {
+        self.all || self.ids.contains(id)
+    }
+}
+
+/// The right to attempt one spooled entry; released when dropped.
+struct Claim<'a> {
+    claims: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Claim<'a> {
+    /// `None` when another task holds the entry.
+    fn take(claims: &'a Mutex<HashSet<String>>, id: &str) -> Option<Claim<'a>> {
+        let fresh = claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
+        fresh.then(|| Claim {
+            claims,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// The relay handle (cheap to clone).
@@ -146,6 +196,8 @@ impl Relay {
                 cfg,
                 spool,
                 wake: Notify::new(),
+                due_now: Mutex::new(DueNow::default()),
+                claims: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -425,21 +477,35 @@ impl Relay {
         tokio::spawn(worker::run(self.clone(), shutdown))
     }
 
-    /// Makes every spooled copy (or the one with `id`) due now.
+    /// Makes every spooled copy (or those with the ID or queue ID `id`) due now: the
+    /// worker attempts them in its next pass, which this starts. Nothing is attempted or
+    /// written here, so that an entry is never attempted by two tasks, nor written back
+    /// after the worker delivered and removed it.
     ///
     /// # Errors
     /// Spool failures; `Ok(0)` when nothing matched.
     pub fn retry_now(&self, id: Option<&str>) -> Result<usize, Error> {
-        let mut due = Vec::new();
-        for mut e in self.inner.spool.all()? {
-            if id.is_none_or(|i| i == e.id || i == e.queue_id) {
-                e.next_attempt = 0;
-                due.push(e);
+        let matched: Vec<String> = self
+            .inner
+            .spool
+            .all()?
+            .into_iter()
+            .filter(|e| id.is_none_or(|i| i == e.id || i == e.queue_id))
+            .map(|e| e.id)
+            .collect();
+        if !matched.is_empty() {
+            let mut due = self
+                .inner
+                .due_now
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match id {
+                None => due.all = true,
+                Some(_) => due.ids.extend(matched.iter().cloned()),
             }
         }
-        self.inner.spool.put(&due)?;
         self.inner.wake.notify_one();
-        Ok(due.len())
+        Ok(matched.len())
     }
 
     /// Removes a spooled copy without delivering it.
