@@ -3,6 +3,7 @@
 
 mod integration {
     mod common;
+    mod faults;
     mod inbound;
     mod keys;
     mod lmtp;
