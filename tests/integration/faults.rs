@@ -1,15 +1,18 @@
 //! Faults of the next hop through the real binary: a scripted SMTP server that refuses the
 //! connection, answers 4xx or 5xx at each step of its dialogue, stalls past the delivery
 //! budget or drops the connection in the middle of the message. For each: the client's
-//! reply, the spool (`sealpost queue list`) and the DSNs.
+//! reply, the spool (`sealpost queue list`) and the DSNs. Also the bounce that must not
+//! return decrypted mail (security rule 13), and control characters from the next hop in
+//! what the admin reads (rule 17).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::common::{Raw, Sealpost};
+use super::common::{Gpg, Raw, Sealpost, Server};
 use super::upstream::free_port;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -285,6 +288,59 @@ fn between(line: &str) -> String {
         (Some(i), Some(j)) if j > i => line[i + 1..j].to_lowercase(),
         _ => String::new(),
     }
+}
+
+/// `serve` with `config`, its log (`sealpost=info`) written to a file in the data
+/// directory's parent, so that a test can read what the admin would.
+fn serve_logged(s: &Sealpost, config: &str) -> (Server, std::path::PathBuf) {
+    let path = s.dir.path().join("sealpost.toml");
+    std::fs::write(&path, config).expect("write config");
+    let log = s.dir.path().join("serve.log");
+    let mut child = s
+        .command()
+        .env("RUST_LOG", "warn,sealpost=info")
+        // No colours: any ESC in the log then comes from what was logged.
+        .env("NO_COLOR", "1")
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn sealpost serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let seen = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            keep.lock().unwrap().push_str(&line);
+            keep.lock().unwrap().push('\n');
+            let _ = tx.send(line);
+        }
+    });
+    let mut ports = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("serve did not start: {}", seen.lock().unwrap()));
+        if let Some(rest) = line.split("listener on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            ports.push(addr.rsplit(':').next().unwrap().parse().unwrap());
+        }
+        if line.contains("outbound mail goes to") {
+            break;
+        }
+    }
+    (
+        Server {
+            child,
+            ports,
+            stdout: seen,
+        },
+        log,
+    )
 }
 
 /// One outbound listener without TLS, `hop` upstream, a short budget and retry delay.
@@ -617,4 +673,130 @@ fn a_refused_data_leaves_no_open_transaction_on_a_reused_connection() {
     );
     assert!(reply.starts_with("250 2.0.0 Delivered"), "{reply}");
     assert_eq!(hop.for_rcpt("c@example.net").len(), 1);
+}
+
+#[test]
+fn control_characters_from_the_hop_reach_neither_queue_list_nor_the_log_raw() {
+    let hop = Hop::start();
+    let s = Sealpost::new();
+    // Retried in an hour: the entry stays for `queue list` to show.
+    let config = outbound_config(&hop.address()).replace("retry = \"1s\"", "retry = \"1h\"");
+    let (gw, log) = serve_logged(&s, &config);
+    let hostile = "451 4.2.0 \x1b[31mred\x1b[0m \x1b]0;title\x07 scripted";
+    hop.rcpt_replies("later@example.net", &[hostile]);
+    let (reply, _) = send(
+        gw.port(),
+        "MAIL FROM:<a@client.test>",
+        &["now@example.net", "later@example.net"],
+        "escapes",
+    );
+    assert!(reply.starts_with("250 2.0.0 Accepted"), "{reply}");
+    let shown = "451 4.2.0 \\x1b[31mred\\x1b[0m \\x1b]0;title\\x07 scripted";
+    let listed = s.ok(&["queue", "list"]);
+    assert!(
+        listed.contains(&format!("last error: {shown}")),
+        "{listed:?}"
+    );
+    assert!(!listed.contains(['\x1b', '\x07']), "{listed:?}");
+    let text = wait_for("the outcome for later@ in the log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains(shown).then_some(text)
+    });
+    assert!(!text.contains(['\x1b', '\x07']), "{text:?}");
+}
+
+/// An RFC 3156 message from Mallory to Bob around `armored`, with a marker field.
+fn pgp_mime(armored: &str) -> String {
+    format!(
+        "From: Mallory <mallory@evil.example>\nTo: bob@example.org\nSubject: [...]\n\
+         X-Test-Case: replayed ciphertext\nMIME-Version: 1.0\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\n\n\
+         --b\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n\
+         --b\nContent-Type: application/octet-stream\n\n{armored}\n--b--\n"
+    )
+    .replace('\n', "\r\n")
+}
+
+#[test]
+fn a_bounce_never_returns_what_was_decrypted() {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    // A ciphertext for Bob, as an attacker would have captured it.
+    let gpg = Gpg::new();
+    gpg.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+    let payload = "Subject: the vault plan\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+                   The vault code is 4711-SECRET.\r\n";
+    let armored = gpg.ok_with_input(
+        &["--armor", "--encrypt", "-r", "bob@example.org"],
+        payload.as_bytes(),
+    );
+    let message = pgp_mime(&String::from_utf8(armored).unwrap());
+    // The mailbox server takes Bob and refuses the others; DSNs leave through the same
+    // server as the upstream.
+    let hop = Hop::start();
+    let refused = "550 5.1.1 scripted: no such user";
+    hop.rcpt_replies("gone@example.org", &[refused, refused]);
+    hop.rcpt_replies(
+        "moved@example.org",
+        &["451 4.2.0 scripted: try later", refused],
+    );
+    let config = format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"{hop}\"\nlocal_domains = [\"example.org\"]\n\n\
+         [upstream]\naddress = \"{hop}\"\ntls = \"none\"\n\n\
+         [delivery]\nretry = \"1s\"\n",
+        hop = hop.address()
+    );
+    let gw = s.serve(&config, &[]);
+    let cases = [
+        // Refused within the transaction, the whole message asked back.
+        ("mallory1@evil.example", " RET=FULL", "gone@example.org"),
+        // The header asked back.
+        ("mallory2@evil.example", "", "gone@example.org"),
+        // Refused on a retry from the spool, by the worker.
+        ("mallory3@evil.example", " RET=FULL", "moved@example.org"),
+    ];
+    for (sender, ret, other) in cases {
+        let mut c = Raw::connect(gw.port());
+        assert!(c.cmd("EHLO evil.example").starts_with("250"));
+        assert!(c
+            .cmd(&format!("MAIL FROM:<{sender}>{ret}"))
+            .starts_with("250"));
+        // Bob first: his decrypted copy is the transaction's first.
+        for rcpt in ["bob@example.org", other] {
+            assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+        }
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(message.as_bytes());
+        let reply = c.cmd(".");
+        assert!(reply.starts_with("250 2.0.0 Accepted"), "{sender}: {reply}");
+
+        let dsn = wait_for(&format!("the DSN to {sender}"), || {
+            hop.dsns_to(sender).pop()
+        });
+        let text = dsn.text();
+        assert!(
+            text.contains(&format!("Final-Recipient: rfc822; {other}")),
+            "{text}"
+        );
+        assert!(
+            text.contains("X-Test-Case: replayed ciphertext"),
+            "the received header: {text}"
+        );
+        assert!(text.contains("text/rfc822-headers"), "{text}");
+        for leak in ["4711", "vault", "X-Sealpost", "message/rfc822"] {
+            assert!(!text.contains(leak), "{sender}: {leak} in the DSN: {text}");
+        }
+    }
+    // Bob's copies were decrypted: what the DSNs must not carry was there to be leaked.
+    let bob = hop.for_rcpt("bob@example.org");
+    assert_eq!(bob.len(), 3);
+    assert!(bob.iter().all(|m| m.text().contains("4711-SECRET")));
+    std::thread::sleep(Duration::from_secs(1));
+    for (sender, _, _) in cases {
+        assert_eq!(hop.dsns_to(sender).len(), 1, "one DSN to {sender}");
+    }
 }
