@@ -175,50 +175,41 @@ fn session(stream: TcpStream, script: &Mutex<Script>) -> std::io::Result<()> {
             return Ok(());
         }
         let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-        let step = match verb.as_str() {
-            "EHLO" | "HELO" => Step::Ehlo,
-            "MAIL" => Step::Mail,
-            "RCPT" => Step::Rcpt,
-            "DATA" => Step::Data,
-            _ => Step::Greeting,
-        };
-        if step == Step::Ehlo {
-            match faulted(conn.as_ref(), Step::Ehlo, &mut w)? {
-                Some(true) => return Ok(()),
-                Some(false) => continue,
-                None => {}
-            }
-        }
-        if step == Step::Mail {
-            if sender.is_some() {
+        // The fault that applies to this command: the connection's at EHLO, the
+        // transaction's at MAIL (which picks it), RCPT and DATA.
+        let (step, fault) = match verb.as_str() {
+            "EHLO" | "HELO" => (Step::Ehlo, conn.as_ref()),
+            "MAIL" if sender.is_some() => {
                 w.write_all(b"503 5.5.1 Error: nested MAIL command\r\n")?;
                 continue;
             }
-            let from = between(&line);
-            tx = script
-                .lock()
-                .unwrap()
-                .senders
-                .get_mut(&from)
-                .and_then(VecDeque::pop_front)
-                .flatten();
-            match faulted(tx.as_ref(), Step::Mail, &mut w)? {
-                Some(true) => return Ok(()),
-                Some(false) => continue,
-                None => sender = Some(from),
+            "MAIL" => {
+                tx = script
+                    .lock()
+                    .unwrap()
+                    .senders
+                    .get_mut(&between(&line))
+                    .and_then(VecDeque::pop_front)
+                    .flatten();
+                (Step::Mail, tx.as_ref())
             }
-        } else if matches!(step, Step::Rcpt | Step::Data) {
-            match faulted(tx.as_ref(), step, &mut w)? {
-                Some(true) => return Ok(()),
-                Some(false) => continue,
-                None => {}
-            }
+            "RCPT" => (Step::Rcpt, tx.as_ref()),
+            "DATA" => (Step::Data, tx.as_ref()),
+            _ => (Step::Greeting, None),
+        };
+        match faulted(fault, step, &mut w)? {
+            Some(true) => return Ok(()),
+            Some(false) => continue,
+            None => {}
         }
         match verb.as_str() {
             "EHLO" => w.write_all(
                 b"250-hop.test\r\n250-8BITMIME\r\n250-SIZE 100000000\r\n250 ENHANCEDSTATUSCODES\r\n",
             )?,
-            "MAIL" => w.write_all(b"250 2.1.0 Ok\r\n")?,
+            "MAIL" => {
+                sender = Some(between(&line));
+                w.write_all(b"250 2.1.0 Ok\r\n")?;
+            }
             "RCPT" if sender.is_none() => w.write_all(b"503 5.5.1 Error: need MAIL command\r\n")?,
             "RCPT" => {
                 let to = between(&line);
