@@ -120,6 +120,16 @@ impl Hop {
             .insert(rcpt.into(), replies.iter().copied().collect());
     }
 
+    /// How many of `sender`'s scripted transactions have not happened yet.
+    fn scripted_left(&self, sender: &str) -> usize {
+        self.script
+            .lock()
+            .unwrap()
+            .senders
+            .get(sender)
+            .map_or(0, VecDeque::len)
+    }
+
     fn received(&self) -> Vec<Received> {
         self.script.lock().unwrap().received.clone()
     }
@@ -500,8 +510,23 @@ fn a_fault_at_each_step_gets_the_right_reply_spool_and_dsn() {
     });
 }
 
-/// One case of the matrix: `faults` are the hop's faults for the sender's transactions.
+/// One case of the matrix: `faults` are the hop's faults for the sender's transactions,
+/// and each of them must have been met.
 fn run_case(
+    hop: &Hop,
+    s: &Sealpost,
+    port: u16,
+    name: &str,
+    faults: &[Option<Fault>],
+    expect: Expect,
+) {
+    let sender = format!("{name}@client.test");
+    hop.transactions(&sender, faults);
+    run_expected(hop, s, port, name, faults, expect);
+    assert_eq!(hop.scripted_left(&sender), 0, "{name}: every fault was met");
+}
+
+fn run_expected(
     hop: &Hop,
     s: &Sealpost,
     port: u16,
@@ -512,7 +537,6 @@ fn run_case(
     let sender = format!("{name}@client.test");
     let now = format!("now-{name}@example.net");
     let later = format!("later-{name}@example.net");
-    hop.transactions(&sender, faults);
     let mail = format!("MAIL FROM:<{sender}>");
     match expect {
         Expect::HandedBack { code, worded } => {
