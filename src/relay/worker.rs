@@ -57,7 +57,8 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
     let mut reported = false;
     for listed in spool.all()? {
         let now = unix(SystemTime::now());
-        if listed.next_attempt > now && !all_due && !asked.contains(&listed.id) {
+        let due = |e: &Entry| e.next_attempt <= now || all_due || asked.contains(&e.id);
+        if !due(&listed) {
             earliest(listed.next_attempt);
             continue;
         }
@@ -65,11 +66,16 @@ async fn pass(relay: &Relay, all_due: bool) -> Result<Option<Duration>, super::E
         let Some(_claim) = Claim::take(&relay.inner.claims, &listed.id) else {
             continue;
         };
-        // Read again under the claim: the listing may predate another task's delivery
-        // and removal of this entry, or an admin's `queue remove`.
+        // Read again under the claim: the listing may predate another task's attempt
+        // (which delivered and removed the entry, or put it off), or an admin's `queue
+        // remove`.
         let Some(entry) = spool.get(&listed.id)? else {
             continue;
         };
+        if !due(&entry) {
+            earliest(entry.next_attempt);
+            continue;
+        }
         match attempt(relay, entry, now).await? {
             Settled::Done { reports } => reported |= reports,
             Settled::Owed { next, reports } => {
