@@ -4,6 +4,7 @@
 mod integration {
     mod attacks;
     mod common;
+    mod faults;
     mod inbound;
     mod keys;
     mod lmtp;

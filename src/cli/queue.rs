@@ -2,7 +2,7 @@
 
 use clap::Subcommand;
 
-use crate::relay::{Entry, Relay};
+use crate::relay::{Entry, Escaped, Relay};
 
 use super::keys::Io;
 
@@ -40,25 +40,32 @@ pub fn execute(cmd: QueueCommand, relay: &Relay, io: &mut Io<'_>) -> anyhow::Res
         }
         QueueCommand::Remove { id } => {
             if !relay.remove(&id)? {
-                anyhow::bail!("no spooled copy {id}; see `sealpost queue list`");
+                anyhow::bail!(
+                    "no spooled copy {}; see `sealpost queue list`",
+                    Escaped(&id)
+                );
             }
-            writeln!(io.out, "removed {id}")?;
+            writeln!(io.out, "removed {}", Escaped(&id))?;
             Ok(())
         }
     }
 }
 
+/// One line per spooled copy, and its last error. Addresses, IDs and error texts come
+/// from the network (an upstream's reply, a client's envelope): each is printed escaped,
+/// so that no control character or terminal escape reaches the admin's terminal and no
+/// line feed forges a line (security rule 17).
 pub fn list(entries: &[Entry], io: &mut Io<'_>) -> anyhow::Result<()> {
     if entries.is_empty() {
         writeln!(io.err, "the spool is empty")?;
         return Ok(());
     }
     for e in entries {
-        let rcpts: Vec<&str> = e
+        let rcpts: Vec<String> = e
             .envelope
             .recipients
             .iter()
-            .map(|r| r.address.as_str())
+            .map(|r| Escaped(&r.address).to_string())
             .collect();
         let next = chrono::DateTime::<chrono::Utc>::from_timestamp(e.next_attempt as i64, 0)
             .map_or_else(String::new, |t| {
@@ -67,15 +74,101 @@ pub fn list(entries: &[Entry], io: &mut Io<'_>) -> anyhow::Result<()> {
         writeln!(
             io.out,
             "{}  from <{}>  to {}  attempts {}  next {}",
-            e.id,
-            e.envelope.sender.address,
+            Escaped(&e.id),
+            Escaped(&e.envelope.sender.address),
             rcpts.join(", "),
             e.attempts,
             next
         )?;
         if let Some(err) = &e.last_error {
-            writeln!(io.out, "    last error: {err}")?;
+            writeln!(io.out, "    last error: {}", Escaped(err))?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{Route, Spool};
+    use crate::smtp::envelope::{Envelope, Recipient, Sender};
+
+    #[test]
+    fn list_prints_control_characters_escaped() {
+        let entry = Entry {
+            id: "Q\x1b[2J.0".into(),
+            queue_id: "Q".into(),
+            envelope: Envelope {
+                sender: Sender::plain("a\x1b]0;owned\x07@example.org"),
+                recipients: vec![Recipient::plain("b\r\nFAKE LINE@example.net")],
+            },
+            data: String::new(),
+            file: None,
+            credentials: None,
+            route: Route::Outbound,
+            returned_header: None,
+            created: 0,
+            attempts: 1,
+            next_attempt: 0,
+            last_error: Some("451 4.2.0 \x1b[31mred\x1b[0m\nforged: line\u{9b}".into()),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut input = |_: &std::path::Path| Ok(Vec::new());
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            input: &mut input,
+        };
+        list(&[entry], &mut io).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains('\x1b') && !text.contains('\r') && !text.contains('\u{9b}'),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 2, "one line and its error: {text:?}");
+        for shown in [
+            "Q\\x1b[2J.0",
+            "from <a\\x1b]0;owned\\x07@example.org>",
+            "to b\\r\\nFAKE LINE@example.net",
+            "last error: 451 4.2.0 \\x1b[31mred\\x1b[0m\\nforged: line\\u{9b}",
+        ] {
+            assert!(text.contains(shown), "{shown} in {text:?}");
+        }
+        // And an entry as it comes back from the spool lists the same way.
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), None).unwrap();
+        let mut stored = spool_entry();
+        stored.last_error = Some("550 \x1b[5mblink".into());
+        spool.put(&[stored]).unwrap();
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut io = Io {
+            out: &mut out,
+            err: &mut err,
+            input: &mut input,
+        };
+        list(&spool.all().unwrap(), &mut io).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("last error: 550 \\x1b[5mblink"), "{text:?}");
+        assert!(!text.contains('\x1b'), "{text:?}");
+    }
+
+    fn spool_entry() -> Entry {
+        Entry {
+            id: "R.0".into(),
+            queue_id: "R".into(),
+            envelope: Envelope {
+                sender: Sender::plain("a@example.org"),
+                recipients: vec![Recipient::plain("b@example.net")],
+            },
+            data: Entry::encode(b"Subject: s\r\n\r\nx\r\n"),
+            file: None,
+            credentials: None,
+            route: Route::Outbound,
+            returned_header: None,
+            created: 0,
+            attempts: 1,
+            next_attempt: 0,
+            last_error: None,
+        }
+    }
 }

@@ -86,6 +86,9 @@ impl Backend for Gateway {
             Direction::Inbound => (Route::Inbound, "inbound"),
             Direction::Outbound => (Route::Outbound, "outbound"),
         };
+        // Read before the transform: a DSN about an inbound copy returns this, never the
+        // (possibly decrypted) copy.
+        let returned_header = crate::relay::returned_header(route, &tx.message);
         let this = self.clone();
         let run = move || match this.direction {
             Direction::Inbound => this.inbound(&tx),
@@ -124,6 +127,7 @@ impl Backend for Gateway {
                 data,
                 credentials: credentials.clone(),
                 route,
+                returned_header: returned_header.clone(),
             })
             .collect();
         self.relay.deliver(&queue_id, copies).await

@@ -27,6 +27,10 @@ pub enum Original<'a> {
     /// RET=FULL, but the message is too large to return whole: its header, as for
     /// `Headers`, and the text part says why the body is missing.
     HeadersOfLarge(&'a [u8]),
+    /// Incoming mail, whatever RET asks for: the header of the message as the gateway
+    /// received it, as for `Headers`, and the text part says that only it is returned.
+    /// What was delivered may have been decrypted; none of it goes back.
+    ReceivedHeader(&'a [u8]),
 }
 
 /// A `multipart/report; report-type=delivery-status` message to `sender`.
@@ -63,8 +67,14 @@ pub fn build(
     for f in failures {
         m.push_str(&format!("<{}>: {}\r\n", f.recipient.address, f.reply));
     }
-    if matches!(original, Original::HeadersOfLarge(_)) {
-        m.push_str("\r\nYour message was too large to be returned whole; its header follows.\r\n");
+    match original {
+        Original::HeadersOfLarge(_) => m.push_str(
+            "\r\nYour message was too large to be returned whole; its header follows.\r\n",
+        ),
+        Original::ReceivedHeader(_) => m.push_str(
+            "\r\nOnly the header of your message, as this gateway received it, is returned.\r\n",
+        ),
+        Original::Full(_) | Original::Headers(_) => {}
     }
     m.push_str(&format!(
         "\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
@@ -106,7 +116,9 @@ pub fn build(
             ));
             m.push_str(&String::from_utf8_lossy(message));
         }
-        Original::Headers(message) | Original::HeadersOfLarge(message) => {
+        Original::Headers(message)
+        | Original::HeadersOfLarge(message)
+        | Original::ReceivedHeader(message) => {
             let end = message
                 .windows(4)
                 .position(|w| w == b"\r\n\r\n")

@@ -13,7 +13,7 @@ use crate::blob::{sealed::CHUNK, Blob};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 
 use super::commands::{self, MailParams};
-use super::{downgrade, wire, Copy, Outcome};
+use super::{downgrade, wire, Copy, Escaped, Outcome};
 
 /// Where the LMTP server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ enum Error {
 impl Error {
     /// Temporary: the copy is retried, as for an unreachable SMTP upstream.
     fn reply(&self, cfg: &LmtpConfig) -> Reply {
-        tracing::warn!(server = %cfg.address, error = %self, "LMTP delivery failed");
+        tracing::warn!(server = %cfg.address, error = %Escaped(&self.to_string()), "LMTP delivery failed");
         let enhanced = match self {
             Error::Connect(_) => Enhanced(4, 4, 1),
             Error::Wire(_) => Enhanced(4, 5, 0),
@@ -255,7 +255,7 @@ async fn hello(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Capabilities, 
         // An SMTP server answers LHLO with 500 or 502: the target is misconfigured, which
         // an administrator fixes; the mail waits in the spool meanwhile.
         Class::Permanent => {
-            tracing::error!(server = %cfg.address, reply = %lhlo, "the delivery target does not speak LMTP");
+            tracing::error!(server = %cfg.address, reply = %Escaped(&lhlo.to_string()), "the delivery target does not speak LMTP");
             Err(Reply::new(
                 451,
                 Enhanced(4, 3, 5),
@@ -428,7 +428,7 @@ fn log(cfg: &LmtpConfig, to: &str, stage: &str, o: &Outcome) {
         Outcome::Failed(r) if r.class() == Class::Permanent => ("refused", r),
         Outcome::Failed(r) => ("deferred", r),
     };
-    tracing::info!(server = %cfg.address, to, stage, status, reply = %reply, "LMTP recipient");
+    tracing::info!(server = %cfg.address, to, stage, status, reply = %Escaped(&reply.to_string()), "LMTP recipient");
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@
 pub mod commands;
 pub mod downgrade;
 pub mod dsn;
+pub mod escape;
 pub mod lmtp;
 pub mod maildir;
 pub mod spool;
@@ -28,8 +29,9 @@ mod worker;
 mod testutil;
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sealpost_keyring::openpgp::crypto::Password;
@@ -40,6 +42,7 @@ use crate::smtp::envelope::{Envelope, Recipient, Ret};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
+pub use escape::Escaped;
 pub use lmtp::{LmtpAddress, LmtpConfig};
 pub use spool::{Entry, Spool};
 pub use upstream::{Outcome, UpstreamConfig, UpstreamTls};
@@ -60,6 +63,13 @@ pub struct Copy {
     /// The client's login (AUTH passthrough), used upstream for this copy.
     pub credentials: Option<Credentials>,
     pub route: Route,
+    /// What a DSN about an inbound copy returns: the header of the message as it was
+    /// received, before any transform (see [`returned_header`]). An inbound copy's `data`
+    /// may be decrypted, and a report goes to an envelope sender anyone can choose, so it
+    /// never returns `data` (security rule 13). `None` for outbound copies, whose DSN
+    /// returns their own `data`, and for an inbound copy whose header could not be read
+    /// (its DSN then returns nothing of the message).
+    pub returned_header: Option<Arc<[u8]>>,
 }
 
 /// Where copies go.
@@ -103,6 +113,55 @@ struct Inner {
     spool: Spool,
     /// Wakes the retry worker when something is spooled or a retry is asked for.
     wake: Notify,
+    /// Entries an admin asked to be retried now, taken by the worker's next pass. Kept
+    /// here rather than written into the entries, so that the admin's request never
+    /// writes back an entry the worker has delivered and removed meanwhile.
+    due_now: Mutex<DueNow>,
+    /// IDs of the spooled entries being attempted right now: each entry is attempted by
+    /// one task at a time, so that it is never delivered twice over.
+    claims: Mutex<HashSet<String>>,
+}
+
+/// What `sealpost queue retry` asked for since the worker's last pass.
+#[derive(Debug, Default)]
+struct DueNow {
+    all: bool,
+    ids: HashSet<String>,
+}
+
+impl DueNow {
+    fn contains(&self, id: &str) -> bool {
+        self.all || self.ids.contains(id)
+    }
+}
+
+/// The right to attempt one spooled entry; released when dropped.
+struct Claim<'a> {
+    claims: &'a Mutex<HashSet<String>>,
+    id: String,
+}
+
+impl<'a> Claim<'a> {
+    /// `None` when another task holds the entry.
+    fn take(claims: &'a Mutex<HashSet<String>>, id: &str) -> Option<Claim<'a>> {
+        let fresh = claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id.to_string());
+        fresh.then(|| Claim {
+            claims,
+            id: id.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
 }
 
 /// The relay handle (cheap to clone).
@@ -137,6 +196,8 @@ impl Relay {
                 cfg,
                 spool,
                 wake: Notify::new(),
+                due_now: Mutex::new(DueNow::default()),
+                claims: Mutex::new(HashSet::new()),
             }),
         })
     }
@@ -159,12 +220,14 @@ impl Relay {
         let mut delivered = 0usize;
         let mut failures: Vec<Reply> = Vec::new();
         let mut pending: Vec<(usize, Vec<Recipient>, Option<Reply>)> = Vec::new();
-        let mut permanent: Vec<dsn::Failure> = Vec::new();
+        // Per copy: a DSN returns the failed copy's own bytes, never another's.
+        let mut permanent: Vec<(usize, Vec<dsn::Failure>)> = Vec::new();
         for (i, copy) in copies.iter().enumerate() {
             match &results[i] {
                 None => pending.push((i, copy.envelope.recipients.clone(), None)),
                 Some(outcomes) => {
                     let mut retry = Vec::new();
+                    let mut failed = Vec::new();
                     let mut last = None;
                     for (rcpt, o) in copy.envelope.recipients.iter().zip(outcomes) {
                         log_outcome(queue_id, copy, rcpt, o);
@@ -173,7 +236,7 @@ impl Relay {
                             Outcome::Failed(r) => {
                                 failures.push(r.clone());
                                 if r.class() == Class::Permanent {
-                                    permanent.push(dsn::Failure {
+                                    failed.push(dsn::Failure {
                                         recipient: rcpt.clone(),
                                         reply: r.clone(),
                                     });
@@ -186,6 +249,9 @@ impl Relay {
                     }
                     if !retry.is_empty() {
                         pending.push((i, retry, last));
+                    }
+                    if !failed.is_empty() {
+                        permanent.push((i, failed));
                     }
                 }
             }
@@ -202,7 +268,7 @@ impl Relay {
         if delivered == 0 && !timed_out {
             if let Some(first) = failures.first() {
                 if failures.iter().all(|f| f.class() == first.class()) {
-                    return first.clone();
+                    return handed_back(first);
                 }
             }
         }
@@ -224,6 +290,7 @@ impl Relay {
                 file: None,
                 credentials: copy.credentials.clone(),
                 route: copy.route,
+                returned_header: copy.returned_header.clone(),
                 created: now,
                 attempts: 1,
                 next_attempt: now + cfg.retry_base.as_secs(),
@@ -235,11 +302,11 @@ impl Relay {
             // A clone of the blob shares its storage: nothing is copied here.
             entries.push((entry, Some(copy.data.clone())));
         }
-        if !permanent.is_empty() {
-            if let Some(copy) = copies.first() {
-                if let Some(e) = self.dsn_entry(queue_id, copy, &permanent, now) {
-                    entries.push((e, None));
-                }
+        for (i, failed) in &permanent {
+            let Some(copy) = copies.get(*i) else { continue };
+            let id = format!("{queue_id}.dsn.{i}");
+            if let Some(e) = self.dsn_entry(id, queue_id, copy, failed, now) {
+                entries.push((e, None));
             }
         }
         let spool = self.clone();
@@ -251,7 +318,7 @@ impl Relay {
                 tracing::info!(
                     queue_id,
                     spooled = pending.len(),
-                    failed = permanent.len(),
+                    failed = permanent.iter().map(|(_, f)| f.len()).sum::<usize>(),
                     "partially delivered; the rest is spooled"
                 );
                 Reply::new(
@@ -261,7 +328,7 @@ impl Relay {
                 )
             }
             Ok(Err(e)) => {
-                tracing::error!(queue_id, error = %e, "cannot spool");
+                tracing::error!(queue_id, error = %Escaped(&e.to_string()), "cannot spool");
                 Reply::new(
                     451,
                     Enhanced(4, 3, 0),
@@ -279,9 +346,16 @@ impl Relay {
         }
     }
 
-    /// A DSN to the sender of `copy` about `failures`, as a spool entry (never to `<>`).
+    /// A DSN to the sender of `copy` about `failures` (recipients of that copy), as the
+    /// spool entry `id` (never to `<>`).
+    ///
+    /// It returns only this copy's own bytes: for an outbound copy its data (whole when
+    /// small and RET=FULL, else its header); for an inbound copy only the header the
+    /// gateway received, whatever RET asks for, as its data may be decrypted and the
+    /// envelope sender may be anyone who replays a captured ciphertext (rule 13).
     fn dsn_entry(
         &self,
+        id: String,
         queue_id: &str,
         copy: &Copy,
         failures: &[dsn::Failure],
@@ -296,17 +370,21 @@ impl Relay {
         if sender.is_null() || wanted.is_empty() {
             return None;
         }
-        let (bytes, whole) = match dsn_original(&copy.data) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::warn!(queue_id, error = %e, "cannot read the message back for a DSN; it goes without");
+        // An inbound copy's own data is never read for a report.
+        let (bytes, whole) = match copy.route {
+            Route::Inbound => (Cow::Borrowed(&[][..]), false),
+            Route::Outbound => dsn_original(&copy.data).unwrap_or_else(|e| {
+                tracing::warn!(queue_id, error = %Escaped(&e.to_string()), "cannot read the message back for a DSN; it goes without");
                 (Cow::Borrowed(&[][..]), false)
-            }
+            }),
         };
-        let original = match (sender.ret, whole) {
-            (Some(Ret::Full), true) => dsn::Original::Full(&bytes),
-            (Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
-            _ => dsn::Original::Headers(&bytes),
+        let original = match (copy.route, sender.ret, whole) {
+            (Route::Inbound, _, _) => {
+                dsn::Original::ReceivedHeader(copy.returned_header.as_deref().unwrap_or(&[]))
+            }
+            (Route::Outbound, Some(Ret::Full), true) => dsn::Original::Full(&bytes),
+            (Route::Outbound, Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
+            (Route::Outbound, _, _) => dsn::Original::Headers(&bytes),
         };
         let report = dsn::build(
             &self.inner.cfg.hostname,
@@ -317,17 +395,18 @@ impl Relay {
             original,
         );
         Some(Entry {
-            id: format!("{queue_id}.dsn.{now}"),
+            id,
             queue_id: queue_id.to_string(),
             envelope: Envelope {
                 sender: crate::smtp::envelope::Sender::plain(""),
-                recipients: vec![Recipient::plain(sender.address.clone())],
+                recipients: vec![Recipient::plain(sender.address.to_string())],
             },
             data: Entry::encode(&report),
             file: None,
             credentials: None,
             // A report goes back towards the sender: outbound, whatever the copy's way.
             route: Route::Outbound,
+            returned_header: None,
             created: now,
             attempts: 0,
             next_attempt: now,
@@ -398,21 +477,35 @@ impl Relay {
         tokio::spawn(worker::run(self.clone(), shutdown))
     }
 
-    /// Makes every spooled copy (or the one with `id`) due now.
+    /// Makes every spooled copy (or those with the ID or queue ID `id`) due now: the
+    /// worker attempts them in its next pass, which this starts. Nothing is attempted or
+    /// written here, so that an entry is never attempted by two tasks, nor written back
+    /// after the worker delivered and removed it.
     ///
     /// # Errors
     /// Spool failures; `Ok(0)` when nothing matched.
     pub fn retry_now(&self, id: Option<&str>) -> Result<usize, Error> {
-        let mut due = Vec::new();
-        for mut e in self.inner.spool.all()? {
-            if id.is_none_or(|i| i == e.id || i == e.queue_id) {
-                e.next_attempt = 0;
-                due.push(e);
+        let matched: Vec<String> = self
+            .inner
+            .spool
+            .all()?
+            .into_iter()
+            .filter(|e| id.is_none_or(|i| i == e.id || i == e.queue_id))
+            .map(|e| e.id)
+            .collect();
+        if !matched.is_empty() {
+            let mut due = self
+                .inner
+                .due_now
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match id {
+                None => due.all = true,
+                Some(_) => due.ids.extend(matched.iter().cloned()),
             }
         }
-        self.inner.spool.put(&due)?;
         self.inner.wake.notify_one();
-        Ok(due.len())
+        Ok(matched.len())
     }
 
     /// Removes a spooled copy without delivering it.
@@ -444,6 +537,40 @@ fn dsn_original(data: &Blob) -> std::io::Result<(Cow<'_, [u8]>, bool)> {
     Ok((Cow::Owned(header_of(data)?), false))
 }
 
+/// What a DSN about a copy made from `received` (the message as the listener received
+/// it) may return of it, for [`Copy::returned_header`]: for an inbound copy, the header
+/// of `received`, up to and with its empty line, at most [`RETURN_HEADER_MAX`] bytes;
+/// for an outbound copy nothing, as its DSN returns its own data.
+///
+/// A message that cannot be read back gives `None` (logged): the transform will report
+/// the same failure, and a DSN then returns nothing of the message rather than more.
+pub fn returned_header(route: Route, received: &Blob) -> Option<Arc<[u8]>> {
+    match route {
+        Route::Outbound => None,
+        Route::Inbound => match header_of(received) {
+            Ok(h) => Some(Arc::from(h)),
+            Err(e) => {
+                tracing::warn!(error = %Escaped(&e.to_string()), "cannot read the received header back for DSNs");
+                None
+            }
+        },
+    }
+}
+
+/// The reply the client gets when nothing was accepted and every failure was of one
+/// class: the next hop's own, except that a 421 becomes a 451 with the same text. A 421
+/// tells the client that the server closes the connection (RFC 5321 §3.8); the next hop
+/// closed its connection to the gateway, not the gateway its session with the client.
+fn handed_back(reply: &Reply) -> Reply {
+    if reply.code == 421 {
+        return Reply {
+            code: 451,
+            ..reply.clone()
+        };
+    }
+    reply.clone()
+}
+
 /// The header of a message, up to and with the empty line that ends it, read a piece at
 /// a time (at most [`RETURN_HEADER_MAX`] bytes).
 fn header_of(data: &Blob) -> std::io::Result<Vec<u8>> {
@@ -473,11 +600,11 @@ fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
     };
     tracing::info!(
         queue_id,
-        from = %copy.envelope.sender.address,
-        to = %rcpt.address,
+        from = %Escaped(&copy.envelope.sender.address),
+        to = %Escaped(&rcpt.address),
         size = copy.data.len(),
         status,
-        reply = %reply,
+        reply = %Escaped(&reply.to_string()),
         "copy outcome"
     );
 }
@@ -509,6 +636,7 @@ mod tests {
             data: spilled(&message, incoming.path()),
             credentials: None,
             route: Route::Outbound,
+            returned_header: None,
         };
         let reply = relay.deliver("QID", vec![copy]).await;
         assert_eq!(reply.code, 250, "{reply}");
@@ -522,6 +650,117 @@ mod tests {
         assert!(spooled[0].data.is_empty(), "not copied into the entry");
         let back = relay.spool().message(&spooled[0]).unwrap();
         assert!(back.to_vec().unwrap() == message);
+    }
+
+    /// Copies of one transaction from a@example.org (RET=FULL), one per recipient, each
+    /// with a body of its own.
+    fn copies(route: Route, returned: Option<&[u8]>, rcpts: &[&str]) -> Vec<Copy> {
+        let mut sender = crate::smtp::envelope::Sender::plain("a@example.org");
+        sender.ret = Some(Ret::Full);
+        rcpts
+            .iter()
+            .enumerate()
+            .map(|(i, rcpt)| Copy {
+                envelope: Envelope {
+                    sender: sender.clone(),
+                    recipients: vec![Recipient::plain(*rcpt)],
+                },
+                data: Blob::from(
+                    format!("Subject: copy {i}\r\n\r\nbody of copy {i}, for {rcpt} only\r\n")
+                        .into_bytes(),
+                ),
+                credentials: None,
+                route,
+                returned_header: returned.map(Arc::from),
+            })
+            .collect()
+    }
+
+    fn spooled_text(relay: &Relay, id: &str) -> String {
+        let entry = relay.spool().get(id).unwrap().expect(id);
+        assert!(entry.envelope.sender.is_null());
+        assert_eq!(entry.envelope.recipients[0].address, "a@example.org");
+        String::from_utf8(entry.message()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_dsn_returns_the_failed_copy_s_own_data_not_the_first_copy_s() {
+        let sink = Sink::scripted(None, Some("gone@")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let relay = smtp_relay(dir.path(), sink.port);
+        let rcpts = ["ok@x.test", "gone@x.test", "gone@y.test"];
+        let reply = relay
+            .deliver("QID", copies(Route::Outbound, None, &rcpts))
+            .await;
+        assert_eq!(reply.code, 250, "{reply}");
+        let ids: Vec<String> = relay
+            .spool()
+            .all()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["QID.dsn.1", "QID.dsn.2"],
+            "one report per failed copy"
+        );
+        for (i, id) in ids.iter().enumerate() {
+            let i = i + 1;
+            let text = spooled_text(&relay, id);
+            assert!(text.contains("message/rfc822"), "RET=FULL: {text}");
+            assert!(
+                text.contains(&format!("body of copy {i}, for {} only", rcpts[i])),
+                "{text}"
+            );
+            assert!(
+                text.contains(&format!("Final-Recipient: rfc822; {}", rcpts[i])),
+                "{text}"
+            );
+            for other in (0..3).filter(|&o| o != i) {
+                assert!(!text.contains(&format!("copy {other}")), "{text}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_inbound_dsn_returns_the_received_header_and_nothing_delivered() {
+        let sink = Sink::scripted(None, Some("gone@")).await;
+        let received = b"Subject: as received\r\nContent-Type: multipart/encrypted\r\n\r\n";
+        for returned in [Some(&received[..]), None] {
+            let dir = tempfile::tempdir().unwrap();
+            let relay = smtp_relay(dir.path(), sink.port);
+            let rcpts = ["ok@example.org", "gone@example.org"];
+            let reply = relay
+                .deliver("QID", copies(Route::Inbound, returned, &rcpts))
+                .await;
+            assert_eq!(reply.code, 250, "{reply}");
+            let text = spooled_text(&relay, "QID.dsn.1");
+            // RET=FULL asked for the message: an inbound report returns only the header.
+            assert!(!text.contains("message/rfc822"), "{text}");
+            assert!(text.contains("text/rfc822-headers"), "{text}");
+            assert!(
+                !text.contains("copy 0") && !text.contains("copy 1"),
+                "{text}"
+            );
+            assert!(text.contains("Final-Recipient: rfc822; gone@example.org"));
+            assert_eq!(
+                text.contains("Subject: as received"),
+                returned.is_some(),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_421_handed_back_to_the_client_becomes_a_451() {
+        let closing = Reply::new(421, Enhanced(4, 3, 2), "upstream closing");
+        assert_eq!(
+            handed_back(&closing).to_string(),
+            "451 4.3.2 upstream closing"
+        );
+        let refused = Reply::new(550, Enhanced(5, 1, 1), "no");
+        assert_eq!(handed_back(&refused), refused);
     }
 
     #[test]

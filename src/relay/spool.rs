@@ -13,6 +13,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine;
 use sealpost_keyring::openpgp::crypto::Password;
@@ -59,6 +60,15 @@ pub struct Entry {
     pub credentials: Option<Credentials>,
     #[serde(default)]
     pub route: super::Route,
+    /// For an inbound copy, the header of the message as received, which is all a DSN
+    /// about it returns ([`super::Copy::returned_header`]); base64. Entries written before
+    /// it existed have none, and their DSNs return nothing of the message.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "base64_bytes"
+    )]
+    pub returned_header: Option<Arc<[u8]>>,
     /// Unix seconds.
     pub created: u64,
     pub attempts: u32,
@@ -86,6 +96,35 @@ impl Entry {
 
     pub fn encode(data: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(data)
+    }
+}
+
+/// Bytes in an entry as a base64 string, as `data` is: JSON would spell them as an array
+/// of numbers, four times larger.
+mod base64_bytes {
+    use std::sync::Arc;
+
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Arc<[u8]>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => {
+                s.serialize_some(&base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<[u8]>>, D::Error> {
+        let text: Option<String> = Option::deserialize(d)?;
+        text.map(|t| {
+            base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .map(Arc::from)
+                .map_err(serde::de::Error::custom)
+        })
+        .transpose()
     }
 }
 
@@ -279,9 +318,15 @@ impl Spool {
         let Some(old) = old else {
             return Ok(false);
         };
-        // The file goes after the entry: a crash in between leaves an orphan, removed at
-        // the next start, never an entry without its message.
-        let name = match self.unseal(id.as_bytes(), &old) {
+        self.remove_file_of(id, &old)?;
+        Ok(true)
+    }
+
+    /// Removes the message file of the entry `id`, whose sealed record was `old`, once the
+    /// entry is gone. The file goes after the entry: a crash in between leaves an orphan,
+    /// removed at the next start, never an entry without its message.
+    fn remove_file_of(&self, id: &str, old: &[u8]) -> Result<(), Error> {
+        let name = match self.unseal(id.as_bytes(), old) {
             Ok(e) => e.file,
             // Unreadable: its file, if any, has the entry's ID for a name.
             Err(_) => Some(id.to_string()),
@@ -293,6 +338,60 @@ impl Spool {
                     _ => {}
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of an attempt at the entry `id`, durably, in one step: the
+    /// `reports` (DSNs) are stored, and the entry is replaced by `rest` (what is still
+    /// owed) or, when `rest` is `None`, removed with its message file. When the entry is
+    /// gone already (`sealpost queue remove` while it was attempted), it stays gone: an
+    /// attempt never writes back an entry, nor one whose file was removed. Returns whether
+    /// the entry was still there.
+    ///
+    /// # Errors
+    /// Storage failures; then nothing of it is stored.
+    pub fn settle(&self, id: &str, rest: Option<&Entry>, reports: &[Entry]) -> Result<bool, Error> {
+        let seal = |e: &Entry| -> Result<(Vec<u8>, Vec<u8>), Error> {
+            let json = serde_json::to_vec(e).map_err(|e| Error::Store(e.to_string()))?;
+            let sealed = self
+                .sealer
+                .seal(&json)
+                .map_err(|e| Error::Store(e.to_string()))?;
+            Ok((e.id.as_bytes().to_vec(), sealed))
+        };
+        let reports = reports.iter().map(seal).collect::<Result<Vec<_>, _>>()?;
+        let rest = rest.map(seal).transpose()?;
+        let old = self
+            .db
+            .transaction(|tx| {
+                for (k, v) in &reports {
+                    tx.insert(k.as_slice(), v.as_slice())?;
+                }
+                let old = tx.get(id.as_bytes())?;
+                match (&old, &rest) {
+                    (None, _) => {}
+                    (Some(_), Some((k, v))) => {
+                        tx.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    (Some(_), None) => {
+                        tx.remove(id.as_bytes())?;
+                    }
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
+                    old,
+                )
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => Error::from(e),
+                sled::transaction::TransactionError::Abort(never) => match never {},
+            })?;
+        self.db.flush()?;
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        if rest.is_none() {
+            self.remove_file_of(id, &old)?;
         }
         Ok(true)
     }
@@ -404,6 +503,7 @@ mod tests {
                 secret: Some("hunter2-password".into()),
             }),
             route: crate::relay::Route::Outbound,
+            returned_header: None,
             created: 1,
             attempts: 0,
             next_attempt: 0,
@@ -547,6 +647,65 @@ mod tests {
         assert!(!files.join("R.0").exists(), "the orphan is gone");
         let all = s.all().unwrap();
         assert!(s.message(&all[0]).unwrap().to_vec().unwrap() == large());
+    }
+
+    #[test]
+    fn settle_stores_reports_and_never_writes_back_a_removed_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let incoming = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), None).unwrap();
+        let files = dir.path().join("spool-data");
+        let big = || Some(crate::relay::testutil::spilled(&large(), incoming.path()));
+        s.put_new(vec![(entry("Q.1"), big()), (entry("Q.2"), big())])
+            .unwrap();
+
+        // Still owed: replaced, its file kept, the report stored with it.
+        let mut rest = s.get("Q.1").unwrap().unwrap();
+        rest.attempts = 7;
+        assert!(s.settle("Q.1", Some(&rest), &[entry("Q.1.dsn.1")]).unwrap());
+        assert_eq!(s.get("Q.1").unwrap().unwrap().attempts, 7);
+        assert!(s.get("Q.1.dsn.1").unwrap().is_some());
+        assert!(files.join("Q.1").exists());
+        // Done: removed with its file.
+        assert!(s.settle("Q.1", None, &[]).unwrap());
+        assert!(s.get("Q.1").unwrap().is_none());
+        assert!(!files.join("Q.1").exists());
+
+        // Removed meanwhile (`queue remove`): it stays removed, file and all; a report
+        // about the attempt that was made still goes.
+        let stale = s.get("Q.2").unwrap().unwrap();
+        assert!(s.remove("Q.2").unwrap());
+        assert!(!s
+            .settle("Q.2", Some(&stale), &[entry("Q.2.dsn.1")])
+            .unwrap());
+        assert!(s.get("Q.2").unwrap().is_none());
+        assert!(s.get("Q.2.dsn.1").unwrap().is_some());
+        assert!(!s.settle("Q.2", None, &[]).unwrap());
+    }
+
+    #[test]
+    fn the_received_header_is_kept_and_old_entries_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Spool::open(dir.path(), None).unwrap();
+        let mut e = entry("Q.1");
+        e.returned_header = Some(Arc::from(&b"Subject: as received\r\n\r\n"[..]));
+        s.put(&[e]).unwrap();
+        let back = s.get("Q.1").unwrap().unwrap();
+        assert_eq!(
+            back.returned_header.as_deref(),
+            Some(&b"Subject: as received\r\n\r\n"[..])
+        );
+        // Base64, not an array of numbers.
+        let json = serde_json::to_string(&back).unwrap();
+        assert!(
+            json.contains("\"returned_header\":\"U3ViamVjdDog"),
+            "{json}"
+        );
+        // An entry written before the field existed.
+        let old = r#"{"id":"Q.9","queue_id":"Q","envelope":{"sender":{"address":"a@example.org","eight_bit":false,"smtputf8":false,"ret":null,"envid":null,"size":null},"recipients":[{"address":"b@example.net","notify":[],"orcpt":null}]},"data":"","credentials":null,"created":1,"attempts":0,"next_attempt":0,"last_error":null}"#;
+        let old: Entry = serde_json::from_str(old).unwrap();
+        assert!(old.returned_header.is_none());
+        assert_eq!(old.route, crate::relay::Route::Outbound);
     }
 
     #[test]

@@ -76,6 +76,12 @@ impl Sink {
 
     /// A sink that answers RCPT for `later` with 451.
     pub async fn refusing(later: Option<&'static str>) -> Sink {
+        Sink::scripted(later, None).await
+    }
+
+    /// A sink that answers RCPT for `later` with 451 and for `gone` with 550 (each matched
+    /// as a part of the RCPT line).
+    pub async fn scripted(later: Option<&'static str>, gone: Option<&'static str>) -> Sink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let messages = Arc::new(Mutex::new(Vec::new()));
@@ -85,7 +91,7 @@ impl Sink {
             while let Ok((sock, _)) = listener.accept().await {
                 let (store, count) = (Arc::clone(&store), Arc::clone(&count));
                 tokio::spawn(async move {
-                    session(sock, store, later).await;
+                    session(sock, store, later, gone).await;
                     count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 });
             }
@@ -113,6 +119,7 @@ async fn session(
     sock: tokio::net::TcpStream,
     store: Arc<Mutex<Vec<Vec<u8>>>>,
     later: Option<&'static str>,
+    gone: Option<&'static str>,
 ) {
     let (read, mut write) = sock.into_split();
     let mut read = BufReader::new(read);
@@ -142,6 +149,7 @@ async fn session(
                 b"250 2.0.0 queued\r\n"
             }
             "RCPT" if later.is_some_and(|l| line.contains(l)) => b"451 4.2.0 try later\r\n",
+            "RCPT" if gone.is_some_and(|g| line.contains(g)) => b"550 5.1.1 no such user\r\n",
             "QUIT" => {
                 let _ = write.write_all(b"221 2.0.0 bye\r\n").await;
                 return;
@@ -194,6 +202,7 @@ pub fn entry(id: &str) -> crate::relay::Entry {
         file: None,
         credentials: None,
         route: crate::relay::Route::Outbound,
+        returned_header: None,
         created: crate::relay::unix(std::time::SystemTime::now()),
         attempts: 1,
         next_attempt: 0,

@@ -159,6 +159,9 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let dsn = supports(&conn, "DSN");
     // Whether the connection is in a clean state to be reused.
     let mut reusable = true;
+    // Whether the transaction is still open upstream: only the reply to the final dot
+    // ends it, whatever that reply says.
+    let mut open = true;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; copy.envelope.recipients.len()];
     let mut accepted = Vec::new();
     for (i, rcpt) in copy.envelope.recipients.iter().enumerate() {
@@ -177,6 +180,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
                 if let Err((_, broken)) = &sent {
                     reusable &= !broken;
                 }
+                open = false;
                 sent.map_err(|(reply, _)| reply)
             }
             Err((reply, broken)) => {
@@ -191,8 +195,10 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             });
         }
     }
-    if accepted.is_empty() && reusable {
-        // No DATA was sent: the transaction is still open upstream.
+    if open && reusable {
+        // No recipient was accepted, or DATA was refused: the next MAIL on this
+        // connection would be refused as nested (503, a permanent failure) unless the
+        // transaction is reset first.
         reusable = command_checked(&mut conn, "RSET\r\n".to_string(), cfg.timeout)
             .await
             .is_ok();

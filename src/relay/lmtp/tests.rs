@@ -106,6 +106,7 @@ fn copy(rcpts: &[&str], data: &str) -> Copy {
         data: crate::blob::Blob::from(data.as_bytes()),
         credentials: None,
         route: Route::Inbound,
+        returned_header: None,
     }
 }
 

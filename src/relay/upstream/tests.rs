@@ -22,6 +22,7 @@ fn copy(data: Blob) -> Copy {
         data,
         credentials: None,
         route: Route::Outbound,
+        returned_header: None,
     }
 }
 
