@@ -399,7 +399,7 @@ impl Relay {
             queue_id: queue_id.to_string(),
             envelope: Envelope {
                 sender: crate::smtp::envelope::Sender::plain(""),
-                recipients: vec![Recipient::plain(sender.address.to_string())],
+                recipients: vec![Recipient::plain(sender.address.clone())],
             },
             data: Entry::encode(&report),
             file: None,
