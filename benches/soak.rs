@@ -26,7 +26,7 @@ use support::{percentiles, sealpost};
 
 /// Recipients with keys, and without.
 const KEYED: usize = 30;
-const KEYLESS: usize = 30;
+const KEYLESS: usize = 60;
 
 fn main() {
     let Some(seconds) = support::load_run("SOAK_SECONDS", 1800) else {
@@ -51,6 +51,10 @@ fn main() {
         None,
     );
     sink.reset();
+    eprintln!(
+        "soak: baseline done ({} messages straight to the sink); starting the gateway",
+        direct.messages
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
@@ -79,10 +83,9 @@ fn main() {
                 let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
                     .map(|d| d.count())
                     .unwrap_or(0);
-                samples
-                    .lock()
-                    .expect("samples")
-                    .push((start.elapsed().as_secs_f64(), rss, fds));
+                let t = start.elapsed().as_secs_f64();
+                eprintln!("soak: t={t:.0}s RSS {rss:.1} MB, {fds} fds");
+                samples.lock().expect("samples").push((t, rss, fds));
                 std::thread::sleep(Duration::from_secs(10));
             }
         })
@@ -98,6 +101,11 @@ fn main() {
     let _ = sampler.join();
 
     // Whatever was spooled drains to the sink; wait for it, bounded.
+    eprintln!(
+        "soak: load done; {} recipients accepted, {} at the sink so far",
+        through.recipients,
+        sink.recipients()
+    );
     let deadline = Instant::now() + Duration::from_secs(300);
     while sink.recipients() < through.recipients && Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1));
@@ -263,7 +271,8 @@ fn client(
         if Instant::now() >= end {
             break;
         }
-        let n = rng.gen_range(1..=50usize);
+        // Every draw below can be new: there are more addresses than recipients.
+        let n = rng.gen_range(1..=50usize).min(KEYLESS);
         let mut rcpts: Vec<String> = Vec::with_capacity(n);
         while rcpts.len() < n {
             let a = if keyed && rng.gen_bool(0.5) {
