@@ -15,6 +15,7 @@ use crate::smtp::transaction::Credentials;
 
 use super::commands::{self, MailParams};
 use super::downgrade::{self, Prepared};
+use super::wire;
 use super::Copy;
 use switch::{Guarded, Switch};
 
@@ -240,7 +241,9 @@ async fn send_message(
     let sent = match data.as_slice() {
         Some(bytes) => {
             let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
-            tokio::time::timeout(cfg.data_timeout, conn.message_iter(body.chunks(CHUNK))).await
+            // lettre stuffs a dot only after CRLF: every line end is made CRLF first.
+            let pieces = wire::CrlfPieces::new(body.chunks(CHUNK).map(Cow::Borrowed));
+            tokio::time::timeout(cfg.data_timeout, conn.message_iter(pieces)).await
         }
         None => {
             let len = data.len();
@@ -258,7 +261,11 @@ async fn send_message(
                 failed: &mut failed,
                 switch,
             };
-            let sent = tokio::time::timeout(cfg.data_timeout, conn.message_iter(pieces)).await;
+            let sent = tokio::time::timeout(
+                cfg.data_timeout,
+                conn.message_iter(wire::CrlfPieces::new(pieces)),
+            )
+            .await;
             if let Some(e) = failed {
                 return Err((downgrade::unreadable(&e), true));
             }

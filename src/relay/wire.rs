@@ -130,26 +130,123 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Message data for DATA, encoded as it is fed in pieces (wherever they split the
-/// lines): every line ends in CRLF (a bare LF becomes CRLF, a last line without one gets
-/// one), a line starting with `.` gets another (RFC 5321 §4.5.2), and
-/// [`DotStuffer::finish`] adds the terminating `.` line.
+/// Line ends made CRLF as pieces of data pass (wherever the pieces split the lines): a
+/// bare LF and a bare CR each become CRLF.
 ///
-/// The state carried from one piece to the next is whether a line has just begun and
-/// whether the piece ended in a CR that may be the first half of a CRLF; so a `.` at the
-/// start of a piece is stuffed exactly when it starts a line.
+/// Every next hop then reads the same lines: one that takes a bare CR or LF for a line end
+/// and one that does not agree on where each line, and so the data, ends, and a `.` after
+/// a bare line end is dot-stuffed like any other (SMTP smuggling through content that
+/// sealpost did not receive over SMTP, such as a decrypted payload). Data that is already
+/// CRLF passes through without a copy.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineEnds {
+    /// The last piece ended in a CR, already written; an LF is owed unless the next
+    /// piece starts with one.
+    cr: bool,
+}
+
+impl LineEnds {
+    /// `piece` with its line ends made CRLF, given what came before it.
+    pub fn push<'a>(&mut self, piece: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let pending = std::mem::take(&mut self.cr);
+        if !pending && crlf_only(piece) {
+            self.cr = piece.last() == Some(&b'\r');
+            return std::borrow::Cow::Borrowed(piece);
+        }
+        let mut out = Vec::with_capacity(piece.len() + 16);
+        let mut cr = pending;
+        for &b in piece {
+            if b == b'\n' {
+                if !cr {
+                    out.push(b'\r');
+                }
+                out.push(b'\n');
+                cr = false;
+                continue;
+            }
+            if cr {
+                out.push(b'\n');
+            }
+            out.push(b);
+            cr = b == b'\r';
+        }
+        self.cr = cr;
+        std::borrow::Cow::Owned(out)
+    }
+
+    /// What ends the data: the LF owed to a last CR.
+    pub fn finish(&mut self) -> Option<&'static [u8]> {
+        std::mem::take(&mut self.cr).then_some(&b"\n"[..])
+    }
+}
+
+/// Whether every LF in `piece` follows a CR and every CR is followed by an LF (or ends
+/// the piece).
+fn crlf_only(piece: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in piece.iter().enumerate() {
+        match b {
+            b'\n' if prev != b'\r' => return false,
+            b'\r' if i + 1 < piece.len() && piece.get(i + 1) != Some(&b'\n') => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
+}
+
+/// Pieces of data for a writer that dot-stuffs only after CRLF (lettre's encoder): each
+/// piece with its line ends made CRLF by [`LineEnds`], and the LF owed at the end.
+pub struct CrlfPieces<I> {
+    inner: I,
+    ends: LineEnds,
+    done: bool,
+}
+
+impl<I> CrlfPieces<I> {
+    pub fn new(inner: I) -> CrlfPieces<I> {
+        CrlfPieces {
+            inner,
+            ends: LineEnds::default(),
+            done: false,
+        }
+    }
+}
+
+impl<'a, I: Iterator<Item = std::borrow::Cow<'a, [u8]>>> Iterator for CrlfPieces<I> {
+    type Item = std::borrow::Cow<'a, [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::borrow::Cow;
+        if self.done {
+            return None;
+        }
+        match self.inner.next() {
+            Some(Cow::Borrowed(b)) => Some(self.ends.push(b)),
+            Some(Cow::Owned(v)) => Some(Cow::Owned(self.ends.push(&v).into_owned())),
+            None => {
+                self.done = true;
+                self.ends.finish().map(Cow::Borrowed)
+            }
+        }
+    }
+}
+
+/// Message data for DATA, encoded as it is fed in pieces (wherever they split the
+/// lines): every line ends in CRLF ([`LineEnds`]: a bare LF or CR becomes CRLF, a last
+/// line without one gets one), a line starting with `.` gets another (RFC 5321 §4.5.2),
+/// and [`DotStuffer::finish`] adds the terminating `.` line.
 #[derive(Debug, Clone, Copy)]
 pub struct DotStuffer {
+    ends: LineEnds,
     line_start: bool,
-    /// The last piece ended in a CR, not written yet.
-    cr: bool,
 }
 
 impl Default for DotStuffer {
     fn default() -> DotStuffer {
         DotStuffer {
+            ends: LineEnds::default(),
             line_start: true,
-            cr: false,
         }
     }
 }
@@ -161,40 +258,22 @@ impl DotStuffer {
 
     /// Appends the encoding of `piece` to `out`.
     pub fn push(&mut self, piece: &[u8], out: &mut Vec<u8>) {
-        let mut rest = piece;
-        while let Some((&first, tail)) = rest.split_first() {
-            if std::mem::take(&mut self.cr) {
-                if first == b'\n' {
-                    out.extend_from_slice(b"\r\n");
-                    self.line_start = true;
-                    rest = tail;
-                    continue;
-                }
-                // A CR inside a line: kept as it is.
-                out.push(b'\r');
-            }
+        let clean = self.ends.push(piece);
+        let mut rest: &[u8] = &clean;
+        while let Some(&first) = rest.first() {
             if self.line_start && first == b'.' {
                 out.push(b'.');
             }
-            self.line_start = false;
             match rest.iter().position(|&b| b == b'\n') {
                 Some(i) => {
-                    let line = rest.get(..i).unwrap_or_default();
-                    out.extend_from_slice(line.strip_suffix(b"\r").unwrap_or(line));
-                    out.extend_from_slice(b"\r\n");
+                    let (line, after) = rest.split_at(i + 1);
+                    out.extend_from_slice(line);
                     self.line_start = true;
-                    rest = rest.get(i + 1..).unwrap_or_default();
+                    rest = after;
                 }
                 None => {
-                    // A line that goes on in the next piece; a CR at the end waits to
-                    // see whether an LF follows.
-                    match rest.strip_suffix(b"\r") {
-                        Some(head) => {
-                            out.extend_from_slice(head);
-                            self.cr = true;
-                        }
-                        None => out.extend_from_slice(rest),
-                    }
+                    out.extend_from_slice(rest);
+                    self.line_start = false;
                     rest = &[];
                 }
             }
@@ -202,8 +281,12 @@ impl DotStuffer {
     }
 
     /// Ends the last line if it is open, and appends the terminating `.` line.
-    pub fn finish(self, out: &mut Vec<u8>) {
-        if self.cr || !self.line_start {
+    pub fn finish(mut self, out: &mut Vec<u8>) {
+        if let Some(lf) = self.ends.finish() {
+            out.extend_from_slice(lf);
+            self.line_start = true;
+        }
+        if !self.line_start {
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(b".\r\n");
@@ -304,9 +387,45 @@ mod tests {
         );
         assert_eq!(all(b""), b".\r\n".to_vec());
         assert_eq!(all(b".\r\n"), b"..\r\n.\r\n".to_vec());
-        assert_eq!(all(b"x\ry\r"), b"x\ry\r\n.\r\n".to_vec());
         assert_eq!(all(b"x\n\r"), b"x\r\n\r\n.\r\n".to_vec());
-        assert_eq!(all(b"\r\r\n.\r"), b"\r\r\n..\r\n.\r\n".to_vec());
+        // A bare CR ends its line too, and the dot after it is stuffed: a next hop that
+        // takes a bare CR for a line end must not see the end of the data here.
+        assert_eq!(all(b"x\ry\r"), b"x\r\ny\r\n.\r\n".to_vec());
+        assert_eq!(all(b"\r\r\n.\r"), b"\r\n\r\n..\r\n.\r\n".to_vec());
+        assert_eq!(
+            all(b"a\r.\r\nMAIL FROM:<x@y>\n.\nRCPT"),
+            b"a\r\n..\r\nMAIL FROM:<x@y>\r\n..\r\nRCPT\r\n.\r\n".to_vec()
+        );
+    }
+
+    /// `data` through [`CrlfPieces`] in pieces cut at `cuts`, joined.
+    fn normalised(data: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([&data.len()]) {
+            pieces.push(std::borrow::Cow::Borrowed(&data[at..c]));
+            at = c;
+        }
+        CrlfPieces::new(pieces.into_iter())
+            .flat_map(|p| p.into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn line_ends_become_crlf_at_every_split_and_crlf_data_is_not_copied() {
+        let data = b"a\r\n.b\n.c\r.d\r\r\n\n\r";
+        let want = b"a\r\n.b\r\n.c\r\n.d\r\n\r\n\r\n\r\n".to_vec();
+        assert_eq!(normalised(data, &[]), want);
+        for i in 0..=data.len() {
+            assert_eq!(normalised(data, &[i]), want, "cut at {i}");
+        }
+        let mut ends = LineEnds::default();
+        assert!(matches!(
+            ends.push(b"a\r\nb\r"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert!(matches!(ends.push(b"\nc"), std::borrow::Cow::Owned(_)));
+        assert_eq!(ends.finish(), None);
     }
 
     #[test]

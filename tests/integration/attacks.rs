@@ -360,3 +360,58 @@ fn a_user_id_with_a_newline_does_not_become_anothers_key() {
     ]);
     assert!(out.contains("key:   none usable"), "{out}");
 }
+
+#[test]
+fn a_decrypted_payload_that_cannot_be_made_safe_is_delivered_as_ciphertext() {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let alice = Gpg::new();
+    alice.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+    // A preamble with 8-bit bytes, a bare CR and a dot: written to the next hop as it is,
+    // a lenient hop would read the end of the data and a second transaction.
+    let payload: &[u8] = b"Content-Type: multipart/mixed; boundary=b\r\n\r\npr\xe9ambule\r.\r\nMAIL FROM:<x@evil.test>\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n";
+    let armored = alice.ok_with_input(
+        &[
+            "--armor",
+            "--encrypt",
+            "--trust-model",
+            "always",
+            "-r",
+            "bob@example.org",
+        ],
+        payload,
+    );
+    let message = crlf(&format!(
+        "From: alice@example.net\nTo: bob@example.org\nSubject: [...]\nMIME-Version: 1.0\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=enc\n\n\
+         --enc\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n\
+         --enc\nContent-Type: application/octet-stream\n\n{}\n--enc--\n",
+        String::from_utf8_lossy(&armored).trim_end()
+    ));
+    let next_hop = ScriptedUpstream::start();
+    let gw = s.serve(
+        &listener(
+            "inbound",
+            "",
+            &format!(
+                "[inbound]\ndeliver = \"{}\"\nlocal_domains = [\"example.org\"]\n",
+                next_hop.address()
+            ),
+        ),
+        &[],
+    );
+    let mut raw = open(gw.port(), "alice@example.net");
+    assert!(raw.cmd("RCPT TO:<bob@example.org>").starts_with("250"));
+    let r = data(&mut raw, &message);
+    assert!(r.starts_with("250"), "{r}");
+    let got = next_hop.wait_received(1, LONG);
+    let out = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(out.contains("encryption=unencodable"), "{out}");
+    assert!(out.contains("-----BEGIN PGP MESSAGE-----"), "{out}");
+    assert!(!out.contains("MAIL FROM:<x@evil.test>"), "{out}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(next_hop.received().len(), 1, "one transaction, no second");
+}

@@ -39,17 +39,22 @@ pub fn unchanged(results: &str, outer: &[RawField<'_>], edits: &Edits, body: &[u
 /// A decrypted PGP/MIME payload: our fields, the outer trace fields, the other outer
 /// fields that do not describe the encrypted wrapper (edited), `MIME-Version`, the
 /// payload root's content fields and the payload body, made 7-bit.
+///
+/// `None` when the payload cannot be made safe for any next hop: a container with 8-bit
+/// data outside its parts, or NUL bytes. Passed on as it is, a lenient next hop could read
+/// a bare CR or a NUL in a preamble as the end of the data (SMTP smuggling from inside a
+/// decrypted message), so the caller delivers the received ciphertext instead.
 pub fn decrypted(
     results: &str,
     outer: &[RawField<'_>],
     edits: &Edits,
     content: &[RawField<'_>],
     body: &[u8],
-) -> Vec<u8> {
+) -> Option<Vec<u8>> {
     if let Some(mut head) = decrypted_head(results, outer, edits, content, body) {
         head.reserve_exact(body.len());
         head.extend_from_slice(body);
-        return head;
+        return Some(head);
     }
     let mut head = outer_head(results, outer, edits);
     let fields: Vec<headers::Field> = content.iter().filter_map(|r| r.field.clone()).collect();
@@ -64,10 +69,14 @@ pub fn decrypted(
         head.extend_from_slice(b"\r\n");
         head.extend_from_slice(body);
         return match seven_bit::rewrite(&head) {
-            Ok(clean) => clean,
+            Ok(clean) if !clean.contains(&0) && !has_bare_cr(&clean) => Some(clean),
+            Ok(_) => {
+                tracing::warn!("decrypted content holds NUL or bare CR bytes outside its parts: the ciphertext is delivered instead");
+                None
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "decrypted content cannot be made 7-bit: delivered as it is");
-                head
+                tracing::warn!(error = %e, "decrypted content cannot be made 7-bit: the ciphertext is delivered instead");
+                None
             }
         };
     }
@@ -81,7 +90,14 @@ pub fn decrypted(
     let (cte, encoded) = encode(body, text);
     head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
     head.extend_from_slice(&encoded);
-    head
+    Some(head)
+}
+
+/// A CR that does not begin a CRLF.
+fn has_bare_cr(data: &[u8]) -> bool {
+    data.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
 }
 
 /// What [`decrypted`] puts before `body` when the body goes out byte for byte (it is
@@ -329,12 +345,33 @@ mod tests {
             &Edits::None,
             &content,
             "Viele Grüße\r\n".as_bytes(),
-        );
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, "Received: r\r\nFrom: a@x.org\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nViele Gr=C3=BC=C3=9Fe\r\n");
         let outer = results::fields(b"From: a@x.org\r\nContent-Transfer-Encoding: 7bit\r\n");
         let out = inline("", &outer, "привет\n".as_bytes());
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n0L/RgNC40LLQtdGCDQo=\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_payload_that_cannot_be_made_safe_is_not_released() {
+        let outer = results::fields(b"From: a@x.org\r\nContent-Type: multipart/encrypted\r\n");
+        let content = results::fields(b"Content-Type: multipart/mixed; boundary=b\r\n");
+        for body in [
+            // 8-bit in the preamble: no part to re-encode it in.
+            &b"pr\xc3\xa9ambule\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n"[..],
+            // A bare CR and a dot in the preamble: the smuggling shape.
+            b"x\r.\r\nMAIL FROM:<a@evil.test>\r\n\xff\r\n--b\r\n\r\nhi\r\n--b--\r\n",
+            // NUL bytes outside any part.
+            b"\0\r\n--b\r\n\r\nhi\r\n--b--\r\n\xe9",
+        ] {
+            assert_eq!(
+                decrypted("", &outer, &Edits::None, &content, body),
+                None,
+                "{body:?}"
+            );
+        }
     }
 }

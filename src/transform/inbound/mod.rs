@@ -282,7 +282,13 @@ fn per_recipient(
             )?
         };
         let opened = match outcome {
-            Outcome::Plaintext(p) if mime => payload(ctx, outer, p, vec![i])?,
+            Outcome::Plaintext(p) if mime => {
+                let key = p.key().clone();
+                match payload(ctx, outer, p, vec![i])? {
+                    Some(opened) => opened,
+                    None => unencodable(ctx, outer, key, vec![i]),
+                }
+            }
             Outcome::Plaintext(p) => {
                 v.encryption = Encryption::Decrypted;
                 v.decryption_key = Some(p.key().clone());
@@ -313,7 +319,7 @@ fn payload(
     outer: &Outer<'_>,
     p: Plaintext,
     recipients: Vec<usize>,
-) -> Result<Opened, Error> {
+) -> Result<Option<Opened>, Error> {
     let key = p.key().clone();
     let checks = p.checks().to_vec();
     payload_bytes(ctx, outer, key, checks, p.into_bytes(), recipients)
@@ -327,7 +333,7 @@ fn payload_bytes(
     mut checks: Vec<Check>,
     mut bytes: Vec<u8>,
     recipients: Vec<usize>,
-) -> Result<Opened, Error> {
+) -> Result<Option<Opened>, Error> {
     if mime::has_bare_lf(&bytes) {
         bytes = mime::crlf(&bytes);
     }
@@ -358,30 +364,47 @@ fn payload_bytes(
         let content = content_fields(&praw);
         let results = results::render(&v, &ctx.settings.authserv_id);
         let built = match legacy_free {
-            Some(body) => Built::Whole(assemble::decrypted(
-                &results, &outer.raw, &edits, &content, &body,
-            )),
+            Some(body) => {
+                assemble::decrypted(&results, &outer.raw, &edits, &content, &body).map(Built::Whole)
+            }
             None => match assemble::decrypted_head(&results, &outer.raw, &edits, &content, pbody) {
-                Some(head) => Built::Head {
+                Some(head) => Some(Built::Head {
                     head,
                     body_at: bytes.len().saturating_sub(pbody.len()),
-                },
-                None => Built::Whole(assemble::decrypted(
-                    &results, &outer.raw, &edits, &content, pbody,
-                )),
+                }),
+                None => assemble::decrypted(&results, &outer.raw, &edits, &content, pbody)
+                    .map(Built::Whole),
             },
         };
         (built, v)
+    };
+    // Plaintext that cannot be made safe for the next hop is not released.
+    let Some(built) = built else {
+        return Ok(None);
     };
     let message = match built {
         Built::Whole(message) => message,
         Built::Head { head, body_at } => assemble::replace_head(bytes, body_at, head),
     };
-    Ok(Opened {
+    Ok(Some(Opened {
         recipients,
         message: message.into(),
         verdict,
-    })
+    }))
+}
+
+/// The received message for a recipient whose decrypted payload cannot be made safe for
+/// the next hop: the ciphertext, with a verdict that says so.
+fn unencodable(
+    ctx: &Ctx<'_>,
+    outer: &Outer<'_>,
+    key: sealpost_keyring::openpgp::Fingerprint,
+    recipients: Vec<usize>,
+) -> Opened {
+    let mut v = Verdict::new(outer.from.clone());
+    v.encryption = Encryption::Unencodable;
+    v.decryption_key = Some(key);
+    unchanged(ctx, outer, v, &Edits::None, recipients)
 }
 
 /// The verdict on a decrypted payload and what it does to the outer header.

@@ -44,6 +44,10 @@ pub enum Encryption {
     Malformed,
     /// Ciphertext below the root (or beside cleartext): never decrypted (EFAIL).
     NestedIgnored,
+    /// Decrypted, but the plaintext cannot be made safe for the next hop (NUL bytes, or
+    /// 8-bit data outside any part that can be re-encoded): the received ciphertext is
+    /// delivered instead, and the recipient's own client can open it.
+    Unencodable,
 }
 
 /// The header protection part of a verdict (`protected-headers=`).
@@ -127,7 +131,8 @@ impl Verdict {
             | Encryption::NoIntegrity
             | Encryption::IntegrityFailure
             | Encryption::TooLarge
-            | Encryption::Malformed => "failed",
+            | Encryption::Malformed
+            | Encryption::Unencodable => "failed",
             Encryption::None | Encryption::NestedIgnored => "no",
         }
     }
@@ -143,6 +148,9 @@ impl Verdict {
             Encryption::TooLarge => Some("decrypted content over the size limit, refused"),
             Encryption::Malformed => Some("malformed OpenPGP message"),
             Encryption::NestedIgnored => Some("ciphertext below the root ignored"),
+            Encryption::Unencodable => {
+                Some("decrypted content cannot be sent safely, the ciphertext is delivered")
+            }
         };
         let s = match self.signature {
             Signature::Valid => Some("good signature from the From address"),
@@ -202,6 +210,7 @@ impl Encryption {
             Encryption::TooLarge => "too-large",
             Encryption::Malformed => "malformed",
             Encryption::NestedIgnored => "nested-ignored",
+            Encryption::Unencodable => "unencodable",
         }
     }
 }

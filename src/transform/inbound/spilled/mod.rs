@@ -206,7 +206,19 @@ fn per_recipient(
             o => o,
         };
         let opened = match outcome {
-            Outcome::Plaintext(p) if mime => payload(ctx, outer, p, vec![i])?,
+            Outcome::Plaintext(p) if mime => {
+                let key = p.key().clone();
+                match payload(ctx, outer, p, vec![i])? {
+                    Some(opened) => opened,
+                    None => {
+                        // Plaintext that cannot be made safe for the next hop: the
+                        // ciphertext goes instead.
+                        v.encryption = Encryption::Unencodable;
+                        v.decryption_key = Some(key);
+                        unchanged(ctx, outer, body, v, &Edits::None, vec![i])
+                    }
+                }
+            }
             Outcome::Plaintext(p) => {
                 v.encryption = Encryption::Decrypted;
                 v.decryption_key = Some(p.key().clone());
@@ -238,7 +250,7 @@ fn payload(
     outer: &Outer<'_>,
     p: Plaintext<Blob>,
     recipients: Vec<usize>,
-) -> Result<Opened, Error> {
+) -> Result<Option<Opened>, Error> {
     let key = p.key().clone();
     let mut checks = p.checks().to_vec();
     let mut bytes = p.into_bytes();
@@ -289,14 +301,17 @@ fn payload(
         // A body that must be re-encoded for 7-bit transport is re-encoded in memory.
         None => {
             let body = body.into_vec()?;
-            assemble::decrypted(&results, &outer.raw, &edits, &content, &body).into()
+            match assemble::decrypted(&results, &outer.raw, &edits, &content, &body) {
+                Some(m) => m.into(),
+                None => return Ok(None),
+            }
         }
     };
-    Ok(Opened {
+    Ok(Some(Opened {
         recipients,
         message,
         verdict: v,
-    })
+    }))
 }
 
 /// The received message with our fields: a new head in front of the received body.
