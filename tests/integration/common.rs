@@ -201,54 +201,61 @@ impl Sealpost {
     /// Writes `config` (TOML) next to the data directory and starts `serve` with it and
     /// `args`; returns once every listener is up.
     pub fn serve(&self, config: &str, args: &[&str]) -> Server {
-        use std::io::BufRead;
+        let mut cmd = self.serve_command(config);
+        cmd.args(args).stderr(Stdio::inherit());
+        start(cmd)
+    }
+
+    /// `sealpost serve --config FILE`, with `config` written to FILE next to the data
+    /// directory; for a test that sets more of the command before [`start`].
+    pub fn serve_command(&self, config: &str) -> Command {
         let path = self.dir.path().join("sealpost.toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = self
-            .command()
-            .arg("serve")
-            .arg("--config")
-            .arg(&path)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sealpost serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let keep = seen.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                keep.lock().unwrap().push_str(&line);
-                keep.lock().unwrap().push('\n');
-                let _ = tx.send(line);
-            }
-        });
-        let mut ports = Vec::new();
-        loop {
-            let line = rx
-                .recv_timeout(std::time::Duration::from_secs(30))
-                .unwrap_or_else(|_| {
-                    panic!("serve did not start; output: {}", seen.lock().unwrap())
-                });
-            if let Some(rest) = line.split("listener on ").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                ports.push(addr.rsplit(':').next().unwrap().parse().unwrap());
-            }
-            if line.contains("outbound mail goes to") {
-                break;
-            }
+        let mut cmd = self.command();
+        cmd.arg("serve").arg("--config").arg(&path);
+        cmd
+    }
+}
+
+/// Starts a `serve` command and returns once every listener it prints is up.
+pub fn start(mut cmd: Command) -> Server {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn sealpost serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let keep = seen.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            keep.lock().unwrap().push_str(&line);
+            keep.lock().unwrap().push('\n');
+            let _ = tx.send(line);
         }
-        Server {
-            child,
-            ports,
-            stdout: seen,
+    });
+    let mut ports = Vec::new();
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("serve did not start; output: {}", seen.lock().unwrap()));
+        if let Some(rest) = line.split("listener on ").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap_or_default();
+            ports.push(addr.rsplit(':').next().unwrap().parse().unwrap());
         }
+        if line.contains("outbound mail goes to") {
+            break;
+        }
+    }
+    Server {
+        child,
+        ports,
+        stdout: seen,
     }
 }
 

@@ -8,11 +8,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::common::{Gpg, Raw, Sealpost, Server};
+use super::common::{start, Gpg, Raw, Sealpost, Server};
 use super::upstream::free_port;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -294,54 +293,13 @@ fn between(line: &str) -> String {
 /// `serve` with `config`, its log (`sealpost=info`) written to a file in the data
 /// directory's parent, so that a test can read what the admin would.
 fn serve_logged(s: &Sealpost, config: &str) -> (Server, std::path::PathBuf) {
-    let path = s.dir.path().join("sealpost.toml");
-    std::fs::write(&path, config).expect("write config");
     let log = s.dir.path().join("serve.log");
-    let mut child = s
-        .command()
-        .env("RUST_LOG", "warn,sealpost=info")
+    let mut cmd = s.serve_command(config);
+    cmd.env("RUST_LOG", "warn,sealpost=info")
         // No colours: any ESC in the log then comes from what was logged.
         .env("NO_COLOR", "1")
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"))
-        .spawn()
-        .expect("spawn sealpost serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let seen = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let keep = seen.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            keep.lock().unwrap().push_str(&line);
-            keep.lock().unwrap().push('\n');
-            let _ = tx.send(line);
-        }
-    });
-    let mut ports = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("serve did not start: {}", seen.lock().unwrap()));
-        if let Some(rest) = line.split("listener on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap_or_default();
-            ports.push(addr.rsplit(':').next().unwrap().parse().unwrap());
-        }
-        if line.contains("outbound mail goes to") {
-            break;
-        }
-    }
-    (
-        Server {
-            child,
-            ports,
-            stdout: seen,
-        },
-        log,
-    )
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    (start(cmd), log)
 }
 
 /// One outbound listener without TLS, `hop` upstream, a short budget and retry delay.
