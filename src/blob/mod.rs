@@ -290,6 +290,26 @@ impl Spill {
     }
 }
 
+impl Blob {
+    /// `data` as a blob: moved to a sealed temporary file when `spill` says it is large,
+    /// so that a message built whole in memory (an encrypted copy) does not stay there
+    /// while others are built and while it waits to be delivered.
+    ///
+    /// # Errors
+    /// Disk errors.
+    pub fn stored(data: Vec<u8>, spill: Option<&Spill>) -> io::Result<Blob> {
+        match spill {
+            Some(s) if data.len() > s.above => {
+                let mut f = SealedWriter::temporary_in(&s.dir)?;
+                f.write(&data)?;
+                drop(data);
+                Ok(Blob::from(f.finish()?))
+            }
+            _ => Ok(Blob::from(data)),
+        }
+    }
+}
+
 /// Collects a message as it arrives: in memory up to the spill size, then in a sealed
 /// temporary file.
 pub struct Writer {
@@ -386,6 +406,19 @@ mod tests {
             w.write(piece).unwrap();
         }
         w.finish().unwrap()
+    }
+
+    #[test]
+    fn a_built_message_is_stored_on_disk_only_when_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Spill::new(dir.path(), 1000);
+        let small = Blob::stored(sample(1000), Some(&spill)).unwrap();
+        assert!(!small.is_spilled());
+        let data = sample(2 * sealed::CHUNK + 5);
+        let big = Blob::stored(data.clone(), Some(&spill)).unwrap();
+        assert!(big.is_spilled());
+        assert_eq!(big.to_vec().unwrap(), data);
+        assert!(!Blob::stored(data, None).unwrap().is_spilled());
     }
 
     #[test]

@@ -245,6 +245,7 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             local_domains: local_domains.clone(),
             inbound: inbound_settings.clone(),
             senders: senders.clone(),
+            spill: Some(Spill::new(&spill_dir, l.limits.spill_above)),
         };
         let limits = ConnectionLimits {
             max: l.limits.max_connections,

@@ -43,6 +43,8 @@ pub struct Gateway {
     pub inbound: Arc<inbound::Settings>,
     /// Outbound only: which From addresses each login may have signed.
     pub senders: Arc<Senders>,
+    /// Outbound only: built copies past this size wait for delivery on disk, sealed.
+    pub spill: Option<crate::blob::Spill>,
 }
 
 impl Backend for Gateway {
@@ -299,7 +301,15 @@ impl Gateway {
             info: info.as_ref(),
             signer,
         };
-        process::build(&id, message, &sender, &decided, &self.keyring, now)
+        process::build(
+            &id,
+            message,
+            &sender,
+            &decided,
+            &self.keyring,
+            now,
+            self.spill.as_ref(),
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
-use crate::blob::Blob;
+use crate::blob::{Blob, Spill};
 use crate::policy::{Mixed, Policy, Treatment};
 use crate::smtp::envelope::Recipient;
 use crate::smtp::reply::{Enhanced, Reply};
@@ -61,6 +61,10 @@ pub struct Sender<'a> {
 /// # Errors
 /// A message without exactly one From cannot be signed or encrypted (`554 5.6.0`);
 /// a transform failure is temporary (`451 4.3.0`). Nothing is sent half-protected.
+///
+/// A built copy larger than `spill` says goes to a sealed temporary file as soon as it is
+/// made: a large message to many Bcc recipients is one encrypted copy each, and held in
+/// memory together they grew the gateway by hundreds of megabytes under load.
 pub fn build(
     id: &str,
     message: Vec<u8>,
@@ -68,7 +72,18 @@ pub fn build(
     decided: &[Decided],
     keyring: &Keyring,
     now: SystemTime,
+    spill: Option<&Spill>,
 ) -> Result<Vec<Built>, Reply> {
+    let store = |data: Vec<u8>| {
+        Blob::stored(data, spill).map_err(|e| {
+            tracing::error!(queue_id = %id, error = %e, "cannot store a built copy");
+            Reply::new(
+                451,
+                Enhanced(4, 3, 0),
+                "Temporary local problem: the message cannot be stored; try again later",
+            )
+        })
+    };
     let groups = split::groups(decided);
     let last_index = groups.len().saturating_sub(1);
     let mut message = Some(message);
@@ -80,7 +95,7 @@ pub fn build(
                 for r in &group.recipients {
                     tracing::info!(queue_id = %id, to = %r.address, treatment = "plain", "copy");
                 }
-                out.push((group.recipients, plain_copy(&mut message, last).into()));
+                out.push((group.recipients, store(plain_copy(&mut message, last))?));
             }
             Treatment::SignOnly => {
                 let info = sender.info.map_err(transform::Error::reply)?;
@@ -128,7 +143,7 @@ pub fn build(
                     Some(data) => data,
                     None => plain_copy(&mut message, last),
                 };
-                out.push((group.recipients, data.into()));
+                out.push((group.recipients, store(data)?));
             }
             Treatment::Encrypt => {
                 let info = sender.info.map_err(transform::Error::reply)?;
@@ -176,7 +191,7 @@ pub fn build(
                         "copy"
                     );
                 }
-                out.push((group.recipients, protected.message.into()));
+                out.push((group.recipients, store(protected.message)?));
             }
         }
     }
