@@ -1,0 +1,246 @@
+//! Secrets at rest and in logs (security.md rule 9) through the real binary: verbose logs
+//! never carry secret key material, decrypted mail and the spool are private whatever the
+//! umask, the upstream's trust anchors are exactly `ca_file`, and a secret key leaves the
+//! keyring encrypted unless the admin asks otherwise.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use sealpost_keyring::openpgp;
+
+use super::common::{bin, swaks_to, Gpg, Sealpost};
+use super::upstream::wait_for;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// `sealpost ARGS` for `s`, without the harness's `RUST_LOG`, so that `-v`/`-vv` decide
+/// the log level, killed if it has not finished after `limit`.
+fn run_verbose(s: &Sealpost, args: &[&str], limit: Duration) -> Output {
+    let mut cmd = Command::new("timeout");
+    cmd.arg(limit.as_secs().to_string()).arg(bin());
+    cmd.arg("--data-dir").arg(s.data_dir()).args(args);
+    cmd.env_remove("RUST_LOG").env_remove("SEALPOST_DATA_DIR");
+    match &s.passphrase_file {
+        Some(f) => cmd.env("SEALPOST_PASSPHRASE_FILE", f),
+        None => cmd.env_remove("SEALPOST_PASSPHRASE_FILE"),
+    };
+    let out = cmd.stdin(Stdio::null()).output().expect("spawn timeout");
+    assert_ne!(
+        out.status.code(),
+        Some(124),
+        "sealpost {} did not finish within {limit:?}; stderr: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The secret key material of every key in `armored` (a secret key in the clear), each as
+/// the bytes that follow its packet's public part.
+fn secret_material(armored: &[u8]) -> Vec<Vec<u8>> {
+    use openpgp::packet::key::SecretKeyMaterial;
+    use openpgp::parse::Parse;
+    use openpgp::serialize::MarshalInto;
+
+    let cert = openpgp::Cert::from_bytes(armored).expect("an exported secret key");
+    let mut all = Vec::new();
+    for ka in cert.keys().secret() {
+        match ka.key().optional_secret() {
+            Some(SecretKeyMaterial::Unencrypted(u)) => {
+                all.push(u.map(|m| m.to_vec().expect("serialize secret MPIs")))
+            }
+            other => panic!("expected unencrypted secret material, got {other:?}"),
+        }
+    }
+    assert!(!all.is_empty(), "no secret keys in the export");
+    all
+}
+
+/// Panics if `log` holds 16 consecutive bytes of any of `secrets` in any form a log line
+/// might use: sled's decimal byte lists (`[12, 200, …]`), hex, or base64.
+fn assert_no_secret_in(log: &str, secrets: &[Vec<u8>], what: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for secret in secrets {
+        // The last 16 bytes are the key itself, past the MPI's bit count.
+        let window = &secret[secret.len().saturating_sub(16)..];
+        assert_eq!(window.len(), 16, "secret material too short: {secret:?}");
+        let decimal = window
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hex: String = window.iter().map(|b| format!("{b:02x}")).collect();
+        let mut forms = vec![decimal, hex.clone(), hex.to_uppercase()];
+        // Base64 depends on where the bytes start modulo 3: one of these offsets aligns.
+        for skip in 0..3 {
+            forms.push(b64.encode(&window[skip..skip + 12]));
+        }
+        for form in forms {
+            assert!(
+                !log.contains(&form),
+                "{what}: the log holds secret key material ({form})"
+            );
+        }
+    }
+}
+
+#[test]
+fn verbose_keys_generate_finishes_and_logs_no_secret() {
+    let s = Sealpost::new();
+    for flag in ["-v", "-vv"] {
+        let email = format!("a{}@example.org", flag.len());
+        let out = run_verbose(
+            &s,
+            &[flag, "keys", "generate", &email],
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success(), "{out:?}");
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        let export = s.ok(&["keys", "export", "--secret", &email]);
+        assert_no_secret_in(
+            &log,
+            &secret_material(export.as_bytes()),
+            &format!("keys generate {flag}"),
+        );
+    }
+}
+
+/// A running `serve` started through `sh -c 'umask 000; exec …'`, its standard error in a
+/// file; killed when dropped.
+struct Gateway {
+    child: std::process::Child,
+    port: u16,
+    stderr: PathBuf,
+}
+
+impl Gateway {
+    fn start(s: &Sealpost, config: &str, args: &[&str], env: &[(&str, &Path)]) -> Gateway {
+        let config_path = s.dir.path().join("secrets.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let stderr = s.dir.path().join("serve.stderr");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("umask 000; exec \"$0\" \"$@\"")
+            .arg(bin())
+            .arg("--data-dir")
+            .arg(s.data_dir())
+            .args(args)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path);
+        cmd.env_remove("RUST_LOG").env_remove("SEALPOST_DATA_DIR");
+        match &s.passphrase_file {
+            Some(f) => cmd.env("SEALPOST_PASSPHRASE_FILE", f),
+            None => cmd.env_remove("SEALPOST_PASSPHRASE_FILE"),
+        };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn sealpost serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut port = None;
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "serve did not start: {}",
+                        std::fs::read_to_string(&stderr).unwrap_or_default()
+                    )
+                });
+            if let Some(rest) = line.split("listener on ").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+            }
+            if line.contains("outbound mail goes to") {
+                break;
+            }
+        }
+        Gateway {
+            child,
+            port: port.expect("serve printed a listener"),
+            stderr,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An inbound listener delivering to the Maildir `maildir`.
+fn inbound_config(maildir: &Path) -> String {
+    format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"maildir:{}\"\nlocal_domains = [\"example.org\"]\n",
+        maildir.display()
+    )
+}
+
+/// Files in `dir/new`, once at least one is there.
+fn delivered_files(maildir: &Path) -> Vec<PathBuf> {
+    wait_for(LONG, "a message in the Maildir", || {
+        let files: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        (!files.is_empty()).then_some(files)
+    })
+}
+
+/// gpg encrypts a short message to `to` (whose certificate `s` exports) and sends it to
+/// the inbound listener on `port`.
+fn send_encrypted(s: &Sealpost, port: u16, to: &str) {
+    let gpg = Gpg::new();
+    gpg.ok_with_input(&["--import"], s.ok(&["keys", "export", to]).as_bytes());
+    let armored = gpg.ok_with_input(&["--armor", "--encrypt", "-r", to], b"secret body\n");
+    let file = s.dir.path().join("message.asc");
+    std::fs::write(&file, armored).expect("write message");
+    let (ok, transcript) = swaks_to(
+        port,
+        "alice@example.net",
+        to,
+        &["--body", &format!("@{}", file.display())],
+    );
+    assert!(ok, "{transcript}");
+}
+
+#[test]
+fn serve_vv_logs_no_secret_while_keys_are_made_and_used() {
+    let s = Sealpost::new();
+    let maildir = s.dir.path().join("Maildir");
+    let gw = Gateway::start(&s, &inbound_config(&maildir), &["-vv"], &[]);
+    // Generated through the admin socket: the server itself stores the secret key.
+    s.generate("bob@example.org", &[]);
+    send_encrypted(&s, gw.port, "bob@example.org");
+    let files = delivered_files(&maildir);
+    let copy = std::fs::read_to_string(&files[0]).expect("read the copy");
+    assert!(copy.contains("encryption=decrypted"), "{copy}");
+    let export = s.ok(&["keys", "export", "--secret", "bob@example.org"]);
+    let log = gw.log();
+    assert_no_secret_in(&log, &secret_material(export.as_bytes()), "serve -vv");
+}
