@@ -142,6 +142,9 @@ fn with_store_quiet(spec: &str) -> String {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Everything sealpost writes may be secret (keys, the spool, decrypted mail), and sled
+    // creates its files with the process's umask: nothing it makes is for group or others.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     match cli.command {
         Command::Keys(cmd) => {
             keys_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sealpost_keyring::openpgp;
 
 use super::common::{bin, swaks_to, Gpg, Sealpost};
-use super::upstream::wait_for;
+use super::upstream::{wait_for, ScriptedUpstream};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -240,7 +240,99 @@ fn serve_vv_logs_no_secret_while_keys_are_made_and_used() {
     let files = delivered_files(&maildir);
     let copy = std::fs::read_to_string(&files[0]).expect("read the copy");
     assert!(copy.contains("encryption=decrypted"), "{copy}");
-    let export = s.ok(&["keys", "export", "--secret", "bob@example.org"]);
+    let export = s.ok(&[
+        "keys",
+        "export",
+        "--secret",
+        "--unprotected",
+        "bob@example.org",
+    ]);
     let log = gw.log();
     assert_no_secret_in(&log, &secret_material(export.as_bytes()), "serve -vv");
+}
+
+/// The permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+}
+
+/// Every directory and file under `root` (itself included), with its mode, sockets left
+/// out (their mode is checked on its own).
+fn tree_modes(root: &Path) -> Vec<(PathBuf, u32, bool)> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut all = vec![(root.to_path_buf(), mode(root), true)];
+    for entry in std::fs::read_dir(root).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let kind = entry.file_type().expect("file type");
+        if kind.is_dir() {
+            all.extend(tree_modes(&entry.path()));
+        } else if !kind.is_socket() {
+            all.push((entry.path(), mode(&entry.path()), false));
+        }
+    }
+    all
+}
+
+#[test]
+fn decrypted_mail_is_private_under_umask_000_and_shared_secrets_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Sealpost::with_passphrase("correct horse");
+    let passphrase = s.passphrase_file.clone().expect("passphrase file");
+    std::fs::set_permissions(&passphrase, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod passphrase");
+    std::fs::create_dir(s.data_dir()).expect("data dir");
+    std::fs::set_permissions(s.data_dir(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod data dir");
+    s.generate("bob@example.org", &[]);
+    let maildir = s.dir.path().join("mail").join("Maildir");
+    let gw = Gateway::start(&s, &inbound_config(&maildir), &[], &[]);
+    send_encrypted(&s, gw.port, "bob@example.org");
+    let files = delivered_files(&maildir);
+    let copy = std::fs::read_to_string(&files[0]).expect("read the copy");
+    assert!(copy.contains("encryption=decrypted"), "{copy}");
+    for (path, m, is_dir) in tree_modes(&maildir) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(m, want, "{} is mode {m:04o}", path.display());
+    }
+    // Reported, and left as the admin made them.
+    let log = gw.log();
+    for (path, m) in [(s.data_dir(), "0755"), (passphrase, "0644")] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&path.display().to_string()) && l.contains("WARN"))
+            .unwrap_or_else(|| panic!("no warning about {}: {log}", path.display()));
+        assert!(line.contains(&format!("mode {m}")), "{line}");
+    }
+    assert_eq!(mode(&s.data_dir()), 0o755);
+}
+
+#[test]
+fn the_spool_is_private_under_umask_000() {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    // A next hop that stalls after the data: the budget runs out and the copy is spooled.
+    let upstream = ScriptedUpstream::start();
+    upstream.stall_after_data(Duration::from_secs(20), 1);
+    let target = upstream.address();
+    let config = format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"{target}\"\nlocal_domains = [\"example.org\"]\n\n\
+         [delivery]\nbudget = \"1s\"\n"
+    );
+    let gw = Gateway::start(&s, &config, &[], &[]);
+    send_encrypted(&s, gw.port, "bob@example.org");
+    let queue = s.ok(&["queue", "list"]);
+    assert!(queue.contains("bob@example.org"), "{queue}");
+    let spool = s.data_dir().join("spool");
+    assert!(spool.is_dir(), "no spool database in {}", spool.display());
+    for (path, m, is_dir) in tree_modes(&s.data_dir()) {
+        let want = if is_dir { 0o700 } else { 0o600 };
+        assert_eq!(m, want, "{} is mode {m:04o}", path.display());
+    }
+    assert!(
+        !gw.log().contains("open to group or others"),
+        "{}",
+        gw.log()
+    );
 }
