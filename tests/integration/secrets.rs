@@ -11,7 +11,7 @@ use std::time::Duration;
 use sealpost_keyring::openpgp;
 
 use super::common::{bin, swaks_to, Gpg, Sealpost};
-use super::upstream::{wait_for, ScriptedUpstream};
+use super::upstream::{wait_for, ScriptedUpstream, UpstreamTlsMode};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -335,4 +335,36 @@ fn the_spool_is_private_under_umask_000() {
         "{}",
         gw.log()
     );
+}
+
+#[test]
+fn ca_file_replaces_the_system_roots() {
+    let up = ScriptedUpstream::start_tls(UpstreamTlsMode::Implicit);
+    let other = ScriptedUpstream::start_tls(UpstreamTlsMode::Implicit);
+    let s = Sealpost::new();
+    // The "system" store (rustls-native-certs reads SSL_CERT_FILE instead of /etc/ssl)
+    // trusts the upstream's own CA; `ca_file` names another CA.
+    let system = s.dir.path().join("system-roots.pem");
+    std::fs::write(&system, &up.ca_pem).expect("write system roots");
+    let ca = s.dir.path().join("internal-ca.pem");
+    std::fs::write(&ca, &other.ca_pem).expect("write ca_file");
+    let config = format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [upstream]\naddress = \"localhost:{}\"\ntls = \"tls\"\n",
+        up.port
+    );
+    let env = [("SSL_CERT_FILE", system.as_path())];
+    {
+        // Without ca_file the system store applies: the upstream is trusted.
+        let gw = Gateway::start(&s, &config, &[], &env);
+        let (ok, out) = swaks_to(gw.port, "a@example.org", "b@example.net", &[]);
+        assert!(ok, "{out}");
+        assert_eq!(up.wait_received(1, LONG).len(), 1);
+    }
+    let with_ca = format!("{config}ca_file = \"{}\"\n", ca.display());
+    let gw = Gateway::start(&s, &with_ca, &[], &env);
+    let (ok, out) = swaks_to(gw.port, "a@example.org", "c@example.net", &[]);
+    assert!(!ok, "an upstream outside ca_file was trusted: {out}");
+    assert!(out.contains("<** 451 4.4"), "{out}");
+    assert_eq!(up.received().len(), 1, "nothing more reached the upstream");
 }
