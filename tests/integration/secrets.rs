@@ -99,7 +99,7 @@ fn verbose_keys_generate_finishes_and_logs_no_secret() {
         );
         assert!(out.status.success(), "{out:?}");
         let log = String::from_utf8_lossy(&out.stderr).into_owned();
-        let export = s.ok(&["keys", "export", "--secret", &email]);
+        let export = s.ok(&["keys", "export", "--secret", "--unprotected", &email]);
         assert_no_secret_in(
             &log,
             &secret_material(export.as_bytes()),
@@ -367,4 +367,91 @@ fn ca_file_replaces_the_system_roots() {
     assert!(!ok, "an upstream outside ca_file was trusted: {out}");
     assert!(out.contains("<** 451 4.4"), "{out}");
     assert_eq!(up.received().len(), 1, "nothing more reached the upstream");
+}
+
+/// gpg in `home`, with the passphrase read from `passphrase_file`.
+fn gpg_with_passphrase(home: &Path, passphrase_file: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut cmd = Command::new("gpg");
+    cmd.env("GNUPGHOME", home)
+        .args([
+            "--batch",
+            "--no-tty",
+            "--quiet",
+            "--pinentry-mode",
+            "loopback",
+        ])
+        .arg("--passphrase-file")
+        .arg(passphrase_file)
+        .args(["--trust-model", "always"])
+        .args(args);
+    super::common::output_with_input(&mut cmd, stdin)
+}
+
+/// The three ways to ask for a secret key, checked on `s` (directly, or through the
+/// admin socket while a server runs): with a passphrase file, `--unprotected`, neither.
+fn check_secret_exports(s: &Sealpost, who: &str, context: &str) {
+    use openpgp::packet::key::SecretKeyMaterial;
+    use openpgp::parse::Parse;
+
+    let pass = s.dir.path().join("export-passphrase");
+    std::fs::write(&pass, "a long export passphrase\n").expect("write passphrase");
+    let wrong = s.dir.path().join("wrong-passphrase");
+    std::fs::write(&wrong, "not it\n").expect("write passphrase");
+
+    // Encrypted to the passphrase: every secret key is protected, and gpg takes it.
+    let args = ["keys", "export", "--secret", "--passphrase-file"];
+    let protected = s.ok(&[&args[..], &[pass.to_str().expect("UTF-8 path"), who]].concat());
+    let cert = openpgp::Cert::from_bytes(protected.as_bytes()).expect("a secret key");
+    let mut keys = 0;
+    for ka in cert.keys().secret() {
+        keys += 1;
+        assert!(
+            matches!(
+                ka.key().optional_secret(),
+                Some(SecretKeyMaterial::Encrypted(_))
+            ),
+            "{context}: a secret key is exported unencrypted"
+        );
+    }
+    assert!(keys >= 2, "{context}: {keys} secret keys exported");
+    let home = tempfile::tempdir().expect("gpg home");
+    let out = gpg_with_passphrase(home.path(), &pass, &["--import"], protected.as_bytes());
+    assert!(out.status.success(), "{context}: gpg --import: {out:?}");
+    let out = gpg_with_passphrase(home.path(), &wrong, &["-u", who, "--sign"], b"text");
+    assert!(
+        !out.status.success(),
+        "{context}: signed with the wrong passphrase"
+    );
+    let out = gpg_with_passphrase(home.path(), &pass, &["-u", who, "--sign"], b"text");
+    assert!(out.status.success(), "{context}: gpg --sign: {out:?}");
+    assert!(!out.stdout.is_empty(), "{context}: no signature");
+
+    // In the clear only on request, and never without a word.
+    let out = s.run(&["keys", "export", "--secret", "--unprotected", who]);
+    assert!(out.status.success(), "{context}: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning") && stderr.contains("unencrypted"),
+        "{context}: no warning: {stderr}"
+    );
+    secret_material(&out.stdout);
+
+    // Neither: a usage error that says what to add, and no key on stdout.
+    let out = s.run(&["keys", "export", "--secret", who]);
+    assert_eq!(out.status.code(), Some(2), "{context}: {out:?}");
+    assert!(out.stdout.is_empty(), "{context}: something was exported");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--passphrase-file") && stderr.contains("--unprotected"),
+        "{context}: {stderr}"
+    );
+}
+
+#[test]
+fn secret_export_needs_a_passphrase_or_unprotected() {
+    let s = Sealpost::new();
+    s.generate("alice@example.org", &[]);
+    check_secret_exports(&s, "alice@example.org", "directly");
+    let _gw = Gateway::start(&s, &inbound_config(&s.dir.path().join("Maildir")), &[], &[]);
+    check_secret_exports(&s, "alice@example.org", "through the admin socket");
 }
