@@ -51,7 +51,7 @@ fn main() {
         (&sender_dir, "alice@example.net"),
         (&inbound_dir, "bob@example.org"),
     ] {
-        let tsk = sealpost(dir, &["keys", "export", "--secret", who]);
+        let tsk = sealpost(dir, &["keys", "export", "--secret", "--unprotected", who]);
         gpg(&gnupg, &["--import"], &tsk);
     }
 

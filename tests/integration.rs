@@ -10,6 +10,7 @@ mod integration {
     mod lmtp;
     mod outbound;
     mod relay;
+    mod secrets;
     mod smuggling;
     mod upstream;
 }

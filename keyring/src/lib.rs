@@ -261,6 +261,39 @@ impl Keyring {
         }
     }
 
+    /// The secret key of `fpr`, armored, with each key's secret material encrypted under
+    /// `password` (sequoia's S2K and cipher defaults), so that the export can travel and
+    /// rest without the keyring's protection.
+    ///
+    /// # Errors
+    /// `NoSecret` when the keyring holds no secret key for `fpr`; `Crypto` when a key
+    /// cannot be encrypted or serialized.
+    pub fn export_protected(
+        &self,
+        fpr: &Fingerprint,
+        password: &Password,
+    ) -> Result<Vec<u8>, Error> {
+        use openpgp::Packet;
+        let crypto = |e: openpgp::anyhow::Error| Error::Crypto(e.to_string());
+        let tsk = self
+            .unlocked(fpr)?
+            .ok_or_else(|| Error::NoSecret(fpr.to_hex()))?;
+        // `Cert::into_packets` drops secret material; the TSK view keeps it.
+        let packets = Cert::clone(&tsk)
+            .into_tsk()
+            .into_packets()
+            .map(|p| match p {
+                Packet::SecretKey(k) => k.encrypt_secret(password).map(Packet::SecretKey),
+                Packet::SecretSubkey(k) => k.encrypt_secret(password).map(Packet::SecretSubkey),
+                other => Ok(other),
+            })
+            .collect::<openpgp::Result<Vec<_>>>()
+            .map_err(crypto)?;
+        let protected = Cert::from_packets(packets.into_iter()).map_err(crypto)?;
+        let armored = protected.as_tsk().armored().to_vec().map_err(crypto);
+        armored
+    }
+
     /// Removes a certificate, its secret key and its index entries. `false` if absent.
     pub fn remove(&self, fpr: &Fingerprint) -> Result<bool, Error> {
         let _guard = self.lock_writer()?;

@@ -107,14 +107,21 @@ pub fn describe(err: &anyhow::Error) -> String {
     out.replace('\n', " ")
 }
 
+/// `-v` and `-vv` raise sealpost's own crates only. Dependencies stay at `warn`: sled's
+/// debug and trace lines print the stored values themselves (secret key records among
+/// them), and rustls's and tokio's drown sealpost's own lines. `RUST_LOG` can still name a
+/// dependency explicitly.
 pub fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
-        0 => "warn,sealpost=info",
-        1 => "debug",
-        _ => "trace",
+        0 => "warn,sealpost=info,sealpost_keyring=info",
+        1 => "warn,sealpost=debug,sealpost_keyring=debug",
+        _ => "warn,sealpost=trace,sealpost_keyring=trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(with_store_quiet(&spec)),
+        _ => EnvFilter::new(default),
+    };
     // Logs go to stderr so that `keys export` and `--json` output stay clean on stdout.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -123,7 +130,21 @@ pub fn init_tracing(verbose: u8) {
         .try_init();
 }
 
+/// `RUST_LOG` as given, but with sled held at `warn` unless the spec names sled itself: a
+/// blanket `RUST_LOG=trace` must not print the keyring's records, which sled's trace lines
+/// contain byte for byte.
+fn with_store_quiet(spec: &str) -> String {
+    if spec.contains("sled") {
+        spec.to_string()
+    } else {
+        format!("{spec},sled=warn")
+    }
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Everything sealpost writes may be secret (keys, the spool, decrypted mail), and sled
+    // creates its files with the process's umask: nothing it makes is for group or others.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     match cli.command {
         Command::Keys(cmd) => {
             keys_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
@@ -198,9 +219,13 @@ fn is_locked(err: &anyhow::Error) -> bool {
 }
 
 /// Runs `f` with the terminal's standard output, error and input.
+///
+/// Standard error is not locked for the whole command: the log writer locks it for each
+/// line, and a background thread (sled's flusher) that logs while the command waits for
+/// it would otherwise block on that lock forever.
 fn terminal<T>(f: impl FnOnce(&mut keys::Io<'_>) -> T) -> T {
     let mut stdout = std::io::stdout().lock();
-    let mut stderr = std::io::stderr().lock();
+    let mut stderr = std::io::stderr();
     let mut input = keys::read_local;
     let mut io = keys::Io {
         out: &mut stdout,
@@ -274,5 +299,24 @@ pub fn default_data_dir() -> Result<PathBuf, String> {
             "no data directory: give --data-dir or set SEALPOST_DATA_DIR (HOME and XDG_DATA_HOME are unset)"
                 .into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_store_quiet;
+
+    #[test]
+    fn a_blanket_rust_log_keeps_sled_quiet() {
+        assert_eq!(with_store_quiet("trace"), "trace,sled=warn");
+        assert_eq!(
+            with_store_quiet("sealpost=debug"),
+            "sealpost=debug,sled=warn"
+        );
+    }
+
+    #[test]
+    fn a_rust_log_naming_sled_is_taken_as_given() {
+        assert_eq!(with_store_quiet("sled=trace"), "sled=trace");
     }
 }

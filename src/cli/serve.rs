@@ -1,6 +1,6 @@
 //! Command-line parser and runner for `sealpost serve`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +72,23 @@ pub fn run(
     runtime.block_on(serve(Arc::new(config)))
 }
 
+/// Logs a warning when group or others have any access to `path`. The mode is left
+/// alone: the admin may have reasons (a shared group), and a silent change would hide
+/// that the keys were exposed until now.
+fn warn_if_shared(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{what} {} is mode {mode:04o}, open to group or others; make it private with `chmod go= {}`",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+}
+
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     crate::tls::install_provider();
     let passphrase = super::keys::passphrase_from_env()?;
@@ -85,6 +102,13 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     .with_context(|| format!("cannot open the keyring in {}", config.data_dir.display()))?;
     if !keyring.has_passphrase() {
         tracing::warn!("no keyring passphrase (SEALPOST_PASSPHRASE_FILE): secret keys and the spool key rest unencrypted, protected by file modes only");
+    }
+    warn_if_shared(&config.data_dir, "the data directory");
+    if let Some(file) = std::env::var_os("SEALPOST_PASSPHRASE_FILE").filter(|p| !p.is_empty()) {
+        warn_if_shared(
+            Path::new(&file),
+            "the passphrase file (SEALPOST_PASSPHRASE_FILE)",
+        );
     }
 
     let relay_cfg = RelayConfig {

@@ -2,6 +2,7 @@
 //! directory synced, so that a crash leaves the message whole or absent.
 
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use crate::smtp::reply::{Enhanced, Reply};
@@ -21,8 +22,13 @@ pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply>
             "Local delivery failed; try again later",
         )
     };
+    // Decrypted mail: folders 0700 and files 0600, whatever the umask. Existing folders
+    // keep the mode their owner gave them (a mailbox server may need group access).
     for sub in ["tmp", "new", "cur"] {
-        std::fs::create_dir_all(root.join(sub))
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root.join(sub))
             .map_err(|e| fail("cannot create the Maildir", e))?;
     }
     let now = std::time::SystemTime::now()
@@ -45,7 +51,11 @@ pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply>
         header.push_str(&format!("Delivered-To: {}\r\n", r.address));
     }
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(header.as_bytes())?;
         copy.data.for_each_piece(|p| f.write_all(p))?;
         f.sync_all()

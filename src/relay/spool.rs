@@ -152,8 +152,7 @@ impl Spool {
     /// When the database or the key file cannot be opened, or the message files' key
     /// cannot be unsealed (a wrong passphrase).
     pub fn open(data_dir: &Path, passphrase: Option<&Password>) -> Result<Spool, Error> {
-        std::fs::create_dir_all(data_dir)?;
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+        sealpost_keyring::store::sled::create_private_dir(data_dir)?;
         let path = data_dir.join("spool");
         let config = sled::Config::new().path(&path);
         let db = sealpost_keyring::store::sled::open_db(&config).map_err(|e| {
@@ -474,7 +473,12 @@ fn key_file(path: &Path) -> Result<[u8; 32], Error> {
     let key: [u8; 32] = rand::random();
     let tmp = path.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
         f.write_all(&key)?;
         f.sync_all()?;

@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
+};
 use lettre::transport::smtp::extension::{ClientId, Extension};
 
 use crate::blob::{sealed::CHUNK, Blob};
@@ -359,7 +361,11 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         if let Some(pem) = &cfg.ca_pem {
             let cert = Certificate::from_pem(pem)
                 .map_err(|e| local_error(&format!("bad upstream CA file: {e}")))?;
-            b = b.add_root_certificate(cert);
+            // `ca_file` replaces the system roots: an internal CA is the only anchor the
+            // admin meant to trust for this hop, not one more beside every public CA.
+            b = b
+                .certificate_store(CertificateStore::None)
+                .add_root_certificate(cert);
         }
         b.build_rustls()
             .map_err(|e| local_error(&format!("upstream TLS setup failed: {e}")))

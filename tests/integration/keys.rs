@@ -63,7 +63,7 @@ fn gpg_public_and_secret_round_trip() {
     for secret in [false, true] {
         let mut args = vec!["keys", "export", "alice@example.org"];
         if secret {
-            args.push("--secret");
+            args.extend(["--secret", "--unprotected"]);
         }
         let exported = s.ok(&args);
         assert!(exported.starts_with("-----BEGIN PGP"));
@@ -100,7 +100,7 @@ fn sq_round_trip() {
     assert!(inspect.contains(&fpr), "{inspect}");
     assert!(inspect.contains("OpenPGP Certificate"), "{inspect}");
 
-    let exported = s.ok(&["keys", "export", "--secret", &fpr]);
+    let exported = s.ok(&["keys", "export", "--secret", "--unprotected", &fpr]);
     let tsk = write(tmp.path(), "bob.tsk", exported.as_bytes());
     let inspect = String::from_utf8(sq(&["inspect", tsk.to_str().unwrap()])).unwrap();
     assert!(inspect.contains(&fpr), "{inspect}");
@@ -149,7 +149,7 @@ fn generated_key_works_in_gpg() {
     assert!(ciphertext.starts_with(b"-----BEGIN PGP MESSAGE-----"));
 
     // And the secret key decrypts what gpg encrypted, once imported into gpg.
-    let tsk = s.ok(&["keys", "export", "--secret", &fpr]);
+    let tsk = s.ok(&["keys", "export", "--secret", "--unprotected", &fpr]);
     gpg.ok_with_input(&["--import"], tsk.as_bytes());
     let plain = gpg.ok_with_input(&["--decrypt"], &ciphertext);
     assert_eq!(plain, b"to carol");
@@ -313,7 +313,7 @@ fn secret_keys_are_encrypted_at_rest_with_a_passphrase() {
         "no warning when a passphrase is set"
     );
     // The export is usable (decrypted with the keyring passphrase) ...
-    let tsk = s.ok(&["keys", "export", "--secret", &fpr]);
+    let tsk = s.ok(&["keys", "export", "--secret", "--unprotected", &fpr]);
     let gpg = Gpg::new();
     gpg.ok_with_input(&["--import"], tsk.as_bytes());
     // ... while no file in the data directory holds the unencrypted secret key.

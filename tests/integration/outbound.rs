@@ -597,7 +597,8 @@ fn a_v6_and_a_gpg_recipient_in_one_message() {
 
     let w = World::new(&["old@example.net"]);
     let v6_fpr = w.s.generate("new@example.net", &["--profile", "rfc9580"]);
-    let v6_tsk = w.s.ok(&["keys", "export", "--secret", &v6_fpr]);
+    let v6_tsk =
+        w.s.ok(&["keys", "export", "--secret", "--unprotected", &v6_fpr]);
     let sink = SmtpSink::start(&[]);
     let gw = w.s.serve(&config(&sink, ""), &[]);
     let (ok, out) = swaks_to(

@@ -12,14 +12,14 @@ pub struct SledStore {
 }
 
 impl SledStore {
-    /// Opens or creates the database in `dir/keyring`. The data directory is made mode 0700
-    /// and the database files 0600, since they may hold secret keys.
+    /// Opens or creates the database in `dir/keyring`. A data directory this creates is
+    /// mode 0700 (an existing one keeps its mode: `serve` warns when it is open to others),
+    /// and the database files are made 0600, since they may hold secret keys.
     ///
     /// # Errors
     /// `Error::Locked` when another process has the database open.
     pub fn open(dir: &Path) -> Result<SledStore, Error> {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        create_private_dir(dir)?;
         let path = dir.join("keyring");
         let config = sled::Config::new().path(&path).mode(sled::Mode::LowSpace);
         let db = open_db(&config).map_err(|e| {
@@ -59,6 +59,19 @@ pub fn open_db(config: &sled::Config) -> Result<sled::Db, sled::Error> {
             other => return other,
         }
     }
+}
+
+/// Creates `dir` (and missing parents) mode 0700 whatever the umask; an existing directory
+/// is left as it is.
+///
+/// # Errors
+/// When a directory cannot be created.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Whether sled failed because another handle holds the database's lock.

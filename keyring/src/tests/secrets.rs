@@ -20,9 +20,17 @@ fn sled_store_persists_and_locks() {
     assert!(!k.remove(&c.fingerprint()).unwrap());
     assert!(k.find("hal@example.org").unwrap().is_empty());
 
+    drop(k);
+
+    // A data directory the keyring creates is private; an existing one keeps its mode
+    // (`serve` warns about it instead of changing it behind the admin's back).
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o700);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let before = mode(dir.path());
+    let fresh = dir.path().join("fresh");
+    drop(Keyring::open(&fresh, OpenOptions::default()).unwrap());
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(dir.path()), before);
 }
 
 #[test]

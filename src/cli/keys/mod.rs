@@ -50,6 +50,7 @@ pub fn read_local(path: &Path) -> std::io::Result<Vec<u8>> {
 pub fn inputs(cmd: &KeysCommand) -> Vec<std::path::PathBuf> {
     match cmd {
         KeysCommand::Import(args) => args.files.clone(),
+        KeysCommand::Export(args) => args.passphrase_file.iter().cloned().collect(),
         _ => Vec::new(),
     }
 }
