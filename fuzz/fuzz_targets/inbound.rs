@@ -4,11 +4,14 @@
 //! but has no key.
 //!
 //! Each input is opened twice, whole in memory and spilled to a sealed file (plaintext
-//! spilled too), as the DATA reader and the pipeline do for a large message.
+//! spilled too), as the DATA reader and the pipeline do for a large message. The DATA
+//! reader refuses bare CR and LF, so what reaches `open` has CRLF line ends only: the
+//! two paths are compared on the input with every bare CR or LF made a CRLF. An input
+//! that had some is also opened as it is, in memory, for every other check.
 //!
 //! Checked on every input:
 //! - no panic, and no error: with a memory keyring, `open` has nothing temporary to fail;
-//! - both paths give the same copies, verdicts and bytes;
+//! - both paths give the same copies, verdicts and bytes (CRLF input);
 //! - every envelope recipient gets exactly one copy;
 //! - `encryption=decrypted` only for Bob, only with Bob's key, and only when the copy
 //!   holds the plaintext of a ciphertext made for him: the seeds' plaintexts carry a
@@ -27,8 +30,8 @@ use openpgp::{Cert, Fingerprint};
 use sealpost::blob::{self, Blob, Spill};
 use sealpost::transform::inbound::{Encryption, Signature};
 use sealpost_fuzz::{
-    check_result_fields, fixed_key, keyring, open, settings, Copy, ALICE_ADDRESS, BOB_ADDRESS,
-    MARKER,
+    check_result_fields, fixed_key, keyring, open, run_catching, settings, Copy, ALICE_ADDRESS,
+    BOB_ADDRESS, MARKER,
 };
 use sealpost_keyring::{openpgp, Keyring};
 
@@ -108,8 +111,39 @@ fn check(w: &World, input: &[u8], copies: &[Copy]) {
     );
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(|data: &[u8]| run_catching(|| one(data)));
+
+/// `data` with every bare CR or LF made a CRLF, as the DATA reader lets through.
+fn crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        match b {
+            b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+fn one(raw: &[u8]) {
     let w = world();
+    let normalised = crlf(raw);
+    if normalised != raw {
+        let copies = open(
+            &Blob::from(raw.to_vec()),
+            &RECIPIENTS,
+            &w.keyring,
+            &settings(None),
+        );
+        check(w, raw, &copies);
+    }
+    let data = &normalised[..];
     let memory = open(
         &Blob::from(data.to_vec()),
         &RECIPIENTS,
@@ -123,8 +157,25 @@ fuzz_target!(|data: &[u8]| {
         &w.keyring,
         &settings(Some(Spill::new(w.dir.path(), 0))),
     );
-    assert_eq!(
-        memory, streamed,
-        "the spilled path differs from the one in memory"
-    );
-});
+    if memory != streamed {
+        let show = |copies: &[Copy]| {
+            copies
+                .iter()
+                .map(|c| {
+                    format!(
+                        "{:?} {:?}\n{}",
+                        c.recipients,
+                        c.verdict,
+                        String::from_utf8_lossy(&c.message)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        };
+        panic!(
+            "the spilled path differs from the one in memory:\n== memory\n{}\n== spilled\n{}",
+            show(&memory),
+            show(&streamed)
+        );
+    }
+}

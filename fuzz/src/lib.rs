@@ -5,7 +5,10 @@
 //! the inbound seeds are encrypted to them, so they must stay as they are.
 #![forbid(unsafe_code)]
 
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Once;
 use std::time::SystemTime;
 
 use openpgp::parse::Parse;
@@ -32,6 +35,30 @@ pub const MARKER: &str = "sealpost-fuzz-plaintext-3b9e1c47";
 
 /// Our authserv-id in the result fields.
 pub const AUTHSERV_ID: &str = "gw.fuzz.test";
+
+thread_local! {
+    /// The last panic's message, location and stack, for when nothing caught it.
+    static LAST_PANIC: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+/// Runs one input where sealpost catches panics itself: the OpenPGP parser has panicked
+/// on crafted packets, and the transforms turn such a panic into a verdict (inbound) or
+/// "not ciphertext" (outbound) with `catch_unwind`. libFuzzer's panic hook aborts on
+/// every panic, caught or not; this one only records it, and a panic that reaches this
+/// function, which sealpost did not catch, is printed and aborts as usual.
+pub fn run_catching(f: impl FnOnce()) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        panic::set_hook(Box::new(|info| {
+            let trace = std::backtrace::Backtrace::force_capture();
+            LAST_PANIC.with(|p| *p.borrow_mut() = format!("{info}\n{trace}"));
+        }));
+    });
+    if panic::catch_unwind(AssertUnwindSafe(f)).is_err() {
+        LAST_PANIC.with(|p| eprintln!("uncaught panic: {}", p.borrow()));
+        std::process::abort();
+    }
+}
 
 /// Where the fixed test keys are kept.
 pub fn keys_dir() -> PathBuf {
