@@ -17,11 +17,20 @@ pub struct ContentType {
     pub params: Vec<(String, String)>,
 }
 
+/// The field `name` of a header section that counts when it is repeated: the last one, as
+/// mail-parser reads it. The structure scan and the in-memory walk for nested protection
+/// go through mail-parser, so every other read of a content field takes the same one;
+/// otherwise a message with two `Content-Type` fields is one thing to one reader and
+/// another thing to the next, and the spilled path judges it differently.
+pub fn field<'a>(fields: &'a [Field], name: &str) -> Option<&'a Field> {
+    fields.iter().rev().find(|f| f.is(name))
+}
+
 impl ContentType {
-    /// The `Content-Type` of a header section; `None` when it has none (RFC 2045: then it
-    /// is `text/plain`) or it cannot be read.
+    /// The `Content-Type` of a header section ([`field`]); `None` when it has none
+    /// (RFC 2045: then it is `text/plain`) or it cannot be read.
     pub fn of(fields: &[Field]) -> Option<ContentType> {
-        let f = fields.iter().find(|f| f.is("Content-Type"))?;
+        let f = field(fields, "Content-Type")?;
         let wire = f.wire();
         let parsed = MessageParser::default().parse_headers(wire.as_bytes())?;
         let ct = parsed.content_type()?;
@@ -105,10 +114,7 @@ pub fn parts<'a>(body: &'a [u8], boundary: &str) -> Option<Vec<&'a [u8]>> {
 /// or an undecodable body. An identity encoding borrows the body (it can be the size of
 /// the message).
 pub fn decode<'a>(fields: &[Field], body: &'a [u8]) -> Option<Cow<'a, [u8]>> {
-    let cte = fields
-        .iter()
-        .find(|f| f.is("Content-Transfer-Encoding"))
-        .map(|f| f.value().to_ascii_lowercase());
+    let cte = field(fields, "Content-Transfer-Encoding").map(|f| f.value().to_ascii_lowercase());
     match cte.as_deref() {
         None | Some("7bit") | Some("8bit") | Some("binary") => Some(Cow::Borrowed(body)),
         Some("quoted-printable") => quoted_printable_decode(body).map(Cow::Owned),

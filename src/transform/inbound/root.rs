@@ -180,8 +180,14 @@ fn walk(m: &Message<'_>, depth: usize, found: &mut Nested) {
                 _ => {}
             }
         }
+        // A multipart whose boundary is missing or never comes is read by mail-parser
+        // as text; the walk over a spilled message cannot know that in advance and
+        // skips it, so it is not searched here either.
+        let broken_multipart = part
+            .content_type()
+            .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
         match &part.body {
-            PartType::Text(t) | PartType::Html(t) => {
+            PartType::Text(t) | PartType::Html(t) if !broken_multipart => {
                 let t = t.as_bytes();
                 let has = |n: &[u8]| t.windows(n.len()).any(|w| w == n);
                 found.ciphertext |= has(BEGIN_MESSAGE);

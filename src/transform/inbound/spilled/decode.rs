@@ -23,11 +23,10 @@ pub enum Cte {
 }
 
 impl Cte {
-    /// The encoding of a header section; `None` for one that is not known.
+    /// The encoding of a header section (the field [`super::super::mime::field`] picks);
+    /// `None` for one that is not known.
     pub fn of(fields: &[Field]) -> Option<Cte> {
-        let cte = fields
-            .iter()
-            .find(|f| f.is("Content-Transfer-Encoding"))
+        let cte = super::super::mime::field(fields, "Content-Transfer-Encoding")
             .map(|f| f.value().to_ascii_lowercase());
         match cte.as_deref() {
             None | Some("7bit") | Some("8bit") | Some("binary") => Some(Cte::Identity),

@@ -199,3 +199,36 @@ fn a_large_payload_with_bare_line_feeds_or_eight_bit_text_matches_memory() {
         assert_eq!(memory[0].message, o.message);
     }
 }
+
+/// Found by the `inbound` fuzz target (`fuzz/regressions/inbound/`): with two
+/// `Content-Type` (or `Content-Transfer-Encoding`) fields, the walk for nested protection
+/// read the last one in memory (mail-parser's) and the first one on disk, so the same
+/// message was `signature=partial` one way and `none` the other.
+#[test]
+fn repeated_content_fields_are_read_alike_in_memory_and_on_disk() {
+    let w = World::new();
+    let two_types =
+        b"R\r\nContent-Type:8\r\nContent-Type:text\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\n";
+    let two_encodings = b"Content-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit\r\n\r\n-----BEGIN PGP SIGNATURE-----\r\n";
+    for m in [&two_types[..], &two_encodings[..]] {
+        let o = w.open(m, &["bob@example.net"]);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].verdict.signature, Signature::Partial);
+    }
+}
+
+/// Found by the `inbound` fuzz target: a multipart without a usable boundary was searched
+/// as text in memory (mail-parser's reading) and skipped on disk, so its armor was
+/// `nested-ignored` one way and nothing the other. Neither path decrypts it.
+#[test]
+fn a_multipart_without_its_boundary_is_read_alike_in_memory_and_on_disk() {
+    let w = World::new();
+    let no_boundary =
+        b"R\r\nContent-Type: multipart/\r\n\tboundary=c\r\n\r\n-----BEGIN PGP MESSAGE-----";
+    let never_found = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n-----BEGIN PGP MESSAGE-----\r\nhQ\r\n-----END PGP MESSAGE-----\r\n";
+    for m in [&no_boundary[..], &never_found[..]] {
+        let o = w.open(m, &["bob@example.net"]);
+        assert_eq!(o.len(), 1);
+        assert_eq!(o[0].verdict.encryption, Encryption::None);
+    }
+}
