@@ -1,5 +1,7 @@
 //! The outbound transform: `classify`, then `protect` encrypting (and signing) to a fixed
 //! recipient and signing only, over arbitrary messages. The keys are generated once.
+//! The DATA reader refuses bare CR and LF, so every bare one in the input is made a CRLF
+//! first: the transform is only ever given CRLF messages.
 //!
 //! Checked on every input:
 //! - no panic; `protect` fails exactly when `classify` does, with the same error;
@@ -26,7 +28,7 @@ use sealpost::blob::Blob;
 use sealpost::transform::inbound::Encryption;
 use sealpost::transform::{classify, headers, protect, Classification, Outcome, Treatment};
 use sealpost_fuzz::{
-    good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
+    crlf, good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
 };
 use sealpost_keyring::{openpgp, Keyring};
 
@@ -167,7 +169,7 @@ fn check_signed(k: &Keys, output: &[u8]) {
     assert_eq!(copy.verdict.encryption, Encryption::None);
 }
 
-fuzz_target!(|data: &[u8]| run_catching(|| one(data)));
+fuzz_target!(|data: &[u8]| run_catching(|| one(&crlf(data))));
 
 fn one(data: &[u8]) {
     let k = keys();
