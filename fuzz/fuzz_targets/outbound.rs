@@ -83,9 +83,10 @@ fn keys() -> &'static Keys {
 fn clear_body(message: &[u8]) -> Vec<u8> {
     let (head, body) = headers::split_bytes(message);
     let head = String::from_utf8_lossy(head);
+    // Ours is the last field; the sender's fields kept outside come before it.
     let boundary = head
-        .split("boundary=\"")
-        .nth(1)
+        .rsplit("boundary=\"")
+        .next()
         .and_then(|rest| rest.split('"').next())
         .expect("a boundary in the outer header");
     let mut out = Vec::with_capacity(body.len());
