@@ -30,8 +30,8 @@ use openpgp::{Cert, Fingerprint};
 use sealpost::blob::{self, Blob, Spill};
 use sealpost::transform::inbound::{Encryption, Signature};
 use sealpost_fuzz::{
-    check_result_fields, fixed_key, keyring, open, run_catching, settings, Copy, ALICE_ADDRESS,
-    BOB_ADDRESS, MARKER,
+    check_result_fields, crlf, fixed_key, keyring, open, run_catching, settings, Copy,
+    ALICE_ADDRESS, BOB_ADDRESS, MARKER,
 };
 use sealpost_keyring::{openpgp, Keyring};
 
@@ -112,24 +112,6 @@ fn check(w: &World, input: &[u8], copies: &[Copy]) {
 }
 
 fuzz_target!(|data: &[u8]| run_catching(|| one(data)));
-
-/// `data` with every bare CR or LF made a CRLF, as the DATA reader lets through.
-fn crlf(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + 16);
-    let mut i = 0;
-    while let Some(&b) = data.get(i) {
-        match b {
-            b'\r' if data.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 1;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    out
-}
 
 fn one(raw: &[u8]) {
     let w = world();

@@ -1,5 +1,7 @@
 //! The outbound transform: `classify`, then `protect` encrypting (and signing) to a fixed
 //! recipient and signing only, over arbitrary messages. The keys are generated once.
+//! The DATA reader refuses bare CR and LF, so every bare one in the input is made a CRLF
+//! first: the transform is only ever given CRLF messages.
 //!
 //! Checked on every input:
 //! - no panic; `protect` fails exactly when `classify` does, with the same error;
@@ -26,7 +28,7 @@ use sealpost::blob::Blob;
 use sealpost::transform::inbound::Encryption;
 use sealpost::transform::{classify, headers, protect, Classification, Outcome, Treatment};
 use sealpost_fuzz::{
-    good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
+    crlf, good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
 };
 use sealpost_keyring::{openpgp, Keyring};
 
@@ -81,9 +83,10 @@ fn keys() -> &'static Keys {
 fn clear_body(message: &[u8]) -> Vec<u8> {
     let (head, body) = headers::split_bytes(message);
     let head = String::from_utf8_lossy(head);
+    // Ours is the last field; the sender's fields kept outside come before it.
     let boundary = head
-        .split("boundary=\"")
-        .nth(1)
+        .rsplit("boundary=\"")
+        .next()
         .and_then(|rest| rest.split('"').next())
         .expect("a boundary in the outer header");
     let mut out = Vec::with_capacity(body.len());
@@ -167,7 +170,7 @@ fn check_signed(k: &Keys, output: &[u8]) {
     assert_eq!(copy.verdict.encryption, Encryption::None);
 }
 
-fuzz_target!(|data: &[u8]| run_catching(|| one(data)));
+fuzz_target!(|data: &[u8]| run_catching(|| one(&crlf(data))));
 
 fn one(data: &[u8]) {
     let k = keys();

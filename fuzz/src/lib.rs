@@ -60,6 +60,25 @@ pub fn run_catching(f: impl FnOnce()) {
     }
 }
 
+/// `data` with every bare CR or LF made a CRLF: what the DATA reader lets through (it
+/// refuses a message with a bare CR or LF), so what the transforms can be given.
+pub fn crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut i = 0;
+    while let Some(&b) = data.get(i) {
+        match b {
+            b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
 /// Where the fixed test keys are kept.
 pub fn keys_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("keys")
