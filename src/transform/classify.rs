@@ -162,7 +162,7 @@ fn holds_ciphertext(kind: Protection, message: &[u8], body: &[u8]) -> bool {
     match kind {
         Protection::InlinePgp => is_openpgp_ciphertext(body),
         Protection::Encrypted => {
-            let Some(parsed) = MessageParser::default().parse(message) else {
+            let Some(parsed) = structure::parse(message) else {
                 return false;
             };
             let Some(PartType::Multipart(children)) = parsed.parts.first().map(|p| &p.body) else {
@@ -217,7 +217,7 @@ fn invalid_charset(message: &[u8]) -> Result<(), Error> {
     if message.is_ascii() {
         return Ok(());
     }
-    let Some(parsed) = MessageParser::default().parse(message) else {
+    let Some(parsed) = structure::parse(message) else {
         return Ok(());
     };
     for part in &parsed.parts {
@@ -503,6 +503,18 @@ mod tests {
         assert!(classify(latin1).is_ok());
         let qp = b"From: a@x.org\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\xff\r\n";
         assert!(classify(qp).is_ok(), "an encoded part's bytes are not text");
+    }
+
+    /// Found by the `outbound` fuzz target: mail-parser panics on this MIME tree.
+    #[test]
+    fn a_message_the_mime_parser_panics_on_is_classified_not_a_panic() {
+        let m = include_bytes!("../../fuzz/regressions/outbound/mail-parser-panics-on-parts");
+        assert!(structure::parse(m).is_none());
+        let _ = classify(m);
+        assert!(matches!(
+            super::super::seven_bit::rewrite(m),
+            Err(Error::NotSevenBit)
+        ));
     }
 
     #[test]

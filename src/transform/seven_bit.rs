@@ -4,7 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine;
-use mail_parser::{MessageParser, MimeHeaders, PartType};
+use mail_parser::{MimeHeaders, PartType};
 
 use super::headers;
 use super::Error;
@@ -27,9 +27,7 @@ pub fn is_clean(bytes: &[u8]) -> bool {
 /// `Error::NotSevenBit` when a part cannot be re-encoded: 8-bit bytes in a preamble, a
 /// header, an attached message, or in a part that claims an encoding already.
 pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
-    let parsed = MessageParser::default()
-        .parse(message)
-        .ok_or(Error::NotSevenBit)?;
+    let parsed = super::structure::parse(message).ok_or(Error::NotSevenBit)?;
     let mut edits: Vec<(usize, usize, Vec<u8>)> = Vec::new();
     for part in parsed.parts.iter().skip(1) {
         let leaf = matches!(
@@ -115,6 +113,7 @@ pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mail_parser::MessageParser;
 
     #[test]
     fn leaves_are_re_encoded_and_the_rest_kept() {

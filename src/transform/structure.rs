@@ -34,6 +34,15 @@ enum Mode {
     Body,
 }
 
+/// mail-parser's full parse. It panics on some crafted MIME trees (0.11.9: "Invalid part
+/// ID, could not find multipart."); such a message is one it cannot parse, `None`, as for
+/// the OpenPGP parser's panics.
+pub fn parse(message: &[u8]) -> Option<mail_parser::Message<'_>> {
+    std::panic::catch_unwind(|| MessageParser::default().parse(message))
+        .ok()
+        .flatten()
+}
+
 /// Walks the message once, line by line.
 ///
 /// # Errors
