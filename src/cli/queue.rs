@@ -90,29 +90,16 @@ pub fn list(entries: &[Entry], io: &mut Io<'_>) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::relay::{Route, Spool};
-    use crate::smtp::envelope::{Envelope, Recipient, Sender};
+    use crate::relay::testutil::entry;
+    use crate::relay::Spool;
 
     #[test]
     fn list_prints_control_characters_escaped() {
+        // Addresses with control characters are refused at MAIL and RCPT (and when read
+        // back from the spool); ids and replies are what can carry them.
         let entry = Entry {
-            id: "Q\x1b[2J.0".into(),
-            queue_id: "Q".into(),
-            envelope: Envelope {
-                // Addresses with control characters are refused at MAIL and RCPT (and
-                // when read back from the spool); ids and replies are what can carry them.
-                sender: Sender::plain("a@example.org"),
-                recipients: vec![Recipient::plain("b@example.net")],
-            },
-            data: String::new(),
-            file: None,
-            credentials: None,
-            route: Route::Outbound,
-            returned_header: None,
-            created: 0,
-            attempts: 1,
-            next_attempt: 0,
             last_error: Some("451 4.2.0 \x1b[31mred\x1b[0m\nforged: line\u{9b}".into()),
+            ..entry("Q\x1b[2J.0")
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());
         let mut input = |_: &std::path::Path| Ok(Vec::new());
@@ -156,21 +143,8 @@ mod tests {
 
     fn spool_entry() -> Entry {
         Entry {
-            id: "R.0".into(),
-            queue_id: "R".into(),
-            envelope: Envelope {
-                sender: Sender::plain("a@example.org"),
-                recipients: vec![Recipient::plain("b@example.net")],
-            },
             data: Entry::encode(b"Subject: s\r\n\r\nx\r\n"),
-            file: None,
-            credentials: None,
-            route: Route::Outbound,
-            returned_header: None,
-            created: 0,
-            attempts: 1,
-            next_attempt: 0,
-            last_error: None,
+            ..entry("R.0")
         }
     }
 }

@@ -26,7 +26,7 @@ pub mod wire;
 mod worker;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
