@@ -11,6 +11,7 @@ mod integration {
     mod outbound;
     mod relay;
     mod secrets;
+    mod shredding;
     mod smuggling;
     mod upstream;
 }

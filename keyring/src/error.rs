@@ -18,12 +18,23 @@ pub enum Error {
     NoSecret(String),
     #[error("no usable OpenPGP key for {email}: {}", .reasons.join("; "))]
     NoUsableKey { email: String, reasons: Vec<String> },
-    #[error("the keyring passphrase is wrong (SEALPOST_PASSPHRASE_FILE)")]
+    #[error(
+        "the passphrase in SEALPOST_PASSPHRASE_FILE is wrong: the keyring and spool were sealed \
+         with another one (`sealpost keyring passphrase change` replaces it, given both)"
+    )]
     BadPassphrase,
     #[error(
-        "the keyring's secret keys are encrypted; set SEALPOST_PASSPHRASE_FILE to unlock them"
+        "the keyring's secret keys and the spool are sealed with a passphrase; \
+         set SEALPOST_PASSPHRASE_FILE to the file that holds it"
     )]
     PassphraseNeeded,
+    #[error(
+        "{path} holds secret keys or spooled mail sealed without a passphrase, so \
+         SEALPOST_PASSPHRASE_FILE would protect only what comes after; seal them first: \
+         `sealpost keyring passphrase set --new-passphrase-file FILE` (with \
+         SEALPOST_PASSPHRASE_FILE unset)"
+    )]
+    NotSealed { path: String },
     #[error(
         "the secret key {fingerprint} is protected by its own passphrase; \
          export it without one (gpg --export-secret-keys after `gpg --passwd` to an empty passphrase)"

@@ -11,6 +11,7 @@ use openpgp::{Cert, Fingerprint};
 use sequoia_openpgp as openpgp;
 
 use crate::store::{Op, Tree};
+use crate::vault::Owner;
 use crate::{cert, Error, Keyring};
 
 /// What importing did to one certificate.
@@ -62,6 +63,9 @@ impl Keyring {
     fn import_parsed(&self, parsed: cert::Parsed) -> Result<Vec<ImportOutcome>, Error> {
         let _guard = self.lock_writer()?;
         let mut ops = Vec::new();
+        // New secret-key records, and the ones they replace (whose keys go afterwards).
+        let mut sealed: Vec<Vec<u8>> = Vec::new();
+        let mut replaced: Vec<Vec<u8>> = Vec::new();
         let mut outcomes: Vec<ImportOutcome> = Vec::new();
         // The state of each certificate as this import leaves it, so that a keyring holding
         // the same certificate twice merges both copies.
@@ -151,11 +155,13 @@ impl Keyring {
                         .as_tsk()
                         .to_vec()
                         .map_err(|e| Error::Crypto(e.to_string()))?;
-                    ops.push(Op::Put(
-                        Tree::Secrets,
-                        fpr.as_bytes().to_vec(),
-                        self.inner.sealer.seal(&tsk)?,
-                    ));
+                    let tsk = zeroize::Zeroizing::new(tsk);
+                    let record = self.inner.vault.seal(Owner::Keyring, &tsk)?;
+                    if let Some(old) = self.inner.store.get(Tree::Secrets, fpr.as_bytes())? {
+                        replaced.push(old);
+                    }
+                    sealed.push(record.clone());
+                    ops.push(Op::Put(Tree::Secrets, fpr.as_bytes().to_vec(), record));
                 }
             }
             outcomes.push(ImportOutcome {
@@ -165,7 +171,21 @@ impl Keyring {
                 secret: secret || had_secret,
             });
         }
-        self.inner.store.apply(ops)?;
+        if let Err(e) = self.inner.store.apply(ops) {
+            for record in &sealed {
+                let _ = self.inner.vault.destroy(record);
+            }
+            return Err(e);
+        }
+        // The replaced records linger in the store's files; their keys must not.
+        let mut destroyed = false;
+        for record in replaced.iter().filter(|r| crate::vault::is_record(r)) {
+            self.inner.vault.destroy(record)?;
+            destroyed = true;
+        }
+        if destroyed {
+            self.inner.vault.sync()?;
+        }
         for o in &outcomes {
             if o.status != ImportStatus::Unchanged {
                 self.invalidate(&o.fingerprint)?;

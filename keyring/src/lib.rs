@@ -15,6 +15,7 @@ mod lookup;
 pub mod secret;
 pub mod store;
 mod validity;
+pub mod vault;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,12 +39,18 @@ use cache::{Lookup, Usable};
 use lookup::{fpr_from, Query};
 use secret::Sealer;
 use store::{Op, Store, Tree};
+use vault::Owner;
+pub use vault::Vault;
 
 /// How to open a keyring.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
-    /// Encrypts secret keys at rest; `None` stores them as they are (files stay 0600).
+    /// Seals the vault that holds the keys of secret keys at rest ([`vault`]); `None`
+    /// leaves those keys as they are (files stay 0600).
     pub passphrase: Option<Password>,
+    /// The data directory's vault when the caller has it open already (it is shared with
+    /// the spool); otherwise the keyring opens `DIR/vault` (or one in memory).
+    pub vault: Option<Arc<Vault>>,
     /// How many parsed certificates to keep in memory.
     pub cache_capacity: usize,
 }
@@ -53,6 +60,7 @@ impl Default for OpenOptions {
         OpenOptions {
             passphrase: None,
             cache_capacity: 10_000,
+            vault: None,
         }
     }
 }
@@ -61,7 +69,10 @@ struct Inner {
     store: Box<dyn Store>,
     /// Answers by address; cleared on every change to the keyring.
     lookups: quick_cache::sync::Cache<String, Lookup>,
-    sealer: Sealer,
+    /// Holds the key of each secret-key record.
+    vault: Arc<Vault>,
+    /// Reads records written before the vault, to move them into it.
+    legacy: Sealer,
     /// Unlocks password-protected secret keys on import.
     passphrase: Option<Password>,
     policy: StandardPolicy<'static>,
@@ -91,8 +102,11 @@ impl Keyring {
     /// # Errors
     /// `Error::Locked` when another process holds it, `Error::BadPassphrase` when the
     /// passphrase does not unlock it.
-    pub fn open(dir: &Path, opts: OpenOptions) -> Result<Keyring, Error> {
+    pub fn open(dir: &Path, mut opts: OpenOptions) -> Result<Keyring, Error> {
         let store = store::sled::SledStore::open(dir)?;
+        if opts.vault.is_none() {
+            opts.vault = Some(Vault::open(&dir.join("vault"), opts.passphrase.as_ref())?);
+        }
         Keyring::with_store(Box::new(store), opts)
     }
 
@@ -101,15 +115,29 @@ impl Keyring {
         Keyring::with_store(Box::new(store::memory::MemoryStore::new()), opts)
     }
 
-    /// A keyring over any [`Store`].
+    /// A keyring over any [`Store`]. Secret-key records written before the vault are
+    /// moved into it, and vault slots of the keyring that no record names (left by a crash
+    /// during a removal) are cleared.
     pub fn with_store(store: Box<dyn Store>, opts: OpenOptions) -> Result<Keyring, Error> {
-        let sealer = Sealer::open(store.as_ref(), opts.passphrase.as_ref())?;
+        let vault = match opts.vault.clone() {
+            Some(v) => v,
+            None => Vault::in_memory(opts.passphrase.as_ref())?,
+        };
+        let legacy = Sealer::legacy(store.as_ref(), opts.passphrase.as_ref())?;
+        move_into_vault(store.as_ref(), &vault, &legacy)?;
+        let live: Vec<Vec<u8>> = store
+            .scan(Tree::Secrets, b"")?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        vault.retain(Owner::Keyring, &live)?;
         let capacity = opts.cache_capacity.max(16);
         Ok(Keyring {
             inner: Arc::new(Inner {
                 store,
                 lookups: quick_cache::sync::Cache::new(capacity),
-                sealer,
+                vault,
+                legacy,
                 passphrase: opts.passphrase,
                 policy: StandardPolicy::new(),
                 certs: quick_cache::sync::Cache::new(capacity),
@@ -121,7 +149,12 @@ impl Keyring {
     }
 
     pub fn has_passphrase(&self) -> bool {
-        self.inner.sealer.has_key()
+        self.inner.vault.has_passphrase()
+    }
+
+    /// The vault holding the keys of the secret-key records.
+    pub fn vault(&self) -> &Arc<Vault> {
+        &self.inner.vault
     }
 
     /// The policy every validity check uses.
@@ -300,10 +333,17 @@ impl Keyring {
         let Some(cert) = self.load_public(fpr)? else {
             return Ok(false);
         };
+        let secret = self.inner.store.get(Tree::Secrets, fpr.as_bytes())?;
         let mut ops = self.index_ops(&cert, false);
         ops.push(Op::Delete(Tree::Certs, fpr.as_bytes().to_vec()));
         ops.push(Op::Delete(Tree::Secrets, fpr.as_bytes().to_vec()));
         self.inner.store.apply(ops)?;
+        // The store may keep the removed record in its files: destroying its key is what
+        // makes it unreadable there.
+        if let Some(record) = secret.filter(|r| vault::is_record(r)) {
+            self.inner.vault.destroy(&record)?;
+            self.inner.vault.sync()?;
+        }
         self.invalidate(fpr)?;
         Ok(true)
     }
@@ -362,8 +402,12 @@ impl Keyring {
     fn load_secret(&self, fpr: &Fingerprint) -> Result<Option<Cert>, Error> {
         match self.inner.store.get(Tree::Secrets, fpr.as_bytes())? {
             Some(record) => {
-                let bytes = self.inner.sealer.open_record(&record)?;
-                Cert::from_bytes(&bytes)
+                let bytes = if vault::is_record(&record) {
+                    self.inner.vault.open_record(&record)?
+                } else {
+                    zeroize::Zeroizing::new(self.inner.legacy.open_record(&record)?)
+                };
+                Cert::from_bytes(bytes.as_slice())
                     .map(Some)
                     .map_err(|e| Error::Store(format!("stored secret key {fpr} is corrupt: {e}")))
             }
@@ -392,6 +436,44 @@ impl Keyring {
             .insert(fpr.clone(), tsk.clone());
         Ok(Some(tsk))
     }
+}
+
+/// Moves secret-key records written before the vault into it (each under a key of its
+/// own), and forgets their salt once none is left. A record sealed under a passphrase that
+/// was not given stays as it is, readable once it is.
+fn move_into_vault(store: &dyn Store, vault: &Vault, legacy: &Sealer) -> Result<(), Error> {
+    let mut ops = Vec::new();
+    let mut left = 0usize;
+    for (fpr, record) in store.scan(Tree::Secrets, b"")? {
+        if vault::is_record(&record) {
+            continue;
+        }
+        match legacy.open_record(&record) {
+            Ok(plain) => {
+                let plain = zeroize::Zeroizing::new(plain);
+                ops.push(Op::Put(
+                    Tree::Secrets,
+                    fpr,
+                    vault.seal(Owner::Keyring, &plain)?,
+                ));
+            }
+            Err(Error::PassphraseNeeded) => left += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let moved = ops.len();
+    if left == 0 && legacy.has_key() {
+        ops.push(Sealer::forget_legacy());
+    }
+    store.apply(ops)?;
+    tracing::info!(
+        moved,
+        "moved secret keys into the vault, each under a key of its own"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,9 +1,7 @@
-//! Secret keys at rest: encrypted with a key derived from the keyring passphrase, when one
-//! is configured.
-//!
-//! A stored secret record is one format byte and the payload: `0` and the TSK as is, or `1`,
-//! a 24-byte nonce and the TSK sealed with XChaCha20-Poly1305 under a key that argon2id
-//! derives from the passphrase and a per-keyring salt.
+//! Records in the format written before the vault ([`crate::vault`]), read so that they
+//! can be moved into it: one format byte and the payload, `0` and the plaintext as is, or
+//! `1`, a 24-byte nonce and the plaintext sealed with XChaCha20-Poly1305 under one key for
+//! the whole store (argon2id over the passphrase and a salt, or a random key file).
 
 use argon2::Argon2;
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -34,13 +32,14 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// Derives the data key once, at open. A keyring that has a salt and verifier already
-    /// checks the passphrase against them; a new one stores them.
+    /// The key older keyring records were sealed with: derived from `passphrase` and the
+    /// salt the keyring kept, checked against its verifier. Without a kept salt (nothing
+    /// was ever sealed), or without a passphrase, only plain records can be read.
     ///
     /// # Errors
-    /// `Error::BadPassphrase` when the passphrase does not match the one the keyring was
+    /// `Error::BadPassphrase` when the passphrase does not match the one the records were
     /// sealed with.
-    pub fn open(store: &dyn Store, passphrase: Option<&Password>) -> Result<Sealer, Error> {
+    pub fn legacy(store: &dyn Store, passphrase: Option<&Password>) -> Result<Sealer, Error> {
         let Some(pass) = passphrase else {
             return Ok(Sealer { key: None });
         };
@@ -57,18 +56,13 @@ impl Sealer {
                     _ => Err(Error::BadPassphrase),
                 }
             }
-            None => {
-                let mut salt = [0u8; 16];
-                rand::rngs::OsRng.fill_bytes(&mut salt);
-                let sealer = Sealer {
-                    key: Some(derive(pass, &salt)?),
-                };
-                let mut record = salt.to_vec();
-                record.extend(sealer.seal(VERIFIER)?);
-                store.apply(vec![Op::Put(Tree::Meta, KDF_KEY.to_vec(), record)])?;
-                Ok(sealer)
-            }
+            None => Ok(Sealer { key: None }),
         }
+    }
+
+    /// The op that forgets the older records' salt and verifier, once none is left.
+    pub fn forget_legacy() -> Op {
+        Op::Delete(Tree::Meta, KDF_KEY.to_vec())
     }
 
     /// A sealer over a key the caller keeps (a random key in a 0600 file, say).
@@ -138,6 +132,20 @@ fn derive(pass: &Password, salt: &[u8]) -> Result<[u8; 32], Error> {
     Ok(key)
 }
 
+/// Stores a salt and verifier for `pass` the way keyrings did before the vault, and
+/// returns the sealer of that time: for tests of moving old records into the vault.
+#[cfg(test)]
+pub(crate) fn create_legacy(store: &dyn Store, pass: &Password) -> Result<Sealer, Error> {
+    let salt = [7u8; 16];
+    let sealer = Sealer {
+        key: Some(derive(pass, &salt)?),
+    };
+    let mut record = salt.to_vec();
+    record.extend(sealer.seal(VERIFIER)?);
+    store.apply(vec![Op::Put(Tree::Meta, KDF_KEY.to_vec(), record)])?;
+    Ok(sealer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,18 +155,18 @@ mod tests {
     fn sealed_records_need_the_right_passphrase() {
         let store = MemoryStore::new();
         let good = Password::from("right horse");
-        let sealer = Sealer::open(&store, Some(&good)).unwrap();
+        let sealer = create_legacy(&store, &good).unwrap();
         let record = sealer.seal(b"secret key bytes").unwrap();
         assert_eq!(record[0], SEALED);
         assert!(!record.windows(6).any(|w| w == b"secret"));
         assert_eq!(sealer.open_record(&record).unwrap(), b"secret key bytes");
 
-        let again = Sealer::open(&store, Some(&good)).unwrap();
+        let again = Sealer::legacy(&store, Some(&good)).unwrap();
         assert_eq!(again.open_record(&record).unwrap(), b"secret key bytes");
 
-        let bad = Sealer::open(&store, Some(&Password::from("wrong")));
+        let bad = Sealer::legacy(&store, Some(&Password::from("wrong")));
         assert!(matches!(bad, Err(Error::BadPassphrase)));
-        let none = Sealer::open(&store, None).unwrap();
+        let none = Sealer::legacy(&store, None).unwrap();
         assert!(matches!(
             none.open_record(&record),
             Err(Error::PassphraseNeeded)

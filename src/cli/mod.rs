@@ -5,6 +5,7 @@
 mod admin_handler;
 pub mod check_config;
 pub mod hash_password;
+pub mod keyring;
 pub mod keys;
 pub mod policy;
 pub mod queue;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Manage the OpenPGP keyring: import, list, show, export, remove and generate keys
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Seal the keyring and spool with a passphrase, or change it: `keyring passphrase set|change`
+    #[command(subcommand)]
+    Keyring(keyring::KeyringCommand),
     Serve(serve::Args),
     /// Inspect and manage the spool of copies awaiting delivery
     #[command(subcommand)]
@@ -148,6 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(cmd) => {
             keys_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+        }
+        Command::Keyring(cmd) => {
+            keyring::run(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
         }
         Command::Serve(args) => serve::run(args, cli.config.as_deref(), cli.data_dir),
         Command::Queue(cmd) => {

@@ -101,8 +101,15 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     )
     .with_context(|| format!("cannot open the keyring in {}", config.data_dir.display()))?;
     if !keyring.has_passphrase() {
-        tracing::warn!("no keyring passphrase (SEALPOST_PASSPHRASE_FILE): secret keys and the spool key rest unencrypted, protected by file modes only");
+        tracing::warn!("no keyring passphrase (SEALPOST_PASSPHRASE_FILE): the keys of secret keys and spooled mail rest unencrypted in the vault, protected by file modes only");
     }
+    // The keyring and the spool share the data directory's vault.
+    let spool = crate::relay::Spool::open_with(
+        &config.data_dir,
+        keyring.vault().clone(),
+        passphrase.as_ref(),
+    )
+    .context("cannot open the spool")?;
     warn_if_shared(&config.data_dir, "the data directory");
     if let Some(file) = std::env::var_os("SEALPOST_PASSPHRASE_FILE").filter(|p| !p.is_empty()) {
         warn_if_shared(
@@ -145,14 +152,8 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             Transport::Lmtp(lmtp_config(&config, LmtpAddress::Unix(path.clone())))
         }
     };
-    let relay = Relay::open(
-        &config.data_dir,
-        passphrase.as_ref(),
-        outbound,
-        inbound,
-        relay_cfg,
-    )
-    .context("cannot open the spool")?;
+    let relay =
+        Relay::open(spool, outbound, inbound, relay_cfg).context("cannot open the relay")?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();

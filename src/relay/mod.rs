@@ -30,11 +30,10 @@ pub(crate) mod testutil;
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sealpost_keyring::openpgp::crypto::Password;
 use tokio::sync::Notify;
 
 use crate::blob::Blob;
@@ -177,18 +176,16 @@ pub enum Error {
 }
 
 impl Relay {
-    /// Opens the spool in `data_dir`.
+    /// A relay over `spool` (see [`Spool::open`]).
     ///
     /// # Errors
-    /// When the spool cannot be opened (in use, unreadable).
+    /// None today; kept for symmetry with the transports that may fail to set up.
     pub fn open(
-        data_dir: &Path,
-        passphrase: Option<&Password>,
+        spool: Spool,
         outbound: Transport,
         inbound: Transport,
         cfg: RelayConfig,
     ) -> Result<Relay, Error> {
-        let spool = Spool::open(data_dir, passphrase)?;
         Ok(Relay {
             inner: Arc::new(Inner {
                 outbound,

@@ -18,7 +18,9 @@ use std::sync::Arc;
 use base64::Engine;
 use sealpost_keyring::openpgp::crypto::Password;
 use sealpost_keyring::secret::Sealer;
+use sealpost_keyring::vault::{self, Owner, Vault};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 use crate::blob::{Blob, MasterKey, SealedFile, SealedWriter};
 use crate::smtp::envelope::Envelope;
@@ -34,6 +36,8 @@ pub enum Error {
     Locked(String),
     #[error("spool entry {0} cannot be read: {1}")]
     Corrupt(String, String),
+    #[error(transparent)]
+    Vault(#[from] sealpost_keyring::Error),
 }
 
 impl From<sled::Error> for Error {
@@ -130,28 +134,58 @@ mod base64_bytes {
 
 pub struct Spool {
     db: sled::Db,
-    sealer: Sealer,
+    /// Holds each entry's own key (see the module doc).
+    vault: Arc<Vault>,
+    /// Reads entries written before the vault, to move them into it.
+    legacy: Option<Legacy>,
     /// Where large messages go, one sealed file per entry.
     files: PathBuf,
-    /// The key those files are sealed under.
-    files_key: MasterKey,
+}
+
+/// The one key older entries and their files were sealed under.
+struct Legacy {
+    sealer: Sealer,
+    files_key: Option<MasterKey>,
 }
 
 /// Messages larger than this (or spilled to disk already) get a file of their own.
 pub const FILE_ABOVE: usize = 1024 * 1024;
 
+/// Entries written before the vault: the salt their key was derived with, and the message
+/// files' key sealed under it.
 const SALT_KEY: &[u8] = b"\0salt";
-/// The message files' key, sealed under the spool's key.
 const FILES_KEY: &[u8] = b"\0files-key";
+/// The file an entry moved into the vault has its message in (beside the older file,
+/// until that one is removed): the entry ID and this suffix.
+const MOVED: &str = ".v";
 
 impl Spool {
-    /// Opens the spool in `data_dir/spool`. Entries are sealed with a key derived from the
-    /// keyring passphrase, or else with a random key kept in `data_dir/spool.key` (0600).
+    /// Opens the spool in `data_dir/spool`, with the data directory's vault
+    /// (`data_dir/vault`, which this opens and locks).
     ///
     /// # Errors
-    /// When the database or the key file cannot be opened, or the message files' key
-    /// cannot be unsealed (a wrong passphrase).
+    /// When the database or the vault cannot be opened (in use, a passphrase that does
+    /// not fit).
     pub fn open(data_dir: &Path, passphrase: Option<&Password>) -> Result<Spool, Error> {
+        sealpost_keyring::store::sled::create_private_dir(data_dir)?;
+        let vault = Vault::open(&data_dir.join("vault"), passphrase).map_err(|e| match e {
+            sealpost_keyring::Error::Locked { path } => Error::Locked(path),
+            other => Error::Vault(other),
+        })?;
+        Spool::open_with(data_dir, vault, passphrase)
+    }
+
+    /// Opens the spool in `data_dir/spool` with a vault the caller holds (shared with the
+    /// keyring). `passphrase` unseals entries written before the vault, which are moved
+    /// into it now.
+    ///
+    /// # Errors
+    /// When the database cannot be opened, or older entries cannot be moved.
+    pub fn open_with(
+        data_dir: &Path,
+        vault: Arc<Vault>,
+        passphrase: Option<&Password>,
+    ) -> Result<Spool, Error> {
         sealpost_keyring::store::sled::create_private_dir(data_dir)?;
         let path = data_dir.join("spool");
         let config = sled::Config::new().path(&path);
@@ -162,33 +196,130 @@ impl Spool {
                 Error::Store(e.to_string())
             }
         })?;
-        let sealer = match passphrase {
-            Some(p) => {
-                let salt = match db.get(SALT_KEY)? {
-                    Some(s) => s.to_vec(),
-                    None => {
-                        let s: [u8; 16] = rand::random();
-                        db.insert(SALT_KEY, &s)?;
-                        db.flush()?;
-                        s.to_vec()
-                    }
-                };
-                Sealer::derive(p, &salt).map_err(|e| Error::Store(e.to_string()))?
-            }
-            None => Sealer::from_key(key_file(&data_dir.join("spool.key"))?),
-        };
-        let files_key = files_key(&db, &sealer)?;
+        let legacy = Legacy::open(&db, data_dir, passphrase)?;
         let files = data_dir.join("spool-data");
         std::fs::create_dir_all(&files)?;
         std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700))?;
-        let spool = Spool {
+        let mut spool = Spool {
             db,
-            sealer,
+            vault,
+            legacy,
             files,
-            files_key,
         };
+        spool.move_into_vault(data_dir)?;
         spool.remove_orphans()?;
+        let live: Vec<Vec<u8>> = spool
+            .records()?
+            .into_iter()
+            .map(|(_, v)| v.to_vec())
+            .collect();
+        let cleared = spool.vault.retain(Owner::Spool, &live)?;
+        if cleared > 0 {
+            tracing::info!(
+                cleared,
+                "destroyed the keys of spool entries removed before a crash"
+            );
+        }
         Ok(spool)
+    }
+
+    /// Every stored entry's ID and record (not the older format's key records).
+    fn records(&self) -> Result<Vec<(sled::IVec, sled::IVec)>, Error> {
+        let mut out = Vec::new();
+        for item in self.db.iter() {
+            let (k, v) = item?;
+            if k.as_ref() != SALT_KEY && k.as_ref() != FILES_KEY {
+                out.push((k, v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves entries written before the vault into it, message files and all, then
+    /// forgets the older key. An entry that cannot be unsealed (a passphrase not given)
+    /// stays as it is, and so does the older key.
+    fn move_into_vault(&mut self, data_dir: &Path) -> Result<(), Error> {
+        let Some(legacy) = &self.legacy else {
+            return Ok(());
+        };
+        let mut left = 0usize;
+        let mut moved = 0usize;
+        for (k, v) in self.records()? {
+            if vault::is_record(&v) {
+                continue;
+            }
+            let id = String::from_utf8_lossy(&k).into_owned();
+            let Ok(json) = legacy.sealer.open_record(&v) else {
+                left += 1;
+                continue;
+            };
+            let json = Zeroizing::new(json);
+            let mut entry: Entry = serde_json::from_slice(&json)
+                .map_err(|e| Error::Corrupt(id.clone(), e.to_string()))?;
+            let old_file = entry.file.take();
+            let record = match &old_file {
+                None => self.seal_entries(&[&entry])?.remove(0),
+                Some(name) => {
+                    let key = legacy.files_key.as_ref().ok_or_else(|| {
+                        Error::Corrupt(id.clone(), "its message file has no key".into())
+                    })?;
+                    let f = File::open(self.files.join(file_name(name)?))?;
+                    let blob = Blob::from(SealedFile::open(f, key)?);
+                    let new_name = format!("{}{MOVED}", file_name(&entry.id)?);
+                    entry.file = Some(new_name.clone());
+                    let record = self.seal_entries(&[&entry])?.remove(0);
+                    self.write_file(&new_name, &blob, &record)?;
+                    File::open(&self.files)?.sync_all()?;
+                    record
+                }
+            };
+            self.db.insert(k, record)?;
+            self.db.flush()?;
+            if let Some(name) = old_file {
+                remove_if_present(&self.files.join(file_name(&name)?))?;
+            }
+            moved += 1;
+        }
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "moved spool entries into the vault, each under a key of its own"
+            );
+        }
+        if left == 0 {
+            self.db.remove(SALT_KEY)?;
+            self.db.remove(FILES_KEY)?;
+            self.db.flush()?;
+            shred_file(&data_dir.join("spool.key"))?;
+            self.legacy = None;
+        } else {
+            tracing::warn!(left, "spool entries written before the vault are sealed under a passphrase that was not given; they stay as they are");
+        }
+        Ok(())
+    }
+
+    /// How many entries are still in the format written before the vault (sealed under a
+    /// passphrase that was not given when the spool was opened).
+    pub fn unmoved(&self) -> Result<usize, Error> {
+        Ok(self
+            .records()?
+            .iter()
+            .filter(|(_, v)| !vault::is_record(v))
+            .count())
+    }
+
+    /// Seals entries, each under a new key of its own in the vault.
+    fn seal_entries(&self, entries: &[&Entry]) -> Result<Vec<Vec<u8>>, Error> {
+        let jsons = entries
+            .iter()
+            .map(|e| {
+                serde_json::to_vec(e)
+                    .map(Zeroizing::new)
+                    .map_err(|e| Error::Store(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let plain: Vec<&[u8]> = jsons.iter().map(|j| j.as_slice()).collect();
+        Ok(self.vault.seal_many(Owner::Spool, &plain)?)
     }
 
     /// Stores new entries with their messages, durably, before returning: a large
@@ -198,46 +329,48 @@ impl Spool {
     ///
     /// # Errors
     /// Any storage failure: the caller must then not promise delivery. Files written for
-    /// these entries are removed again.
+    /// these entries are removed again, and their keys destroyed.
     pub fn put_new(&self, items: Vec<(Entry, Option<Blob>)>) -> Result<(), Error> {
-        let mut written = Vec::new();
-        let result = self.put_new_inner(items, &mut written);
-        if result.is_err() {
-            for name in written {
-                let _ = std::fs::remove_file(self.files.join(name));
-            }
-        }
-        result
-    }
-
-    fn put_new_inner(
-        &self,
-        items: Vec<(Entry, Option<Blob>)>,
-        written: &mut Vec<String>,
-    ) -> Result<(), Error> {
         let mut entries = Vec::with_capacity(items.len());
+        let mut blobs = Vec::new();
         for (mut e, data) in items {
             match data {
                 Some(blob) if blob.is_spilled() || blob.len() > FILE_ABOVE => {
                     let name = file_name(&e.id)?.to_string();
-                    written.push(name.clone());
-                    self.write_file(&name, &blob)?;
                     e.data = String::new();
-                    e.file = Some(name);
+                    e.file = Some(name.clone());
+                    blobs.push((entries.len(), name, blob));
                 }
                 Some(blob) => e.data = Entry::encode(&blob.bytes()?),
                 None => {}
             }
             entries.push(e);
         }
-        if !written.is_empty() {
-            // The files' names must be on disk before an entry points at them.
-            File::open(&self.files)?.sync_all()?;
+        let records = self.seal_entries(&entries.iter().collect::<Vec<_>>())?;
+        let mut written = Vec::new();
+        let result = (|| {
+            for (i, name, blob) in &blobs {
+                written.push(name.clone());
+                self.write_file(name, blob, &records[*i])?;
+            }
+            if !written.is_empty() {
+                // The files' names must be on disk before an entry points at them.
+                File::open(&self.files)?.sync_all()?;
+            }
+            self.store(&entries, &records)
+        })();
+        if result.is_err() {
+            for name in written {
+                let _ = std::fs::remove_file(self.files.join(name));
+            }
+            for r in &records {
+                let _ = self.vault.destroy(r);
+            }
         }
-        self.put(&entries)
+        result
     }
 
-    fn write_file(&self, name: &str, blob: &Blob) -> Result<(), Error> {
+    fn write_file(&self, name: &str, blob: &Blob, record: &[u8]) -> Result<(), Error> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -245,7 +378,8 @@ impl Spool {
             .truncate(true)
             .mode(0o600)
             .open(self.files.join(name))?;
-        let mut w = SealedWriter::new(file, &self.files_key)?;
+        let key = MasterKey::new(*self.vault.record_key(record)?);
+        let mut w = SealedWriter::new(file, &key)?;
         blob.for_each_piece(|p| w.write(p))?;
         w.finish_durable()?;
         Ok(())
@@ -255,20 +389,31 @@ impl Spool {
     /// or from the entry itself.
     ///
     /// # Errors
-    /// When the file is missing or is not a sealed file.
+    /// When the file is missing or is not a sealed file, or the entry is gone.
     pub fn message(&self, entry: &Entry) -> Result<Blob, Error> {
-        match &entry.file {
-            Some(name) => {
-                let f = File::open(self.files.join(file_name(name)?))?;
-                Ok(Blob::from(SealedFile::open(f, &self.files_key)?))
-            }
-            None => Ok(Blob::from(entry.message())),
-        }
+        let Some(name) = &entry.file else {
+            return Ok(Blob::from(entry.message()));
+        };
+        let record = self
+            .db
+            .get(entry.id.as_bytes())?
+            .ok_or_else(|| Error::Corrupt(entry.id.clone(), "the entry is gone".into()))?;
+        let key = if vault::is_record(&record) {
+            MasterKey::new(*self.vault.record_key(&record)?)
+        } else {
+            self.legacy
+                .as_ref()
+                .and_then(|l| l.files_key.clone())
+                .ok_or_else(|| Error::Corrupt(entry.id.clone(), "no key for its file".into()))?
+        };
+        let f = File::open(self.files.join(file_name(name)?))?;
+        Ok(Blob::from(SealedFile::open(f, &key)?))
     }
 
     /// Removes message files that no entry has (left by a crash between writing the
-    /// file and the entry). An entry's file has the entry's ID for a name, so this reads
-    /// no entry: nothing is removed because entries cannot be unsealed.
+    /// file and the entry). An entry's file has the entry's ID for a name (with
+    /// [`MOVED`] after it for an entry moved into the vault), so this reads no entry:
+    /// nothing is removed because entries cannot be unsealed.
     fn remove_orphans(&self) -> Result<(), Error> {
         for item in std::fs::read_dir(&self.files)? {
             let item = item?;
@@ -277,7 +422,9 @@ impl Spool {
             }
             let name = item.file_name();
             let owned = match name.to_str() {
-                Some(n) => self.db.contains_key(n.as_bytes())?,
+                Some(n) => self
+                    .db
+                    .contains_key(n.strip_suffix(MOVED).unwrap_or(n).as_bytes())?,
                 None => false,
             };
             if !owned {
@@ -288,26 +435,41 @@ impl Spool {
         Ok(())
     }
 
-    /// Stores entries, durably, before returning.
+    /// Stores new entries, each under a key of its own, durably, before returning. An
+    /// entry that replaces one with the same ID makes the old one's key go.
     ///
     /// # Errors
     /// Any storage failure: the caller must then not promise delivery.
     pub fn put(&self, entries: &[Entry]) -> Result<(), Error> {
+        let records = self.seal_entries(&entries.iter().collect::<Vec<_>>())?;
+        let result = self.store(entries, &records);
+        if result.is_err() {
+            for r in &records {
+                let _ = self.vault.destroy(r);
+            }
+        }
+        result
+    }
+
+    fn store(&self, entries: &[Entry], records: &[Vec<u8>]) -> Result<(), Error> {
+        let mut replaced = Vec::new();
         let mut batch = sled::Batch::default();
-        for e in entries {
-            let json = serde_json::to_vec(e).map_err(|e| Error::Store(e.to_string()))?;
-            let sealed = self
-                .sealer
-                .seal(&json)
-                .map_err(|e| Error::Store(e.to_string()))?;
-            batch.insert(e.id.as_bytes(), sealed);
+        for (e, record) in entries.iter().zip(records) {
+            if let Some(old) = self.db.get(e.id.as_bytes())? {
+                replaced.push(old);
+            }
+            batch.insert(e.id.as_bytes(), record.as_slice());
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
+        for old in replaced.iter().filter(|r| vault::is_record(r)) {
+            self.vault.destroy(old)?;
+        }
         Ok(())
     }
 
-    /// Removes an entry once it is delivered or given up.
+    /// Removes an entry once it is delivered or given up, with its file; then its key
+    /// goes, so that what sled keeps of it can no longer be opened.
     ///
     /// # Errors
     /// Storage failures.
@@ -318,7 +480,16 @@ impl Spool {
             return Ok(false);
         };
         self.remove_file_of(id, &old)?;
+        self.forget(&old)?;
         Ok(true)
+    }
+
+    /// Destroys the key of a removed entry's record.
+    fn forget(&self, old: &[u8]) -> Result<(), Error> {
+        if vault::is_record(old) {
+            self.vault.destroy(old)?;
+        }
+        Ok(())
     }
 
     /// Removes the message file of the entry `id`, whose sealed record was `old`, once the
@@ -327,15 +498,15 @@ impl Spool {
     fn remove_file_of(&self, id: &str, old: &[u8]) -> Result<(), Error> {
         let name = match self.unseal(id.as_bytes(), old) {
             Ok(e) => e.file,
-            // Unreadable: its file, if any, has the entry's ID for a name.
-            Err(_) => Some(id.to_string()),
+            Err(_) => None,
         };
-        if let Some(name) = name {
+        // Unreadable, or moved into the vault: a file may have the entry's ID for a name,
+        // with or without the suffix.
+        let mut names = vec![id.to_string(), format!("{id}{MOVED}")];
+        names.extend(name);
+        for name in names {
             if let Ok(name) = file_name(&name) {
-                match std::fs::remove_file(self.files.join(name)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
-                    _ => {}
-                }
+                remove_if_present(&self.files.join(name))?;
             }
         }
         Ok(())
@@ -351,46 +522,75 @@ impl Spool {
     /// # Errors
     /// Storage failures; then nothing of it is stored.
     pub fn settle(&self, id: &str, rest: Option<&Entry>, reports: &[Entry]) -> Result<bool, Error> {
-        let seal = |e: &Entry| -> Result<(Vec<u8>, Vec<u8>), Error> {
-            let json = serde_json::to_vec(e).map_err(|e| Error::Store(e.to_string()))?;
-            let sealed = self
-                .sealer
-                .seal(&json)
-                .map_err(|e| Error::Store(e.to_string()))?;
-            Ok((e.id.as_bytes().to_vec(), sealed))
+        // `rest` is the same entry, so it keeps its key (its file is sealed under it).
+        let rest = match (rest, self.db.get(id.as_bytes())?) {
+            (Some(e), Some(current)) if vault::is_record(&current) => {
+                let json =
+                    Zeroizing::new(serde_json::to_vec(e).map_err(|e| Error::Store(e.to_string()))?);
+                match self.vault.reseal(&current, &json) {
+                    Ok(r) => Some((e.id.as_bytes().to_vec(), r)),
+                    // Its key was destroyed: the entry was removed meanwhile.
+                    Err(_) if self.db.get(id.as_bytes())?.is_none() => None,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            (Some(e), Some(_)) => {
+                // An older entry, not moved into the vault: it stays in the older format,
+                // whose key its file is sealed under.
+                let legacy = self.legacy.as_ref().ok_or_else(|| {
+                    Error::Corrupt(id.to_string(), "written before the vault".into())
+                })?;
+                let json =
+                    Zeroizing::new(serde_json::to_vec(e).map_err(|e| Error::Store(e.to_string()))?);
+                let r = legacy
+                    .sealer
+                    .seal(&json)
+                    .map_err(|e| Error::Store(e.to_string()))?;
+                Some((e.id.as_bytes().to_vec(), r))
+            }
+            _ => None,
         };
-        let reports = reports.iter().map(seal).collect::<Result<Vec<_>, _>>()?;
-        let rest = rest.map(seal).transpose()?;
-        let old = self
-            .db
-            .transaction(|tx| {
-                for (k, v) in &reports {
+        let sealed_reports = self.seal_entries(&reports.iter().collect::<Vec<_>>())?;
+        let reports: Vec<(Vec<u8>, Vec<u8>)> = reports
+            .iter()
+            .map(|e| e.id.as_bytes().to_vec())
+            .zip(sealed_reports)
+            .collect();
+        let outcome = self.db.transaction(|tx| {
+            for (k, v) in &reports {
+                tx.insert(k.as_slice(), v.as_slice())?;
+            }
+            let old = tx.get(id.as_bytes())?;
+            match (&old, &rest) {
+                (None, _) => {}
+                (Some(_), Some((k, v))) => {
                     tx.insert(k.as_slice(), v.as_slice())?;
                 }
-                let old = tx.get(id.as_bytes())?;
-                match (&old, &rest) {
-                    (None, _) => {}
-                    (Some(_), Some((k, v))) => {
-                        tx.insert(k.as_slice(), v.as_slice())?;
-                    }
-                    (Some(_), None) => {
-                        tx.remove(id.as_bytes())?;
-                    }
+                (Some(_), None) => {
+                    tx.remove(id.as_bytes())?;
                 }
-                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
-                    old,
-                )
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => Error::from(e),
-                sled::transaction::TransactionError::Abort(never) => match never {},
-            })?;
+            }
+            Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(old)
+        });
+        let old = match outcome {
+            Ok(old) => old,
+            Err(e) => {
+                for (_, r) in &reports {
+                    let _ = self.vault.destroy(r);
+                }
+                return Err(match e {
+                    sled::transaction::TransactionError::Storage(e) => Error::from(e),
+                    sled::transaction::TransactionError::Abort(never) => match never {},
+                });
+            }
+        };
         self.db.flush()?;
         let Some(old) = old else {
             return Ok(false);
         };
         if rest.is_none() {
             self.remove_file_of(id, &old)?;
+            self.forget(&old)?;
         }
         Ok(true)
     }
@@ -399,49 +599,113 @@ impl Spool {
     /// dropped.
     pub fn all(&self) -> Result<Vec<Entry>, Error> {
         let mut out = Vec::new();
-        for item in self.db.iter() {
-            let (k, v) = item?;
-            if k.as_ref() == SALT_KEY || k.as_ref() == FILES_KEY {
-                continue;
+        for (k, v) in self.records()? {
+            match self.unseal(&k, &v) {
+                Ok(e) => out.push(e),
+                // Removed since it was read, with its key: it is no longer owed.
+                Err(_) if self.db.get(&k)?.as_ref() != Some(&v) => {}
+                Err(e) => return Err(e),
             }
-            out.push(self.unseal(&k, &v)?);
         }
         Ok(out)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Entry>, Error> {
-        match self.db.get(id.as_bytes())? {
-            Some(v) => Ok(Some(self.unseal(id.as_bytes(), &v)?)),
-            None => Ok(None),
+        let Some(v) = self.db.get(id.as_bytes())? else {
+            return Ok(None);
+        };
+        match self.unseal(id.as_bytes(), &v) {
+            Ok(e) => Ok(Some(e)),
+            // Removed or replaced since it was read: read what is there now.
+            Err(_) if self.db.get(id.as_bytes())?.as_ref() != Some(&v) => {
+                match self.db.get(id.as_bytes())? {
+                    Some(now) => Ok(Some(self.unseal(id.as_bytes(), &now)?)),
+                    None => Ok(None),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 
     fn unseal(&self, key: &[u8], value: &[u8]) -> Result<Entry, Error> {
         let id = String::from_utf8_lossy(key).into_owned();
-        let json = self
-            .sealer
-            .open_record(value)
-            .map_err(|e| Error::Corrupt(id.clone(), e.to_string()))?;
+        let json = if vault::is_record(value) {
+            self.vault
+                .open_record(value)
+                .map_err(|e| Error::Corrupt(id.clone(), e.to_string()))?
+        } else {
+            let legacy = self.legacy.as_ref().ok_or_else(|| {
+                Error::Corrupt(
+                    id.clone(),
+                    "written before the vault, and its key is gone".into(),
+                )
+            })?;
+            Zeroizing::new(
+                legacy
+                    .sealer
+                    .open_record(value)
+                    .map_err(|e| Error::Corrupt(id.clone(), e.to_string()))?,
+            )
+        };
         serde_json::from_slice(&json).map_err(|e| Error::Corrupt(id, e.to_string()))
     }
 }
 
-/// The message files' key: unsealed from the spool, or made and stored sealed.
-fn files_key(db: &sled::Db, sealer: &Sealer) -> Result<MasterKey, Error> {
-    let corrupt = |why: String| Error::Corrupt("message files key".into(), why);
-    if let Some(record) = db.get(FILES_KEY)? {
-        let key = sealer
-            .open_record(&record)
-            .map_err(|e| corrupt(e.to_string()))?;
-        let key =
-            <[u8; 32]>::try_from(key.as_slice()).map_err(|_| corrupt("not 32 bytes".into()))?;
-        return Ok(MasterKey::new(key));
+impl Legacy {
+    /// The older key, when anything was sealed under it: a salt in the database (with a
+    /// passphrase) or the `spool.key` file.
+    fn open(
+        db: &sled::Db,
+        data_dir: &Path,
+        passphrase: Option<&Password>,
+    ) -> Result<Option<Legacy>, Error> {
+        let key_path = data_dir.join("spool.key");
+        let sealer = match (db.get(SALT_KEY)?, passphrase) {
+            (Some(salt), Some(p)) => {
+                Sealer::derive(p, &salt).map_err(|e| Error::Store(e.to_string()))?
+            }
+            (Some(_), None) => return Ok(None),
+            (None, _) if key_path.exists() => Sealer::from_key(key_file(&key_path)?),
+            (None, _) => return Ok(None),
+        };
+        let files_key = match db.get(FILES_KEY)? {
+            Some(record) => {
+                let corrupt = |why: String| Error::Corrupt("message files key".into(), why);
+                let key = Zeroizing::new(
+                    sealer
+                        .open_record(&record)
+                        .map_err(|e| corrupt(e.to_string()))?,
+                );
+                let key = <[u8; 32]>::try_from(key.as_slice())
+                    .map_err(|_| corrupt("not 32 bytes".into()))?;
+                Some(MasterKey::new(key))
+            }
+            None => None,
+        };
+        Ok(Some(Legacy { sealer, files_key }))
     }
-    let key: [u8; 32] = rand::random();
-    let sealed = sealer.seal(&key).map_err(|e| Error::Store(e.to_string()))?;
-    db.insert(FILES_KEY, sealed)?;
-    db.flush()?;
-    Ok(MasterKey::new(key))
+}
+
+fn remove_if_present(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Overwrites a small key file with zeros on disk, then removes it.
+fn shred_file(path: &Path) -> Result<(), Error> {
+    let file = match OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
+    (&file).write_all(&zeros)?;
+    file.sync_all()?;
+    std::fs::remove_file(path)?;
+    Ok(())
 }
 
 /// An entry ID as a file name: letters, digits, `.`, `_` and `-`, not starting with `.`
@@ -459,32 +723,16 @@ fn file_name(id: &str) -> Result<&str, Error> {
     }
 }
 
-/// Reads the spool key, or makes one: 32 random bytes, written 0600 before any byte lands.
+/// Reads the key file entries were sealed under before the vault, when there was no
+/// passphrase.
 fn key_file(path: &Path) -> Result<[u8; 32], Error> {
-    if let Ok(bytes) = std::fs::read(path) {
-        if let Ok(key) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            return Ok(key);
-        }
-        return Err(Error::Corrupt(
+    let bytes = Zeroizing::new(std::fs::read(path)?);
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        Error::Corrupt(
             path.display().to_string(),
             "the spool key file is not 32 bytes".into(),
-        ));
-    }
-    let key: [u8; 32] = rand::random();
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
-        f.write_all(&key)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    Ok(key)
+        )
+    })
 }
 
 #[cfg(test)]

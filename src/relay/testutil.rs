@@ -179,8 +179,7 @@ pub fn upstream_config(port: u16) -> crate::relay::UpstreamConfig {
 pub fn smtp_relay(dir: &std::path::Path, port: u16) -> crate::relay::Relay {
     let up = crate::relay::Transport::Smtp(upstream_config(port));
     crate::relay::Relay::open(
-        dir,
-        None,
+        crate::relay::Spool::open(dir, None).unwrap(),
         up.clone(),
         up,
         crate::relay::RelayConfig::new("gw.test"),

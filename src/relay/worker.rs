@@ -400,7 +400,13 @@ mod tests {
         let cfg = RelayConfig::new("gw.test");
         let message = dotted_message(3);
         {
-            let relay = Relay::open(dir.path(), None, up.clone(), up.clone(), cfg.clone()).unwrap();
+            let relay = Relay::open(
+                crate::relay::Spool::open(dir.path(), None).unwrap(),
+                up.clone(),
+                up.clone(),
+                cfg.clone(),
+            )
+            .unwrap();
             let blob = spilled(&message, incoming.path());
             relay
                 .spool()
@@ -410,7 +416,13 @@ mod tests {
         let file = dir.path().join("spool-data").join("Q.0");
         assert!(file.exists());
         // As after a restart: a new spool handle finds the entry and its file.
-        let relay = Relay::open(dir.path(), None, up.clone(), up, cfg).unwrap();
+        let relay = Relay::open(
+            crate::relay::Spool::open(dir.path(), None).unwrap(),
+            up.clone(),
+            up,
+            cfg,
+        )
+        .unwrap();
         assert_eq!(pass(&relay, true).await.unwrap(), None);
         let got = sink.messages.lock().unwrap().clone();
         assert_eq!(got.len(), 1);

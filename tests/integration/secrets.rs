@@ -39,7 +39,7 @@ fn run_verbose(s: &Sealpost, args: &[&str], limit: Duration) -> Output {
 
 /// The secret key material of every key in `armored` (a secret key in the clear), each as
 /// the bytes that follow its packet's public part.
-fn secret_material(armored: &[u8]) -> Vec<Vec<u8>> {
+pub(super) fn secret_material(armored: &[u8]) -> Vec<Vec<u8>> {
     use openpgp::packet::key::SecretKeyMaterial;
     use openpgp::parse::Parse;
     use openpgp::serialize::MarshalInto;
@@ -110,14 +110,19 @@ fn verbose_keys_generate_finishes_and_logs_no_secret() {
 
 /// A running `serve` started through `sh -c 'umask 000; exec …'`, its standard error in a
 /// file; killed when dropped.
-struct Gateway {
+pub(super) struct Gateway {
     child: std::process::Child,
-    port: u16,
+    pub(super) port: u16,
     stderr: PathBuf,
 }
 
 impl Gateway {
-    fn start(s: &Sealpost, config: &str, args: &[&str], env: &[(&str, &Path)]) -> Gateway {
+    pub(super) fn start(
+        s: &Sealpost,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Gateway {
         let config_path = s.dir.path().join("secrets.toml");
         std::fs::write(&config_path, config).expect("write config");
         let stderr = s.dir.path().join("serve.stderr");
@@ -180,7 +185,7 @@ impl Gateway {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 }
@@ -215,9 +220,14 @@ fn delivered_files(maildir: &Path) -> Vec<PathBuf> {
 /// gpg encrypts a short message to `to` (whose certificate `s` exports) and sends it to
 /// the inbound listener on `port`.
 fn send_encrypted(s: &Sealpost, port: u16, to: &str) {
+    send_encrypted_body(s, port, to, b"secret body\n");
+}
+
+/// As [`send_encrypted`], with `body` as the plaintext.
+pub(super) fn send_encrypted_body(s: &Sealpost, port: u16, to: &str, body: &[u8]) {
     let gpg = Gpg::new();
     gpg.ok_with_input(&["--import"], s.ok(&["keys", "export", to]).as_bytes());
-    let armored = gpg.ok_with_input(&["--armor", "--encrypt", "-r", to], b"secret body\n");
+    let armored = gpg.ok_with_input(&["--armor", "--encrypt", "-r", to], body);
     let file = s.dir.path().join("message.asc");
     std::fs::write(&file, armored).expect("write message");
     let (ok, transcript) = swaks_to(

@@ -77,11 +77,81 @@ fn secrets_at_rest_are_sealed_with_the_passphrase() {
         Keyring::open(dir.path(), wrong),
         Err(Error::BadPassphrase)
     ));
-    let none = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
     assert!(matches!(
-        none.export(&c.fingerprint(), true),
+        Keyring::open(dir.path(), OpenOptions::default()),
         Err(Error::PassphraseNeeded)
     ));
+}
+
+/// Secret-key records written before the vault (plain, or sealed under the passphrase's
+/// one key) are moved into it when the keyring opens, and keep working.
+#[test]
+fn older_records_move_into_the_vault() {
+    let pass = Password::from("old times");
+    for sealed in [false, true] {
+        let store = crate::store::memory::MemoryStore::new();
+        let c = cert("<old@example.org>");
+        let tsk = c.as_tsk().to_vec().unwrap();
+        // An older keyring: the certificate through an import, then the secret record
+        // rewritten in the older format.
+        let k = Keyring::with_store(Box::new(store), OpenOptions::default()).unwrap();
+        k.import(&tsk).unwrap();
+        let Inner { store, .. } = Arc::try_unwrap(k.inner).ok().unwrap();
+        let old = if sealed {
+            crate::secret::create_legacy(store.as_ref(), &pass)
+                .unwrap()
+                .seal(&tsk)
+                .unwrap()
+        } else {
+            let mut r = vec![0u8];
+            r.extend_from_slice(&tsk);
+            r
+        };
+        store
+            .apply(vec![Op::Put(
+                Tree::Secrets,
+                c.fingerprint().as_bytes().to_vec(),
+                old,
+            )])
+            .unwrap();
+        let opts = OpenOptions {
+            passphrase: sealed.then(|| pass.clone()),
+            ..OpenOptions::default()
+        };
+        let k = Keyring::with_store(store, opts).unwrap();
+        let record = k
+            .inner
+            .store
+            .get(Tree::Secrets, c.fingerprint().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert!(crate::vault::is_record(&record), "sealed={sealed}");
+        assert!(k.export(&c.fingerprint(), true).is_ok());
+        assert_eq!(k.inner.store.scan(Tree::Meta, b"").unwrap().len(), 0);
+    }
+}
+
+/// A removed secret key's record stays in sled's files, but its key is gone from the
+/// vault: no copy of it can be opened.
+#[test]
+fn a_removed_secret_key_cannot_be_opened_from_what_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = cert("<gone@example.org>");
+    let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
+    k.import(&c.as_tsk().to_vec().unwrap()).unwrap();
+    let record = k
+        .inner
+        .store
+        .get(Tree::Secrets, c.fingerprint().as_bytes())
+        .unwrap()
+        .unwrap();
+    assert!(k.vault().open_record(&record).is_ok());
+    assert!(k.remove(&c.fingerprint()).unwrap());
+    assert!(k.vault().open_record(&record).is_err());
+    drop(k);
+    let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
+    assert!(k.vault().open_record(&record).is_err());
+    assert_eq!(k.vault().count(crate::vault::Owner::Keyring).unwrap(), 0);
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

@@ -85,23 +85,26 @@ pub fn passphrase_from_env() -> anyhow::Result<Option<Password>> {
     let Some(path) = std::env::var_os("SEALPOST_PASSPHRASE_FILE").filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
-    let raw = std::fs::read(&path).with_context(|| {
+    read_passphrase_file(Path::new(&path), "SEALPOST_PASSPHRASE_FILE").map(Some)
+}
+
+/// Reads a passphrase from `path` (`what` names where the path came from, for messages).
+/// One trailing newline is dropped, as editors add one; an empty passphrase is refused.
+pub fn read_passphrase_file(path: &Path, what: &str) -> anyhow::Result<Password> {
+    let raw = zeroize::Zeroizing::new(std::fs::read(path).with_context(|| {
         format!(
-            "cannot read the passphrase file {} (SEALPOST_PASSPHRASE_FILE)",
-            Path::new(&path).display()
+            "cannot read the passphrase file {} ({what})",
+            path.display()
         )
-    })?;
+    })?);
     let mut text = raw.as_slice();
     if let Some(rest) = text.strip_suffix(b"\n") {
         text = rest.strip_suffix(b"\r").unwrap_or(rest);
     }
     if text.is_empty() {
-        anyhow::bail!(
-            "the passphrase file {} (SEALPOST_PASSPHRASE_FILE) is empty",
-            Path::new(&path).display()
-        );
+        anyhow::bail!("the passphrase file {} ({what}) is empty", path.display());
     }
-    Ok(Some(Password::from(text)))
+    Ok(Password::from(text))
 }
 
 /// Printed whenever a command stores or reveals secret key material without a keyring
