@@ -6,6 +6,7 @@ mod integration {
     mod common;
     mod faults;
     mod inbound;
+    mod inbound_tls;
     mod keys;
     mod lmtp;
     mod outbound;

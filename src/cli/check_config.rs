@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
+
 use crate::config::{AuthMode, Config, Mode, Target, TlsMode};
 
 /// Validate a configuration file and print the effective configuration.
@@ -25,6 +27,23 @@ pub fn run(
         ..Default::default()
     };
     let config = Config::load(config, &overrides, super::default_data_dir)?;
+    // `serve` reads each ca_file at start and stops on a bad one: so does this.
+    let ca_files = [
+        (
+            "[upstream] ca_file",
+            config
+                .upstream
+                .as_ref()
+                .filter(|u| u.tls != TlsMode::None)
+                .and_then(|u| u.ca_file.as_deref()),
+        ),
+        ("[inbound] ca_file", config.inbound_ca_file.as_deref()),
+    ];
+    for (key, path) in ca_files {
+        if let Some(path) = path {
+            crate::tls::ClientTls::new(Some(path)).with_context(|| key.to_string())?;
+        }
+    }
     print!("{}", render(&config));
     Ok(())
 }
@@ -133,6 +152,12 @@ pub fn render(c: &Config) -> String {
         Target::Maildir(p) => format!("maildir:{}", p.display()),
     };
     let _ = writeln!(s, "deliver = {target:?}");
+    if matches!(c.inbound_target, Target::Smtp { .. } | Target::Lmtp { .. }) {
+        let _ = writeln!(s, "tls = {:?}", tls(c.inbound_tls));
+    }
+    if let Some(ca) = &c.inbound_ca_file {
+        let _ = writeln!(s, "ca_file = {:?}", ca.display().to_string());
+    }
     let domains: Vec<String> = c.local_domains.iter().map(|d| format!("{d:?}")).collect();
     let _ = writeln!(s, "local_domains = [{}]", domains.join(", "));
     if c.local_domains.is_empty() {

@@ -13,7 +13,7 @@ use crate::blob::Spill;
 use crate::config::{self, AuthMode, Config, Mode, Target, TlsMode};
 use crate::pipeline::{Direction, Gateway};
 use crate::relay::{
-    LmtpAddress, LmtpConfig, Relay, RelayConfig, Route, Transport, UpstreamConfig, UpstreamTls,
+    HopTls, LmtpAddress, LmtpConfig, Relay, RelayConfig, Route, Transport, UpstreamConfig,
 };
 use crate::server::listener::{self, ConnectionLimits};
 use crate::smtp::config::{self as smtp_config, SessionConfig};
@@ -30,6 +30,7 @@ Examples:
   sealpost serve --upstream smtp.example.org:587 --upstream-tls starttls
   sealpost serve --config /etc/sealpost/sealpost.toml
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:25
+  sealpost serve --inbound-listen 0.0.0.0:25 --deliver lmtp:mail.example.org:24 --deliver-tls starttls
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver lmtp:unix:/run/dovecot/lmtp")]
 pub struct Args {
     /// Address of the outbound (submission) listener
@@ -48,6 +49,9 @@ pub struct Args {
     /// lmtp:unix:PATH (LMTP, e.g. Dovecot), or maildir:PATH
     #[arg(long, value_name = "TARGET")]
     deliver: Option<String>,
+    /// TLS to the inbound delivery target (SMTP or LMTP over TCP)
+    #[arg(long, value_name = "none|starttls|tls")]
+    deliver_tls: Option<String>,
 }
 
 pub fn run(
@@ -62,6 +66,7 @@ pub fn run(
         upstream_tls: args.upstream_tls,
         inbound_listen: args.inbound_listen,
         deliver: args.deliver,
+        deliver_tls: args.deliver_tls,
     };
     let config = Config::load(config, &overrides, super::default_data_dir)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
@@ -128,13 +133,16 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         Some(up) => Transport::Smtp(upstream_config(&config, up)?),
         None => Transport::Maildir(config.outbound_maildir.clone()),
     };
+    let inbound_tls = || {
+        hop_tls(config.inbound_tls, config.inbound_ca_file.as_deref())
+            .context("inbound delivery TLS ([inbound] ca_file)")
+    };
     let inbound = match &config.inbound_target {
         Target::Maildir(p) => Transport::Maildir(p.clone()),
         Target::Smtp { host, port } => Transport::Smtp(UpstreamConfig {
             host: host.clone(),
             port: *port,
-            tls: UpstreamTls::None,
-            ca_pem: None,
+            tls: inbound_tls()?,
             credentials: None,
             helo: config.hostname.clone(),
             timeout: Duration::from_secs(60),
@@ -147,10 +155,14 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 host: host.clone(),
                 port: *port,
             },
+            inbound_tls()?,
         )),
-        Target::LmtpUnix(path) => {
-            Transport::Lmtp(lmtp_config(&config, LmtpAddress::Unix(path.clone())))
-        }
+        // The configuration refuses TLS to a local socket.
+        Target::LmtpUnix(path) => Transport::Lmtp(lmtp_config(
+            &config,
+            LmtpAddress::Unix(path.clone()),
+            HopTls::None,
+        )),
     };
     let relay =
         Relay::open(spool, outbound, inbound, relay_cfg).context("cannot open the relay")?;
@@ -261,6 +273,10 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
                 "sealpost: inbound mail accepted for: {}",
                 local_domains.join(", ")
             );
+            println!(
+                "sealpost: inbound mail is delivered to {}",
+                inbound_text(&config)
+            );
         }
         let gateway = Gateway {
             direction,
@@ -322,20 +338,36 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<UpstreamConfig> {
-    let ca_pem = match &up.ca_file {
-        Some(p) => Some(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?),
-        None => None,
+/// Where inbound mail goes, and how securely, for the start-up lines.
+fn inbound_text(config: &Config) -> String {
+    let tls = match config.inbound_tls {
+        TlsMode::None => "no TLS",
+        TlsMode::StartTls => "STARTTLS required",
+        TlsMode::Implicit => "implicit TLS",
     };
+    match &config.inbound_target {
+        Target::Smtp { host, port } => format!("{host}:{port} over SMTP ({tls})"),
+        Target::Lmtp { host, port } => format!("lmtp:{host}:{port} ({tls})"),
+        Target::LmtpUnix(p) => format!("lmtp:unix:{}", p.display()),
+        Target::Maildir(p) => format!("the Maildir {}", p.display()),
+    }
+}
+
+/// The TLS of a next hop: the one client configuration, trusting `ca_file` alone when
+/// it is given, made once here so that a bad `ca_file` stops `serve` at start.
+fn hop_tls(mode: TlsMode, ca_file: Option<&Path>) -> anyhow::Result<HopTls> {
+    Ok(match mode {
+        TlsMode::None => HopTls::None,
+        TlsMode::StartTls => HopTls::StartTls(crate::tls::ClientTls::new(ca_file)?),
+        TlsMode::Implicit => HopTls::Implicit(crate::tls::ClientTls::new(ca_file)?),
+    })
+}
+
+fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<UpstreamConfig> {
     Ok(UpstreamConfig {
         host: up.host.clone(),
         port: up.port,
-        tls: match up.tls {
-            TlsMode::None => UpstreamTls::None,
-            TlsMode::StartTls => UpstreamTls::StartTls,
-            TlsMode::Implicit => UpstreamTls::Tls,
-        },
-        ca_pem,
+        tls: hop_tls(up.tls, up.ca_file.as_deref()).context("upstream TLS ([upstream] ca_file)")?,
         credentials: up
             .username
             .clone()
@@ -351,9 +383,10 @@ fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<Ups
 }
 
 /// LMTP to the mailbox server, with the timeouts inbound SMTP delivery uses.
-fn lmtp_config(config: &Config, address: LmtpAddress) -> LmtpConfig {
+fn lmtp_config(config: &Config, address: LmtpAddress, tls: HopTls) -> LmtpConfig {
     LmtpConfig {
         address,
+        tls,
         lhlo: config.hostname.clone(),
         timeout: Duration::from_secs(60),
         data_timeout: Duration::from_secs(600),

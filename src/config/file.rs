@@ -92,8 +92,13 @@ pub struct Delivery {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Inbound {
-    /// Where decrypted mail goes: `host:port` (SMTP) or `maildir:PATH`.
+    /// Where decrypted mail goes: `host:port` (SMTP), `lmtp:host:port`, `lmtp:unix:PATH`
+    /// or `maildir:PATH`.
     pub deliver: Option<Spanned<String>>,
+    /// TLS to a `deliver` on the network: `none` (default), `starttls` (required) or `tls`.
+    pub tls: Option<Spanned<String>>,
+    /// A PEM file of CA certificates to trust instead of the system roots.
+    pub ca_file: Option<Spanned<PathBuf>>,
     /// Domains the inbound listener accepts mail for; default: those of the keyring's secret keys.
     #[serde(default)]
     pub local_domains: Vec<Spanned<String>>,

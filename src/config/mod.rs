@@ -162,6 +162,10 @@ pub struct Config {
     pub retry: Duration,
     /// Where inbound copies go.
     pub inbound_target: Target,
+    /// TLS to `inbound_target`, which is then on the network (SMTP or LMTP over TCP).
+    pub inbound_tls: TlsMode,
+    /// CA certificates that replace the system roots for `inbound_tls`.
+    pub inbound_ca_file: Option<PathBuf>,
     /// Empty: the domains of the keyring's secret keys.
     pub local_domains: Vec<String>,
     /// The authserv-id of our `Authentication-Results` fields (default: the hostname).
@@ -180,6 +184,7 @@ pub struct Overrides {
     pub upstream_tls: Option<String>,
     pub inbound_listen: Option<String>,
     pub deliver: Option<String>,
+    pub deliver_tls: Option<String>,
 }
 
 /// Which text a value came from, to turn a byte span into a line number.
@@ -371,7 +376,19 @@ fn build(
     let mut local_domains = Vec::new();
     let mut authserv_id = hostname.clone();
     let mut max_plaintext = DEFAULT_MAX_PLAINTEXT;
+    let mut inbound_tls = TlsMode::None;
+    let mut inbound_ca_file = None;
+    // Kept to name the key and line of a TLS setting that the final target (which a
+    // flag may still change) cannot use.
+    let inbound_src = src;
+    let inbound_tls_at = f.inbound.as_ref().and_then(|i| i.tls.clone());
+    let inbound_ca_at = f.inbound.as_ref().and_then(|i| i.ca_file.clone());
     if let Some(inb) = &f.inbound {
+        if let Some(t) = &inb.tls {
+            inbound_tls =
+                value::tls_mode(t.get_ref()).map_err(|m| src.invalid("inbound.tls", t, m))?;
+        }
+        inbound_ca_file = inb.ca_file.as_ref().map(|c| c.get_ref().clone());
         if let Some(a) = inb.authserv_id.as_ref().filter(|a| !a.get_ref().is_empty()) {
             authserv_id = value::authserv_id(a.get_ref())
                 .map_err(|m| src.invalid("inbound.authserv_id", a, m))?;
@@ -458,6 +475,23 @@ fn build(
     if let Some(d) = &ov.deliver {
         inbound_target = value::target(d, &default_maildir).map_err(|m| flag("--deliver", m))?;
     }
+    if let Some(t) = &ov.deliver_tls {
+        inbound_tls = value::tls_mode(t).map_err(|m| flag("--deliver-tls", m))?;
+    }
+    if let Err(problem) =
+        value::inbound_tls(&inbound_target, inbound_tls, inbound_ca_file.is_some())
+    {
+        return Err(match (problem, &inbound_tls_at, &inbound_ca_at) {
+            (value::TlsProblem::Tls(m), _, _) if ov.deliver_tls.is_some() => {
+                flag("--deliver-tls", m)
+            }
+            (value::TlsProblem::Tls(m), Some(at), _) => inbound_src.invalid("inbound.tls", at, m),
+            (value::TlsProblem::CaFile(m), _, Some(at)) => {
+                inbound_src.invalid("inbound.ca_file", at, m)
+            }
+            (value::TlsProblem::Tls(m) | value::TlsProblem::CaFile(m), _, _) => flag("inbound", m),
+        });
+    }
 
     if listeners.is_empty() {
         return Err(flag("listener", "no listener is configured".into()));
@@ -506,6 +540,8 @@ fn build(
         lifetime,
         retry,
         inbound_target,
+        inbound_tls,
+        inbound_ca_file,
         local_domains,
         authserv_id,
         max_plaintext,

@@ -288,3 +288,93 @@ fn spill_size_per_listener() {
         "{err}"
     );
 }
+
+#[test]
+fn inbound_tls_to_a_mailbox_server_on_the_network() {
+    let c = load_str("", &Overrides::default()).unwrap();
+    assert_eq!(c.inbound_tls, TlsMode::None, "default: today's plaintext");
+    let text = "[inbound]\ndeliver = \"lmtp:mail.example.org:24\"\ntls = \"starttls\"\n\
+                ca_file = \"/etc/ssl/internal-ca.pem\"\n";
+    let c = load_str(text, &Overrides::default()).unwrap();
+    assert_eq!(c.inbound_tls, TlsMode::StartTls);
+    assert_eq!(
+        c.inbound_ca_file.as_deref(),
+        Some(Path::new("/etc/ssl/internal-ca.pem"))
+    );
+    let c = load_str(
+        "[inbound]\ndeliver = \"10.0.0.5:465\"\ntls = \"tls\"\n",
+        &Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.inbound_tls, TlsMode::Implicit);
+    let err = refusal("[inbound]\ndeliver = \"10.0.0.5:25\"\ntls = \"yes\"\n");
+    assert!(
+        err.contains("line 3") && err.contains("inbound.tls") && err.contains("\"starttls\""),
+        "{err}"
+    );
+    // The flag, over the file.
+    let ov = Overrides {
+        deliver_tls: Some("tls".into()),
+        ..Overrides::default()
+    };
+    let c = load_str("[inbound]\ndeliver = \"lmtp:10.0.0.6:24\"\n", &ov).unwrap();
+    assert_eq!(c.inbound_tls, TlsMode::Implicit);
+}
+
+#[test]
+fn inbound_tls_to_a_local_target_is_refused() {
+    for (deliver, what) in [
+        ("maildir:/var/mail/alice", "local directory"),
+        ("maildir", "local directory"),
+        ("lmtp:unix:/run/dovecot/lmtp", "local Unix socket"),
+    ] {
+        for mode in ["starttls", "tls"] {
+            let text = format!("[inbound]\ndeliver = \"{deliver}\"\ntls = \"{mode}\"\n");
+            let err = refusal(&text);
+            assert!(
+                err.contains("line 3") && err.contains("inbound.tls") && err.contains(what),
+                "{text}: {err}"
+            );
+            assert!(err.contains("HOST:PORT or lmtp:HOST:PORT"), "{err}");
+        }
+        let text = format!("[inbound]\ndeliver = \"{deliver}\"\nca_file = \"/ca.pem\"\n");
+        let err = refusal(&text);
+        assert!(
+            err.contains("line 3") && err.contains("inbound.ca_file") && err.contains(what),
+            "{text}: {err}"
+        );
+    }
+    // A target from the command line is judged with the file's TLS setting…
+    let ov = Overrides {
+        deliver: Some("maildir:/var/mail".into()),
+        ..Overrides::default()
+    };
+    let err = load_str("[inbound]\ndeliver = \"mx:25\"\ntls = \"starttls\"\n", &ov)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("inbound.tls") && err.contains("maildir:/var/mail"),
+        "{err}"
+    );
+    // … and a flag's TLS setting with the file's target.
+    let ov = Overrides {
+        deliver_tls: Some("starttls".into()),
+        ..Overrides::default()
+    };
+    let err = load_str("[inbound]\ndeliver = \"lmtp:unix:/run/lmtp\"\n", &ov)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--deliver-tls") && err.contains("Unix socket"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_inbound_ca_file_without_tls_is_refused() {
+    let err = refusal("[inbound]\ndeliver = \"lmtp:10.0.0.6:24\"\nca_file = \"/ca.pem\"\n");
+    assert!(
+        err.contains("line 3") && err.contains("inbound.ca_file") && err.contains("in the clear"),
+        "{err}"
+    );
+}

@@ -331,6 +331,50 @@ pub fn tls_mode(s: &str) -> Result<TlsMode, String> {
     }
 }
 
+/// A TLS setting for inbound delivery that the target cannot use, and which key it is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TlsProblem {
+    Tls(String),
+    CaFile(String),
+}
+
+/// Refuses `[inbound] tls` and `ca_file` where they cannot apply: TLS is for a mailbox
+/// server on the network, not a local directory or socket; and a `ca_file` without TLS
+/// would leave the admin believing the hop is verified when it goes in the clear.
+pub fn inbound_tls(target: &Target, tls: TlsMode, ca_file: bool) -> Result<(), TlsProblem> {
+    let local = match target {
+        Target::Maildir(p) => Some(format!(
+            "maildir:{} is a local directory, written directly",
+            p.display()
+        )),
+        Target::LmtpUnix(p) => Some(format!(
+            "lmtp:unix:{} is a local Unix socket, which its file permissions protect, not TLS",
+            p.display()
+        )),
+        Target::Smtp { .. } | Target::Lmtp { .. } => None,
+    };
+    let mode = match tls {
+        TlsMode::None => "none",
+        TlsMode::StartTls => "starttls",
+        TlsMode::Implicit => "tls",
+    };
+    match (local, tls) {
+        (Some(what), TlsMode::StartTls | TlsMode::Implicit) => Err(TlsProblem::Tls(format!(
+            "tls = \"{mode}\" cannot apply: {what}. Remove tls (and ca_file), or deliver to \
+             a mailbox server on the network (HOST:PORT or lmtp:HOST:PORT)"
+        ))),
+        (Some(what), TlsMode::None) if ca_file => Err(TlsProblem::CaFile(format!(
+            "ca_file cannot apply: {what}. Remove ca_file"
+        ))),
+        (None, TlsMode::None) if ca_file => Err(TlsProblem::CaFile(
+            "ca_file is set but tls is \"none\": delivery would go in the clear, verified by \
+             nothing. Set tls = \"starttls\" or \"tls\", or remove ca_file"
+                .into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub fn socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()
         .or_else(|_| {

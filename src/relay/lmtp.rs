@@ -1,18 +1,22 @@
 //! LMTP delivery (RFC 2033) to a mailbox server such as Dovecot, over TCP or a Unix
 //! socket: LHLO, MAIL, one RCPT per recipient, DATA, then one reply per accepted
 //! recipient, each mapped to that recipient's outcome as an SMTP reply would be.
+//!
+//! Over TCP the connection may be secured ([`HopTls`]): TLS from the first byte, or
+//! STARTTLS after LHLO (LMTP keeps SMTP's service extensions, RFC 3207 among them), which
+//! is then required: a server that does not offer it gets no message, and the copy is
+//! retried. A Unix socket never uses TLS.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
 use crate::blob::{sealed::CHUNK, Blob};
 use crate::smtp::reply::{Class, Enhanced, Reply};
 
 use super::commands::{self, MailParams};
+use super::hop::{self, Connection, Error, HopTls};
 use super::{downgrade, wire, Copy, Escaped, Outcome};
 
 /// Where the LMTP server listens.
@@ -39,6 +43,8 @@ impl fmt::Display for LmtpAddress {
 #[derive(Debug, Clone)]
 pub struct LmtpConfig {
     pub address: LmtpAddress,
+    /// TLS to a TCP address, verified against its host.
+    pub tls: HopTls,
     /// Our name in LHLO.
     pub lhlo: String,
     /// Connect and command timeout.
@@ -48,110 +54,22 @@ pub struct LmtpConfig {
     pub data_timeout: Duration,
 }
 
-/// What went wrong on the connection itself (not a refusal by the server).
-#[derive(Debug, thiserror::Error)]
-enum Error {
-    #[error("cannot connect: {0}")]
-    Connect(std::io::Error),
-    #[error("connection lost: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the server closed the connection")]
-    Closed,
-    #[error("timed out waiting for {0}")]
-    Timeout(&'static str),
-    #[error("unreadable reply: {0}")]
-    Wire(#[from] wire::Error),
-}
-
-impl Error {
-    /// Temporary: the copy is retried, as for an unreachable SMTP upstream.
-    fn reply(&self, cfg: &LmtpConfig) -> Reply {
-        tracing::warn!(server = %cfg.address, error = %Escaped(&self.to_string()), "LMTP delivery failed");
-        let enhanced = match self {
-            Error::Connect(_) => Enhanced(4, 4, 1),
-            Error::Wire(_) => Enhanced(4, 5, 0),
-            _ => Enhanced(4, 4, 2),
-        };
-        Reply::new(
-            451,
-            enhanced,
-            format!(
-                "LMTP server {} failed ({self}); try again later",
-                cfg.address
-            ),
-        )
-    }
-}
-
-/// A byte stream to the server: TCP, a Unix socket, or in tests an in-memory pipe.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
-
-/// The socket and the bytes read but not yet parsed, so that a reply that arrives with
-/// the next one (LMTP's per-recipient replies often do) is kept for the next read.
-struct Connection {
-    stream: Box<dyn Stream>,
-    buf: Vec<u8>,
-}
-
-impl Connection {
-    fn new(stream: Box<dyn Stream>) -> Connection {
-        Connection {
-            stream,
-            buf: Vec::with_capacity(1024),
-        }
-    }
-
-    async fn reply(
-        &mut self,
-        timeout: Duration,
-        waiting_for: &'static str,
-    ) -> Result<Reply, Error> {
-        let read = async {
-            let mut chunk = [0u8; 4096];
-            loop {
-                if let Some((reply, used)) = wire::parse(&self.buf)? {
-                    self.buf.drain(..used.min(self.buf.len()));
-                    return Ok(reply);
-                }
-                let n = self.stream.read(&mut chunk).await?;
-                if n == 0 {
-                    return Err(Error::Closed);
-                }
-                self.buf
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default());
-            }
-        };
-        tokio::time::timeout(timeout, read)
-            .await
-            .map_err(|_| Error::Timeout(waiting_for))?
-    }
-
-    async fn write(&mut self, bytes: &[u8], timeout: Duration) -> Result<(), Error> {
-        let write = async {
-            self.stream.write_all(bytes).await?;
-            self.stream.flush().await
-        };
-        tokio::time::timeout(timeout, write)
-            .await
-            .map_err(|_| Error::Timeout("the server to take our data"))?
-            .map_err(Error::Io)
-    }
-
-    async fn command(
-        &mut self,
-        line: &str,
-        timeout: Duration,
-        waiting_for: &'static str,
-    ) -> Result<Reply, Error> {
-        self.write(line.as_bytes(), timeout).await?;
-        self.reply(timeout, waiting_for).await
-    }
-
-    /// Ends the session politely; a server that has gone away by now changes nothing.
-    async fn quit(&mut self, timeout: Duration) {
-        let _ = self.command("QUIT\r\n", timeout, "the QUIT reply").await;
-    }
+/// The reply every recipient gets when the connection fails: temporary, so the copy is
+/// retried, as for an unreachable SMTP upstream.
+fn failed(e: &Error, cfg: &LmtpConfig) -> Reply {
+    tracing::warn!(server = %cfg.address, tls = %cfg.tls, error = %Escaped(&e.to_string()), "LMTP delivery failed");
+    let enhanced = match e {
+        Error::Connect(_) | Error::Handshake(_) => Enhanced(4, 4, 1),
+        Error::Wire(_) => Enhanced(4, 5, 0),
+        _ if e.is_tls_policy() => Enhanced(4, 7, 5),
+        Error::TlsOnUnixSocket => Enhanced(4, 3, 5),
+        _ => Enhanced(4, 4, 2),
+    };
+    Reply::new(
+        451,
+        enhanced,
+        format!("LMTP server {} failed ({e}); try again later", cfg.address),
+    )
 }
 
 /// The extensions the LHLO reply lists that matter here.
@@ -183,44 +101,47 @@ impl Capabilities {
 
 /// One attempt at one copy: an outcome per recipient, in envelope order.
 pub async fn attempt(cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome> {
-    let mut conn = match connect(cfg).await {
-        Ok(c) => c,
+    match connect(cfg).await {
+        Ok(conn) => deliver(conn, cfg, copy).await,
         Err(e) => {
-            let reply = e.reply(cfg);
-            return copy
-                .envelope
+            let reply = failed(&e, cfg);
+            copy.envelope
                 .recipients
                 .iter()
                 .map(|_| Outcome::Failed(reply.clone()))
-                .collect();
+                .collect()
         }
-    };
-    transaction(&mut conn, cfg, copy).await
+    }
 }
 
 /// Whether the LMTP server offers SMTPUTF8 (so that the inbound listener may offer it).
 pub async fn offers_smtputf8(cfg: &LmtpConfig) -> bool {
-    let Ok(mut conn) = connect(cfg).await else {
+    let Ok(conn) = connect(cfg).await else {
         return false;
     };
-    let caps = hello(&mut conn, cfg).await;
-    conn.quit(cfg.timeout).await;
-    caps.is_ok_and(|c| c.smtputf8)
+    match open(conn, cfg).await {
+        Ok((mut conn, caps)) => {
+            conn.quit(cfg.timeout).await;
+            caps.smtputf8
+        }
+        Err(_) => false,
+    }
 }
 
+/// The socket, and for implicit TLS the handshake.
 async fn connect(cfg: &LmtpConfig) -> Result<Connection, Error> {
-    let stream: Box<dyn Stream> = match &cfg.address {
+    let stream: Box<dyn hop::Stream> = match &cfg.address {
         LmtpAddress::Tcp { host, port } => {
-            let connecting = tokio::net::TcpStream::connect((host.as_str(), *port));
-            let tcp = tokio::time::timeout(cfg.timeout, connecting)
-                .await
-                .map_err(|_| Error::Timeout("the connection"))?
-                .map_err(Error::Connect)?;
-            // Commands are small writes answered one by one: no Nagle delay.
-            let _ = tcp.set_nodelay(true);
-            Box::new(tcp)
+            hop::connect_tcp(host, *port, &cfg.tls, cfg.timeout)
+                .await?
+                .0
         }
         LmtpAddress::Unix(path) => {
+            // The configuration refuses TLS to a local socket; were it asked for anyway,
+            // nothing is sent rather than the copy without the TLS it was to have.
+            if !cfg.tls.is_none() {
+                return Err(Error::TlsOnUnixSocket);
+            }
             let connecting = tokio::net::UnixStream::connect(path);
             Box::new(
                 tokio::time::timeout(cfg.timeout, connecting)
@@ -233,15 +154,68 @@ async fn connect(cfg: &LmtpConfig) -> Result<Connection, Error> {
     Ok(Connection::new(stream))
 }
 
-/// The greeting and LHLO; the server's capabilities, or the reply every recipient gets.
-async fn hello(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Capabilities, Reply> {
+/// The session on a new connection: [`open`], then the transaction.
+async fn deliver(conn: Connection, cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome> {
+    match open(conn, cfg).await {
+        Ok((mut conn, caps)) => transaction(&mut conn, cfg, caps, copy).await,
+        Err(reply) => copy
+            .envelope
+            .recipients
+            .iter()
+            .map(|_| Outcome::Failed(reply.clone()))
+            .collect(),
+    }
+}
+
+/// The greeting and LHLO, and with STARTTLS configured the upgrade and LHLO again: the
+/// connection ready for MAIL and the server's capabilities, or the reply every recipient
+/// gets.
+async fn open(mut conn: Connection, cfg: &LmtpConfig) -> Result<(Connection, Capabilities), Reply> {
+    let greeted = match greeting(&mut conn, cfg).await {
+        Ok(()) => lhlo(&mut conn, cfg).await,
+        Err(reply) => Err(reply),
+    };
+    let hello = match greeted {
+        Ok(r) => r,
+        Err(reply) => {
+            conn.quit(cfg.timeout).await;
+            return Err(reply);
+        }
+    };
+    let client = match &cfg.tls {
+        HopTls::StartTls(client) => client,
+        HopTls::None | HopTls::Implicit(_) => return Ok((conn, Capabilities::of(&hello))),
+    };
+    let LmtpAddress::Tcp { host, .. } = &cfg.address else {
+        conn.quit(cfg.timeout).await;
+        return Err(failed(&Error::TlsOnUnixSocket, cfg));
+    };
+    let mut conn = conn
+        .starttls(&hello, client, host, cfg.timeout)
+        .await
+        .map_err(|e| failed(&e, cfg))?;
+    match lhlo(&mut conn, cfg).await {
+        Ok(hello) => Ok((conn, Capabilities::of(&hello))),
+        Err(reply) => {
+            conn.quit(cfg.timeout).await;
+            Err(reply)
+        }
+    }
+}
+
+async fn greeting(conn: &mut Connection, cfg: &LmtpConfig) -> Result<(), Reply> {
     let greeting = conn
         .reply(cfg.timeout, "the greeting")
         .await
-        .map_err(|e| e.reply(cfg))?;
+        .map_err(|e| failed(&e, cfg))?;
     if !greeting.is_success() {
         return Err(refusal(greeting));
     }
+    Ok(())
+}
+
+/// LHLO; its reply, or the reply every recipient gets.
+async fn lhlo(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Reply, Reply> {
     let lhlo = conn
         .command(
             &format!("LHLO {}\r\n", cfg.lhlo),
@@ -249,9 +223,9 @@ async fn hello(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Capabilities, 
             "the LHLO reply",
         )
         .await
-        .map_err(|e| e.reply(cfg))?;
+        .map_err(|e| failed(&e, cfg))?;
     match lhlo.class() {
-        Class::Success => Ok(Capabilities::of(&lhlo)),
+        Class::Success => Ok(lhlo),
         // An SMTP server answers LHLO with 500 or 502: the target is misconfigured, which
         // an administrator fixes; the mail waits in the spool meanwhile.
         Class::Permanent => {
@@ -269,8 +243,13 @@ async fn hello(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Capabilities, 
     }
 }
 
-/// The rest of the session on an open connection.
-async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome> {
+/// The transaction on a connection [`open`] made ready.
+async fn transaction(
+    conn: &mut Connection,
+    cfg: &LmtpConfig,
+    caps: Capabilities,
+    copy: &Copy,
+) -> Vec<Outcome> {
     let rcpts = &copy.envelope.recipients;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     // Every recipient without an outcome yet gets `reply`.
@@ -279,13 +258,6 @@ async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Ve
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Failed(reply.clone())))
             .collect()
-    };
-    let caps = match hello(conn, cfg).await {
-        Ok(c) => c,
-        Err(reply) => {
-            conn.quit(cfg.timeout).await;
-            return fill(outcomes, reply);
-        }
     };
     let prepared = match downgrade::prepare(&copy.data, caps.eight_bit_mime).await {
         Ok(p) => p,
@@ -314,7 +286,7 @@ async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Ve
             conn.quit(cfg.timeout).await;
             return fill(outcomes, refusal(r));
         }
-        Err(e) => return fill(outcomes, e.reply(cfg)),
+        Err(e) => return fill(outcomes, failed(&e, cfg)),
     }
 
     let mut accepted = Vec::new();
@@ -329,7 +301,7 @@ async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Ve
                 log(cfg, &rcpt.address, "at RCPT", &o);
                 set(&mut outcomes, i, o);
             }
-            Err(e) => return fill(outcomes, e.reply(cfg)),
+            Err(e) => return fill(outcomes, failed(&e, cfg)),
         }
     }
     if accepted.is_empty() {
@@ -346,7 +318,7 @@ async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Ve
             conn.quit(cfg.timeout).await;
             return fill(outcomes, refusal(r));
         }
-        Err(e) => return fill(outcomes, e.reply(cfg)),
+        Err(e) => return fill(outcomes, failed(&e, cfg)),
     }
     if let Err(e) = send_data(conn, cfg, &prepared.data).await {
         // No final dot went out: the server discards the transaction when the connection
@@ -361,7 +333,7 @@ async fn transaction(conn: &mut Connection, cfg: &LmtpConfig, copy: &Copy) -> Ve
         {
             Ok(r) if r.is_success() => Outcome::Delivered(r),
             Ok(r) => Outcome::Failed(refusal(r)),
-            Err(e) => return fill(outcomes, e.reply(cfg)),
+            Err(e) => return fill(outcomes, failed(&e, cfg)),
         };
         if let Some(rcpt) = rcpts.get(i) {
             log(cfg, &rcpt.address, "after DATA", &o);
@@ -393,14 +365,14 @@ async fn send_data(conn: &mut Connection, cfg: &LmtpConfig, data: &Blob) -> Resu
         if out.len() >= CHUNK {
             conn.write(&out, cfg.data_timeout)
                 .await
-                .map_err(|e| e.reply(cfg))?;
+                .map_err(|e| failed(&e, cfg))?;
             out.clear();
         }
     }
     stuffer.finish(&mut out);
     conn.write(&out, cfg.data_timeout)
         .await
-        .map_err(|e| e.reply(cfg))
+        .map_err(|e| failed(&e, cfg))
 }
 
 fn set(outcomes: &mut [Option<Outcome>], i: usize, o: Outcome) {

@@ -18,6 +18,7 @@ pub mod commands;
 pub mod downgrade;
 pub mod dsn;
 pub mod escape;
+pub mod hop;
 pub mod lmtp;
 pub mod maildir;
 pub mod spool;
@@ -42,9 +43,10 @@ use crate::smtp::reply::{Class, Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
 pub use escape::Escaped;
+pub use hop::HopTls;
 pub use lmtp::{LmtpAddress, LmtpConfig};
 pub use spool::{Entry, Spool};
-pub use upstream::{Outcome, UpstreamConfig, UpstreamTls};
+pub use upstream::{Outcome, UpstreamConfig};
 
 /// Which way a copy travels: to the upstream, or to the local mailboxes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -165,8 +165,7 @@ pub fn upstream_config(port: u16) -> crate::relay::UpstreamConfig {
     crate::relay::UpstreamConfig {
         host: "127.0.0.1".into(),
         port,
-        tls: crate::relay::UpstreamTls::None,
-        ca_pem: None,
+        tls: crate::relay::HopTls::None,
         credentials: None,
         helo: "gw.test".into(),
         timeout: std::time::Duration::from_secs(5),

@@ -1,14 +1,18 @@
 //! The upstream SMTP client: lettre's low-level connection, driven command by command, so
 //! that every upstream reply is passed back exactly and one refused RCPT does not abort
-//! the others.
+//! the others. It serves the outbound upstream and an inbound SMTP delivery target alike.
+//!
+//! The socket and its TLS are the gateway's own ([`super::hop`], one client TLS
+//! configuration for every hop); lettre speaks SMTP on the stream it is handed. With
+//! STARTTLS, the greeting, EHLO and STARTTLS happen before lettre takes over, so that the
+//! upgrade is verified by that same configuration and is required: a server that does not
+//! offer it gets nothing.
 
 use std::borrow::Cow;
 use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism};
-use lettre::transport::smtp::client::{
-    AsyncSmtpConnection, Certificate, CertificateStore, TlsParameters,
-};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::{ClientId, Extension};
 
 use crate::blob::{sealed::CHUNK, Blob};
@@ -17,25 +21,18 @@ use crate::smtp::transaction::Credentials;
 
 use super::commands::{self, MailParams};
 use super::downgrade::{self, Prepared};
+use super::hop::{self, HopTls};
 use super::wire;
-use super::Copy;
-use switch::{Guarded, Switch};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamTls {
-    None,
-    StartTls,
-    Tls,
-}
+use super::{Copy, Escaped};
+use switch::{Guarded, Regreeted, Switch};
 
 /// Where and how to reach the upstream server.
 #[derive(Clone)]
 pub struct UpstreamConfig {
     pub host: String,
     pub port: u16,
-    pub tls: UpstreamTls,
-    /// PEM CA certificates to trust instead of the system roots.
-    pub ca_pem: Option<Vec<u8>>,
+    /// TLS, verified against `host`.
+    pub tls: HopTls,
     /// The gateway's own login; a copy's client credentials (passthrough) win over it.
     pub credentials: Option<Credentials>,
     /// Our EHLO name.
@@ -58,7 +55,7 @@ pub struct Pool {
 struct Idle {
     login: Option<(String, String)>,
     conn: AsyncSmtpConnection,
-    switch: Option<Switch>,
+    switch: Switch,
     since: std::time::Instant,
 }
 
@@ -179,7 +176,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     if !accepted.is_empty() {
         let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
             Ok(_) => {
-                let sent = send_message(&mut conn, switch.as_ref(), cfg, &data.data).await;
+                let sent = send_message(&mut conn, &switch, cfg, &data.data).await;
                 if let Err((_, broken)) = &sent {
                     reusable &= !broken;
                 }
@@ -232,11 +229,10 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
 /// read and authenticated before MAIL (the 8-bit scan in [`downgrade::prepare`]), and a
 /// read that still fails here (the disk failing within these seconds) cuts the socket's
 /// writes before lettre writes the final dot: the upstream never sees the message end,
-/// the connection is closed, and the recipients are failed temporarily. With implicit
-/// TLS lettre opens the socket itself and there is no switch; there the pre-check is all.
+/// the connection is closed, and the recipients are failed temporarily.
 async fn send_message(
     conn: &mut AsyncSmtpConnection,
-    switch: Option<&Switch>,
+    switch: &Switch,
     cfg: &UpstreamConfig,
     data: &Blob,
 ) -> Result<Reply, (Reply, bool)> {
@@ -287,7 +283,7 @@ async fn send_message(
 struct Pieces<'a> {
     pieces: crate::blob::Pieces<'a>,
     failed: &'a mut Option<std::io::Error>,
-    switch: Option<&'a Switch>,
+    switch: &'a Switch,
 }
 
 impl<'a> Iterator for Pieces<'a> {
@@ -300,9 +296,7 @@ impl<'a> Iterator for Pieces<'a> {
         match self.pieces.next()? {
             Ok(p) => Some(p),
             Err(e) => {
-                if let Some(s) = self.switch {
-                    s.cut();
-                }
+                self.switch.cut();
                 *self.failed = Some(e);
                 None
             }
@@ -350,100 +344,31 @@ pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
     }
 }
 
-/// A connection, and the switch that cuts its writes: none with implicit TLS, whose
-/// socket lettre opens itself.
-type Connected = (AsyncSmtpConnection, Option<Switch>);
+/// A connection, and the switch that cuts its writes.
+type Connected = (AsyncSmtpConnection, Switch);
 
 async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
     let hello = ClientId::Domain(cfg.helo.clone());
-    let tls = |host: &str| -> Result<TlsParameters, Reply> {
-        let mut b = TlsParameters::builder(host.to_string());
-        if let Some(pem) = &cfg.ca_pem {
-            let cert = Certificate::from_pem(pem)
-                .map_err(|e| local_error(&format!("bad upstream CA file: {e}")))?;
-            // `ca_file` replaces the system roots: an internal CA is the only anchor the
-            // admin meant to trust for this hop, not one more beside every public CA.
-            b = b
-                .certificate_store(CertificateStore::None)
-                .add_root_certificate(cert);
-        }
-        b.build_rustls()
-            .map_err(|e| local_error(&format!("upstream TLS setup failed: {e}")))
+    let (stream, peer) = hop::connect_tcp(&cfg.host, cfg.port, &cfg.tls, cfg.timeout)
+        .await
+        .map_err(|e| hop_failed(cfg, &e))?;
+    let stream = match &cfg.tls {
+        HopTls::StartTls(client) => starttls(cfg, stream, client).await?,
+        HopTls::None | HopTls::Implicit(_) => stream,
     };
-    let implicit = match cfg.tls {
-        UpstreamTls::Tls => Some(tls(&cfg.host)?),
-        _ => None,
+    let (guarded, switch) = Guarded::new(stream, peer);
+    let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(guarded), &hello);
+    let mut conn = match tokio::time::timeout(cfg.timeout, greeting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            return Err(unreachable(
+                cfg,
+                &e.to_string(),
+                e.status().is_some().then(|| error_reply(&e)),
+            ))
+        }
+        Err(_) => return Err(unreachable(cfg, "no greeting", None)),
     };
-    crate::tls::install_provider();
-    let mut switch = None;
-    let mut conn = match implicit {
-        Some(params) => {
-            let connecting = AsyncSmtpConnection::connect_tokio1(
-                (cfg.host.as_str(), cfg.port),
-                Some(cfg.timeout),
-                &hello,
-                Some(params),
-                None,
-            );
-            match tokio::time::timeout(cfg.timeout, connecting).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(unreachable(
-                        cfg,
-                        &e.to_string(),
-                        e.status().is_some().then(|| error_reply(&e)),
-                    ))
-                }
-                Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
-            }
-        }
-        None => {
-            // Our own socket, so that Nagle's algorithm is off: lettre writes the message
-            // and its final dot separately, which on a reused connection would otherwise
-            // wait for a delayed ACK.
-            let tcp = match tokio::time::timeout(
-                cfg.timeout,
-                tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
-            )
-            .await
-            {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => return Err(unreachable(cfg, &e.to_string(), None)),
-                Err(_) => return Err(unreachable(cfg, "connection timed out", None)),
-            };
-            let _ = tcp.set_nodelay(true);
-            let (guarded, s) = Guarded::new(tcp);
-            switch = Some(s);
-            let greeting = AsyncSmtpConnection::connect_with_transport(Box::new(guarded), &hello);
-            match tokio::time::timeout(cfg.timeout, greeting).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(unreachable(
-                        cfg,
-                        &e.to_string(),
-                        e.status().is_some().then(|| error_reply(&e)),
-                    ))
-                }
-                Err(_) => return Err(unreachable(cfg, "no greeting", None)),
-            }
-        }
-    };
-    if cfg.tls == UpstreamTls::StartTls {
-        if !conn.can_starttls() {
-            conn.abort().await;
-            return Err(Reply::new(
-                451,
-                Enhanced(4, 7, 5),
-                "Upstream does not offer STARTTLS, which the configuration requires",
-            ));
-        }
-        let params = tls(&cfg.host)?;
-        match tokio::time::timeout(cfg.timeout, conn.starttls(params, &hello)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(unreachable(cfg, &format!("STARTTLS failed: {e}"), None)),
-            Err(_) => return Err(unreachable(cfg, "STARTTLS timed out", None)),
-        }
-    }
     if let Some(c) = creds {
         let lc = LettreCredentials::new(c.username.clone(), c.secret.clone().unwrap_or_default());
         match tokio::time::timeout(
@@ -466,6 +391,65 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         }
     }
     Ok((conn, switch))
+}
+
+/// The greeting, EHLO and STARTTLS in the clear, then the handshake: the TLS stream, with
+/// the greeting replayed for lettre, which reads one before its EHLO (the server sends
+/// none after STARTTLS). lettre's EHLO then goes over TLS, and only what the server says
+/// there counts.
+///
+/// # Errors
+/// The server's own refusal of the greeting or EHLO; else a temporary failure: STARTTLS
+/// not offered or refused, or the handshake failed (the certificate among other things).
+async fn starttls(
+    cfg: &UpstreamConfig,
+    stream: Box<dyn hop::Stream>,
+    client: &crate::tls::ClientTls,
+) -> Result<Box<dyn hop::Stream>, Reply> {
+    let mut conn = hop::Connection::new(stream);
+    let greeting = conn
+        .reply(cfg.timeout, "the greeting")
+        .await
+        .map_err(|e| hop_failed(cfg, &e))?;
+    if !greeting.is_success() {
+        return Err(greeting);
+    }
+    let ehlo = conn
+        .command(
+            &format!("EHLO {}\r\n", cfg.helo),
+            cfg.timeout,
+            "the EHLO reply",
+        )
+        .await
+        .map_err(|e| hop_failed(cfg, &e))?;
+    if !ehlo.is_success() {
+        conn.quit(cfg.timeout).await;
+        return Err(ehlo);
+    }
+    let tls = conn
+        .starttls(&ehlo, client, &cfg.host, cfg.timeout)
+        .await
+        .map_err(|e| hop_failed(cfg, &e))?
+        .into_stream()
+        .map_err(|e| hop_failed(cfg, &e))?;
+    Ok(Box::new(Regreeted::new(&greeting, tls)))
+}
+
+/// A failure to connect, or to secure the connection as configured: temporary, so that
+/// the copy is retried, and logged with the reason.
+fn hop_failed(cfg: &UpstreamConfig, e: &hop::Error) -> Reply {
+    tracing::warn!(server = %format!("{}:{}", cfg.host, cfg.port), tls = %cfg.tls, error = %Escaped(&e.to_string()), "SMTP delivery failed");
+    if e.is_tls_policy() {
+        return Reply::new(
+            451,
+            Enhanced(4, 7, 5),
+            format!(
+                "Upstream {}:{} cannot be reached securely ({e}); try again later",
+                cfg.host, cfg.port
+            ),
+        );
+    }
+    unreachable(cfg, &e.to_string(), None)
 }
 
 fn supports(conn: &AsyncSmtpConnection, keyword: &str) -> bool {
@@ -571,10 +555,6 @@ fn timeout_reply(waiting_for: &str) -> Reply {
         Enhanced(4, 4, 2),
         format!("Upstream timed out waiting for {waiting_for}"),
     )
-}
-
-fn local_error(text: &str) -> Reply {
-    Reply::new(451, Enhanced(4, 3, 0), text)
 }
 
 mod switch;

@@ -1,6 +1,8 @@
-//! TLS for the listeners (rustls, ring provider): certificates from files, or a
-//! self-signed one for loopback, made once and kept in the data directory.
+//! TLS (rustls, ring provider). For the listeners: certificates from files, or a
+//! self-signed one for loopback, made once and kept in the data directory. For the
+//! gateway's connections to a next hop: [`ClientTls`], the one client configuration.
 
+pub mod client;
 mod selfsigned;
 
 use std::path::Path;
@@ -10,6 +12,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
+pub use client::ClientTls;
 pub use selfsigned::self_signed;
 
 #[derive(Debug, thiserror::Error)]

@@ -91,6 +91,7 @@ async fn fake(server: DuplexStream, script: Script) -> (Vec<String>, Vec<u8>) {
 fn cfg() -> LmtpConfig {
     LmtpConfig {
         address: LmtpAddress::Unix("/nonexistent/lmtp".into()),
+        tls: HopTls::None,
         lhlo: "gw.test".into(),
         timeout: Duration::from_secs(5),
         data_timeout: Duration::from_secs(30),
@@ -121,9 +122,7 @@ async fn run_with(
 ) -> (Vec<Outcome>, Vec<String>, Vec<u8>) {
     let (client, server) = tokio::io::duplex(1 << 16);
     let served = tokio::spawn(fake(server, script));
-    let mut conn = Connection::new(Box::new(client));
-    let outcomes = transaction(&mut conn, cfg, c).await;
-    drop(conn);
+    let outcomes = deliver(Connection::new(Box::new(client)), cfg, c).await;
     let (commands, data) = served.await.unwrap();
     (outcomes, commands, data)
 }
@@ -217,6 +216,40 @@ async fn an_smtp_server_is_not_an_lmtp_server() {
     };
     assert!(r.text().contains("is not an LMTP server"), "{r}");
     assert!(r.text().contains("500 5.5.1"), "{r}");
+}
+
+#[tokio::test]
+async fn required_starttls_not_offered_means_no_transaction() {
+    crate::tls::install_provider();
+    let mut cfg = cfg();
+    cfg.address = LmtpAddress::Tcp {
+        host: "lmtp.test".into(),
+        port: 24,
+    };
+    cfg.tls = HopTls::StartTls(crate::tls::ClientTls::new(None).unwrap());
+    let c = copy(&["a@x.test", "b@x.test"], "secret\r\n");
+    let (outcomes, commands, data) = run_with(Script::default(), &c, &cfg).await;
+    assert_eq!(codes(&outcomes), ["failed 451 4.7.5", "failed 451 4.7.5"]);
+    let Outcome::Failed(r) = &outcomes[0] else {
+        unreachable!()
+    };
+    assert!(r.text().contains("does not offer STARTTLS"), "{r}");
+    assert_eq!(commands, ["LHLO gw.test", "QUIT"]);
+    assert!(data.is_empty());
+}
+
+#[tokio::test]
+async fn tls_to_a_unix_socket_sends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lmtp.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let mut cfg = cfg();
+    cfg.address = LmtpAddress::Unix(path);
+    cfg.tls = HopTls::Implicit(crate::tls::ClientTls::new(None).unwrap());
+    let outcomes = attempt(&cfg, &copy(&["a@x.test"], "x\r\n")).await;
+    assert_eq!(codes(&outcomes), ["failed 451 4.3.5"]);
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    assert!(accepted.is_err(), "no connection was made");
 }
 
 #[tokio::test]
