@@ -135,6 +135,16 @@ fn check_encrypted(k: &Keys, input: &[u8], output: &[u8], signed: bool) {
     let [copy] = &copies[..] else {
         panic!("{} copies for one recipient", copies.len());
     };
+    // A payload the mailbox could not be given safely (8-bit where no encoding can carry
+    // it, NUL, a bare CR) is delivered as the ciphertext it came in, as `unencodable`.
+    let unsafe_input = input.iter().any(|&b| b >= 0x80 || b == 0)
+        || input
+            .windows(2)
+            .any(|w| w[0] == b'\r' && w[1] != b'\n')
+        || input.last() == Some(&b'\r');
+    if copy.verdict.encryption == Encryption::Unencodable && unsafe_input {
+        return;
+    }
     assert_eq!(
         copy.verdict.encryption,
         Encryption::Decrypted,
