@@ -225,10 +225,21 @@ fn passphrase_set_and_change_seal_everything_and_strand_nothing() {
         one.to_str().expect("path"),
     ]);
     assert!(out.contains("1 secret key(s) and 1 spooled copy"), "{out}");
-    let err = s.fails(&["keys", "list"], 1);
-    assert!(err.contains("set SEALPOST_PASSPHRASE_FILE"), "{err}");
-    let err = s.fails(&["queue", "list"], 1);
-    assert!(err.contains("set SEALPOST_PASSPHRASE_FILE"), "{err}");
+    // Without the passphrase nothing opens: no command, no unsealed key added beside the
+    // sealed ones, and no server that would send mail unsigned.
+    for args in [
+        &["keys", "list"][..],
+        &["queue", "list"],
+        &["keys", "generate", "eve@example.org"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let err = s.fails(args, 1);
+        assert!(
+            err.contains("set SEALPOST_PASSPHRASE_FILE"),
+            "{}: {err}",
+            args.join(" ")
+        );
+    }
     s.passphrase_file = Some(two.clone());
     let err = s.fails(&["keys", "list"], 1);
     assert!(err.contains("is wrong"), "{err}");
