@@ -18,22 +18,11 @@ pub enum Error {
     NoSecret(String),
     #[error("no usable OpenPGP key for {email}: {}", .reasons.join("; "))]
     NoUsableKey { email: String, reasons: Vec<String> },
-    #[error(
-        "the passphrase in SEALPOST_PASSPHRASE_FILE is wrong: the keyring and spool were sealed \
-         with another one (`sealpost keyring passphrase change` replaces it, given both)"
-    )]
+    #[error("{}", sealpost_vault::Error::BadPassphrase)]
     BadPassphrase,
-    #[error(
-        "the keyring's secret keys and the spool are sealed with a passphrase; \
-         set SEALPOST_PASSPHRASE_FILE to the file that holds it"
-    )]
+    #[error("{}", sealpost_vault::Error::PassphraseNeeded)]
     PassphraseNeeded,
-    #[error(
-        "{path} holds secret keys or spooled mail sealed without a passphrase, so \
-         SEALPOST_PASSPHRASE_FILE would protect only what comes after; seal them first: \
-         `sealpost keyring passphrase set --new-passphrase-file FILE` (with \
-         SEALPOST_PASSPHRASE_FILE unset)"
-    )]
+    #[error("{}", sealpost_vault::Error::NotSealed { path: path.clone() })]
     NotSealed { path: String },
     #[error(
         "the secret key {fingerprint} is protected by its own passphrase; \
@@ -47,5 +36,22 @@ pub enum Error {
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Error {
         Error::Store(e.to_string())
+    }
+}
+
+/// The vault's mismatches stay the keyring's own variants, so that callers match one type.
+impl From<sealpost_vault::Error> for Error {
+    fn from(e: sealpost_vault::Error) -> Error {
+        use sealpost_vault::Error as V;
+        match e {
+            V::Io(e) => Error::Io(e),
+            V::Locked { path } => Error::Locked { path },
+            V::BadPassphrase => Error::BadPassphrase,
+            V::PassphraseNeeded => Error::PassphraseNeeded,
+            V::NotSealed { path } => Error::NotSealed { path },
+            V::Corrupt(m) => Error::Store(m),
+            V::Crypto(m) => Error::Crypto(m),
+            other => Error::Store(other.to_string()),
+        }
     }
 }

@@ -11,8 +11,8 @@ use openpgp::{Cert, Fingerprint};
 use sequoia_openpgp as openpgp;
 
 use crate::store::{Op, Tree};
-use crate::vault::Owner;
 use crate::{cert, Error, Keyring};
+use sealpost_vault::Owner;
 
 /// What importing did to one certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +179,10 @@ impl Keyring {
         }
         // The replaced records linger in the store's files; their keys must not.
         let mut destroyed = false;
-        for record in replaced.iter().filter(|r| crate::vault::is_record(r)) {
+        for record in replaced
+            .iter()
+            .filter(|r| sealpost_vault::vault::is_record(r))
+        {
             self.inner.vault.destroy(record)?;
             destroyed = true;
         }

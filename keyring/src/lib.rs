@@ -15,7 +15,6 @@ mod lookup;
 pub mod secret;
 pub mod store;
 mod validity;
-pub mod vault;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,10 +36,10 @@ pub use validity::{KeyInfo, SubkeyInfo, Validity};
 
 use cache::{Lookup, Usable};
 use lookup::{fpr_from, Query};
-use secret::Sealer;
+use sealpost_vault::legacy::Sealer;
+use sealpost_vault::Owner;
+pub use sealpost_vault::{vault, Vault};
 use store::{Op, Store, Tree};
-use vault::Owner;
-pub use vault::Vault;
 
 /// How to open a keyring.
 #[derive(Debug, Clone)]
@@ -123,7 +122,7 @@ impl Keyring {
             Some(v) => v,
             None => Vault::in_memory(opts.passphrase.as_ref())?,
         };
-        let legacy = Sealer::legacy(store.as_ref(), opts.passphrase.as_ref())?;
+        let legacy = secret::legacy_sealer(store.as_ref(), opts.passphrase.as_ref())?;
         move_into_vault(store.as_ref(), &vault, &legacy)?;
         let live: Vec<Vec<u8>> = store
             .scan(Tree::Secrets, b"")?
@@ -448,7 +447,7 @@ fn move_into_vault(store: &dyn Store, vault: &Vault, legacy: &Sealer) -> Result<
         if vault::is_record(&record) {
             continue;
         }
-        match legacy.open_record(&record) {
+        match legacy.open_record(&record).map_err(Error::from) {
             Ok(plain) => {
                 let plain = zeroize::Zeroizing::new(plain);
                 ops.push(Op::Put(
@@ -466,7 +465,7 @@ fn move_into_vault(store: &dyn Store, vault: &Vault, legacy: &Sealer) -> Result<
     }
     let moved = ops.len();
     if left == 0 && legacy.has_key() {
-        ops.push(Sealer::forget_legacy());
+        ops.push(secret::forget_legacy());
     }
     store.apply(ops)?;
     tracing::info!(

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use sealpost_keyring::openpgp::crypto::Password;
-use sealpost_keyring::secret::Sealer;
-use sealpost_keyring::vault::{self, Owner, Vault};
+use sealpost_vault::legacy::Sealer;
+use sealpost_vault::vault::{self, Owner, Vault};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
@@ -37,7 +37,7 @@ pub enum Error {
     #[error("spool entry {0} cannot be read: {1}")]
     Corrupt(String, String),
     #[error(transparent)]
-    Vault(#[from] sealpost_keyring::Error),
+    Vault(#[from] sealpost_vault::Error),
 }
 
 impl From<sled::Error> for Error {
@@ -167,9 +167,9 @@ impl Spool {
     /// When the database or the vault cannot be opened (in use, a passphrase that does
     /// not fit).
     pub fn open(data_dir: &Path, passphrase: Option<&Password>) -> Result<Spool, Error> {
-        sealpost_keyring::store::sled::create_private_dir(data_dir)?;
+        sealpost_vault::disk::create_private_dir(data_dir)?;
         let vault = Vault::open(&data_dir.join("vault"), passphrase).map_err(|e| match e {
-            sealpost_keyring::Error::Locked { path } => Error::Locked(path),
+            sealpost_vault::Error::Locked { path } => Error::Locked(path),
             other => Error::Vault(other),
         })?;
         Spool::open_with(data_dir, vault, passphrase)
@@ -186,11 +186,11 @@ impl Spool {
         vault: Arc<Vault>,
         passphrase: Option<&Password>,
     ) -> Result<Spool, Error> {
-        sealpost_keyring::store::sled::create_private_dir(data_dir)?;
+        sealpost_vault::disk::create_private_dir(data_dir)?;
         let path = data_dir.join("spool");
         let config = sled::Config::new().path(&path);
-        let db = sealpost_keyring::store::sled::open_db(&config).map_err(|e| {
-            if sealpost_keyring::store::sled::is_lock_error(&e) {
+        let db = sealpost_vault::disk::open_sled(&config).map_err(|e| {
+            if sealpost_vault::disk::is_lock_error(&e) {
                 Error::Locked(path.display().to_string())
             } else {
                 Error::Store(e.to_string())

@@ -19,11 +19,11 @@ impl SledStore {
     /// # Errors
     /// `Error::Locked` when another process has the database open.
     pub fn open(dir: &Path) -> Result<SledStore, Error> {
-        create_private_dir(dir)?;
+        sealpost_vault::disk::create_private_dir(dir)?;
         let path = dir.join("keyring");
         let config = sled::Config::new().path(&path).mode(sled::Mode::LowSpace);
-        let db = open_db(&config).map_err(|e| {
-            if is_lock_error(&e) {
+        let db = sealpost_vault::disk::open_sled(&config).map_err(|e| {
+            if sealpost_vault::disk::is_lock_error(&e) {
                 Error::Locked {
                     path: path.display().to_string(),
                 }
@@ -39,45 +39,6 @@ impl SledStore {
     fn restrict_modes(&self) -> Result<(), Error> {
         restrict(&self.path)
     }
-}
-
-/// Opens a sled database. sled releases its lock from a background thread after the last
-/// handle drops, so a store closed a moment ago may still be locked: this waits up to a
-/// second before giving up.
-///
-/// # Errors
-/// The last error from sled: a lock error (see [`is_lock_error`]) when another process
-/// holds the database.
-pub fn open_db(config: &sled::Config) -> Result<sled::Db, sled::Error> {
-    let mut tries = 0;
-    loop {
-        match config.open() {
-            Err(e) if is_lock_error(&e) && tries < 20 => {
-                tries += 1;
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Creates `dir` (and missing parents) mode 0700 whatever the umask; an existing directory
-/// is left as it is.
-///
-/// # Errors
-/// When a directory cannot be created.
-pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-/// Whether sled failed because another handle holds the database's lock.
-pub fn is_lock_error(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io)
-        if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock"))
 }
 
 fn restrict(path: &Path) -> Result<(), Error> {

@@ -211,7 +211,7 @@ impl Vault {
         let mut records = self.seal_many(owner, &[plaintext])?;
         records
             .pop()
-            .ok_or_else(|| Error::Store("vault: no record sealed".into()))
+            .ok_or_else(|| Error::Corrupt("vault: no record sealed".into()))
     }
 
     /// Seals each plaintext under a new record key of its own, with one disk sync for all.
@@ -268,7 +268,7 @@ impl Vault {
                 },
             )
             .map(Zeroizing::new)
-            .map_err(|_| Error::Store(format!("vault: the record of slot {slot} is corrupt")))
+            .map_err(|_| Error::Corrupt(format!("vault: the record of slot {slot} is corrupt")))
     }
 
     /// The key of `record`'s slot, for data stored beside the record (a spooled message's
@@ -334,7 +334,7 @@ impl Vault {
         let path = self
             .path
             .as_deref()
-            .ok_or_else(|| Error::Store("vault: a vault in memory has no file".into()))?;
+            .ok_or_else(|| Error::Corrupt("vault: a vault in memory has no file".into()))?;
         let mut state = self.lock()?;
         let mut next = State::new(None, new)?;
         next.slots = state.slots.clone();
@@ -369,7 +369,7 @@ impl Vault {
     fn lock(&self) -> Result<MutexGuard<'_, State>, Error> {
         self.state
             .lock()
-            .map_err(|_| Error::Store("vault lock poisoned".into()))
+            .map_err(|_| Error::Corrupt("vault lock poisoned".into()))
     }
 }
 
@@ -380,7 +380,7 @@ pub fn is_record(record: &[u8]) -> bool {
 
 fn slot_of(record: &[u8]) -> Result<u32, Error> {
     if record.len() < RECORD_HEAD + TAG || record[0] != RECORD {
-        return Err(Error::Store("vault: not a vault record".into()));
+        return Err(Error::Corrupt("vault: not a vault record".into()));
     }
     let mut n = [0u8; 4];
     n.copy_from_slice(&record[1..5]);
@@ -388,7 +388,7 @@ fn slot_of(record: &[u8]) -> Result<u32, Error> {
 }
 
 fn index(i: usize) -> Result<u32, Error> {
-    u32::try_from(i).map_err(|_| Error::Store("vault: too many slots".into()))
+    u32::try_from(i).map_err(|_| Error::Corrupt("vault: too many slots".into()))
 }
 
 fn lock(file: &File, path: &Path) -> Result<(), Error> {
@@ -439,7 +439,7 @@ fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<
 /// The header's bytes: whether sealed, the salt, and the sealed verifier (zeros when not
 /// sealed).
 fn parse_header(path: &Path, bytes: &[u8]) -> Result<(bool, [u8; 16], Vec<u8>), Error> {
-    let corrupt = || Error::Store(format!("{} is not a sealpost vault", path.display()));
+    let corrupt = || Error::Corrupt(format!("{} is not a sealpost vault", path.display()));
     if bytes.len() < HEADER || &bytes[..16] != MAGIC {
         return Err(corrupt());
     }
@@ -484,7 +484,7 @@ impl State {
         };
         let body = &bytes[HEADER..];
         if body.len() % SLOT != 0 {
-            return Err(Error::Store(format!(
+            return Err(Error::Corrupt(format!(
                 "{} is cut short (a slot is incomplete)",
                 path.display()
             )));
@@ -564,7 +564,7 @@ impl State {
         file.write_all_at(&all, 0)?;
         file.set_len(all.len() as u64)?;
         file.sync_all()
-            .map_err(|e| Error::Store(format!("cannot sync {}: {e}", path.display())))?;
+            .map_err(|e| Error::Corrupt(format!("cannot sync {}: {e}", path.display())))?;
         Ok(())
     }
 
@@ -607,7 +607,7 @@ impl State {
     fn key(&self, i: u32) -> Result<Key, Error> {
         match self.slots.get(i as usize) {
             Some(Slot::Used { key, .. }) => Ok(key.clone()),
-            _ => Err(Error::Store(format!(
+            _ => Err(Error::Corrupt(format!(
                 "vault: the key of slot {i} was destroyed (its record was removed)"
             ))),
         }
@@ -634,7 +634,7 @@ fn parse_slot(path: &Path, i: u32, raw: &[u8], master: Option<&Key>) -> Result<S
     if raw[0] == 0 {
         return Ok(Slot::Free);
     }
-    let corrupt = || Error::Store(format!("{}: slot {i} is corrupt", path.display()));
+    let corrupt = || Error::Corrupt(format!("{}: slot {i} is corrupt", path.display()));
     let owner = Owner::from_byte(raw[1]).ok_or_else(corrupt)?;
     let mut key = Zeroizing::new([0u8; 32]);
     match master {
