@@ -10,6 +10,7 @@ mod integration {
     mod keys;
     mod lmtp;
     mod outbound;
+    mod postgres;
     mod relay;
     mod secrets;
     mod shredding;

@@ -31,6 +31,15 @@ pub enum Error {
     SecretLocked { fingerprint: String },
     #[error("{0}")]
     Crypto(String),
+    /// The store cannot be reached now (a database down): try again later, and never
+    /// take it for "no key".
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(
+        "a keyring shared in PostgreSQL stores secret keys only sealed with the passphrase: \
+         set SEALPOST_PASSPHRASE_FILE"
+    )]
+    SharedNeedsPassphrase,
 }
 
 impl From<sled::Error> for Error {

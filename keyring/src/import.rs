@@ -12,7 +12,6 @@ use sequoia_openpgp as openpgp;
 
 use crate::store::{Op, Tree};
 use crate::{cert, Error, Keyring};
-use sealpost_vault::Owner;
 
 /// What importing did to one certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +155,7 @@ impl Keyring {
                         .to_vec()
                         .map_err(|e| Error::Crypto(e.to_string()))?;
                     let tsk = zeroize::Zeroizing::new(tsk);
-                    let record = self.inner.vault.seal(Owner::Keyring, &tsk)?;
+                    let record = self.seal_secret(&tsk)?;
                     if let Some(old) = self.inner.store.get(Tree::Secrets, fpr.as_bytes())? {
                         replaced.push(old);
                     }

@@ -70,8 +70,11 @@ struct Inner {
     lookups: quick_cache::sync::Cache<String, Lookup>,
     /// Holds the key of each secret-key record.
     vault: Arc<Vault>,
-    /// Reads records written before the vault, to move them into it.
+    /// Reads records written before the vault, to move them into it; on a shared store,
+    /// the passphrase's key that seals every secret-key record.
     legacy: Sealer,
+    /// Whether the store is shared by several gateways.
+    shared: bool,
     /// Unlocks password-protected secret keys on import.
     passphrase: Option<Password>,
     policy: StandardPolicy<'static>,
@@ -114,29 +117,50 @@ impl Keyring {
         Keyring::with_store(Box::new(store::memory::MemoryStore::new()), opts)
     }
 
-    /// A keyring over any [`Store`]. Secret-key records written before the vault are
-    /// moved into it, and vault slots of the keyring that no record names (left by a crash
-    /// during a removal) are cleared.
+    /// A keyring in the PostgreSQL database at `url`, shared with other gateways (see
+    /// [`store::postgres`]). Secret keys are sealed under the passphrase itself there, so
+    /// the database never holds a usable secret key and every gateway with the passphrase
+    /// can use them; the first gateway to bring a passphrase sets it, and one with another
+    /// passphrase is refused.
+    ///
+    /// # Errors
+    /// `Error::Unavailable` when the database cannot be reached; `Error::Store` for a
+    /// malformed URL or a database that is not sealpost's; `Error::BadPassphrase`.
+    pub fn open_url(url: &str, opts: OpenOptions) -> Result<Keyring, Error> {
+        let store = store::postgres::PostgresStore::open(url)?;
+        Keyring::with_store(Box::new(store), opts)
+    }
+
+    /// A keyring over any [`Store`]. On a store of its own, secret-key records written
+    /// before the vault are moved into it, and vault slots of the keyring that no record
+    /// names (left by a crash during a removal) are cleared.
     pub fn with_store(store: Box<dyn Store>, opts: OpenOptions) -> Result<Keyring, Error> {
         let vault = match opts.vault.clone() {
             Some(v) => v,
             None => Vault::in_memory(opts.passphrase.as_ref())?,
         };
-        let legacy = secret::legacy_sealer(store.as_ref(), opts.passphrase.as_ref())?;
-        move_into_vault(store.as_ref(), &vault, &legacy)?;
-        let live: Vec<Vec<u8>> = store
-            .scan(Tree::Secrets, b"")?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect();
-        vault.retain(Owner::Keyring, &live)?;
+        let shared = store.shared();
+        let legacy = if shared {
+            secret::shared_sealer(store.as_ref(), opts.passphrase.as_ref())?
+        } else {
+            let legacy = secret::legacy_sealer(store.as_ref(), opts.passphrase.as_ref())?;
+            move_into_vault(store.as_ref(), &vault, &legacy)?;
+            let live: Vec<Vec<u8>> = store
+                .scan(Tree::Secrets, b"")?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            vault.retain(Owner::Keyring, &live)?;
+            legacy
+        };
         let capacity = opts.cache_capacity.max(16);
-        Ok(Keyring {
+        let keyring = Keyring {
             inner: Arc::new(Inner {
                 store,
                 lookups: quick_cache::sync::Cache::new(capacity),
                 vault,
                 legacy,
+                shared,
                 passphrase: opts.passphrase,
                 policy: StandardPolicy::new(),
                 certs: quick_cache::sync::Cache::new(capacity),
@@ -144,11 +168,38 @@ impl Keyring {
                 secrets: RwLock::new(HashMap::new()),
                 writer: Mutex::new(()),
             }),
-        })
+        };
+        // Another gateway's change, or a reconnect that may have missed some: every cached
+        // answer may be stale.
+        let weak = Arc::downgrade(&keyring.inner);
+        keyring.inner.store.on_change(Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                inner.forget_all();
+            }
+        }));
+        Ok(keyring)
     }
 
     pub fn has_passphrase(&self) -> bool {
-        self.inner.vault.has_passphrase()
+        if self.inner.shared {
+            self.inner.legacy.has_key()
+        } else {
+            self.inner.vault.has_passphrase()
+        }
+    }
+
+    /// Whether the store is shared with other gateways (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared
+    }
+
+    /// Asks the store for one small record: `Error::Unavailable` when it cannot be
+    /// reached now. Free on a store of its own, one round trip on a shared one.
+    pub fn reachable(&self) -> Result<(), Error> {
+        if self.inner.shared {
+            self.inner.store.get(Tree::Meta, b"kdf")?;
+        }
+        Ok(())
     }
 
     /// The vault holding the keys of the secret-key records.
@@ -382,11 +433,31 @@ impl Keyring {
         self.inner.store.flush()
     }
 
-    fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, ()>, Error> {
-        self.inner
+    /// Serialises read-modify-write changes: this process's writers with the mutex, and
+    /// every gateway's with the store's own lock when the store is shared.
+    fn lock_writer(&self) -> Result<WriteGuard<'_>, Error> {
+        let local = self
+            .inner
             .writer
             .lock()
-            .map_err(|_| Error::Store("keyring writer lock poisoned".into()))
+            .map_err(|_| Error::Store("keyring writer lock poisoned".into()))?;
+        self.inner.store.begin_write()?;
+        Ok(WriteGuard {
+            _local: local,
+            store: self.inner.store.as_ref(),
+        })
+    }
+
+    /// Seals a secret key (TSK) for the store: under a vault key of its own, or on a
+    /// shared store under the passphrase, which it then needs.
+    pub(crate) fn seal_secret(&self, tsk: &[u8]) -> Result<Vec<u8>, Error> {
+        if !self.inner.shared {
+            return Ok(self.inner.vault.seal(Owner::Keyring, tsk)?);
+        }
+        if !self.inner.legacy.has_key() {
+            return Err(Error::SharedNeedsPassphrase);
+        }
+        Ok(self.inner.legacy.seal(tsk)?)
     }
 
     fn load_public(&self, fpr: &Fingerprint) -> Result<Option<Cert>, Error> {
@@ -434,6 +505,30 @@ impl Keyring {
             .map_err(|_| Error::Store("secret cache poisoned".into()))?
             .insert(fpr.clone(), tsk.clone());
         Ok(Some(tsk))
+    }
+}
+
+/// Ends a write: the store's lock goes before the process's.
+struct WriteGuard<'a> {
+    _local: std::sync::MutexGuard<'a, ()>,
+    store: &'a dyn Store,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        self.store.end_write();
+    }
+}
+
+impl Inner {
+    /// Drops every cached answer and unlocked key.
+    fn forget_all(&self) {
+        self.lookups.clear();
+        self.certs.clear();
+        self.usable.clear();
+        if let Ok(mut s) = self.secrets.write() {
+            s.clear();
+        }
     }
 }
 

@@ -32,6 +32,42 @@ pub fn legacy_sealer(store: &dyn Store, passphrase: Option<&Password>) -> Result
     }
 }
 
+/// The key that seals secret keys in a store several gateways share: derived from
+/// `passphrase` and the store's salt, checked against its verifier; the first gateway to
+/// bring a passphrase stores both. Without a passphrase, secret keys can be neither
+/// stored nor used.
+///
+/// # Errors
+/// `Error::BadPassphrase` when the store was sealed with another passphrase.
+pub fn shared_sealer(store: &dyn Store, passphrase: Option<&Password>) -> Result<Sealer, Error> {
+    let Some(pass) = passphrase else {
+        return Ok(Sealer::none());
+    };
+    if store.get(Tree::Meta, KDF_KEY)?.is_some() {
+        return legacy_sealer(store, passphrase);
+    }
+    let mut salt = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+    let sealer = Sealer::derive(pass, &salt)?;
+    let mut record = salt.to_vec();
+    record.extend(sealer.seal(VERIFIER)?);
+    store.begin_write()?;
+    // Another gateway may have set it meanwhile: the first one's stands.
+    let result = match store.get(Tree::Meta, KDF_KEY) {
+        Ok(Some(_)) => Ok(false),
+        Ok(None) => store
+            .apply(vec![Op::Put(Tree::Meta, KDF_KEY.to_vec(), record)])
+            .map(|()| true),
+        Err(e) => Err(e),
+    };
+    store.end_write();
+    if result? {
+        Ok(sealer)
+    } else {
+        legacy_sealer(store, passphrase)
+    }
+}
+
 /// The op that forgets the older records' salt and verifier, once none is left.
 pub fn forget_legacy() -> Op {
     Op::Delete(Tree::Meta, KDF_KEY.to_vec())

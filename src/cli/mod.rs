@@ -151,9 +151,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     match cli.command {
         Command::Keys(cmd) => {
-            keys_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+            let url = keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?;
+            keys_command(
+                cmd,
+                &resolve_data_dir(cli.data_dir, cli.config.as_deref())?,
+                url.as_deref(),
+            )
         }
         Command::Keyring(cmd) => {
+            if keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?.is_some() {
+                anyhow::bail!(
+                    "`sealpost keyring passphrase` works on a keyring in the data directory; \
+                     a PostgreSQL keyring's passphrase cannot be changed by sealpost yet"
+                );
+            }
             keyring::run(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
         }
         Command::Serve(args) => serve::run(args, cli.config.as_deref(), cli.data_dir),
@@ -167,9 +178,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Runs a `keys` command on the keyring directly, or, while `serve` holds it, through the
-/// server's admin socket, so that the user never meets a lock error.
-fn keys_command(cmd: keys::KeysCommand, data_dir: &Path) -> anyhow::Result<()> {
-    match keys::open(data_dir) {
+/// server's admin socket, so that the user never meets a lock error. A PostgreSQL keyring
+/// (`url`) is always used directly: any number of processes may have it open.
+fn keys_command(cmd: keys::KeysCommand, data_dir: &Path, url: Option<&str>) -> anyhow::Result<()> {
+    match keys::open(data_dir, url) {
         Ok(keyring) => terminal(|io| keys::execute(cmd, &keyring, io)),
         Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
         Err(e) => Err(e),
@@ -188,7 +200,11 @@ fn policy_command(
         ..Default::default()
     };
     let config = crate::config::Config::load(config, &overrides, default_data_dir)?;
-    match keys::open(&config.data_dir) {
+    let url = std::env::var("SEALPOST_KEYRING_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| config.keyring_url.clone());
+    match keys::open(&config.data_dir, url.as_deref()) {
         Ok(keyring) => terminal(|io| policy::execute(cmd, &config.policy, &keyring, io)),
         Err(e) if is_locked(&e) => forward(&config.data_dir, &[]),
         Err(e) => Err(e),
@@ -282,6 +298,25 @@ fn forward(data_dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
 
 /// `--data-dir`, else `SEALPOST_DATA_DIR` (both via clap), else the configuration's
 /// `data_dir`, else the platform default.
+/// The PostgreSQL keyring's URL: `SEALPOST_KEYRING_URL`, else `[keyring] url` in the
+/// configuration file; `None` for the keyring in the data directory.
+fn keyring_url(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(url) = std::env::var("SEALPOST_KEYRING_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        return Ok(Some(url));
+    }
+    let Some(file) = config else {
+        return Ok(None);
+    };
+    let overrides = crate::config::Overrides {
+        data_dir: data_dir.map(Path::to_path_buf),
+        ..Default::default()
+    };
+    Ok(crate::config::Config::load(Some(file), &overrides, default_data_dir)?.keyring_url)
+}
+
 fn resolve_data_dir(flag: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
     match (flag, config) {
         (Some(dir), _) => Ok(dir),

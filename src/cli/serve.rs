@@ -97,24 +97,44 @@ fn warn_if_shared(path: &Path, what: &str) {
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     crate::tls::install_provider();
     let passphrase = super::keys::passphrase_from_env()?;
-    let keyring = Keyring::open(
-        &config.data_dir,
-        OpenOptions {
-            passphrase: passphrase.clone(),
-            ..OpenOptions::default()
-        },
-    )
-    .with_context(|| format!("cannot open the keyring in {}", config.data_dir.display()))?;
+    let opts = OpenOptions {
+        passphrase: passphrase.clone(),
+        ..OpenOptions::default()
+    };
+    let url = std::env::var("SEALPOST_KEYRING_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| config.keyring_url.clone());
+    let (keyring, vault) = match &url {
+        // Shared by several gateways; the spool stays this gateway's own, with its own
+        // vault in the data directory.
+        Some(url) => {
+            let shown = sealpost_keyring::store::postgres::hide_password(url);
+            let keyring = Keyring::open_url(url, opts)
+                .with_context(|| format!("cannot open the keyring at {shown}"))?;
+            sealpost_vault::disk::create_private_dir(&config.data_dir)?;
+            let vault =
+                sealpost_vault::Vault::open(&config.data_dir.join("vault"), passphrase.as_ref())
+                    .with_context(|| {
+                        format!("cannot open the vault in {}", config.data_dir.display())
+                    })?;
+            tracing::info!(keyring = %shown, "the keyring is shared in PostgreSQL");
+            (keyring, vault)
+        }
+        None => {
+            let keyring = Keyring::open(&config.data_dir, opts).with_context(|| {
+                format!("cannot open the keyring in {}", config.data_dir.display())
+            })?;
+            let vault = keyring.vault().clone();
+            (keyring, vault)
+        }
+    };
     if !keyring.has_passphrase() {
         tracing::warn!("no keyring passphrase (SEALPOST_PASSPHRASE_FILE): the keys of secret keys and spooled mail rest unencrypted in the vault, protected by file modes only");
     }
     // The keyring and the spool share the data directory's vault.
-    let spool = crate::relay::Spool::open_with(
-        &config.data_dir,
-        keyring.vault().clone(),
-        passphrase.as_ref(),
-    )
-    .context("cannot open the spool")?;
+    let spool = crate::relay::Spool::open_with(&config.data_dir, vault, passphrase.as_ref())
+        .context("cannot open the spool")?;
     warn_if_shared(&config.data_dir, "the data directory");
     if let Some(file) = std::env::var_os("SEALPOST_PASSPHRASE_FILE").filter(|p| !p.is_empty()) {
         warn_if_shared(

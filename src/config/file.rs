@@ -18,6 +18,15 @@ pub struct File {
     pub delivery: Option<Delivery>,
     pub inbound: Option<Inbound>,
     pub policy: Option<Policy>,
+    pub keyring: Option<Keyring>,
+}
+
+/// `[keyring]`: where the keyring lives when not in the data directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keyring {
+    /// `postgres://USER[:PASSWORD]@HOST:PORT/DATABASE[?sslmode=require&sslrootcert=FILE]`.
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -151,6 +151,9 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// `[keyring] url`: a PostgreSQL keyring shared by several gateways, instead of the
+    /// sled keyring in the data directory. `SEALPOST_KEYRING_URL` overrides it.
+    pub keyring_url: Option<String>,
     pub hostname: String,
     pub listeners: Vec<Listener>,
     pub users: Vec<User>,
@@ -300,6 +303,12 @@ fn build(
             message,
         })?,
     };
+
+    let keyring_url = usr
+        .as_ref()
+        .and_then(|(u, _)| u.keyring.as_ref())
+        .and_then(|k| k.url.clone())
+        .filter(|u| !u.trim().is_empty());
 
     let (f, _) = pick(&|u| u.hostname.is_some());
     let hostname = match f.hostname.as_deref() {
@@ -531,6 +540,7 @@ fn build(
 
     Ok(Config {
         data_dir,
+        keyring_url,
         hostname,
         listeners,
         users,

@@ -145,8 +145,15 @@ impl Gateway {
     /// is the address whose key would sign (the envelope sender at RCPT time, the From
     /// address after the final dot).
     fn decide(&self, signer: &str, rcpt: &str, now: SystemTime) -> Decision {
-        let can_sign =
-            !signer.is_empty() && matches!(self.keyring.signing_cert_for(signer, now), Ok(Some(_)));
+        let can_sign = if signer.is_empty() {
+            false
+        } else {
+            match self.keyring.signing_cert_for(signer, now) {
+                Ok(found) => found.is_some(),
+                Err(e) if unreachable_keyring(&e) => return Decision::Refuse(keyring_down(&e)),
+                Err(_) => false,
+            }
+        };
         self.decide_with(rcpt, can_sign, now).0
     }
 
@@ -160,6 +167,12 @@ impl Gateway {
     ) -> (Decision, Vec<Arc<Cert>>) {
         let eff = self.policy.for_recipient(rcpt);
         let certs = self.keyring.lookup_encryption(rcpt, now);
+        // A keyring that cannot be asked knows nothing: never "no key" (plaintext).
+        if let Err(e) = &certs {
+            if unreachable_keyring(e) {
+                return (Decision::Refuse(keyring_down(e)), Vec::new());
+            }
+        }
         let facts = Facts {
             has_key: certs.is_ok(),
             can_sign,
@@ -210,6 +223,11 @@ impl Gateway {
     /// Decrypt and verify: one copy for all recipients, or one per recipient when the
     /// message is encrypted (each opened with that recipient's own key).
     fn inbound(&self, tx: &Transaction) -> Result<Vec<process::Built>, Reply> {
+        // Without the keyring nothing can be decrypted or verified: the sender tries
+        // again later rather than the mailbox getting ciphertext it could have read.
+        if let Err(e) = self.keyring.reachable() {
+            return Err(keyring_down(&e));
+        }
         // A spilled message is opened while it is read from its sealed file, never whole.
         let rcpts: Vec<&str> = tx
             .envelope
@@ -327,12 +345,12 @@ impl Gateway {
         info: &transform::Info,
         now: SystemTime,
     ) -> Result<Option<Arc<Cert>>, Reply> {
-        let Some(signer) = self
-            .keyring
-            .signing_cert_for(&info.from, now)
-            .ok()
-            .flatten()
-        else {
+        let found = match self.keyring.signing_cert_for(&info.from, now) {
+            Ok(found) => found,
+            Err(e) if unreachable_keyring(&e) => return Err(keyring_down(&e)),
+            Err(_) => None,
+        };
+        let Some(signer) = found else {
             return Ok(None);
         };
         let login = client.auth.as_ref().map(|c| c.username.as_str());
@@ -359,5 +377,21 @@ fn unreadable(queue_id: &str, e: &std::io::Error) -> Reply {
         451,
         Enhanced(4, 3, 0),
         "Temporary local problem: the stored message cannot be read; try again later",
+    )
+}
+
+/// Whether a keyring error means the store cannot be asked now (a database down), as
+/// opposed to an answer about keys.
+fn unreachable_keyring(e: &sealpost_keyring::Error) -> bool {
+    matches!(e, sealpost_keyring::Error::Unavailable(_))
+}
+
+/// The client's answer while the keyring cannot be asked: try again later.
+fn keyring_down(e: &sealpost_keyring::Error) -> Reply {
+    tracing::warn!(error = %e, "the keyring is unreachable: asking the client to try again later");
+    Reply::new(
+        451,
+        Enhanced(4, 3, 0),
+        "The key store is unreachable; try again later",
     )
 }

@@ -2,6 +2,7 @@
 //! can replace sled without touching callers.
 
 pub mod memory;
+pub mod postgres;
 pub mod sled;
 
 use crate::Error;
@@ -42,6 +43,21 @@ pub trait Store: Send + Sync {
     fn apply(&self, ops: Vec<Op>) -> Result<(), Error>;
     /// Makes everything durable (on stores that buffer).
     fn flush(&self) -> Result<(), Error>;
+    /// Starts a read-modify-write that no other process's writer may interleave with (a
+    /// store shared by several gateways); [`Store::end_write`] ends it. Within a process
+    /// the keyring serialises its writers itself.
+    fn begin_write(&self) -> Result<(), Error> {
+        Ok(())
+    }
+    fn end_write(&self) {}
+    /// Calls `f` whenever another process may have changed the store (and after a lost
+    /// connection, when changes may have been missed), so that caches are dropped.
+    fn on_change(&self, _f: Box<dyn Fn() + Send + Sync>) {}
+    /// Whether several gateways share the store: secret keys are then sealed under the
+    /// passphrase itself, which every gateway has, rather than under one machine's vault.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 pub(crate) fn full_key(tree: Tree, key: &[u8]) -> Vec<u8> {

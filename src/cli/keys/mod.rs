@@ -67,16 +67,24 @@ pub fn execute(cmd: KeysCommand, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::
     }
 }
 
-/// Opens the keyring in `data_dir`, unlocked with the passphrase from
-/// `SEALPOST_PASSPHRASE_FILE` when that is set.
-pub fn open(data_dir: &Path) -> anyhow::Result<Keyring> {
+/// Opens the keyring in `data_dir`, or the PostgreSQL keyring at `url`, unlocked with the
+/// passphrase from `SEALPOST_PASSPHRASE_FILE` when that is set.
+pub fn open(data_dir: &Path, url: Option<&str>) -> anyhow::Result<Keyring> {
     let passphrase = passphrase_from_env()?;
     let opts = OpenOptions {
         passphrase,
         ..OpenOptions::default()
     };
-    Keyring::open(data_dir, opts)
-        .with_context(|| format!("cannot open the keyring in {}", data_dir.display()))
+    match url {
+        Some(url) => Keyring::open_url(url, opts).with_context(|| {
+            format!(
+                "cannot open the keyring at {}",
+                sealpost_keyring::store::postgres::hide_password(url)
+            )
+        }),
+        None => Keyring::open(data_dir, opts)
+            .with_context(|| format!("cannot open the keyring in {}", data_dir.display())),
+    }
 }
 
 /// Reads the keyring passphrase from the file named by `SEALPOST_PASSPHRASE_FILE`.

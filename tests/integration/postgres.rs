@@ -1,0 +1,396 @@
+//! Several gateways on one keyring in a real PostgreSQL, started by the tests themselves
+//! (initdb and pg_ctl in a temporary directory, on a free loopback port, as `nobody`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::common::{relay_config, start, swaks_to, write, Gpg, Sealpost, Server};
+use super::upstream::{free_port, wait_for, ScriptedUpstream};
+
+const LONG: Duration = Duration::from_secs(60);
+const NOBODY: &str = "65534";
+
+/// The directory of `initdb` and `pg_ctl`: on the PATH, or Debian's versioned one.
+fn pg_bin() -> PathBuf {
+    if let Ok(out) = Command::new("sh")
+        .args(["-c", "command -v initdb"])
+        .output()
+    {
+        let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !found.is_empty() {
+            // Often a link into Debian's versioned directory, where pg_ctl sits too.
+            let real = std::fs::canonicalize(&found).unwrap_or_else(|_| PathBuf::from(&found));
+            if let Some(dir) = real.parent() {
+                return dir.to_path_buf();
+            }
+        }
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (deploy/dev.sh test)")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("an initdb under /usr/lib/postgresql")
+}
+
+/// `cmd ARGS` as `nobody` (PostgreSQL refuses to run as root).
+fn as_nobody(program: &Path) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        &format!("--reuid={NOBODY}"),
+        &format!("--regid={NOBODY}"),
+        "--clear-groups",
+    ])
+    .arg(program);
+    c
+}
+
+/// A private PostgreSQL cluster, stopped when dropped.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = Command::new("chown")
+            .arg(format!("{NOBODY}:{NOBODY}"))
+            .arg(dir.path())
+            .status()
+            .expect("chown");
+        assert!(status.success());
+        let bin = pg_bin();
+        let data = dir.path().join("data");
+        let out = as_nobody(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "sealpost", "--auth=trust", "-E", "UTF8"])
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb: {out:?}");
+        let pg = Postgres {
+            port: free_port(),
+            dir,
+            bin,
+        };
+        pg.ctl_start();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn ctl_start(&self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let out = as_nobody(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start: {out:?}");
+    }
+
+    pub fn ctl_stop(&self) {
+        let _ = as_nobody(&self.bin.join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+    }
+
+    /// Runs SQL on `db` through psql.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let psql = Some(self.bin.join("psql"))
+            .filter(|p| p.exists())
+            .unwrap_or_else(|| PathBuf::from("psql"));
+        let out = Command::new(psql)
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-U",
+                "sealpost",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "psql {sql}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A new, empty database, and its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        format!("postgres://sealpost@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.ctl_stop();
+    }
+}
+
+/// One cluster for the tests that do not stop it.
+fn shared() -> &'static Postgres {
+    static PG: OnceLock<Postgres> = OnceLock::new();
+    PG.get_or_init(Postgres::start)
+}
+
+/// A gateway with its own data directory on the keyring at `url`, with the passphrase
+/// every gateway of that keyring shares.
+fn gateway() -> Sealpost {
+    Sealpost::with_passphrase("one passphrase for the whole fleet")
+}
+
+fn keys(s: &Sealpost, url: &str, args: &[&str]) -> std::process::Output {
+    let mut c = s.command();
+    c.env("SEALPOST_KEYRING_URL", url).args(args);
+    c.output().expect("sealpost keys")
+}
+
+fn keys_ok(s: &Sealpost, url: &str, args: &[&str]) -> String {
+    let out = keys(s, url, args);
+    assert!(
+        out.status.success(),
+        "sealpost {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `serve` with `[keyring] url` in its configuration, relaying to `upstream`.
+fn serve(s: &Sealpost, url: &str, upstream: &str) -> Server {
+    let config = relay_config(upstream, &format!("[keyring]\nurl = \"{url}\"\n"));
+    start(s.serve_command(&config))
+}
+
+fn send(port: u16, to: &str, body: &str) -> (bool, String) {
+    swaks_to(port, "alice@example.org", to, &["--body", body])
+}
+
+/// A key imported through one process is used by every gateway for its next message, and
+/// one removed stops being used everywhere within a second.
+#[test]
+fn two_gateways_share_one_keyring() {
+    let pg = shared();
+    let url = pg.database("fleet_one");
+    let a = gateway();
+    let b = gateway();
+    keys_ok(&a, &url, &["keys", "generate", "alice@example.org"]);
+    let up = ScriptedUpstream::start();
+    let ga = serve(&a, &url, &up.address());
+    let gb = serve(&b, &url, &up.address());
+
+    let gpg = Gpg::new();
+    gpg.generate("<bob@example.net>", "default", "default", "never");
+    let bob = gpg.ok(&["--armor", "--export", "bob@example.net"]);
+    let file = write(a.dir.path(), "bob.asc", &bob);
+    // Imported by a third process (the admin's CLI), with both gateways running.
+    let admin = gateway();
+    keys_ok(
+        &admin,
+        &url,
+        &["keys", "import", file.to_str().expect("path")],
+    );
+
+    // Bob checks Alice's signature with her certificate.
+    gpg.ok_with_input(
+        &["--import"],
+        keys_ok(&a, &url, &["keys", "export", "alice@example.org"]).as_bytes(),
+    );
+    let (ok, t) = send(gb.port(), "bob@example.net", "to bob through b");
+    assert!(ok, "{t}");
+    let got = up.wait_received(1, LONG);
+    let text = String::from_utf8_lossy(&got[0].data).into_owned();
+    assert!(text.contains("BEGIN PGP MESSAGE"), "not encrypted: {text}");
+    let plain = gpg.ok_with_input(&["--decrypt"], &got[0].data);
+    assert!(String::from_utf8_lossy(&plain).contains("to bob through b"));
+    // Alice's secret key, made through the CLI, signs on gateway a.
+    let (ok, t) = send(ga.port(), "bob@example.net", "to bob through a");
+    assert!(ok, "{t}");
+    let got = up.wait_received(2, LONG);
+    assert!(String::from_utf8_lossy(&got[1].data).contains("BEGIN PGP MESSAGE"));
+
+    let fpr = gpg.fingerprint("bob@example.net");
+    keys_ok(&admin, &url, &["keys", "remove", &fpr]);
+    std::thread::sleep(Duration::from_secs(1));
+    for (gw, n) in [(&ga, 3), (&gb, 4)] {
+        let (ok, t) = send(gw.port(), "bob@example.net", "after the removal");
+        assert!(ok, "{t}");
+        let got = up.wait_received(n, LONG);
+        let text = String::from_utf8_lossy(&got[n - 1].data).into_owned();
+        assert!(
+            !text.contains("BEGIN PGP MESSAGE"),
+            "a removed key is still used: {text}"
+        );
+    }
+}
+
+/// Two processes importing two different updates of one certificate at the same moment:
+/// both updates are kept.
+#[test]
+fn concurrent_imports_of_one_certificate_merge() {
+    let pg = shared();
+    let url = pg.database("fleet_merge");
+    let s = gateway();
+    let gpg = Gpg::new();
+    gpg.generate("<carol@example.net>", "default", "default", "never");
+    let fpr = gpg.fingerprint("carol@example.net");
+    let base = write(
+        s.dir.path(),
+        "base.asc",
+        &gpg.ok(&["--armor", "--export", &fpr]),
+    );
+    keys_ok(&s, &url, &["keys", "import", base.to_str().expect("path")]);
+    let mut updates = Vec::new();
+    for (i, uid) in ["carol.one@example.net", "carol.two@example.net"]
+        .iter()
+        .enumerate()
+    {
+        gpg.ok(&["--quick-add-uid", &fpr, &format!("<{uid}>")]);
+        updates.push(write(
+            s.dir.path(),
+            &format!("update{i}.asc"),
+            &gpg.ok(&["--armor", "--export", &fpr]),
+        ));
+        gpg.ok(&["--quick-revoke-uid", &fpr, &format!("<{uid}>")]);
+    }
+    // Without the first uid's revocation, the second update would carry both.
+    let children: Vec<_> = updates
+        .iter()
+        .map(|f| {
+            let mut c = s.command();
+            c.env("SEALPOST_KEYRING_URL", &url)
+                .args(["keys", "import"])
+                .arg(f);
+            c.spawn().expect("spawn import")
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().expect("wait").success());
+    }
+    let shown = keys_ok(&s, &url, &["keys", "show", &fpr]);
+    for uid in ["carol.one@example.net", "carol.two@example.net"] {
+        assert!(shown.contains(uid), "{uid} was lost: {shown}");
+    }
+}
+
+/// With the database down, a client is told to try again (451) and nothing leaves in
+/// plaintext for a `require` recipient; once it is back, the next message is encrypted,
+/// with no restart.
+#[test]
+fn a_database_outage_is_temporary_and_never_plaintext() {
+    let pg = Postgres::start();
+    let url = pg.database("fleet_down");
+    let s = gateway();
+    let gpg = Gpg::new();
+    gpg.generate("<dave@example.net>", "default", "default", "never");
+    let file = write(
+        s.dir.path(),
+        "dave.asc",
+        &gpg.ok(&["--armor", "--export", "dave@example.net"]),
+    );
+    keys_ok(&s, &url, &["keys", "import", file.to_str().expect("path")]);
+    let up = ScriptedUpstream::start();
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{url}\"\n\n[policy]\nmode = \"require\"\n"),
+    );
+    let gw = start(s.serve_command(&config));
+
+    pg.ctl_stop();
+    let (ok, t) = send(gw.port(), "erin@example.net", "while the database is down");
+    assert!(!ok, "{t}");
+    assert!(t.contains("451 4.3.0"), "{t}");
+    assert!(up.received().is_empty());
+
+    pg.ctl_start();
+    let t = wait_for(LONG, "the gateway back on the database", || {
+        let (ok, t) = send(gw.port(), "dave@example.net", "after the outage");
+        ok.then_some(t)
+    });
+    let got = up.wait_received(1, LONG);
+    assert!(
+        String::from_utf8_lossy(&got[0].data).contains("BEGIN PGP MESSAGE"),
+        "{t}"
+    );
+}
+
+/// Each bad setup is a one-line error naming the URL without its password, and writes
+/// nothing.
+#[test]
+fn bad_keyring_databases_are_refused_in_one_line() {
+    let pg = shared();
+    let s = gateway();
+    let port = pg.port;
+
+    let first_line = |out: &std::process::Output| {
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("hunter2"), "the password is shown: {err}");
+        err
+    };
+    let err = first_line(&keys(
+        &s,
+        "mysql://u:hunter2@127.0.0.1/x",
+        &["keys", "list"],
+    ));
+    assert!(err.contains("postgres://"), "{err}");
+    let unknown_user = format!("postgres://nobody_here:hunter2@127.0.0.1:{port}/postgres");
+    let err = first_line(&keys(&s, &unknown_user, &["keys", "list"]));
+    assert!(err.contains("nobody_here"), "{err}");
+
+    let other = pg.database("someone_elses");
+    pg.sql("someone_elses", "CREATE TABLE invoices (id int)");
+    let err = first_line(&keys(&s, &other, &["keys", "list"]));
+    assert!(err.contains("another application"), "{err}");
+    assert_eq!(
+        pg.sql(
+            "someone_elses",
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        )
+        .trim(),
+        "1"
+    );
+
+    let newer = pg.database("from_the_future");
+    keys_ok(&s, &newer, &["keys", "list"]);
+    pg.sql("from_the_future", "INSERT INTO sealpost_schema VALUES (99)");
+    let err = first_line(&keys(&s, &newer, &["keys", "list"]));
+    assert!(err.contains("newer"), "{err}");
+
+    // A second passphrase on a keyring that has one.
+    let fleet = pg.database("two_passphrases");
+    keys_ok(&s, &fleet, &["keys", "generate", "frank@example.org"]);
+    let other_pass = Sealpost::with_passphrase("another passphrase");
+    let err = first_line(&keys(&other_pass, &fleet, &["keys", "list"]));
+    assert!(err.contains("is wrong"), "{err}");
+    // No secret key without the passphrase in the shared database.
+    let none = Sealpost::new();
+    let err = first_line(&keys(
+        &none,
+        &fleet,
+        &["keys", "generate", "gina@example.org"],
+    ));
+    assert!(err.contains("SEALPOST_PASSPHRASE_FILE"), "{err}");
+}
