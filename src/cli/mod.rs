@@ -2,6 +2,7 @@
 //!
 //! `anyhow` is used here and in `main.rs` only; everything below the CLI returns typed errors.
 
+mod access;
 mod admin_handler;
 pub mod check_config;
 pub mod hash_password;
@@ -151,7 +152,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     match cli.command {
         Command::Keys(cmd) => {
-            keys_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+            let from = data_dir_origin(cli.data_dir.as_deref(), cli.config.as_deref());
+            let dir = resolve_data_dir(cli.data_dir, cli.config.as_deref())?;
+            keys_command(cmd, &dir, &from)
         }
         Command::Keyring(cmd) => {
             keyring::run(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
@@ -168,7 +171,30 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Runs a `keys` command on the keyring directly, or, while `serve` holds it, through the
 /// server's admin socket, so that the user never meets a lock error.
-fn keys_command(cmd: keys::KeysCommand, data_dir: &Path) -> anyhow::Result<()> {
+///
+/// A command that only reads never creates a keyring: run in the wrong directory (no
+/// `--data-dir`, say) it would otherwise show an empty keyring as if it were the
+/// server's. `from` says where `data_dir` came from, for that message.
+fn keys_command(cmd: keys::KeysCommand, data_dir: &Path, from: &str) -> anyhow::Result<()> {
+    if !data_dir.join("keyring").exists() {
+        let missing = format!(
+            "there is no keyring in {} ({from}); give the data directory `serve` uses \
+             with --data-dir DIR or SEALPOST_DATA_DIR (/var/lib/sealpost in the example \
+             configuration)",
+            data_dir.display()
+        );
+        match cmd {
+            keys::KeysCommand::List(args) => {
+                return terminal(|io| keys::list::without_keyring(&args, &missing, io))
+            }
+            keys::KeysCommand::Show(_)
+            | keys::KeysCommand::Export(_)
+            | keys::KeysCommand::Remove(_) => anyhow::bail!("{missing}"),
+            keys::KeysCommand::Import(_) | keys::KeysCommand::Generate(_) => {
+                eprintln!("sealpost: a new keyring in {} ({from})", data_dir.display())
+            }
+        }
+    }
     match keys::open(data_dir) {
         Ok(keyring) => terminal(|io| keys::execute(cmd, &keyring, io)),
         Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
@@ -277,6 +303,21 @@ fn forward(data_dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     match response.code {
         0 => Ok(()),
         code => Err(Exit(code).into()),
+    }
+}
+
+/// Where [`resolve_data_dir`] takes the data directory from, in words.
+fn data_dir_origin(flag: Option<&Path>, config: Option<&Path>) -> String {
+    let from_env = std::env::var_os("SEALPOST_DATA_DIR")
+        .is_some_and(|v| flag.is_some_and(|f| f.as_os_str() == v));
+    match (flag, config) {
+        (Some(_), _) if from_env => "from SEALPOST_DATA_DIR".to_string(),
+        (Some(_), _) => "from --data-dir".to_string(),
+        (None, Some(file)) => format!("data_dir of {}", file.display()),
+        (None, None) => {
+            "the default data directory: neither --data-dir nor SEALPOST_DATA_DIR is set"
+                .to_string()
+        }
     }
 }
 
