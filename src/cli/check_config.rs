@@ -25,7 +25,9 @@ Examples:
   sealpost check-config --config /etc/sealpost/sealpost.toml --user sealpost
   sealpost check-config --config sealpost.toml --upstream-ca-file upstream.pem
   sealpost check-config            # the embedded defaults
-  setpriv --reuid=sealpost --regid=sealpost --init-groups sealpost check-config --config /etc/sealpost/sealpost.toml")]
+  # as the service user itself, meeting exactly what serve would:
+  setpriv --reuid=sealpost --regid=sealpost --init-groups \\
+      sealpost check-config --config /etc/sealpost/sealpost.toml")]
 pub struct Args {
     /// The account `serve` runs as (NAME, UID or UID:GID): report each file it cannot
     /// read and a data directory it cannot write
@@ -98,8 +100,20 @@ fn access_problems(config: &Config, config_path: Option<&Path>, account: &Accoun
     let mut problems = Vec::new();
     for (path, need) in wanted {
         if !path.exists() && need == Need::Write {
-            // `serve` makes its data directory and Maildirs (StateDirectory= does under
-            // systemd); the nearest existing directory above must then take new files.
+            if path.starts_with(&config.data_dir) {
+                // `serve` makes its data directory, as its own user, or systemd does
+                // (StateDirectory=) before it starts: nothing to judge yet.
+                if path == config.data_dir {
+                    eprintln!(
+                        "sealpost: note: the data directory {} does not exist yet; `serve` \
+                         makes it (under systemd, StateDirectory= does)",
+                        path.display()
+                    );
+                }
+                continue;
+            }
+            // A Maildir elsewhere is made by `serve`: the nearest existing directory
+            // above must take new files.
             match path.ancestors().skip(1).find(|a| a.exists()) {
                 Some(parent) => {
                     if let Err(e) = access::check(account, parent, Need::Write) {

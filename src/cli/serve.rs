@@ -29,6 +29,7 @@ use crate::smtp::config::{self as smtp_config, SessionConfig};
 Examples:
   sealpost serve                                   # embedded defaults, Maildir delivery
   sealpost serve --upstream smtp.example.org:587 --upstream-tls starttls
+  sealpost serve --upstream mail.internal:465 --upstream-tls tls --upstream-ca-file mail.internal.pem
   sealpost serve --config /etc/sealpost/sealpost.toml
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:25
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver lmtp:mail.example.org:24 --deliver-tls starttls

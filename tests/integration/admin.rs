@@ -315,7 +315,7 @@ fn check_config_reports_the_files_the_service_user_cannot_read() {
     assert_success(&out, "check-config as root");
     assert!(String::from_utf8_lossy(&out.stderr).contains("add --user"));
 
-    // --user judges by the modes: the key and the data directory's parent are named.
+    // --user judges by the modes: the key is named, with its mode and owner.
     let out = check(Some("nobody"));
     assert_eq!(out.status.code(), Some(1));
     let said = errors(&out).join("\n");
@@ -326,9 +326,13 @@ fn check_config_reports_the_files_the_service_user_cannot_read() {
         )),
         "{said}"
     );
+    let notes = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains(&format!("(to create {})", data.display())),
-        "{said}"
+        notes.contains(&format!(
+            "the data directory {} does not exist yet",
+            data.display()
+        )),
+        "{notes}"
     );
     assert!(!said.contains("fullchain.pem"), "{said}");
 
