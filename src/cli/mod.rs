@@ -313,7 +313,10 @@ fn data_dir_origin(flag: Option<&Path>, config: Option<&Path>) -> String {
     match (flag, config) {
         (Some(_), _) if from_env => "from SEALPOST_DATA_DIR".to_string(),
         (Some(_), _) => "from --data-dir".to_string(),
-        (None, Some(file)) => format!("data_dir of {}", file.display()),
+        (None, Some(file)) => format!(
+            "data_dir of {}, or the default data directory when it sets none",
+            file.display()
+        ),
         (None, None) => {
             "the default data directory: neither --data-dir nor SEALPOST_DATA_DIR is set"
                 .to_string()

@@ -490,7 +490,7 @@ fn listener_tls(l: &config::Listener) -> anyhow::Result<ListenerTls> {
     match (&l.certificate, &l.private_key) {
         (Some(c), Some(k)) => Ok(ListenerTls::Files(
             crate::tls::from_files(c, k)
-                .with_context(|| format!("the TLS certificate of the listener on {}", l.address))?,
+                .with_context(|| format!("TLS for the listener on {}", l.address))?,
         )),
         _ if l.address.ip().is_loopback() => Ok(ListenerTls::SelfSigned),
         _ => anyhow::bail!(
