@@ -2,6 +2,7 @@
 //! smtp-sink). One test binary, so that the suite links once.
 
 mod integration {
+    mod admin;
     mod attacks;
     mod common;
     mod faults;

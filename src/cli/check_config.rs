@@ -1,51 +1,135 @@
 //! Command-line parser and runner for `sealpost check-config`.
 
-use std::path::PathBuf;
-
-use anyhow::Context;
+use std::path::{Path, PathBuf};
 
 use crate::config::{AuthMode, Config, Mode, Target, TlsMode};
 
-/// Validate a configuration file and print the effective configuration.
+use super::access::{self, Account, Need};
+
+/// Check a configuration as `serve` would, and print the effective configuration.
 ///
-/// The embedded defaults are overlaid by the file; the result is printed with secrets
-/// hidden. An error names the key and the line.
+/// The embedded defaults are overlaid by the file and then by the same flags `serve`
+/// takes. Every check `serve` makes before it opens the keyring runs here, through the
+/// same code: each certificate and private key is loaded, each ca_file read, the
+/// passphrase file (SEALPOST_PASSPHRASE_FILE) read. A configuration this passes is one
+/// `serve` starts with, except for what only happens then: binding the addresses and
+/// opening the keyring. The result is printed with secrets hidden; an error names the
+/// key and the line.
+///
+/// Root can read every file. With --user, check-config also tells whether the account
+/// `serve` runs as can read each file the configuration names and write the data
+/// directory, from the files' modes and owners.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
-  sealpost check-config --config /etc/sealpost/sealpost.toml
-  sealpost check-config            # the embedded defaults")]
-pub struct Args {}
+  sealpost check-config --config /etc/sealpost/sealpost.toml --user sealpost
+  sealpost check-config --config sealpost.toml --upstream-ca-file upstream.pem
+  sealpost check-config            # the embedded defaults
+  # as the service user itself, meeting exactly what serve would:
+  setpriv --reuid=sealpost --regid=sealpost --init-groups \\
+      sealpost check-config --config /etc/sealpost/sealpost.toml")]
+pub struct Args {
+    /// The account `serve` runs as (NAME, UID or UID:GID): report each file it cannot
+    /// read and a data directory it cannot write
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
+    #[command(flatten)]
+    flags: super::serve::Flags,
+}
 
 pub fn run(
-    _args: Args,
-    config: Option<&std::path::Path>,
+    args: Args,
+    config_path: Option<&Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let overrides = crate::config::Overrides {
-        data_dir,
-        ..Default::default()
-    };
-    let config = Config::load(config, &overrides, super::default_data_dir)?;
-    // `serve` reads each ca_file at start and stops on a bad one: so does this.
-    let ca_files = [
-        (
-            "[upstream] ca_file",
-            config
-                .upstream
-                .as_ref()
-                .filter(|u| u.tls != TlsMode::None)
-                .and_then(|u| u.ca_file.as_deref()),
-        ),
-        ("[inbound] ca_file", config.inbound_ca_file.as_deref()),
-    ];
-    for (key, path) in ca_files {
-        if let Some(path) = path {
-            crate::tls::ClientTls::new(Some(path)).with_context(|| key.to_string())?;
+    let overrides = args.flags.overrides(data_dir);
+    let config = Config::load(config_path, &overrides, super::default_data_dir)?;
+    // What `serve` runs before it opens anything, with the same messages.
+    super::serve::prepare(&config)?;
+    match &args.user {
+        Some(spec) => {
+            let account = Account::lookup(spec).map_err(anyhow::Error::msg)?;
+            let problems = access_problems(&config, config_path, &account);
+            if !problems.is_empty() {
+                for p in &problems {
+                    eprintln!("sealpost: error: {p}");
+                }
+                return Err(super::Exit(1).into());
+            }
         }
+        None if rustix::process::geteuid().is_root() => eprintln!(
+            "sealpost: note: run as root, which reads every file; add --user ACCOUNT to \
+             check what the account `serve` runs as can read"
+        ),
+        None => {}
+    }
+    if let Some(warning) = &config.hostname_warning {
+        eprintln!("sealpost: warning: {warning}");
     }
     print!("{}", render(&config));
     Ok(())
+}
+
+/// Each file the configuration names that `account` could not use as `serve` does.
+fn access_problems(config: &Config, config_path: Option<&Path>, account: &Account) -> Vec<String> {
+    let mut wanted: Vec<(PathBuf, Need)> = Vec::new();
+    if let Some(p) = config_path {
+        wanted.push((p.to_path_buf(), Need::Read));
+    }
+    for l in &config.listeners {
+        if l.tls != TlsMode::None {
+            wanted.extend(l.certificate.iter().map(|c| (c.clone(), Need::Read)));
+            wanted.extend(l.private_key.iter().map(|k| (k.clone(), Need::Read)));
+        }
+    }
+    if let Some(u) = &config.upstream {
+        wanted.extend(u.ca_file.iter().map(|c| (c.clone(), Need::Read)));
+        wanted.extend(u.password_file.iter().map(|c| (c.clone(), Need::Read)));
+    } else {
+        wanted.push((config.outbound_maildir.clone(), Need::Write));
+    }
+    if let Some(c) = &config.inbound_ca_file {
+        wanted.push((c.clone(), Need::Read));
+    }
+    match &config.inbound_target {
+        Target::Maildir(p) => wanted.push((p.clone(), Need::Write)),
+        Target::LmtpUnix(p) => wanted.push((p.clone(), Need::Write)),
+        Target::Smtp { .. } | Target::Lmtp { .. } => {}
+    }
+    wanted.push((config.data_dir.clone(), Need::Write));
+    let mut problems = Vec::new();
+    for (path, need) in wanted {
+        if !path.exists() && need == Need::Write {
+            if path.starts_with(&config.data_dir) {
+                // `serve` makes its data directory, as its own user, or systemd does
+                // (StateDirectory=) before it starts: nothing to judge yet.
+                if path == config.data_dir {
+                    eprintln!(
+                        "sealpost: note: the data directory {} does not exist yet; `serve` \
+                         makes it (under systemd, StateDirectory= does)",
+                        path.display()
+                    );
+                }
+                continue;
+            }
+            // A Maildir elsewhere is made by `serve`: the nearest existing directory
+            // above must take new files.
+            match path.ancestors().skip(1).find(|a| a.exists()) {
+                Some(parent) => {
+                    if let Err(e) = access::check(account, parent, Need::Write) {
+                        problems.push(format!("{e} (to create {})", path.display()));
+                    }
+                }
+                None => problems.push(format!("{}: no such directory", path.display())),
+            }
+            continue;
+        }
+        if let Err(e) = access::check(account, &path, need) {
+            problems.push(e);
+        }
+    }
+    problems.dedup();
+    problems
 }
 
 /// The effective configuration in the file's own syntax; passwords and hashes hidden.
@@ -54,6 +138,12 @@ pub fn render(c: &Config) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "data_dir = {:?}", c.data_dir.display().to_string());
     let _ = writeln!(s, "hostname = {:?}", c.hostname);
+    if c.hostname_warning.is_some() {
+        let _ = writeln!(
+            s,
+            "# not fully qualified: set hostname to the name this gateway has in DNS"
+        );
+    }
     for l in &c.listeners {
         let _ = writeln!(s, "\n[[listener]]");
         let mode = match l.mode {
@@ -71,7 +161,8 @@ pub fn render(c: &Config) -> String {
             _ if l.tls != TlsMode::None => {
                 let _ = writeln!(
                     s,
-                    "# certificate: self-signed, generated in the data directory (loopback only)"
+                    "# certificate: self-signed, {} (made on first start; loopback only)",
+                    crate::tls::self_signed_path(&c.data_dir).display()
                 );
             }
             _ => {}
@@ -99,6 +190,7 @@ pub fn render(c: &Config) -> String {
         let _ = writeln!(s, "max_connections_per_ip = {}", m.max_connections_per_ip);
         let _ = writeln!(s, "command_timeout = \"{}s\"", m.command_timeout.as_secs());
         let _ = writeln!(s, "data_timeout = \"{}s\"", m.data_timeout.as_secs());
+        let _ = writeln!(s, "spill_above = {}", m.spill_above);
     }
     for u in &c.users {
         let addrs: Vec<String> = u.addresses.iter().map(|a| format!("{a:?}")).collect();
@@ -163,7 +255,79 @@ pub fn render(c: &Config) -> String {
     if c.local_domains.is_empty() {
         let _ = writeln!(s, "# empty: the domains of the keyring's secret keys");
     }
+    let _ = writeln!(s, "authserv_id = {:?}", c.authserv_id);
+    let _ = writeln!(s, "max_plaintext = {}", c.max_plaintext);
+    render_policy(&mut s, &c.policy);
     s
+}
+
+/// `[policy]`: the global layer with the built-in defaults it falls back on, then each
+/// domain and address layer as written (what a layer leaves out, it inherits).
+fn render_policy(s: &mut String, p: &crate::policy::Policy) {
+    use crate::policy::sender::OnMismatch;
+    use std::fmt::Write;
+    let _ = writeln!(s, "\n[policy]");
+    let defaults = crate::policy::Policy::default().for_recipient("");
+    let g = &p.global;
+    let set = |given: bool| if given { "" } else { "  # built-in default" };
+    let _ = writeln!(
+        s,
+        "mode = {:?}{}",
+        mode(g.mode.unwrap_or(defaults.mode.0)),
+        set(g.mode.is_some())
+    );
+    let _ = writeln!(
+        s,
+        "encrypt_to_self = {}{}",
+        g.encrypt_to_self.unwrap_or(defaults.encrypt_to_self.0),
+        set(g.encrypt_to_self.is_some())
+    );
+    let _ = writeln!(
+        s,
+        "mixed = {:?}{}",
+        mixed(g.mixed.unwrap_or(defaults.mixed.0)),
+        set(g.mixed.is_some())
+    );
+    let mismatch = match p.sender_mismatch {
+        OnMismatch::Refuse => "refuse",
+        OnMismatch::Unsigned => "unsigned",
+    };
+    let _ = writeln!(s, "sender_mismatch = {mismatch:?}");
+    for (kind, layer) in [("domain", &p.domains), ("address", &p.addresses)] {
+        let mut keys: Vec<&String> = layer.keys().collect();
+        keys.sort();
+        for key in keys {
+            let Some(rule) = layer.get(key) else { continue };
+            let _ = writeln!(s, "[policy.{kind}.{key:?}]");
+            if let Some(m) = rule.mode {
+                let _ = writeln!(s, "mode = {:?}", mode(m));
+            }
+            if let Some(e) = rule.encrypt_to_self {
+                let _ = writeln!(s, "encrypt_to_self = {e}");
+            }
+            if let Some(m) = rule.mixed {
+                let _ = writeln!(s, "mixed = {:?}", mixed(m));
+            }
+        }
+    }
+}
+
+fn mode(m: crate::policy::Mode) -> &'static str {
+    use crate::policy::Mode;
+    match m {
+        Mode::Require => "require",
+        Mode::Opportunistic => "opportunistic",
+        Mode::SignOnly => "sign-only",
+        Mode::None => "none",
+    }
+}
+
+fn mixed(m: crate::policy::Mixed) -> &'static str {
+    use crate::policy::Mixed;
+    match m {
+        Mixed::Split => "split",
+        Mixed::RefuseUnencrypted => "refuse-unencrypted",
+    }
 }
 
 fn tls(t: TlsMode) -> &'static str {

@@ -2,6 +2,7 @@
 //!
 //! `anyhow` is used here and in `main.rs` only; everything below the CLI returns typed errors.
 
+mod access;
 mod admin_handler;
 pub mod check_config;
 pub mod hash_password;
@@ -152,11 +153,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Keys(cmd) => {
             let url = keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?;
-            keys_command(
-                cmd,
-                &resolve_data_dir(cli.data_dir, cli.config.as_deref())?,
-                url.as_deref(),
-            )
+            let from = data_dir_origin(cli.data_dir.as_deref(), cli.config.as_deref());
+            let dir = resolve_data_dir(cli.data_dir, cli.config.as_deref())?;
+            keys_command(cmd, &dir, &from, url.as_deref())
         }
         Command::Keyring(cmd) => {
             if keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?.is_some() {
@@ -180,7 +179,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// Runs a `keys` command on the keyring directly, or, while `serve` holds it, through the
 /// server's admin socket, so that the user never meets a lock error. A PostgreSQL keyring
 /// (`url`) is always used directly: any number of processes may have it open.
-fn keys_command(cmd: keys::KeysCommand, data_dir: &Path, url: Option<&str>) -> anyhow::Result<()> {
+///
+/// A command that only reads never creates a keyring: run in the wrong directory (no
+/// `--data-dir`, say) it would otherwise show an empty keyring as if it were the
+/// server's. `from` says where `data_dir` came from, for that message.
+fn keys_command(
+    cmd: keys::KeysCommand,
+    data_dir: &Path,
+    from: &str,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    if url.is_none() && !data_dir.join("keyring").exists() {
+        let missing = format!(
+            "there is no keyring in {} ({from}); give the data directory `serve` uses \
+             with --data-dir DIR or SEALPOST_DATA_DIR (/var/lib/sealpost in the example \
+             configuration)",
+            data_dir.display()
+        );
+        match cmd {
+            keys::KeysCommand::List(args) => {
+                return terminal(|io| keys::list::without_keyring(&args, &missing, io))
+            }
+            keys::KeysCommand::Show(_)
+            | keys::KeysCommand::Export(_)
+            | keys::KeysCommand::Remove(_) => anyhow::bail!("{missing}"),
+            keys::KeysCommand::Import(_) | keys::KeysCommand::Generate(_) => {
+                eprintln!("sealpost: a new keyring in {} ({from})", data_dir.display())
+            }
+        }
+    }
     match keys::open(data_dir, url) {
         Ok(keyring) => terminal(|io| keys::execute(cmd, &keyring, io)),
         Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
@@ -293,6 +320,24 @@ fn forward(data_dir: &Path, inputs: &[PathBuf]) -> anyhow::Result<()> {
     match response.code {
         0 => Ok(()),
         code => Err(Exit(code).into()),
+    }
+}
+
+/// Where [`resolve_data_dir`] takes the data directory from, in words.
+fn data_dir_origin(flag: Option<&Path>, config: Option<&Path>) -> String {
+    let from_env = std::env::var_os("SEALPOST_DATA_DIR")
+        .is_some_and(|v| flag.is_some_and(|f| f.as_os_str() == v));
+    match (flag, config) {
+        (Some(_), _) if from_env => "from SEALPOST_DATA_DIR".to_string(),
+        (Some(_), _) => "from --data-dir".to_string(),
+        (None, Some(file)) => format!(
+            "data_dir of {}, or the default data directory when it sets none",
+            file.display()
+        ),
+        (None, None) => {
+            "the default data directory: neither --data-dir nor SEALPOST_DATA_DIR is set"
+                .to_string()
+        }
     }
 }
 

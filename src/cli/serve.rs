@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use sealpost_keyring::openpgp::crypto::Password;
 use sealpost_keyring::{Keyring, OpenOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,11 +29,20 @@ use crate::smtp::config::{self as smtp_config, SessionConfig};
 Examples:
   sealpost serve                                   # embedded defaults, Maildir delivery
   sealpost serve --upstream smtp.example.org:587 --upstream-tls starttls
+  sealpost serve --upstream mail.internal:465 --upstream-tls tls --upstream-ca-file mail.internal.pem
   sealpost serve --config /etc/sealpost/sealpost.toml
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver 10.0.0.5:25
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver lmtp:mail.example.org:24 --deliver-tls starttls
   sealpost serve --inbound-listen 0.0.0.0:25 --deliver lmtp:unix:/run/dovecot/lmtp")]
 pub struct Args {
+    #[command(flatten)]
+    flags: Flags,
+}
+
+/// The settings `serve` takes on the command line, over the configuration file;
+/// `check-config` takes the same, to check what `serve` would run with.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Flags {
     /// Address of the outbound (submission) listener
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
@@ -42,6 +52,11 @@ pub struct Args {
     /// TLS to the upstream
     #[arg(long, value_name = "none|starttls|tls")]
     upstream_tls: Option<String>,
+    /// CA certificates (PEM) that replace the system roots for the upstream; a
+    /// certificate in it that the upstream presents exactly (a self-signed one) is trusted
+    /// as it is
+    #[arg(long, value_name = "FILE")]
+    upstream_ca_file: Option<PathBuf>,
     /// Address of an inbound listener (mail for local users)
     #[arg(long, value_name = "ADDR")]
     inbound_listen: Option<String>,
@@ -54,27 +69,110 @@ pub struct Args {
     deliver_tls: Option<String>,
 }
 
+impl Flags {
+    pub fn overrides(self, data_dir: Option<PathBuf>) -> config::Overrides {
+        config::Overrides {
+            data_dir,
+            listen: self.listen,
+            upstream: self.upstream,
+            upstream_tls: self.upstream_tls,
+            upstream_ca_file: self.upstream_ca_file,
+            inbound_listen: self.inbound_listen,
+            deliver: self.deliver,
+            deliver_tls: self.deliver_tls,
+        }
+    }
+}
+
 pub fn run(
     args: Args,
     config: Option<&std::path::Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let overrides = config::Overrides {
-        data_dir,
-        listen: args.listen,
-        upstream: args.upstream,
-        upstream_tls: args.upstream_tls,
-        inbound_listen: args.inbound_listen,
-        deliver: args.deliver,
-        deliver_tls: args.deliver_tls,
-    };
+    let overrides = args.flags.overrides(data_dir);
     let config = Config::load(config, &overrides, super::default_data_dir)?;
+    // Every file is read and every TLS setting built before anything is opened or bound.
+    let prepared = prepare(&config)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(Arc::new(config)))
+    runtime.block_on(serve(Arc::new(config), prepared))
+}
+
+/// What `serve` reads and builds from the configuration before it opens the keyring or
+/// binds a socket: the passphrase file, each listener's certificate and key, each
+/// `ca_file` and the next hops' TLS. `check-config` runs exactly this, so that a
+/// configuration it passes is one `serve` starts with, and each refusal reads the same.
+pub struct Prepared {
+    pub passphrase: Option<Password>,
+    pub outbound: Transport,
+    pub inbound: Transport,
+    /// One per listener, in the configuration's order.
+    pub listener_tls: Vec<ListenerTls>,
+}
+
+/// A listener's TLS, as far as it can be decided before the data directory is opened.
+pub enum ListenerTls {
+    None,
+    Files(tokio_rustls::TlsAcceptor),
+    /// The data directory's self-signed certificate, made on first start (loopback only).
+    SelfSigned,
+}
+
+/// # Errors
+/// An unreadable or empty passphrase file, certificate, key or `ca_file`; a key that does
+/// not match its certificate; a TLS listener off loopback without a certificate.
+pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
+    crate::tls::install_provider();
+    let passphrase = super::keys::passphrase_from_env()?;
+    let listener_tls = config
+        .listeners
+        .iter()
+        .map(listener_tls)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let outbound = match &config.upstream {
+        Some(up) => Transport::Smtp(upstream_config(config, up)?),
+        None => Transport::Maildir(config.outbound_maildir.clone()),
+    };
+    let inbound_tls = || {
+        hop_tls(config.inbound_tls, config.inbound_ca_file.as_deref())
+            .context("inbound delivery TLS ([inbound] ca_file)")
+    };
+    let inbound = match &config.inbound_target {
+        Target::Maildir(p) => Transport::Maildir(p.clone()),
+        Target::Smtp { host, port } => Transport::Smtp(UpstreamConfig {
+            host: host.clone(),
+            port: *port,
+            tls: inbound_tls()?,
+            credentials: None,
+            helo: config.hostname.clone(),
+            timeout: Duration::from_secs(60),
+            data_timeout: Duration::from_secs(600),
+            pool: Default::default(),
+        }),
+        Target::Lmtp { host, port } => Transport::Lmtp(lmtp_config(
+            config,
+            LmtpAddress::Tcp {
+                host: host.clone(),
+                port: *port,
+            },
+            inbound_tls()?,
+        )),
+        // The configuration refuses TLS to a local socket.
+        Target::LmtpUnix(path) => Transport::Lmtp(lmtp_config(
+            config,
+            LmtpAddress::Unix(path.clone()),
+            HopTls::None,
+        )),
+    };
+    Ok(Prepared {
+        passphrase,
+        outbound,
+        inbound,
+        listener_tls,
+    })
 }
 
 /// Logs a warning when group or others have any access to `path`. The mode is left
@@ -94,9 +192,16 @@ fn warn_if_shared(path: &Path, what: &str) {
     }
 }
 
-async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
-    crate::tls::install_provider();
-    let passphrase = super::keys::passphrase_from_env()?;
+async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
+    let Prepared {
+        passphrase,
+        outbound,
+        inbound,
+        listener_tls,
+    } = prepared;
+    if let Some(warning) = &config.hostname_warning {
+        tracing::warn!("{warning}");
+    }
     let opts = OpenOptions {
         passphrase: passphrase.clone(),
         ..OpenOptions::default()
@@ -149,41 +254,6 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         retry_base: config.retry,
         ..RelayConfig::new(config.hostname.clone())
     };
-    let outbound = match &config.upstream {
-        Some(up) => Transport::Smtp(upstream_config(&config, up)?),
-        None => Transport::Maildir(config.outbound_maildir.clone()),
-    };
-    let inbound_tls = || {
-        hop_tls(config.inbound_tls, config.inbound_ca_file.as_deref())
-            .context("inbound delivery TLS ([inbound] ca_file)")
-    };
-    let inbound = match &config.inbound_target {
-        Target::Maildir(p) => Transport::Maildir(p.clone()),
-        Target::Smtp { host, port } => Transport::Smtp(UpstreamConfig {
-            host: host.clone(),
-            port: *port,
-            tls: inbound_tls()?,
-            credentials: None,
-            helo: config.hostname.clone(),
-            timeout: Duration::from_secs(60),
-            data_timeout: Duration::from_secs(600),
-            pool: Default::default(),
-        }),
-        Target::Lmtp { host, port } => Transport::Lmtp(lmtp_config(
-            &config,
-            LmtpAddress::Tcp {
-                host: host.clone(),
-                port: *port,
-            },
-            inbound_tls()?,
-        )),
-        // The configuration refuses TLS to a local socket.
-        Target::LmtpUnix(path) => Transport::Lmtp(lmtp_config(
-            &config,
-            LmtpAddress::Unix(path.clone()),
-            HopTls::None,
-        )),
-    };
     let relay =
         Relay::open(spool, outbound, inbound, relay_cfg).context("cannot open the relay")?;
 
@@ -235,12 +305,33 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     // One table for every listener: an address that fails AUTH on one is blocked on all.
     let auth_failures = Arc::new(crate::smtp::auth_failures::AuthFailures::default());
     let mut listeners = Vec::new();
-    for l in &config.listeners {
+    let mut self_signed: Option<crate::tls::SelfSigned> = None;
+    for (l, tls) in config.listeners.iter().zip(listener_tls) {
         let socket = tokio::net::TcpListener::bind(l.address)
             .await
             .with_context(|| format!("cannot listen on {}", l.address))?;
         let bound = socket.local_addr()?;
-        let (tls, fingerprint) = listener_tls(&config, l, bound)?;
+        let (tls, made) = match tls {
+            ListenerTls::None => (None, None),
+            ListenerTls::Files(acceptor) => (Some(acceptor), None),
+            ListenerTls::SelfSigned => {
+                let made = match &self_signed {
+                    Some(made) => made,
+                    None => self_signed.insert(
+                        crate::tls::self_signed(&config.data_dir, &config.hostname)
+                            .context("the self-signed certificate for loopback listeners")?,
+                    ),
+                };
+                (
+                    Some(made.acceptor.clone()),
+                    Some(format!(
+                        "self-signed certificate SHA-256 {}, in {}",
+                        made.fingerprint,
+                        made.path.display()
+                    )),
+                )
+            }
+        };
         let mut cfg = SessionConfig::new(config.hostname.clone());
         cfg.max_message_size = l.limits.max_message_size;
         cfg.spill = Some(Spill::new(&spill_dir, l.limits.spill_above));
@@ -276,15 +367,11 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
             Direction::Outbound => "outbound",
             Direction::Inbound => "inbound",
         };
-        let tls_text = match (l.tls, &fingerprint) {
+        let tls_text = match (l.tls, &made) {
             (TlsMode::None, _) => "no TLS".to_string(),
-            (TlsMode::StartTls, Some(f)) => {
-                format!("STARTTLS, self-signed certificate SHA-256 {f}")
-            }
+            (TlsMode::StartTls, Some(m)) => format!("STARTTLS, {m}"),
             (TlsMode::StartTls, None) => "STARTTLS".to_string(),
-            (TlsMode::Implicit, Some(f)) => {
-                format!("implicit TLS, self-signed certificate SHA-256 {f}")
-            }
+            (TlsMode::Implicit, Some(m)) => format!("implicit TLS, {m}"),
             (TlsMode::Implicit, None) => "implicit TLS".to_string(),
         };
         println!("sealpost: {mode} listener on {bound} ({tls_text})");
@@ -413,24 +500,23 @@ fn lmtp_config(config: &Config, address: LmtpAddress, tls: HopTls) -> LmtpConfig
     }
 }
 
-/// The listener's TLS: its configured certificate, or on loopback a self-signed one.
-fn listener_tls(
-    config: &Config,
-    l: &config::Listener,
-    bound: std::net::SocketAddr,
-) -> anyhow::Result<(Option<tokio_rustls::TlsAcceptor>, Option<String>)> {
+/// The listener's TLS: its configured certificate, or on loopback a self-signed one. The
+/// address is the configured one: binding keeps its IP address, so loopback is decided
+/// the same before and after.
+fn listener_tls(l: &config::Listener) -> anyhow::Result<ListenerTls> {
     if l.tls == TlsMode::None {
-        return Ok((None, None));
+        return Ok(ListenerTls::None);
     }
     match (&l.certificate, &l.private_key) {
-        (Some(c), Some(k)) => Ok((Some(crate::tls::from_files(c, k)?), None)),
-        _ if bound.ip().is_loopback() => {
-            let (acceptor, fpr) = crate::tls::self_signed(&config.data_dir)?;
-            Ok((Some(acceptor), Some(fpr)))
-        }
+        (Some(c), Some(k)) => Ok(ListenerTls::Files(
+            crate::tls::from_files(c, k)
+                .with_context(|| format!("TLS for the listener on {}", l.address))?,
+        )),
+        _ if l.address.ip().is_loopback() => Ok(ListenerTls::SelfSigned),
         _ => anyhow::bail!(
-            "the listener on {bound} uses TLS but has no certificate and private_key; \
-             a self-signed certificate is made only for loopback listeners"
+            "the listener on {} uses TLS but has no certificate and private_key; \
+             a self-signed certificate is made only for loopback listeners",
+            l.address
         ),
     }
 }

@@ -9,7 +9,7 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct File {
     pub data_dir: Option<PathBuf>,
-    pub hostname: Option<String>,
+    pub hostname: Option<Spanned<String>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Listener>,
     #[serde(default, rename = "user")]
@@ -50,7 +50,8 @@ pub struct Listener {
     /// `"i-know"`: consent to an outbound listener that anyone on the network can relay
     /// through. Without it, such a listener is refused.
     pub open_relay: Option<Spanned<String>>,
-    pub max_message_size: Option<usize>,
+    /// Bytes, or a size such as "35MiB".
+    pub max_message_size: Option<Spanned<Size>>,
     /// A size such as "1MiB": larger messages go to a sealed temporary file as they arrive.
     pub spill_above: Option<Spanned<String>>,
     pub max_recipients: Option<usize>,
@@ -58,6 +59,14 @@ pub struct Listener {
     pub max_connections_per_ip: Option<usize>,
     pub command_timeout: Option<Spanned<String>>,
     pub data_timeout: Option<Spanned<String>>,
+}
+
+/// A size as a number of bytes or as text with a unit (`"35MiB"`, `"10 MB"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,7 +89,7 @@ pub struct Upstream {
     /// `none`, `starttls` or `tls`.
     pub tls: Option<Spanned<String>>,
     /// A PEM file of CA certificates to trust instead of the system roots.
-    pub ca_file: Option<PathBuf>,
+    pub ca_file: Option<Spanned<PathBuf>>,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
 }

@@ -127,6 +127,8 @@ pub struct Upstream {
     pub tls: TlsMode,
     pub ca_file: Option<PathBuf>,
     pub username: Option<String>,
+    /// Where `password` was read from, for `check-config --user`.
+    pub password_file: Option<PathBuf>,
     /// Read from `password_file` at start-up; never printed.
     pub password: Option<String>,
 }
@@ -155,6 +157,9 @@ pub struct Config {
     /// sled keyring in the data directory. `SEALPOST_KEYRING_URL` overrides it.
     pub keyring_url: Option<String>,
     pub hostname: String,
+    /// Why `hostname` may be refused by other servers: no name was configured and this
+    /// machine has no fully-qualified one. `serve` logs it, `check-config` prints it.
+    pub hostname_warning: Option<String>,
     pub listeners: Vec<Listener>,
     pub users: Vec<User>,
     /// Outbound copies go upstream when this is set, else to `outbound_maildir`.
@@ -185,6 +190,7 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub upstream: Option<String>,
     pub upstream_tls: Option<String>,
+    pub upstream_ca_file: Option<PathBuf>,
     pub inbound_listen: Option<String>,
     pub deliver: Option<String>,
     pub deliver_tls: Option<String>,
@@ -310,10 +316,23 @@ fn build(
         .and_then(|k| k.url.clone())
         .filter(|u| !u.trim().is_empty());
 
-    let (f, _) = pick(&|u| u.hostname.is_some());
-    let hostname = match f.hostname.as_deref() {
-        Some(h) if !h.is_empty() => h.to_string(),
-        _ => value::system_hostname(),
+    let (f, src) = pick(&|u| u.hostname.is_some());
+    let mut hostname_warning = None;
+    let hostname = match &f.hostname {
+        Some(h) if !h.get_ref().is_empty() => {
+            value::hostname(h.get_ref()).map_err(|m| src.invalid("hostname", h, m))?
+        }
+        _ => {
+            let (name, qualified) = value::system_hostname();
+            if !qualified {
+                hostname_warning = Some(format!(
+                    "no hostname is configured and this machine has no fully-qualified name \
+                     (none in /etc/hosts): sealpost greets and sends EHLO as {name:?}, which \
+                     many servers refuse; set hostname = \"mail.example.org\" in the configuration"
+                ));
+            }
+            name
+        }
     };
 
     let (f, src) = pick(&|u| !u.listeners.is_empty());
@@ -464,6 +483,7 @@ fn build(
                     tls: previous.as_ref().map_or(TlsMode::None, |u| u.tls),
                     ca_file: previous.as_ref().and_then(|u| u.ca_file.clone()),
                     username: previous.as_ref().and_then(|u| u.username.clone()),
+                    password_file: previous.as_ref().and_then(|u| u.password_file.clone()),
                     password: previous.and_then(|u| u.password),
                 });
             }
@@ -479,6 +499,28 @@ fn build(
                     "there is no upstream; give --upstream HOST:PORT too".into(),
                 ))
             }
+        }
+    }
+    if let Some(ca) = &ov.upstream_ca_file {
+        match upstream.as_mut() {
+            Some(u) => u.ca_file = Some(ca.clone()),
+            None => {
+                return Err(flag(
+                    "--upstream-ca-file",
+                    "there is no upstream; give --upstream HOST:PORT too".into(),
+                ))
+            }
+        }
+    }
+    if let Some(u) = &upstream {
+        // The file's own pair was checked with its line; this is a flag's doing.
+        if u.ca_file.is_some() && u.tls == TlsMode::None {
+            let key = if ov.upstream_ca_file.is_some() {
+                "--upstream-ca-file"
+            } else {
+                "--upstream-tls"
+            };
+            return Err(flag(key, value::CA_FILE_IN_THE_CLEAR.into()));
         }
     }
     if let Some(d) = &ov.deliver {
@@ -542,6 +584,7 @@ fn build(
         data_dir,
         keyring_url,
         hostname,
+        hostname_warning,
         listeners,
         users,
         upstream,

@@ -74,7 +74,12 @@ pub fn listener(l: &file::Listener, i: usize, src: Source<'_>) -> Result<Listene
         allow,
         open_relay,
         limits: Limits {
-            max_message_size: l.max_message_size.unwrap_or(d.max_message_size),
+            max_message_size: match &l.max_message_size {
+                Some(m) => {
+                    size(m.get_ref()).map_err(|e| src.invalid(&key("max_message_size"), m, e))?
+                }
+                None => d.max_message_size,
+            },
             max_recipients: l.max_recipients.unwrap_or(d.max_recipients),
             max_connections: l.max_connections.unwrap_or(d.max_connections),
             max_connections_per_ip: l.max_connections_per_ip.unwrap_or(d.max_connections_per_ip),
@@ -205,6 +210,14 @@ pub fn user(u: &file::User, i: usize, src: Source<'_>) -> Result<User, Error> {
     })
 }
 
+/// A size key's value: bytes as a number, or text with a unit.
+fn size(v: &file::Size) -> Result<usize, String> {
+    match v {
+        file::Size::Bytes(n) => parse_size(&n.to_string()),
+        file::Size::Text(t) => parse_size(t),
+    }
+}
+
 pub fn upstream(u: &file::Upstream, src: Source<'_>) -> Result<Upstream, Error> {
     let (host, port) = parse_host_port(u.address.get_ref())
         .map_err(|m| src.invalid("upstream.address", &u.address, m))?;
@@ -222,12 +235,18 @@ pub fn upstream(u: &file::Upstream, src: Source<'_>) -> Result<Upstream, Error> 
         }
         None => None,
     };
+    if let Some(ca) = &u.ca_file {
+        if tls == TlsMode::None {
+            return Err(src.invalid("upstream.ca_file", ca, CA_FILE_IN_THE_CLEAR));
+        }
+    }
     Ok(Upstream {
         host,
         port,
         tls,
-        ca_file: u.ca_file.clone(),
+        ca_file: u.ca_file.as_ref().map(|c| c.get_ref().clone()),
         username: u.username.clone(),
+        password_file: u.password_file.clone(),
         password,
     })
 }
@@ -331,6 +350,10 @@ pub fn tls_mode(s: &str) -> Result<TlsMode, String> {
     }
 }
 
+/// A `ca_file` for a hop without TLS: the admin would believe the hop verified.
+pub const CA_FILE_IN_THE_CLEAR: &str = "ca_file is set but tls is \"none\": delivery would go \
+     in the clear, verified by nothing. Set tls = \"starttls\" or \"tls\", or remove ca_file";
+
 /// A TLS setting for inbound delivery that the target cannot use, and which key it is.
 #[derive(Debug, PartialEq, Eq)]
 pub enum TlsProblem {
@@ -366,11 +389,7 @@ pub fn inbound_tls(target: &Target, tls: TlsMode, ca_file: bool) -> Result<(), T
         (Some(what), TlsMode::None) if ca_file => Err(TlsProblem::CaFile(format!(
             "ca_file cannot apply: {what}. Remove ca_file"
         ))),
-        (None, TlsMode::None) if ca_file => Err(TlsProblem::CaFile(
-            "ca_file is set but tls is \"none\": delivery would go in the clear, verified by \
-             nothing. Set tls = \"starttls\" or \"tls\", or remove ca_file"
-                .into(),
-        )),
+        (None, TlsMode::None) if ca_file => Err(TlsProblem::CaFile(CA_FILE_IN_THE_CLEAR.into())),
         _ => Ok(()),
     }
 }
@@ -469,12 +488,102 @@ fn cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is not a network (examples: 10.0.0.0/8, 192.0.2.7)"))
 }
 
-pub fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+/// A host name for the greeting, EHLO and `Received:`: letters, digits and hyphens in
+/// dot-separated labels (RFC 1123), as a receiving server checks an EHLO name.
+///
+/// # Errors
+/// Anything else: a space, an underscore, an empty label, a label or name too long.
+pub fn hostname(s: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        format!("{s:?} is not a host name ({why}); give the name this gateway has in DNS, such as mail.example.org")
+    };
+    if s.len() > 253 {
+        return Err(bad("longer than 253 characters"));
+    }
+    for label in s.split('.') {
+        if label.is_empty() {
+            return Err(bad("an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(bad("a label longer than 63 characters"));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err(bad("a label that starts or ends with '-'"));
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            let what = if c.is_whitespace() {
+                "a space".to_string()
+            } else {
+                format!("the character {c:?}")
+            };
+            return Err(bad(&what));
+        }
+    }
+    Ok(s.to_string())
+}
+
+/// This machine's fully-qualified name, as `hostname -f` finds it without DNS: the kernel's
+/// host name when it has a dot, else the first name of the `/etc/hosts` line that lists
+/// it, else the name with the kernel's domain name. `None` in the second place when only a
+/// short name was found (with that name, or `localhost`).
+pub fn system_hostname() -> (String, bool) {
+    let short = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_string())
+        .filter(|h| !h.is_empty() && hostname(h).is_ok());
+    let Some(short) = short else {
+        return ("localhost".to_string(), false);
+    };
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let domain = std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap_or_default();
+    match fqdn(&short, &hosts, domain.trim()) {
+        Some(full) => (full, true),
+        None => (short, false),
+    }
+}
+
+/// [`system_hostname`]'s rules on the texts of `/etc/hosts` and the kernel's domain name.
+fn fqdn(short: &str, hosts: &str, domain: &str) -> Option<String> {
+    if short.contains('.') {
+        return Some(short.to_string());
+    }
+    for line in hosts.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut names = line.split_whitespace().skip(1);
+        let Some(canonical) = names.next() else {
+            continue;
+        };
+        let listed = canonical.eq_ignore_ascii_case(short)
+            || line
+                .split_whitespace()
+                .skip(2)
+                .any(|n| n.eq_ignore_ascii_case(short));
+        if listed && canonical.contains('.') && hostname(canonical).is_ok() {
+            return Some(canonical.to_string());
+        }
+        // An alias line such as "127.0.1.1 host host.example.org": a later full name.
+        if listed {
+            if let Some(full) = line.split_whitespace().skip(1).find(|n| {
+                n.contains('.')
+                    && n.to_ascii_lowercase()
+                        .starts_with(&format!("{}.", short.to_ascii_lowercase()))
+            }) {
+                if hostname(full).is_ok() {
+                    return Some(full.to_string());
+                }
+            }
+        }
+    }
+    if !domain.is_empty() && domain != "(none)" {
+        let full = format!("{short}.{domain}");
+        if hostname(&full).is_ok() {
+            return Some(full);
+        }
+    }
+    None
 }
 
 pub fn policy(p: &file::Policy, src: Source<'_>) -> Result<crate::policy::Policy, Error> {
@@ -565,6 +674,44 @@ mod tests {
 
     fn parse(s: &str) -> Result<Target, String> {
         target(s, Path::new("/data/Maildir"))
+    }
+
+    #[test]
+    fn host_names() {
+        assert_eq!(hostname("mail.example.org"), Ok("mail.example.org".into()));
+        assert_eq!(hostname("gw-1"), Ok("gw-1".into()));
+        for (bad, why) in [
+            ("my host", "a space"),
+            ("a..b", "an empty label"),
+            ("-a.example", "starts or ends with '-'"),
+            ("a_b.example", "the character '_'"),
+            ("", "an empty label"),
+        ] {
+            let err = hostname(bad).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_fully_qualified_name_as_hostname_f_finds_it() {
+        let hosts = "127.0.0.1 localhost\n127.0.1.1 gw.example.org gw # Debian's installer\n";
+        assert_eq!(fqdn("gw", hosts, "(none)"), Some("gw.example.org".into()));
+        assert_eq!(
+            fqdn("gw", "127.0.1.1 gw gw.example.org\n", ""),
+            Some("gw.example.org".into())
+        );
+        assert_eq!(
+            fqdn("gw.example.net", "", ""),
+            Some("gw.example.net".into())
+        );
+        assert_eq!(
+            fqdn("gw", "127.0.0.1 gw\n", "corp.example"),
+            Some("gw.corp.example".into())
+        );
+        assert_eq!(
+            fqdn("gw", "127.0.0.1 localhost\n127.0.0.1 gw\n", "(none)"),
+            None
+        );
     }
 
     #[test]

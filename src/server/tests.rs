@@ -83,7 +83,7 @@ const LIMITS: ConnectionLimits = ConnectionLimits {
 };
 
 fn tls_cfg(dir: &std::path::Path) -> SessionConfig {
-    let (acceptor, _) = crate::tls::self_signed(dir).unwrap();
+    let acceptor = crate::tls::self_signed(dir, "localhost").unwrap().acceptor;
     let mut cfg = SessionConfig::new("gw.test");
     cfg.tls = Some(acceptor);
     cfg

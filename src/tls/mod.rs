@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use tokio_rustls::TlsAcceptor;
 
 pub use client::ClientTls;
-pub use selfsigned::self_signed;
+pub use selfsigned::{self_signed, self_signed_path, SelfSigned};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -228,15 +228,25 @@ impl ScriptedUpstream {
     }
 
     pub fn start_tls(mode: UpstreamTlsMode) -> ScriptedUpstream {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-        let ca_pem = made.cert.pem();
         let key = rustls::pki_types::PrivateKeyDer::try_from(made.signing_key.serialize_der())
             .expect("key");
+        ScriptedUpstream::start_tls_with(mode, vec![made.cert.der().clone()], key, made.cert.pem())
+    }
+
+    /// An upstream presenting `chain` (its own certificate first) with `key`; `ca_pem` is
+    /// what [`ScriptedUpstream::ca_pem`] reports.
+    pub fn start_tls_with(
+        mode: UpstreamTlsMode,
+        chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+        key: rustls::pki_types::PrivateKeyDer<'static>,
+        ca_pem: String,
+    ) -> ScriptedUpstream {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let tls = Arc::new(
             rustls::ServerConfig::builder()
                 .with_no_client_auth()
-                .with_single_cert(vec![made.cert.der().clone()], key)
+                .with_single_cert(chain, key)
                 .expect("tls config"),
         );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");

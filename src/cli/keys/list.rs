@@ -46,6 +46,16 @@ pub fn run(args: Args, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `keys list` where there is no keyring: the same empty answer, and on standard error
+/// `why` (which directory was looked at, and how to name the right one).
+pub fn without_keyring(args: &Args, why: &str, io: &mut Io<'_>) -> anyhow::Result<()> {
+    if args.json {
+        writeln!(io.out, "[]")?;
+    }
+    writeln!(io.err, "sealpost: {why}")?;
+    Ok(())
+}
+
 /// The short form shared by `list` and `show`.
 pub fn print_summary(info: &KeyInfo, io: &mut Io<'_>) -> std::io::Result<()> {
     let secret = if info.has_secret {

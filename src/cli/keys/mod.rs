@@ -3,7 +3,7 @@
 mod export;
 mod generate;
 mod import;
-mod list;
+pub mod list;
 mod remove;
 mod show;
 
