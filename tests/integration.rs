@@ -9,6 +9,7 @@ mod integration {
     mod inbound_tls;
     mod keys;
     mod lmtp;
+    mod memory;
     mod outbound;
     mod relay;
     mod secrets;
