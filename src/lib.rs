@@ -16,7 +16,8 @@
 //! - [`relay`]: the sending side: upstream SMTP or Maildir, the spool, retries, DSNs.
 //!
 //! Around it: [`blob`] (a message's bytes, in memory or spilled to a sealed temporary
-//! file), [`config`] (the TOML file, validated once), [`admin`] (the socket through
+//! file), [`wipe`] (buffers of plaintext and passwords, zeroed before they are freed),
+//! [`config`] (the TOML file, validated once), [`admin`] (the socket through
 //! which `sealpost keys|queue|policy` reach a running server) and [`cli`].
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod server;
 pub mod smtp;
 pub mod tls;
 pub mod transform;
+pub mod wipe;
 
 pub mod admin;
 pub mod cli;

@@ -10,6 +10,7 @@ mod integration {
     mod inbound_tls;
     mod keys;
     mod lmtp;
+    mod memory;
     mod outbound;
     mod postgres;
     mod relay;

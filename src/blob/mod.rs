@@ -7,6 +7,11 @@
 //!
 //! A [`Blob`] is a list of pieces (memory or file ranges) and is cheap to clone and to
 //! build on: a new header in front of a received body is one more piece, not a copy.
+//!
+//! Its bytes in memory are a [`Buf`], zeroed when the last clone is dropped (the message
+//! was delivered or spooled, or refused), and so are the buffers here that collect a
+//! message or hold a chunk read back from disk: a message must not stay readable in freed
+//! memory after it left.
 
 mod pieces;
 pub mod sealed;
@@ -20,6 +25,8 @@ use std::sync::Arc;
 pub use pieces::Pieces;
 pub use sealed::{MasterKey, SealedFile, SealedWriter};
 
+use crate::wipe::{self, Buf};
+
 /// One message's bytes.
 #[derive(Debug, Clone, Default)]
 pub struct Blob {
@@ -29,7 +36,7 @@ pub struct Blob {
 
 #[derive(Debug, Clone)]
 enum Piece {
-    Memory(Arc<Vec<u8>>, Range<usize>),
+    Memory(Arc<Buf>, Range<usize>),
     File(Arc<SealedFile>, Range<u64>),
 }
 
@@ -60,7 +67,7 @@ impl From<Vec<u8>> for Blob {
             return Blob::default();
         }
         Blob {
-            pieces: vec![Piece::Memory(Arc::new(v), 0..len)],
+            pieces: vec![Piece::Memory(Arc::new(Buf::from(v)), 0..len)],
             len: len as u64,
         }
     }
@@ -171,7 +178,8 @@ impl Blob {
         if self.pieces.len() == 1 {
             match self.into_vec_in_memory() {
                 Ok(mut v) => {
-                    v.splice(0..0, head);
+                    // Grown (when it must) without leaving a copy of the message behind.
+                    wipe::replace_front(&mut v, 0, &head);
                     return Blob::from(v);
                 }
                 Err(this) => {
@@ -187,7 +195,7 @@ impl Blob {
     }
 
     /// The vector itself when this is the only holder of a whole in-memory buffer;
-    /// `self` back otherwise.
+    /// `self` back otherwise. The caller now owns the bytes, and zeroes them.
     fn into_vec_in_memory(mut self) -> Result<Vec<u8>, Blob> {
         if self.pieces.is_empty() {
             return Ok(Vec::new());
@@ -196,7 +204,7 @@ impl Blob {
             if r.start == 0 && r.end == b.len() {
                 let buf = std::mem::take(b);
                 match Arc::try_unwrap(buf) {
-                    Ok(v) => return Ok(v),
+                    Ok(v) => return Ok(v.into_inner()),
                     Err(shared) => *b = shared,
                 }
             }
@@ -205,7 +213,8 @@ impl Blob {
     }
 
     /// The bytes as a vector: moved out when this blob holds the only copy of a whole
-    /// buffer, read (or copied) into one of the exact size otherwise.
+    /// buffer, read (or copied) into one of the exact size otherwise. Nothing zeroes the
+    /// vector for the caller (a [`Buf`] does, or [`wipe::clear`]).
     ///
     /// # Errors
     /// When a spilled piece cannot be read back.
@@ -223,7 +232,8 @@ impl Blob {
         }
     }
 
-    /// Reads the bytes in order.
+    /// Reads the bytes in order; a chunk read back from disk is zeroed when the reader
+    /// is done with it.
     pub fn reader(&self) -> Reader<'_> {
         Reader {
             pieces: self.pieces(),
@@ -238,7 +248,12 @@ impl Blob {
     /// Read errors, and whatever `f` returns.
     pub fn for_each_piece(&self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         for piece in self.pieces() {
-            f(&piece?)?;
+            let piece = piece?;
+            let result = f(&piece);
+            if let Cow::Owned(mut chunk) = piece {
+                wipe::clear(&mut chunk);
+            }
+            result?;
         }
         Ok(())
     }
@@ -257,7 +272,10 @@ impl Read for Reader<'_> {
         while self.at >= self.current.len() {
             match self.pieces.next() {
                 Some(piece) => {
-                    self.current = piece?;
+                    let done = std::mem::replace(&mut self.current, piece?);
+                    if let Cow::Owned(mut chunk) = done {
+                        wipe::clear(&mut chunk);
+                    }
                     self.at = 0;
                 }
                 None => return Ok(0),
@@ -270,6 +288,14 @@ impl Read for Reader<'_> {
         }
         self.at += n;
         Ok(n)
+    }
+}
+
+impl Drop for Reader<'_> {
+    fn drop(&mut self) {
+        if let Cow::Owned(chunk) = &mut self.current {
+            wipe::clear(chunk);
+        }
     }
 }
 
@@ -300,6 +326,7 @@ impl Blob {
     pub fn stored(data: Vec<u8>, spill: Option<&Spill>) -> io::Result<Blob> {
         match spill {
             Some(s) if data.len() > s.above => {
+                let data = Buf::from(data);
                 let mut f = SealedWriter::temporary_in(&s.dir)?;
                 f.write(&data)?;
                 drop(data);
@@ -313,7 +340,8 @@ impl Blob {
 /// Collects a message as it arrives: in memory up to the spill size, then in a sealed
 /// temporary file.
 pub struct Writer {
-    memory: Vec<u8>,
+    /// Zeroed when dropped: a message refused half-way is not left behind either.
+    memory: Buf,
     file: Option<SealedWriter>,
     spill: Option<Spill>,
 }
@@ -322,7 +350,7 @@ impl Writer {
     /// `None`: always in memory.
     pub fn new(spill: Option<Spill>) -> Writer {
         Writer {
-            memory: Vec::new(),
+            memory: Buf::default(),
             file: None,
             spill,
         }
@@ -346,7 +374,8 @@ impl Writer {
         self.spill.is_some()
     }
 
-    /// The in-memory buffer, for callers that size it (before anything spills).
+    /// The in-memory buffer, for callers that size it (before anything spills) with
+    /// [`wipe::reserve_exact`], which leaves no copy behind as std's growth does.
     pub fn memory_mut(&mut self) -> &mut Vec<u8> {
         &mut self.memory
     }
@@ -364,12 +393,13 @@ impl Writer {
                 let mut f = SealedWriter::temporary_in(&s.dir)?;
                 f.write(&self.memory)?;
                 f.write(data)?;
-                self.memory = Vec::new();
+                // The old buffer is zeroed as it is dropped.
+                self.memory = Buf::default();
                 self.file = Some(f);
                 Ok(())
             }
             _ => {
-                self.memory.extend_from_slice(data);
+                self.memory.extend(data);
                 Ok(())
             }
         }
@@ -382,7 +412,7 @@ impl Writer {
     pub fn finish(self) -> io::Result<Blob> {
         match self.file {
             Some(f) => Ok(Blob::from(f.finish()?)),
-            None => Ok(Blob::from(self.memory)),
+            None => Ok(Blob::from(self.memory.into_inner())),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::io;
 
 use super::{sealed, Blob, Piece};
+use crate::wipe;
 
 impl Blob {
     /// The bytes in order, in pieces of at most one sealed chunk: borrowed from memory,
@@ -57,9 +58,12 @@ impl<'a> Iterator for Pieces<'a> {
                         if from >= to {
                             return Err(io::Error::other("blob piece out of range"));
                         }
-                        // The chunk's own buffer, cut to the range: no copy.
+                        // The chunk's own buffer, cut to the range: no copy, and the
+                        // plaintext cut off is zeroed.
+                        let cut = chunk.len() - to;
                         chunk.truncate(to);
-                        chunk.drain(..from);
+                        wipe::vacated(&mut chunk, cut);
+                        wipe::drain_front(&mut chunk, from);
                         Ok(Cow::Owned(chunk))
                     })
                 }

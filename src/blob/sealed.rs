@@ -17,6 +17,8 @@ use rand::RngCore;
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 
+use crate::wipe::Buf;
+
 /// Plaintext bytes per chunk.
 pub const CHUNK: usize = 64 * 1024;
 const TAG: usize = 16;
@@ -74,8 +76,9 @@ pub struct SealedWriter {
     file: File,
     cipher: LessSafeKey,
     /// Plaintext not sealed yet: at most one chunk, kept until it is known whether more
-    /// follows (the last chunk is sealed differently).
-    pending: Vec<u8>,
+    /// follows (the last chunk is sealed differently). Zeroed when dropped, in case the
+    /// file is abandoned before it is sealed.
+    pending: Buf,
     index: u64,
     len: u64,
 }
@@ -92,7 +95,7 @@ impl SealedWriter {
         Ok(SealedWriter {
             cipher: master.cipher(&salt)?,
             file,
-            pending: Vec::with_capacity(CHUNK + TAG),
+            pending: Buf::with_capacity(CHUNK + TAG),
             index: 0,
             len: 0,
         })
@@ -135,7 +138,7 @@ impl SealedWriter {
 
     fn seal(&mut self, last: bool) -> io::Result<()> {
         self.cipher
-            .seal_in_place_append_tag(nonce(self.index, last), Aad::empty(), &mut self.pending)
+            .seal_in_place_append_tag(nonce(self.index, last), Aad::empty(), &mut *self.pending)
             .map_err(|_| corrupt("cannot seal"))?;
         self.file.write_all(&self.pending)?;
         self.pending.clear();

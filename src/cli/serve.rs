@@ -480,7 +480,7 @@ fn upstream_config(config: &Config, up: &config::Upstream) -> anyhow::Result<Ups
             .clone()
             .map(|u| crate::smtp::transaction::Credentials {
                 username: u,
-                secret: up.password.clone(),
+                secret: up.password.clone().map(Into::into),
             }),
         helo: config.hostname.clone(),
         timeout: Duration::from_secs(60),

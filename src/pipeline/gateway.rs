@@ -15,6 +15,7 @@ use crate::smtp::envelope::{Envelope, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::{Client, Credentials, Transaction};
 use crate::transform::{self, inbound, Classification};
+use crate::wipe::Buf;
 
 use super::process;
 use super::split::Decided;
@@ -282,16 +283,20 @@ impl Gateway {
             message,
             client,
         } = tx;
-        let message = message.into_vec().map_err(|e| unreadable(&id, &e))?;
+        // Zeroed if this returns before a copy takes it.
+        let message = Buf::from(message.into_vec().map_err(|e| unreadable(&id, &e))?);
         let info = match transform::classify(&message) {
             Ok(Classification::Protected { kind, .. }) => {
                 tracing::info!(queue_id = %id, ?kind, "already protected: passed on unchanged");
-                return Ok(vec![(envelope.recipients, message.into())]);
+                return Ok(vec![(envelope.recipients, message.into_inner().into())]);
             }
             Ok(Classification::Plain(info)) => Ok(info),
             // Sound, but with nothing to sign for: plain copies only.
             Err(e) if e.is_from() => Err(e),
-            Err(e) => return self.malformed(&id, envelope.recipients, message, &e.to_string()),
+            Err(e) => {
+                let reason = e.to_string();
+                return self.malformed(&id, envelope.recipients, message.into_inner(), &reason);
+            }
         };
         let signer = match &info {
             Ok(info) => self.signer_for(&id, &client, info, now)?,
@@ -321,7 +326,7 @@ impl Gateway {
         };
         process::build(
             &id,
-            message,
+            message.into_inner(),
             &sender,
             &decided,
             &self.keyring,

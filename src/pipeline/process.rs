@@ -12,6 +12,7 @@ use crate::policy::{Mixed, Policy, Treatment};
 use crate::smtp::envelope::Recipient;
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::transform::{self, Info};
+use crate::wipe::Buf;
 
 use super::split::{self, Decided};
 
@@ -86,7 +87,8 @@ pub fn build(
     };
     let groups = split::groups(decided);
     let last_index = groups.len().saturating_sub(1);
-    let mut message = Some(message);
+    // Zeroed when dropped, unless a copy takes it whole (and zeroes it when delivered).
+    let mut message = Some(Buf::from(message));
     let mut out = Vec::with_capacity(groups.len());
     for (i, group) in groups.into_iter().enumerate() {
         let last = i == last_index;
@@ -99,7 +101,7 @@ pub fn build(
             }
             Treatment::SignOnly => {
                 let info = sender.info.map_err(transform::Error::reply)?;
-                let text = message.as_deref().unwrap_or_default();
+                let text = message.as_ref().map_or(&[][..], |m| m.as_slice());
                 let signed = match &sender.signer {
                     Some(tsk) => {
                         let t = transform::Treatment::SignOnly {
@@ -164,9 +166,11 @@ pub fn build(
                     signer: sender.signer.clone(),
                 };
                 let text = if last {
-                    Cow::Owned(message.take().unwrap_or_default())
+                    // Released while encrypting, by the transform: the one copy of the
+                    // plaintext sealpost hands on without zeroing it.
+                    Cow::Owned(message.take().map(Buf::into_inner).unwrap_or_default())
                 } else {
-                    Cow::Borrowed(message.as_deref().unwrap_or_default())
+                    Cow::Borrowed(message.as_ref().map_or(&[][..], |m| m.as_slice()))
                 };
                 let protected =
                     transform::protect_classified(text, info, &t, keyring.policy(), now).map_err(
@@ -199,10 +203,10 @@ pub fn build(
 }
 
 /// The message for a plain copy: the last copy takes it, earlier ones get their own.
-fn plain_copy(message: &mut Option<Vec<u8>>, last: bool) -> Vec<u8> {
+fn plain_copy(message: &mut Option<Buf>, last: bool) -> Vec<u8> {
     if last {
-        message.take().unwrap_or_default()
+        message.take().map(Buf::into_inner).unwrap_or_default()
     } else {
-        message.clone().unwrap_or_default()
+        message.as_ref().map(|m| m.to_vec()).unwrap_or_default()
     }
 }

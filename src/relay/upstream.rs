@@ -11,9 +11,12 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
-use lettre::transport::smtp::authentication::{Credentials as LettreCredentials, Mechanism};
+use base64::Engine;
+use lettre::transport::smtp::authentication::Mechanism;
 use lettre::transport::smtp::client::AsyncSmtpConnection;
 use lettre::transport::smtp::extension::{ClientId, Extension};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use crate::blob::{sealed::CHUNK, Blob};
 use crate::smtp::reply::{Enhanced, Reply};
@@ -53,10 +56,38 @@ pub struct Pool {
 }
 
 struct Idle {
-    login: Option<(String, String)>,
+    login: Option<Login>,
     conn: AsyncSmtpConnection,
     switch: Switch,
     since: std::time::Instant,
+}
+
+/// Which login an idle connection is logged in with: the user name, and a digest of the
+/// password under a key of this process. The pool only has to tell logins apart, so it
+/// keeps no password: one used to stay in memory, in the clear, for as long as its
+/// connection sat idle.
+#[derive(PartialEq, Eq)]
+struct Login {
+    user: String,
+    secret: [u8; 32],
+}
+
+impl Login {
+    fn of(c: &Credentials) -> Login {
+        static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let key = KEY.get_or_init(|| {
+            let mut k = [0u8; 32];
+            rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut k);
+            k
+        });
+        let mut h = Sha256::new();
+        h.update(key);
+        h.update(c.secret.as_deref().unwrap_or_default().as_bytes());
+        Login {
+            user: c.username.clone(),
+            secret: h.finalize().into(),
+        }
+    }
 }
 
 /// Connections idle longer than this are closed rather than reused.
@@ -64,7 +95,7 @@ const IDLE_FOR: Duration = Duration::from_secs(20);
 const MAX_IDLE: usize = 32;
 
 impl Pool {
-    fn take(&self, login: &Option<(String, String)>) -> Option<Connected> {
+    fn take(&self, login: &Option<Login>) -> Option<Connected> {
         let mut idle = self.idle.lock().ok()?;
         idle.retain(|i| i.since.elapsed() < IDLE_FOR);
         let at = idle.iter().rposition(|i| &i.login == login)?;
@@ -72,7 +103,7 @@ impl Pool {
         Some((i.conn, i.switch))
     }
 
-    fn put(&self, login: Option<(String, String)>, (conn, switch): Connected) {
+    fn put(&self, login: Option<Login>, (conn, switch): Connected) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|i| i.since.elapsed() < IDLE_FOR);
             if idle.len() < MAX_IDLE {
@@ -114,7 +145,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             .collect()
     };
     let creds = copy.credentials.as_ref().or(cfg.credentials.as_ref());
-    let login = creds.map(|c| (c.username.clone(), c.secret.clone().unwrap_or_default()));
+    let login = creds.map(Login::of);
     let pooled = cfg.pool.take(&login);
     let was_pooled = pooled.is_some();
     let (mut conn, mut switch) = match pooled {
@@ -370,27 +401,99 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         Err(_) => return Err(unreachable(cfg, "no greeting", None)),
     };
     if let Some(c) = creds {
-        let lc = LettreCredentials::new(c.username.clone(), c.secret.clone().unwrap_or_default());
-        match tokio::time::timeout(
-            cfg.timeout,
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &lc),
-        )
-        .await
-        {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+        match tokio::time::timeout(cfg.timeout, login(&mut conn, c)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(reply)) => {
                 conn.abort().await;
-                return Err(match e.status() {
-                    Some(_) => error_reply(&e),
-                    None => {
-                        Reply::new(454, Enhanced(4, 7, 0), format!("Upstream AUTH failed: {e}"))
-                    }
-                });
+                return Err(reply);
             }
             Err(_) => return Err(timeout_reply("AUTH")),
         }
     }
     Ok((conn, switch))
+}
+
+/// AUTH PLAIN, or LOGIN when the server offers only that (RFC 4954), as lettre would do
+/// it, but without lettre's `Credentials`: those keep the password in `String`s that
+/// lettre clones and formats and frees as they are, out of reach. Here the password and
+/// its base64 form are in buffers zeroed when dropped; lettre sees only each command line
+/// (one string it writes and frees).
+///
+/// # Errors
+/// The server's refusal as it worded it; `454 4.7.0` when it offers neither mechanism or
+/// the connection fails.
+async fn login(conn: &mut AsyncSmtpConnection, c: &Credentials) -> Result<(), Reply> {
+    let secret = c.secret.as_deref().unwrap_or_default();
+    let failed = |e: lettre::transport::smtp::Error| match e.status() {
+        Some(_) => error_reply(&e),
+        None => Reply::new(454, Enhanced(4, 7, 0), format!("Upstream AUTH failed: {e}")),
+    };
+    let info = conn.server_info();
+    if info.supports_auth_mechanism(Mechanism::Plain) {
+        let mut plain = Zeroizing::new(Vec::with_capacity(c.username.len() + secret.len() + 2));
+        plain.push(0);
+        plain.extend_from_slice(c.username.as_bytes());
+        plain.push(0);
+        plain.extend_from_slice(secret.as_bytes());
+        let reply = conn
+            .command(Line::new("AUTH PLAIN ", &plain))
+            .await
+            .map_err(failed)?;
+        return accepted(&reply);
+    }
+    if info.supports_auth_mechanism(Mechanism::Login) {
+        let mut reply = conn
+            .command(Line::new("AUTH LOGIN", b""))
+            .await
+            .map_err(failed)?;
+        for answer in [c.username.as_bytes(), secret.as_bytes()] {
+            if !reply.has_code(334) {
+                return accepted(&reply);
+            }
+            reply = conn.command(Line::new("", answer)).await.map_err(failed)?;
+        }
+        return accepted(&reply);
+    }
+    Err(Reply::new(
+        454,
+        Enhanced(4, 7, 0),
+        "Upstream AUTH failed: the server offers neither AUTH PLAIN nor LOGIN",
+    ))
+}
+
+/// The reply that ends AUTH: only a 2xx logs in.
+fn accepted(reply: &lettre::transport::smtp::response::Response) -> Result<(), Reply> {
+    let r = reply_of(reply);
+    if r.is_success() {
+        Ok(())
+    } else {
+        Err(Reply::new(
+            454,
+            Enhanced(4, 7, 0),
+            format!("Upstream AUTH failed: unexpected reply {}", r.code),
+        ))
+    }
+}
+
+/// One AUTH command line: `prefix`, then `data` base64-encoded (nothing when empty), then
+/// CRLF, built whole in a buffer zeroed when dropped, so that lettre copies it once.
+struct Line(Zeroizing<String>);
+
+impl Line {
+    fn new(prefix: &str, data: &[u8]) -> Line {
+        let encoded = base64::encoded_len(data.len(), true).unwrap_or(0);
+        let mut line = Zeroizing::new(String::with_capacity(prefix.len() + encoded + 2));
+        line.push_str(prefix);
+        base64::engine::general_purpose::STANDARD.encode_string(data, &mut line);
+        line.push_str("\r\n");
+        Line(line)
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The greeting, EHLO and STARTTLS in the clear, then the handshake: the TLS stream, with

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{timeout_at, Instant};
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::auth_failures;
 use super::backend::Backend;
@@ -18,6 +19,7 @@ use super::password;
 use super::reply::{Enhanced, Reply};
 use super::session::{Session, Step};
 use super::transaction::Credentials;
+use crate::wipe;
 
 /// How a connection's plaintext phase ended.
 pub enum Outcome<S> {
@@ -53,7 +55,9 @@ where
 {
     // Every write, like every command, must finish within the command timeout.
     let limit = cfg.command_timeout;
-    let mut input: Vec<u8> = Vec::with_capacity(IDLE_BUFFER);
+    // What the client sent: AUTH lines and the message itself. The session zeroes what
+    // it consumes; the rest is zeroed when the connection ends.
+    let mut input = Zeroizing::new(Vec::<u8>::with_capacity(IDLE_BUFFER));
     let mut out: Vec<u8> = Vec::new();
     if greet {
         out.extend(session.greeting().to_wire());
@@ -112,10 +116,11 @@ where
         }
         write(&mut stream, &mut out, limit).await?;
         if input.is_empty() && input.capacity() > 16 * IDLE_BUFFER {
-            input = Vec::with_capacity(IDLE_BUFFER);
+            // The old buffer is zeroed as it is dropped.
+            input = Zeroizing::new(Vec::with_capacity(IDLE_BUFFER));
         }
         if input.capacity() - input.len() < 512 {
-            input.reserve(4096);
+            wipe::reserve(&mut input, 4096);
         }
         let idle = !session.in_data() && session.sender().is_none();
         let read = tokio::select! {
@@ -124,7 +129,7 @@ where
                 write(&mut stream, &mut out, limit).await?;
                 return Ok(Outcome::Closed);
             }
-            r = timeout_at(read_by, stream.read_buf(&mut input)) => r,
+            r = timeout_at(read_by, stream.read_buf(&mut *input)) => r,
         };
         match read {
             Err(_elapsed) => {

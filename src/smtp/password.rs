@@ -15,6 +15,7 @@ use std::time::Duration;
 use argon2::password_hash::{Output, PasswordHash};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::{oneshot, Semaphore};
+use zeroize::Zeroizing;
 
 /// At most this many threads check passwords, however many CPUs there are: each keeps
 /// the argon2 memory of the largest hash it has checked (19 MiB for `hash-password`'s).
@@ -52,7 +53,8 @@ pub type Users = Arc<Vec<(String, String)>>;
 struct Job {
     users: Users,
     user: String,
-    pass: String,
+    /// Zeroed when the check is done with it.
+    pass: Zeroizing<String>,
     answer: oneshot::Sender<bool>,
 }
 
@@ -78,7 +80,7 @@ pub async fn check(users: &Users, user: &str, pass: &str, wait: Duration) -> Res
     let job = Job {
         users: users.clone(),
         user: user.to_string(),
-        pass: pass.to_string(),
+        pass: Zeroizing::new(pass.to_string()),
         answer,
     };
     pool.jobs.send(job).map_err(|_| Error::Stopped)?;

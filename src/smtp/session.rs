@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use smtp_proto::Request;
+use zeroize::Zeroizing;
 
 use super::command::{self, data::DataReader, data::Verdict, ehlo, mail, rcpt};
 use super::config::SessionConfig;
@@ -13,6 +14,7 @@ use super::envelope::{Envelope, Recipient, Sender};
 use super::reply::{Enhanced, Reply};
 use super::trace::{new_queue_id, received_header};
 use super::transaction::{Client, Credentials, Transaction};
+use crate::wipe;
 
 /// AUTH responses may be longer than commands (RFC 4954 §4: 12288 octets).
 const MAX_AUTH_LINE: usize = 12288;
@@ -40,7 +42,8 @@ enum Mode {
     Data(Box<DataReader>),
     AuthPlain,
     AuthLoginUser,
-    AuthLoginPass(Vec<u8>),
+    /// The user name given, while the password is asked for.
+    AuthLoginPass(Zeroizing<Vec<u8>>),
 }
 
 /// One client's session.
@@ -55,7 +58,8 @@ pub struct Session {
     sender: Option<Sender>,
     rcpts: Vec<Recipient>,
     mode: Mode,
-    /// The command line read so far.
+    /// The command line read so far (an AUTH line holds the password): zeroed when it
+    /// has been handled, and as it grows.
     line: Vec<u8>,
     /// An over-long line is being skipped up to its LF.
     discarding: bool,
@@ -115,31 +119,34 @@ impl Session {
     pub fn ingest(&mut self, input: &mut Vec<u8>) -> Option<Step> {
         if let Mode::Data(reader) = &mut self.mode {
             let (used, done) = reader.ingest(input);
-            input.drain(..used);
+            wipe::drain_front(input, used);
             return done.then(|| self.finish_data());
         }
         let limit = match self.mode {
             Mode::Command => self.cfg.max_command_line,
             _ => MAX_AUTH_LINE,
         };
+        // The caller's buffer zeroes what it leaves behind (`wipe::drain_front`); the
+        // line buffer here does the same.
         let Some(lf) = input.iter().position(|&b| b == b'\n') else {
             if self.discarding || self.line.len().saturating_add(input.len()) > limit {
                 self.discarding = true;
-                self.line.clear();
+                wipe::clear(&mut self.line);
             } else {
-                self.line.extend_from_slice(input);
+                wipe::extend(&mut self.line, input);
             }
-            input.clear();
+            wipe::clear(input);
             return None;
         };
         if self.discarding || self.line.len().saturating_add(lf).saturating_add(1) > limit {
             self.discarding = false;
-            self.line.clear();
-            input.drain(..=lf);
+            wipe::clear(&mut self.line);
+            wipe::drain_front(input, lf.saturating_add(1));
             return Some(self.error(command::line_too_long(limit)));
         }
-        self.line.extend(input.drain(..=lf));
-        let line = std::mem::take(&mut self.line);
+        wipe::extend(&mut self.line, input.get(..=lf).unwrap_or_default());
+        wipe::drain_front(input, lf.saturating_add(1));
+        let line = Zeroizing::new(std::mem::take(&mut self.line));
         let clean = line
             .strip_suffix(b"\r\n")
             .is_some_and(|text| !text.contains(&b'\r'));
@@ -180,7 +187,7 @@ impl Session {
             Request::Auth {
                 mechanism,
                 initial_response,
-            } => self.auth(mechanism, initial_response),
+            } => self.auth(mechanism, Zeroizing::new(initial_response)),
             Request::Bdat { .. } => self.error(command::not_implemented("BDAT")),
             Request::Expn { .. } => self.error(command::not_implemented("EXPN")),
             Request::Etrn { .. } => self.error(command::not_implemented("ETRN")),
@@ -344,7 +351,7 @@ impl Session {
         }
         // RFC 3207 §4.2 and CVE-2011-0411: nothing sent before the handshake may be
         // executed after it.
-        input.clear();
+        wipe::clear(input);
         self.reset();
         self.helo = None;
         self.auth = None;
@@ -372,6 +379,13 @@ impl Session {
             return Step::Close(command::too_many_errors());
         }
         Step::Reply(reply)
+    }
+}
+
+// A session cut off inside an AUTH line leaves no part of it behind.
+impl Drop for Session {
+    fn drop(&mut self) {
+        wipe::clear(&mut self.line);
     }
 }
 

@@ -122,3 +122,102 @@ async fn a_read_failing_in_the_middle_cuts_the_socket_before_the_final_dot() {
         "the server never saw the message end"
     );
 }
+
+/// A server that offers `mechanisms` and accepts the login `bob` / `pw`, answering each
+/// line as a real one would; returns its port and the lines it was sent.
+async fn auth_server(
+    mechanisms: &'static str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let lines = lines.clone();
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::new(r);
+                w.write_all(b"220 up.test ESMTP\r\n").await.unwrap();
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                let mut line = String::new();
+                while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    let got = line.trim_end().to_string();
+                    lines.lock().unwrap().push(got.clone());
+                    let reply = if got.starts_with("EHLO") {
+                        format!("250-up.test\r\n250 AUTH {mechanisms}\r\n")
+                    } else if got == format!("AUTH PLAIN {}", b64("\0bob\0pw")) {
+                        "235 2.7.0 ok\r\n".into()
+                    } else if got == "AUTH LOGIN" {
+                        format!("334 {}\r\n", b64("Username:"))
+                    } else if got == b64("bob") {
+                        format!("334 {}\r\n", b64("Password:"))
+                    } else if got == b64("pw") {
+                        "235 2.7.0 ok\r\n".into()
+                    } else if got == "QUIT" {
+                        "221 bye\r\n".into()
+                    } else {
+                        "535 5.7.8 no\r\n".into()
+                    };
+                    w.write_all(reply.as_bytes()).await.unwrap();
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// The login is written by the gateway (lettre never holds the password): PLAIN when
+/// offered, else LOGIN, and a wrong password is refused either way.
+#[tokio::test]
+async fn logs_in_with_plain_or_login_and_refuses_a_wrong_password() {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let creds = |pass: &str| Credentials {
+        username: "bob".into(),
+        secret: Some(pass.into()),
+    };
+    for (mechanisms, expected) in [
+        (
+            "PLAIN LOGIN",
+            vec![format!("AUTH PLAIN {}", b64("\0bob\0pw"))],
+        ),
+        (
+            "LOGIN",
+            vec!["AUTH LOGIN".to_string(), b64("bob"), b64("pw")],
+        ),
+    ] {
+        let (port, seen) = auth_server(mechanisms).await;
+        let cfg = config(port);
+        assert!(
+            check_login(&cfg, &creds("pw")).await.is_ok(),
+            "{mechanisms}"
+        );
+        let sent: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.starts_with("EHLO") && *l != "QUIT")
+            .cloned()
+            .collect();
+        assert_eq!(sent, expected, "{mechanisms}");
+        let refused = check_login(&cfg, &creds("wrong")).await.unwrap_err();
+        assert_eq!(refused.code, 535, "{mechanisms}: {refused:?}");
+    }
+    let (port, _) = auth_server("CRAM-MD5").await;
+    let refused = check_login(&config(port), &creds("pw")).await.unwrap_err();
+    assert_eq!(refused.code, 454, "{refused:?}");
+}
+
+/// The pool tells logins apart without keeping the password.
+#[test]
+fn pooled_logins_are_told_apart_by_a_digest() {
+    let c = |user: &str, pass: &str| Credentials {
+        username: user.into(),
+        secret: Some(pass.into()),
+    };
+    assert!(Login::of(&c("bob", "pw")) == Login::of(&c("bob", "pw")));
+    assert!(Login::of(&c("bob", "pw")) != Login::of(&c("bob", "pw2")));
+    assert!(Login::of(&c("bob", "pw")) != Login::of(&c("eve", "pw")));
+}

@@ -2,6 +2,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine;
+use zeroize::Zeroizing;
 
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
@@ -30,14 +31,21 @@ pub fn credentials(user: &[u8], pass: &[u8]) -> Result<Credentials, Reply> {
     }
     Ok(Credentials {
         username: user.to_string(),
-        secret: Some(pass.to_string()),
+        secret: Some(pass.into()),
     })
 }
 
-pub fn decode(response: &str) -> Result<Vec<u8>, Reply> {
+/// The decoded response, zeroed when dropped: it may hold the password.
+pub fn decode(response: &str) -> Result<Zeroizing<Vec<u8>>, Reply> {
+    let response = response.trim();
+    // Decoded into a buffer of the final size: a growing one would leave copies behind.
+    let mut out = Zeroizing::new(Vec::with_capacity(base64::decoded_len_estimate(
+        response.len(),
+    )));
     base64::engine::general_purpose::STANDARD
-        .decode(response.trim())
-        .map_err(|_| Reply::new(501, Enhanced(5, 5, 2), "Invalid base64 in AUTH response"))
+        .decode_vec(response, &mut out)
+        .map_err(|_| Reply::new(501, Enhanced(5, 5, 2), "Invalid base64 in AUTH response"))?;
+    Ok(out)
 }
 
 fn malformed() -> Reply {

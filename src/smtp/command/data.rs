@@ -214,7 +214,8 @@ impl DataReader {
         let needed = memory.len().saturating_add(more);
         if needed > LARGE_FROM && memory.capacity() < LARGE_RESERVE {
             let target = LARGE_RESERVE.min(self.max_size).max(needed);
-            memory.reserve_exact(target.saturating_sub(memory.len()));
+            // The first megabyte is moved, and zeroed where it was.
+            crate::wipe::reserve_exact(memory, target.saturating_sub(memory.len()));
         }
     }
 

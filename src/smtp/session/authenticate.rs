@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
+use zeroize::Zeroizing;
 
 use super::{Mode, Session, Step};
 use crate::smtp::command::{self, auth, ehlo};
@@ -11,7 +12,8 @@ use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::Credentials;
 
 impl Session {
-    pub(super) fn auth(&mut self, mechanism: u64, initial: String) -> Step {
+    /// `initial` may be the password, base64-encoded: zeroed when dropped.
+    pub(super) fn auth(&mut self, mechanism: u64, initial: Zeroizing<String>) -> Step {
         if matches!(self.cfg.auth, AuthMode::None) {
             return self.error(auth::not_offered());
         }
@@ -34,7 +36,7 @@ impl Session {
                 self.mode = Mode::AuthPlain;
                 Step::Reply(Reply::bare(334, ""))
             }
-            AUTH_PLAIN => match auth::plain(if initial == "=" { "" } else { &initial }) {
+            AUTH_PLAIN => match auth::plain(if *initial == "=" { "" } else { &initial }) {
                 Ok(c) => Step::Authenticate(c),
                 Err(r) => self.error(r),
             },
@@ -107,7 +109,7 @@ impl Session {
         f: impl FnOnce(&mut Session, &str) -> Result<Step, Reply>,
     ) -> Step {
         let line = line.strip_suffix(b"\r\n").unwrap_or(line);
-        let text = String::from_utf8_lossy(line).into_owned();
+        let text = Zeroizing::new(String::from_utf8_lossy(line).into_owned());
         if text.trim() == "*" {
             return Step::Reply(auth::cancelled());
         }

@@ -5,6 +5,7 @@
 
 use crate::transform::headers;
 use crate::transform::seven_bit;
+use crate::wipe::{self, Buf};
 
 use super::mime::ContentType;
 use super::results::RawField;
@@ -67,10 +68,14 @@ pub fn decrypted(
             push_field(&mut head, f.bytes);
         }
         head.extend_from_slice(b"\r\n");
+        // A copy of the plaintext that is not delivered: zeroed when dropped.
+        let mut head = Buf::from(head);
+        head.reserve_exact(body.len());
         head.extend_from_slice(body);
         return match seven_bit::rewrite(&head) {
             Ok(clean) if !clean.contains(&0) && !has_bare_cr(&clean) => Some(clean),
-            Ok(_) => {
+            Ok(clean) => {
+                drop(Buf::from(clean));
                 tracing::warn!("decrypted content holds NUL or bare CR bytes outside its parts: the ciphertext is delivered instead");
                 None
             }
@@ -89,6 +94,7 @@ pub fn decrypted(
     let text = ct.as_ref().is_none_or(|c| c.kind == "text");
     let (cte, encoded) = encode(body, text);
     head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
+    head.reserve_exact(encoded.len());
     head.extend_from_slice(&encoded);
     Some(head)
 }
@@ -152,10 +158,9 @@ fn line_ok(line: &[u8]) -> bool {
 }
 
 /// `head` in place of the first `body_at` bytes of `payload`: the body is moved, not
-/// copied into a new buffer.
+/// copied into a new buffer (nor left behind where it was).
 pub fn replace_head(mut payload: Vec<u8>, body_at: usize, head: Vec<u8>) -> Vec<u8> {
-    let body_at = body_at.min(payload.len());
-    payload.splice(..body_at, head);
+    wipe::replace_front(&mut payload, body_at, &head);
     payload
 }
 
@@ -163,11 +168,12 @@ pub fn replace_head(mut payload: Vec<u8>, body_at: usize, head: Vec<u8>) -> Vec<
 pub fn inline(results: &str, outer: &[RawField<'_>], plaintext: &[u8]) -> Vec<u8> {
     let mut head = outer_head(results, outer, &Edits::None);
     let binary = plaintext.contains(&0);
-    let text = if binary {
+    // Copies of the plaintext on the way to `head`: zeroed when dropped.
+    let text = Buf::from(if binary {
         plaintext.to_vec()
     } else {
         super::mime::crlf(plaintext)
-    };
+    });
     let kept: Vec<&RawField<'_>> = outer
         .iter()
         .filter(|f| {
@@ -201,6 +207,7 @@ pub fn inline(results: &str, outer: &[RawField<'_>], plaintext: &[u8]) -> Vec<u8
         encode(&text, !binary)
     };
     head.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n\r\n").as_bytes());
+    head.reserve_exact(body.len());
     head.extend_from_slice(&body);
     head
 }
@@ -255,16 +262,17 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 
 /// A leaf body in a 7-bit encoding: quoted-printable for mostly ASCII text, base64
 /// otherwise. The decoded bytes are the same.
-fn encode(body: &[u8], text: bool) -> (&'static str, Vec<u8>) {
+/// The encoded body is zeroed when dropped (it is the plaintext, encoded).
+fn encode(body: &[u8], text: bool) -> (&'static str, Buf) {
     let eight_bit = body.iter().filter(|b| !b.is_ascii()).count();
     if text && eight_bit * 3 < body.len().max(1) {
         (
             "quoted-printable",
-            crate::transform::sign::quoted_printable(body),
+            Buf::from(crate::transform::sign::quoted_printable(body)),
         )
     } else {
-        let mut b = seven_bit::base64_lines(body);
-        b.extend_from_slice(b"\r\n");
+        let mut b = Buf::from(seven_bit::base64_lines(body));
+        b.extend(b"\r\n");
         ("base64", b)
     }
 }

@@ -19,6 +19,7 @@ use openpgp::{Cert, Fingerprint, KeyHandle};
 use sealpost_keyring::{openpgp, Keyring};
 
 use crate::blob::{self, Blob, Spill};
+use crate::wipe::{self, Buf};
 
 use super::armor;
 use super::verdict::Encryption;
@@ -237,7 +238,8 @@ pub fn decrypt_stream<R: Read + Send + Sync>(
             .with_policy(policy, now, keys)
             .map_err(|_| Read_::Failed)?;
         let mut out = blob::Writer::new(spill.cloned());
-        let mut buf = vec![0u8; STREAM_CHUNK];
+        // Plaintext passes through here: zeroed when dropped.
+        let mut buf = Buf::from(vec![0u8; STREAM_CHUNK]);
         let mut total = 0usize;
         loop {
             let n = d.read(&mut buf).map_err(|_| Read_::Failed)?;
@@ -344,10 +346,11 @@ fn read_all(
         .with_policy(policy, now, keys)
         .map_err(|_| Read_::Failed)?;
     // Room for the plaintext (about the size of the data unless it was compressed) and
-    // for the header put in front of it; read straight into it, no chunk copies.
-    let mut out = Vec::with_capacity(data.len_hint().min(max).saturating_add(HEADROOM));
+    // for the header put in front of it; read straight into it, no chunk copies. It is
+    // zeroed when dropped (on any failure here), and when it grows ([`read_into`]).
+    let mut out = Buf::with_capacity(data.len_hint().min(max).saturating_add(HEADROOM));
     let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    if (&mut d).take(limit).read_to_end(&mut out).is_err() {
+    if read_into(&mut (&mut d).take(limit), &mut out).is_err() {
         return Err(Read_::Failed);
     }
     if out.len() > max {
@@ -356,8 +359,38 @@ fn read_all(
     if !d.message_processed() {
         return Err(Read_::Failed);
     }
-    Ok(out)
+    Ok(out.into_inner())
 }
+
+/// `read_to_end` into `out`, grown by [`wipe::reserve`]: std's `read_to_end` grows the
+/// vector by moving it, and each smaller copy of the plaintext it frees stays readable.
+/// A read fills at most [`READ_STEP`] bytes of fresh (zeroed) room at a time, so that
+/// the zeroing costs about one pass over the plaintext.
+fn read_into(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
+    loop {
+        if out.len() == out.capacity() {
+            wipe::reserve(out, READ_STEP);
+        }
+        let start = out.len();
+        let room = (out.capacity() - start).min(READ_STEP);
+        out.resize(start + room, 0);
+        let read = r.read(out.get_mut(start..).unwrap_or_default());
+        let n = match &read {
+            Ok(n) => *n,
+            Err(_) => 0,
+        };
+        out.truncate(start + n);
+        match read {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How much room a read in [`read_into`] gets at most.
+const READ_STEP: usize = 64 << 10;
 
 /// What the decryption helper learnt.
 #[derive(Debug, Default)]

@@ -155,7 +155,10 @@ pub fn has_bare_lf(data: &[u8]) -> bool {
 
 /// Line ends made CRLF (a bare LF gains its CR), as MIME canonical form wants them.
 pub fn crlf(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    // Sized exactly (counting the LFs is cheap): a vector that grows leaves a copy of
+    // what it held so far in the memory it frees, and this is decrypted text.
+    let lfs = data.iter().filter(|&&b| b == b'\n').count();
+    let mut out = Vec::with_capacity(data.len() + lfs);
     let mut prev = 0u8;
     for &b in data {
         if b == b'\n' && prev != b'\r' {

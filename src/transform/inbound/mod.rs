@@ -39,6 +39,7 @@ use crate::blob::{self, Blob};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::transform::classify;
 use crate::transform::headers::{self, Field};
+use crate::wipe::Buf;
 
 use assemble::Edits;
 use decrypt::{Input, Kind, Outcome, Plaintext};
@@ -294,9 +295,11 @@ fn per_recipient(
                 v.decryption_key = Some(p.key().clone());
                 judge_into(&mut v, p.checks(), outer, None);
                 let results = results::render(&v, &ctx.settings.authserv_id);
+                // Zeroed once the delivered copy is built from it.
+                let plain = Buf::from(p.into_bytes());
                 Opened {
                     recipients: vec![i],
-                    message: assemble::inline(&results, &outer.raw, p.bytes()).into(),
+                    message: assemble::inline(&results, &outer.raw, &plain).into(),
                     verdict: v,
                 }
             }
@@ -325,17 +328,19 @@ fn payload(
     payload_bytes(ctx, outer, key, checks, p.into_bytes(), recipients)
 }
 
-/// [`payload`] of plaintext already taken out of its [`Plaintext`].
+/// [`payload`] of plaintext already taken out of its [`Plaintext`]. The plaintext is
+/// zeroed when it is not the delivered copy itself (and that copy, once delivered).
 fn payload_bytes(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
     key: sealpost_keyring::openpgp::Fingerprint,
     mut checks: Vec<Check>,
-    mut bytes: Vec<u8>,
+    bytes: Vec<u8>,
     recipients: Vec<usize>,
 ) -> Result<Option<Opened>, Error> {
+    let mut bytes = Buf::from(bytes);
     if mime::has_bare_lf(&bytes) {
-        bytes = mime::crlf(&bytes);
+        bytes = Buf::from(mime::crlf(&bytes));
     }
     let (built, verdict) = {
         let (phead, pbody) = headers::split_bytes(&bytes);
@@ -384,7 +389,7 @@ fn payload_bytes(
     };
     let message = match built {
         Built::Whole(message) => message,
-        Built::Head { head, body_at } => assemble::replace_head(bytes, body_at, head),
+        Built::Head { head, body_at } => assemble::replace_head(bytes.into_inner(), body_at, head),
     };
     Ok(Some(Opened {
         recipients,
