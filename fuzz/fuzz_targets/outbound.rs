@@ -136,12 +136,14 @@ fn check_encrypted(k: &Keys, input: &[u8], output: &[u8], signed: bool) {
         panic!("{} copies for one recipient", copies.len());
     };
     // A payload the mailbox could not be given safely (8-bit where no encoding can carry
-    // it, NUL, a bare CR) is delivered as the ciphertext it came in, as `unencodable`.
+    // it, NUL, a bare CR, or lines that need re-encoding inside a container the 7-bit
+    // rewrite cannot parse) is delivered as the ciphertext it came in, as `unencodable`.
     let unsafe_input = input.iter().any(|&b| b >= 0x80 || b == 0)
         || input
             .windows(2)
             .any(|w| w[0] == b'\r' && w[1] != b'\n')
-        || input.last() == Some(&b'\r');
+        || input.last() == Some(&b'\r')
+        || sealpost::transform::seven_bit::rewrite(input).is_err();
     if copy.verdict.encryption == Encryption::Unencodable && unsafe_input {
         return;
     }
