@@ -201,6 +201,22 @@ pub fn render(c: &Config) -> String {
             addrs.join(", ")
         );
     }
+    let url = std::env::var("SEALPOST_KEYRING_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .or_else(|| c.keyring_url.clone());
+    match url {
+        Some(url) => {
+            let _ = writeln!(
+                s,
+                "\n[keyring]\nurl = {:?}",
+                sealpost_keyring::store::postgres::hide_password(&url)
+            );
+        }
+        None => {
+            let _ = writeln!(s, "\n# no [keyring]: the keyring is in the data directory");
+        }
+    }
     match &c.upstream {
         Some(u) => {
             let _ = writeln!(s, "\n[upstream]");

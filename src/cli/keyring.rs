@@ -1,5 +1,6 @@
 //! `sealpost keyring passphrase set|change`: seal, or re-seal, every secret key and
-//! spooled message under a new passphrase at once.
+//! spooled message under a new passphrase at once; `sealpost keyring copy`: move a
+//! keyring from a data directory into a PostgreSQL database several gateways share.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,26 @@ pub enum KeyringCommand {
     /// Seal the keyring and spool with a passphrase, or replace it
     #[command(subcommand)]
     Passphrase(PassphraseCommand),
+    /// Copy a keyring from a data directory into a PostgreSQL database
+    Copy(CopyArgs),
+}
+
+/// Copies every certificate and secret key of the keyring in a data directory into the
+/// PostgreSQL keyring at a URL, where several gateways can share it. Secret keys are
+/// sealed there under the keyring passphrase (SEALPOST_PASSPHRASE_FILE, which both must
+/// share). Running it again copies only what changed.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Example:
+  SEALPOST_PASSPHRASE_FILE=/etc/sealpost/passphrase \\
+    sealpost keyring copy --from /var/lib/sealpost --to postgres://sealpost@db.example.org/sealpost")]
+pub struct CopyArgs {
+    /// The data directory whose keyring is copied (stop `sealpost serve` on it first)
+    #[arg(long, value_name = "DIR")]
+    from: PathBuf,
+    /// The PostgreSQL keyring: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE
+    #[arg(long, value_name = "URL")]
+    to: String,
 }
 
 /// The keyring passphrase protects the vault (`DATA_DIR/vault`), which holds the key of
@@ -52,8 +73,17 @@ Example:
     },
 }
 
-pub fn run(cmd: KeyringCommand, data_dir: &Path) -> anyhow::Result<()> {
-    let KeyringCommand::Passphrase(cmd) = cmd;
+pub fn run(cmd: KeyringCommand, data_dir: &Path, url: Option<&str>) -> anyhow::Result<()> {
+    let cmd = match cmd {
+        KeyringCommand::Copy(args) => return copy(&args),
+        KeyringCommand::Passphrase(cmd) => cmd,
+    };
+    if url.is_some() {
+        anyhow::bail!(
+            "`sealpost keyring passphrase` works on a keyring in the data directory; \
+             a PostgreSQL keyring's passphrase cannot be changed by sealpost yet"
+        );
+    }
     let vault_path = data_dir.join("vault");
     let sealed = vault::is_sealed(&vault_path)
         .with_context(|| format!("cannot read {}", vault_path.display()))?
@@ -141,6 +171,56 @@ pub fn run(cmd: KeyringCommand, data_dir: &Path) -> anyhow::Result<()> {
     writeln!(
         out,
         "start `sealpost serve` with SEALPOST_PASSPHRASE_FILE naming the new passphrase file"
+    )?;
+    Ok(())
+}
+
+fn copy(args: &CopyArgs) -> anyhow::Result<()> {
+    let passphrase = super::keys::passphrase_from_env()?;
+    let shown = sealpost_keyring::store::postgres::hide_password(&args.to);
+    let from = Keyring::open(
+        &args.from,
+        OpenOptions {
+            passphrase: passphrase.clone(),
+            ..OpenOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the keyring in {}", args.from.display()))?;
+    let to = Keyring::open_url(
+        &args.to,
+        OpenOptions {
+            passphrase,
+            ..OpenOptions::default()
+        },
+    )
+    .with_context(|| format!("cannot open the keyring at {shown}"))?;
+    let (mut new, mut updated, mut unchanged, mut secrets) = (0, 0, 0, 0);
+    for info in from.list()? {
+        let fpr: sealpost_keyring::openpgp::Fingerprint =
+            info.fingerprint.parse().with_context(|| {
+                format!("the keyring lists {:?} as a fingerprint", info.fingerprint)
+            })?;
+        let secret = from.has_secret(&fpr)?;
+        // The secret key leaves the source only in memory, on its way to being sealed
+        // under the passphrase in the database.
+        let bytes = zeroize::Zeroizing::new(from.export(&fpr, secret)?);
+        let outcomes = to
+            .import(&bytes)
+            .with_context(|| format!("cannot copy {} to {shown}", info.fingerprint))?;
+        for o in outcomes {
+            match o.status {
+                sealpost_keyring::ImportStatus::New => new += 1,
+                sealpost_keyring::ImportStatus::Updated => updated += 1,
+                sealpost_keyring::ImportStatus::Unchanged => unchanged += 1,
+            }
+        }
+        secrets += usize::from(secret);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "copied {} into {shown}: {new} new, {updated} updated, {unchanged} unchanged; {secrets} with a secret key",
+        args.from.display()
     )?;
     Ok(())
 }

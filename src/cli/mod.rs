@@ -58,7 +58,7 @@ pub enum Command {
     /// Manage the OpenPGP keyring: import, list, show, export, remove and generate keys
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Seal the keyring and spool with a passphrase, or change it: `keyring passphrase set|change`
+    /// The keyring as a whole: `keyring passphrase set|change`, `keyring copy` into PostgreSQL
     #[command(subcommand)]
     Keyring(keyring::KeyringCommand),
     Serve(serve::Args),
@@ -158,13 +158,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             keys_command(cmd, &dir, &from, url.as_deref())
         }
         Command::Keyring(cmd) => {
-            if keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?.is_some() {
-                anyhow::bail!(
-                    "`sealpost keyring passphrase` works on a keyring in the data directory; \
-                     a PostgreSQL keyring's passphrase cannot be changed by sealpost yet"
-                );
-            }
-            keyring::run(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+            let url = keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?;
+            keyring::run(
+                cmd,
+                &resolve_data_dir(cli.data_dir, cli.config.as_deref())?,
+                url.as_deref(),
+            )
         }
         Command::Serve(args) => serve::run(args, cli.config.as_deref(), cli.data_dir),
         Command::Queue(cmd) => {

@@ -394,3 +394,75 @@ fn bad_keyring_databases_are_refused_in_one_line() {
     ));
     assert!(err.contains("SEALPOST_PASSPHRASE_FILE"), "{err}");
 }
+
+/// `keyring copy` moves a data directory's keyring into the database, secrets still
+/// sealed; a gateway on the database then decrypts with the copied secret key, and a
+/// second run copies nothing new.
+#[test]
+fn keyring_copy_moves_a_sled_keyring_into_the_database() {
+    let pg = shared();
+    let url = pg.database("fleet_copy");
+    let old = gateway();
+    old.generate("henry@example.org", &[]);
+    let gpg = Gpg::new();
+    gpg.generate("<ida@example.net>", "default", "default", "never");
+    let ida = write(
+        old.dir.path(),
+        "ida.asc",
+        &gpg.ok(&["--armor", "--export", "ida@example.net"]),
+    );
+    old.ok(&["keys", "import", ida.to_str().expect("path")]);
+    let from = old.data_dir();
+    let args = [
+        "keyring",
+        "copy",
+        "--from",
+        from.to_str().expect("path"),
+        "--to",
+        url.as_str(),
+    ];
+    let out = old.ok(&args);
+    assert!(
+        out.contains("2 new, 0 updated, 0 unchanged; 1 with a secret key"),
+        "{out}"
+    );
+    let out = old.ok(&args);
+    assert!(out.contains("0 new, 0 updated, 2 unchanged"), "{out}");
+
+    // A new gateway with nothing in its data directory decrypts mail for Henry.
+    let fresh = gateway();
+    let maildir = fresh.dir.path().join("Maildir");
+    let config = format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"maildir:{}\"\nlocal_domains = [\"example.org\"]\n\n\
+         [keyring]\nurl = \"{url}\"\n",
+        maildir.display()
+    );
+    let gw = start(fresh.serve_command(&config));
+    gpg.ok_with_input(
+        &["--import"],
+        keys_ok(&fresh, &url, &["keys", "export", "henry@example.org"]).as_bytes(),
+    );
+    let armored = gpg.ok_with_input(
+        &["--armor", "--encrypt", "-r", "henry@example.org"],
+        b"copied and still secret\n",
+    );
+    let body = write(fresh.dir.path(), "m.asc", &armored);
+    let (ok, t) = swaks_to(
+        gw.port(),
+        "ida@example.net",
+        "henry@example.org",
+        &["--body", &format!("@{}", body.display())],
+    );
+    assert!(ok, "{t}");
+    let delivered = wait_for(LONG, "a delivered message", || {
+        let files: Vec<PathBuf> = std::fs::read_dir(maildir.join("new"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.first().cloned()
+    });
+    let text = std::fs::read_to_string(delivered).expect("read delivered");
+    assert!(text.contains("copied and still secret"), "{text}");
+    assert!(text.contains("encryption=decrypted"), "{text}");
+}
