@@ -148,12 +148,14 @@ pub fn signer_fits(signer: &Cert, recipients: &[&Cert]) -> bool {
 
 /// The header of the Cryptographic Payload: the original Content-Type with `hp="cipher"`,
 /// the other content fields, the protected fields, every other field, and `HP-Outer`
-/// records; then the empty line. The original body follows it unchanged.
+/// records; then the empty line. The original body follows it unchanged. Of a repeated
+/// Content-Type or Content-Transfer-Encoding, only the one the classifier read is kept
+/// ([`headers::effective`]).
 fn payload_head(fields: &[Field]) -> String {
     let mut head =
-        headers::content_type_with_hp(fields.iter().find(|f| f.is("Content-Type")), "cipher");
+        headers::content_type_with_hp(headers::effective(fields, "Content-Type"), "cipher");
     for f in fields.iter().filter(|f| headers::is_content_field(f)) {
-        if !f.is("Content-Type") && !f.is("MIME-Version") {
+        if !f.is("Content-Type") && !f.is("MIME-Version") && !headers::overridden(fields, f) {
             head.push_str(&f.wire());
         }
     }

@@ -87,6 +87,24 @@ pub fn split_bytes(message: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// The field `name` that counts when a header section has it more than once: the last
+/// one, as mail-parser reads it. The classifier, the structure scan and the inbound
+/// transform read `Content-Type` and `Content-Transfer-Encoding` through mail-parser or
+/// this function, and so must every transform; otherwise a message with two
+/// `Content-Type` fields is classified as one thing and signed or encrypted as another.
+pub fn effective<'a>(fields: &'a [Field], name: &str) -> Option<&'a Field> {
+    fields.iter().rev().find(|f| f.is(name))
+}
+
+/// Whether `f` is a `Content-Type` or `Content-Transfer-Encoding` field that a later one
+/// of the same name overrides ([`effective`]): a transform that writes a new header
+/// section leaves it out, so that what it writes means one thing to every reader.
+pub fn overridden(fields: &[Field], f: &Field) -> bool {
+    ["Content-Type", "Content-Transfer-Encoding"]
+        .iter()
+        .any(|name| f.is(name) && !effective(fields, name).is_some_and(|e| std::ptr::eq(e, f)))
+}
+
 /// Whether a field describes the MIME entity (and so belongs to the body part, not the
 /// message).
 pub fn is_content_field(f: &Field) -> bool {

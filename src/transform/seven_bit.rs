@@ -49,9 +49,8 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
             continue;
         }
         let (fields, _) = headers::split(head);
-        let cte = fields
-            .iter()
-            .find(|f| f.is("Content-Transfer-Encoding"))
+        // The encoding mail-parser decoded the part by, and the classifier judged it by.
+        let cte = headers::effective(&fields, "Content-Transfer-Encoding")
             .map(|f| f.value().to_ascii_lowercase());
         if matches!(cte.as_deref(), Some("quoted-printable") | Some("base64")) {
             return Err(Error::NotSevenBit);
@@ -71,7 +70,12 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
             (base64_lines(body), "base64")
         };
         let mut new = String::new();
-        for f in fields.iter().filter(|f| !f.is("Content-Transfer-Encoding")) {
+        // A Content-Type that a later one overrides goes too: the new head means one
+        // thing to every reader.
+        for f in fields
+            .iter()
+            .filter(|f| !f.is("Content-Transfer-Encoding") && !headers::overridden(&fields, f))
+        {
             new.push_str(&f.wire());
         }
         new.push_str(&format!("Content-Transfer-Encoding: {name}\r\n\r\n"));
@@ -139,6 +143,24 @@ mod tests {
         let parsed = MessageParser::default().parse(&out).unwrap();
         assert_eq!(parsed.parts[1].text_contents(), Some("<p>Grüße</p>\r\n"));
         assert_eq!(parsed.parts[2].text_contents(), Some("né"));
+    }
+
+    /// A part's repeated Content-Type and Content-Transfer-Encoding count by the last of
+    /// each, as mail-parser (and the classifier) reads them.
+    #[test]
+    fn a_repeated_content_field_in_a_part_counts_by_the_last() {
+        // Last: quoted-printable, which cannot hold 8-bit bytes; the first said 8bit.
+        let claims_qp = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGrüße=20\r\n--x--\r\n";
+        assert!(matches!(
+            rewrite(claims_qp.as_bytes()),
+            Err(Error::NotSevenBit)
+        ));
+        // Last: text; the first said binary. Re-encoded as text, under that one type.
+        let text = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: 7bit\r\nContent-Transfer-Encoding: 8bit\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n--x--\r\n";
+        let out = rewrite(text.as_bytes()).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("--x\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n--x--\r\n"), "{s}");
+        assert_eq!(s.matches("Content-Type:").count(), 2, "{s}");
     }
 
     #[test]

@@ -52,9 +52,8 @@ pub(crate) fn sign_with(
     now: SystemTime,
 ) -> Result<Vec<u8>, Error> {
     let (fields, body) = headers::split(message);
-    let is_multipart = fields
-        .iter()
-        .any(|f| f.is("Content-Type") && f.value().to_ascii_lowercase().starts_with("multipart/"));
+    let is_multipart = headers::effective(&fields, "Content-Type")
+        .is_some_and(|f| f.value().to_ascii_lowercase().starts_with("multipart/"));
     if is_multipart && !super::seven_bit::is_clean(body) {
         let rewritten = super::seven_bit::rewrite(message)?;
         return sign_with(&rewritten, signer, autocrypt, policy, now);
@@ -100,16 +99,16 @@ pub(crate) fn sign_with(
 /// The part that is signed: the original Content-Type with `hp="clear"`, the other
 /// content fields, the protected fields (RFC 9788: no `HP-Outer` for `hp="clear"`, the
 /// outer fields stay as they were), and the body, made 7-bit. Header lines lose trailing
-/// whitespace, which transport may strip.
+/// whitespace, which transport may strip. Of a repeated Content-Type or
+/// Content-Transfer-Encoding, the one the classifier read decides and is the only one
+/// kept ([`headers::effective`]).
 fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
-    let ct_field = fields.iter().find(|f| f.is("Content-Type"));
+    let ct_field = headers::effective(fields, "Content-Type");
     let ct = ct_field
         .map(Field::value)
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let cte = fields
-        .iter()
-        .find(|f| f.is("Content-Transfer-Encoding"))
+    let cte = headers::effective(fields, "Content-Transfer-Encoding")
         .map(|f| f.value().to_ascii_lowercase());
     let (body, new_cte): (Vec<u8>, Option<&str>) = if super::seven_bit::is_clean(body) {
         (body.to_vec(), None)
@@ -132,7 +131,9 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
         if f.is("Content-Type") || f.is("MIME-Version") {
             continue;
         }
-        if f.is("Content-Transfer-Encoding") && new_cte.is_some() {
+        if (f.is("Content-Transfer-Encoding") && new_cte.is_some())
+            || headers::overridden(fields, f)
+        {
             continue;
         }
         head.push_str(&f.wire());

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{MessageParser, MimeHeaders};
 
-use crate::transform::headers::Field;
+use crate::transform::headers::{self, Field};
 
 /// A content type, lower-cased, with its parameters (names lower-cased, values as given).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,12 +18,12 @@ pub struct ContentType {
 }
 
 /// The field `name` of a header section that counts when it is repeated: the last one, as
-/// mail-parser reads it. The structure scan and the in-memory walk for nested protection
-/// go through mail-parser, so every other read of a content field takes the same one;
-/// otherwise a message with two `Content-Type` fields is one thing to one reader and
-/// another thing to the next, and the spilled path judges it differently.
+/// mail-parser reads it ([`headers::effective`], which the outbound transforms use too).
+/// Every read of a content field takes the same one; otherwise a message with two
+/// `Content-Type` fields is one thing to one reader and another thing to the next, and the
+/// spilled path judges it differently.
 pub fn field<'a>(fields: &'a [Field], name: &str) -> Option<&'a Field> {
-    fields.iter().rev().find(|f| f.is(name))
+    headers::effective(fields, name)
 }
 
 impl ContentType {

@@ -4,10 +4,7 @@
 
 use std::borrow::Cow;
 
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
-
 use crate::transform::headers::{self, Field};
-use crate::transform::structure;
 
 use super::mime::{self, ContentType};
 
@@ -149,54 +146,17 @@ fn armored(body: &[u8]) -> Option<Block> {
 /// OpenPGP data anywhere in a plain message: PGP/MIME parts below the root, armored blocks
 /// in text or HTML (the root's own text too, when it is not exactly one block), attached
 /// messages. A message over the structure limits is not looked into.
+///
+/// This is the line walk a spilled message gets ([`super::spilled::nested::walk`]), run
+/// over the bytes: one reading of the MIME structure for both paths. mail-parser's tree
+/// is not used here because it reads malformed MIME differently from every other reader
+/// in the inbound transform (the root's classifier, the spilled walk): it takes
+/// `--boundary` anywhere in a line, even followed by other text, as a delimiter, turns an
+/// attached message whose header section never ends into text, and panics on some trees.
+/// The same message then got a different verdict in memory and on disk.
 pub fn nested(whole: &[u8]) -> Nested {
-    let mut found = Nested::default();
-    if structure::scan(whole).is_err() {
-        return found;
-    }
-    if let Some(m) = MessageParser::default().parse(whole) {
-        walk(&m, 0, &mut found);
-    }
-    found
-}
-
-fn walk(m: &Message<'_>, depth: usize, found: &mut Nested) {
-    if depth > structure::MAX_DEPTH {
-        return;
-    }
-    for (i, part) in m.parts.iter().enumerate() {
-        // The root's own type was judged by the caller (an S/MIME root is not "partial").
-        let below_root = i > 0 || depth > 0;
-        if let Some(ct) = part.content_type().filter(|_| below_root) {
-            let kind = ct.ctype().to_ascii_lowercase();
-            let sub = ct.subtype().unwrap_or_default().to_ascii_lowercase();
-            match (kind.as_str(), sub.as_str()) {
-                ("multipart", "encrypted") | ("application", "pgp-encrypted") => {
-                    found.ciphertext = true
-                }
-                ("multipart", "signed") | ("application", "pgp-signature") => {
-                    found.signature = true
-                }
-                _ => {}
-            }
-        }
-        // A multipart whose boundary is missing or never comes is read by mail-parser
-        // as text; the walk over a spilled message cannot know that in advance and
-        // skips it, so it is not searched here either.
-        let broken_multipart = part
-            .content_type()
-            .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("multipart"));
-        match &part.body {
-            PartType::Text(t) | PartType::Html(t) if !broken_multipart => {
-                let t = t.as_bytes();
-                let has = |n: &[u8]| t.windows(n.len()).any(|w| w == n);
-                found.ciphertext |= has(BEGIN_MESSAGE);
-                found.signature |= has(BEGIN_SIGNED) || has(BEGIN_SIGNATURE);
-            }
-            PartType::Message(inner) => walk(inner, depth + 1, found),
-            _ => {}
-        }
-    }
+    // Reading a slice cannot fail.
+    super::spilled::nested::walk(whole).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -293,3 +293,31 @@ fn the_signature_is_dated_now_and_names_its_recipients() {
     // gpg 2.2 does not name subpacket 35 (Intended Recipient Fingerprint).
     assert!(listing.contains("hashed subpkt 35 len 21"), "{listing}");
 }
+
+/// A repeated Content-Type or Content-Transfer-Encoding at the top: the Cryptographic
+/// Payload is what the classifier read, and carries only that one of each.
+#[test]
+fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
+    use super::sign::{values, REPEATED};
+    use crate::transform::{protect, Treatment};
+    let p = StandardPolicy::new();
+    let bob = key("<bob@example.net>");
+    let t = Treatment::Encrypt {
+        recipients: vec![std::sync::Arc::new(bob.clone())],
+        signer: None,
+    };
+    for (m, ct, cte) in REPEATED {
+        let out = protect(m.as_bytes(), &t, &p, SystemTime::now()).unwrap();
+        let payload = sequoia_decrypt(&bob, &armored_part(&out.message));
+        let (head, body) = crate::transform::headers::split_bytes(&payload);
+        assert_eq!(
+            values(head, "Content-Type"),
+            [format!("{ct}; hp=\"cipher\"")]
+        );
+        assert_eq!(
+            values(head, "Content-Transfer-Encoding"),
+            cte.into_iter().collect::<Vec<_>>()
+        );
+        assert_eq!(body, crate::transform::headers::split_bytes(m.as_bytes()).1);
+    }
+}

@@ -131,3 +131,58 @@ fn trailing_whitespace_in_header_lines_is_not_signed() {
     assert!(String::from_utf8_lossy(&part).contains("\r\nSubject: trailing\r\n  folded\r\n"));
     assert!(gpg_verify(&alice, &part, &sig).0);
 }
+
+/// Messages with a repeated Content-Type and Content-Transfer-Encoding, read by the
+/// classifier (mail-parser) by the last of each.
+pub const REPEATED: [(&str, &str, Option<&str>); 2] = [
+    // The last says text, 8-bit: re-encoded as text. The first said multipart.
+    (
+        "From: alice@example.org\r\nContent-Type: multipart/mixed; boundary=x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGrüße\r\n",
+        "text/plain; charset=utf-8",
+        None,
+    ),
+    // The last says multipart, 7bit; the first said text, base64.
+    (
+        "From: alice@example.org\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\nContent-Type: multipart/mixed; boundary=x\r\nContent-Transfer-Encoding: 7bit\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x--\r\n",
+        "multipart/mixed; boundary=x",
+        Some("7bit"),
+    ),
+];
+
+/// The values of the fields `name` in a header section.
+pub fn values(head: &[u8], name: &str) -> Vec<String> {
+    let (fields, _) = crate::transform::headers::split(head);
+    fields
+        .iter()
+        .filter(|f| f.is(name))
+        .map(|f| f.value())
+        .collect()
+}
+
+/// A repeated Content-Type or Content-Transfer-Encoding at the top: the signed part is
+/// what the classifier read, and carries only that one of each.
+#[test]
+fn a_repeated_content_field_is_signed_as_it_was_classified() {
+    use crate::transform::{protect, Outcome, Treatment};
+    let p = StandardPolicy::new();
+    let alice = key("<alice@example.org>");
+    let t = Treatment::SignOnly {
+        signer: std::sync::Arc::new(alice.clone()),
+    };
+    for (m, ct, cte) in REPEATED {
+        let out = protect(m.as_bytes(), &t, &p, SystemTime::now()).unwrap();
+        assert_eq!(
+            out.outcome,
+            Outcome::Signed {
+                by: alice.fingerprint()
+            }
+        );
+        let (part, _, _) = signed_parts(&out.message);
+        assert_eq!(
+            values(&part, "Content-Type"),
+            [format!("{ct}; hp=\"clear\"")]
+        );
+        let cte = cte.unwrap_or("quoted-printable");
+        assert_eq!(values(&part, "Content-Transfer-Encoding"), [cte]);
+    }
+}

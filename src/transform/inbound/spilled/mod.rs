@@ -6,7 +6,7 @@
 //! ([`scan::classify`]; a plain root's nested OpenPGP data is found by one walk over the
 //! lines, [`nested`]). OpenPGP data is read through a transfer decoder ([`decode`]) and
 //! dearmored as it streams (the fast decoder after a check of the plain armor shape,
-//! sequoia's reader for any other, [`scan::Data::openpgp`]); sequoia decrypts it, and the
+//! sequoia itself for any other, [`scan::Data::openpgp`]); sequoia decrypts it, and the
 //! plaintext goes to a sealed spill file and is used only after
 //! decryption finished with its integrity checked ([`decrypt::decrypt_stream`]). A
 //! delivered message is a new head in memory in front of a slice of the received body or

@@ -1,17 +1,21 @@
-//! OpenPGP data below the root of a large plain message, found by one walk over its lines:
-//! the MIME header sections and delimiter lines give the structure, text leaves are
-//! searched for armor lines as they pass. Nothing is held but a header section at a time.
-//! The same findings as [`super::super::root::nested`], with two documented narrowings: a
-//! quoted-printable text leaf is searched as encoded (a soft line break inside an armor
-//! line hides it), and an attached message sent base64-encoded is not looked into (the
-//! structure scan does not look into those either).
+//! OpenPGP data below the root of a plain message, found by one walk over its lines: the
+//! MIME header sections and delimiter lines give the structure, text leaves are searched
+//! for armor lines as they pass. Nothing is held but a header section at a time, so a
+//! large message is walked while it is read from its sealed file; a message in memory
+//! gets the same walk ([`super::super::root::nested`]), so both paths find the same.
+//!
+//! The structure is read as the root's classifier reads it ([`super::super::mime::parts`],
+//! RFC 2046 §5.1.1): a delimiter line is `--boundary`, or `--boundary--` for the last,
+//! followed by nothing but white space; a header section ends at the first empty line.
+//! Two narrowings, kept on purpose: a quoted-printable text leaf is searched as encoded (a
+//! soft line break inside an armor line hides it), and an attached message sent
+//! base64-encoded is not looked into (the structure scan does not look into those either).
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io;
 
 use base64::Engine;
 
-use crate::blob::Blob;
 use crate::transform::headers;
 use crate::transform::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
 
@@ -89,11 +93,12 @@ impl Leaf {
     }
 }
 
-/// Walks the whole message. A message over the structure limits is not looked into.
+/// Walks the whole message, read from `whole` (a spilled message's reader, or the bytes of
+/// one in memory). A message over the structure limits is not looked into.
 ///
 /// # Errors
 /// Read errors.
-pub fn walk(whole: &Blob) -> io::Result<Nested> {
+pub fn walk(whole: impl io::Read) -> io::Result<Nested> {
     let mut found = Nested::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut parts = 0usize;
@@ -101,7 +106,7 @@ pub fn walk(whole: &Blob) -> io::Result<Nested> {
         head: Vec::new(),
         below_root: false,
     };
-    let mut lines = Lines::new(whole.reader());
+    let mut lines = Lines::new(whole);
     loop {
         let mut long_header = false;
         let Some(line) = lines.next(&mut |piece| match &mut mode {

@@ -6,8 +6,6 @@
 use std::io::{self, Read};
 use std::ops::Range;
 
-use sealpost_keyring::openpgp;
-
 use crate::blob::Blob;
 use crate::transform::headers::{self, Field};
 
@@ -138,11 +136,10 @@ pub struct Data {
 /// How [`Data::openpgp`] reads the data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Form {
-    Binary,
     /// Armor of the plain shape, for the fast decoder.
     PlainArmor,
-    /// Any other armor, for sequoia's reader.
-    Armor,
+    /// Anything else, for sequoia as it is.
+    AsIs,
 }
 
 impl Data {
@@ -159,20 +156,18 @@ impl Data {
         Decoder::new(self.body.reader(), self.cte)
     }
 
-    /// The decoded bytes as binary OpenPGP data: an armored `PGP MESSAGE` is dearmored
-    /// while it is read, as the in-memory path hands sequoia binary data; anything else
-    /// goes to sequoia as it is. The plain armor shape is checked in a first pass and then
-    /// decoded by the fast decoder ([`armor::StreamDecoder`]); any other shape goes
-    /// through sequoia's armor reader, which filters the base64 byte by byte (several
-    /// times slower than the two passes together).
+    /// The decoded bytes as OpenPGP data for sequoia, as the in-memory path hands them
+    /// over ([`super::super::decrypt::Input::of`]): armor of the plain shape, checked in a
+    /// first pass, is dearmored while it is read by the fast decoder
+    /// ([`armor::StreamDecoder`]); anything else, binary data or armor of any other shape,
+    /// goes to sequoia as it is, which dearmors it itself. Handing sequoia a dearmoring
+    /// reader of its own instead made broken armor fail at another point than in memory
+    /// (a short block without its footer was `malformed` on disk and ciphertext for
+    /// another key in memory).
     pub fn openpgp(&self) -> Box<dyn Read + Send + Sync + '_> {
         match *self.form.get_or_init(|| self.form()) {
-            Form::Binary => Box::new(self.reader()),
             Form::PlainArmor => Box::new(armor::StreamDecoder::new(self.reader())),
-            Form::Armor => Box::new(openpgp::armor::Reader::from_reader(
-                self.reader(),
-                openpgp::armor::ReaderMode::Tolerant(Some(openpgp::armor::Kind::Message)),
-            )),
+            Form::AsIs => Box::new(self.reader()),
         }
     }
 
@@ -183,12 +178,10 @@ impl Data {
             .take(4096)
             .read_to_end(&mut start)
             .is_ok_and(|_| start.trim_ascii_start().starts_with(BEGIN_MESSAGE));
-        if !armored {
-            Form::Binary
-        } else if armor::Shape::check(self.reader()).unwrap_or(false) {
+        if armored && armor::Shape::check(self.reader()).unwrap_or(false) {
             Form::PlainArmor
         } else {
-            Form::Armor
+            Form::AsIs
         }
     }
 }
@@ -200,13 +193,13 @@ pub fn classify(fields: &[Field], body: &Blob, whole: &Blob) -> io::Result<Root>
     match &ct {
         Some(ct) if ct.is("multipart", "encrypted") => {
             if !ct.param_is("protocol", "application/pgp-encrypted") {
-                return Ok(Root::Plain(nested::walk(whole)?));
+                return Ok(Root::Plain(nested::walk(whole.reader())?));
             }
             return Ok(pgp_mime(ct, body)?.unwrap_or(Root::Malformed { encrypted: true }));
         }
         Some(ct) if ct.is("multipart", "signed") => {
             if !ct.param_is("protocol", "application/pgp-signature") {
-                return Ok(Root::Plain(nested::walk(whole)?));
+                return Ok(Root::Plain(nested::walk(whole.reader())?));
             }
             return Ok(signed(ct, body)?.unwrap_or(Root::Malformed { encrypted: false }));
         }
@@ -222,7 +215,7 @@ pub fn classify(fields: &[Field], body: &Blob, whole: &Blob) -> io::Result<Root>
             }
         }
     }
-    Ok(Root::Plain(nested::walk(whole)?))
+    Ok(Root::Plain(nested::walk(whole.reader())?))
 }
 
 /// The signed part's range and the signature of a `multipart/signed` body, when it is one

@@ -232,3 +232,153 @@ fn a_multipart_without_its_boundary_is_read_alike_in_memory_and_on_disk() {
         assert_eq!(o[0].verdict.encryption, Encryption::None);
     }
 }
+
+/// Found by the `inbound` fuzz target (`fuzz/regressions/inbound/`): in memory, nested
+/// OpenPGP data was looked for in mail-parser's tree, which reads malformed MIME unlike
+/// the root's classifier and the walk over a spilled message. Both now take the same line
+/// walk: a delimiter line is `--boundary` (or `--boundary--`) and nothing but white space,
+/// a header section ends at an empty line, and a part keeps its declared type when its
+/// multipart is never closed. None of these messages has anything to decrypt.
+#[test]
+fn malformed_mime_is_walked_alike_in_memory_and_on_disk() {
+    use Encryption::{NestedIgnored, None as Clear};
+    use Signature::{None as Unsigned, Partial};
+    let w = World::new();
+    let cases: [(&[u8], Encryption, Signature); 9] = [
+        // mail-parser panicked on these ("could not find multipart"): the message was
+        // delivered as `encryption=malformed`, as if its OpenPGP data were broken.
+        (
+            b"Content-Type:multipart;boundary=outer\r\n\r\n--outerContent-Type:message/rfc822\r\n\r\n--outer\r\nContent-Type:message/rfc822\r\n\r\nContent-Type:multipart/encrypted\r\n\r\n--outer--",
+            NestedIgnored,
+            Unsigned,
+        ),
+        (
+            b"Content-Type:multipart;boundary=outer\r\n\r\n--outerContent-Type:message/rfc822\r\n\r\nContent-Type:message/rfc822\r\n\r\n\r\n--outer--",
+            Clear,
+            Unsigned,
+        ),
+        // mail-parser takes `--boundary` anywhere in a line, whatever follows it, as a
+        // delimiter: `--ss` for boundary `s`, `--outer2`, and `--outer` after other text
+        // or before more of it.
+        (
+            b"Content-Type:multipart/\r\n\tboundary=s\r\n\r\n--ss\r\n\r\n-----BEGIN PGP MESSAGE-----",
+            Clear,
+            Unsigned,
+        ),
+        (
+            b"Content-Type:multipart;boundary=outer\r\n\r\n--outer\r\nContent-Type:multipart/encrypted\r\n\r\n--outer2\r\n\r\n-----BEGIN PGP SIGNATURE-----",
+            NestedIgnored,
+            Unsigned,
+        ),
+        (
+            b"Content-Type:multipart;boundary=outer\r\n\r\n--outer\r\n\r\n-----BEGIN PGP MESSAGE-------outer-----BEGIN PGP SIGNATURE-----",
+            NestedIgnored,
+            Partial,
+        ),
+        (
+            b"Content-Type:multipart;boundary=outer\r\n\r\n--outer\r\n\r\n--outer-----BEGIN PGP MESSAGE-----",
+            NestedIgnored,
+            Unsigned,
+        ),
+        // mail-parser makes a part of any type text when its multipart is never closed.
+        (
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n",
+            Clear,
+            Unsigned,
+        ),
+        // ... and an attached message whose header section never ends (it has no body)
+        // text, its header lines included.
+        (
+            b"Content-Type:message/rfc822\r\n\r\n-----BEGIN PGP SIGNATURE-----",
+            Clear,
+            Unsigned,
+        ),
+        (
+            b"Content-Type:message/rfc822\r\n\r\nReceived: -----BEGIN PGP SIGNATURE-----\r\nFrom: <a@b.example>-----BEGIN PGP MESSAGE-----\r\n",
+            Clear,
+            Unsigned,
+        ),
+    ];
+    for (m, encryption, signature) in cases {
+        let o = w.open(m, &["bob@example.net", "dave@example.net"]);
+        assert_eq!(o.len(), 1);
+        let v = &o[0].verdict;
+        assert_eq!(
+            (v.encryption, v.signature),
+            (encryption, signature),
+            "{}",
+            String::from_utf8_lossy(m)
+        );
+    }
+}
+
+/// The fuzz target's inputs for the cases above, as it found them, opened both ways.
+#[test]
+fn the_fuzz_inputs_for_malformed_mime_open_alike_in_memory_and_on_disk() {
+    let w = World::new();
+    let inputs: [&[u8]; 8] = [
+        include_bytes!("../../../../fuzz/regressions/inbound/mime-parser-panic-nested-encrypted"),
+        include_bytes!("../../../../fuzz/regressions/inbound/mime-parser-panic"),
+        include_bytes!("../../../../fuzz/regressions/inbound/unclosed-binary-part-read-as-text"),
+        include_bytes!(
+            "../../../../fuzz/regressions/inbound/delimiter-inside-a-line-hides-signature"
+        ),
+        include_bytes!(
+            "../../../../fuzz/regressions/inbound/delimiter-inside-a-line-hides-ciphertext"
+        ),
+        include_bytes!("../../../../fuzz/regressions/inbound/attached-header-never-ends-deep"),
+        include_bytes!(
+            "../../../../fuzz/regressions/inbound/attached-header-never-ends-armor-in-fields"
+        ),
+        include_bytes!("../../../../fuzz/regressions/inbound/attached-header-never-ends"),
+    ];
+    for m in inputs {
+        let o = w.open(&wire(m), &["bob@example.net", "dave@example.net"]);
+        assert_eq!(o.len(), 1);
+        assert_ne!(o[0].verdict.encryption, Encryption::Decrypted);
+    }
+}
+
+/// `data` as the DATA reader lets it through: it refuses a bare CR or LF, so the fuzz
+/// target makes each a CRLF before it compares the two paths.
+fn wire(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 16);
+    let mut bytes = data.iter().copied().peekable();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'\r' | b'\n' => {
+                if b == b'\r' && bytes.peek() == Some(&b'\n') {
+                    bytes.next();
+                }
+                out.extend_from_slice(b"\r\n");
+            }
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
+/// Found by the `inbound` fuzz target (`fuzz/regressions/inbound/short-armor-without-footer`):
+/// armor that is not of the plain shape went to sequoia as it is in memory, and through a
+/// dearmoring reader of sequoia's on disk. A short block without its footer then failed
+/// before its first packet on disk (`malformed`) and after it in memory (ciphertext for a
+/// key nobody here has). Both paths now hand such armor to sequoia as it is.
+#[test]
+fn broken_armor_is_read_alike_in_memory_and_on_disk() {
+    let w = World::new();
+    let rcpts = ["bob@example.net", "dave@example.net"];
+    let found = include_bytes!("../../../../fuzz/regressions/inbound/short-armor-without-footer");
+    let o = w.open(found, &rcpts);
+    assert_eq!(o.len(), 2);
+    assert!(o.iter().all(|o| o.verdict.encryption == Encryption::NoKey));
+    // The same, made here: a packet of an unknown type, then the first byte of an
+    // encrypted data packet, armored on the line of the armor header, with no footer.
+    let mut packets = vec![0xed, 94];
+    packets.extend([0u8; 94]);
+    packets.extend([0xd2, 25, 0xf5]);
+    let mut data = b"-----BEGIN PGP MESSAGE-----".to_vec();
+    data.extend(crate::transform::seven_bit::base64_lines(&packets));
+    let o = w.open(&pgp_mime(OUTER, &data), &rcpts);
+    assert_eq!(o.len(), 2);
+    assert!(o.iter().all(|o| o.verdict.encryption == Encryption::NoKey));
+}
