@@ -118,9 +118,8 @@ pub fn seven_bit(message: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let (fields, _) = headers::split(message);
-    let content_type = fields
-        .iter()
-        .find(|f| f.is("Content-Type"))
+    // The last of repeated fields counts, as for every other reader in sealpost.
+    let content_type = headers::effective(&fields, "Content-Type")
         .map(|f| f.value().to_ascii_lowercase())
         .unwrap_or_default();
     let out = if content_type.starts_with("multipart/") {
@@ -142,9 +141,7 @@ fn single_part(
     if content_type.starts_with("message/") {
         return None;
     }
-    let cte = fields
-        .iter()
-        .find(|f| f.is("Content-Transfer-Encoding"))
+    let cte = headers::effective(fields, "Content-Transfer-Encoding")
         .map(|f| f.value().to_ascii_lowercase());
     if !matches!(
         cte.as_deref(),
@@ -212,6 +209,14 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("Content-Transfer-Encoding").count(), 1);
+        // Repeated fields: the last one counts, here as everywhere else.
+        let repeated = "From: a@example.org\r\nContent-Type: multipart/mixed; boundary=x\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\u{fc}\u{df}e\r\n";
+        let again = seven_bit(repeated.as_bytes()).expect("a text part is re-encoded");
+        let again = String::from_utf8(again).unwrap();
+        assert!(
+            again.contains("Content-Transfer-Encoding: quoted-printable"),
+            "{again}"
+        );
         assert_eq!(decoded_text(&out), decoded_text(m.as_bytes()));
     }
 
