@@ -4,6 +4,7 @@
 mod integration {
     mod admin;
     mod attacks;
+    mod backscatter;
     mod common;
     mod faults;
     mod inbound;

@@ -271,6 +271,12 @@ pub fn render(c: &Config) -> String {
     if c.local_domains.is_empty() {
         let _ = writeln!(s, "# empty: the domains of the keyring's secret keys");
     }
+    let recipients = match &c.recipients {
+        crate::config::Recipients::Verify => "verify".to_string(),
+        crate::config::Recipients::File(p) => format!("file:{}", p.display()),
+        crate::config::Recipients::Any => "any".to_string(),
+    };
+    let _ = writeln!(s, "recipients = {recipients:?}");
     let _ = writeln!(s, "authserv_id = {:?}", c.authserv_id);
     let _ = writeln!(s, "max_plaintext = {}", c.max_plaintext);
     render_policy(&mut s, &c.policy);

@@ -293,6 +293,23 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
             .create(&spill_dir)
             .with_context(|| format!("cannot create {}", spill_dir.display()))?;
     }
+    // Inbound: how a local recipient is known to exist, at RCPT.
+    let recipients = Arc::new(match &config.recipients {
+        config::Recipients::Verify => relay.inbound_verifier(),
+        config::Recipients::File(path) => {
+            crate::relay::verify::Verifier::new(crate::relay::verify::By::List(
+                crate::relay::verify::read_list(path).with_context(|| {
+                    format!(
+                        "cannot read the recipients file {} ([inbound] recipients)",
+                        path.display()
+                    )
+                })?,
+            ))
+        }
+        config::Recipients::Any => {
+            crate::relay::verify::Verifier::new(crate::relay::verify::By::Any)
+        }
+    });
     let senders = Arc::new(crate::policy::sender::Senders::new(
         config
             .users
@@ -394,6 +411,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
             inbound: inbound_settings.clone(),
             senders: senders.clone(),
             spill: Some(Spill::new(&spill_dir, l.limits.spill_above)),
+            recipients: recipients.clone(),
         };
         let limits = ConnectionLimits {
             max: l.limits.max_connections,

@@ -120,6 +120,9 @@ pub struct Inbound {
     /// Domains the inbound listener accepts mail for; default: those of the keyring's secret keys.
     #[serde(default)]
     pub local_domains: Vec<Spanned<String>>,
+    /// How a recipient of a local domain is known to exist, at RCPT: `verify` (ask the
+    /// next hop), `file:PATH` (one address per line) or `any`.
+    pub recipients: Option<Spanned<String>>,
     /// The authserv-id of our `Authentication-Results` fields; empty: the hostname.
     pub authserv_id: Option<Spanned<String>>,
     /// Most plaintext one message may decrypt to, as a size (`64MiB`).

@@ -150,6 +150,20 @@ pub enum Target {
     Maildir(PathBuf),
 }
 
+/// `[inbound] recipients`: how the inbound listener knows, at RCPT, that a recipient of
+/// a local domain exists, so that mail for nobody is refused there and then (550 5.1.1)
+/// instead of accepted and bounced to a sender that may be forged (backscatter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// Ask the next hop (SMTP or LMTP: `MAIL FROM:<>`, `RCPT TO:`), with the answers
+    /// cached a short time. A Maildir target has no users to ask: every address is taken.
+    Verify,
+    /// The addresses in this file, one per line (`#` starts a comment), read at start.
+    File(PathBuf),
+    /// Every address of a local domain (mail for an unknown user is then bounced).
+    Any,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
@@ -176,6 +190,8 @@ pub struct Config {
     pub inbound_ca_file: Option<PathBuf>,
     /// Empty: the domains of the keyring's secret keys.
     pub local_domains: Vec<String>,
+    /// How the inbound listener knows a local recipient exists, at RCPT.
+    pub recipients: Recipients,
     /// The authserv-id of our `Authentication-Results` fields (default: the hostname).
     pub authserv_id: String,
     /// Most plaintext one inbound message may decrypt to.
@@ -406,6 +422,7 @@ fn build(
     let mut max_plaintext = DEFAULT_MAX_PLAINTEXT;
     let mut inbound_tls = TlsMode::None;
     let mut inbound_ca_file = None;
+    let mut recipients = Recipients::Verify;
     // Kept to name the key and line of a TLS setting that the final target (which a
     // flag may still change) cannot use.
     let inbound_src = src;
@@ -428,6 +445,10 @@ fn build(
         if let Some(d) = &inb.deliver {
             inbound_target = value::target(d.get_ref(), &default_maildir)
                 .map_err(|e| src.invalid("inbound.deliver", d, e))?;
+        }
+        if let Some(r) = &inb.recipients {
+            recipients = value::recipients(r.get_ref())
+                .map_err(|m| src.invalid("inbound.recipients", r, m))?;
         }
         for d in &inb.local_domains {
             let domain = d.get_ref().trim().to_ascii_lowercase();
@@ -596,6 +617,7 @@ fn build(
         inbound_tls,
         inbound_ca_file,
         local_domains,
+        recipients,
         authserv_id,
         max_plaintext,
         policy,

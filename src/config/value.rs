@@ -668,6 +668,22 @@ fn policy_rule(
     })
 }
 
+/// `[inbound] recipients`.
+pub fn recipients(text: &str) -> Result<super::Recipients, String> {
+    let t = text.trim();
+    match t {
+        "verify" => Ok(super::Recipients::Verify),
+        "any" => Ok(super::Recipients::Any),
+        _ => match t.strip_prefix("file:") {
+            Some(path) if !path.is_empty() => Ok(super::Recipients::File(path.into())),
+            _ => Err(format!(
+                "{t:?} is not a way to know recipients: use \"verify\" (ask the next hop), \
+                 \"file:/etc/sealpost/recipients\" or \"any\""
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,8 @@ pub struct Gateway {
     pub senders: Arc<Senders>,
     /// Outbound only: built copies past this size wait for delivery on disk, sealed.
     pub spill: Option<crate::blob::Spill>,
+    /// Inbound only: whether a recipient of a local domain exists.
+    pub recipients: Arc<crate::relay::verify::Verifier>,
 }
 
 impl Backend for Gateway {
@@ -67,7 +69,8 @@ impl Backend for Gateway {
                 // an `@` in it cannot make another domain look local.
                 let domain = rcpt.address.domain().to_ascii_lowercase();
                 if self.local_domains.contains(&domain) {
-                    Ok(())
+                    // Refused now rather than bounced later to a sender anyone can forge.
+                    self.recipients.check(&rcpt.address).await
                 } else {
                     Err(Reply::new(
                         550,

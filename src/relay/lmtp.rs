@@ -170,9 +170,25 @@ async fn deliver(conn: Connection, cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome
 /// The greeting and LHLO, and with STARTTLS configured the upgrade and LHLO again: the
 /// connection ready for MAIL and the server's capabilities, or the reply every recipient
 /// gets.
-async fn open(mut conn: Connection, cfg: &LmtpConfig) -> Result<(Connection, Capabilities), Reply> {
+async fn open(conn: Connection, cfg: &LmtpConfig) -> Result<(Connection, Capabilities), Reply> {
+    open_with(conn, cfg, Hello::Lhlo).await
+}
+
+/// Which greeting command a session opens with: LHLO for delivery over LMTP, EHLO for a
+/// recipient probe of an SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hello {
+    Lhlo,
+    Ehlo,
+}
+
+async fn open_with(
+    mut conn: Connection,
+    cfg: &LmtpConfig,
+    verb: Hello,
+) -> Result<(Connection, Capabilities), Reply> {
     let greeted = match greeting(&mut conn, cfg).await {
-        Ok(()) => lhlo(&mut conn, cfg).await,
+        Ok(()) => lhlo(&mut conn, cfg, verb).await,
         Err(reply) => Err(reply),
     };
     let hello = match greeted {
@@ -194,7 +210,7 @@ async fn open(mut conn: Connection, cfg: &LmtpConfig) -> Result<(Connection, Cap
         .starttls(&hello, client, host, cfg.timeout)
         .await
         .map_err(|e| failed(&e, cfg))?;
-    match lhlo(&mut conn, cfg).await {
+    match lhlo(&mut conn, cfg, verb).await {
         Ok(hello) => Ok((conn, Capabilities::of(&hello))),
         Err(reply) => {
             conn.quit(cfg.timeout).await;
@@ -214,11 +230,15 @@ async fn greeting(conn: &mut Connection, cfg: &LmtpConfig) -> Result<(), Reply> 
     Ok(())
 }
 
-/// LHLO; its reply, or the reply every recipient gets.
-async fn lhlo(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Reply, Reply> {
+/// LHLO (or EHLO); its reply, or the reply every recipient gets.
+async fn lhlo(conn: &mut Connection, cfg: &LmtpConfig, verb: Hello) -> Result<Reply, Reply> {
+    let word = match verb {
+        Hello::Lhlo => "LHLO",
+        Hello::Ehlo => "EHLO",
+    };
     let lhlo = conn
         .command(
-            &format!("LHLO {}\r\n", cfg.lhlo),
+            &format!("{word} {}\r\n", cfg.lhlo),
             cfg.timeout,
             "the LHLO reply",
         )
@@ -226,6 +246,7 @@ async fn lhlo(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Reply, Reply> {
         .map_err(|e| failed(&e, cfg))?;
     match lhlo.class() {
         Class::Success => Ok(lhlo),
+        Class::Permanent if verb == Hello::Ehlo => Err(refusal(lhlo)),
         // An SMTP server answers LHLO with 500 or 502: the target is misconfigured, which
         // an administrator fixes; the mail waits in the spool meanwhile.
         Class::Permanent => {
@@ -241,6 +262,37 @@ async fn lhlo(conn: &mut Connection, cfg: &LmtpConfig) -> Result<Reply, Reply> {
         }
         _ => Err(refusal(lhlo)),
     }
+}
+
+/// Asks the server whether it takes mail for `rcpt`: the session up to `RCPT TO`, with
+/// the null sender, then `QUIT`; nothing is sent. The RCPT reply, or (as `Err`) the
+/// temporary reply when the server could not be asked.
+pub async fn probe(cfg: &LmtpConfig, verb: Hello, rcpt: &str) -> Result<Reply, Reply> {
+    let conn = connect(cfg).await.map_err(|e| failed(&e, cfg))?;
+    let (mut conn, _) = open_with(conn, cfg, verb).await?;
+    let asked = async {
+        let mail = conn
+            .command("MAIL FROM:<>\r\n", cfg.timeout, "the MAIL reply")
+            .await
+            .map_err(|e| failed(&e, cfg))?;
+        if !mail.is_success() {
+            return Err(Reply::new(
+                450,
+                Enhanced(4, 1, 1),
+                format!("The delivery server refused the null sender ({mail}); try again later"),
+            ));
+        }
+        conn.command(
+            &format!("RCPT TO:<{rcpt}>\r\n"),
+            cfg.timeout,
+            "the RCPT reply",
+        )
+        .await
+        .map_err(|e| failed(&e, cfg))
+    }
+    .await;
+    conn.quit(cfg.timeout).await;
+    asked
 }
 
 /// The transaction on a connection [`open`] made ready.

@@ -23,6 +23,7 @@ pub mod lmtp;
 pub mod maildir;
 pub mod spool;
 pub mod upstream;
+pub mod verify;
 pub mod wire;
 mod worker;
 
@@ -459,6 +460,11 @@ impl Relay {
             Transport::Lmtp(l) => lmtp::offers_smtputf8(l).await,
             Transport::Maildir(_) => true,
         }
+    }
+
+    /// Recipient checks for the inbound listener, by asking the inbound next hop.
+    pub fn inbound_verifier(&self) -> verify::Verifier {
+        verify::Verifier::asking(&self.inner.inbound)
     }
 
     fn transport(&self, route: Route) -> &Transport {

@@ -718,7 +718,8 @@ fn a_bounce_never_returns_what_was_decrypted() {
     );
     let config = format!(
         "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-         [inbound]\ndeliver = \"{hop}\"\nlocal_domains = [\"example.org\"]\n\n\
+         [inbound]\ndeliver = \"{hop}\"\nlocal_domains = [\"example.org\"]\n\
+         recipients = \"any\"\n\n\
          [upstream]\naddress = \"{hop}\"\ntls = \"none\"\n\n\
          [delivery]\nretry = \"1s\"\n",
         hop = hop.address()
