@@ -90,6 +90,18 @@ fn a_recipients_file_decides_without_asking() {
     assert!(replies[1].starts_with("250"), "{replies:?}");
     assert!(replies[2].starts_with("550 5.1.1"), "{replies:?}");
     assert!(end.starts_with("250"), "{end}");
+    // Delivered into the Maildir with LF line ends, as Postfix and Dovecot write them.
+    let file = super::upstream::wait_for(Duration::from_secs(30), "a delivered file", || {
+        std::fs::read_dir(maildir.join("new"))
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .next()
+    });
+    let bytes = std::fs::read(file).expect("read delivered");
+    assert!(!bytes.contains(&b'\r'), "CR in a Maildir file");
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.contains("Delivered-To: alice@example.org\n"), "{text}");
+    assert!(text.contains("\nSubject: hello\n"), "{text}");
 
     let bad = s.dir.path().join("bad.toml");
     std::fs::write(&bad, config("recipients = \"ldap://somewhere\"\n")).expect("write");
