@@ -155,24 +155,93 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let url = keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?;
             let from = data_dir_origin(cli.data_dir.as_deref(), cli.config.as_deref());
             let dir = resolve_data_dir(cli.data_dir, cli.config.as_deref())?;
+            if url.is_none() && as_owner(&dir)? == AsOwner::Forward {
+                return forward(&dir, &keys::inputs(&cmd));
+            }
             keys_command(cmd, &dir, &from, url.as_deref())
         }
         Command::Keyring(cmd) => {
             let url = keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?;
-            keyring::run(
-                cmd,
-                &resolve_data_dir(cli.data_dir, cli.config.as_deref())?,
-                url.as_deref(),
-            )
+            let dir = resolve_data_dir(cli.data_dir, cli.config.as_deref())?;
+            if as_owner(&dir)? == AsOwner::Forward {
+                anyhow::bail!("{}", not_as_root(&dir));
+            }
+            keyring::run(cmd, &dir, url.as_deref())
         }
         Command::Serve(args) => serve::run(args, cli.config.as_deref(), cli.data_dir),
         Command::Queue(cmd) => {
-            queue_command(cmd, &resolve_data_dir(cli.data_dir, cli.config.as_deref())?)
+            let dir = resolve_data_dir(cli.data_dir, cli.config.as_deref())?;
+            if as_owner(&dir)? == AsOwner::Forward {
+                return forward(&dir, &[]);
+            }
+            queue_command(cmd, &dir)
         }
         Command::Policy(cmd) => policy_command(cmd, cli.config.as_deref(), cli.data_dir),
         Command::CheckConfig(args) => check_config::run(args, cli.config.as_deref(), cli.data_dir),
         Command::HashPassword(args) => hash_password::run(args),
     }
+}
+
+/// What a command run as root does with a data directory another account owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AsOwner {
+    /// Not root, or root's own directory: as usual.
+    Proceed,
+    /// The server (running as the owner) does it, through its admin socket.
+    Forward,
+}
+
+/// Root must not make files in the service account's data directory: a keyring or spool
+/// file owned by root locks the service out ("Permission denied") at its next start. So
+/// root's commands go through the running server's admin socket, which does the work as
+/// the owner, and without a server they are refused with the owner's name.
+///
+/// # Errors
+/// Run as root on another account's data directory with no admin socket there.
+fn as_owner(data_dir: &Path) -> anyhow::Result<AsOwner> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(AsOwner::Proceed);
+    }
+    let Ok(meta) = std::fs::metadata(data_dir) else {
+        return Ok(AsOwner::Proceed);
+    };
+    if meta.uid() == 0 {
+        return Ok(AsOwner::Proceed);
+    }
+    if admin::socket_path(data_dir).exists() {
+        return Ok(AsOwner::Forward);
+    }
+    anyhow::bail!("{}", not_as_root(data_dir))
+}
+
+/// `serve` as root in another account's data directory: refused, whatever runs there.
+///
+/// # Errors
+/// Root, and a data directory that another account owns.
+pub(crate) fn refuse_root_in_others_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let others = std::fs::metadata(data_dir).is_ok_and(|m| m.uid() != 0);
+    if rustix::process::geteuid().is_root() && others {
+        anyhow::bail!("{}", not_as_root(data_dir));
+    }
+    Ok(())
+}
+
+/// The refusal for root in another account's data directory.
+fn not_as_root(data_dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata(data_dir)
+        .map(|m| m.uid())
+        .unwrap_or_default();
+    let who = access::Account::lookup(&uid.to_string())
+        .map(|a| a.name)
+        .unwrap_or_else(|_| format!("uid {uid}"));
+    format!(
+        "the data directory {} belongs to {who}, and files root made there would lock \
+         `sealpost serve` out; run this as that user: runuser -u {who} -- sealpost …",
+        data_dir.display()
+    )
 }
 
 /// Runs a `keys` command on the keyring directly, or, while `serve` holds it, through the
@@ -226,6 +295,9 @@ fn policy_command(
         ..Default::default()
     };
     let config = crate::config::Config::load(config, &overrides, default_data_dir)?;
+    if as_owner(&config.data_dir)? == AsOwner::Forward {
+        return forward(&config.data_dir, &[]);
+    }
     let url = std::env::var("SEALPOST_KEYRING_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())

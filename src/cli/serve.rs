@@ -91,6 +91,7 @@ pub fn run(
 ) -> anyhow::Result<()> {
     let overrides = args.flags.overrides(data_dir);
     let config = Config::load(config, &overrides, super::default_data_dir)?;
+    super::refuse_root_in_others_dir(&config.data_dir)?;
     // Every file is read and every TLS setting built before anything is opened or bound.
     let prepared = prepare(&config)?;
     let _ = rlimit::increase_nofile_limit(u64::MAX);

@@ -1039,3 +1039,71 @@ fn keys_commands_name_the_data_directory_and_never_create_an_empty_keyring() {
     );
     assert!(s.ok(&["keys", "list"]).contains("alice@example.org"));
 }
+
+/// Root leaves no files in the service account's data directory: without a server, its
+/// commands are refused naming the owner; with one, they run in the server, as the owner.
+#[test]
+fn root_makes_no_files_in_the_service_accounts_data_directory() {
+    if !can_switch_users("root_makes_no_files_in_the_service_accounts_data_directory") {
+        return;
+    }
+    let (uid, gid, _) = nobody();
+    let top = open_tempdir();
+    let data = top.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::os::unix::fs::chown(&data, Some(uid), Some(gid)).expect("chown");
+    let root_cmd = |args: &[&str]| {
+        let mut c = Command::new(bin());
+        c.arg("--data-dir").arg(&data).args(args);
+        c.env_remove("SEALPOST_DATA_DIR")
+            .env_remove("SEALPOST_PASSPHRASE_FILE")
+            .env("RUST_LOG", "warn");
+        c.output().expect("run sealpost as root")
+    };
+    for args in [
+        &["keys", "generate", "root@example.org"][..],
+        &["queue", "list"],
+        &["serve", "--listen", "127.0.0.1:0"],
+    ] {
+        let out = root_cmd(args);
+        assert!(!out.status.success(), "{args:?} ran as root");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("belongs to nobody"), "{args:?}: {err}");
+        assert!(err.contains("runuser -u nobody"), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&data).expect("read data dir").count(),
+        0,
+        "root made files in the data directory"
+    );
+
+    // With the server running as nobody, root's command runs in it.
+    let mut cmd = as_user(uid, gid);
+    cmd.arg(binary_for(uid, gid))
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("SEALPOST_DATA_DIR")
+        .env_remove("SEALPOST_PASSPHRASE_FILE")
+        .env("RUST_LOG", "warn");
+    let _server = start(cmd);
+    let out = root_cmd(&["keys", "generate", "root@example.org"]);
+    assert_success(&out, "keys generate through the server");
+    fn owners(dir: &Path, out: &mut Vec<(PathBuf, u32)>) {
+        for e in std::fs::read_dir(dir).expect("read dir") {
+            let p = e.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&p).expect("stat");
+            out.push((p.clone(), meta.uid()));
+            if meta.is_dir() {
+                owners(&p, out);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    owners(&data, &mut all);
+    let roots: Vec<_> = all.iter().filter(|(_, u)| *u != uid).collect();
+    assert!(
+        roots.is_empty(),
+        "files not owned by the service account: {roots:?}"
+    );
+}
