@@ -11,6 +11,7 @@ mod integration {
     mod keys;
     mod lmtp;
     mod memory;
+    mod ops;
     mod outbound;
     mod postgres;
     mod relay;

@@ -135,7 +135,7 @@ async fn connection<B: Backend>(
         let accept = acceptor.accept(s);
         tokio::time::timeout(cfg.command_timeout, accept)
     };
-    if cfg.implicit_tls {
+    let mut session = if cfg.implicit_tls {
         let Some(acceptor) = &cfg.tls else {
             return Ok(());
         };
@@ -143,22 +143,44 @@ async fn connection<B: Backend>(
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
         let mut session = Session::new(cfg.clone(), peer, true);
-        drive(tls, &mut session, cfg, backend, true, shutdown).await?;
-        return Ok(());
-    }
-    let mut session = Session::new(cfg.clone(), peer, false);
-    match drive(stream, &mut session, cfg, backend, true, shutdown).await? {
-        Outcome::Closed => Ok(()),
-        Outcome::StartTls(stream) => {
-            let Some(acceptor) = &cfg.tls else {
-                return Ok(());
-            };
-            let tls = handshake(acceptor, stream).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake")
-            })??;
-            session.tls_started();
-            drive(tls, &mut session, cfg, backend, false, shutdown).await?;
-            Ok(())
-        }
-    }
+        let result = drive(tls, &mut session, cfg, backend, true, shutdown).await;
+        session_ended(&session);
+        return result.map(|_| ());
+    } else {
+        Session::new(cfg.clone(), peer, false)
+    };
+    let result = match drive(stream, &mut session, cfg, backend, true, shutdown).await {
+        Ok(Outcome::Closed) => Ok(()),
+        Ok(Outcome::StartTls(stream)) => match &cfg.tls {
+            None => Ok(()),
+            Some(acceptor) => match handshake(acceptor, stream).await {
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake",
+                )),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(tls)) => {
+                    session.tls_started();
+                    drive(tls, &mut session, cfg, backend, false, shutdown)
+                        .await
+                        .map(|_| ())
+                }
+            },
+        },
+        Err(e) => Err(e),
+    };
+    session_ended(&session);
+    result
+}
+
+/// One line per session, whatever ended it: who, whether encrypted, as whom, and how
+/// many messages were accepted.
+fn session_ended(session: &Session) {
+    tracing::info!(
+        client = %session.peer(),
+        tls = if session.tls() { "yes" } else { "no" },
+        user = %session.user().unwrap_or("-").escape_debug(),
+        messages = session.accepted(),
+        "session ended"
+    );
 }
