@@ -63,13 +63,29 @@ impl Drop for IpSlot {
     }
 }
 
+/// What new connections on a listener are served with. A reload sends a new one; a
+/// session keeps the one it started with until it ends.
+pub struct Serving<B> {
+    pub cfg: Arc<SessionConfig>,
+    pub backend: Arc<B>,
+}
+
+impl<B> Clone for Serving<B> {
+    fn clone(&self) -> Self {
+        Serving {
+            cfg: self.cfg.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+}
+
 /// Accepts until `shutdown`, then stops accepting; connections in flight are tracked by
-/// `tracker` so that the caller can wait for them.
+/// `tracker` so that the caller can wait for them. Each connection is served with what
+/// `serving` holds when it is accepted.
 pub async fn run<B: Backend>(
     listener: TcpListener,
-    cfg: Arc<SessionConfig>,
+    serving: tokio::sync::watch::Receiver<Serving<B>>,
     limits: ConnectionLimits,
-    backend: Arc<B>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -90,14 +106,13 @@ pub async fn run<B: Backend>(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Serving { cfg, backend } = serving.borrow().clone();
         let permit = slots.clone().try_acquire_owned().ok();
         let slot = per_ip.take(peer.ip(), limits.per_ip);
         let (Some(permit), Some(slot)) = (permit, slot) else {
             tracker.spawn(refuse(stream, cfg.command_timeout));
             continue;
         };
-        let cfg = cfg.clone();
-        let backend = backend.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;

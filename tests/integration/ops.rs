@@ -128,3 +128,160 @@ fn json_logs_are_one_object_per_line() {
         .unwrap_or_else(|| panic!("no JSON session line with the message:\n{text}"));
     assert_eq!(session["tls"], "yes");
 }
+
+/// Sends SIGHUP to the server.
+fn hangup(gw: &Server) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &gw.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits until the log shows `n` reload outcomes (success or refusal).
+fn wait_reloads(log: &Path, n: usize) -> String {
+    wait_for(Duration::from_secs(20), "the SIGHUP reload", || {
+        let text = read_log(log);
+        (text.matches("SIGHUP:").count() >= n).then_some(text)
+    })
+}
+
+/// A certificate and key for localhost, as files in `dir` named `name`.crt and .key.
+fn certificate(dir: &Path, name: &str) -> String {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    std::fs::write(dir.join(format!("{name}.crt")), made.cert.pem()).expect("write cert");
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        made.signing_key.serialize_pem(),
+    )
+    .expect("write key");
+    made.cert.pem()
+}
+
+/// A STARTTLS listener with its certificate in `dir`, local AUTH for alice with
+/// `password`, and `policy` as the policy's mode.
+fn reload_config(s: &Sealpost, dir: &Path, upstream: &str, password: &str, policy: &str) -> String {
+    format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"starttls\"\n\
+         certificate = \"{cert}\"\nprivate_key = \"{key}\"\n\
+         auth = \"local\"\nrequire_auth = true\n\n\
+         [[user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\n\
+         [upstream]\naddress = \"{upstream}\"\ntls = \"none\"\n\n\
+         [policy]\nmode = \"{policy}\"\n",
+        cert = dir.join("server.crt").display(),
+        key = dir.join("server.key").display(),
+        hash = hash(s, password),
+    )
+}
+
+/// The certificate the listener presents, as PEM.
+fn presented_certificate(port: u16, dir: &Path) -> String {
+    let file = dir.join("presented.pem");
+    let _ = std::fs::remove_file(&file);
+    let (_, out) = swaks(
+        port,
+        &[
+            "-tls",
+            "--tls-get-peer-cert",
+            &file.display().to_string(),
+            "--quit-after",
+            "TLS",
+        ],
+    );
+    std::fs::read_to_string(&file).unwrap_or_else(|_| panic!("no peer certificate: {out}"))
+}
+
+fn plain_auth(user: &str, password: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"))
+}
+
+#[test]
+fn sighup_reloads_users_policy_and_certificate_and_keeps_a_session_in_flight() {
+    let s = Sealpost::new();
+    let dir = s.dir.path().to_path_buf();
+    let log = dir.join("stderr.log");
+    let up = ScriptedUpstream::start();
+    let old_cert = certificate(&dir, "server");
+    let config = reload_config(&s, &dir, &up.address(), "old pass", "opportunistic");
+    let mut gw = serve_logging_to(&s, &config, &log, &[]);
+    let port = gw.port();
+    assert_eq!(presented_certificate(port, &dir).trim(), old_cert.trim());
+
+    // A session in the middle of a transaction when the signal comes.
+    let mut raw = super::common::Raw::connect(port);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    let auth = raw.cmd(&format!("AUTH PLAIN {}", plain_auth("alice", "old pass")));
+    assert!(auth.starts_with("235"), "{auth}");
+    assert!(raw.cmd("MAIL FROM:<alice@example.org>").starts_with("250"));
+    assert!(raw.cmd("RCPT TO:<bob@example.net>").starts_with("250"));
+
+    // New password, policy and certificate.
+    let new_cert = certificate(&dir, "server");
+    let config = reload_config(&s, &dir, &up.address(), "new pass", "require");
+    std::fs::write(dir.join("sealpost.toml"), config).expect("write config");
+    hangup(&gw);
+    let text = wait_reloads(&log, 1);
+    assert!(text.contains("reloaded"), "{text}");
+    assert!(gw.child.try_wait().expect("status").is_none(), "{text}");
+
+    // The session in flight finishes its message with what it started with.
+    assert!(raw.cmd("DATA").starts_with("354"));
+    let done = raw.cmd("Subject: in flight\r\n\r\nhello\r\n.");
+    assert!(done.starts_with("250"), "{done}");
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    up.wait_received(1, Duration::from_secs(30));
+
+    // The next sessions see the new certificate, password and policy.
+    assert_eq!(presented_certificate(port, &dir).trim(), new_cert.trim());
+    let (ok, out) = send_as(port, "alice", "old pass");
+    assert!(!ok && out.contains("535"), "{out}");
+    let (ok, out) = send_as(port, "alice", "new pass");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("550 5.7.1") && out.contains("policy: require"),
+        "policy `require` refuses a recipient without a key: {out}"
+    );
+    gw.terminate();
+}
+
+#[test]
+fn a_broken_configuration_on_sighup_keeps_the_old_one() {
+    let s = Sealpost::new();
+    let dir = s.dir.path().to_path_buf();
+    let log = dir.join("stderr.log");
+    let up = ScriptedUpstream::start();
+    certificate(&dir, "server");
+    let config = reload_config(&s, &dir, &up.address(), "old pass", "opportunistic");
+    let mut gw = serve_logging_to(&s, &config, &log, &[]);
+
+    std::fs::write(dir.join("sealpost.toml"), "[[listener]\nnot toml").expect("write config");
+    hangup(&gw);
+    let text = wait_reloads(&log, 1);
+    let refused = text
+        .lines()
+        .find(|l| l.contains("SIGHUP:"))
+        .unwrap_or_default();
+    assert!(
+        refused.contains("ERROR") && refused.contains("old one stays"),
+        "{text}"
+    );
+    assert!(
+        refused.contains("sealpost.toml"),
+        "the error names the file: {refused}"
+    );
+
+    // A certificate that no longer matches its key is refused the same way.
+    let config = reload_config(&s, &dir, &up.address(), "new pass", "opportunistic");
+    std::fs::write(dir.join("sealpost.toml"), config).expect("write config");
+    std::fs::write(dir.join("server.key"), "not a key").expect("write key");
+    hangup(&gw);
+    let text = wait_reloads(&log, 2);
+    assert_eq!(text.matches("old one stays").count(), 2, "{text}");
+
+    assert!(gw.child.try_wait().expect("status").is_none(), "{text}");
+    let (ok, out) = send_as(gw.port(), "alice", "old pass");
+    assert!(ok, "the old configuration still serves: {out}");
+    up.wait_received(1, Duration::from_secs(30));
+    gw.terminate();
+}
