@@ -355,6 +355,30 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
             tracker.clone(),
         )));
     }
+    // Started after every SMTP listener is bound, so that /readyz answering at all means
+    // they are.
+    let admin_http = match config.admin_http {
+        Some(addr) => {
+            let socket = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ([admin] http)"))?;
+            println!(
+                "sealpost: admin HTTP on {} (/metrics, /healthz, /readyz)",
+                socket.local_addr()?
+            );
+            let state = Arc::new(crate::ops::http::State {
+                keyring: keyring.clone(),
+                relay: relay.clone(),
+                upstream: config.upstream.as_ref().map(|u| (u.host.clone(), u.port)),
+            });
+            Some(tokio::spawn(crate::ops::http::serve(
+                socket,
+                state,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     match &config.upstream {
         Some(up) => println!("sealpost: outbound mail goes to {}:{}", up.host, up.port),
         None => println!(
@@ -418,6 +442,9 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     }
     let _ = worker.await;
     let _ = admin_task.await;
+    if let Some(task) = admin_http {
+        let _ = task.await;
+    }
     keyring.flush()?;
     tracing::info!("stopped");
     Ok(())
@@ -594,6 +621,7 @@ fn reload(
     let restart = [
         ("data_dir", config.data_dir != old.data_dir),
         ("[keyring]", config.keyring_url != old.keyring_url),
+        ("[admin] http", config.admin_http != old.admin_http),
         (
             "[upstream]",
             format!("{:?}", config.upstream) != format!("{:?}", old.upstream),

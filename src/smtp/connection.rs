@@ -81,11 +81,17 @@ where
                         Some(sender) => backend.check_recipient(sender, &rcpt, &client).await,
                         None => Err(command::bad_sequence("Send MAIL first")),
                     };
+                    if let Err(refused) = &result {
+                        crate::ops::metrics::refusal(refused);
+                    }
                     out.extend(session.recipient_checked(rcpt, result).to_wire());
                 }
                 Step::Deliver(tx) => {
                     write(&mut stream, &mut out, limit).await?;
                     let reply = backend.deliver(tx).await;
+                    if reply.code >= 400 {
+                        crate::ops::metrics::refusal(&reply);
+                    }
                     out.extend(session.delivered(reply).to_wire());
                 }
                 Step::Authenticate(creds) => {

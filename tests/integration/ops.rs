@@ -285,3 +285,129 @@ fn a_broken_configuration_on_sighup_keeps_the_old_one() {
     up.wait_received(1, Duration::from_secs(30));
     gw.terminate();
 }
+
+/// `GET path` on the admin HTTP listener: the status code and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The admin HTTP port from `serve`'s start-up lines.
+fn admin_port(gw: &Server) -> u16 {
+    let out = gw.stdout.lock().expect("stdout").clone();
+    out.lines()
+        .find_map(|l| l.split("admin HTTP on ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no admin HTTP line: {out}"))
+}
+
+/// The value of the metric line starting with `name` (labels included), if any.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_a_sent_message_and_a_refusal_and_health_answers() {
+    let s = Sealpost::new();
+    let up = ScriptedUpstream::start();
+    let config = super::common::relay_config(
+        &up.address(),
+        "[admin]\nhttp = \"127.0.0.1:0\"\n\n\
+         [policy]\nmode = \"opportunistic\"\n\
+         [policy.domain.\"strict.example\"]\nmode = \"require\"\n",
+    );
+    let mut gw = s.serve(&config, &[]);
+    let file = s.dir.path().join("sealpost.toml").display().to_string();
+    let shown = s.ok(&["check-config", "--config", &file]);
+    assert!(shown.contains("[admin]\nhttp = \"127.0.0.1:0\""), "{shown}");
+    let http = admin_port(&gw);
+    let (ok, out) = super::common::swaks_to(gw.port(), "alice@example.org", "bob@example.net", &[]);
+    assert!(ok, "{out}");
+    up.wait_received(1, Duration::from_secs(30));
+    let (ok, out) =
+        super::common::swaks_to(gw.port(), "alice@example.org", "carol@strict.example", &[]);
+    assert!(!ok && out.contains("550 5.7.1"), "{out}");
+
+    let (status, text) = get(http, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let at = |name: &str| metric(&text, name).unwrap_or_else(|| panic!("no {name}:\n{text}"));
+    assert_eq!(
+        at("sealpost_messages_total{direction=\"outbound\",treatment=\"plain\"}"),
+        1.0
+    );
+    assert_eq!(at("sealpost_refusals_total{reason=\"5.7.1\"}"), 1.0);
+    assert_eq!(at("sealpost_upstream_replies_total{class=\"2xx\"}"), 1.0);
+    assert_eq!(at("sealpost_spool_messages"), 0.0);
+    assert_eq!(at("sealpost_spool_oldest_seconds"), 0.0);
+    assert_eq!(at("sealpost_transform_seconds_count"), 1.0);
+    assert_eq!(at("sealpost_keys_expiring{within=\"30d\"}"), 0.0);
+
+    assert_eq!(get(http, "/healthz").0, 200);
+    let (status, body) = get(http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(get(http, "/nothing").0, 404);
+    gw.terminate();
+}
+
+#[test]
+fn readyz_turns_503_when_the_upstream_cannot_be_reached() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    // An upstream that accepts connections and closes them, until it is stopped; then
+    // its port refuses connections.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let upstream = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let acceptor = std::thread::spawn(move || {
+        while !stopped.load(Ordering::Acquire) {
+            match listener.accept() {
+                Ok((stream, _)) => drop(stream),
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let s = Sealpost::new();
+    let config =
+        super::common::relay_config(&upstream.to_string(), "[admin]\nhttp = \"127.0.0.1:0\"\n");
+    let mut gw = s.serve(&config, &[]);
+    let http = admin_port(&gw);
+    let (status, body) = get(http, "/readyz");
+    assert_eq!(status, 200, "{body}");
+
+    stop.store(true, Ordering::Release);
+    acceptor.join().expect("acceptor");
+    // The relay finds the upstream gone when it tries to deliver.
+    let _ = super::common::swaks_to(gw.port(), "alice@example.org", "bob@example.net", &[]);
+    let (status, body) = get(http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&upstream.to_string()), "{body}");
+    assert_eq!(get(http, "/healthz").0, 200, "alive all the same");
+    gw.terminate();
+}

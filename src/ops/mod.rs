@@ -1,0 +1,5 @@
+//! What an operator watches from outside: counters and gauges in the Prometheus format,
+//! liveness and readiness over HTTP (`[admin] http`).
+
+pub mod http;
+pub mod metrics;
