@@ -432,7 +432,10 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
         })
     };
 
+    // Every listener is bound and the stores are open: `systemctl start` returns now.
+    crate::ops::notify::notify("READY=1");
     shutdown.cancelled().await;
+    crate::ops::notify::notify("STOPPING=1");
     for l in listeners {
         let _ = l.await;
     }

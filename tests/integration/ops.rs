@@ -411,3 +411,28 @@ fn readyz_turns_503_when_the_upstream_cannot_be_reached() {
     assert_eq!(get(http, "/healthz").0, 200, "alive all the same");
     gw.terminate();
 }
+
+#[test]
+fn systemd_hears_ready_once_listening_and_stopping_on_sigterm() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Sealpost::new();
+    let up = ScriptedUpstream::start();
+    let path = s.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut cmd = s.serve_command(&super::common::relay_config(&up.address(), ""));
+    cmd.env("NOTIFY_SOCKET", &path);
+    let mut gw = start(cmd);
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 from serve");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "READY=1");
+    // Ready means listening: a client is served at once.
+    let (ok, out) = super::common::swaks_to(gw.port(), "alice@example.org", "bob@example.net", &[]);
+    assert!(ok, "{out}");
+    let status = gw.terminate();
+    assert!(status.success(), "{status:?}");
+    let n = socket.recv(&mut buf).expect("STOPPING=1 from serve");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1");
+}
