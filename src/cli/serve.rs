@@ -408,7 +408,10 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                     _ = shutdown.cancelled() => return,
                     hup = hangups.recv() => if hup.is_none() { return },
                 }
-                match reload(&source, &current, &running, &bound) {
+                // Files, and a shared keyring's domains, are read in blocking calls.
+                let reloaded =
+                    tokio::task::block_in_place(|| reload(&source, &current, &running, &bound));
+                match reloaded {
                     Ok((config, built)) => {
                         for (tx, b) in serving.iter().zip(built) {
                             tx.send_replace(Serving {

@@ -150,7 +150,7 @@ async fn connection<B: Backend>(
         let accept = acceptor.accept(s);
         tokio::time::timeout(cfg.command_timeout, accept)
     };
-    let mut session = if cfg.implicit_tls {
+    if cfg.implicit_tls {
         let Some(acceptor) = &cfg.tls else {
             return Ok(());
         };
@@ -161,9 +161,8 @@ async fn connection<B: Backend>(
         let result = drive(tls, &mut session, cfg, backend, true, shutdown).await;
         session_ended(&session);
         return result.map(|_| ());
-    } else {
-        Session::new(cfg.clone(), peer, false)
-    };
+    }
+    let mut session = Session::new(cfg.clone(), peer, false);
     let result = match drive(stream, &mut session, cfg, backend, true, shutdown).await {
         Ok(Outcome::Closed) => Ok(()),
         Ok(Outcome::StartTls(stream)) => match &cfg.tls {
