@@ -22,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blob;
+pub mod ops;
 pub mod pipeline;
 pub mod policy;
 pub mod relay;

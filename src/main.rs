@@ -10,7 +10,7 @@ use sealpost::cli::{self, Cli};
 fn main() -> ExitCode {
     // clap exits with 2 on a usage error and 0 for --help/--version, as the CLI promises.
     let cli = Cli::parse();
-    cli::init_tracing(cli.verbose);
+    cli::init_tracing(cli.verbose, cli.log_format);
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -12,6 +12,7 @@ mod integration {
     mod keys;
     mod lmtp;
     mod memory;
+    mod ops;
     mod outbound;
     mod postgres;
     mod relay;

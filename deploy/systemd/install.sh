@@ -7,7 +7,7 @@
 #   BINARY     the sealpost binary (default: target/release/sealpost)
 #   FULLCHAIN  the listeners' certificate chain and PRIVKEY its key (PEM), copied to
 #   PRIVKEY    /etc/sealpost/tls/fullchain.pem and privkey.pem; run again with the new
-#              files after each renewal (a certbot deploy hook), then restart sealpost
+#              files after each renewal (a certbot deploy hook), then `systemctl reload sealpost`
 #
 # What it sets up, so that the service user can read what it needs and change none of it:
 #   - the system user and group `sealpost` (unless they exist);

@@ -229,6 +229,29 @@ impl Keyring {
         Ok(out)
     }
 
+    /// How many certificates can be encrypted to now but no longer `within` from now
+    /// (expiring keys, for monitoring).
+    pub fn expiring_within(&self, within: std::time::Duration) -> Result<usize, Error> {
+        let now = SystemTime::now();
+        let later = now.checked_add(within).unwrap_or(now);
+        let mut n = 0;
+        for (key, _) in self.inner.store.scan(Tree::Certs, b"")? {
+            let fpr = fpr_from(&key)?;
+            if let Some(cert) = self.get(&fpr)? {
+                let usable = |t| {
+                    matches!(
+                        validity::validity(&cert, &self.inner.policy, t),
+                        validity::Validity::Usable { .. }
+                    )
+                };
+                if usable(now) && !usable(later) {
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// One certificate as `keys show` presents it, at the current time.
     pub fn info(&self, cert: &Cert) -> KeyInfo {
         let has_secret = self.has_secret(&cert.fingerprint()).unwrap_or(false);

@@ -14,12 +14,16 @@ use crate::relay::Relay;
 
 use super::{describe, exit_code, Cli, Command};
 
+/// `policy` is the policy in force: a reload sends the new one.
 pub fn handler(
     keyring: Keyring,
     relay: Relay,
-    policy: Arc<Policy>,
+    policy: tokio::sync::watch::Receiver<Arc<Policy>>,
 ) -> crate::admin::socket::Handler {
-    Arc::new(move |req: Request| run(&keyring, &relay, &policy, req))
+    Arc::new(move |req: Request| {
+        let policy = policy.borrow().clone();
+        run(&keyring, &relay, &policy, req)
+    })
 }
 
 fn run(keyring: &Keyring, relay: &Relay, policy: &Policy, req: Request) -> Response {

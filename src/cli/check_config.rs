@@ -217,6 +217,17 @@ pub fn render(c: &Config) -> String {
             let _ = writeln!(s, "\n# no [keyring]: the keyring is in the data directory");
         }
     }
+    match c.admin_http {
+        Some(addr) => {
+            let _ = writeln!(
+                s,
+                "\n[admin]\nhttp = \"{addr}\"  # /metrics, /healthz, /readyz"
+            );
+        }
+        None => {
+            let _ = writeln!(s, "\n# no [admin] http: no metrics or health endpoints");
+        }
+    }
     match &c.upstream {
         Some(u) => {
             let _ = writeln!(s, "\n[upstream]");

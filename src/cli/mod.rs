@@ -49,6 +49,12 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
+    /// Log lines as text (for people; colour only when stderr is a terminal) or as one
+    /// JSON object per line (for a log collector: every field, such as client_ip and
+    /// user on a failed AUTH, is a key of its own)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, value_name = "FORMAT")]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -112,11 +118,24 @@ pub fn describe(err: &anyhow::Error) -> String {
     out.replace('\n', " ")
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event
+    Text,
+    /// One JSON object per line
+    Json,
+}
+
 /// `-v` and `-vv` raise sealpost's own crates only. Dependencies stay at `warn`: sled's
 /// debug and trace lines print the stored values themselves (secret key records among
 /// them), and rustls's and tokio's drown sealpost's own lines. `RUST_LOG` can still name a
 /// dependency explicitly.
-pub fn init_tracing(verbose: u8) {
+///
+/// Colour codes are written only when stderr is a terminal: in a log file or the journal
+/// they are noise that breaks grep and fail2ban's patterns.
+pub fn init_tracing(verbose: u8, format: LogFormat) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let default = match verbose {
         0 => "warn,sealpost=info,sealpost_keyring=info",
@@ -128,11 +147,21 @@ pub fn init_tracing(verbose: u8) {
         _ => EnvFilter::new(default),
     };
     // Logs go to stderr so that `keys export` and `--json` output stay clean on stdout.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// `RUST_LOG` as given, but with sled held at `warn` unless the spec names sled itself: a

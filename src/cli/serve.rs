@@ -16,7 +16,7 @@ use crate::pipeline::{Direction, Gateway};
 use crate::relay::{
     HopTls, LmtpAddress, LmtpConfig, Relay, RelayConfig, Route, Transport, UpstreamConfig,
 };
-use crate::server::listener::{self, ConnectionLimits};
+use crate::server::listener::{self, ConnectionLimits, Serving};
 use crate::smtp::config::{self as smtp_config, SessionConfig};
 
 /// Run the gateway: SMTP listeners, the relay and its spool, and the admin socket.
@@ -89,8 +89,11 @@ pub fn run(
     config: Option<&std::path::Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    let overrides = args.flags.overrides(data_dir);
-    let config = Config::load(config, &overrides, super::default_data_dir)?;
+    let source = Source {
+        path: config.map(Path::to_path_buf),
+        overrides: args.flags.overrides(data_dir),
+    };
+    let config = source.load()?;
     super::refuse_root_in_others_dir(&config.data_dir)?;
     // Every file is read and every TLS setting built before anything is opened or bound.
     let prepared = prepare(&config)?;
@@ -99,7 +102,24 @@ pub fn run(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(Arc::new(config), prepared))
+    runtime.block_on(serve(Arc::new(config), prepared, source))
+}
+
+/// Where the configuration comes from, to read it again on SIGHUP: the file and the
+/// command line's overrides, which keep applying.
+struct Source {
+    path: Option<PathBuf>,
+    overrides: config::Overrides,
+}
+
+impl Source {
+    fn load(&self) -> anyhow::Result<Config> {
+        Ok(Config::load(
+            self.path.as_deref(),
+            &self.overrides,
+            super::default_data_dir,
+        )?)
+    }
 }
 
 /// What `serve` reads and builds from the configuration before it opens the keyring or
@@ -193,7 +213,10 @@ fn warn_if_shared(path: &Path, what: &str) {
     }
 }
 
-async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
+async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyhow::Result<()> {
+    // From here on SIGHUP reloads instead of ending the process (its default action).
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     let Prepared {
         passphrase,
         outbound,
@@ -263,15 +286,210 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
     crate::server::shutdown::on_signal(shutdown.clone());
     let worker = relay.spawn_worker(shutdown.clone());
 
+    // Large messages go here while they are received and processed: unnamed files,
+    // sealed under keys that die with the process.
+    let spill_dir = crate::blob::spill_dir(&config.data_dir);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&spill_dir)
+            .with_context(|| format!("cannot create {}", spill_dir.display()))?;
+    }
+    let running = Running {
+        smtputf8_out: relay.offers_smtputf8(Route::Outbound).await,
+        smtputf8_in: relay.offers_smtputf8(Route::Inbound).await,
+        relay: relay.clone(),
+        keyring: keyring.clone(),
+        // One table for every listener: an address that fails AUTH on one is blocked on
+        // all. A reload keeps it.
+        auth_failures: Arc::new(crate::smtp::auth_failures::AuthFailures::default()),
+        spill_dir,
+    };
+
+    let mut sockets = Vec::new();
+    for l in &config.listeners {
+        let socket = tokio::net::TcpListener::bind(l.address)
+            .await
+            .with_context(|| format!("cannot listen on {}", l.address))?;
+        sockets.push(socket);
+    }
+    let bound = sockets
+        .iter()
+        .map(|s| s.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let (built, local_domains) = build(&config, listener_tls, &running, &bound)?;
+    let mut listeners = Vec::new();
+    let mut serving = Vec::new();
+    for (((l, socket), bound), b) in config.listeners.iter().zip(sockets).zip(&bound).zip(built) {
+        let direction = b.gateway.direction;
+        let mode = match direction {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        };
+        println!("sealpost: {mode} listener on {bound} ({})", b.tls_text);
+        if direction == Direction::Inbound {
+            println!(
+                "sealpost: inbound mail accepted for: {}",
+                local_domains.join(", ")
+            );
+            println!(
+                "sealpost: inbound mail is delivered to {}",
+                inbound_text(&config)
+            );
+        }
+        let limits = ConnectionLimits {
+            max: l.limits.max_connections,
+            per_ip: l.limits.max_connections_per_ip,
+        };
+        let (tx, rx) = tokio::sync::watch::channel(Serving {
+            cfg: b.cfg,
+            backend: b.gateway,
+        });
+        serving.push(tx);
+        listeners.push(tokio::spawn(listener::run(
+            socket,
+            rx,
+            limits,
+            shutdown.clone(),
+            tracker.clone(),
+        )));
+    }
+    // Started after every SMTP listener is bound, so that /readyz answering at all means
+    // they are.
+    let admin_http = match config.admin_http {
+        Some(addr) => {
+            let socket = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ([admin] http)"))?;
+            println!(
+                "sealpost: admin HTTP on {} (/metrics, /healthz, /readyz)",
+                socket.local_addr()?
+            );
+            let state = Arc::new(crate::ops::http::State {
+                keyring: keyring.clone(),
+                relay: relay.clone(),
+                upstream: config.upstream.as_ref().map(|u| (u.host.clone(), u.port)),
+            });
+            Some(tokio::spawn(crate::ops::http::serve(
+                socket,
+                state,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    match &config.upstream {
+        Some(up) => println!("sealpost: outbound mail goes to {}:{}", up.host, up.port),
+        None => println!(
+            "sealpost: outbound mail goes to the Maildir {}",
+            config.outbound_maildir.display()
+        ),
+    }
+
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(config.policy.clone()));
+    let admin_path = crate::admin::socket_path(&config.data_dir);
+    let admin = crate::admin::socket::bind(&admin_path)
+        .with_context(|| format!("cannot create the admin socket {}", admin_path.display()))?;
+    let handler = super::admin_handler::handler(keyring.clone(), relay.clone(), policy_rx);
+    let admin_task = tokio::spawn(crate::admin::socket::serve(
+        admin,
+        admin_path,
+        handler,
+        shutdown.clone(),
+    ));
+
+    let reloads = {
+        let shutdown = shutdown.clone();
+        let mut current = config.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    hup = hangups.recv() => if hup.is_none() { return },
+                }
+                // Files, and a shared keyring's domains, are read in blocking calls.
+                let reloaded =
+                    tokio::task::block_in_place(|| reload(&source, &current, &running, &bound));
+                match reloaded {
+                    Ok((config, built)) => {
+                        for (tx, b) in serving.iter().zip(built) {
+                            tx.send_replace(Serving {
+                                cfg: b.cfg,
+                                backend: b.gateway,
+                            });
+                        }
+                        policy_tx.send_replace(Arc::new(config.policy.clone()));
+                        current = Arc::new(config);
+                        tracing::info!(
+                            "SIGHUP: configuration, certificates, users and policy reloaded; \
+                             sessions in flight finish with the old ones"
+                        );
+                    }
+                    Err(e) => tracing::error!(
+                        error = %super::describe(&e),
+                        "SIGHUP: the new configuration is not used; the old one stays in force"
+                    ),
+                }
+            }
+        })
+    };
+
+    // Every listener is bound and the stores are open: `systemctl start` returns now.
+    crate::ops::notify::notify("READY=1");
+    shutdown.cancelled().await;
+    crate::ops::notify::notify("STOPPING=1");
+    for l in listeners {
+        let _ = l.await;
+    }
+    let _ = reloads.await;
+    if !crate::server::shutdown::drain(&tracker, Duration::from_secs(60)).await {
+        tracing::warn!("some sessions did not finish within the shutdown deadline");
+    }
+    let _ = worker.await;
+    let _ = admin_task.await;
+    if let Some(task) = admin_http {
+        let _ = task.await;
+    }
+    keyring.flush()?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What the listeners share, opened once at start; a reload keeps it.
+struct Running {
+    relay: Relay,
+    keyring: Keyring,
+    auth_failures: Arc<crate::smtp::auth_failures::AuthFailures>,
+    spill_dir: PathBuf,
+    smtputf8_out: bool,
+    smtputf8_in: bool,
+}
+
+/// One listener's session settings and gateway, as a configuration makes them.
+struct Built {
+    cfg: Arc<SessionConfig>,
+    gateway: Arc<Gateway>,
+    /// How the listener speaks TLS, for its start-up line.
+    tls_text: String,
+}
+
+/// Makes every listener's settings and gateway from `config`, for the sockets bound at
+/// `bound` (in the configuration's order). The start and each reload run this.
+fn build(
+    config: &Config,
+    listener_tls: Vec<ListenerTls>,
+    running: &Running,
+    bound: &[std::net::SocketAddr],
+) -> anyhow::Result<(Vec<Built>, Arc<Vec<String>>)> {
     let local_domains = if config.local_domains.is_empty() {
-        keyring.secret_domains()?
+        running.keyring.secret_domains()?
     } else {
         config.local_domains.clone()
     };
     let local_domains = Arc::new(local_domains);
-    // Large messages go here while they are received and processed: unnamed files,
-    // sealed under keys that die with the process.
-    let spill_dir = crate::blob::spill_dir(&config.data_dir);
+    let spill_dir = &running.spill_dir;
     // Plaintext of a decrypted message spills from the inbound listener's size on (the
     // smallest, if several listen inbound).
     let plaintext_spill_above = config
@@ -284,19 +502,11 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
     let inbound_settings = Arc::new(crate::transform::inbound::Settings {
         authserv_id: config.authserv_id.clone(),
         max_plaintext: config.max_plaintext,
-        spill: Some(Spill::new(&spill_dir, plaintext_spill_above)),
+        spill: Some(Spill::new(spill_dir, plaintext_spill_above)),
     });
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&spill_dir)
-            .with_context(|| format!("cannot create {}", spill_dir.display()))?;
-    }
     // Inbound: how a local recipient is known to exist, at RCPT.
     let recipients = Arc::new(match &config.recipients {
-        config::Recipients::Verify => relay.inbound_verifier(),
+        config::Recipients::Verify => running.relay.inbound_verifier(),
         config::Recipients::File(path) => {
             crate::relay::verify::Verifier::new(crate::relay::verify::By::List(
                 crate::relay::verify::read_list(path).with_context(|| {
@@ -317,18 +527,10 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
             .iter()
             .map(|u| (u.name.as_str(), u.addresses.as_slice())),
     ));
-    let smtputf8_out = relay.offers_smtputf8(Route::Outbound).await;
-    let smtputf8_in = relay.offers_smtputf8(Route::Inbound).await;
-
-    // One table for every listener: an address that fails AUTH on one is blocked on all.
-    let auth_failures = Arc::new(crate::smtp::auth_failures::AuthFailures::default());
-    let mut listeners = Vec::new();
+    let policy = Arc::new(config.policy.clone());
     let mut self_signed: Option<crate::tls::SelfSigned> = None;
-    for (l, tls) in config.listeners.iter().zip(listener_tls) {
-        let socket = tokio::net::TcpListener::bind(l.address)
-            .await
-            .with_context(|| format!("cannot listen on {}", l.address))?;
-        let bound = socket.local_addr()?;
+    let mut out = Vec::new();
+    for ((l, tls), bound) in config.listeners.iter().zip(listener_tls).zip(bound) {
         let (tls, made) = match tls {
             ListenerTls::None => (None, None),
             ListenerTls::Files(acceptor) => (Some(acceptor), None),
@@ -352,7 +554,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
         };
         let mut cfg = SessionConfig::new(config.hostname.clone());
         cfg.max_message_size = l.limits.max_message_size;
-        cfg.spill = Some(Spill::new(&spill_dir, l.limits.spill_above));
+        cfg.spill = Some(Spill::new(spill_dir, l.limits.spill_above));
         cfg.max_recipients = l.limits.max_recipients;
         cfg.command_timeout = l.limits.command_timeout;
         cfg.data_timeout = l.limits.data_timeout;
@@ -369,7 +571,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
                     .collect(),
             )),
         };
-        cfg.auth_failures = auth_failures.clone();
+        cfg.auth_failures = running.auth_failures.clone();
         cfg.require_auth = l.require_auth;
         cfg.allow = l.allow.clone();
         cfg.loopback = bound.ip().is_loopback();
@@ -378,12 +580,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
             Mode::Inbound => Direction::Inbound,
         };
         cfg.smtputf8 = match direction {
-            Direction::Outbound => smtputf8_out,
-            Direction::Inbound => smtputf8_in,
-        };
-        let mode = match direction {
-            Direction::Outbound => "outbound",
-            Direction::Inbound => "inbound",
+            Direction::Outbound => running.smtputf8_out,
+            Direction::Inbound => running.smtputf8_in,
         };
         let tls_text = match (l.tls, &made) {
             (TlsMode::None, _) => "no TLS".to_string(),
@@ -392,76 +590,79 @@ async fn serve(config: Arc<Config>, prepared: Prepared) -> anyhow::Result<()> {
             (TlsMode::Implicit, Some(m)) => format!("implicit TLS, {m}"),
             (TlsMode::Implicit, None) => "implicit TLS".to_string(),
         };
-        println!("sealpost: {mode} listener on {bound} ({tls_text})");
-        if direction == Direction::Inbound {
-            println!(
-                "sealpost: inbound mail accepted for: {}",
-                local_domains.join(", ")
-            );
-            println!(
-                "sealpost: inbound mail is delivered to {}",
-                inbound_text(&config)
-            );
-        }
         let gateway = Gateway {
             direction,
-            relay: relay.clone(),
-            keyring: keyring.clone(),
-            policy: Arc::new(config.policy.clone()),
+            relay: running.relay.clone(),
+            keyring: running.keyring.clone(),
+            policy: policy.clone(),
             local_domains: local_domains.clone(),
             inbound: inbound_settings.clone(),
             senders: senders.clone(),
-            spill: Some(Spill::new(&spill_dir, l.limits.spill_above)),
+            spill: Some(Spill::new(spill_dir, l.limits.spill_above)),
             recipients: recipients.clone(),
         };
-        let limits = ConnectionLimits {
-            max: l.limits.max_connections,
-            per_ip: l.limits.max_connections_per_ip,
-        };
-        listeners.push(tokio::spawn(listener::run(
-            socket,
-            Arc::new(cfg),
-            limits,
-            Arc::new(gateway),
-            shutdown.clone(),
-            tracker.clone(),
-        )));
+        out.push(Built {
+            cfg: Arc::new(cfg),
+            gateway: Arc::new(gateway),
+            tls_text,
+        });
     }
-    match &config.upstream {
-        Some(up) => println!("sealpost: outbound mail goes to {}:{}", up.host, up.port),
-        None => println!(
-            "sealpost: outbound mail goes to the Maildir {}",
-            config.outbound_maildir.display()
+    Ok((out, local_domains))
+}
+
+/// SIGHUP: reads the configuration file again and makes the listeners' settings from
+/// it (certificates, users, policy, limits, AUTH modes). What was opened or bound at
+/// start stays as it was: a changed listener address, data directory, keyring, upstream
+/// or inbound delivery is logged as needing a restart.
+///
+/// # Errors
+/// Whatever `serve` would refuse to start with, and a different number or kind of
+/// listeners; the old configuration then stays in force.
+fn reload(
+    source: &Source,
+    old: &Config,
+    running: &Running,
+    bound: &[std::net::SocketAddr],
+) -> anyhow::Result<(Config, Vec<Built>)> {
+    let config = source.load()?;
+    let modes = |c: &Config| c.listeners.iter().map(|l| l.mode).collect::<Vec<_>>();
+    if modes(&config) != modes(old) {
+        anyhow::bail!(
+            "the listeners were added, removed or changed direction; \
+             restart sealpost to apply that"
+        );
+    }
+    let prepared = prepare(&config)?;
+    let (built, _) = build(&config, prepared.listener_tls, running, bound)?;
+    for (new, was) in config.listeners.iter().zip(&old.listeners) {
+        if new.address != was.address {
+            tracing::warn!(
+                "SIGHUP: the listener on {} stays there: a new address ({}) needs a restart",
+                was.address,
+                new.address
+            );
+        }
+    }
+    let restart = [
+        ("data_dir", config.data_dir != old.data_dir),
+        ("[keyring]", config.keyring_url != old.keyring_url),
+        ("[admin] http", config.admin_http != old.admin_http),
+        (
+            "[upstream]",
+            format!("{:?}", config.upstream) != format!("{:?}", old.upstream),
         ),
+        (
+            "[inbound] deliver",
+            format!("{:?}", config.inbound_target) != format!("{:?}", old.inbound_target)
+                || config.inbound_tls != old.inbound_tls,
+        ),
+    ];
+    for (what, changed) in restart {
+        if changed {
+            tracing::warn!("SIGHUP: {what} changed; it takes effect at the next restart");
+        }
     }
-
-    let admin_path = crate::admin::socket_path(&config.data_dir);
-    let admin = crate::admin::socket::bind(&admin_path)
-        .with_context(|| format!("cannot create the admin socket {}", admin_path.display()))?;
-    let handler = super::admin_handler::handler(
-        keyring.clone(),
-        relay.clone(),
-        Arc::new(config.policy.clone()),
-    );
-    let admin_task = tokio::spawn(crate::admin::socket::serve(
-        admin,
-        admin_path,
-        handler,
-        shutdown.clone(),
-    ));
-
-    shutdown.cancelled().await;
-    for l in listeners {
-        let _ = l.await;
-    }
-    if !crate::server::shutdown::drain(&tracker, Duration::from_secs(60)).await {
-        tracing::warn!("some sessions did not finish within the shutdown deadline");
-    }
-    let _ = worker.await;
-    let _ = admin_task.await;
-    keyring.flush()?;
-    tracing::info!("stopped");
-    Ok(())
+    Ok((config, built))
 }
 
 /// Where inbound mail goes, and how securely, for the start-up lines.

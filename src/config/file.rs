@@ -19,6 +19,15 @@ pub struct File {
     pub inbound: Option<Inbound>,
     pub policy: Option<Policy>,
     pub keyring: Option<Keyring>,
+    pub admin: Option<Admin>,
+}
+
+/// `[admin]`: the HTTP listener for metrics and health checks.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// `ADDRESS:PORT` of the `/metrics`, `/healthz` and `/readyz` listener; none when absent.
+    pub http: Option<Spanned<String>>,
 }
 
 /// `[keyring]`: where the keyring lives when not in the data directory.

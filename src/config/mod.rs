@@ -170,6 +170,9 @@ pub struct Config {
     /// `[keyring] url`: a PostgreSQL keyring shared by several gateways, instead of the
     /// sled keyring in the data directory. `SEALPOST_KEYRING_URL` overrides it.
     pub keyring_url: Option<String>,
+    /// `[admin] http`: where `/metrics`, `/healthz` and `/readyz` are served; off when
+    /// `None`.
+    pub admin_http: Option<SocketAddr>,
     pub hostname: String,
     /// Why `hostname` may be refused by other servers: no name was configured and this
     /// machine has no fully-qualified one. `serve` logs it, `check-config` prints it.
@@ -331,6 +334,18 @@ fn build(
         .and_then(|(u, _)| u.keyring.as_ref())
         .and_then(|k| k.url.clone())
         .filter(|u| !u.trim().is_empty());
+
+    let admin_http = match usr.as_ref().and_then(|(u, src)| {
+        u.admin
+            .as_ref()
+            .and_then(|a| a.http.as_ref())
+            .map(|h| (h, *src))
+    }) {
+        Some((h, src)) if !h.get_ref().trim().is_empty() => {
+            Some(value::socket_addr(h.get_ref()).map_err(|m| src.invalid("admin.http", h, m))?)
+        }
+        _ => None,
+    };
 
     let (f, src) = pick(&|u| u.hostname.is_some());
     let mut hostname_warning = None;
@@ -604,6 +619,7 @@ fn build(
     Ok(Config {
         data_dir,
         keyring_url,
+        admin_http,
         hostname,
         hostname_warning,
         listeners,

@@ -106,11 +106,13 @@ impl Backend for Gateway {
         // cost as much CPU as it saved, and every one of those threads kept its own malloc
         // arena with freed memory the process does not give back (8 MB after 20,000
         // messages over 32 sessions, which a 20 MB message then came on top of).
+        let started = std::time::Instant::now();
         let work = if size <= INLINE_MAX {
             Ok(run())
         } else {
             tokio::task::spawn_blocking(run).await
         };
+        crate::ops::metrics::transform_time(started.elapsed());
         let parts = match work {
             Ok(Ok(parts)) => parts,
             Ok(Err(reply)) => return reply,
@@ -258,6 +260,7 @@ impl Gateway {
                 .filter_map(|&i| tx.envelope.recipients.get(i).cloned())
                 .collect();
             let v = &o.verdict;
+            crate::ops::metrics::message("inbound", v.encryption.word());
             for r in &recipients {
                 tracing::info!(
                     queue_id = %tx.id,
@@ -291,6 +294,7 @@ impl Gateway {
         let info = match transform::classify(&message) {
             Ok(Classification::Protected { kind, .. }) => {
                 tracing::info!(queue_id = %id, ?kind, "already protected: passed on unchanged");
+                crate::ops::metrics::message("outbound", "protected");
                 return Ok(vec![(envelope.recipients, message.into_inner().into())]);
             }
             Ok(Classification::Plain(info)) => Ok(info),

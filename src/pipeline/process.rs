@@ -94,6 +94,7 @@ pub fn build(
         let last = i == last_index;
         match group.treatment {
             Treatment::Plain => {
+                crate::ops::metrics::message("outbound", "plain");
                 for r in &group.recipients {
                     tracing::info!(queue_id = %id, to = %r.address, treatment = "plain", "copy");
                 }
@@ -132,6 +133,7 @@ pub fn build(
                     None => None,
                 };
                 let treatment = if signed.is_some() { "signed" } else { "plain" };
+                crate::ops::metrics::message("outbound", treatment);
                 for r in &group.recipients {
                     tracing::info!(
                         queue_id = %id,
@@ -185,6 +187,7 @@ pub fn build(
                     } => fpr.to_hex(),
                     _ => String::new(),
                 };
+                crate::ops::metrics::message("outbound", "encrypted");
                 for r in &group.recipients {
                     tracing::info!(
                         queue_id = %id,

@@ -603,6 +603,7 @@ fn log_outcome(queue_id: &str, copy: &Copy, rcpt: &Recipient, o: &Outcome) {
         Outcome::Delivered(r) => ("delivered", r),
         Outcome::Failed(r) => ("failed", r),
     };
+    crate::ops::metrics::upstream_reply(reply);
     tracing::info!(
         queue_id,
         from = %Escaped(&copy.envelope.sender.address),

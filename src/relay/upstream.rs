@@ -380,9 +380,10 @@ type Connected = (AsyncSmtpConnection, Switch);
 
 async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
     let hello = ClientId::Domain(cfg.helo.clone());
-    let (stream, peer) = hop::connect_tcp(&cfg.host, cfg.port, &cfg.tls, cfg.timeout)
-        .await
-        .map_err(|e| hop_failed(cfg, &e))?;
+    let connected = hop::connect_tcp(&cfg.host, cfg.port, &cfg.tls, cfg.timeout).await;
+    // For /readyz: whether the next hop could be reached lately.
+    crate::ops::metrics::contact(&cfg.host, cfg.port, connected.is_ok());
+    let (stream, peer) = connected.map_err(|e| hop_failed(cfg, &e))?;
     let stream = match &cfg.tls {
         HopTls::StartTls(client) => starttls(cfg, stream, client).await?,
         HopTls::None | HopTls::Implicit(_) => stream,

@@ -63,13 +63,29 @@ impl Drop for IpSlot {
     }
 }
 
+/// What new connections on a listener are served with. A reload sends a new one; a
+/// session keeps the one it started with until it ends.
+pub struct Serving<B> {
+    pub cfg: Arc<SessionConfig>,
+    pub backend: Arc<B>,
+}
+
+impl<B> Clone for Serving<B> {
+    fn clone(&self) -> Self {
+        Serving {
+            cfg: self.cfg.clone(),
+            backend: self.backend.clone(),
+        }
+    }
+}
+
 /// Accepts until `shutdown`, then stops accepting; connections in flight are tracked by
-/// `tracker` so that the caller can wait for them.
+/// `tracker` so that the caller can wait for them. Each connection is served with what
+/// `serving` holds when it is accepted.
 pub async fn run<B: Backend>(
     listener: TcpListener,
-    cfg: Arc<SessionConfig>,
+    serving: tokio::sync::watch::Receiver<Serving<B>>,
     limits: ConnectionLimits,
-    backend: Arc<B>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -90,14 +106,13 @@ pub async fn run<B: Backend>(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Serving { cfg, backend } = serving.borrow().clone();
         let permit = slots.clone().try_acquire_owned().ok();
         let slot = per_ip.take(peer.ip(), limits.per_ip);
         let (Some(permit), Some(slot)) = (permit, slot) else {
             tracker.spawn(refuse(stream, cfg.command_timeout));
             continue;
         };
-        let cfg = cfg.clone();
-        let backend = backend.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
@@ -143,22 +158,43 @@ async fn connection<B: Backend>(
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))??;
         let mut session = Session::new(cfg.clone(), peer, true);
-        drive(tls, &mut session, cfg, backend, true, shutdown).await?;
-        return Ok(());
+        let result = drive(tls, &mut session, cfg, backend, true, shutdown).await;
+        session_ended(&session);
+        return result.map(|_| ());
     }
     let mut session = Session::new(cfg.clone(), peer, false);
-    match drive(stream, &mut session, cfg, backend, true, shutdown).await? {
-        Outcome::Closed => Ok(()),
-        Outcome::StartTls(stream) => {
-            let Some(acceptor) = &cfg.tls else {
-                return Ok(());
-            };
-            let tls = handshake(acceptor, stream).await.map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake")
-            })??;
-            session.tls_started();
-            drive(tls, &mut session, cfg, backend, false, shutdown).await?;
-            Ok(())
-        }
-    }
+    let result = match drive(stream, &mut session, cfg, backend, true, shutdown).await {
+        Ok(Outcome::Closed) => Ok(()),
+        Ok(Outcome::StartTls(stream)) => match &cfg.tls {
+            None => Ok(()),
+            Some(acceptor) => match handshake(acceptor, stream).await {
+                Err(_) => Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "TLS handshake",
+                )),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok(tls)) => {
+                    session.tls_started();
+                    drive(tls, &mut session, cfg, backend, false, shutdown)
+                        .await
+                        .map(|_| ())
+                }
+            },
+        },
+        Err(e) => Err(e),
+    };
+    session_ended(&session);
+    result
+}
+
+/// One line per session, whatever ended it: who, whether encrypted, as whom, and how
+/// many messages were accepted.
+fn session_ended(session: &Session) {
+    tracing::info!(
+        client = %session.peer(),
+        tls = if session.tls() { "yes" } else { "no" },
+        user = %session.user().unwrap_or("-").escape_debug(),
+        messages = session.accepted(),
+        "session ended"
+    );
 }

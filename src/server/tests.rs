@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::listener::{run, ConnectionLimits};
+use super::listener::{run, ConnectionLimits, Serving};
 use crate::smtp::backend::Backend;
 use crate::smtp::config::{AuthMode, SessionConfig};
 use crate::smtp::envelope::{Recipient, Sender};
@@ -61,11 +61,14 @@ async fn start(cfg: SessionConfig, limits: ConnectionLimits) -> Server {
     let backend = Arc::new(Recorder::default());
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let (_, serving) = tokio::sync::watch::channel(Serving {
+        cfg: Arc::new(cfg),
+        backend: backend.clone(),
+    });
     tokio::spawn(run(
         listener,
-        Arc::new(cfg),
+        serving,
         limits,
-        backend.clone(),
         shutdown.clone(),
         tracker.clone(),
     ));

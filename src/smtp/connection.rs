@@ -81,11 +81,17 @@ where
                         Some(sender) => backend.check_recipient(sender, &rcpt, &client).await,
                         None => Err(command::bad_sequence("Send MAIL first")),
                     };
+                    if let Err(refused) = &result {
+                        crate::ops::metrics::refusal(refused);
+                    }
                     out.extend(session.recipient_checked(rcpt, result).to_wire());
                 }
                 Step::Deliver(tx) => {
                     write(&mut stream, &mut out, limit).await?;
                     let reply = backend.deliver(tx).await;
+                    if reply.code >= 400 {
+                        crate::ops::metrics::refusal(&reply);
+                    }
                     out.extend(session.delivered(reply).to_wire());
                 }
                 Step::Authenticate(creds) => {
@@ -207,6 +213,12 @@ async fn authenticate<B: Backend>(
     }
     let result = verify(cfg, backend, creds).await;
     if let Err(reply) = &result {
+        if reply.code == 535 {
+            // One line per failure, with the address and the name tried: what fail2ban
+            // and the like match on. The name has its control characters and quotes
+            // escaped, so that a client cannot forge a log line.
+            tracing::warn!(client_ip = %ip, user = %creds.username.escape_debug(), "AUTH failed");
+        }
         if reply.code == 535 && cfg.auth_failures.failed(ip, std::time::Instant::now()) {
             tracing::warn!(%ip, "too many failed AUTH attempts: this address is blocked for a while");
             return Err(auth_failures::blocked_reply());

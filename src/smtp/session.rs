@@ -65,6 +65,8 @@ pub struct Session {
     discarding: bool,
     errors: u32,
     auth_failures: u32,
+    /// Messages the backend accepted (a 2xx after DATA), for the session's log line.
+    accepted: u32,
 }
 
 impl Session {
@@ -82,6 +84,7 @@ impl Session {
             discarding: false,
             errors: 0,
             auth_failures: 0,
+            accepted: 0,
         }
     }
 
@@ -339,7 +342,25 @@ impl Session {
 
     /// What the client hears after the backend has handled a transaction.
     pub fn delivered(&mut self, reply: Reply) -> Reply {
+        if (200..300).contains(&reply.code) {
+            self.accepted = self.accepted.saturating_add(1);
+        }
         reply
+    }
+
+    /// Whether the connection is encrypted now.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+
+    /// The user name the client authenticated as, if it did.
+    pub fn user(&self) -> Option<&str> {
+        self.auth.as_ref().map(|c| c.username.as_str())
+    }
+
+    /// How many messages the backend accepted in this session.
+    pub fn accepted(&self) -> u32 {
+        self.accepted
     }
 
     fn starttls(&mut self, input: &mut Vec<u8>) -> Step {
