@@ -466,3 +466,42 @@ fn keyring_copy_moves_a_sled_keyring_into_the_database() {
     assert!(text.contains("copied and still secret"), "{text}");
     assert!(text.contains("encryption=decrypted"), "{text}");
 }
+
+/// The deployment files for several gateways say what the README says: one keyring in
+/// PostgreSQL from a secret, a volume (spool and vault) per gateway, and, in Kubernetes,
+/// three replicas, a disruption budget and readiness on `/readyz`, which the container's
+/// configuration serves. (No container runtime here: the files are checked, not run.)
+#[test]
+fn the_deployment_files_for_several_gateways_agree() {
+    let deploy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let read = |p: &str| std::fs::read_to_string(deploy.join(p)).expect("deploy file");
+    let compose = read("compose.ha.yaml");
+    assert!(compose.contains("image: docker.io/library/postgres:"));
+    for volume in [
+        "gateway-a-data:/var/lib/sealpost",
+        "gateway-b-data:/var/lib/sealpost",
+    ] {
+        assert!(compose.contains(volume), "{volume}");
+    }
+    assert!(compose.contains("SEALPOST_KEYRING_URL"));
+    assert!(compose.contains("SEALPOST_PASSPHRASE_FILE"));
+
+    let kube = read("kubernetes/sealpost-ha.yaml");
+    for needed in [
+        "replicas: 3",
+        "kind: PodDisruptionBudget",
+        "minAvailable: 2",
+        "name: SEALPOST_KEYRING_URL",
+        "secretKeyRef: { name: sealpost-keyring, key: url }",
+        "volumeClaimTemplates:",
+        "httpGet: { path: /readyz, port: 9925 }",
+        "runAsNonRoot: true",
+    ] {
+        assert!(kube.contains(needed), "sealpost-ha.yaml lacks {needed:?}");
+    }
+    let config = read("container/sealpost.toml");
+    assert!(
+        config.contains("[admin]") && config.contains("http = \"0.0.0.0:9925\""),
+        "the container's configuration does not serve /readyz on 9925"
+    );
+}
