@@ -26,7 +26,8 @@ use openpgp::policy::StandardPolicy;
 use openpgp::Cert;
 use sealpost::blob::Blob;
 use sealpost::transform::inbound::Encryption;
-use sealpost::transform::{classify, headers, protect, Classification, Outcome, Treatment};
+use sealpost::transform::headers;
+use sealpost::transform::outbound::{classify, protect, Classification, Outcome, Treatment};
 use sealpost_fuzz::{
     crlf, good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
 };
@@ -227,7 +228,7 @@ fn one(data: &[u8]) {
                 },
                 (Treatment::SignOnly { .. }, Err(e)) => {
                     assert!(
-                        matches!(e, sealpost::transform::Error::NotSevenBit),
+                        matches!(e, sealpost::transform::outbound::Error::NotSevenBit),
                         "signing failed: {e}"
                     );
                 }

@@ -14,7 +14,8 @@ use crate::smtp::backend::Backend;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::{Client, Credentials, Transaction};
-use crate::transform::{self, inbound, Classification};
+use crate::transform::inbound;
+use crate::transform::outbound::{self, Classification};
 use crate::wipe::Buf;
 
 use super::process;
@@ -285,7 +286,7 @@ impl Gateway {
         } = tx;
         // Zeroed if this returns before a copy takes it.
         let message = Buf::from(message.into_vec().map_err(|e| unreadable(&id, &e))?);
-        let info = match transform::classify(&message) {
+        let info = match outbound::classify(&message) {
             Ok(Classification::Protected { kind, .. }) => {
                 tracing::info!(queue_id = %id, ?kind, "already protected: passed on unchanged");
                 return Ok(vec![(envelope.recipients, message.into_inner().into())]);
@@ -347,7 +348,7 @@ impl Gateway {
         &self,
         queue_id: &str,
         client: &crate::smtp::transaction::Client,
-        info: &transform::Info,
+        info: &outbound::Info,
         now: SystemTime,
     ) -> Result<Option<Arc<Cert>>, Reply> {
         let found = match self.keyring.signing_cert_for(&info.from, now) {

@@ -153,7 +153,7 @@ fn single_part(
     let text = content_type.is_empty() || content_type.starts_with("text/");
     let (encoded, name) = if text {
         (
-            crate::transform::sign::quoted_printable(body),
+            crate::transform::outbound::sign::quoted_printable(body),
             "quoted-printable",
         )
     } else {

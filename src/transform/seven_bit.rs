@@ -7,7 +7,7 @@ use base64::Engine;
 use mail_parser::{MimeHeaders, PartType};
 
 use super::headers;
-use super::Error;
+use super::outbound::Error;
 
 /// 7-bit text (RFC 2045): printable ASCII and tabs, CRLF line ends, no trailing
 /// whitespace, lines within 998 octets.
@@ -59,7 +59,7 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
             .content_type()
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("text"));
         let (encoded, name) = if text {
-            let mut qp = super::sign::quoted_printable(body);
+            let mut qp = super::outbound::sign::quoted_printable(body);
             // The encoder ends every body with a line break; one the content did not
             // have goes (a content's own last line break stays).
             if qp.ends_with(b"\r\n") && !body.ends_with(b"\n") {

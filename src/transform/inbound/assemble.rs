@@ -268,7 +268,7 @@ fn encode(body: &[u8], text: bool) -> (&'static str, Buf) {
     if text && eight_bit * 3 < body.len().max(1) {
         (
             "quoted-printable",
-            Buf::from(crate::transform::sign::quoted_printable(body)),
+            Buf::from(crate::transform::outbound::sign::quoted_printable(body)),
         )
     } else {
         let mut b = Buf::from(seven_bit::base64_lines(body));

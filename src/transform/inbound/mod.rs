@@ -37,8 +37,8 @@ use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
 use crate::smtp::reply::{Enhanced, Reply};
-use crate::transform::classify;
 use crate::transform::headers::{self, Field};
+use crate::transform::outbound::classify;
 use crate::wipe::Buf;
 
 use assemble::Edits;

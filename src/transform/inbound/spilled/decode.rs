@@ -267,7 +267,7 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let text = "Grüße, a=b\r\n".repeat(3000) + &"x".repeat(5000) + "\r\n";
         let b64 = crate::transform::seven_bit::base64_lines(&data);
-        let qp = crate::transform::sign::quoted_printable(text.as_bytes());
+        let qp = crate::transform::outbound::sign::quoted_printable(text.as_bytes());
         for (name, body, data) in [
             ("base64", &b64, &data[..]),
             ("quoted-printable", &qp, text.as_bytes()),

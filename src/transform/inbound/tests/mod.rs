@@ -23,10 +23,10 @@ use sealpost_keyring::{openpgp, Keyring, OpenOptions};
 
 use super::{open, Settings, Verdict};
 use crate::blob::{self, Blob, Spill};
-use crate::transform::encrypt::signing_keypair;
 use crate::transform::headers;
+use crate::transform::outbound::encrypt::signing_keypair;
 
-pub use crate::transform::tests::key;
+pub use crate::transform::outbound::tests::key;
 
 /// Our authserv-id in every test.
 pub const ID: &str = "gw.example.net";

@@ -4,8 +4,8 @@
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::*;
-use crate::transform::encrypt;
-use crate::transform::tests::MESSAGE;
+use crate::transform::outbound::encrypt;
+use crate::transform::outbound::tests::MESSAGE;
 
 #[test]
 fn pgp_mime_encrypted_and_signed_round_trip() {

@@ -10,7 +10,7 @@ use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
 use super::*;
-use crate::transform::{protect, Outcome, Protection, Treatment};
+use crate::transform::outbound::{protect, Outcome, Protection, Treatment};
 
 const HTML: &str = "From: =?UTF-8?B?QWxpY2Ugw4FsdmFyZXo=?= <alice@example.org>\r\nTo: bob@example.net\r\nSubject: =?UTF-8?B?UHLDvGZ1bmcg4pyT?=\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<html><body><p>Pr=C3=BCfung <b>bestanden</b></p>\r\n<p>Zeile mit Leerzeichen am Ende=20</p></body></html>\r\n";
 
@@ -209,7 +209,8 @@ fn protected_inputs_pass_through_byte_exact() {
     .unwrap()
     .message;
     let signed =
-        crate::transform::sign::sign(MESSAGE.as_bytes(), &alice, &p, SystemTime::now()).unwrap();
+        crate::transform::outbound::sign::sign(MESSAGE.as_bytes(), &alice, &p, SystemTime::now())
+            .unwrap();
     // Real ciphertext passes through whatever the treatment.
     for t in [
         encrypt_treatment(&bob, &alice),
@@ -246,7 +247,7 @@ fn protected_inputs_pass_through_byte_exact() {
             "{kind:?}: {:?}",
             out.outcome
         );
-        assert!(crate::transform::classify::is_openpgp_ciphertext(
+        assert!(crate::transform::outbound::classify::is_openpgp_ciphertext(
             &out.message[out
                 .message
                 .windows(27)

@@ -12,9 +12,9 @@
 use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
 use sealpost_keyring::openpgp;
 
-use super::headers::{self, Field};
-use super::structure::{self, Shape};
 use super::Error;
+use crate::transform::headers::{self, Field};
+use crate::transform::structure::{self, Shape};
 
 /// Most header fields in the message's own header section.
 pub const MAX_FIELDS: usize = 1000;
@@ -508,11 +508,11 @@ mod tests {
     /// Found by the `outbound` fuzz target: mail-parser panics on this MIME tree.
     #[test]
     fn a_message_the_mime_parser_panics_on_is_classified_not_a_panic() {
-        let m = include_bytes!("../../fuzz/regressions/outbound/mail-parser-panics-on-parts");
+        let m = include_bytes!("../../../fuzz/regressions/outbound/mail-parser-panics-on-parts");
         assert!(structure::parse(m).is_none());
         let _ = classify(m);
         assert!(matches!(
-            super::super::seven_bit::rewrite(m),
+            crate::transform::seven_bit::rewrite(m),
             Err(Error::NotSevenBit)
         ));
     }

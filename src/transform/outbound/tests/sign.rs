@@ -6,9 +6,9 @@ use mail_parser::MessageParser;
 use openpgp::policy::StandardPolicy;
 
 use super::*;
+use crate::transform::outbound::sign::sign;
+use crate::transform::outbound::Error;
 use crate::transform::seven_bit::is_clean;
-use crate::transform::sign::sign;
-use crate::transform::Error;
 
 /// The hash gpg reports in VALIDSIG, as a micalg.
 fn micalg_of(status: &str) -> &'static str {
@@ -163,7 +163,7 @@ pub fn values(head: &[u8], name: &str) -> Vec<String> {
 /// what the classifier read, and carries only that one of each.
 #[test]
 fn a_repeated_content_field_is_signed_as_it_was_classified() {
-    use crate::transform::{protect, Outcome, Treatment};
+    use crate::transform::outbound::{protect, Outcome, Treatment};
     let p = StandardPolicy::new();
     let alice = key("<alice@example.org>");
     let t = Treatment::SignOnly {

@@ -15,10 +15,10 @@ use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
 use super::armor::Armored;
-use super::headers::{self, Field};
 use super::Error;
+use crate::transform::headers::{self, Field};
 
-pub use super::headers::OBSCURED_SUBJECT;
+pub use crate::transform::headers::OBSCURED_SUBJECT;
 
 /// An encrypted message and who signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]

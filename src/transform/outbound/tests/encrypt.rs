@@ -17,7 +17,7 @@ use openpgp::{Cert, KeyHandle, Packet};
 use sealpost_keyring::openpgp;
 
 use super::*;
-use crate::transform::encrypt::{encrypt, seal, OBSCURED_SUBJECT};
+use crate::transform::outbound::encrypt::{encrypt, seal, OBSCURED_SUBJECT};
 
 #[test]
 fn gpg_and_sq_decrypt_and_verify_with_header_protection() {
@@ -299,7 +299,7 @@ fn the_signature_is_dated_now_and_names_its_recipients() {
 #[test]
 fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
     use super::sign::{values, REPEATED};
-    use crate::transform::{protect, Treatment};
+    use crate::transform::outbound::{protect, Treatment};
     let p = StandardPolicy::new();
     let bob = key("<bob@example.net>");
     let t = Treatment::Encrypt {

@@ -14,8 +14,8 @@ use sealpost_keyring::openpgp;
 
 use super::classify::from_address;
 use super::encrypt::{boundary, signing_key};
-use super::headers::{self, Field};
 use super::Error;
+use crate::transform::headers::{self, Field};
 
 /// Signs `message` with `signer`: `multipart/signed; micalg=pgp-<hash used>`, the first
 /// part the Cryptographic Payload (`hp="clear"`), the outer header the original one
@@ -54,8 +54,8 @@ pub(crate) fn sign_with(
     let (fields, body) = headers::split(message);
     let is_multipart = headers::effective(&fields, "Content-Type")
         .is_some_and(|f| f.value().to_ascii_lowercase().starts_with("multipart/"));
-    if is_multipart && !super::seven_bit::is_clean(body) {
-        let rewritten = super::seven_bit::rewrite(message)?;
+    if is_multipart && !crate::transform::seven_bit::is_clean(body) {
+        let rewritten = crate::transform::seven_bit::rewrite(message)?;
         return sign_with(&rewritten, signer, autocrypt, policy, now);
     }
     let entity = signed_entity(&fields, body)?;
@@ -110,7 +110,7 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
         .to_ascii_lowercase();
     let cte = headers::effective(fields, "Content-Transfer-Encoding")
         .map(|f| f.value().to_ascii_lowercase());
-    let (body, new_cte): (Vec<u8>, Option<&str>) = if super::seven_bit::is_clean(body) {
+    let (body, new_cte): (Vec<u8>, Option<&str>) = if crate::transform::seven_bit::is_clean(body) {
         (body.to_vec(), None)
     } else if ct.starts_with("multipart/") || ct.starts_with("message/") {
         return Err(Error::NotSevenBit);
@@ -120,7 +120,10 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
                 if ct.is_empty() || ct.starts_with("text/") {
                     (quoted_printable(body), Some("quoted-printable"))
                 } else {
-                    (super::seven_bit::base64_lines(body), Some("base64"))
+                    (
+                        crate::transform::seven_bit::base64_lines(body),
+                        Some("base64"),
+                    )
                 }
             }
             _ => return Err(Error::NotSevenBit),
