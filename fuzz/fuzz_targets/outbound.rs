@@ -26,7 +26,7 @@ use openpgp::policy::StandardPolicy;
 use openpgp::Cert;
 use sealpost::blob::Blob;
 use sealpost::transform::inbound::Encryption;
-use sealpost::transform::headers;
+use sealpost::mime::headers;
 use sealpost::transform::outbound::{classify, protect, Classification, Outcome, Treatment};
 use sealpost_fuzz::{
     crlf, good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
@@ -144,7 +144,7 @@ fn check_encrypted(k: &Keys, input: &[u8], output: &[u8], signed: bool) {
             .windows(2)
             .any(|w| w[0] == b'\r' && w[1] != b'\n')
         || input.last() == Some(&b'\r')
-        || sealpost::transform::seven_bit::rewrite(input).is_err();
+        || sealpost::mime::seven_bit::rewrite(input).is_err();
     if copy.verdict.encryption == Encryption::Unencodable && unsafe_input {
         return;
     }

@@ -5,12 +5,13 @@
 //!   through byte-exact, malformed ones are refused. Then [`outbound::protect`] applies a
 //!   [`outbound::Treatment`]: [`outbound::encrypt::seal`] builds RFC 3156 combined
 //!   sign+encrypt PGP/MIME and [`outbound::sign::sign`] builds `multipart/signed`, both
-//!   with RFC 9788 header protection ([`headers`]) and, when signed, an
+//!   with RFC 9788 header protection ([`outbound::protection`]) and, when signed, an
 //!   [`outbound::autocrypt`] header for the sender.
 //! - [`inbound`]: opening mail for local users, below.
-//! - Shared: [`headers`] (header split, RFC 9788 field sets), [`structure`] (the bounded
-//!   MIME scan), [`seven_bit`] (the 7-bit rewrite) and [`imported`] (OpenSSL keys imported
-//!   once, for signing and X25519).
+//! - Shared: [`imported`] (OpenSSL keys imported once, for signing and X25519).
+//!
+//! Both read and write MIME through [`crate::mime`] (header split, MIME scan, charset
+//! checks, 7-bit encoding), which holds no crypto.
 //!
 //! Inbound, [`inbound::open`] decrypts and verifies mail for local users: it removes every
 //! incoming copy of our result fields, looks only at the root entity (RFC 3156
@@ -58,7 +59,7 @@
 //!   [`outbound::Classification::named`] gives the To and Cc addresses that grouping needs.
 //! - **Rule 10, limits:** NUL bytes, bare LF in the header, more than
 //!   [`outbound::classify::MAX_FIELDS`] fields, header lines over 998 octets, MIME nesting deeper
-//!   than [`structure::MAX_DEPTH`] and more than [`structure::MAX_PARTS`] parts are
+//!   than [`structure::MAX_DEPTH`](crate::mime::structure::MAX_DEPTH) and more than [`structure::MAX_PARTS`](crate::mime::structure::MAX_PARTS) parts are
 //!   refused with `554 5.6.0`, never a panic (tests `limits_are_5xx_not_panics`,
 //!   `arbitrary_bytes_never_panic`). Bodies are streamed into the encryptor, not parsed.
 //! - **Never half-protected:** every failure is an error, never a plaintext fallback:
@@ -68,9 +69,6 @@
 //!   `Encryptor`), so gpg 2.2 and sq 0.27 read what they are sent (test
 //!   `a_v6_and_a_v4_recipient_both_read_it_gpg_gets_seipdv1`).
 
-pub mod headers;
 pub mod imported;
 pub mod inbound;
 pub mod outbound;
-pub mod seven_bit;
-pub mod structure;

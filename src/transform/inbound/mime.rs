@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{MessageParser, MimeHeaders};
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 /// A content type, lower-cased, with its parameters (names lower-cased, values as given).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,7 +173,7 @@ pub fn crlf(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::headers;
+    use crate::mime::headers;
 
     #[test]
     fn parts_are_exact() {

@@ -36,8 +36,8 @@ use std::time::SystemTime;
 use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
+use crate::mime::headers::{self, Field};
 use crate::smtp::reply::{Enhanced, Reply};
-use crate::transform::headers::{self, Field};
 use crate::transform::outbound::classify;
 use crate::wipe::Buf;
 

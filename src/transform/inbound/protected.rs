@@ -3,7 +3,7 @@
 //! (only with a [`Valid`] signature, security rule 5) or kept apart.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 use super::mime::{self, ContentType};
 use super::results;

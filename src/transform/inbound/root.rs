@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 use super::mime::{self, ContentType};
 

@@ -13,8 +13,9 @@ use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
 use sealpost_keyring::openpgp;
 
 use super::Error;
-use crate::transform::headers::{self, Field};
-use crate::transform::structure::{self, Shape};
+use crate::mime::charset;
+use crate::mime::headers::{self, Field};
+use crate::mime::structure::{self, Shape};
 
 /// Most header fields in the message's own header section.
 pub const MAX_FIELDS: usize = 1000;
@@ -145,7 +146,7 @@ pub fn classify(message: &[u8]) -> Result<Classification, Error> {
             return Ok(Classification::Protected { kind, named });
         }
     }
-    invalid_charset(message)?;
+    charset::check(message)?;
     let from = single_from(&fields, parsed.as_ref())?;
     Ok(Classification::Plain(Info {
         from,
@@ -208,48 +209,6 @@ pub fn is_openpgp_ciphertext(data: &[u8]) -> bool {
         keys > 0 && encrypted == 1
     })
     .unwrap_or(false)
-}
-
-/// A text part that declares UTF-8 or US-ASCII but whose bytes are not: signing would
-/// re-encode bytes that mean nothing in the charset they claim.
-fn invalid_charset(message: &[u8]) -> Result<(), Error> {
-    // All-ASCII bytes are valid in both; only 8-bit messages need the full parse.
-    if message.is_ascii() {
-        return Ok(());
-    }
-    let Some(parsed) = structure::parse(message) else {
-        return Ok(());
-    };
-    for part in &parsed.parts {
-        let Some(ct) = part.content_type() else {
-            continue;
-        };
-        if !ct.ctype().eq_ignore_ascii_case("text") {
-            continue;
-        }
-        let charset = ct
-            .attribute("charset")
-            .unwrap_or("us-ascii")
-            .to_ascii_lowercase();
-        let encoded = part.content_transfer_encoding().is_some_and(|c| {
-            c.eq_ignore_ascii_case("base64") || c.eq_ignore_ascii_case("quoted-printable")
-        });
-        if encoded {
-            continue;
-        }
-        let raw = message
-            .get(part.offset_body as usize..part.offset_end as usize)
-            .unwrap_or_default();
-        let bad = match charset.as_str() {
-            "utf-8" | "utf8" => std::str::from_utf8(raw).is_err(),
-            "us-ascii" | "ascii" => !raw.is_ascii(),
-            _ => false,
-        };
-        if bad {
-            return Err(Error::InvalidCharset(charset));
-        }
-    }
-    Ok(())
 }
 
 /// The one address of the one From field.
@@ -512,8 +471,8 @@ mod tests {
         assert!(structure::parse(m).is_none());
         let _ = classify(m);
         assert!(matches!(
-            crate::transform::seven_bit::rewrite(m),
-            Err(Error::NotSevenBit)
+            crate::mime::seven_bit::rewrite(m),
+            Err(crate::mime::Error::NotSevenBit)
         ));
     }
 

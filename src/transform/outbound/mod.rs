@@ -12,6 +12,7 @@ pub mod armor;
 pub mod autocrypt;
 pub mod classify;
 pub mod encrypt;
+pub mod protection;
 pub mod sign;
 pub mod signer;
 
@@ -184,6 +185,19 @@ pub enum Error {
     Crypto(String),
     #[error("the message has 8-bit content that cannot be re-encoded for signing")]
     NotSevenBit,
+}
+
+impl From<crate::mime::Error> for Error {
+    fn from(e: crate::mime::Error) -> Self {
+        use crate::mime::Error as M;
+        match e {
+            M::HeaderLineTooLong(n) => Error::HeaderLineTooLong(n),
+            M::TooDeep(n) => Error::TooDeep(n),
+            M::TooManyParts(n) => Error::TooManyParts(n),
+            M::InvalidCharset(c) => Error::InvalidCharset(c),
+            M::NotSevenBit => Error::NotSevenBit,
+        }
+    }
 }
 
 impl Error {

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use base64::Engine;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 
-use crate::transform::headers::Field;
+use crate::mime::headers::Field;
 
 use super::super::pending::Pending;
 
@@ -247,7 +247,7 @@ impl<'n> Finder<'n> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::headers;
+    use crate::mime::headers;
     use crate::transform::inbound::mime;
 
     fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
@@ -266,8 +266,8 @@ mod tests {
     fn decodes_like_the_in_memory_decoder() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let text = "Grüße, a=b\r\n".repeat(3000) + &"x".repeat(5000) + "\r\n";
-        let b64 = crate::transform::seven_bit::base64_lines(&data);
-        let qp = crate::transform::outbound::sign::quoted_printable(text.as_bytes());
+        let b64 = crate::mime::seven_bit::base64_lines(&data);
+        let qp = crate::mime::seven_bit::quoted_printable(text.as_bytes());
         for (name, body, data) in [
             ("base64", &b64, &data[..]),
             ("quoted-printable", &qp, text.as_bytes()),

@@ -27,7 +27,7 @@ pub mod scan;
 use std::io;
 
 use crate::blob::{self, Blob};
-use crate::transform::headers::Field;
+use crate::mime::headers::Field;
 
 use super::assemble::{self, Edits};
 use super::decrypt::{self, Kind, Outcome, Plaintext};
@@ -339,7 +339,7 @@ fn crlf_fields(part: &Blob) -> io::Result<Vec<Field>> {
         &mut io::Read::take(Crlf::new(part.reader()), scan::HEAD_MAX as u64),
         &mut head,
     )?;
-    let (fields, _) = crate::transform::headers::split(&head);
+    let (fields, _) = crate::mime::headers::split(&head);
     Ok(fields)
 }
 
@@ -470,7 +470,7 @@ mod tests {
     fn is_clean_agrees_with_the_in_memory_test() {
         for c in &assemble::clean_cases() {
             let c = c.as_slice();
-            let want = crate::transform::seven_bit::is_clean(c);
+            let want = crate::mime::seven_bit::is_clean(c);
             assert_eq!(is_clean(&Blob::from(c.to_vec())).unwrap(), want, "{c:?}");
         }
     }

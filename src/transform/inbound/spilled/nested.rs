@@ -16,8 +16,8 @@ use std::io;
 
 use base64::Engine;
 
-use crate::transform::headers;
-use crate::transform::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
+use crate::mime::headers;
+use crate::mime::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
 
 use super::super::mime::ContentType;
 use super::super::root::Nested;

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 use std::ops::Range;
 
 use crate::blob::Blob;
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 use super::super::armor;
 use super::super::mime::ContentType;

@@ -23,7 +23,7 @@ use sealpost_keyring::{openpgp, Keyring, OpenOptions};
 
 use super::{open, Settings, Verdict};
 use crate::blob::{self, Blob, Spill};
-use crate::transform::headers;
+use crate::mime::headers;
 use crate::transform::outbound::encrypt::signing_keypair;
 
 pub use crate::transform::outbound::tests::key;
@@ -385,7 +385,7 @@ pub fn assert_wellformed(m: &[u8]) {
         "bare LF"
     );
     assert!(
-        crate::transform::seven_bit::is_clean(body(m)),
+        crate::mime::seven_bit::is_clean(body(m)),
         "not 7-bit: {}",
         String::from_utf8_lossy(m)
     );

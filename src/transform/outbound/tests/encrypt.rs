@@ -309,7 +309,7 @@ fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
     for (m, ct, cte) in REPEATED {
         let out = protect(m.as_bytes(), &t, &p, SystemTime::now()).unwrap();
         let payload = sequoia_decrypt(&bob, &armored_part(&out.message));
-        let (head, body) = crate::transform::headers::split_bytes(&payload);
+        let (head, body) = crate::mime::headers::split_bytes(&payload);
         assert_eq!(
             values(head, "Content-Type"),
             [format!("{ct}; hp=\"cipher\"")]
@@ -318,6 +318,6 @@ fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
             values(head, "Content-Transfer-Encoding"),
             cte.into_iter().collect::<Vec<_>>()
         );
-        assert_eq!(body, crate::transform::headers::split_bytes(m.as_bytes()).1);
+        assert_eq!(body, crate::mime::headers::split_bytes(m.as_bytes()).1);
     }
 }

@@ -46,7 +46,7 @@ fn pseudo_random(n: usize) -> Vec<u8> {
 }
 
 fn base64_lines(data: &[u8]) -> Vec<u8> {
-    crate::transform::seven_bit::base64_lines(data)
+    crate::mime::seven_bit::base64_lines(data)
 }
 
 fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
@@ -99,7 +99,7 @@ fn every_shape_decrypts_in_gpg_and_sq_to_the_original_body() {
         let (payload, status) = Gpg::decrypt(&bob, Some(&alice), &armored);
         assert_good_signature(&status, &alice);
         let (head, body) = payload_split(&payload);
-        let (orig_head, orig_body) = crate::transform::headers::split_bytes(&m);
+        let (orig_head, orig_body) = crate::mime::headers::split_bytes(&m);
         assert_eq!(
             body, orig_body,
             "{name}: the body is the original, byte for byte"
@@ -177,7 +177,7 @@ fn twenty_megabytes_encrypt_and_sign() {
     assert_good_signature(&status, &alice);
     let (_, body) = payload_split(&payload);
     assert!(
-        body == crate::transform::headers::split_bytes(&m).1,
+        body == crate::mime::headers::split_bytes(&m).1,
         "the 20 MB body arrives intact"
     );
 

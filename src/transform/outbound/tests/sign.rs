@@ -6,9 +6,9 @@ use mail_parser::MessageParser;
 use openpgp::policy::StandardPolicy;
 
 use super::*;
+use crate::mime::seven_bit::is_clean;
 use crate::transform::outbound::sign::sign;
 use crate::transform::outbound::Error;
-use crate::transform::seven_bit::is_clean;
 
 /// The hash gpg reports in VALIDSIG, as a micalg.
 fn micalg_of(status: &str) -> &'static str {
@@ -151,7 +151,7 @@ pub const REPEATED: [(&str, &str, Option<&str>); 2] = [
 
 /// The values of the fields `name` in a header section.
 pub fn values(head: &[u8], name: &str) -> Vec<String> {
-    let (fields, _) = crate::transform::headers::split(head);
+    let (fields, _) = crate::mime::headers::split(head);
     fields
         .iter()
         .filter(|f| f.is(name))

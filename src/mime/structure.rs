@@ -4,7 +4,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders};
 
-use super::outbound::Error;
+use super::Error;
 
 /// Longest header line, CRLF excluded (RFC 5322 §2.1.1).
 pub const MAX_LINE: usize = 998;
