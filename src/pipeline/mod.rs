@@ -10,6 +10,8 @@
 
 mod gateway;
 pub mod process;
+pub mod reply;
 pub mod split;
 
 pub use gateway::{Direction, Gateway};
+pub use reply::ToReply;

@@ -58,9 +58,10 @@
 //!   neither outside nor into the Cryptographic Payload (test `bcc_never_travels`), and
 //!   [`outbound::Classification::named`] gives the To and Cc addresses that grouping needs.
 //! - **Rule 10, limits:** NUL bytes, bare LF in the header, more than
-//!   [`outbound::classify::MAX_FIELDS`] fields, header lines over 998 octets, MIME nesting deeper
-//!   than [`structure::MAX_DEPTH`](crate::mime::structure::MAX_DEPTH) and more than [`structure::MAX_PARTS`](crate::mime::structure::MAX_PARTS) parts are
-//!   refused with `554 5.6.0`, never a panic (tests `limits_are_5xx_not_panics`,
+//!   [`outbound::classify::MAX_FIELDS`] fields, header lines over 998 octets, MIME
+//!   nesting deeper than [`MAX_DEPTH`](crate::mime::structure::MAX_DEPTH) and more than
+//!   [`MAX_PARTS`](crate::mime::structure::MAX_PARTS) parts are refused with
+//!   `554 5.6.0`, never a panic (tests `limits_are_5xx_not_panics`,
 //!   `arbitrary_bytes_never_panic`). Bodies are streamed into the encryptor, not parsed.
 //! - **Never half-protected:** every failure is an error, never a plaintext fallback:
 //!   input errors are `554 5.6.0`, key and backend failures `451 4.3.0` (test
@@ -68,6 +69,10 @@
 //! - **Compatibility:** SEIPDv2 only when every recipient advertises it (sequoia's
 //!   `Encryptor`), so gpg 2.2 and sq 0.27 read what they are sent (test
 //!   `a_v6_and_a_v4_recipient_both_read_it_gpg_gets_seipdv1`).
+//!
+//! Neither direction speaks SMTP: each returns its own error, saying what is wrong with
+//! the message or what failed locally, and the pipeline turns it into the reply
+//! ([`crate::pipeline::reply`]; the codes above are its).
 
 pub mod imported;
 pub mod inbound;

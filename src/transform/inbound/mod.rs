@@ -37,7 +37,6 @@ use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
 use crate::mime::headers::{self, Field};
-use crate::smtp::reply::{Enhanced, Reply};
 use crate::transform::outbound::classify;
 use crate::wipe::Buf;
 
@@ -80,17 +79,6 @@ pub enum Error {
     /// A spilled message or its plaintext could not be read or written.
     #[error("spill file: {0}")]
     Spill(#[from] std::io::Error),
-}
-
-impl Error {
-    /// Not the sender's fault: try again later.
-    pub fn reply(&self) -> Reply {
-        Reply::new(
-            451,
-            Enhanced(4, 3, 0),
-            "Temporary local problem while opening the message; try again later",
-        )
-    }
 }
 
 /// What every step needs.

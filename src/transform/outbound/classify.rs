@@ -274,6 +274,7 @@ fn one_armored_block(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::ToReply;
     use crate::smtp::reply::Enhanced;
 
     /// A message and the error it must cause.

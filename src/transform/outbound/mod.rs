@@ -24,8 +24,6 @@ use openpgp::policy::Policy;
 use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
-use crate::smtp::reply::{Enhanced, Reply};
-
 pub use classify::{classify, Classification, Info, Protection};
 
 /// What one group of recipients gets, decided by the policy.
@@ -69,9 +67,9 @@ pub enum Outcome {
 /// Applies `treatment` to `message` under `policy` at `now`.
 ///
 /// # Errors
-/// The input errors of [`classify()`] (`554 5.6.0`); `NotSevenBit` when a signed-only
-/// copy cannot be made 7-bit (the caller may send it unsigned); key and backend errors
-/// (`451 4.3.0`).
+/// The input errors of [`classify()`] ([`Error::is_input`]: the pipeline answers
+/// `554 5.6.0`); `NotSevenBit` when a signed-only copy cannot be made 7-bit (the caller
+/// may send it unsigned); key and backend errors (`451 4.3.0`).
 pub fn protect(
     message: &[u8],
     treatment: &Treatment,
@@ -220,34 +218,6 @@ impl Error {
                 | Error::Crypto(_)
                 | Error::NotSevenBit
         )
-    }
-
-    /// A malformed message is refused for good (`554 5.6.0`); anything else is not the
-    /// client's fault: try again later, and let the logs say why (`451 4.3.0`).
-    pub fn reply(&self) -> Reply {
-        let text = match self {
-            Error::NoFrom | Error::SeveralFrom(_) | Error::FromAddresses(_) => {
-                "The message needs exactly one From address to be signed or encrypted"
-            }
-            Error::NulByte | Error::BareLineFeed => {
-                "The message is malformed (NUL bytes or bare LF line endings)"
-            }
-            Error::HeaderLineTooLong(_) | Error::TooManyFields(_) => {
-                "The message header is over the limits (998 octets a line, 1000 fields)"
-            }
-            Error::TooDeep(_) | Error::TooManyParts(_) => {
-                "The MIME structure of the message is nested too deep or has too many parts"
-            }
-            Error::InvalidCharset(_) => {
-                "The message is malformed (a text part's bytes are not in its declared charset)"
-            }
-            _ => "Temporary failure while protecting the message; try again later",
-        };
-        if self.is_input() {
-            Reply::new(554, Enhanced(5, 6, 0), text)
-        } else {
-            Reply::new(451, Enhanced(4, 3, 0), text)
-        }
     }
 }
 

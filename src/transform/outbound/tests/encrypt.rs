@@ -17,6 +17,7 @@ use openpgp::{Cert, KeyHandle, Packet};
 use sealpost_keyring::openpgp;
 
 use super::*;
+use crate::pipeline::ToReply;
 use crate::transform::outbound::encrypt::{encrypt, seal, OBSCURED_SUBJECT};
 
 #[test]

@@ -10,6 +10,7 @@ use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
 use super::*;
+use crate::pipeline::ToReply;
 use crate::transform::outbound::{protect, Outcome, Protection, Treatment};
 
 const HTML: &str = "From: =?UTF-8?B?QWxpY2Ugw4FsdmFyZXo=?= <alice@example.org>\r\nTo: bob@example.net\r\nSubject: =?UTF-8?B?UHLDvGZ1bmcg4pyT?=\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<html><body><p>Pr=C3=BCfung <b>bestanden</b></p>\r\n<p>Zeile mit Leerzeichen am Ende=20</p></body></html>\r\n";
