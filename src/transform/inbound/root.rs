@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use crate::mime::headers::{self, Field};
 
 use super::mime::{self, ContentType};
+pub use super::spilled::nested::Nested;
 
 const BEGIN_MESSAGE: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END_MESSAGE: &[u8] = b"-----END PGP MESSAGE-----";
@@ -32,13 +33,6 @@ pub enum Root<'a> {
     Malformed { encrypted: bool },
     /// Not protected as a whole; what lies below the root.
     Plain(Nested),
-}
-
-/// OpenPGP data found where it is never opened: below the root, or beside cleartext.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Nested {
-    pub ciphertext: bool,
-    pub signature: bool,
 }
 
 /// Classifies the entity made of `fields` and `body`; `whole` is the same entity as bytes

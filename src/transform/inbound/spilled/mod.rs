@@ -15,7 +15,7 @@
 //! Read whole into memory, and only then: decrypted inline (armored text-body) plaintext,
 //! which is re-encoded as the text body ([`assemble::inline`]); a decrypted payload body
 //! that is not 7-bit clean and must be re-encoded ([`assemble::decrypted`]); a decrypted
-//! payload whose header section does not end within [`scan::HEAD_MAX`]. Each is bounded by
+//! payload whose header section does not end within [`lines::HEAD_MAX`]. Each is bounded by
 //! `max_plaintext`. Plaintext that did not spill (it is small) takes the in-memory path.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
@@ -336,7 +336,7 @@ fn unchanged(
 fn crlf_fields(part: &Blob) -> io::Result<Vec<Field>> {
     let mut head = Vec::new();
     io::Read::read_to_end(
-        &mut io::Read::take(Crlf::new(part.reader()), scan::HEAD_MAX as u64),
+        &mut io::Read::take(Crlf::new(part.reader()), lines::HEAD_MAX as u64),
         &mut head,
     )?;
     let (fields, _) = crate::mime::headers::split(&head);

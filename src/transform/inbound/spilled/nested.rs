@@ -20,16 +20,21 @@ use crate::mime::headers;
 use crate::mime::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
 
 use super::super::mime::ContentType;
-use super::super::root::Nested;
 use super::decode::{Cte, Finder};
-use super::lines::Lines;
-use super::scan::HEAD_MAX;
+use super::lines::{Lines, HEAD_MAX};
 
 const NEEDLES: [&[u8]; 3] = [
     b"-----BEGIN PGP MESSAGE-----",
     b"-----BEGIN PGP SIGNED MESSAGE-----",
     b"-----BEGIN PGP SIGNATURE-----",
 ];
+
+/// OpenPGP data found where it is never opened: below the root, or beside cleartext.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Nested {
+    pub ciphertext: bool,
+    pub signature: bool,
+}
 
 /// An open container: a multipart (its delimiter `--boundary`) or an attached message.
 enum Frame {

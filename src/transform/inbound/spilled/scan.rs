@@ -11,13 +11,10 @@ use crate::mime::headers::{self, Field};
 
 use super::super::armor;
 use super::super::mime::ContentType;
-use super::super::root::Nested;
 use super::decode::{Cte, Decoder, Finder};
-use super::lines::Lines;
-use super::nested;
+use super::lines::{Lines, HEAD_MAX};
+use super::nested::{self, Nested};
 
-/// Most header bytes read: the DATA reader already refuses a longer header section.
-pub const HEAD_MAX: usize = (1 << 20) + (64 << 10);
 /// Largest signature part read into memory: a real one is a few kilobytes.
 const SIGNATURE_MAX: usize = 1 << 20;
 
