@@ -101,6 +101,46 @@ pub fn is_trace(f: &Field) -> bool {
     f.is("Received") || f.is("Return-Path")
 }
 
+/// The address of the single From field, lower-cased, if there is exactly one field with
+/// exactly one valid address.
+pub fn from_address(fields: &[Field]) -> Option<String> {
+    let mut from = fields.iter().filter(|f| f.is("From"));
+    let (Some(f), None) = (from.next(), from.next()) else {
+        return None;
+    };
+    let head = f.wire();
+    let parsed = mail_parser::MessageParser::default().parse_headers(head.as_bytes());
+    single_address(parsed.as_ref()).ok()
+}
+
+/// The one address of a parsed header's From field, lower-cased; otherwise how many
+/// addresses it has.
+///
+/// # Errors
+/// The number of addresses, when it is not exactly one valid address.
+pub fn single_address(parsed: Option<&mail_parser::Message>) -> Result<String, usize> {
+    let addrs: Vec<&str> = parsed
+        .and_then(|m| m.from())
+        .map(|l| l.iter().filter_map(|a| a.address()).collect())
+        .unwrap_or_default();
+    match addrs[..] {
+        [one] if valid_address(one) => Ok(one.to_ascii_lowercase()),
+        _ => Err(addrs.len()),
+    }
+}
+
+/// `local@domain`, with nothing that could break out of a header or an address.
+fn valid_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && !domain.is_empty()
+        && !a
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,8 +10,9 @@
 //! - [`inbound`]: opening mail for local users, below.
 //! - Shared: [`imported`] (OpenSSL keys imported once, for signing and X25519).
 //!
-//! Both read and write MIME through [`crate::mime`] (header split, MIME scan, charset
-//! checks, 7-bit encoding), which holds no crypto.
+//! Both read and write MIME through [`crate::mime`] (header split, the From address, MIME
+//! scan, charset checks, 7-bit encoding), which holds no crypto; neither direction
+//! imports the other.
 //!
 //! Inbound, [`inbound::open`] decrypts and verifies mail for local users: it removes every
 //! incoming copy of our result fields, looks only at the root entity (RFC 3156

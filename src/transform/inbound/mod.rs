@@ -37,7 +37,6 @@ use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
 use crate::mime::headers::{self, Field};
-use crate::transform::outbound::classify;
 use crate::wipe::Buf;
 
 use assemble::Edits;
@@ -157,7 +156,7 @@ fn outer_of<'a>(message: &'a [u8], settings: &Settings) -> Outer<'a> {
     let (head, body) = headers::split_bytes(message);
     let raw = results::strip(results::fields(head), &settings.authserv_id);
     let fields: Vec<Field> = raw.iter().filter_map(|r| r.field.clone()).collect();
-    let from = classify::from_address(&fields);
+    let from = headers::from_address(&fields);
     Outer {
         raw,
         fields,

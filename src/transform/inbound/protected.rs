@@ -43,7 +43,7 @@ pub fn inner_from(protected: &[Field]) -> InnerFrom {
     if !protected.iter().any(|f| f.is("From")) {
         return InnerFrom::Absent;
     }
-    match crate::transform::outbound::classify::from_address(protected) {
+    match headers::from_address(protected) {
         Some(a) => InnerFrom::One(a),
         None => InnerFrom::Bad,
     }

@@ -218,37 +218,7 @@ fn single_from(fields: &[Field], parsed: Option<&mail_parser::Message>) -> Resul
         1 => {}
         n => return Err(Error::SeveralFrom(n)),
     }
-    let addrs: Vec<&str> = parsed
-        .and_then(|m| m.from())
-        .map(|l| l.iter().filter_map(|a| a.address()).collect())
-        .unwrap_or_default();
-    match addrs[..] {
-        [one] if valid_address(one) => Ok(one.to_ascii_lowercase()),
-        _ => Err(Error::FromAddresses(addrs.len())),
-    }
-}
-
-/// `local@domain`, with nothing that could break out of a header or an address.
-fn valid_address(a: &str) -> bool {
-    let Some((local, domain)) = a.rsplit_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.is_empty()
-        && !a
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
-}
-
-/// The address of the single From field, lower-cased, if there is exactly one.
-pub(crate) fn from_address(fields: &[Field]) -> Option<String> {
-    let mut from = fields.iter().filter(|f| f.is("From"));
-    let (Some(f), None) = (from.next(), from.next()) else {
-        return None;
-    };
-    let head = f.wire();
-    let parsed = MessageParser::default().parse_headers(head.as_bytes());
-    single_from(std::slice::from_ref(f), parsed.as_ref()).ok()
+    headers::single_address(parsed).map_err(Error::FromAddresses)
 }
 
 /// A body that is exactly one armored OpenPGP message or cleartext-signed message.

@@ -68,7 +68,7 @@ pub fn seal(
     now: SystemTime,
 ) -> Result<Sealed, Error> {
     let autocrypt = |tsk: &Cert, fields: &[Field]| {
-        let addr = super::classify::from_address(fields)?;
+        let addr = headers::from_address(fields)?;
         super::autocrypt::header(tsk, &addr, policy, now)
             .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
             .ok()

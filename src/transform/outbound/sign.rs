@@ -12,7 +12,6 @@ use openpgp::serialize::stream::{Armorer, Message, Signer};
 use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
-use super::classify::from_address;
 use super::encrypt::{boundary, signing_key};
 use super::protection;
 use super::Error;
@@ -34,7 +33,7 @@ pub fn sign(
     now: SystemTime,
 ) -> Result<Vec<u8>, Error> {
     let autocrypt = |fields: &[Field]| {
-        let addr = from_address(fields)?;
+        let addr = headers::from_address(fields)?;
         super::autocrypt::header(signer, &addr, policy, now)
             .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
             .ok()
