@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
-use super::ToReply;
+use super::reply::ToReply;
 use crate::policy::sender::{Binding, OnMismatch, Senders};
 use crate::policy::{self, Decision, Facts, Policy, Treatment};
 use crate::relay::{Copy, Relay, Route};

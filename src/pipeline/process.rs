@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
-use super::ToReply;
+use super::reply::ToReply;
 use crate::blob::{Blob, Spill};
 use crate::policy::{Mixed, Policy, Treatment};
 use crate::smtp::envelope::Recipient;

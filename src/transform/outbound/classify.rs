@@ -12,7 +12,7 @@
 use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
 use sealpost_keyring::openpgp;
 
-use super::Error;
+use super::error::Error;
 use crate::mime::charset;
 use crate::mime::headers::{self, Field};
 use crate::mime::structure::{self, Shape};

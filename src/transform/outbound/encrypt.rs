@@ -15,8 +15,8 @@ use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
 use super::armor::Armored;
+use super::error::Error;
 use super::protection;
-use super::Error;
 use crate::mime::headers::{self, Field};
 
 pub use super::protection::OBSCURED_SUBJECT;

@@ -13,8 +13,8 @@ use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
 use super::encrypt::{boundary, signing_key};
+use super::error::Error;
 use super::protection;
-use super::Error;
 use crate::mime::headers::{self, Field};
 use crate::mime::seven_bit;
 
