@@ -4,11 +4,14 @@
 //!   counts when one is repeated;
 //! - [`structure`]: the bounded scan of a MIME tree (depth, parts, line length) and the
 //!   full parse, a parser panic turned into "cannot parse";
+//! - [`entity`]: strict, bounded reads of one entity: its content type and parameters,
+//!   the body parts of a multipart by its boundary, a leaf's transfer decoding;
 //! - [`charset`]: whether a text part holds bytes of the charset it declares;
 //! - [`seven_bit`]: 7-bit text, the one single-part encoder (quoted-printable or base64),
 //!   and the 7-bit rewrite of a whole message.
 
 pub mod charset;
+pub mod entity;
 pub mod headers;
 pub mod seven_bit;
 pub mod structure;

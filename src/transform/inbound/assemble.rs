@@ -7,8 +7,8 @@ use crate::mime::headers;
 use crate::mime::seven_bit;
 use crate::wipe::{self, Buf};
 
-use super::mime::ContentType;
 use super::results::RawField;
+use crate::mime::entity::ContentType;
 
 /// What header protection changes in the outer header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub fn inline(results: &str, outer: &[RawField<'_>], plaintext: &[u8]) -> Vec<u8
     let text = Buf::from(if binary {
         plaintext.to_vec()
     } else {
-        super::mime::crlf(plaintext)
+        crate::mime::entity::crlf(plaintext)
     });
     let kept: Vec<&RawField<'_>> = outer
         .iter()

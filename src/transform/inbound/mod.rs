@@ -21,7 +21,6 @@ pub mod armor;
 pub mod assemble;
 pub mod binding;
 pub mod decrypt;
-pub mod mime;
 pub mod pending;
 pub mod protected;
 pub mod results;
@@ -36,6 +35,7 @@ use std::time::SystemTime;
 use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
+use crate::mime::entity;
 use crate::mime::headers::{self, Field};
 use crate::wipe::Buf;
 
@@ -326,8 +326,8 @@ fn payload_bytes(
     recipients: Vec<usize>,
 ) -> Result<Option<Opened>, Error> {
     let mut bytes = Buf::from(bytes);
-    if mime::has_bare_lf(&bytes) {
-        bytes = Buf::from(mime::crlf(&bytes));
+    if entity::has_bare_lf(&bytes) {
+        bytes = Buf::from(entity::crlf(&bytes));
     }
     let (built, verdict) = {
         let (phead, pbody) = headers::split_bytes(&bytes);

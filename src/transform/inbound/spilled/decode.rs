@@ -14,7 +14,7 @@ use super::super::pending::Pending;
 /// Input read at a time.
 const CHUNK: usize = 64 << 10;
 
-/// A `Content-Transfer-Encoding` that [`super::super::mime::decode`] knows.
+/// A `Content-Transfer-Encoding` that [`crate::mime::entity::decode`] knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cte {
     Identity,
@@ -23,10 +23,10 @@ pub enum Cte {
 }
 
 impl Cte {
-    /// The encoding of a header section (the field [`super::super::mime::field`] picks);
+    /// The encoding of a header section (the field [`crate::mime::entity::field`] picks);
     /// `None` for one that is not known.
     pub fn of(fields: &[Field]) -> Option<Cte> {
-        let cte = super::super::mime::field(fields, "Content-Transfer-Encoding")
+        let cte = crate::mime::entity::field(fields, "Content-Transfer-Encoding")
             .map(|f| f.value().to_ascii_lowercase());
         match cte.as_deref() {
             None | Some("7bit") | Some("8bit") | Some("binary") => Some(Cte::Identity),
@@ -108,7 +108,7 @@ impl<R: Read> Decoder<R> {
 }
 
 /// Appends the decoding of whole quads (`last`: the end of the text, where padding or a
-/// short quad may be) as [`super::super::mime::decode`] would.
+/// short quad may be) as [`crate::mime::entity::decode`] would.
 fn base64_into(text: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
     if text.is_empty() {
         return Ok(());
@@ -151,7 +151,7 @@ impl<R: Read> Read for Decoder<R> {
 }
 
 /// Gives what `inner` gives with every bare LF made CRLF, as
-/// [`super::super::mime::crlf`] does.
+/// [`crate::mime::entity::crlf`] does.
 pub struct Crlf<R> {
     inner: R,
     raw: Vec<u8>,
@@ -247,8 +247,8 @@ impl<'n> Finder<'n> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mime::entity as mime;
     use crate::mime::headers;
-    use crate::transform::inbound::mime;
 
     fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();

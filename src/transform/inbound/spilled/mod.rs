@@ -31,11 +31,11 @@ use crate::mime::headers::Field;
 
 use super::assemble::{self, Edits};
 use super::decrypt::{self, Kind, Outcome, Plaintext};
-use super::mime::ContentType;
 use super::results::{self, RawField};
 use super::verdict::{Encryption, Signature, Verdict};
 use super::{protected, verify};
 use super::{Ctx, Error, Opened, Outer};
+use crate::mime::entity::ContentType;
 use decode::Crlf;
 use scan::{Data, Root};
 
@@ -377,7 +377,7 @@ fn without_legacy_display(payload: &[Field], body: &Blob) -> io::Result<Option<B
     Ok(Some(out))
 }
 
-/// [`super::mime::has_bare_lf`] over a blob.
+/// [`crate::mime::entity::has_bare_lf`] over a blob.
 fn has_bare_lf(b: &Blob) -> io::Result<bool> {
     let (mut prev, mut bare) = (0u8, false);
     b.for_each_piece(|piece| {

@@ -10,10 +10,10 @@ use crate::blob::Blob;
 use crate::mime::headers::{self, Field};
 
 use super::super::armor;
-use super::super::mime::ContentType;
 use super::decode::{Cte, Decoder, Finder};
 use super::lines::{Lines, HEAD_MAX};
 use super::nested::{self, Nested};
+use crate::mime::entity::ContentType;
 
 /// Largest signature part read into memory: a real one is a few kilobytes.
 const SIGNATURE_MAX: usize = 1 << 20;
@@ -57,7 +57,7 @@ pub fn entity(blob: &Blob) -> io::Result<(Vec<Field>, Blob)> {
     Ok((fields, body))
 }
 
-/// The body parts of a multipart `body` as ranges, as [`super::super::mime::parts`]
+/// The body parts of a multipart `body` as ranges, as [`crate::mime::entity::parts`]
 /// finds them: only delimiter lines of this boundary count.
 pub fn parts(body: &Blob, boundary: &str) -> io::Result<Option<Vec<Range<usize>>>> {
     if boundary.is_empty() {

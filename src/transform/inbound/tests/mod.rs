@@ -233,7 +233,7 @@ pub fn armor(binary: &[u8]) -> Vec<u8> {
 }
 
 pub fn crlf(data: &[u8]) -> Vec<u8> {
-    super::mime::crlf(data)
+    crate::mime::entity::crlf(data)
 }
 
 /// A PGP/MIME message (RFC 3156 §4) with these outer fields around armored `data`.

@@ -1,5 +1,6 @@
-//! The few MIME reads the inbound transform needs, strict and bounded: a content type with
-//! its parameters, the body parts of one multipart, a leaf body's transfer decoding.
+//! Strict and bounded reads of one MIME entity, as the inbound transform needs them: a
+//! content type with its parameters, the body parts of one multipart, a leaf body's
+//! transfer decoding, CRLF line ends.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::borrow::Cow;
