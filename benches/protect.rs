@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use criterion::{black_box, Criterion};
-use sealpost::transform::{self, Treatment};
+use sealpost::transform::outbound::{self, Treatment};
 use sealpost_keyring::{GenerateRequest, Keyring, OpenOptions};
 
 /// About 10 KB, shaped like smtp-source's messages plus the gateway's trace header.
@@ -59,18 +59,18 @@ fn main() {
 
     let mut c = Criterion::default().configure_from_args();
     c.bench_function("classify 10 KB", |b| {
-        b.iter(|| black_box(transform::classify(black_box(&message)).expect("plain")))
+        b.iter(|| black_box(outbound::classify(black_box(&message)).expect("plain")))
     });
     c.bench_function("protect 10 KB: encrypt + sign", |b| {
-        b.iter(|| black_box(transform::protect(&message, &treatment, policy, now).expect("ok")))
+        b.iter(|| black_box(outbound::protect(&message, &treatment, policy, now).expect("ok")))
     });
     c.bench_function("protect 10 KB: encrypt only", |b| {
-        b.iter(|| black_box(transform::protect(&message, &unsigned, policy, now).expect("ok")))
+        b.iter(|| black_box(outbound::protect(&message, &unsigned, policy, now).expect("ok")))
     });
     c.bench_function("autocrypt header", |b| {
         b.iter(|| {
             black_box(
-                transform::autocrypt::header(&signer, "bench@example.org", policy, now)
+                outbound::autocrypt::header(&signer, "bench@example.org", policy, now)
                     .expect("header"),
             )
         })

@@ -11,17 +11,21 @@
 //! - [`pipeline`]: the session's backend: parse, policy per recipient, grouping (Bcc
 //!   apart), transform, then the relay.
 //! - [`policy`]: layered rules (global, domain, address) and the decision per recipient.
-//! - [`transform`]: the OpenPGP transforms: PGP/MIME sign+encrypt, signed-only, header
-//!   protection, Autocrypt.
+//! - [`transform`]: the OpenPGP transforms, sans-I/O: `outbound` (PGP/MIME
+//!   sign+encrypt, signed-only, header protection, Autocrypt) and `inbound` (decrypt and
+//!   verify for local users).
 //! - [`relay`]: the sending side: upstream SMTP or Maildir, the spool, retries, DSNs.
 //!
-//! Around it: [`blob`] (a message's bytes, in memory or spilled to a sealed temporary
+//! Around it: [`mime`] (the byte-level MIME layer the transforms and the relay share:
+//! header split, MIME scan, charset checks, 7-bit encoding), [`blob`] (a message's bytes, in memory or spilled to a sealed temporary
 //! file), [`wipe`] (buffers of plaintext and passwords, zeroed before they are freed),
-//! [`config`] (the TOML file, validated once), [`admin`] (the socket through
+//! [`config`] (the TOML file, validated once), [`ops`] (metrics and health over HTTP,
+//! readiness for systemd), [`admin`] (the socket through
 //! which `sealpost keys|queue|policy` reach a running server) and [`cli`].
 #![forbid(unsafe_code)]
 
 pub mod blob;
+pub mod mime;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;

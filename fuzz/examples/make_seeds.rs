@@ -16,8 +16,8 @@ use openpgp::serialize::stream::{Armorer, Encryptor, LiteralWriter, Message, Sig
 use openpgp::serialize::SerializeInto;
 use openpgp::types::Features;
 use openpgp::Cert;
-use sealpost::transform::encrypt::signing_keypair;
-use sealpost::transform::{protect, Outcome, Treatment};
+use sealpost::transform::outbound::encrypt::signing_keypair;
+use sealpost::transform::outbound::{protect, Outcome, Treatment};
 use sealpost_fuzz::{fixed_key, keys_dir, ALICE, BOB, CAROL, MARKER};
 use sealpost_keyring::openpgp;
 

@@ -25,8 +25,9 @@ use openpgp::cert::CertBuilder;
 use openpgp::policy::StandardPolicy;
 use openpgp::Cert;
 use sealpost::blob::Blob;
+use sealpost::mime::headers;
 use sealpost::transform::inbound::Encryption;
-use sealpost::transform::{classify, headers, protect, Classification, Outcome, Treatment};
+use sealpost::transform::outbound::{classify, protect, Classification, Outcome, Treatment};
 use sealpost_fuzz::{
     crlf, good_signature, keyring, open, run_catching, settings, ALICE, BOB, BOB_ADDRESS,
 };
@@ -139,11 +140,9 @@ fn check_encrypted(k: &Keys, input: &[u8], output: &[u8], signed: bool) {
     // it, NUL, a bare CR, or lines that need re-encoding inside a container the 7-bit
     // rewrite cannot parse) is delivered as the ciphertext it came in, as `unencodable`.
     let unsafe_input = input.iter().any(|&b| b >= 0x80 || b == 0)
-        || input
-            .windows(2)
-            .any(|w| w[0] == b'\r' && w[1] != b'\n')
+        || input.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n')
         || input.last() == Some(&b'\r')
-        || sealpost::transform::seven_bit::rewrite(input).is_err();
+        || sealpost::mime::seven_bit::rewrite(input).is_err();
     if copy.verdict.encryption == Encryption::Unencodable && unsafe_input {
         return;
     }
@@ -227,7 +226,7 @@ fn one(data: &[u8]) {
                 },
                 (Treatment::SignOnly { .. }, Err(e)) => {
                     assert!(
-                        matches!(e, sealpost::transform::Error::NotSevenBit),
+                        matches!(e, sealpost::transform::outbound::Error::NotSevenBit),
                         "signing failed: {e}"
                     );
                 }

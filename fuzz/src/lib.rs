@@ -15,7 +15,7 @@ use openpgp::parse::Parse;
 use openpgp::serialize::SerializeInto;
 use openpgp::Cert;
 use sealpost::blob::Blob;
-use sealpost::transform::headers;
+use sealpost::mime::headers;
 use sealpost::transform::inbound::{self, Opened, Settings, Signature};
 use sealpost_keyring::{openpgp, Keyring, OpenOptions};
 

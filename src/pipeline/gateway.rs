@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
+use super::reply::ToReply;
 use crate::policy::sender::{Binding, OnMismatch, Senders};
 use crate::policy::{self, Decision, Facts, Policy, Treatment};
 use crate::relay::{Copy, Relay, Route};
@@ -14,7 +15,8 @@ use crate::smtp::backend::Backend;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
 use crate::smtp::reply::{Enhanced, Reply};
 use crate::smtp::transaction::{Client, Credentials, Transaction};
-use crate::transform::{self, inbound, Classification};
+use crate::transform::inbound;
+use crate::transform::outbound::{self, Classification};
 use crate::wipe::Buf;
 
 use super::process;
@@ -291,7 +293,7 @@ impl Gateway {
         } = tx;
         // Zeroed if this returns before a copy takes it.
         let message = Buf::from(message.into_vec().map_err(|e| unreadable(&id, &e))?);
-        let info = match transform::classify(&message) {
+        let info = match outbound::classify(&message) {
             Ok(Classification::Protected { kind, .. }) => {
                 tracing::info!(queue_id = %id, ?kind, "already protected: passed on unchanged");
                 crate::ops::metrics::message("outbound", "protected");
@@ -354,7 +356,7 @@ impl Gateway {
         &self,
         queue_id: &str,
         client: &crate::smtp::transaction::Client,
-        info: &transform::Info,
+        info: &outbound::Info,
         now: SystemTime,
     ) -> Result<Option<Arc<Cert>>, Reply> {
         let found = match self.keyring.signing_cert_for(&info.from, now) {

@@ -7,11 +7,12 @@ use std::time::SystemTime;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::Keyring;
 
+use super::reply::ToReply;
 use crate::blob::{Blob, Spill};
 use crate::policy::{Mixed, Policy, Treatment};
 use crate::smtp::envelope::Recipient;
 use crate::smtp::reply::{Enhanced, Reply};
-use crate::transform::{self, Info};
+use crate::transform::outbound::{self, Info};
 use crate::wipe::Buf;
 
 use super::split::{self, Decided};
@@ -51,7 +52,7 @@ pub type Built = (Vec<Recipient>, Blob);
 pub struct Sender<'a> {
     /// The classified message, or why it has no single From address: then nothing can be
     /// signed or encrypted, and only plain copies can be made.
-    pub info: Result<&'a Info, &'a transform::Error>,
+    pub info: Result<&'a Info, &'a outbound::Error>,
     /// The sender's secret key that can sign now, looked up once per message.
     pub signer: Option<Arc<Cert>>,
 }
@@ -101,26 +102,26 @@ pub fn build(
                 out.push((group.recipients, store(plain_copy(&mut message, last))?));
             }
             Treatment::SignOnly => {
-                let info = sender.info.map_err(transform::Error::reply)?;
+                let info = sender.info.map_err(outbound::Error::reply)?;
                 let text = message.as_ref().map_or(&[][..], |m| m.as_slice());
                 let signed = match &sender.signer {
                     Some(tsk) => {
-                        let t = transform::Treatment::SignOnly {
+                        let t = outbound::Treatment::SignOnly {
                             signer: Arc::clone(tsk),
                         };
-                        match transform::protect_classified(
+                        match outbound::protect_classified(
                             Cow::Borrowed(text),
                             info,
                             &t,
                             keyring.policy(),
                             now,
                         ) {
-                            Ok(p) if matches!(p.outcome, transform::Outcome::Signed { .. }) => {
+                            Ok(p) if matches!(p.outcome, outbound::Outcome::Signed { .. }) => {
                                 Some(p.message)
                             }
                             // Already signed or S/MIME: passed on as it is.
                             Ok(_) => None,
-                            Err(transform::Error::NotSevenBit) => {
+                            Err(outbound::Error::NotSevenBit) => {
                                 tracing::warn!(queue_id = %id, "8-bit content outside any part (a preamble, an attached message): sent unsigned");
                                 None
                             }
@@ -150,7 +151,7 @@ pub fn build(
                 out.push((group.recipients, store(data)?));
             }
             Treatment::Encrypt => {
-                let info = sender.info.map_err(transform::Error::reply)?;
+                let info = sender.info.map_err(outbound::Error::reply)?;
                 let mut certs: Vec<Arc<Cert>> = group.certs.clone();
                 if group.encrypt_to_self {
                     for c in keyring
@@ -163,7 +164,7 @@ pub fn build(
                     }
                 }
                 let fprs: Vec<String> = certs.iter().map(|c| c.fingerprint().to_hex()).collect();
-                let t = transform::Treatment::Encrypt {
+                let t = outbound::Treatment::Encrypt {
                     recipients: certs,
                     signer: sender.signer.clone(),
                 };
@@ -174,15 +175,13 @@ pub fn build(
                 } else {
                     Cow::Borrowed(message.as_ref().map_or(&[][..], |m| m.as_slice()))
                 };
-                let protected =
-                    transform::protect_classified(text, info, &t, keyring.policy(), now).map_err(
-                        |e| {
-                            tracing::error!(queue_id = %id, error = %e, "encryption failed");
-                            e.reply()
-                        },
-                    )?;
+                let protected = outbound::protect_classified(text, info, &t, keyring.policy(), now)
+                    .map_err(|e| {
+                        tracing::error!(queue_id = %id, error = %e, "encryption failed");
+                        e.reply()
+                    })?;
                 let signed_by = match &protected.outcome {
-                    transform::Outcome::Encrypted {
+                    outbound::Outcome::Encrypted {
                         signed_by: Some(fpr),
                     } => fpr.to_hex(),
                     _ => String::new(),

@@ -4,8 +4,9 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use crate::blob::Blob;
+use crate::mime::headers;
+use crate::mime::seven_bit::single_part;
 use crate::smtp::reply::{Enhanced, Reply};
-use crate::transform::headers;
 
 /// A copy's data as it goes to one next hop.
 #[derive(Debug, Clone)]
@@ -123,70 +124,11 @@ pub fn seven_bit(message: &[u8]) -> Option<Vec<u8>> {
         .map(|f| f.value().to_ascii_lowercase())
         .unwrap_or_default();
     let out = if content_type.starts_with("multipart/") {
-        crate::transform::seven_bit::rewrite(message).ok()?
+        crate::mime::seven_bit::rewrite(message).ok()?
     } else {
         single_part(message, &fields, &content_type, body)?
     };
     (!has_8bit(&out)).then_some(out)
-}
-
-/// A message that is one part: its body re-encoded, its header kept byte for byte except
-/// for the Content-Transfer-Encoding field.
-fn single_part(
-    message: &[u8],
-    fields: &[headers::Field],
-    content_type: &str,
-    body: &[u8],
-) -> Option<Vec<u8>> {
-    if content_type.starts_with("message/") {
-        return None;
-    }
-    let cte = headers::effective(fields, "Content-Transfer-Encoding")
-        .map(|f| f.value().to_ascii_lowercase());
-    if !matches!(
-        cte.as_deref(),
-        None | Some("7bit") | Some("8bit") | Some("binary")
-    ) {
-        // It claims an encoding that cannot carry these bytes: it is broken, not 8-bit.
-        return None;
-    }
-    let text = content_type.is_empty() || content_type.starts_with("text/");
-    let (encoded, name) = if text {
-        (
-            crate::transform::sign::quoted_printable(body),
-            "quoted-printable",
-        )
-    } else {
-        let mut b = crate::transform::seven_bit::base64_lines(body);
-        b.extend_from_slice(b"\r\n");
-        (b, "base64")
-    };
-    let (head, _) = headers::split_bytes(message);
-    let mut out = Vec::with_capacity(head.len() + encoded.len() + 64);
-    let mut skipping = false;
-    for line in head.split_inclusive(|&b| b == b'\n') {
-        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !continuation {
-            skipping = is_field(line, "Content-Transfer-Encoding");
-        }
-        if !skipping {
-            out.extend_from_slice(line);
-        }
-    }
-    if !fields.iter().any(|f| f.is("MIME-Version")) {
-        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    }
-    out.extend_from_slice(format!("Content-Transfer-Encoding: {name}\r\n\r\n").as_bytes());
-    out.extend_from_slice(&encoded);
-    Some(out)
-}
-
-/// Whether a header line starts the field `name`.
-fn is_field(line: &[u8], name: &str) -> bool {
-    line.iter()
-        .position(|&b| b == b':')
-        .and_then(|i| line.get(..i))
-        .is_some_and(|n| n.trim_ascii_end().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 #[cfg(test)]

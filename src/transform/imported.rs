@@ -1,5 +1,5 @@
 //! Secret keys imported into OpenSSL once per process, not once per message: the library
-//! context they live in, and a bounded cache of them by fingerprint. [`super::signer`]
+//! context they live in, and a bounded cache of them by fingerprint. [`super::outbound::signer`]
 //! keeps Ed25519 signing keys here, [`super::inbound::x25519`] Cv25519 decryption keys.
 
 use std::collections::HashMap;

@@ -3,12 +3,12 @@
 //! alone, never spliced with cleartext parts, 7-bit clean for any next hop.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use crate::transform::headers;
-use crate::transform::seven_bit;
+use crate::mime::headers;
+use crate::mime::seven_bit;
 use crate::wipe::{self, Buf};
 
-use super::mime::ContentType;
 use super::results::RawField;
+use crate::mime::entity::ContentType;
 
 /// What header protection changes in the outer header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,7 +172,7 @@ pub fn inline(results: &str, outer: &[RawField<'_>], plaintext: &[u8]) -> Vec<u8
     let text = Buf::from(if binary {
         plaintext.to_vec()
     } else {
-        super::mime::crlf(plaintext)
+        crate::mime::entity::crlf(plaintext)
     });
     let kept: Vec<&RawField<'_>> = outer
         .iter()
@@ -261,20 +261,12 @@ fn push_field(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// A leaf body in a 7-bit encoding: quoted-printable for mostly ASCII text, base64
-/// otherwise. The decoded bytes are the same.
+/// otherwise ([`seven_bit::encode`]). The decoded bytes are the same.
 /// The encoded body is zeroed when dropped (it is the plaintext, encoded).
 fn encode(body: &[u8], text: bool) -> (&'static str, Buf) {
     let eight_bit = body.iter().filter(|b| !b.is_ascii()).count();
-    if text && eight_bit * 3 < body.len().max(1) {
-        (
-            "quoted-printable",
-            Buf::from(crate::transform::sign::quoted_printable(body)),
-        )
-    } else {
-        let mut b = Buf::from(seven_bit::base64_lines(body));
-        b.extend(b"\r\n");
-        ("base64", b)
-    }
+    let (name, encoded) = seven_bit::encode(body, text && eight_bit * 3 < body.len().max(1));
+    (name, Buf::from(encoded))
 }
 
 /// Bodies on both sides of what [`seven_bit::is_clean`] accepts, for the tests of the

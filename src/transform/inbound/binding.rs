@@ -6,7 +6,7 @@
 
 use mail_parser::MessageParser;
 
-use crate::transform::headers::Field;
+use crate::mime::headers::Field;
 
 /// How a header disguises its signed From address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ fn shows_other_address(name: &str, from: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::headers;
+    use crate::mime::headers;
 
     fn check(head: &str) -> Option<Disguise> {
         let (fields, _) = headers::split(format!("{head}\r\n").as_bytes());

@@ -21,7 +21,6 @@ pub mod armor;
 pub mod assemble;
 pub mod binding;
 pub mod decrypt;
-pub mod mime;
 pub mod pending;
 pub mod protected;
 pub mod results;
@@ -36,9 +35,8 @@ use std::time::SystemTime;
 use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
-use crate::smtp::reply::{Enhanced, Reply};
-use crate::transform::classify;
-use crate::transform::headers::{self, Field};
+use crate::mime::entity;
+use crate::mime::headers::{self, Field};
 use crate::wipe::Buf;
 
 use assemble::Edits;
@@ -80,17 +78,6 @@ pub enum Error {
     /// A spilled message or its plaintext could not be read or written.
     #[error("spill file: {0}")]
     Spill(#[from] std::io::Error),
-}
-
-impl Error {
-    /// Not the sender's fault: try again later.
-    pub fn reply(&self) -> Reply {
-        Reply::new(
-            451,
-            Enhanced(4, 3, 0),
-            "Temporary local problem while opening the message; try again later",
-        )
-    }
 }
 
 /// What every step needs.
@@ -169,7 +156,7 @@ fn outer_of<'a>(message: &'a [u8], settings: &Settings) -> Outer<'a> {
     let (head, body) = headers::split_bytes(message);
     let raw = results::strip(results::fields(head), &settings.authserv_id);
     let fields: Vec<Field> = raw.iter().filter_map(|r| r.field.clone()).collect();
-    let from = classify::from_address(&fields);
+    let from = headers::from_address(&fields);
     Outer {
         raw,
         fields,
@@ -339,8 +326,8 @@ fn payload_bytes(
     recipients: Vec<usize>,
 ) -> Result<Option<Opened>, Error> {
     let mut bytes = Buf::from(bytes);
-    if mime::has_bare_lf(&bytes) {
-        bytes = Buf::from(mime::crlf(&bytes));
+    if entity::has_bare_lf(&bytes) {
+        bytes = Buf::from(entity::crlf(&bytes));
     }
     let (built, verdict) = {
         let (phead, pbody) = headers::split_bytes(&bytes);

@@ -3,11 +3,11 @@
 //! (only with a [`Valid`] signature, security rule 5) or kept apart.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
-use super::mime::{self, ContentType};
 use super::results;
 use super::verify::{InnerFrom, Valid};
+use crate::mime::entity::{self, ContentType};
 
 /// The prefix of a protected field kept apart from the outer ones.
 pub const KEPT_APART_PREFIX: &str = "X-Sealpost-Protected-";
@@ -43,7 +43,7 @@ pub fn inner_from(protected: &[Field]) -> InnerFrom {
     if !protected.iter().any(|f| f.is("From")) {
         return InnerFrom::Absent;
     }
-    match crate::transform::classify::from_address(protected) {
+    match headers::from_address(protected) {
         Some(a) => InnerFrom::One(a),
         None => InnerFrom::Bad,
     }
@@ -111,7 +111,7 @@ pub fn without_legacy_display(payload: &[Field], body: &[u8]) -> Option<Vec<u8>>
         return None;
     }
     let boundary = ct.param("boundary")?;
-    let parts = mime::parts(body, boundary)?;
+    let parts = entity::parts(body, boundary)?;
     let (first, rest) = parts.split_first()?;
     let (ff, _) = headers::split(first);
     let fct = ContentType::of(&ff)?;

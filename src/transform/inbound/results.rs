@@ -2,7 +2,7 @@
 //! written, folded, from fixed words, hex fingerprints and validated addresses only.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 use super::verdict::Verdict;
 

@@ -4,9 +4,10 @@
 
 use std::borrow::Cow;
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
-use super::mime::{self, ContentType};
+pub use super::spilled::nested::Nested;
+use crate::mime::entity::{self, ContentType};
 
 const BEGIN_MESSAGE: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END_MESSAGE: &[u8] = b"-----END PGP MESSAGE-----";
@@ -34,13 +35,6 @@ pub enum Root<'a> {
     Plain(Nested),
 }
 
-/// OpenPGP data found where it is never opened: below the root, or beside cleartext.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Nested {
-    pub ciphertext: bool,
-    pub signature: bool,
-}
-
 /// Classifies the entity made of `fields` and `body`; `whole` is the same entity as bytes
 /// (the header section and the body), scanned for nested OpenPGP data when it is plain.
 pub fn classify<'a>(fields: &[Field], body: &'a [u8], whole: &[u8]) -> Root<'a> {
@@ -62,7 +56,7 @@ pub fn classify<'a>(fields: &[Field], body: &'a [u8], whole: &[u8]) -> Root<'a> 
     }
     let text_plain = ct.as_ref().is_none_or(|c| c.is("text", "plain"));
     if text_plain {
-        if let Some(decoded) = mime::decode(fields, body) {
+        if let Some(decoded) = entity::decode(fields, body) {
             match armored(&decoded) {
                 Some(Block::Message) => return Root::Armored(decoded),
                 Some(Block::Cleartext) => return Root::Cleartext(decoded),
@@ -88,7 +82,7 @@ pub fn signed_halves(fields: &[Field], body: &[u8]) -> Option<(Vec<u8>, Vec<u8>)
 
 /// RFC 3156 §4: exactly two parts, `application/pgp-encrypted` then the OpenPGP data.
 fn pgp_mime<'a>(ct: &ContentType, body: &'a [u8]) -> Option<Root<'a>> {
-    let parts = mime::parts(body, ct.param("boundary")?)?;
+    let parts = entity::parts(body, ct.param("boundary")?)?;
     let [control, data] = parts.as_slice() else {
         return None;
     };
@@ -97,12 +91,12 @@ fn pgp_mime<'a>(ct: &ContentType, body: &'a [u8]) -> Option<Root<'a>> {
         return None;
     }
     let (df, db) = headers::split(data);
-    Some(Root::PgpMime(mime::decode(&df, db)?))
+    Some(Root::PgpMime(entity::decode(&df, db)?))
 }
 
 /// RFC 3156 §5: exactly two parts, the second `application/pgp-signature`.
 fn signed<'a>(ct: &ContentType, body: &'a [u8]) -> Option<Root<'a>> {
-    let parts = mime::parts(body, ct.param("boundary")?)?;
+    let parts = entity::parts(body, ct.param("boundary")?)?;
     let [first, sig] = parts.as_slice() else {
         return None;
     };
@@ -111,8 +105,8 @@ fn signed<'a>(ct: &ContentType, body: &'a [u8]) -> Option<Root<'a>> {
         return None;
     }
     Some(Root::Signed {
-        signed: mime::crlf(first),
-        signature: mime::decode(&sf, sb)?.into_owned(),
+        signed: entity::crlf(first),
+        signature: entity::decode(&sf, sb)?.into_owned(),
     })
 }
 

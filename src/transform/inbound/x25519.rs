@@ -176,7 +176,7 @@ impl crypto::Decryptor for Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::tests::{key, secret_key};
+    use crate::transform::outbound::tests::{key, secret_key};
     use openpgp::packet::{pkesk::PKESK3, PKESK};
     use openpgp::types::SymmetricAlgorithm;
 

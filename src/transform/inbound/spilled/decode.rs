@@ -7,14 +7,14 @@ use std::io::{self, Read};
 use base64::Engine;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 
-use crate::transform::headers::Field;
+use crate::mime::headers::Field;
 
 use super::super::pending::Pending;
 
 /// Input read at a time.
 const CHUNK: usize = 64 << 10;
 
-/// A `Content-Transfer-Encoding` that [`super::super::mime::decode`] knows.
+/// A `Content-Transfer-Encoding` that [`crate::mime::entity::decode`] knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cte {
     Identity,
@@ -23,10 +23,10 @@ pub enum Cte {
 }
 
 impl Cte {
-    /// The encoding of a header section (the field [`super::super::mime::field`] picks);
+    /// The encoding of a header section (the field [`crate::mime::entity::field`] picks);
     /// `None` for one that is not known.
     pub fn of(fields: &[Field]) -> Option<Cte> {
-        let cte = super::super::mime::field(fields, "Content-Transfer-Encoding")
+        let cte = crate::mime::entity::field(fields, "Content-Transfer-Encoding")
             .map(|f| f.value().to_ascii_lowercase());
         match cte.as_deref() {
             None | Some("7bit") | Some("8bit") | Some("binary") => Some(Cte::Identity),
@@ -108,7 +108,7 @@ impl<R: Read> Decoder<R> {
 }
 
 /// Appends the decoding of whole quads (`last`: the end of the text, where padding or a
-/// short quad may be) as [`super::super::mime::decode`] would.
+/// short quad may be) as [`crate::mime::entity::decode`] would.
 fn base64_into(text: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
     if text.is_empty() {
         return Ok(());
@@ -151,7 +151,7 @@ impl<R: Read> Read for Decoder<R> {
 }
 
 /// Gives what `inner` gives with every bare LF made CRLF, as
-/// [`super::super::mime::crlf`] does.
+/// [`crate::mime::entity::crlf`] does.
 pub struct Crlf<R> {
     inner: R,
     raw: Vec<u8>,
@@ -247,8 +247,8 @@ impl<'n> Finder<'n> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::headers;
-    use crate::transform::inbound::mime;
+    use crate::mime::entity as mime;
+    use crate::mime::headers;
 
     fn read_all(mut r: impl Read) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -266,8 +266,8 @@ mod tests {
     fn decodes_like_the_in_memory_decoder() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let text = "Grüße, a=b\r\n".repeat(3000) + &"x".repeat(5000) + "\r\n";
-        let b64 = crate::transform::seven_bit::base64_lines(&data);
-        let qp = crate::transform::sign::quoted_printable(text.as_bytes());
+        let b64 = crate::mime::seven_bit::base64_lines(&data);
+        let qp = crate::mime::seven_bit::quoted_printable(text.as_bytes());
         for (name, body, data) in [
             ("base64", &b64, &data[..]),
             ("quoted-printable", &qp, text.as_bytes()),

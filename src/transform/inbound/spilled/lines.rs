@@ -4,6 +4,9 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 
+/// Most header bytes read: the DATA reader already refuses a longer header section.
+pub const HEAD_MAX: usize = (1 << 20) + (64 << 10);
+
 /// Longest line start kept: a delimiter line (RFC 2046: a boundary of at most 70
 /// characters) and a header line (998 octets) fit.
 pub const KEEP: usize = 1024;

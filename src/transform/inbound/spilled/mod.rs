@@ -15,7 +15,7 @@
 //! Read whole into memory, and only then: decrypted inline (armored text-body) plaintext,
 //! which is re-encoded as the text body ([`assemble::inline`]); a decrypted payload body
 //! that is not 7-bit clean and must be re-encoded ([`assemble::decrypted`]); a decrypted
-//! payload whose header section does not end within [`scan::HEAD_MAX`]. Each is bounded by
+//! payload whose header section does not end within [`lines::HEAD_MAX`]. Each is bounded by
 //! `max_plaintext`. Plaintext that did not spill (it is small) takes the in-memory path.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
@@ -27,15 +27,15 @@ pub mod scan;
 use std::io;
 
 use crate::blob::{self, Blob};
-use crate::transform::headers::Field;
+use crate::mime::headers::Field;
 
 use super::assemble::{self, Edits};
 use super::decrypt::{self, Kind, Outcome, Plaintext};
-use super::mime::ContentType;
 use super::results::{self, RawField};
 use super::verdict::{Encryption, Signature, Verdict};
 use super::{protected, verify};
 use super::{Ctx, Error, Opened, Outer};
+use crate::mime::entity::ContentType;
 use decode::Crlf;
 use scan::{Data, Root};
 
@@ -336,10 +336,10 @@ fn unchanged(
 fn crlf_fields(part: &Blob) -> io::Result<Vec<Field>> {
     let mut head = Vec::new();
     io::Read::read_to_end(
-        &mut io::Read::take(Crlf::new(part.reader()), scan::HEAD_MAX as u64),
+        &mut io::Read::take(Crlf::new(part.reader()), lines::HEAD_MAX as u64),
         &mut head,
     )?;
-    let (fields, _) = crate::transform::headers::split(&head);
+    let (fields, _) = crate::mime::headers::split(&head);
     Ok(fields)
 }
 
@@ -377,7 +377,7 @@ fn without_legacy_display(payload: &[Field], body: &Blob) -> io::Result<Option<B
     Ok(Some(out))
 }
 
-/// [`super::mime::has_bare_lf`] over a blob.
+/// [`crate::mime::entity::has_bare_lf`] over a blob.
 fn has_bare_lf(b: &Blob) -> io::Result<bool> {
     let (mut prev, mut bare) = (0u8, false);
     b.for_each_piece(|piece| {
@@ -470,7 +470,7 @@ mod tests {
     fn is_clean_agrees_with_the_in_memory_test() {
         for c in &assemble::clean_cases() {
             let c = c.as_slice();
-            let want = crate::transform::seven_bit::is_clean(c);
+            let want = crate::mime::seven_bit::is_clean(c);
             assert_eq!(is_clean(&Blob::from(c.to_vec())).unwrap(), want, "{c:?}");
         }
     }

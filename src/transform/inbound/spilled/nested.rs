@@ -4,7 +4,7 @@
 //! large message is walked while it is read from its sealed file; a message in memory
 //! gets the same walk ([`super::super::root::nested`]), so both paths find the same.
 //!
-//! The structure is read as the root's classifier reads it ([`super::super::mime::parts`],
+//! The structure is read as the root's classifier reads it ([`crate::mime::entity::parts`],
 //! RFC 2046 §5.1.1): a delimiter line is `--boundary`, or `--boundary--` for the last,
 //! followed by nothing but white space; a header section ends at the first empty line.
 //! Two narrowings, kept on purpose: a quoted-printable text leaf is searched as encoded (a
@@ -16,20 +16,25 @@ use std::io;
 
 use base64::Engine;
 
-use crate::transform::headers;
-use crate::transform::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
+use crate::mime::headers;
+use crate::mime::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
 
-use super::super::mime::ContentType;
-use super::super::root::Nested;
 use super::decode::{Cte, Finder};
-use super::lines::Lines;
-use super::scan::HEAD_MAX;
+use super::lines::{Lines, HEAD_MAX};
+use crate::mime::entity::ContentType;
 
 const NEEDLES: [&[u8]; 3] = [
     b"-----BEGIN PGP MESSAGE-----",
     b"-----BEGIN PGP SIGNED MESSAGE-----",
     b"-----BEGIN PGP SIGNATURE-----",
 ];
+
+/// OpenPGP data found where it is never opened: below the root, or beside cleartext.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Nested {
+    pub ciphertext: bool,
+    pub signature: bool,
+}
 
 /// An open container: a multipart (its delimiter `--boundary`) or an attached message.
 enum Frame {

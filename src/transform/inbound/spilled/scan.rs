@@ -7,17 +7,14 @@ use std::io::{self, Read};
 use std::ops::Range;
 
 use crate::blob::Blob;
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 use super::super::armor;
-use super::super::mime::ContentType;
-use super::super::root::Nested;
 use super::decode::{Cte, Decoder, Finder};
-use super::lines::Lines;
-use super::nested;
+use super::lines::{Lines, HEAD_MAX};
+use super::nested::{self, Nested};
+use crate::mime::entity::ContentType;
 
-/// Most header bytes read: the DATA reader already refuses a longer header section.
-pub const HEAD_MAX: usize = (1 << 20) + (64 << 10);
 /// Largest signature part read into memory: a real one is a few kilobytes.
 const SIGNATURE_MAX: usize = 1 << 20;
 
@@ -60,7 +57,7 @@ pub fn entity(blob: &Blob) -> io::Result<(Vec<Field>, Blob)> {
     Ok((fields, body))
 }
 
-/// The body parts of a multipart `body` as ranges, as [`super::super::mime::parts`]
+/// The body parts of a multipart `body` as ranges, as [`crate::mime::entity::parts`]
 /// finds them: only delimiter lines of this boundary count.
 pub fn parts(body: &Blob, boundary: &str) -> io::Result<Option<Vec<Range<usize>>>> {
     if boundary.is_empty() {

@@ -101,7 +101,7 @@ fn the_hand_made_sed_is_a_real_one() {
     // a broken packet.
     let w = World::new();
     let data = sed(&w.bob, SECRET);
-    let gpg = crate::transform::tests::Gpg::new();
+    let gpg = crate::transform::outbound::tests::Gpg::new();
     gpg.import(&w.bob.as_tsk().to_vec().unwrap());
     let out = gpg.run(&["--ignore-mdc-error", "--decrypt"], &data);
     assert_eq!(

@@ -23,10 +23,10 @@ use sealpost_keyring::{openpgp, Keyring, OpenOptions};
 
 use super::{open, Settings, Verdict};
 use crate::blob::{self, Blob, Spill};
-use crate::transform::encrypt::signing_keypair;
-use crate::transform::headers;
+use crate::mime::headers;
+use crate::transform::outbound::encrypt::signing_keypair;
 
-pub use crate::transform::tests::key;
+pub use crate::transform::outbound::tests::key;
 
 /// Our authserv-id in every test.
 pub const ID: &str = "gw.example.net";
@@ -233,7 +233,7 @@ pub fn armor(binary: &[u8]) -> Vec<u8> {
 }
 
 pub fn crlf(data: &[u8]) -> Vec<u8> {
-    super::mime::crlf(data)
+    crate::mime::entity::crlf(data)
 }
 
 /// A PGP/MIME message (RFC 3156 §4) with these outer fields around armored `data`.
@@ -385,7 +385,7 @@ pub fn assert_wellformed(m: &[u8]) {
         "bare LF"
     );
     assert!(
-        crate::transform::seven_bit::is_clean(body(m)),
+        crate::mime::seven_bit::is_clean(body(m)),
         "not 7-bit: {}",
         String::from_utf8_lossy(m)
     );

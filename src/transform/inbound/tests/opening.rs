@@ -4,8 +4,8 @@
 use mail_parser::{MessageParser, MimeHeaders};
 
 use super::*;
-use crate::transform::encrypt;
-use crate::transform::tests::MESSAGE;
+use crate::transform::outbound::encrypt;
+use crate::transform::outbound::tests::MESSAGE;
 
 #[test]
 fn pgp_mime_encrypted_and_signed_round_trip() {
@@ -117,7 +117,7 @@ fn html_attachments_and_charsets_stay_intact() {
     let w = World::new();
     let html = "<p>Grüße — ünïcödé</p>\r\n";
     let bin: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
-    let b64 = crate::transform::seven_bit::base64_lines(&bin);
+    let b64 = crate::mime::seven_bit::base64_lines(&bin);
     let mut payload = format!("Content-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n--mix\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{html}\r\n--mix\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n\r\n").into_bytes();
     payload.extend_from_slice(b"caf\xe9\r\n");
     payload.extend_from_slice(b"\r\n--mix\r\nContent-Type: application/octet-stream; name=\"a.bin\"\r\nContent-Disposition: attachment; filename=\"a.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\n");

@@ -2,7 +2,7 @@
 //! (security rule 3).
 
 use super::*;
-use crate::transform::sign;
+use crate::transform::outbound::sign;
 
 /// The signed part of a text message, as a client makes it.
 const PART: &[u8] = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nI approve the payment.\r\n";
@@ -34,7 +34,7 @@ fn multipart_signed_is_verified_over_the_exact_bytes() {
 #[test]
 fn the_outbound_signed_form_applies_its_protected_headers() {
     let w = World::new();
-    let m = crate::transform::tests::MESSAGE.replace(
+    let m = crate::transform::outbound::tests::MESSAGE.replace(
         "Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans",
         "Subject: inner",
     );

@@ -3,8 +3,8 @@
 //! ways and compares ([`World::open_with`]); these are the large cases.
 
 use super::*;
+use crate::mime::seven_bit;
 use crate::transform::inbound::{Encryption, Signature};
-use crate::transform::seven_bit;
 
 const SECRET: &[u8] = b"LARGE-SECRET-0815";
 const MIB: usize = 1 << 20;
@@ -377,7 +377,7 @@ fn broken_armor_is_read_alike_in_memory_and_on_disk() {
     packets.extend([0u8; 94]);
     packets.extend([0xd2, 25, 0xf5]);
     let mut data = b"-----BEGIN PGP MESSAGE-----".to_vec();
-    data.extend(crate::transform::seven_bit::base64_lines(&packets));
+    data.extend(crate::mime::seven_bit::base64_lines(&packets));
     let o = w.open(&pgp_mime(OUTER, &data), &rcpts);
     assert_eq!(o.len(), 2);
     assert!(o.iter().all(|o| o.verdict.encryption == Encryption::NoKey));

@@ -15,10 +15,11 @@ use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
 use super::armor::Armored;
-use super::headers::{self, Field};
-use super::Error;
+use super::error::Error;
+use super::protection;
+use crate::mime::headers::{self, Field};
 
-pub use super::headers::OBSCURED_SUBJECT;
+pub use super::protection::OBSCURED_SUBJECT;
 
 /// An encrypted message and who signed it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +68,7 @@ pub fn seal(
     now: SystemTime,
 ) -> Result<Sealed, Error> {
     let autocrypt = |tsk: &Cert, fields: &[Field]| {
-        let addr = super::classify::from_address(fields)?;
+        let addr = headers::from_address(fields)?;
         super::autocrypt::header(tsk, &addr, policy, now)
             .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
             .ok()
@@ -153,22 +154,22 @@ pub fn signer_fits(signer: &Cert, recipients: &[&Cert]) -> bool {
 /// ([`headers::effective`]).
 fn payload_head(fields: &[Field]) -> String {
     let mut head =
-        headers::content_type_with_hp(headers::effective(fields, "Content-Type"), "cipher");
+        protection::content_type_with_hp(headers::effective(fields, "Content-Type"), "cipher");
     for f in fields.iter().filter(|f| headers::is_content_field(f)) {
         if !f.is("Content-Type") && !f.is("MIME-Version") && !headers::overridden(fields, f) {
             head.push_str(&f.wire());
         }
     }
-    head.push_str(&headers::protected(fields));
+    head.push_str(&protection::protected(fields));
     for f in fields.iter().filter(|f| {
-        !headers::kept_outside(f)
+        !protection::kept_outside(f)
             && !headers::is_content_field(f)
-            && !headers::PROTECTED.iter().any(|p| f.is(p))
+            && !protection::PROTECTED.iter().any(|p| f.is(p))
             && !f.is("Bcc")
     }) {
         head.push_str(&f.wire());
     }
-    head.push_str(&headers::hp_outer(fields));
+    head.push_str(&protection::hp_outer(fields));
     head.push_str("\r\n");
     head
 }
@@ -177,8 +178,8 @@ fn payload_head(fields: &[Field]) -> String {
 /// the obscured Subject, the Autocrypt header, and the two PGP/MIME parts' heads.
 fn outer_head(fields: &[Field], autocrypt: Option<&str>, boundary: &str) -> String {
     let mut out = String::new();
-    for f in fields.iter().filter(|f| headers::kept_outside(f)) {
-        out.push_str(&format!("{}:{}\r\n", f.name, headers::outer_raw(f)));
+    for f in fields.iter().filter(|f| protection::kept_outside(f)) {
+        out.push_str(&format!("{}:{}\r\n", f.name, protection::outer_raw(f)));
     }
     if !fields.iter().any(|f| f.is("Subject")) {
         out.push_str(&format!("Subject: {OBSCURED_SUBJECT}\r\n"));

@@ -6,9 +6,9 @@ use mail_parser::MessageParser;
 use openpgp::policy::StandardPolicy;
 
 use super::*;
-use crate::transform::seven_bit::is_clean;
-use crate::transform::sign::sign;
-use crate::transform::Error;
+use crate::mime::seven_bit::is_clean;
+use crate::transform::outbound::sign::sign;
+use crate::transform::outbound::Error;
 
 /// The hash gpg reports in VALIDSIG, as a micalg.
 fn micalg_of(status: &str) -> &'static str {
@@ -151,7 +151,7 @@ pub const REPEATED: [(&str, &str, Option<&str>); 2] = [
 
 /// The values of the fields `name` in a header section.
 pub fn values(head: &[u8], name: &str) -> Vec<String> {
-    let (fields, _) = crate::transform::headers::split(head);
+    let (fields, _) = crate::mime::headers::split(head);
     fields
         .iter()
         .filter(|f| f.is(name))
@@ -163,7 +163,7 @@ pub fn values(head: &[u8], name: &str) -> Vec<String> {
 /// what the classifier read, and carries only that one of each.
 #[test]
 fn a_repeated_content_field_is_signed_as_it_was_classified() {
-    use crate::transform::{protect, Outcome, Treatment};
+    use crate::transform::outbound::{protect, Outcome, Treatment};
     let p = StandardPolicy::new();
     let alice = key("<alice@example.org>");
     let t = Treatment::SignOnly {

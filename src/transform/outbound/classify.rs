@@ -12,9 +12,10 @@
 use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
 use sealpost_keyring::openpgp;
 
-use super::headers::{self, Field};
-use super::structure::{self, Shape};
-use super::Error;
+use super::error::Error;
+use crate::mime::charset;
+use crate::mime::headers::{self, Field};
+use crate::mime::structure::{self, Shape};
 
 /// Most header fields in the message's own header section.
 pub const MAX_FIELDS: usize = 1000;
@@ -145,7 +146,7 @@ pub fn classify(message: &[u8]) -> Result<Classification, Error> {
             return Ok(Classification::Protected { kind, named });
         }
     }
-    invalid_charset(message)?;
+    charset::check(message)?;
     let from = single_from(&fields, parsed.as_ref())?;
     Ok(Classification::Plain(Info {
         from,
@@ -210,48 +211,6 @@ pub fn is_openpgp_ciphertext(data: &[u8]) -> bool {
     .unwrap_or(false)
 }
 
-/// A text part that declares UTF-8 or US-ASCII but whose bytes are not: signing would
-/// re-encode bytes that mean nothing in the charset they claim.
-fn invalid_charset(message: &[u8]) -> Result<(), Error> {
-    // All-ASCII bytes are valid in both; only 8-bit messages need the full parse.
-    if message.is_ascii() {
-        return Ok(());
-    }
-    let Some(parsed) = structure::parse(message) else {
-        return Ok(());
-    };
-    for part in &parsed.parts {
-        let Some(ct) = part.content_type() else {
-            continue;
-        };
-        if !ct.ctype().eq_ignore_ascii_case("text") {
-            continue;
-        }
-        let charset = ct
-            .attribute("charset")
-            .unwrap_or("us-ascii")
-            .to_ascii_lowercase();
-        let encoded = part.content_transfer_encoding().is_some_and(|c| {
-            c.eq_ignore_ascii_case("base64") || c.eq_ignore_ascii_case("quoted-printable")
-        });
-        if encoded {
-            continue;
-        }
-        let raw = message
-            .get(part.offset_body as usize..part.offset_end as usize)
-            .unwrap_or_default();
-        let bad = match charset.as_str() {
-            "utf-8" | "utf8" => std::str::from_utf8(raw).is_err(),
-            "us-ascii" | "ascii" => !raw.is_ascii(),
-            _ => false,
-        };
-        if bad {
-            return Err(Error::InvalidCharset(charset));
-        }
-    }
-    Ok(())
-}
-
 /// The one address of the one From field.
 fn single_from(fields: &[Field], parsed: Option<&mail_parser::Message>) -> Result<String, Error> {
     match fields.iter().filter(|f| f.is("From")).count() {
@@ -259,37 +218,7 @@ fn single_from(fields: &[Field], parsed: Option<&mail_parser::Message>) -> Resul
         1 => {}
         n => return Err(Error::SeveralFrom(n)),
     }
-    let addrs: Vec<&str> = parsed
-        .and_then(|m| m.from())
-        .map(|l| l.iter().filter_map(|a| a.address()).collect())
-        .unwrap_or_default();
-    match addrs[..] {
-        [one] if valid_address(one) => Ok(one.to_ascii_lowercase()),
-        _ => Err(Error::FromAddresses(addrs.len())),
-    }
-}
-
-/// `local@domain`, with nothing that could break out of a header or an address.
-fn valid_address(a: &str) -> bool {
-    let Some((local, domain)) = a.rsplit_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && !domain.is_empty()
-        && !a
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c))
-}
-
-/// The address of the single From field, lower-cased, if there is exactly one.
-pub(crate) fn from_address(fields: &[Field]) -> Option<String> {
-    let mut from = fields.iter().filter(|f| f.is("From"));
-    let (Some(f), None) = (from.next(), from.next()) else {
-        return None;
-    };
-    let head = f.wire();
-    let parsed = MessageParser::default().parse_headers(head.as_bytes());
-    single_from(std::slice::from_ref(f), parsed.as_ref()).ok()
+    headers::single_address(parsed).map_err(Error::FromAddresses)
 }
 
 /// A body that is exactly one armored OpenPGP message or cleartext-signed message.
@@ -315,6 +244,7 @@ fn one_armored_block(body: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::ToReply;
     use crate::smtp::reply::Enhanced;
 
     /// A message and the error it must cause.
@@ -508,12 +438,12 @@ mod tests {
     /// Found by the `outbound` fuzz target: mail-parser panics on this MIME tree.
     #[test]
     fn a_message_the_mime_parser_panics_on_is_classified_not_a_panic() {
-        let m = include_bytes!("../../fuzz/regressions/outbound/mail-parser-panics-on-parts");
+        let m = include_bytes!("../../../fuzz/regressions/outbound/mail-parser-panics-on-parts");
         assert!(structure::parse(m).is_none());
         let _ = classify(m);
         assert!(matches!(
-            super::super::seven_bit::rewrite(m),
-            Err(Error::NotSevenBit)
+            crate::mime::seven_bit::rewrite(m),
+            Err(crate::mime::Error::NotSevenBit)
         ));
     }
 

@@ -1,5 +1,8 @@
-//! Header fields, byte-exact, and the RFC 9788 header protection built from them.
+//! RFC 9788 header protection: which fields the Cryptographic Payload carries, which stay
+//! outside an encrypted message and how, and the `hp` parameter.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use crate::mime::headers::{is_trace, Field};
 
 /// What the outer Subject of an encrypted message becomes (RFC 9788, `hcp_baseline`).
 pub const OBSCURED_SUBJECT: &str = "[...]";
@@ -17,105 +20,6 @@ pub const PROTECTED: &[&str] = &[
     "In-Reply-To",
     "Reply-To",
 ];
-
-/// One header field: its name and its raw value (after the colon, folding kept, CRLF
-/// excluded).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    pub name: String,
-    pub raw: String,
-}
-
-impl Field {
-    /// The value unfolded and trimmed, for reading.
-    pub fn value(&self) -> String {
-        self.raw
-            .split("\r\n")
-            .map(|l| l.trim_end_matches('\r'))
-            .collect::<Vec<_>>()
-            .join("")
-            .trim()
-            .to_string()
-    }
-
-    pub fn is(&self, name: &str) -> bool {
-        self.name.eq_ignore_ascii_case(name)
-    }
-
-    /// The field as it goes on the wire.
-    pub fn wire(&self) -> String {
-        format!("{}:{}\r\n", self.name, self.raw)
-    }
-}
-
-/// Splits a message into header fields and the body (everything after the empty line).
-/// A message without an empty line has no body.
-pub fn split(message: &[u8]) -> (Vec<Field>, &[u8]) {
-    let (head, body) = split_bytes(message);
-    let text = String::from_utf8_lossy(head);
-    let mut fields: Vec<Field> = Vec::new();
-    for line in text.split_inclusive("\r\n") {
-        let content = line.strip_suffix("\r\n").unwrap_or(line);
-        if content.starts_with([' ', '\t']) {
-            if let Some(last) = fields.last_mut() {
-                last.raw.push_str("\r\n");
-                last.raw.push_str(content);
-            }
-            continue;
-        }
-        if let Some((name, raw)) = content.split_once(':') {
-            fields.push(Field {
-                name: name.trim_end().to_string(),
-                raw: raw.to_string(),
-            });
-        }
-    }
-    (fields, body)
-}
-
-/// The header section (with the CRLF of its last line) and the body, as bytes.
-pub fn split_bytes(message: &[u8]) -> (&[u8], &[u8]) {
-    if message.starts_with(b"\r\n") {
-        return (&[], message.get(2..).unwrap_or_default());
-    }
-    match message.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(i) => (
-            message.get(..i + 2).unwrap_or(message),
-            message.get(i + 4..).unwrap_or_default(),
-        ),
-        None => (message, &[]),
-    }
-}
-
-/// The field `name` that counts when a header section has it more than once: the last
-/// one, as mail-parser reads it. The classifier, the structure scan and the inbound
-/// transform read `Content-Type` and `Content-Transfer-Encoding` through mail-parser or
-/// this function, and so must every transform; otherwise a message with two
-/// `Content-Type` fields is classified as one thing and signed or encrypted as another.
-pub fn effective<'a>(fields: &'a [Field], name: &str) -> Option<&'a Field> {
-    fields.iter().rev().find(|f| f.is(name))
-}
-
-/// Whether `f` is a `Content-Type` or `Content-Transfer-Encoding` field that a later one
-/// of the same name overrides ([`effective`]): a transform that writes a new header
-/// section leaves it out, so that what it writes means one thing to every reader.
-pub fn overridden(fields: &[Field], f: &Field) -> bool {
-    ["Content-Type", "Content-Transfer-Encoding"]
-        .iter()
-        .any(|name| f.is(name) && !effective(fields, name).is_some_and(|e| std::ptr::eq(e, f)))
-}
-
-/// Whether a field describes the MIME entity (and so belongs to the body part, not the
-/// message).
-pub fn is_content_field(f: &Field) -> bool {
-    let n = f.name.to_ascii_lowercase();
-    n.starts_with("content-") || n == "mime-version"
-}
-
-/// Trace fields (RFC 5322 §3.6.7): added in transit, kept outside, never recorded.
-pub fn is_trace(f: &Field) -> bool {
-    f.is("Received") || f.is("Return-Path")
-}
 
 /// The Header Confidentiality Policy for encrypted messages: the outer header keeps only
 /// what delivery, trace and threading need, with the Subject obscured. Everything else
@@ -218,18 +122,7 @@ fn params(raw: &str) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn folded_fields_round_trip() {
-        let m = b"Subject: a\r\n b\r\nFrom: x@y\r\n\r\nbody\r\n";
-        let (fields, body) = split(m);
-        assert_eq!(fields.len(), 2);
-        assert_eq!(fields[0].value(), "a b");
-        assert_eq!(fields[0].wire(), "Subject: a\r\n b\r\n");
-        assert_eq!(body, b"body\r\n");
-        assert_eq!(split_bytes(b"\r\nbody"), (&b""[..], &b"body"[..]));
-        assert_eq!(split_bytes(b"A: b\r\n"), (&b"A: b\r\n"[..], &b""[..]));
-    }
+    use crate::mime::headers::split;
 
     #[test]
     fn hp_parameter_is_added_once() {

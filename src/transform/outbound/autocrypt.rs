@@ -16,7 +16,7 @@ use openpgp::serialize::SerializeInto;
 use openpgp::{Cert, Fingerprint};
 use sealpost_keyring::openpgp;
 
-use super::Error;
+use super::error::Error;
 
 /// Header lines are folded to this many columns.
 const WIDTH: usize = 78;

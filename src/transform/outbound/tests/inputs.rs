@@ -10,7 +10,8 @@ use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
 use super::*;
-use crate::transform::{protect, Outcome, Protection, Treatment};
+use crate::pipeline::ToReply;
+use crate::transform::outbound::{protect, Outcome, Protection, Treatment};
 
 const HTML: &str = "From: =?UTF-8?B?QWxpY2Ugw4FsdmFyZXo=?= <alice@example.org>\r\nTo: bob@example.net\r\nSubject: =?UTF-8?B?UHLDvGZ1bmcg4pyT?=\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<html><body><p>Pr=C3=BCfung <b>bestanden</b></p>\r\n<p>Zeile mit Leerzeichen am Ende=20</p></body></html>\r\n";
 
@@ -46,7 +47,7 @@ fn pseudo_random(n: usize) -> Vec<u8> {
 }
 
 fn base64_lines(data: &[u8]) -> Vec<u8> {
-    crate::transform::seven_bit::base64_lines(data)
+    crate::mime::seven_bit::base64_lines(data)
 }
 
 fn fixtures() -> Vec<(&'static str, Vec<u8>)> {
@@ -99,7 +100,7 @@ fn every_shape_decrypts_in_gpg_and_sq_to_the_original_body() {
         let (payload, status) = Gpg::decrypt(&bob, Some(&alice), &armored);
         assert_good_signature(&status, &alice);
         let (head, body) = payload_split(&payload);
-        let (orig_head, orig_body) = crate::transform::headers::split_bytes(&m);
+        let (orig_head, orig_body) = crate::mime::headers::split_bytes(&m);
         assert_eq!(
             body, orig_body,
             "{name}: the body is the original, byte for byte"
@@ -177,7 +178,7 @@ fn twenty_megabytes_encrypt_and_sign() {
     assert_good_signature(&status, &alice);
     let (_, body) = payload_split(&payload);
     assert!(
-        body == crate::transform::headers::split_bytes(&m).1,
+        body == crate::mime::headers::split_bytes(&m).1,
         "the 20 MB body arrives intact"
     );
 
@@ -209,7 +210,8 @@ fn protected_inputs_pass_through_byte_exact() {
     .unwrap()
     .message;
     let signed =
-        crate::transform::sign::sign(MESSAGE.as_bytes(), &alice, &p, SystemTime::now()).unwrap();
+        crate::transform::outbound::sign::sign(MESSAGE.as_bytes(), &alice, &p, SystemTime::now())
+            .unwrap();
     // Real ciphertext passes through whatever the treatment.
     for t in [
         encrypt_treatment(&bob, &alice),
@@ -246,7 +248,7 @@ fn protected_inputs_pass_through_byte_exact() {
             "{kind:?}: {:?}",
             out.outcome
         );
-        assert!(crate::transform::classify::is_openpgp_ciphertext(
+        assert!(crate::transform::outbound::classify::is_openpgp_ciphertext(
             &out.message[out
                 .message
                 .windows(27)

@@ -155,7 +155,7 @@ impl crypto::Signer for Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::tests::{key, secret_key, v6_key};
+    use crate::transform::outbound::tests::{key, secret_key, v6_key};
     use openpgp::cert::{CertBuilder, CipherSuite};
 
     /// Ed25519 is deterministic: the cached key must give the very signature `KeyPair`

@@ -1,6 +1,9 @@
-//! Making a MIME message 7-bit for signing (RFC 3156 §3): every leaf part with 8-bit
-//! content or trailing whitespace is re-encoded as quoted-printable (text) or base64
-//! (anything else). The structure and every other byte stay as they were.
+//! 7-bit content (RFC 2045): the check, the one single-part encoder ([`encode`]:
+//! quoted-printable for text, base64 for anything else) that the signed-only copy, the
+//! relay's downgrade for a hop without 8BITMIME and the inbound result all use, and the
+//! rewrite of a whole message for signing (RFC 3156 §3): every leaf part with 8-bit
+//! content or trailing whitespace is re-encoded, the structure and every other byte stay
+//! as they were.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use base64::Engine;
@@ -58,17 +61,13 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
         let text = part
             .content_type()
             .is_some_and(|ct| ct.ctype().eq_ignore_ascii_case("text"));
-        let (encoded, name) = if text {
-            let mut qp = super::sign::quoted_printable(body);
-            // The encoder ends every body with a line break; one the content did not
-            // have goes (a content's own last line break stays).
-            if qp.ends_with(b"\r\n") && !body.ends_with(b"\n") {
-                qp.truncate(qp.len() - 2);
-            }
-            (qp, "quoted-printable")
-        } else {
-            (base64_lines(body), "base64")
-        };
+        let (name, mut encoded) = encode(body, text);
+        // The encoder ends every body with a line break; one the content did not have
+        // goes (a content's own last line break stays): the CRLF before the next
+        // delimiter is the delimiter's own.
+        if encoded.ends_with(b"\r\n") && (name == BASE64 || !body.ends_with(b"\n")) {
+            encoded.truncate(encoded.len() - 2);
+        }
         let mut new = String::new();
         // A Content-Type that a later one overrides goes too: the new head means one
         // thing to every reader.
@@ -102,9 +101,34 @@ pub fn rewrite(message: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(out)
 }
 
-pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
+/// `Content-Transfer-Encoding` names of the two encodings.
+pub const QUOTED_PRINTABLE: &str = "quoted-printable";
+pub const BASE64: &str = "base64";
+
+/// The one single-part encoder: a leaf body in a 7-bit encoding, quoted-printable when
+/// `text`, base64 otherwise, ending with a line break; and the encoding's name. The
+/// decoded bytes are the same. A caller that holds plaintext wraps the result in a
+/// buffer zeroed on drop: it is allocated once, at its full size.
+pub fn encode(body: &[u8], text: bool) -> (&'static str, Vec<u8>) {
+    if text {
+        (QUOTED_PRINTABLE, quoted_printable(body))
+    } else {
+        let mut b = base64_lines_with(body, 2);
+        b.extend_from_slice(b"\r\n");
+        (BASE64, b)
+    }
+}
+
+/// Base64 in lines of 76 characters, CRLF between them, no line break at the end.
+pub fn base64_lines(data: &[u8]) -> Vec<u8> {
+    base64_lines_with(data, 0)
+}
+
+/// [`base64_lines`] with room for `extra` more bytes, so that adding them does not
+/// reallocate (and leave a copy behind).
+fn base64_lines_with(data: &[u8], extra: usize) -> Vec<u8> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38);
+    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38 + extra);
     for (i, chunk) in encoded.as_bytes().chunks(76).enumerate() {
         if i > 0 {
             out.extend_from_slice(b"\r\n");
@@ -112,6 +136,87 @@ pub(crate) fn base64_lines(data: &[u8]) -> Vec<u8> {
         out.extend_from_slice(chunk);
     }
     out
+}
+
+/// RFC 2045 quoted-printable, lines kept under 76 characters, CRLF line ends.
+pub fn quoted_printable(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + body.len() / 8);
+    let text = body.strip_suffix(b"\r\n").unwrap_or(body);
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut width = 0;
+        for (j, &b) in line.iter().enumerate() {
+            let last = j + 1 == line.len();
+            let literal =
+                (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
+            let piece: Vec<u8> = if literal {
+                vec![b]
+            } else {
+                format!("={b:02X}").into_bytes()
+            };
+            if width + piece.len() > 75 {
+                out.extend_from_slice(b"=\r\n");
+                width = 0;
+            }
+            width += piece.len();
+            out.extend_from_slice(&piece);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A message that is one part: its body re-encoded, its header kept byte for byte except
+/// for the Content-Transfer-Encoding field.
+pub fn single_part(
+    message: &[u8],
+    fields: &[headers::Field],
+    content_type: &str,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    if content_type.starts_with("message/") {
+        return None;
+    }
+    let cte = headers::effective(fields, "Content-Transfer-Encoding")
+        .map(|f| f.value().to_ascii_lowercase());
+    if !matches!(
+        cte.as_deref(),
+        None | Some("7bit") | Some("8bit") | Some("binary")
+    ) {
+        // It claims an encoding that cannot carry these bytes: it is broken, not 8-bit.
+        return None;
+    }
+    let text = content_type.is_empty() || content_type.starts_with("text/");
+    let (name, encoded) = encode(body, text);
+    let (head, _) = headers::split_bytes(message);
+    let mut out = Vec::with_capacity(head.len() + encoded.len() + 64);
+    let mut skipping = false;
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation {
+            skipping = is_field(line, "Content-Transfer-Encoding");
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    if !fields.iter().any(|f| f.is("MIME-Version")) {
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    out.extend_from_slice(format!("Content-Transfer-Encoding: {name}\r\n\r\n").as_bytes());
+    out.extend_from_slice(&encoded);
+    Some(out)
+}
+
+/// Whether a header line starts the field `name`.
+fn is_field(line: &[u8], name: &str) -> bool {
+    line.iter()
+        .position(|&b| b == b':')
+        .and_then(|i| line.get(..i))
+        .is_some_and(|n| n.trim_ascii_end().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 #[cfg(test)]
@@ -167,5 +272,15 @@ mod tests {
     fn eight_bit_outside_a_leaf_cannot_be_fixed() {
         let m = "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\npréambule\r\n--x\r\nContent-Type: text/plain\r\n\r\nok\r\n--x--\r\n";
         assert!(matches!(rewrite(m.as_bytes()), Err(Error::NotSevenBit)));
+    }
+
+    #[test]
+    fn quoted_printable_is_seven_bit_without_trailing_space() {
+        let qp = quoted_printable("Grüße \r\nline=two\t\r\n".as_bytes());
+        let text = String::from_utf8(qp).unwrap();
+        assert_eq!(text, "Gr=C3=BC=C3=9Fe=20\r\nline=3Dtwo=09\r\n");
+        assert!(is_clean(text.as_bytes()));
+        let long = quoted_printable(&[b'a'; 200]);
+        assert!(long.split(|&b| b == b'\n').all(|l| l.len() <= 77));
     }
 }

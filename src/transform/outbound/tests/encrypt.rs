@@ -17,7 +17,8 @@ use openpgp::{Cert, KeyHandle, Packet};
 use sealpost_keyring::openpgp;
 
 use super::*;
-use crate::transform::encrypt::{encrypt, seal, OBSCURED_SUBJECT};
+use crate::pipeline::ToReply;
+use crate::transform::outbound::encrypt::{encrypt, seal, OBSCURED_SUBJECT};
 
 #[test]
 fn gpg_and_sq_decrypt_and_verify_with_header_protection() {
@@ -299,7 +300,7 @@ fn the_signature_is_dated_now_and_names_its_recipients() {
 #[test]
 fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
     use super::sign::{values, REPEATED};
-    use crate::transform::{protect, Treatment};
+    use crate::transform::outbound::{protect, Treatment};
     let p = StandardPolicy::new();
     let bob = key("<bob@example.net>");
     let t = Treatment::Encrypt {
@@ -309,7 +310,7 @@ fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
     for (m, ct, cte) in REPEATED {
         let out = protect(m.as_bytes(), &t, &p, SystemTime::now()).unwrap();
         let payload = sequoia_decrypt(&bob, &armored_part(&out.message));
-        let (head, body) = crate::transform::headers::split_bytes(&payload);
+        let (head, body) = crate::mime::headers::split_bytes(&payload);
         assert_eq!(
             values(head, "Content-Type"),
             [format!("{ct}; hp=\"cipher\"")]
@@ -318,6 +319,6 @@ fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
             values(head, "Content-Transfer-Encoding"),
             cte.into_iter().collect::<Vec<_>>()
         );
-        assert_eq!(body, crate::transform::headers::split_bytes(m.as_bytes()).1);
+        assert_eq!(body, crate::mime::headers::split_bytes(m.as_bytes()).1);
     }
 }

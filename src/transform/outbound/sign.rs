@@ -12,10 +12,11 @@ use openpgp::serialize::stream::{Armorer, Message, Signer};
 use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
-use super::classify::from_address;
 use super::encrypt::{boundary, signing_key};
-use super::headers::{self, Field};
-use super::Error;
+use super::error::Error;
+use super::protection;
+use crate::mime::headers::{self, Field};
+use crate::mime::seven_bit;
 
 /// Signs `message` with `signer`: `multipart/signed; micalg=pgp-<hash used>`, the first
 /// part the Cryptographic Payload (`hp="clear"`), the outer header the original one
@@ -32,7 +33,7 @@ pub fn sign(
     now: SystemTime,
 ) -> Result<Vec<u8>, Error> {
     let autocrypt = |fields: &[Field]| {
-        let addr = from_address(fields)?;
+        let addr = headers::from_address(fields)?;
         super::autocrypt::header(signer, &addr, policy, now)
             .map_err(|e| tracing::warn!(error = %e, "no Autocrypt header for the sender"))
             .ok()
@@ -54,8 +55,8 @@ pub(crate) fn sign_with(
     let (fields, body) = headers::split(message);
     let is_multipart = headers::effective(&fields, "Content-Type")
         .is_some_and(|f| f.value().to_ascii_lowercase().starts_with("multipart/"));
-    if is_multipart && !super::seven_bit::is_clean(body) {
-        let rewritten = super::seven_bit::rewrite(message)?;
+    if is_multipart && !seven_bit::is_clean(body) {
+        let rewritten = crate::mime::seven_bit::rewrite(message)?;
         return sign_with(&rewritten, signer, autocrypt, policy, now);
     }
     let entity = signed_entity(&fields, body)?;
@@ -110,23 +111,26 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
         .to_ascii_lowercase();
     let cte = headers::effective(fields, "Content-Transfer-Encoding")
         .map(|f| f.value().to_ascii_lowercase());
-    let (body, new_cte): (Vec<u8>, Option<&str>) = if super::seven_bit::is_clean(body) {
+    let (body, new_cte): (Vec<u8>, Option<&str>) = if seven_bit::is_clean(body) {
         (body.to_vec(), None)
     } else if ct.starts_with("multipart/") || ct.starts_with("message/") {
         return Err(Error::NotSevenBit);
     } else {
         match cte.as_deref() {
             None | Some("7bit") | Some("8bit") | Some("binary") => {
-                if ct.is_empty() || ct.starts_with("text/") {
-                    (quoted_printable(body), Some("quoted-printable"))
-                } else {
-                    (super::seven_bit::base64_lines(body), Some("base64"))
+                let (name, mut encoded) =
+                    seven_bit::encode(body, ct.is_empty() || ct.starts_with("text/"));
+                // Base64 ends without a line break here: the one before the closing
+                // delimiter is the delimiter's own.
+                if name == seven_bit::BASE64 {
+                    encoded.truncate(encoded.len().saturating_sub(2));
                 }
+                (encoded, Some(name))
             }
             _ => return Err(Error::NotSevenBit),
         }
     };
-    let mut head = headers::content_type_with_hp(ct_field, "clear");
+    let mut head = protection::content_type_with_hp(ct_field, "clear");
     for f in fields.iter().filter(|f| headers::is_content_field(f)) {
         if f.is("Content-Type") || f.is("MIME-Version") {
             continue;
@@ -141,7 +145,7 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
     if let Some(c) = new_cte {
         head.push_str(&format!("Content-Transfer-Encoding: {c}\r\n"));
     }
-    head.push_str(&headers::protected(fields));
+    head.push_str(&protection::protected(fields));
     let mut out = Vec::with_capacity(head.len() + body.len() + 2);
     for line in head.split_inclusive("\r\n") {
         let content = line.strip_suffix("\r\n").unwrap_or(line);
@@ -153,37 +157,6 @@ fn signed_entity(fields: &[Field], body: &[u8]) -> Result<Vec<u8>, Error> {
     // delimiter's own.
     out.extend_from_slice(&body);
     Ok(out)
-}
-
-/// RFC 2045 quoted-printable, lines kept under 76 characters, CRLF line ends.
-pub(crate) fn quoted_printable(body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(body.len() + body.len() / 8);
-    let text = body.strip_suffix(b"\r\n").unwrap_or(body);
-    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\r\n");
-        }
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let mut width = 0;
-        for (j, &b) in line.iter().enumerate() {
-            let last = j + 1 == line.len();
-            let literal =
-                (b == b' ' || b == b'\t') && !last || (33..=126).contains(&b) && b != b'=';
-            let piece: Vec<u8> = if literal {
-                vec![b]
-            } else {
-                format!("={b:02X}").into_bytes()
-            };
-            if width + piece.len() > 75 {
-                out.extend_from_slice(b"=\r\n");
-                width = 0;
-            }
-            width += piece.len();
-            out.extend_from_slice(&piece);
-        }
-    }
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// An armored detached signature, and the `micalg` of the hash it used.
@@ -225,19 +198,4 @@ fn detached(
         hash.to_string().to_ascii_lowercase().replace('-', "")
     );
     Ok((sink, micalg))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoted_printable_is_seven_bit_without_trailing_space() {
-        let qp = quoted_printable("Grüße \r\nline=two\t\r\n".as_bytes());
-        let text = String::from_utf8(qp).unwrap();
-        assert_eq!(text, "Gr=C3=BC=C3=9Fe=20\r\nline=3Dtwo=09\r\n");
-        assert!(crate::transform::seven_bit::is_clean(text.as_bytes()));
-        let long = quoted_printable(&[b'a'; 200]);
-        assert!(long.split(|&b| b == b'\n').all(|l| l.len() <= 77));
-    }
 }

@@ -204,7 +204,7 @@ pub fn armored_part(out: &[u8]) -> Vec<u8> {
 
 /// A decrypted Cryptographic Payload: its header section and its body.
 pub fn payload_split(payload: &[u8]) -> (String, Vec<u8>) {
-    let (head, body) = crate::transform::headers::split_bytes(payload);
+    let (head, body) = crate::mime::headers::split_bytes(payload);
     (String::from_utf8(head.to_vec()).unwrap(), body.to_vec())
 }
 

@@ -1,5 +1,6 @@
-//! The few MIME reads the inbound transform needs, strict and bounded: a content type with
-//! its parameters, the body parts of one multipart, a leaf body's transfer decoding.
+//! Strict and bounded reads of one MIME entity, as the inbound transform needs them: a
+//! content type with its parameters, the body parts of one multipart, a leaf body's
+//! transfer decoding, CRLF line ends.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::borrow::Cow;
@@ -7,7 +8,7 @@ use std::borrow::Cow;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{MessageParser, MimeHeaders};
 
-use crate::transform::headers::{self, Field};
+use crate::mime::headers::{self, Field};
 
 /// A content type, lower-cased, with its parameters (names lower-cased, values as given).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -173,7 +174,7 @@ pub fn crlf(data: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transform::headers;
+    use crate::mime::headers;
 
     #[test]
     fn parts_are_exact() {
