@@ -71,6 +71,36 @@ pub fn split_bytes(message: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// Whether `head` (a header section as [`split_bytes`] cuts it, CRLF line ends) reads as
+/// one: every line a field (`name:`, the name printable ASCII without a colon, RFC 5322
+/// `ftext`) or the continuation of one. Plain text that was meant as a body ("Hi Bob,")
+/// is not, and must not be read as fields and dropped.
+pub fn is_header_section(head: &[u8]) -> bool {
+    let mut first = true;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let continuation = matches!(line.first(), Some(b' ' | b'\t'));
+        if continuation {
+            if first {
+                return false;
+            }
+        } else {
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                return false;
+            };
+            let name = line.get(..colon).unwrap_or_default();
+            if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+                return false;
+            }
+        }
+        first = false;
+    }
+    true
+}
+
 /// The field `name` that counts when a header section has it more than once: the last
 /// one, as mail-parser reads it. The classifier, the structure scan and the inbound
 /// transform read `Content-Type` and `Content-Transfer-Encoding` through mail-parser or

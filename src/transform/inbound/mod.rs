@@ -331,6 +331,13 @@ fn payload_bytes(
     }
     let (built, verdict) = {
         let (phead, pbody) = headers::split_bytes(&bytes);
+        // Plain text where a MIME entity belongs (RFC 3156 says the payload is one): all
+        // of it is the body, rather than lines read as fields and dropped.
+        let (phead, pbody) = if headers::is_header_section(phead) {
+            (phead, pbody)
+        } else {
+            (&b""[..], &bytes[..])
+        };
         let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
         let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
         let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));

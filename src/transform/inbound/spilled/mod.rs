@@ -262,6 +262,12 @@ fn payload(
         bytes = crlf_copy(&bytes, ctx.settings.spill.as_ref())?;
     }
     let (phead, body_at) = scan::head_of(&bytes)?;
+    // As in memory: plain text where a MIME entity belongs is all body.
+    let (phead, body_at) = if crate::mime::headers::is_header_section(&phead) {
+        (phead, body_at)
+    } else {
+        (Vec::new(), Some(0))
+    };
     let Some(body_at) = body_at else {
         // No end of the payload's header section within the bound: in memory.
         let bytes = bytes.into_vec()?;

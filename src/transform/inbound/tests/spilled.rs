@@ -382,3 +382,27 @@ fn broken_armor_is_read_alike_in_memory_and_on_disk() {
     assert_eq!(o.len(), 2);
     assert!(o.iter().all(|o| o.verdict.encryption == Encryption::NoKey));
 }
+
+/// Found by the `inbound` fuzz target
+/// (`fuzz/regressions/inbound/payload-not-a-mime-entity-loses-its-text`): a PGP/MIME
+/// container whose plaintext is plain text, not a MIME entity, lost that text: its lines
+/// were read as a header section and dropped as malformed fields. It is all body now, on
+/// both paths, whether or not an empty line follows the first lines.
+#[test]
+fn a_payload_that_is_not_a_mime_entity_keeps_its_text() {
+    let w = World::new();
+    for plain in [
+        &b"Hi Bob,\r\nthe text that must arrive\r\n"[..],
+        b"Hi Bob,\r\nthe text that must arrive\r\n\r\nand a second paragraph\r\n",
+    ] {
+        let m = pgp_mime(OUTER, &w.alice_to_bob(plain));
+        let o = w.open_bob(&m);
+        assert_eq!(o.verdict.encryption, Encryption::Decrypted);
+        assert!(
+            contains(&o.message, b"the text that must arrive"),
+            "{}",
+            String::from_utf8_lossy(&o.message)
+        );
+        assert!(contains(&o.message, b"Hi Bob,"));
+    }
+}
