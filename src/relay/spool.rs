@@ -11,7 +11,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -371,13 +371,7 @@ impl Spool {
     }
 
     fn write_file(&self, name: &str, blob: &Blob, record: &[u8]) -> Result<(), Error> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(self.files.join(name))?;
+        let file = sealpost_vault::disk::create_private_file(&self.files.join(name))?;
         let key = MasterKey::new(*self.vault.record_key(record)?);
         let mut w = SealedWriter::new(file, &key)?;
         blob.for_each_piece(|p| w.write(p))?;

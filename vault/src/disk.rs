@@ -13,6 +13,21 @@ pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
         .create(dir)
 }
 
+/// Creates (or truncates) `path` for writing secrets: mode 0600 whatever the umask.
+///
+/// # Errors
+/// When the file cannot be opened.
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Opens a sled database. sled releases its lock from a background thread after the last
 /// handle drops, so a store closed a moment ago may still be locked: this waits up to a
 /// second before giving up.

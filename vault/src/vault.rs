@@ -340,14 +340,7 @@ impl Vault {
         next.slots = state.slots.clone();
         let tmp = path.with_extension("new");
         {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            next.file = Some(file);
+            next.file = Some(crate::disk::create_private_file(&tmp)?);
             next.write_all_durable(&tmp)?;
         }
         std::fs::rename(&tmp, path)?;

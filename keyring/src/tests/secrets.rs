@@ -119,16 +119,20 @@ fn older_records_move_into_the_vault() {
             ..OpenOptions::default()
         };
         let k = Keyring::with_store(store, opts).unwrap();
-        let record = k
-            .inner
-            .store
-            .get(Tree::Secrets, c.fingerprint().as_bytes())
-            .unwrap()
-            .unwrap();
+        let record = secret_record(&k, &c);
         assert!(crate::vault::is_record(&record), "sealed={sealed}");
         assert!(k.export(&c.fingerprint(), true).is_ok());
         assert_eq!(k.inner.store.scan(Tree::Meta, b"").unwrap().len(), 0);
     }
+}
+
+/// The stored secret-key record of `c`, as the store holds it.
+fn secret_record(k: &Keyring, c: &Cert) -> Vec<u8> {
+    k.inner
+        .store
+        .get(Tree::Secrets, c.fingerprint().as_bytes())
+        .unwrap()
+        .expect("a secret-key record")
 }
 
 /// A removed secret key's record stays in sled's files, but its key is gone from the
@@ -139,12 +143,7 @@ fn a_removed_secret_key_cannot_be_opened_from_what_remains() {
     let c = cert("<gone@example.org>");
     let k = Keyring::open(dir.path(), OpenOptions::default()).unwrap();
     k.import(&c.as_tsk().to_vec().unwrap()).unwrap();
-    let record = k
-        .inner
-        .store
-        .get(Tree::Secrets, c.fingerprint().as_bytes())
-        .unwrap()
-        .unwrap();
+    let record = secret_record(&k, &c);
     assert!(k.vault().open_record(&record).is_ok());
     assert!(k.remove(&c.fingerprint()).unwrap());
     assert!(k.vault().open_record(&record).is_err());
