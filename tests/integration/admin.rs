@@ -1087,6 +1087,10 @@ fn root_makes_no_files_in_the_service_accounts_data_directory() {
         .env_remove("SEALPOST_PASSPHRASE_FILE")
         .env("RUST_LOG", "warn");
     let _server = start(cmd);
+    // The admin socket comes up just after the listeners.
+    super::upstream::wait_for(LONG, "the admin socket", || {
+        data.join("admin.sock").exists().then_some(())
+    });
     let out = root_cmd(&["keys", "generate", "root@example.org"]);
     assert_success(&out, "keys generate through the server");
     fn owners(dir: &Path, out: &mut Vec<(PathBuf, u32)>) {
