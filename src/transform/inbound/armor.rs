@@ -6,7 +6,7 @@
 
 use base64::Engine;
 
-use super::pending::Pending;
+use crate::mime::pending::Pending;
 
 const BEGIN: &[u8] = b"-----BEGIN PGP MESSAGE-----";
 const END: &[u8] = b"-----END PGP MESSAGE-----";
@@ -27,48 +27,10 @@ const BASE64: [bool; 256] = {
 /// text or of the binary data is made.
 const CHUNK: usize = 64 * 1024;
 
-/// An armored `PGP MESSAGE` whose shape and base64 text were checked: decoding it cannot
-/// fail, so it can be decoded while it is read, as often as needed.
-#[derive(Debug, Clone, Copy)]
-pub struct Armored<'a> {
-    /// The whole armored message, whitespace around it trimmed.
-    data: &'a [u8],
-    /// Bytes of base64 lines.
-    text_len: usize,
-}
-
-/// `data` when it is exactly one armored `PGP MESSAGE` (with optional armor headers and
-/// checksum, whitespace around it) whose base64 text decodes; `None` otherwise, and then
-/// the caller hands `data` to sequoia as it is. The checksum is not checked: RFC 9580
-/// §6.1 says to ignore it, as sequoia does.
-pub fn parse(data: &[u8]) -> Option<Armored<'_>> {
-    let t = data.trim_ascii();
-    let mut rest = t;
-    let mut lines = Lines { width: 0 };
-    let mut shape = Shape::default();
-    let (mut start, mut end) = (None, 0);
-    while let Some(line) = lines.next(&mut rest) {
-        let after = t.len() - rest.len();
-        match shape.line(line) {
-            Line::Bad => return None,
-            Line::Text => end = after,
-            Line::Other => {}
-        }
-        if shape.stage == Stage::Text && start.is_none() {
-            start = Some(after);
-        }
-    }
-    if !shape.is_whole() {
-        return None;
-    }
-    Some(Armored {
-        data: t,
-        text_len: end.saturating_sub(start?),
-    })
-}
-
-/// The shape [`parse`] accepts, checked a line at a time (without its line end and
-/// trailing whitespace), so that data too large to hold can be checked as it is read.
+/// The plain shape of one armored `PGP MESSAGE` (with optional armor headers and
+/// checksum, whitespace around it) whose base64 text decodes, checked a line at a time
+/// (without its line end and trailing whitespace) as the data is read. The checksum is
+/// not checked: RFC 9580 §6.1 says to ignore it, as sequoia does.
 #[derive(Debug, Default)]
 pub struct Shape {
     stage: Stage,
@@ -205,7 +167,7 @@ impl Shape {
         self.stage == Stage::After
     }
 
-    /// Whether what `r` gives has the shape [`parse`] accepts, read a line at a time.
+    /// Whether what `r` gives has the plain shape, read a line at a time.
     ///
     /// # Errors
     /// Read errors.
@@ -232,36 +194,15 @@ fn trim_line(line: &[u8]) -> &[u8] {
     line.trim_ascii_end()
 }
 
-/// Where a [`Decoder`]'s lines come from, each without its line end and trailing
-/// whitespace.
-pub trait LineSource {
-    /// The next line; `None` at the end.
-    ///
-    /// # Errors
-    /// Read errors.
-    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>>;
-}
-
-/// The lines of an armored message held in memory.
-#[derive(Debug)]
-pub struct SliceLines<'a> {
-    rest: &'a [u8],
-    lines: Lines,
-}
-
-impl LineSource for SliceLines<'_> {
-    fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
-        Ok(self.lines.next(&mut self.rest))
-    }
-}
-
-/// The lines of an armored message read as it comes (data too large to hold).
-pub struct ReadLines<R> {
+/// The lines of an armored message read as it comes, each without its line end and
+/// trailing whitespace.
+struct ReadLines<R> {
     inner: std::io::BufReader<R>,
     line: Vec<u8>,
 }
 
-impl<R: std::io::Read> LineSource for ReadLines<R> {
+impl<R: std::io::Read> ReadLines<R> {
+    /// The next line; `None` at the end.
     fn next_line(&mut self) -> std::io::Result<Option<&[u8]>> {
         self.line.clear();
         if std::io::BufRead::read_until(&mut self.inner, b'\n', &mut self.line)? == 0 {
@@ -271,11 +212,11 @@ impl<R: std::io::Read> LineSource for ReadLines<R> {
     }
 }
 
-/// Reads the binary data of an armored message, a chunk at a time. The shape is checked
-/// before ([`parse`], [`Shape::check`]); a line that breaks it is a read error all the
+/// Reads the binary data of an armored message as it comes, a chunk at a time. The shape
+/// is checked before ([`Shape::check`]); a line that breaks it is a read error all the
 /// same.
-pub struct Decoder<L> {
-    lines: L,
+pub struct StreamDecoder<R> {
+    lines: ReadLines<R>,
     shape: Shape,
     /// Base64 text not decoded yet.
     text: Vec<u8>,
@@ -284,31 +225,20 @@ pub struct Decoder<L> {
     done: bool,
 }
 
-/// A [`Decoder`] of data read as it comes.
-pub type StreamDecoder<R> = Decoder<ReadLines<R>>;
-
-impl<L> Decoder<L> {
-    fn over(lines: L) -> Decoder<L> {
-        Decoder {
-            lines,
+impl<R: std::io::Read> StreamDecoder<R> {
+    pub fn new(inner: R) -> StreamDecoder<R> {
+        StreamDecoder {
+            lines: ReadLines {
+                inner: std::io::BufReader::with_capacity(CHUNK, inner),
+                line: Vec::with_capacity(128),
+            },
             shape: Shape::default(),
             text: Vec::with_capacity(CHUNK + 128),
             out: Pending::with_capacity(CHUNK / 4 * 3 + 96),
             done: false,
         }
     }
-}
 
-impl<R: std::io::Read> Decoder<ReadLines<R>> {
-    pub fn new(inner: R) -> StreamDecoder<R> {
-        Decoder::over(ReadLines {
-            inner: std::io::BufReader::with_capacity(CHUNK, inner),
-            line: Vec::with_capacity(128),
-        })
-    }
-}
-
-impl<L: LineSource> Decoder<L> {
     /// Decodes the next chunk; false at the end.
     fn refill(&mut self) -> std::io::Result<bool> {
         let invalid = |what: &str| {
@@ -343,7 +273,7 @@ impl<L: LineSource> Decoder<L> {
     }
 }
 
-impl<L: LineSource> std::io::Read for Decoder<L> {
+impl<R: std::io::Read> std::io::Read for StreamDecoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.out.is_drained() {
             if !self.refill()? {
@@ -354,61 +284,16 @@ impl<L: LineSource> std::io::Read for Decoder<L> {
     }
 }
 
-/// The binary data of an armored message (see [`parse`]), all at once; the delivery path
-/// decodes while sequoia reads instead.
+/// The binary data of an armored message of the plain shape, all at once; `None` when
+/// the shape is not the plain one (sequoia gets such data as it is).
 #[cfg(test)]
 pub fn dearmor(data: &[u8]) -> Option<Vec<u8>> {
-    let armored = parse(data)?;
-    let mut out = Vec::with_capacity(armored.len_hint() + 3);
-    std::io::Read::read_to_end(&mut armored.reader(), &mut out).ok()?;
+    if !Shape::check(data).ok()? {
+        return None;
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut StreamDecoder::new(data), &mut out).ok()?;
     Some(out)
-}
-
-impl<'a> Armored<'a> {
-    /// About how many bytes of binary data it holds.
-    pub fn len_hint(&self) -> usize {
-        self.text_len / 4 * 3
-    }
-
-    /// A reader of the binary data, decoding a chunk at a time.
-    pub fn reader(&self) -> Decoder<SliceLines<'a>> {
-        Decoder::over(SliceLines {
-            rest: self.data,
-            lines: Lines { width: 0 },
-        })
-    }
-}
-
-/// Splits lines, fast when they all have the width of the one before (armor lines do).
-#[derive(Debug)]
-struct Lines {
-    /// Where the last line's line feed was.
-    width: usize,
-}
-
-impl Lines {
-    /// The next line of `rest`, without its line end and trailing whitespace; `rest` moves
-    /// past it. `None` at the end.
-    fn next<'a>(&mut self, rest: &mut &'a [u8]) -> Option<&'a [u8]> {
-        if rest.is_empty() {
-            return None;
-        }
-        let same = rest.get(self.width) == Some(&b'\n')
-            && !rest.get(..self.width).unwrap_or_default().contains(&b'\n');
-        let end = if same {
-            self.width
-        } else {
-            match rest.iter().position(|&b| b == b'\n') {
-                Some(at) => at,
-                None => rest.len(),
-            }
-        };
-        self.width = end;
-        let line = rest.get(..end)?;
-        *rest = rest.get(end + 1..).unwrap_or_default();
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        Some(line.trim_ascii_end())
-    }
 }
 
 fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -480,10 +365,10 @@ mod tests {
         assert!(!Shape::check(&binary[..]).unwrap());
     }
 
-    /// The streaming check and decoder agree with [`parse`] on every case, read in pieces
-    /// that end anywhere.
+    /// The check and the decoder give the same when the data comes in pieces that end
+    /// anywhere.
     #[test]
-    fn streaming_agrees_with_parse() {
+    fn reading_in_pieces_changes_nothing() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
         let a = String::from_utf8(armored(&data, &[("Comment", "x: y")])).unwrap();
         let small = String::from_utf8(armored(b"hello world", &[])).unwrap();

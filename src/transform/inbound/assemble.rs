@@ -5,7 +5,7 @@
 
 use crate::mime::headers;
 use crate::mime::seven_bit;
-use crate::wipe::{self, Buf};
+use crate::wipe::Buf;
 
 use super::results::RawField;
 use crate::mime::entity::ContentType;
@@ -52,7 +52,8 @@ pub fn decrypted(
     content: &[RawField<'_>],
     body: &[u8],
 ) -> Option<Vec<u8>> {
-    if let Some(mut head) = decrypted_head(results, outer, edits, content, body) {
+    if seven_bit::is_clean(body) {
+        let mut head = decrypted_head(results, outer, edits, content);
         head.reserve_exact(body.len());
         head.extend_from_slice(body);
         return Some(head);
@@ -106,62 +107,21 @@ fn has_bare_cr(data: &[u8]) -> bool {
         .any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
 }
 
-/// What [`decrypted`] puts before `body` when the body goes out byte for byte (it is
-/// 7-bit clean), up to and with the empty line; `None` when it must be re-encoded. The
-/// caller can then put this head in front of the plaintext it already holds instead of
-/// copying a large body.
+/// What [`decrypted`] puts before a body that goes out byte for byte (it is 7-bit clean,
+/// which the caller checked), up to and with the empty line. The caller can put this head
+/// in front of the plaintext it already holds instead of copying a large body.
 pub fn decrypted_head(
     results: &str,
     outer: &[RawField<'_>],
     edits: &Edits,
     content: &[RawField<'_>],
-    body: &[u8],
-) -> Option<Vec<u8>> {
-    if !is_clean(body) {
-        return None;
-    }
+) -> Vec<u8> {
     let mut head = outer_head(results, outer, edits);
     for f in content {
         push_field(&mut head, f.bytes);
     }
     head.extend_from_slice(b"\r\n");
-    Some(head)
-}
-
-/// [`seven_bit::is_clean`] in one pass over the bytes: it runs over whole decrypted
-/// messages, and splitting them into lines first costs several times more.
-fn is_clean(body: &[u8]) -> bool {
-    // Printable ASCII and tabs; CR and LF are checked with the lines below.
-    let chars = body.iter().fold(true, |ok, &b| {
-        ok & ((0x20..=0x7e).contains(&b) || b == b'\t' || b == b'\r' || b == b'\n')
-    });
-    if !chars {
-        return false;
-    }
-    let mut start = 0;
-    for (i, &b) in body.iter().enumerate() {
-        if b == b'\n' {
-            if !line_ok(body.get(start..i).unwrap_or_default()) {
-                return false;
-            }
-            start = i + 1;
-        }
-    }
-    line_ok(body.get(start..).unwrap_or_default())
-}
-
-/// One line without its LF: a CR only at its end, at most 998 octets before it, no
-/// trailing space or tab.
-fn line_ok(line: &[u8]) -> bool {
-    let l = line.strip_suffix(b"\r").unwrap_or(line);
-    l.len() <= 998 && !l.ends_with(b" ") && !l.ends_with(b"\t") && !l.contains(&b'\r')
-}
-
-/// `head` in place of the first `body_at` bytes of `payload`: the body is moved, not
-/// copied into a new buffer (nor left behind where it was).
-pub fn replace_head(mut payload: Vec<u8>, body_at: usize, head: Vec<u8>) -> Vec<u8> {
-    wipe::replace_front(&mut payload, body_at, &head);
-    payload
+    head
 }
 
 /// Decrypted inline PGP: the plaintext becomes the text body, in the outer charset.
@@ -269,34 +229,6 @@ fn encode(body: &[u8], text: bool) -> (&'static str, Buf) {
     (name, Buf::from(encoded))
 }
 
-/// Bodies on both sides of what [`seven_bit::is_clean`] accepts, for the tests of the
-/// faster checks that must agree with it.
-#[cfg(test)]
-pub(crate) fn clean_cases() -> Vec<Vec<u8>> {
-    let mut cases: Vec<Vec<u8>> = [
-        &b""[..],
-        b"a",
-        b"a\r\nb\r\n",
-        b"a\nb",
-        b"a \r\n",
-        b"a\t\r\n",
-        b"a\t",
-        b"a\rb\r\n",
-        b"\r",
-        b"\r\r\n",
-        b"a\x7f",
-        b"a\x00",
-        b"\xc3\xbc",
-        b"\ta b\r\n\r\n",
-    ]
-    .iter()
-    .map(|c| c.to_vec())
-    .collect();
-    cases.push(vec![b'x'; 998]);
-    cases.push(vec![b'x'; 999]);
-    cases
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,20 +247,6 @@ mod tests {
             out,
             b"R: 1\r\nReceived: x\r\nFrom: a@x.org\r\nSubject: real\r\n\r\nbody\xff"
         );
-    }
-
-    #[test]
-    fn is_clean_is_seven_bit_is_clean() {
-        for c in &clean_cases() {
-            let c = c.as_slice();
-            assert_eq!(is_clean(c), seven_bit::is_clean(c), "{c:?}");
-            let with_crlf = [c, b"\r\n"].concat();
-            assert_eq!(
-                is_clean(&with_crlf),
-                seven_bit::is_clean(&with_crlf),
-                "{c:?}"
-            );
-        }
     }
 
     #[test]

@@ -21,19 +21,17 @@ use sealpost_keyring::{openpgp, Keyring};
 use crate::blob::{self, Blob, Spill};
 use crate::wipe::{self, Buf};
 
-use super::armor;
 use super::verdict::Encryption;
 use super::verify::{self, Check, Found};
 use super::Error;
 
-/// How much plaintext sequoia holds back before handing it out; we buffer it all anyway
-/// and release nothing before the end. Sequoia zero-fills buffers of this size, so 1 MB
-/// cost a sixth of the instructions for a 10 KB message.
-const HOLD_BACK: usize = 256 << 10;
-/// What sequoia holds back when the plaintext goes to a spill file, and how much is
-/// moved at a time: small, the file is where the plaintext waits.
-const STREAM_HOLD_BACK: usize = 64 << 10;
-const STREAM_CHUNK: usize = 64 << 10;
+/// How much plaintext sequoia holds back before handing it out; we keep it all anyway
+/// and release nothing before the end. Sequoia zero-fills buffers of this size (1 MB
+/// cost a sixth of the instructions for a 10 KB message), and the writer is where the
+/// plaintext waits.
+const HOLD_BACK: usize = 64 << 10;
+/// How much plaintext is moved to the writer at a time.
+const CHUNK: usize = 64 << 10;
 /// Spare room in the plaintext buffer for the delivered message's header.
 const HEADROOM: usize = 16 * 1024;
 
@@ -48,64 +46,34 @@ pub enum Kind {
     NotEncrypted,
 }
 
-/// Armored data up to this size is decoded up front: sequoia reads a byte slice with less
-/// work than a reader (it zero-fills a fresh buffer per read), and the copy is small.
-const DECODE_UP_TO: usize = 1 << 20;
-
-/// OpenPGP data as received: armored text that [`armor::parse`] checked, decoded while it
-/// is read (no binary copy of a large message) or up front when small, or bytes for
-/// sequoia to read as they are.
-#[derive(Debug)]
+/// OpenPGP data as sequoia reads it: decoded up front when it is small and in memory
+/// (sequoia reads a byte slice with less work than a reader: it zero-fills a fresh
+/// buffer per read), read as it comes otherwise.
 pub enum Input<'a> {
-    Armored(armor::Armored<'a>),
-    Binary(Vec<u8>),
-    Bytes(&'a [u8]),
+    Bytes(Vec<u8>),
+    Reader(Box<dyn Read + Send + Sync + 'a>),
 }
 
-impl<'a> Input<'a> {
-    pub fn of(data: &'a [u8]) -> Input<'a> {
-        match armor::parse(data) {
-            Some(a) if a.len_hint() <= DECODE_UP_TO => {
-                let mut binary = Vec::with_capacity(a.len_hint() + 3);
-                match a.reader().read_to_end(&mut binary) {
-                    Ok(_) => Input::Binary(binary),
-                    Err(_) => Input::Bytes(data),
-                }
-            }
-            Some(a) => Input::Armored(a),
-            None => Input::Bytes(data),
-        }
-    }
-
-    /// About how many bytes of binary data it holds.
+impl Input<'_> {
+    /// About how many bytes it holds, when known.
     fn len_hint(&self) -> usize {
         match self {
-            Input::Armored(a) => a.len_hint(),
-            Input::Binary(b) => b.len(),
             Input::Bytes(b) => b.len(),
+            Input::Reader(_) => 0,
         }
     }
 }
 
-/// Reads the top-level packets of `data` (armored or binary). `None` when it is not an
-/// OpenPGP message.
+/// Reads the top-level packets of `data` (armored or binary; sequoia tells them apart).
+/// `None` when it is not an OpenPGP message.
 ///
 /// Every top-level packet is read, because a SED packet anywhere makes the message
-/// `NoIntegrity`. For a large streamed armored message that is a second base64 decoding
-/// pass (about 8 % of the instructions for a 20 MB message); the copy it would save costs
-/// the size of the message in memory.
-pub fn kind(data: &Input<'_>) -> Option<Kind> {
-    kind_of(match data {
-        Input::Armored(a) => PacketParser::from_reader(a.reader()),
-        Input::Binary(b) => PacketParser::from_bytes(b),
-        Input::Bytes(b) => PacketParser::from_bytes(b),
-    })
-}
-
-/// [`kind`] of OpenPGP data read as it comes (armored or binary; sequoia tells them apart),
-/// for a message too large to hold.
-pub fn kind_reader<R: Read + Send + Sync>(data: R) -> Option<Kind> {
-    kind_of(PacketParser::from_reader(data))
+/// `NoIntegrity`. Nothing is decrypted or decompressed.
+pub fn kind(data: Input<'_>) -> Option<Kind> {
+    match data {
+        Input::Bytes(b) => kind_of(PacketParser::from_bytes(&b)),
+        Input::Reader(r) => kind_of(PacketParser::from_reader(r)),
+    }
 }
 
 fn kind_of(ppr: openpgp::Result<PacketParserResult<'_>>) -> Option<Kind> {
@@ -195,35 +163,18 @@ pub enum Outcome<B = Vec<u8>> {
     Refused(Encryption),
 }
 
-/// Decrypts `data` for `recipient` (an envelope address) with that recipient's own secret
-/// keys, at most `max` bytes of plaintext.
-///
-/// # Errors
-/// Only a keyring failure; everything about the message is an [`Outcome::Refused`].
-pub fn decrypt(
-    data: &Input<'_>,
-    recipient: &str,
-    keyring: &Keyring,
-    policy: &dyn Policy,
-    now: SystemTime,
-    max: usize,
-) -> Result<Outcome, Error> {
-    decrypt_with(recipient, keyring, policy, now, |keys| {
-        read_all(data, keys, policy, now, max)
-    })
-}
-
-/// [`decrypt`] of OpenPGP data read as it comes (`data` makes a fresh reader), the
-/// plaintext written to a [`blob::Writer`] that goes to a sealed temporary file past
-/// `spill.above`: a large message's plaintext is never whole in memory. Sequoia hands
-/// plaintext out before it has checked the MDC or the last AEAD chunk; the writer is
-/// only turned into a [`Blob`] after the whole message was read and checked, and
-/// dropped (its unnamed file with it) on any failure.
+/// Decrypts the OpenPGP data `data` makes for `recipient` (an envelope address) with
+/// that recipient's own secret keys, at most `max` bytes of plaintext, written to a
+/// [`blob::Writer`] that goes to a sealed temporary file past `spill.above`: a large
+/// message's plaintext is never whole in memory. Sequoia hands plaintext out before it
+/// has checked the MDC or the last AEAD chunk; the writer is only turned into a [`Blob`]
+/// after the whole message was read and checked, and dropped (its unnamed file with it,
+/// its memory zeroed) on any failure.
 ///
 /// # Errors
 /// A keyring failure, or the spill file failing (both temporary).
-pub fn decrypt_stream<R: Read + Send + Sync>(
-    data: impl FnOnce() -> R,
+pub fn decrypt<'a>(
+    data: impl FnOnce() -> Input<'a>,
     recipient: &str,
     keyring: &Keyring,
     ctx: (&dyn Policy, SystemTime),
@@ -232,14 +183,31 @@ pub fn decrypt_stream<R: Read + Send + Sync>(
 ) -> Result<Outcome<Blob>, Error> {
     let (policy, now) = ctx;
     decrypt_with(recipient, keyring, policy, now, |keys| {
-        let mut d = DecryptorBuilder::from_reader(data())
+        let input = data();
+        let hint = input.len_hint();
+        let bytes: Vec<u8>;
+        let builder = match input {
+            Input::Bytes(b) => {
+                bytes = b;
+                DecryptorBuilder::from_bytes(&bytes)
+            }
+            Input::Reader(r) => DecryptorBuilder::from_reader(r),
+        };
+        let mut d = builder
             .map_err(|_| Read_::Failed)?
-            .buffer_size(STREAM_HOLD_BACK)
+            .buffer_size(HOLD_BACK)
             .with_policy(policy, now, keys)
             .map_err(|_| Read_::Failed)?;
         let mut out = blob::Writer::new(spill.cloned());
+        // Plaintext in memory is about the size of the data (unless it was compressed),
+        // with room for the header put in front of it; sized once, so that no growth
+        // leaves a copy behind.
+        let room = hint.min(max).saturating_add(HEADROOM);
+        if spill.is_none_or(|s| room <= s.above) {
+            wipe::reserve_exact(out.memory_mut(), room);
+        }
         // Plaintext passes through here: zeroed when dropped.
-        let mut buf = Buf::from(vec![0u8; STREAM_CHUNK]);
+        let mut buf = Buf::from(vec![0u8; CHUNK]);
         let mut total = 0usize;
         loop {
             let n = d.read(&mut buf).map_err(|_| Read_::Failed)?;
@@ -326,71 +294,6 @@ enum Read_ {
     /// The spill file failed: a local problem, not the message's.
     Spill(std::io::Error),
 }
-
-/// The whole plaintext, or nothing: any error discards what was read.
-fn read_all(
-    data: &Input<'_>,
-    keys: Keys<'_, '_>,
-    policy: &dyn Policy,
-    now: SystemTime,
-    max: usize,
-) -> Result<Vec<u8>, Read_> {
-    let builder = match data {
-        Input::Armored(a) => DecryptorBuilder::from_reader(a.reader()),
-        Input::Binary(b) => DecryptorBuilder::from_bytes(b),
-        Input::Bytes(b) => DecryptorBuilder::from_bytes(b),
-    };
-    let mut d = builder
-        .map_err(|_| Read_::Failed)?
-        .buffer_size(HOLD_BACK.min(max.saturating_add(1)))
-        .with_policy(policy, now, keys)
-        .map_err(|_| Read_::Failed)?;
-    // Room for the plaintext (about the size of the data unless it was compressed) and
-    // for the header put in front of it; read straight into it, no chunk copies. It is
-    // zeroed when dropped (on any failure here), and when it grows ([`read_into`]).
-    let mut out = Buf::with_capacity(data.len_hint().min(max).saturating_add(HEADROOM));
-    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
-    if read_into(&mut (&mut d).take(limit), &mut out).is_err() {
-        return Err(Read_::Failed);
-    }
-    if out.len() > max {
-        return Err(Read_::TooLarge);
-    }
-    if !d.message_processed() {
-        return Err(Read_::Failed);
-    }
-    Ok(out.into_inner())
-}
-
-/// `read_to_end` into `out`, grown by [`wipe::reserve`]: std's `read_to_end` grows the
-/// vector by moving it, and each smaller copy of the plaintext it frees stays readable.
-/// A read fills at most [`READ_STEP`] bytes of fresh (zeroed) room at a time, so that
-/// the zeroing costs about one pass over the plaintext.
-fn read_into(r: &mut impl Read, out: &mut Vec<u8>) -> std::io::Result<()> {
-    loop {
-        if out.len() == out.capacity() {
-            wipe::reserve(out, READ_STEP);
-        }
-        let start = out.len();
-        let room = (out.capacity() - start).min(READ_STEP);
-        out.resize(start + room, 0);
-        let read = r.read(out.get_mut(start..).unwrap_or_default());
-        let n = match &read {
-            Ok(n) => *n,
-            Err(_) => 0,
-        };
-        out.truncate(start + n);
-        match read {
-            Ok(0) => return Ok(()),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// How much room a read in [`read_into`] gets at most.
-const READ_STEP: usize = 64 << 10;
 
 /// What the decryption helper learnt.
 #[derive(Debug, Default)]

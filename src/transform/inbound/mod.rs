@@ -2,15 +2,26 @@
 //! bytes out), EFAIL-safe, with result fields no sender can forge.
 //!
 //! [`open`] strips every incoming copy of our result fields ([`results`]), decides what the
-//! root entity is ([`root`]; only the root, never a nested part), decrypts it per envelope
-//! recipient with that recipient's own keys ([`decrypt`]; Cv25519 keys through OpenSSL
-//! keys imported once, [`x25519`]), checks signatures against the
-//! keyring and the single From address ([`verify`], [`binding`]), applies or keeps apart protected
-//! header fields ([`protected`]) and builds the delivered message ([`assemble`]) with
-//! `Authentication-Results` and `X-Sealpost-Verdict` on top ([`verdict`]).
+//! root entity is ([`root`]; only the root, never a nested part, [`nested`]), decrypts it
+//! per envelope recipient with that recipient's own keys ([`decrypt`]; Cv25519 keys
+//! through OpenSSL keys imported once, [`x25519`]), checks signatures against the keyring
+//! and the single From address ([`verify`], [`binding`]), applies or keeps apart protected
+//! header fields ([`protected`]) and builds the delivered message ([`payload`],
+//! [`assemble`]) with `Authentication-Results` and `X-Sealpost-Verdict` on top
+//! ([`verdict`]).
 //!
-//! A message that spilled to disk while it was received takes the same steps while it is
-//! read from its sealed file ([`spilled`]): neither it nor its plaintext is held whole.
+//! There is one way to open a message, over a [`Blob`]: a message held in memory is a
+//! blob without a file, and one that spilled to disk while it was received is read from
+//! its sealed file as it is opened. Either way the message and its plaintext are read as
+//! they come: the root's parts are byte ranges, OpenPGP data is transfer decoded and
+//! dearmored as sequoia reads it ([`root::Data`]), the plaintext goes to a
+//! [`crate::blob::Writer`] that spills to a sealed file past `spill_above` and is used
+//! only once decryption finished with its integrity checked, and a delivered message is a
+//! new head in front of a slice of the received body or of the plaintext, never a copy.
+//! Read whole into memory, and only then, each bounded by `max_plaintext`: decrypted
+//! inline (armored text-body) plaintext, which is re-encoded as the text body
+//! ([`assemble::inline`]), and a decrypted payload body that must be re-encoded for 7-bit
+//! transport ([`assemble::decrypted`]).
 //!
 //! Everything about the message is a [`Verdict`], never an error: a message that cannot be
 //! decrypted is delivered unchanged with our fields. [`Error`] is only a temporary local
@@ -21,11 +32,11 @@ pub mod armor;
 pub mod assemble;
 pub mod binding;
 pub mod decrypt;
-pub mod pending;
+pub mod nested;
+pub mod payload;
 pub mod protected;
 pub mod results;
 pub mod root;
-pub mod spilled;
 pub mod verdict;
 pub mod verify;
 pub mod x25519;
@@ -35,14 +46,16 @@ use std::time::SystemTime;
 use sealpost_keyring::Keyring;
 
 use crate::blob::{self, Blob};
-use crate::mime::entity;
+use crate::mime::decode::Crlf;
 use crate::mime::headers::{self, Field};
+use crate::mime::lines::HEAD_MAX;
+use crate::mime::scan;
 use crate::wipe::Buf;
 
 use assemble::Edits;
-use decrypt::{Input, Kind, Outcome, Plaintext};
+use decrypt::{Kind, Outcome};
 use results::RawField;
-use root::Root;
+use root::{Data, Root};
 use verify::{Check, InnerFrom, Judgement};
 
 pub use verdict::{Encryption, HeaderProtection, Pgp, Signature, Verdict};
@@ -87,18 +100,16 @@ struct Ctx<'a> {
     now: SystemTime,
 }
 
-/// The outer message, our fields stripped.
+/// The outer header, our fields stripped.
 struct Outer<'a> {
     raw: Vec<RawField<'a>>,
     fields: Vec<Field>,
-    body: &'a [u8],
     /// The single From address, lower-cased.
     from: Option<String>,
 }
 
 /// Opens `message` for its envelope `recipients`: one [`Opened`] for all of them when the
-/// root is not encrypted, one per recipient when it is. A message whole in memory is
-/// opened in memory; one that spilled to disk is opened while it is read ([`spilled`]).
+/// root is not encrypted, one per recipient when it is.
 ///
 /// # Errors
 /// Only a keyring or spill file failure (temporary).
@@ -109,99 +120,84 @@ pub fn open(
     settings: &Settings,
     now: SystemTime,
 ) -> Result<Vec<Opened>, Error> {
-    match message.as_slice() {
-        Some(bytes) => open_bytes(bytes, recipients, keyring, settings, now),
-        None => spilled::open(
-            message,
-            recipients,
-            &Ctx {
-                keyring,
-                settings,
-                now,
-            },
-        ),
-    }
-}
-
-fn open_bytes(
-    message: &[u8],
-    recipients: &[&str],
-    keyring: &Keyring,
-    settings: &Settings,
-    now: SystemTime,
-) -> Result<Vec<Opened>, Error> {
     let ctx = Ctx {
         keyring,
         settings,
         now,
     };
+    let (head, body_at) = scan::head_of(message.reader(), HEAD_MAX)?;
+    // A header section with no end within the bound (the DATA reader refuses those) is
+    // taken as all header that was read, the rest as body.
+    let body_at = body_at.unwrap_or(head.len());
+    let body = message.slice(body_at..message.len());
+    let outer = outer_of(&head, settings);
     // The OpenPGP parser has been seen to panic on crafted packets. A panic must not
     // turn a message into an endless temporary failure: it is a malformed message,
-    // delivered unchanged, and no plaintext was released (the buffer dies with it).
+    // delivered unchanged, and no plaintext was released (what was read of it dies with
+    // its buffer or spill file).
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        open_guarded(&ctx, message, recipients)
+        guarded(&ctx, &outer, &body, message, recipients)
     }));
     opened.unwrap_or_else(|_| {
         tracing::error!("the OpenPGP parser failed on this message: delivered as malformed");
-        let outer = outer_of(message, settings);
         let mut v = Verdict::new(outer.from.clone());
         v.encryption = Encryption::Malformed;
         let all = (0..recipients.len()).collect();
-        Ok(vec![unchanged(&ctx, &outer, v, &Edits::None, all)])
+        Ok(vec![unchanged(&ctx, &outer, &body, v, &Edits::None, all)])
     })
 }
 
-/// The outer header with our forged fields stripped, and the body.
-fn outer_of<'a>(message: &'a [u8], settings: &Settings) -> Outer<'a> {
-    let (head, body) = headers::split_bytes(message);
+/// The outer header with our forged fields stripped.
+fn outer_of<'a>(head: &'a [u8], settings: &Settings) -> Outer<'a> {
     let raw = results::strip(results::fields(head), &settings.authserv_id);
     let fields: Vec<Field> = raw.iter().filter_map(|r| r.field.clone()).collect();
     let from = headers::from_address(&fields);
-    Outer {
-        raw,
-        fields,
-        body,
-        from,
-    }
+    Outer { raw, fields, from }
 }
 
-fn open_guarded(ctx: &Ctx<'_>, message: &[u8], recipients: &[&str]) -> Result<Vec<Opened>, Error> {
-    let (keyring, settings, now) = (ctx.keyring, ctx.settings, ctx.now);
-    let outer = outer_of(message, settings);
-    let body = outer.body;
+fn guarded(
+    ctx: &Ctx<'_>,
+    outer: &Outer<'_>,
+    body: &Blob,
+    message: &Blob,
+    recipients: &[&str],
+) -> Result<Vec<Opened>, Error> {
+    let (keyring, now, max) = (ctx.keyring, ctx.now, ctx.settings.max_plaintext);
     let all: Vec<usize> = (0..recipients.len()).collect();
-    let root = root::classify(&outer.fields, body, message);
     let mut v = Verdict::new(outer.from.clone());
-    let data = match root {
+    let data = match root::classify(&outer.fields, body, message)? {
         Root::PgpMime(data) => {
-            let input = Input::of(&data);
-            match decrypt::kind(&input) {
-                Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-                    return per_recipient(ctx, &outer, recipients, &input, k, true)
-                }
-                _ => {
+            return match per_recipient(ctx, outer, body, recipients, &data, true)? {
+                Copies::Opened(out) => Ok(out),
+                Copies::NotEncrypted { .. } => {
                     v.encryption = Encryption::Malformed;
-                    return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
+                    Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
                 }
-            }
+            };
         }
         Root::Armored(data) => data,
         Root::Signed { signed, signature } => {
-            let checks = verify::detached(&signed, &signature, keyring, keyring.policy(), now)?;
-            let (sf, _) = headers::split(&signed);
+            let part = body.slice(signed);
+            let checks = verify::detached(
+                Crlf::new(part.reader()),
+                &signature,
+                keyring,
+                keyring.policy(),
+                now,
+            )?;
+            let sf = payload::crlf_fields(&part)?;
             let protected = protected::marked(&sf).then(|| protected::fields(&sf));
-            let edits = judge_into(&mut v, &checks, &outer, protected.as_deref());
-            return Ok(vec![unchanged(ctx, &outer, v, &edits, all)]);
+            let edits = judge_into(&mut v, &checks, outer, protected.as_deref());
+            return Ok(vec![unchanged(ctx, outer, body, v, &edits, all)]);
         }
         Root::Cleartext(data) => {
-            let max = settings.max_plaintext;
-            match verify::inline(&data, keyring, keyring.policy(), now, max)? {
+            match verify::inline(data.reader(), keyring, keyring.policy(), now, max)? {
                 Some(checks) => {
-                    judge_into(&mut v, &checks, &outer, None);
+                    judge_into(&mut v, &checks, outer, None);
                 }
                 None => v.signature = Signature::Invalid,
             }
-            return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
+            return Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)]);
         }
         Root::Malformed { encrypted } => {
             if encrypted {
@@ -209,7 +205,7 @@ fn open_guarded(ctx: &Ctx<'_>, message: &[u8], recipients: &[&str]) -> Result<Ve
             } else {
                 v.signature = Signature::Invalid;
             }
-            return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
+            return Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)]);
         }
         Root::Plain(nested) => {
             if nested.ciphertext {
@@ -218,63 +214,94 @@ fn open_guarded(ctx: &Ctx<'_>, message: &[u8], recipients: &[&str]) -> Result<Ve
             if nested.signature {
                 v.signature = Signature::Partial;
             }
-            return Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)]);
+            return Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)]);
         }
     };
     // A whole armored body: encrypted, or signed only.
-    let input = Input::of(&data);
-    match decrypt::kind(&input) {
-        Some(k @ (Kind::Encrypted | Kind::NoIntegrity)) => {
-            per_recipient(ctx, &outer, recipients, &input, k, false)
-        }
-        Some(Kind::NotEncrypted) => {
-            let max = settings.max_plaintext;
-            match verify::inline(&data, keyring, keyring.policy(), now, max)? {
+    match per_recipient(ctx, outer, body, recipients, &data, false)? {
+        Copies::Opened(out) => Ok(out),
+        Copies::NotEncrypted { signed_only: true } => {
+            match verify::inline(data.reader(), keyring, keyring.policy(), now, max)? {
                 Some(checks) => {
-                    judge_into(&mut v, &checks, &outer, None);
+                    judge_into(&mut v, &checks, outer, None);
                 }
                 None => v.encryption = Encryption::Malformed,
             }
-            Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)])
+            Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
         }
-        None => {
+        Copies::NotEncrypted { signed_only: false } => {
             v.encryption = Encryption::Malformed;
-            Ok(vec![unchanged(ctx, &outer, v, &Edits::None, all)])
+            Ok(vec![unchanged(ctx, outer, body, v, &Edits::None, all)])
         }
     }
 }
 
-/// One copy per recipient, each decrypted with that recipient's own keys only.
+/// What [`per_recipient`] made of OpenPGP data.
+enum Copies {
+    Opened(Vec<Opened>),
+    /// Not an encrypted OpenPGP message: a signed-only one, or not OpenPGP at all.
+    NotEncrypted {
+        signed_only: bool,
+    },
+}
+
+/// One copy per recipient, each decrypted with that recipient's own keys only, unless the
+/// data is not an encrypted OpenPGP message.
+///
+/// The packets are read to tell what the data is ([`decrypt::kind`]) only when
+/// decryption gave no plaintext, which saves a second pass over every message that
+/// decrypts: sequoia does not decrypt a SED packet (it parses it as unknown, and a message
+/// with one is not a valid message), so no plaintext comes from one either way, and the
+/// packet pass then tells a SED message or a malformed one apart from a key or integrity
+/// failure.
 fn per_recipient(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
+    body: &Blob,
     recipients: &[&str],
-    data: &Input<'_>,
-    kind: Kind,
+    data: &Data,
     mime: bool,
-) -> Result<Vec<Opened>, Error> {
-    let no_integrity = kind == Kind::NoIntegrity;
+) -> Result<Copies, Error> {
+    let mut kind: Option<Option<Kind>> = None;
     let mut out = Vec::with_capacity(recipients.len());
     for (i, rcpt) in recipients.iter().enumerate() {
         let mut v = Verdict::new(outer.from.clone());
-        let outcome = if no_integrity {
-            Outcome::Refused(Encryption::NoIntegrity)
-        } else {
-            decrypt::decrypt(
-                data,
+        let outcome = match kind {
+            Some(Some(Kind::NoIntegrity)) => Outcome::Refused(Encryption::NoIntegrity),
+            _ => decrypt::decrypt(
+                || data.input(),
                 rcpt,
                 ctx.keyring,
-                ctx.keyring.policy(),
-                ctx.now,
+                (ctx.keyring.policy(), ctx.now),
                 ctx.settings.max_plaintext,
-            )?
+                ctx.settings.spill.as_ref(),
+            )?,
+        };
+        let outcome = match outcome {
+            Outcome::Refused(e) if e != Encryption::TooLarge => {
+                let k = *kind.get_or_insert_with(|| decrypt::kind(data.input()));
+                match k {
+                    Some(Kind::Encrypted) => Outcome::Refused(e),
+                    Some(Kind::NoIntegrity) => Outcome::Refused(Encryption::NoIntegrity),
+                    Some(Kind::NotEncrypted) => {
+                        return Ok(Copies::NotEncrypted { signed_only: true })
+                    }
+                    None => return Ok(Copies::NotEncrypted { signed_only: false }),
+                }
+            }
+            o => o,
         };
         let opened = match outcome {
             Outcome::Plaintext(p) if mime => {
                 let key = p.key().clone();
-                match payload(ctx, outer, p, vec![i])? {
+                match payload::open(ctx, outer, p, vec![i])? {
                     Some(opened) => opened,
-                    None => unencodable(ctx, outer, key, vec![i]),
+                    // Plaintext that cannot be made safe for the next hop is not
+                    // released: the ciphertext goes instead.
+                    None => {
+                        let v = payload::unencodable(outer, key);
+                        unchanged(ctx, outer, body, v, &Edits::None, vec![i])
+                    }
                 }
             }
             Outcome::Plaintext(p) => {
@@ -282,8 +309,9 @@ fn per_recipient(
                 v.decryption_key = Some(p.key().clone());
                 judge_into(&mut v, p.checks(), outer, None);
                 let results = results::render(&v, &ctx.settings.authserv_id);
-                // Zeroed once the delivered copy is built from it.
-                let plain = Buf::from(p.into_bytes());
+                // Inline plaintext becomes a re-encoded text body: read into memory,
+                // bounded by `max_plaintext`, and zeroed once the copy is built.
+                let plain = Buf::from(p.into_bytes().into_vec()?);
                 Opened {
                     recipients: vec![i],
                     message: assemble::inline(&results, &outer.raw, &plain).into(),
@@ -292,158 +320,12 @@ fn per_recipient(
             }
             Outcome::Refused(e) => {
                 v.encryption = e;
-                unchanged(ctx, outer, v, &Edits::None, vec![i])
+                unchanged(ctx, outer, body, v, &Edits::None, vec![i])
             }
         };
         out.push(opened);
     }
-    Ok(out)
-}
-
-/// A decrypted PGP/MIME payload: our fields stripped from its root too, its signatures
-/// (inside the OpenPGP message, or a `multipart/signed` payload), its protected fields.
-/// The delivered message is built in the plaintext's own buffer when its body goes out as
-/// it is (a large attachment is not copied again).
-fn payload(
-    ctx: &Ctx<'_>,
-    outer: &Outer<'_>,
-    p: Plaintext,
-    recipients: Vec<usize>,
-) -> Result<Option<Opened>, Error> {
-    let key = p.key().clone();
-    let checks = p.checks().to_vec();
-    payload_bytes(ctx, outer, key, checks, p.into_bytes(), recipients)
-}
-
-/// [`payload`] of plaintext already taken out of its [`Plaintext`]. The plaintext is
-/// zeroed when it is not the delivered copy itself (and that copy, once delivered).
-fn payload_bytes(
-    ctx: &Ctx<'_>,
-    outer: &Outer<'_>,
-    key: sealpost_keyring::openpgp::Fingerprint,
-    mut checks: Vec<Check>,
-    bytes: Vec<u8>,
-    recipients: Vec<usize>,
-) -> Result<Option<Opened>, Error> {
-    let mut bytes = Buf::from(bytes);
-    if entity::has_bare_lf(&bytes) {
-        bytes = Buf::from(entity::crlf(&bytes));
-    }
-    let (built, verdict) = {
-        let (phead, pbody) = headers::split_bytes(&bytes);
-        // Plain text where a MIME entity belongs (RFC 3156 says the payload is one): all
-        // of it is the body, rather than lines read as fields and dropped.
-        let (phead, pbody) = if headers::is_header_section(phead) {
-            (phead, pbody)
-        } else {
-            (&b""[..], &bytes[..])
-        };
-        let praw = results::strip(results::fields(phead), &ctx.settings.authserv_id);
-        let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
-        let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
-        if let Some((signed, signature)) = root::signed_halves(&pfields, pbody) {
-            let policy = ctx.keyring.policy();
-            checks.extend(verify::detached(
-                &signed,
-                &signature,
-                ctx.keyring,
-                policy,
-                ctx.now,
-            )?);
-            let (sf, _) = headers::split(&signed);
-            if protected.is_none() && protected::marked(&sf) {
-                protected = Some(protected::fields(&sf));
-            }
-        }
-        let (v, edits) = payload_verdict(outer, key, &checks, &pfields, protected.as_deref());
-        let legacy_free = match edits {
-            Edits::Applied { .. } => protected::without_legacy_display(&pfields, pbody),
-            _ => None,
-        };
-        let content = content_fields(&praw);
-        let results = results::render(&v, &ctx.settings.authserv_id);
-        let built = match legacy_free {
-            Some(body) => {
-                assemble::decrypted(&results, &outer.raw, &edits, &content, &body).map(Built::Whole)
-            }
-            None => match assemble::decrypted_head(&results, &outer.raw, &edits, &content, pbody) {
-                Some(head) => Some(Built::Head {
-                    head,
-                    body_at: bytes.len().saturating_sub(pbody.len()),
-                }),
-                None => assemble::decrypted(&results, &outer.raw, &edits, &content, pbody)
-                    .map(Built::Whole),
-            },
-        };
-        (built, v)
-    };
-    // Plaintext that cannot be made safe for the next hop is not released.
-    let Some(built) = built else {
-        return Ok(None);
-    };
-    let message = match built {
-        Built::Whole(message) => message,
-        Built::Head { head, body_at } => assemble::replace_head(bytes.into_inner(), body_at, head),
-    };
-    Ok(Some(Opened {
-        recipients,
-        message: message.into(),
-        verdict,
-    }))
-}
-
-/// The received message for a recipient whose decrypted payload cannot be made safe for
-/// the next hop: the ciphertext, with a verdict that says so.
-fn unencodable(
-    ctx: &Ctx<'_>,
-    outer: &Outer<'_>,
-    key: sealpost_keyring::openpgp::Fingerprint,
-    recipients: Vec<usize>,
-) -> Opened {
-    let mut v = Verdict::new(outer.from.clone());
-    v.encryption = Encryption::Unencodable;
-    v.decryption_key = Some(key);
-    unchanged(ctx, outer, v, &Edits::None, recipients)
-}
-
-/// The verdict on a decrypted payload and what it does to the outer header.
-fn payload_verdict(
-    outer: &Outer<'_>,
-    key: sealpost_keyring::openpgp::Fingerprint,
-    checks: &[Check],
-    pfields: &[Field],
-    protected: Option<&[Field]>,
-) -> (Verdict, Edits) {
-    let mut v = Verdict::new(outer.from.clone());
-    v.encryption = Encryption::Decrypted;
-    v.decryption_key = Some(key);
-    let mut edits = judge_into(&mut v, checks, outer, protected);
-    if protected.is_none() {
-        // Fields the sender never declared protected (many PGP/MIME writers copy
-        // Subject or From into the payload without a marker) are never applied, nor lost.
-        let unmarked = protected::fields(pfields);
-        if !unmarked.is_empty() {
-            v.protected_headers = HeaderProtection::KeptApart;
-            edits = Edits::KeptApart(protected::kept_apart(&unmarked));
-        }
-    }
-    (v, edits)
-}
-
-/// The payload root's content fields, which describe the delivered body.
-fn content_fields<'a>(praw: &[RawField<'a>]) -> Vec<RawField<'a>> {
-    praw.iter()
-        .filter(|r| {
-            r.field.as_ref().is_some_and(headers::is_content_field) && !r.is("MIME-Version")
-        })
-        .cloned()
-        .collect()
-}
-
-/// The delivered message, or its head to put in front of the payload body.
-enum Built {
-    Whole(Vec<u8>),
-    Head { head: Vec<u8>, body_at: usize },
+    Ok(Copies::Opened(out))
 }
 
 /// Judges `checks` into `v` and returns what header protection does to the outer header:
@@ -492,18 +374,21 @@ fn judge_into(
     }
 }
 
-/// The message as received, with our fields (and the header protection edits).
+/// The message as received, with our fields (and the header protection edits): a new
+/// head in front of the received body.
 fn unchanged(
     ctx: &Ctx<'_>,
     outer: &Outer<'_>,
+    body: &Blob,
     v: Verdict,
     edits: &Edits,
     recipients: Vec<usize>,
 ) -> Opened {
     let results = results::render(&v, &ctx.settings.authserv_id);
+    let head = assemble::unchanged(&results, &outer.raw, edits, b"");
     Opened {
         recipients,
-        message: assemble::unchanged(&results, &outer.raw, edits, outer.body).into(),
+        message: body.clone().prepend(head),
         verdict: v,
     }
 }

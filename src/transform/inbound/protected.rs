@@ -3,11 +3,15 @@
 //! (only with a [`Valid`] signature, security rule 5) or kept apart.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use std::io;
+
+use crate::blob::Blob;
+use crate::mime::entity::ContentType;
 use crate::mime::headers::{self, Field};
+use crate::mime::scan;
 
 use super::results;
 use super::verify::{InnerFrom, Valid};
-use crate::mime::entity::{self, ContentType};
 
 /// The prefix of a protected field kept apart from the outer ones.
 pub const KEPT_APART_PREFIX: &str = "X-Sealpost-Protected-";
@@ -103,31 +107,42 @@ pub fn sanitize(raw: &str) -> String {
 }
 
 /// A payload body without its legacy display part (RFC 9788 §4.5.3 `hp-legacy-display`,
-/// or the `text/rfc822-headers` part of `protected-headers="v1"`), rebuilt from the exact
-/// remaining parts. `None` when there is no such part.
-pub fn without_legacy_display(payload: &[Field], body: &[u8]) -> Option<Vec<u8>> {
-    let ct = ContentType::of(payload)?;
-    if ct.kind != "multipart" {
-        return None;
-    }
-    let boundary = ct.param("boundary")?;
-    let parts = entity::parts(body, boundary)?;
-    let (first, rest) = parts.split_first()?;
-    let (ff, _) = headers::split(first);
-    let fct = ContentType::of(&ff)?;
+/// or the `text/rfc822-headers` part of `protected-headers="v1"`): the remaining parts are
+/// slices of it (no copy), joined by new delimiter lines. `None` when there is no such
+/// part.
+///
+/// # Errors
+/// When a spilled body cannot be read.
+pub fn without_legacy_display(payload: &[Field], body: &Blob) -> io::Result<Option<Blob>> {
+    let Some(ct) = ContentType::of(payload).filter(|c| c.kind == "multipart") else {
+        return Ok(None);
+    };
+    let Some(boundary) = ct.param("boundary") else {
+        return Ok(None);
+    };
+    let Some(parts) = scan::parts(body.reader(), boundary)? else {
+        return Ok(None);
+    };
+    let Some((first, rest)) = parts.split_first() else {
+        return Ok(None);
+    };
+    let (ff, _) = super::root::entity(&body.slice(first.clone()))?;
+    let Some(fct) = ContentType::of(&ff) else {
+        return Ok(None);
+    };
     let legacy = (fct.kind == "text" && fct.param_is("hp-legacy-display", "1"))
         || (fct.is("text", "rfc822-headers") && ct.param_is("protected-headers", "v1"));
     if !legacy || rest.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let mut out = Vec::with_capacity(body.len());
+    let mut out = Blob::default();
     for part in rest {
-        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-        out.extend_from_slice(part);
-        out.extend_from_slice(b"\r\n");
+        out.append(Blob::from(format!("--{boundary}\r\n").into_bytes()));
+        out.append(body.slice(part.clone()));
+        out.append(Blob::from(b"\r\n".to_vec()));
     }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Some(out)
+    out.append(Blob::from(format!("--{boundary}--\r\n").into_bytes()));
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -166,11 +181,13 @@ mod tests {
         let (f, _) =
             headers::split(b"Content-Type: multipart/mixed; boundary=b; hp=\"cipher\"\r\n\r\n");
         let body = b"--b\r\nContent-Type: text/plain; hp-legacy-display=\"1\"\r\n\r\nSubject: x\r\n--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b--\r\n";
+        let out = without_legacy_display(&f, &Blob::from(&body[..])).unwrap();
         assert_eq!(
-            without_legacy_display(&f, body).unwrap(),
+            out.unwrap().to_vec().unwrap(),
             b"--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b--\r\n"
         );
         let plain = b"--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b--\r\n";
-        assert_eq!(without_legacy_display(&f, plain), None);
+        let out = without_legacy_display(&f, &Blob::from(&plain[..])).unwrap();
+        assert!(out.is_none());
     }
 }

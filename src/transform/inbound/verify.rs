@@ -115,25 +115,12 @@ pub fn address_of(uid: &openpgp::packet::UserID) -> Option<String> {
     sealpost_keyring::userid_email(uid)
 }
 
-/// Checks a detached signature (`multipart/signed`) over `signed`.
+/// Checks a detached signature (`multipart/signed`) over the signed data read as it
+/// comes.
 ///
 /// # Errors
 /// Only a keyring failure.
-pub fn detached(
-    signed: &[u8],
-    signature: &[u8],
-    keyring: &Keyring,
-    policy: &dyn Policy,
-    now: SystemTime,
-) -> Result<Vec<Check>, Error> {
-    detached_with(signature, keyring, policy, now, |v| v.verify_bytes(signed))
-}
-
-/// [`detached`] over signed data read as it comes (a large `multipart/signed` part).
-///
-/// # Errors
-/// Only a keyring failure.
-pub fn detached_reader<R: Read + Send + Sync>(
+pub fn detached<R: Read + Send + Sync>(
     signed: R,
     signature: &[u8],
     keyring: &Keyring,
@@ -166,26 +153,12 @@ fn detached_with(
     finish(found, result.is_ok())
 }
 
-/// Checks a signed-only armored message or a cleartext-signed message, reading at most
-/// `max` bytes of signed data. `None` when it is not a well-formed one.
+/// Checks a signed-only armored message or a cleartext-signed message read as it comes,
+/// at most `max` bytes of signed data. `None` when it is not a well-formed one.
 ///
 /// # Errors
 /// Only a keyring failure.
-pub fn inline(
-    data: &[u8],
-    keyring: &Keyring,
-    policy: &dyn Policy,
-    now: SystemTime,
-    max: usize,
-) -> Result<Option<Vec<Check>>, Error> {
-    inline_from(VerifierBuilder::from_bytes(data), keyring, policy, now, max)
-}
-
-/// [`inline`] of data read as it comes (armored, or cleartext-signed).
-///
-/// # Errors
-/// Only a keyring failure.
-pub fn inline_reader<R: Read + Send + Sync>(
+pub fn inline<R: Read + Send + Sync>(
     data: R,
     keyring: &Keyring,
     policy: &dyn Policy,

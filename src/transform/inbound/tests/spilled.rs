@@ -1,6 +1,7 @@
 //! Messages larger than `spill_above`: opened while they are read from their sealed file,
-//! plaintext spilled too. Every test in the other files already opens its message both
-//! ways and compares ([`World::open_with`]); these are the large cases.
+//! plaintext spilled too, with the same bytes delivered as for the message held in memory;
+//! and the malformed inputs the fuzz targets found when large and small messages were
+//! opened by two different readers.
 
 use super::*;
 use crate::mime::seven_bit;
@@ -233,14 +234,13 @@ fn a_multipart_without_its_boundary_is_read_alike_in_memory_and_on_disk() {
     }
 }
 
-/// Found by the `inbound` fuzz target (`fuzz/regressions/inbound/`): in memory, nested
-/// OpenPGP data was looked for in mail-parser's tree, which reads malformed MIME unlike
-/// the root's classifier and the walk over a spilled message. Both now take the same line
-/// walk: a delimiter line is `--boundary` (or `--boundary--`) and nothing but white space,
+/// Found by the `inbound` fuzz target (`fuzz/regressions/inbound/`): nested OpenPGP data
+/// was once looked for in mail-parser's tree, which reads malformed MIME unlike the root's
+/// classifier. The line walk reads it as the classifier does: a delimiter line is `--boundary` (or `--boundary--`) and nothing but white space,
 /// a header section ends at an empty line, and a part keeps its declared type when its
 /// multipart is never closed. None of these messages has anything to decrypt.
 #[test]
-fn malformed_mime_is_walked_alike_in_memory_and_on_disk() {
+fn malformed_mime_is_walked_by_the_delimiter_grammar() {
     use Encryption::{NestedIgnored, None as Clear};
     use Signature::{None as Unsigned, Partial};
     let w = World::new();
@@ -312,7 +312,8 @@ fn malformed_mime_is_walked_alike_in_memory_and_on_disk() {
     }
 }
 
-/// The fuzz target's inputs for the cases above, as it found them, opened both ways.
+/// The fuzz target's inputs for the cases above, as it found them, in memory and in a
+/// sealed file.
 #[test]
 fn the_fuzz_inputs_for_malformed_mime_open_alike_in_memory_and_on_disk() {
     let w = World::new();
@@ -332,10 +333,16 @@ fn the_fuzz_inputs_for_malformed_mime_open_alike_in_memory_and_on_disk() {
         ),
         include_bytes!("../../../../fuzz/regressions/inbound/attached-header-never-ends"),
     ];
+    let rcpts = ["bob@example.net", "dave@example.net"];
     for m in inputs {
-        let o = w.open(&wire(m), &["bob@example.net", "dave@example.net"]);
+        let m = wire(m);
+        let o = w.open(&m, &rcpts);
         assert_eq!(o.len(), 1);
         assert_ne!(o[0].verdict.encryption, Encryption::Decrypted);
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Some(Spill::new(dir.path(), 0));
+        let on_disk = w.open_blob(&spilled(&m, dir.path()), &rcpts, 1 << 20, spill);
+        assert_eq!(on_disk, o);
     }
 }
 
@@ -359,12 +366,12 @@ fn wire(data: &[u8]) -> Vec<u8> {
 }
 
 /// Found by the `inbound` fuzz target (`fuzz/regressions/inbound/short-armor-without-footer`):
-/// armor that is not of the plain shape went to sequoia as it is in memory, and through a
-/// dearmoring reader of sequoia's on disk. A short block without its footer then failed
-/// before its first packet on disk (`malformed`) and after it in memory (ciphertext for a
-/// key nobody here has). Both paths now hand such armor to sequoia as it is.
+/// armor that is not of the plain shape went to sequoia as it is for a small message, and
+/// through a dearmoring reader of sequoia's for a large one. A short block without its
+/// footer then failed before its first packet (`malformed`) or after it (ciphertext for a
+/// key nobody here has). Such armor goes to sequoia as it is.
 #[test]
-fn broken_armor_is_read_alike_in_memory_and_on_disk() {
+fn broken_armor_goes_to_sequoia_as_it_is() {
     let w = World::new();
     let rcpts = ["bob@example.net", "dave@example.net"];
     let found = include_bytes!("../../../../fuzz/regressions/inbound/short-armor-without-footer");
@@ -386,8 +393,8 @@ fn broken_armor_is_read_alike_in_memory_and_on_disk() {
 /// Found by the `inbound` fuzz target
 /// (`fuzz/regressions/inbound/payload-not-a-mime-entity-loses-its-text`): a PGP/MIME
 /// container whose plaintext is plain text, not a MIME entity, lost that text: its lines
-/// were read as a header section and dropped as malformed fields. It is all body now, on
-/// both paths, whether or not an empty line follows the first lines.
+/// were read as a header section and dropped as malformed fields. It is all body now,
+/// whether or not an empty line follows the first lines.
 #[test]
 fn a_payload_that_is_not_a_mime_entity_keeps_its_text() {
     let w = World::new();

@@ -1,10 +1,14 @@
 //! OpenPGP data below the root of a plain message, found by one walk over its lines: the
 //! MIME header sections and delimiter lines give the structure, text leaves are searched
 //! for armor lines as they pass. Nothing is held but a header section at a time, so a
-//! large message is walked while it is read from its sealed file; a message in memory
-//! gets the same walk ([`super::super::root::nested`]), so both paths find the same.
+//! large message is walked while it is read from its sealed file.
 //!
-//! The structure is read as the root's classifier reads it ([`crate::mime::entity::parts`],
+//! mail-parser's tree is not used here because it reads malformed MIME differently from
+//! the root's classifier: it takes `--boundary` anywhere in a line, even followed by other
+//! text, as a delimiter, turns an attached message whose header section never ends into
+//! text, and panics on some trees.
+//!
+//! The structure is read as the root's classifier reads it ([`crate::mime::scan::parts`],
 //! RFC 2046 §5.1.1): a delimiter line is `--boundary`, or `--boundary--` for the last,
 //! followed by nothing but white space; a header section ends at the first empty line.
 //! Two narrowings, kept on purpose: a quoted-printable text leaf is searched as encoded (a
@@ -19,9 +23,9 @@ use base64::Engine;
 use crate::mime::headers;
 use crate::mime::structure::{MAX_DEPTH, MAX_LINE, MAX_PARTS};
 
-use super::decode::{Cte, Finder};
-use super::lines::{Lines, HEAD_MAX};
+use crate::mime::decode::{Cte, Finder};
 use crate::mime::entity::ContentType;
+use crate::mime::lines::{Lines, HEAD_MAX};
 
 const NEEDLES: [&[u8]; 3] = [
     b"-----BEGIN PGP MESSAGE-----",
