@@ -4,14 +4,15 @@
 //! but has no key.
 //!
 //! Each input is opened twice, whole in memory and spilled to a sealed file (plaintext
-//! spilled too), as the DATA reader and the pipeline do for a large message. The DATA
-//! reader refuses bare CR and LF, so what reaches `open` has CRLF line ends only: the
-//! two paths are compared on the input with every bare CR or LF made a CRLF. An input
+//! spilled too), as the DATA reader and the pipeline do for a large message: one opener,
+//! but the bytes come from a file in pieces. The DATA reader refuses bare CR and LF, so
+//! what reaches `open` has CRLF line ends only: the two are compared on the input with
+//! every bare CR or LF made a CRLF. An input
 //! that had some is also opened as it is, in memory, for every other check.
 //!
 //! Checked on every input:
 //! - no panic, and no error: with a memory keyring, `open` has nothing temporary to fail;
-//! - both paths give the same copies, verdicts and bytes (CRLF input);
+//! - in memory and on disk give the same copies, verdicts and bytes (CRLF input);
 //! - every envelope recipient gets exactly one copy;
 //! - `encryption=decrypted` only for Bob, only with Bob's key, and only when the copy
 //!   holds the plaintext of a ciphertext made for him: the seeds' plaintexts carry a
@@ -155,7 +156,7 @@ fn one(raw: &[u8]) {
                 .join("\n----\n")
         };
         panic!(
-            "the spilled path differs from the one in memory:\n== memory\n{}\n== spilled\n{}",
+            "the spilled message opens differently from the one in memory:\n== memory\n{}\n== spilled\n{}",
             show(&memory),
             show(&streamed)
         );

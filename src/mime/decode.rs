@@ -14,7 +14,7 @@ use super::pending::Pending;
 /// Input read at a time.
 const CHUNK: usize = 64 << 10;
 
-/// A `Content-Transfer-Encoding` that [`crate::mime::entity::decode`] knows.
+/// A `Content-Transfer-Encoding` this decoder knows (RFC 2045 §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cte {
     Identity,
@@ -108,7 +108,7 @@ impl<R: Read> Decoder<R> {
 }
 
 /// Appends the decoding of whole quads (`last`: the end of the text, where padding or a
-/// short quad may be) as [`crate::mime::entity::decode`] would.
+/// short quad may be): with standard padding, or without it where a writer left it out.
 fn base64_into(text: &[u8], last: bool, out: &mut Vec<u8>) -> io::Result<()> {
     if text.is_empty() {
         return Ok(());

@@ -51,3 +51,34 @@ impl ToReply for inbound::Error {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_message_s_own_faults_are_permanent_everything_else_temporary() {
+        for e in [
+            Out::NoFrom,
+            Out::SeveralFrom(2),
+            Out::FromAddresses(0),
+            Out::NulByte,
+            Out::BareLineFeed,
+            Out::HeaderLineTooLong(999),
+            Out::TooManyFields(1001),
+            Out::TooDeep(40),
+            Out::TooManyParts(1000),
+            Out::InvalidCharset("utf-8".into()),
+        ] {
+            let r = e.reply();
+            assert_eq!((r.code, r.enhanced), (554, Some(Enhanced(5, 6, 0))), "{e}");
+            assert!(!r.text().contains("try again"), "{e}");
+        }
+        for e in [Out::NoRecipients, Out::NotSevenBit] {
+            let r = e.reply();
+            assert_eq!((r.code, r.enhanced), (451, Some(Enhanced(4, 3, 0))), "{e}");
+        }
+        let io = inbound::Error::Spill(std::io::Error::other("disk full"));
+        assert_eq!(io.reply().code, 451);
+    }
+}

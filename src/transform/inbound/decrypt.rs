@@ -21,9 +21,9 @@ use sealpost_keyring::{openpgp, Keyring};
 use crate::blob::{self, Blob, Spill};
 use crate::wipe::{self, Buf};
 
+use super::error::Error;
 use super::verdict::Encryption;
 use super::verify::{self, Check, Found};
-use super::Error;
 
 /// How much plaintext sequoia holds back before handing it out; we keep it all anyway
 /// and release nothing before the end. Sequoia zero-fills buffers of this size (1 MB

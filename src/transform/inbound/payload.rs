@@ -19,11 +19,14 @@ use crate::mime::seven_bit::Clean;
 use crate::wipe::Buf;
 
 use super::assemble::{self, Edits};
+use super::context::{Ctx, Opened, Outer};
 use super::decrypt::Plaintext;
+use super::error::Error;
+use super::judge::judge_into;
 use super::results::{self, RawField};
 use super::verdict::{Encryption, HeaderProtection, Verdict};
 use super::verify::Check;
-use super::{judge_into, protected, root, verify, Ctx, Error, Opened, Outer};
+use super::{protected, root, verify};
 
 /// The delivered copy of a decrypted payload; `None` when it cannot be made safe for the
 /// next hop (the caller delivers the ciphertext instead).

@@ -15,8 +15,8 @@ use openpgp::policy::Policy;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 use sealpost_keyring::{openpgp, Keyring};
 
+use super::error::Error;
 use super::verdict::Signature;
-use super::Error;
 
 /// What one signature turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]

