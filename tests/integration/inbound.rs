@@ -752,6 +752,75 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
     assert!(copy.contains("Both ways through sealpost: 3141."), "{copy}");
 }
 
+/// First contact: Erin's gateway encrypts and signs to Bob, whose gateway has never seen
+/// Erin's key. The signature is not `valid`, so no addressing field of the payload replaces
+/// an outer one, but Bob sees the real Subject instead of the placeholder `[...]`, which is
+/// no more authentic than it.
+#[test]
+fn first_contact_shows_the_real_subject_without_trusting_the_sender() {
+    let w = World::new();
+    let erin = Sealpost::new();
+    erin.generate("erin@example.com", &[]);
+    let bob_cert = w.s.ok(&["keys", "export", "bob@example.org"]);
+    assert!(erin
+        .run_with_input(&["keys", "import", "-"], bob_cert.as_bytes())
+        .status
+        .success());
+    let (sink, inbound) = w.serve_to_sink("");
+    let outbound = erin.serve(
+        &format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [upstream]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+            inbound.port()
+        ),
+        &[],
+    );
+    let (ok, out) = swaks_to(
+        outbound.port(),
+        "erin@example.com",
+        "bob@example.org",
+        &[
+            "--header",
+            "From: Erin <erin@example.com>",
+            "--header",
+            "Subject: our first contact",
+            "--header",
+            "X-Test-Case: first-contact",
+            "--body",
+            "Nice to meet you: 2718.",
+        ],
+    );
+    assert!(ok, "{out}");
+    let copy = wait_for(LONG, "the first contact at smtp-sink", || {
+        sink.messages()
+            .into_iter()
+            .map(|d| crlf(&d.text().replace("\r\n", "\n")))
+            .next()
+    });
+    let (v, _) = results(&copy);
+    assert_eq!(verdict_of(&v, "encryption"), "decrypted", "{copy}");
+    assert_ne!(verdict_of(&v, "signature"), "valid", "{copy}");
+    assert_eq!(verdict_of(&v, "protected-headers"), "kept-apart", "{copy}");
+    assert_eq!(
+        field_values(&copy, "Subject"),
+        vec!["our first contact".to_string()],
+        "{copy}"
+    );
+    // What else travelled inside only is shown apart, never as the message's own.
+    assert!(field_values(&copy, "X-Test-Case").is_empty(), "{copy}");
+    assert_eq!(
+        field_values(&copy, "X-Sealpost-Protected-X-Test-Case"),
+        vec!["first-contact".to_string()],
+        "{copy}"
+    );
+    assert_eq!(
+        field_values(&copy, "X-Sealpost-Protected-From"),
+        vec!["Erin <erin@example.com>".to_string()],
+        "{copy}"
+    );
+    assert!(copy.contains("Nice to meet you: 2718."), "{copy}");
+}
+
 #[test]
 fn attacks_yield_no_plaintext_and_no_pass() {
     let w = World::new();

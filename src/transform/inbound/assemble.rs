@@ -21,6 +21,13 @@ pub enum Edits {
     },
     /// These `X-Sealpost-Protected-*` lines are added.
     KeptApart(String),
+    /// A decrypted message whose outer Subject is the placeholder and whose signature is
+    /// not `valid`: the informational fields (these names) replace the outer ones, the
+    /// others are kept apart; `lines` holds both.
+    Confidential {
+        names: Vec<String>,
+        lines: String,
+    },
 }
 
 /// A message delivered as received: our fields, the outer fields (edited), the body byte
@@ -192,7 +199,7 @@ fn outer_head(results: &str, outer: &[RawField<'_>], edits: &Edits) -> Vec<u8> {
 }
 
 fn replaced(f: &RawField<'_>, edits: &Edits) -> bool {
-    let Edits::Applied { names, .. } = edits else {
+    let (Edits::Applied { names, .. } | Edits::Confidential { names, .. }) = edits else {
         return false;
     };
     f.field
@@ -203,9 +210,9 @@ fn replaced(f: &RawField<'_>, edits: &Edits) -> bool {
 fn push_edits(out: &mut Vec<u8>, edits: &Edits) {
     match edits {
         Edits::None => {}
-        Edits::Applied { lines, .. } | Edits::KeptApart(lines) => {
-            out.extend_from_slice(lines.as_bytes())
-        }
+        Edits::Applied { lines, .. }
+        | Edits::Confidential { lines, .. }
+        | Edits::KeptApart(lines) => out.extend_from_slice(lines.as_bytes()),
     }
 }
 

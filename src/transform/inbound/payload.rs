@@ -129,13 +129,21 @@ fn verdict(
     v.encryption = Encryption::Decrypted;
     v.decryption_key = Some(key);
     let mut edits = judge_into(&mut v, checks, outer, protected);
-    if protected.is_none() {
-        // Fields the sender never declared protected (many PGP/MIME writers copy
-        // Subject or From into the payload without a marker) are never applied, nor lost.
-        let unmarked = protected::fields(pfields);
-        if !unmarked.is_empty() {
+    // Fields the sender never declared protected (many PGP/MIME writers copy Subject or
+    // From into the payload without a marker) are never applied as authentic, nor lost.
+    let unmarked = protected.is_none().then(|| protected::fields(pfields));
+    if let Some(unmarked) = unmarked.as_deref().filter(|u| !u.is_empty()) {
+        v.protected_headers = HeaderProtection::KeptApart;
+        edits = Edits::KeptApart(protected::kept_apart(unmarked));
+    }
+    // The outer Subject of an encrypted message is a placeholder: the one inside is shown
+    // instead, signed or not, since the placeholder is no more authentic than it. The
+    // addressing fields still replace the outer ones only under a valid signature.
+    if !matches!(edits, Edits::Applied { .. }) && protected::subject_is_placeholder(&outer.fields) {
+        let inside = protected.or(unmarked.as_deref()).unwrap_or_default();
+        if let Some((names, lines)) = protected::confidential(inside) {
             v.protected_headers = HeaderProtection::KeptApart;
-            edits = Edits::KeptApart(protected::kept_apart(&unmarked));
+            edits = Edits::Confidential { names, lines };
         }
     }
     (v, edits)

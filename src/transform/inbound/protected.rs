@@ -68,6 +68,49 @@ pub fn applied(protected: &[Field], _proof: &Valid) -> (Vec<String>, String) {
     (names, lines)
 }
 
+/// The fields RFC 9788's baseline header confidentiality policy takes out of the outer
+/// header (the Subject becomes [`PLACEHOLDER`], Comments and Keywords go): they say what a
+/// message is about, not who sent it or to whom.
+const INFORMATIONAL: [&str; 3] = ["subject", "comments", "keywords"];
+
+/// The outer Subject of a message whose real Subject is only inside (RFC 9788 §4.1).
+pub const PLACEHOLDER: &str = "[...]";
+
+/// Whether the outer Subject is the placeholder: then the protected one is no less
+/// authentic than it (neither is), only more useful.
+pub fn subject_is_placeholder(outer: &[Field]) -> bool {
+    headers::effective(outer, "Subject").is_some_and(|f| f.value().trim() == PLACEHOLDER)
+}
+
+/// The protected fields of a decrypted message whose outer Subject is the placeholder
+/// and whose signature is not `valid`: the informational ones replace the outer ones,
+/// the addressing ones (From, To, Cc, Reply-To, Sender and the rest) are kept apart.
+/// `None` when there is no informational field to apply.
+pub fn confidential(protected: &[Field]) -> Option<(Vec<String>, String)> {
+    let informational = |f: &&Field| INFORMATIONAL.iter().any(|n| f.is(n));
+    let applied: Vec<&Field> = protected.iter().filter(informational).collect();
+    if applied.is_empty() {
+        return None;
+    }
+    let mut names: Vec<String> = applied
+        .iter()
+        .map(|f| f.name.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut lines: String = applied
+        .iter()
+        .map(|f| format!("{}:{}\r\n", f.name, sanitize(&f.raw)))
+        .collect();
+    let rest: Vec<Field> = protected
+        .iter()
+        .filter(|f| !informational(f))
+        .cloned()
+        .collect();
+    lines.push_str(&kept_apart(&rest));
+    Some((names, lines))
+}
+
 /// The protected fields kept apart: `X-Sealpost-Protected-<Name>: <value>`.
 pub fn kept_apart(protected: &[Field]) -> String {
     protected
@@ -174,6 +217,25 @@ mod tests {
         assert!(marked(&g));
         let (h, _) = headers::split(b"Content-Type: text/plain; hp=other\r\n\r\n");
         assert!(!marked(&h));
+    }
+
+    #[test]
+    fn only_informational_fields_apply_without_a_valid_signature() {
+        let (outer, _) = headers::split(b"From: a@x.org\r\nSubject:  [...] \r\n\r\n");
+        assert!(subject_is_placeholder(&outer));
+        let (real, _) = headers::split(b"From: a@x.org\r\nSubject: [...] and more\r\n\r\n");
+        assert!(!subject_is_placeholder(&real));
+        let (p, _) = headers::split(
+            b"Subject: Lunch\r\nFrom: boss@x.org\r\nKeywords: food\r\nTo: b@y.org\r\n\r\n",
+        );
+        let (names, lines) = confidential(&p).unwrap();
+        assert_eq!(names, ["keywords", "subject"]);
+        assert_eq!(
+            lines,
+            "Subject: Lunch\r\nKeywords: food\r\nX-Sealpost-Protected-From: boss@x.org\r\nX-Sealpost-Protected-To: b@y.org\r\n"
+        );
+        let (addressing, _) = headers::split(b"From: boss@x.org\r\n\r\n");
+        assert_eq!(confidential(&addressing), None);
     }
 
     #[test]

@@ -70,8 +70,11 @@ fn the_outbound_path_output_opens_with_header_protection_applied() {
     assert_eq!(parsed.subject(), Some("Grüße and plans"));
 }
 
+/// The outer Subject of an encrypted message is the placeholder, which is no more
+/// authentic than the Subject inside: that one is shown, signed or not. The rest is kept
+/// apart without a valid signature.
 #[test]
-fn unsigned_protected_headers_are_kept_apart() {
+fn unsigned_protected_headers_show_the_subject_and_keep_the_rest_apart() {
     let w = World::new();
     let bob = w.bob.clone().strip_secret_key_material();
     let sealed = encrypt::seal(
@@ -86,15 +89,44 @@ fn unsigned_protected_headers_are_kept_apart() {
     assert_verdict(&o, "none", "decrypted", "kept-apart");
     assert_eq!(pgp(&o), "none");
     let text = String::from_utf8(o.message.clone()).unwrap();
+    assert!(!text.contains("[...]"), "the placeholder goes: {text}");
     assert!(
-        text.contains("\r\nSubject: [...]\r\n"),
-        "the outer Subject stays: {text}"
+        text.contains("\r\nSubject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans\r\n"),
+        "{text}"
     );
-    assert!(
-        text.contains("X-Sealpost-Protected-Subject: =?UTF-8?Q?Gr=C3=BC=C3=9Fe?= and plans\r\n")
-    );
+    assert!(!text.contains("X-Sealpost-Protected-Subject"));
     assert!(text.contains("X-Sealpost-Protected-X-Project: codename nightingale\r\n"));
     assert!(!text.contains("\r\nX-Project:"));
+}
+
+/// A stranger's signature (not `valid`) over a payload whose outer Subject is the
+/// placeholder: the Subject inside is shown, but its From never replaces the outer one.
+#[test]
+fn a_placeholder_subject_never_lets_an_unverified_from_through() {
+    let w = World::new();
+    let payload = b"Content-Type: text/plain; hp=\"cipher\"\r\nSubject: Quarterly figures\r\nFrom: Alice <alice@example.org>\r\nReply-To: mallory@evil.example\r\n\r\nHi.\r\n";
+    let data = encrypt(
+        payload,
+        &[&w.bob],
+        How {
+            signer: Some(&w.mallory),
+            armor: true,
+            ..How::default()
+        },
+    );
+    let outer = OUTER.replace("Subject: hello", "Subject: [...]");
+    let o = w.open_bob(&pgp_mime(&outer, &data));
+    assert_verdict(&o, "from-mismatch", "decrypted", "kept-apart");
+    let text = String::from_utf8(o.message.clone()).unwrap();
+    assert!(
+        text.contains("\r\nSubject: Quarterly figures\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("[...]"));
+    assert!(text.contains("\r\nFrom: Alice <alice@example.org>\r\n"));
+    assert!(text.contains("X-Sealpost-Protected-Reply-To: mallory@evil.example\r\n"));
+    assert!(!text.contains("\r\nReply-To:"));
+    assert_wellformed(&o.message);
 }
 
 #[test]
