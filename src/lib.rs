@@ -39,3 +39,4 @@ pub mod wipe;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod imap;

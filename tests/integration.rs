@@ -7,6 +7,7 @@ mod integration {
     mod backscatter;
     mod common;
     mod faults;
+    mod imap;
     mod inbound;
     mod inbound_tls;
     mod keys;

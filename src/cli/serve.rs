@@ -67,6 +67,17 @@ pub struct Flags {
     /// TLS to the inbound delivery target (SMTP or LMTP over TCP)
     #[arg(long, value_name = "none|starttls|tls")]
     deliver_tls: Option<String>,
+    /// Address of the IMAP proxy a mail client on this machine connects to (default
+    /// 127.0.0.1:1143 once --imap-upstream is given)
+    #[arg(long, value_name = "ADDR")]
+    imap_listen: Option<String>,
+    /// The provider's IMAP server, HOST:PORT: mail fetched through the proxy comes back
+    /// decrypted and verified for the logged-in user
+    #[arg(long, value_name = "HOST:PORT")]
+    imap_upstream: Option<String>,
+    /// TLS to the IMAP upstream (default tls, port 993)
+    #[arg(long, value_name = "none|starttls|tls")]
+    imap_upstream_tls: Option<String>,
 }
 
 impl Flags {
@@ -80,6 +91,9 @@ impl Flags {
             inbound_listen: self.inbound_listen,
             deliver: self.deliver,
             deliver_tls: self.deliver_tls,
+            imap_listen: self.imap_listen,
+            imap_upstream: self.imap_upstream,
+            imap_upstream_tls: self.imap_upstream_tls,
         }
     }
 }
@@ -380,6 +394,31 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
         }
         None => None,
     };
+    let imap_task = match &config.imap {
+        Some(settings) => {
+            let socket = tokio::net::TcpListener::bind(settings.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} (IMAP proxy)", settings.listen))?;
+            println!(
+                "sealpost: IMAP proxy on {} for {}:{}",
+                socket.local_addr()?,
+                settings.upstream_host,
+                settings.upstream_port
+            );
+            let proxy = Arc::new(crate::imap::session::Proxy {
+                settings: settings.clone(),
+                tls: crate::tls::client::ClientTls::new(settings.ca_file.as_deref())?,
+                keyring: keyring.clone(),
+                inbound: Arc::new(crate::transform::inbound::Settings {
+                    authserv_id: config.authserv_id.clone(),
+                    max_plaintext: config.max_plaintext,
+                    spill: Some(Spill::new(&running.spill_dir, 1 << 20)),
+                }),
+            });
+            Some(tokio::spawn(crate::imap::session::serve(socket, proxy)))
+        }
+        None => None,
+    };
     match &config.upstream {
         Some(up) => println!("sealpost: outbound mail goes to {}:{}", up.host, up.port),
         None => println!(
@@ -446,6 +485,9 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     let _ = reloads.await;
     if !crate::server::shutdown::drain(&tracker, Duration::from_secs(60)).await {
         tracing::warn!("some sessions did not finish within the shutdown deadline");
+    }
+    if let Some(task) = imap_task {
+        task.abort();
     }
     let _ = worker.await;
     let _ = admin_task.await;
@@ -647,6 +689,7 @@ fn reload(
         ("data_dir", config.data_dir != old.data_dir),
         ("[keyring]", config.keyring_url != old.keyring_url),
         ("[admin] http", config.admin_http != old.admin_http),
+        ("[imap]", config.imap != old.imap),
         (
             "[upstream]",
             format!("{:?}", config.upstream) != format!("{:?}", old.upstream),

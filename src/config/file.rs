@@ -20,6 +20,23 @@ pub struct File {
     pub policy: Option<Policy>,
     pub keyring: Option<Keyring>,
     pub admin: Option<Admin>,
+    pub imap: Option<Imap>,
+}
+
+/// `[imap]`: the IMAP proxy for a mail client on this machine.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imap {
+    /// `ADDRESS:PORT` the mail client connects to (default `127.0.0.1:1143`).
+    pub listen: Option<Spanned<String>>,
+    /// `HOST:PORT` of the provider's IMAP server.
+    pub upstream: Option<Spanned<String>>,
+    /// `none`, `starttls` or `tls` (default `tls`).
+    pub upstream_tls: Option<Spanned<String>>,
+    /// CA certificates (PEM) for TLS to the upstream instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The address whose keys open mail when the login name is not an address.
+    pub address: Option<String>,
 }
 
 /// `[admin]`: the HTTP listener for metrics and health checks.

@@ -200,6 +200,8 @@ pub struct Config {
     /// Most plaintext one inbound message may decrypt to.
     pub max_plaintext: usize,
     pub policy: crate::policy::Policy,
+    /// The IMAP proxy, when `[imap]` or `--imap-upstream` names an upstream.
+    pub imap: Option<crate::imap::Settings>,
 }
 
 /// Command-line overrides for `serve`.
@@ -213,6 +215,9 @@ pub struct Overrides {
     pub inbound_listen: Option<String>,
     pub deliver: Option<String>,
     pub deliver_tls: Option<String>,
+    pub imap_listen: Option<String>,
+    pub imap_upstream: Option<String>,
+    pub imap_upstream_tls: Option<String>,
 }
 
 /// Which text a value came from, to turn a byte span into a line number.
@@ -616,6 +621,9 @@ fn build(
         }
     }
 
+    // The proxy opens a fetched message no larger than what the inbound path decrypts.
+    let imap = imap(usr.as_ref().map(|(u, src)| (u, *src)), ov, max_plaintext)?;
+
     Ok(Config {
         data_dir,
         keyring_url,
@@ -637,7 +645,75 @@ fn build(
         authserv_id,
         max_plaintext,
         policy,
+        imap,
     })
+}
+
+/// `[imap]` with the `--imap-…` flags over it; `None` when no upstream is named.
+fn imap(
+    usr: Option<(&file::File, Source<'_>)>,
+    ov: &Overrides,
+    max_message: usize,
+) -> Result<Option<crate::imap::Settings>, Error> {
+    let flag = |key: &str, message: String| Error::Flag {
+        key: key.to_string(),
+        message,
+    };
+    let section = usr.and_then(|(u, src)| u.imap.as_ref().map(|i| (i, src)));
+    let upstream = match (&ov.imap_upstream, section) {
+        (Some(u), _) => value::parse_host_port(u).map_err(|m| flag("--imap-upstream", m))?,
+        (None, Some((i, src))) => match &i.upstream {
+            Some(u) => value::parse_host_port(u.get_ref())
+                .map_err(|m| src.invalid("imap.upstream", u, m))?,
+            None => {
+                return Err(flag(
+                    "imap",
+                    "[imap] needs upstream = \"HOST:PORT\", the provider's IMAP server".into(),
+                ))
+            }
+        },
+        (None, None) => {
+            if ov.imap_listen.is_some() || ov.imap_upstream_tls.is_some() {
+                return Err(flag(
+                    "--imap-upstream",
+                    "--imap-listen and --imap-upstream-tls need --imap-upstream HOST:PORT".into(),
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    let listen = match (
+        &ov.imap_listen,
+        section.and_then(|(i, src)| i.listen.as_ref().map(|l| (l, src))),
+    ) {
+        (Some(l), _) => value::socket_addr(l).map_err(|m| flag("--imap-listen", m))?,
+        (None, Some((l, src))) => {
+            value::socket_addr(l.get_ref()).map_err(|m| src.invalid("imap.listen", l, m))?
+        }
+        (None, None) => std::net::SocketAddr::from(([127, 0, 0, 1], 1143)),
+    };
+    let upstream_tls = match (
+        &ov.imap_upstream_tls,
+        section.and_then(|(i, src)| i.upstream_tls.as_ref().map(|t| (t, src))),
+    ) {
+        (Some(t), _) => t.parse().map_err(|m| flag("--imap-upstream-tls", m))?,
+        (None, Some((t, src))) => t
+            .get_ref()
+            .parse()
+            .map_err(|m: String| src.invalid("imap.upstream_tls", t, m))?,
+        (None, None) => crate::imap::UpstreamTls::Tls,
+    };
+    Ok(Some(crate::imap::Settings {
+        listen,
+        upstream_host: upstream.0,
+        upstream_port: upstream.1,
+        upstream_tls,
+        ca_file: section.and_then(|(i, _)| i.ca_file.clone()),
+        address: section
+            .and_then(|(i, _)| i.address.clone())
+            .map(|a| a.to_ascii_lowercase()),
+        max_message,
+    }))
 }
 
 #[cfg(test)]

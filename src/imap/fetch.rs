@@ -1,0 +1,445 @@
+//! FETCH through the proxy, sans-I/O. A client's FETCH that asks for any part of a
+//! message's content is sent upstream with the whole message added (`BODY.PEEK[]`), so
+//! that the proxy can see whether it is encrypted. A message that is not protected at all
+//! goes back as the upstream sent it (the added item taken out again); one that is
+//! encrypted or signed goes through the inbound transform, and the content the client
+//! asked for is answered from the message the transform delivers: the whole message, its
+//! header (all of it, or chosen fields), its text, partial ranges, `RFC822*` and
+//! `RFC822.SIZE`, and an `ENVELOPE` with the real Subject.
+//!
+//! Not answered from the opened message yet: `BODYSTRUCTURE`/`BODY` and numbered body
+//! sections (`BODY[1]`, `BODY[2.MIME]`). They are left as the upstream describes the
+//! encrypted message, so a client that builds its view from the structure still sees the
+//! PGP/MIME container.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+use std::num::NonZeroU32;
+
+use imap_codec::decode::Decoder;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::bounded_static::IntoBoundedStatic;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{IString, Literal, NString, Quoted};
+use imap_codec::imap_types::envelope::{Address, Envelope};
+use imap_codec::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::{CommandCodec, ResponseCodec};
+
+use crate::mime::headers::{self, Field};
+
+/// What a client asked one FETCH for.
+#[derive(Debug, Clone)]
+pub struct Wanted {
+    items: Vec<MessageDataItemName<'static>>,
+    /// Whether the proxy added `BODY.PEEK[]` (then it is taken out of the answer).
+    added_body: bool,
+}
+
+/// A client's command: rewritten when it is a FETCH of content, with the tag and what
+/// was asked; `None` for any other command (it goes upstream as it came).
+pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
+    let (rest, command) = CommandCodec::default().decode(line).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let Command { tag, body } = command;
+    let CommandBody::Fetch {
+        sequence_set,
+        macro_or_item_names,
+        uid,
+    } = body
+    else {
+        return None;
+    };
+    let items: Vec<MessageDataItemName<'static>> = match macro_or_item_names {
+        MacroOrMessageDataItemNames::Macro(m) => m.expand().into_static(),
+        MacroOrMessageDataItemNames::MessageDataItemNames(names) => names.into_static(),
+    };
+    if !items.iter().any(is_content) {
+        return None;
+    }
+    let whole = items.iter().any(|i| {
+        matches!(
+            i,
+            MessageDataItemName::BodyExt {
+                section: None,
+                partial: None,
+                ..
+            }
+        )
+    });
+    let mut sent = items.clone();
+    if !whole {
+        sent.push(MessageDataItemName::BodyExt {
+            section: None,
+            partial: None,
+            peek: true,
+        });
+    }
+    let command = Command {
+        tag: tag.clone(),
+        body: CommandBody::Fetch {
+            sequence_set,
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(sent),
+            uid,
+        },
+    };
+    let bytes = CommandCodec::default().encode(&command).dump();
+    Some((
+        bytes,
+        tag.inner().to_string(),
+        Wanted {
+            items,
+            added_body: !whole,
+        },
+    ))
+}
+
+/// Whether an item shows a message's content (or its size, which the content decides).
+fn is_content(i: &MessageDataItemName<'_>) -> bool {
+    use MessageDataItemName as N;
+    matches!(
+        i,
+        N::Body
+            | N::BodyExt { .. }
+            | N::BodyStructure
+            | N::Envelope
+            | N::Rfc822
+            | N::Rfc822Header
+            | N::Rfc822Size
+            | N::Rfc822Text
+    )
+}
+
+/// An untagged FETCH response of the upstream, read: the whole message in it, when there
+/// is one.
+pub struct Fetched {
+    response: Response<'static>,
+}
+
+impl Fetched {
+    /// `bytes` when it is one whole `* n FETCH (…)` response.
+    pub fn parse(bytes: &[u8]) -> Option<Fetched> {
+        let (rest, response) = ResponseCodec::default().decode(bytes).ok()?;
+        if !rest.is_empty() {
+            return None;
+        }
+        matches!(response, Response::Data(Data::Fetch { .. })).then(|| Fetched {
+            response: response.into_static(),
+        })
+    }
+
+    /// The whole message the response carries (`BODY[]`).
+    pub fn message(&self) -> Option<&[u8]> {
+        let Response::Data(Data::Fetch { items, .. }) = &self.response else {
+            return None;
+        };
+        items.as_ref().iter().find_map(|i| match i {
+            MessageDataItem::BodyExt {
+                section: None,
+                origin: None,
+                data: NString(Some(s)),
+            } => Some(s.as_ref()),
+            _ => None,
+        })
+    }
+
+    /// The response as the client asked for it, with the message the upstream sent: the
+    /// added `BODY[]` taken out again.
+    pub fn as_sent(self, wanted: &Wanted) -> Vec<u8> {
+        let Response::Data(Data::Fetch { seq, items }) = self.response else {
+            return Vec::new();
+        };
+        let kept: Vec<MessageDataItem<'static>> = items
+            .into_iter()
+            .filter(|i| !(wanted.added_body && is_whole(i)))
+            .collect();
+        encode(seq, kept)
+    }
+
+    /// The response as the client asked for it, answered from `served` (the message the
+    /// transform delivered) wherever the item shows content.
+    pub fn served(self, wanted: &Wanted, served: &[u8]) -> Vec<u8> {
+        let Response::Data(Data::Fetch { seq, items }) = self.response else {
+            return Vec::new();
+        };
+        let (head, body) = headers::split_bytes(served);
+        let message = Served {
+            whole: served,
+            head,
+            body,
+        };
+        let mut out: Vec<MessageDataItem<'static>> = Vec::new();
+        for item in items {
+            let replaced = match &item {
+                MessageDataItem::BodyExt {
+                    section, origin, ..
+                } => {
+                    if wanted.added_body && section.is_none() && origin.is_none() {
+                        continue;
+                    }
+                    message.section(section.as_ref()).map(|bytes| {
+                        let (origin, bytes) = partial(&wanted.items, section.as_ref(), bytes);
+                        MessageDataItem::BodyExt {
+                            section: section.clone(),
+                            origin,
+                            data: nstring(&bytes),
+                        }
+                    })
+                }
+                MessageDataItem::Rfc822(_) => Some(MessageDataItem::Rfc822(nstring(served))),
+                MessageDataItem::Rfc822Header(_) => Some(MessageDataItem::Rfc822Header(nstring(
+                    &[message.head, b"\r\n"].concat(),
+                ))),
+                MessageDataItem::Rfc822Text(_) => {
+                    Some(MessageDataItem::Rfc822Text(nstring(message.body)))
+                }
+                MessageDataItem::Rfc822Size(_) => Some(MessageDataItem::Rfc822Size(
+                    u32::try_from(served.len()).unwrap_or(u32::MAX),
+                )),
+                MessageDataItem::Envelope(_) => Some(MessageDataItem::Envelope(envelope(head))),
+                _ => None,
+            };
+            out.push(replaced.unwrap_or(item));
+        }
+        encode(seq, out)
+    }
+}
+
+fn is_whole(i: &MessageDataItem<'_>) -> bool {
+    matches!(
+        i,
+        MessageDataItem::BodyExt {
+            section: None,
+            origin: None,
+            ..
+        }
+    )
+}
+
+fn encode(seq: NonZeroU32, items: Vec<MessageDataItem<'static>>) -> Vec<u8> {
+    let Ok(items) = items.try_into() else {
+        // Nothing left to say about this message.
+        return Vec::new();
+    };
+    ResponseCodec::default()
+        .encode(&Response::Data(Data::Fetch { seq, items }))
+        .dump()
+}
+
+/// The message the proxy serves in place of the upstream's.
+struct Served<'a> {
+    whole: &'a [u8],
+    /// The header section with its last CRLF, without the empty line.
+    head: &'a [u8],
+    body: &'a [u8],
+}
+
+impl Served<'_> {
+    /// A section of the top-level message (RFC 9051 §6.4.5); `None` for a numbered body
+    /// part, which is not answered from the served message.
+    fn section(&self, section: Option<&Section<'_>>) -> Option<Vec<u8>> {
+        let with_end = |fields: &[u8]| [fields, b"\r\n"].concat();
+        match section {
+            None => Some(self.whole.to_vec()),
+            Some(Section::Header(None)) => Some(with_end(self.head)),
+            Some(Section::Text(None)) => Some(self.body.to_vec()),
+            Some(Section::HeaderFields(None, names)) => {
+                Some(with_end(&self.fields(names.as_ref(), true)))
+            }
+            Some(Section::HeaderFieldsNot(None, names)) => {
+                Some(with_end(&self.fields(names.as_ref(), false)))
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The header fields named in `names` (or all others), byte for byte.
+    fn fields(&self, names: &[imap_codec::imap_types::core::AString<'_>], named: bool) -> Vec<u8> {
+        let wanted: Vec<String> = names
+            .iter()
+            .map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_lowercase())
+            .collect();
+        let (fields, _) = headers::split(&[self.head, b"\r\n"].concat());
+        fields
+            .iter()
+            .filter(|f| wanted.contains(&f.name.to_ascii_lowercase()) == named)
+            .flat_map(|f| f.wire().into_bytes())
+            .collect()
+    }
+}
+
+/// The bytes of a partial fetch (`BODY[]<0.100>`), with the origin the answer names.
+fn partial(
+    wanted: &[MessageDataItemName<'_>],
+    section: Option<&Section<'_>>,
+    bytes: Vec<u8>,
+) -> (Option<u32>, Vec<u8>) {
+    let range = wanted.iter().find_map(|w| match w {
+        MessageDataItemName::BodyExt {
+            section: s,
+            partial: Some(p),
+            ..
+        } if s.as_ref() == section => Some(*p),
+        _ => None,
+    });
+    let Some((start, len)) = range else {
+        return (None, bytes);
+    };
+    let from = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let to = from
+        .saturating_add(usize::try_from(len.get()).unwrap_or(usize::MAX))
+        .min(bytes.len());
+    (
+        Some(start),
+        bytes.get(from..to).unwrap_or_default().to_vec(),
+    )
+}
+
+/// Bytes as an IMAP string: quoted when short and plain, a literal otherwise; NIL when
+/// they cannot be sent without BINARY (a NUL byte, which the transform never delivers).
+fn nstring(bytes: &[u8]) -> NString<'static> {
+    let quoted = bytes.len() < 256
+        && bytes
+            .iter()
+            .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+    if quoted {
+        if let Ok(q) = Quoted::try_from(String::from_utf8_lossy(bytes).into_owned()) {
+            return NString(Some(IString::Quoted(q)));
+        }
+    }
+    match Literal::try_from(bytes.to_vec()) {
+        Ok(l) => NString(Some(IString::Literal(l))),
+        Err(_) => NString(None),
+    }
+}
+
+/// RFC 9051 §7.5.2's ENVELOPE of a header section: the fields as they are written
+/// (encoded words stay encoded), the addresses split.
+fn envelope(head: &[u8]) -> Envelope<'static> {
+    let (fields, _) = headers::split(&[head, b"\r\n"].concat());
+    let text = |name: &str| -> NString<'static> {
+        headers::effective(&fields, name)
+            .map(|f| nstring(unfold(f).as_bytes()))
+            .unwrap_or(NString(None))
+    };
+    let addresses = |name: &str| -> Vec<Address<'static>> {
+        headers::effective(&fields, name)
+            .map(addresses_of)
+            .unwrap_or_default()
+    };
+    let from = addresses("From");
+    let or_from = |v: Vec<Address<'static>>| if v.is_empty() { from.clone() } else { v };
+    Envelope {
+        date: text("Date"),
+        subject: text("Subject"),
+        sender: or_from(addresses("Sender")),
+        reply_to: or_from(addresses("Reply-To")),
+        from: from.clone(),
+        to: addresses("To"),
+        cc: addresses("Cc"),
+        bcc: addresses("Bcc"),
+        in_reply_to: text("In-Reply-To"),
+        message_id: text("Message-ID"),
+    }
+}
+
+/// A field's value unfolded, without the space after its colon.
+fn unfold(f: &Field) -> String {
+    f.raw.replace("\r\n", "").trim().to_string()
+}
+
+/// The addresses of an address field, as mail-parser reads them (groups flattened).
+fn addresses_of(f: &Field) -> Vec<Address<'static>> {
+    let wire = format!("{}\r\n", f.wire().trim_end());
+    let Some(parsed) = mail_parser::MessageParser::default().parse_headers(wire.as_bytes()) else {
+        return Vec::new();
+    };
+    let Some(list) = parsed.header(f.name.as_str()).and_then(|v| v.as_address()) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|a| {
+            let addr = a.address.as_deref()?;
+            let (mailbox, host) = addr.rsplit_once('@')?;
+            Some(Address {
+                name: a
+                    .name
+                    .as_deref()
+                    .map_or(NString(None), |n| nstring(encoded_word(n).as_bytes())),
+                adl: NString(None),
+                mailbox: nstring(mailbox.as_bytes()),
+                host: nstring(host.as_bytes()),
+            })
+        })
+        .collect()
+}
+
+/// A display name as an IMAP string must carry it: ASCII as it is, anything else as an
+/// RFC 2047 encoded word.
+fn encoded_word(name: &str) -> String {
+    use base64::Engine;
+    if name.is_ascii() {
+        return name.to_string();
+    }
+    format!(
+        "=?UTF-8?B?{}?=",
+        base64::engine::general_purpose::STANDARD.encode(name)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_fetch_gets_the_whole_message_added() {
+        let (bytes, tag, wanted) =
+            rewrite(b"a7 UID FETCH 1:3 (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n").unwrap();
+        assert_eq!(tag, "a7");
+        assert!(wanted.added_body);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(text.starts_with("a7 UID FETCH 1:3 ("), "{text}");
+        assert!(text.ends_with(" BODY.PEEK[])\r\n"), "{text}");
+        let (_, _, all) = rewrite(b"b FETCH 1 ALL\r\n").unwrap();
+        assert!(all.added_body);
+        let (_, _, whole) = rewrite(b"c FETCH 1 (BODY[])\r\n").unwrap();
+        assert!(!whole.added_body);
+        assert!(rewrite(b"d FETCH 1 (FLAGS UID)\r\n").is_none());
+        assert!(rewrite(b"e SELECT INBOX\r\n").is_none());
+        assert!(rewrite(b"not imap at all\r\n").is_none());
+    }
+
+    #[test]
+    fn content_is_answered_from_the_served_message() {
+        let (_, _, wanted) = rewrite(
+            b"a FETCH 1 (UID RFC822.SIZE ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.3>)\r\n",
+        )
+        .unwrap();
+        let upstream = b"* 1 FETCH (UID 9 RFC822.SIZE 99 ENVELOPE (NIL \"[...]\" NIL NIL NIL NIL NIL NIL NIL NIL) BODY[HEADER.FIELDS (SUBJECT)] {20}\r\nSubject: [...]\r\n\r\n\r\n BODY[TEXT]<0> {3}\r\nxyz BODY[] {5}\r\nabcde)\r\n";
+        let fetched = Fetched::parse(upstream).unwrap();
+        assert_eq!(fetched.message(), Some(&b"abcde"[..]));
+        let served = b"From: Alice <alice@example.org>\r\nSubject: Real\r\n\r\nHello\r\n";
+        let out = String::from_utf8(fetched.served(&wanted, served)).unwrap();
+        assert!(out.starts_with("* 1 FETCH (UID 9 RFC822.SIZE 57 ENVELOPE (NIL \"Real\" ((\"Alice\" NIL \"alice\" \"example.org\"))"), "{out}");
+        assert!(
+            out.contains("BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: Real\r\n\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("BODY[TEXT]<0> \"Hel\""), "{out}");
+        assert!(
+            !out.contains("BODY[] "),
+            "the added item is taken out: {out}"
+        );
+        let plain = Fetched::parse(upstream).unwrap().as_sent(&wanted);
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(
+            plain.contains("Subject: [...]") && !plain.contains("BODY[] "),
+            "{plain}"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! IMAP's framing (RFC 9051 §2.2 and §4.3), sans-I/O: a command or a response is a line
+//! ending in CRLF, and a line that ends in a literal announcement (`{N}`, or `{N+}` and
+//! `{N-}` with LITERAL+ / LITERAL-) is followed by N bytes of literal data and then by the
+//! rest of the message on another line. Bytes go in as they arrive; fragments come out,
+//! each checked against a size limit before anything of it is held.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+
+/// One piece of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fragment {
+    /// A line with its CRLF, and the literal it announces at its end, if any.
+    Line {
+        bytes: Vec<u8>,
+        literal: Option<Literal>,
+    },
+    /// The data of the literal the line before announced.
+    Literal(Vec<u8>),
+}
+
+/// A literal announced at the end of a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Literal {
+    pub len: usize,
+    /// `{N}`: the sender waits for a continuation request before it sends the data.
+    pub sync: bool,
+}
+
+/// A peer broke the limits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("a line longer than {0} bytes")]
+    LineTooLong(usize),
+    #[error("a literal of {0} bytes, more than the {1} allowed")]
+    LiteralTooLarge(u64, usize),
+}
+
+/// Splits a byte stream into [`Fragment`]s.
+#[derive(Debug)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// The length of the literal that comes next, once its line was taken.
+    literal: Option<usize>,
+    max_line: usize,
+    max_literal: usize,
+}
+
+impl Framer {
+    pub fn new(max_line: usize, max_literal: usize) -> Framer {
+        Framer {
+            buf: Vec::new(),
+            literal: None,
+            max_line,
+            max_literal,
+        }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Whether bytes wait that make no whole fragment yet.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The next whole fragment, `None` until enough bytes arrived.
+    ///
+    /// # Errors
+    /// A line or a literal over the limits; the stream cannot be read on from there.
+    pub fn fragment(&mut self) -> Result<Option<Fragment>, Error> {
+        if let Some(len) = self.literal {
+            if self.buf.len() < len {
+                return Ok(None);
+            }
+            let rest = self.buf.split_off(len);
+            let data = std::mem::replace(&mut self.buf, rest);
+            self.literal = None;
+            return Ok(Some(Fragment::Literal(data)));
+        }
+        let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
+            if self.buf.len() > self.max_line {
+                return Err(Error::LineTooLong(self.max_line));
+            }
+            return Ok(None);
+        };
+        if end + 2 > self.max_line {
+            return Err(Error::LineTooLong(self.max_line));
+        }
+        let rest = self.buf.split_off(end + 2);
+        let bytes = std::mem::replace(&mut self.buf, rest);
+        let literal = announced(&bytes);
+        if let Some(l) = literal {
+            if l.len > self.max_literal {
+                let len = u64::try_from(l.len).unwrap_or(u64::MAX);
+                return Err(Error::LiteralTooLarge(len, self.max_literal));
+            }
+            self.literal = Some(l.len);
+        }
+        Ok(Some(Fragment::Line { bytes, literal }))
+    }
+}
+
+/// The literal a line announces at its end: `{N}`, `{N+}` or `{N-}` right before its CRLF
+/// (`~{N}` for a literal8 too).
+pub fn announced(line: &[u8]) -> Option<Literal> {
+    let body = line.strip_suffix(b"\r\n")?.strip_suffix(b"}")?;
+    let open = body.iter().rposition(|&b| b == b'{')?;
+    let inner = body.get(open + 1..)?;
+    let (digits, sync) = match inner.last() {
+        Some(b'+') | Some(b'-') => (inner.get(..inner.len() - 1)?, false),
+        _ => (inner, true),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // A number too large for any count is a literal over every limit, never a line
+    // without one (that would read the literal's data as commands).
+    let len = std::str::from_utf8(digits)
+        .ok()
+        .and_then(|d| d.parse::<u64>().ok())
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    Some(Literal {
+        len,
+        sync: sync && !inner.ends_with(b"-"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_literals_come_out_whole_whatever_the_pieces() {
+        let stream = b"* 1 FETCH (BODY[] {5}\r\nhello UID 7)\r\nA1 OK done\r\n";
+        for piece in 1..stream.len() {
+            let mut f = Framer::new(1024, 1024);
+            let mut got = Vec::new();
+            for chunk in stream.chunks(piece) {
+                f.push(chunk);
+                while let Some(frag) = f.fragment().unwrap() {
+                    got.push(frag);
+                }
+            }
+            assert_eq!(
+                got,
+                [
+                    Fragment::Line {
+                        bytes: b"* 1 FETCH (BODY[] {5}\r\n".to_vec(),
+                        literal: Some(Literal { len: 5, sync: true })
+                    },
+                    Fragment::Literal(b"hello".to_vec()),
+                    Fragment::Line {
+                        bytes: b" UID 7)\r\n".to_vec(),
+                        literal: None
+                    },
+                    Fragment::Line {
+                        bytes: b"A1 OK done\r\n".to_vec(),
+                        literal: None
+                    },
+                ],
+                "pieces of {piece}"
+            );
+        }
+    }
+
+    #[test]
+    fn announcements_and_limits() {
+        assert_eq!(
+            announced(b"A LOGIN {3+}\r\n"),
+            Some(Literal {
+                len: 3,
+                sync: false
+            })
+        );
+        assert_eq!(announced(b"A LOGIN {x}\r\n"), None);
+        assert_eq!(announced(b"A LOGIN {}\r\n"), None);
+        assert_eq!(announced(b"A NOOP\r\n"), None);
+        let mut f = Framer::new(16, 4);
+        f.push(b"* 1 FETCH {5}\r\n");
+        assert_eq!(f.fragment(), Err(Error::LiteralTooLarge(5, 4)));
+        let mut f = Framer::new(8, 4);
+        f.push(b"0123456789");
+        assert_eq!(f.fragment(), Err(Error::LineTooLong(8)));
+        let mut f = Framer::new(64, 4);
+        f.push(b"* 1 FETCH {99999999999999999999}\r\n");
+        assert!(matches!(f.fragment(), Err(Error::LiteralTooLarge(..))));
+    }
+}

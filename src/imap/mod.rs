@@ -1,0 +1,59 @@
+//! The IMAP proxy for the person on localhost: a mail client talks IMAP to sealpost,
+//! sealpost talks to the provider's IMAP server with the client's own credentials, and
+//! encrypted mail comes back decrypted and verified by the same inbound transform as the
+//! SMTP path (EFAIL rules and verdict fields included).
+//!
+//! - [`frame`]: IMAP's lines and literals, sans-I/O, with limits;
+//! - [`capability`]: what is advertised (only what the proxy handles);
+//! - [`fetch`]: a FETCH of content rewritten, and its answers served from the opened
+//!   message;
+//! - [`session`]: one client connection and its upstream connection.
+
+pub mod capability;
+pub mod fetch;
+pub mod frame;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// How the proxy reaches the upstream IMAP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTls {
+    /// Plain TCP (a server on loopback, or a test).
+    None,
+    /// STARTTLS after the greeting.
+    StartTls,
+    /// TLS from the first byte (port 993).
+    Tls,
+}
+
+impl std::str::FromStr for UpstreamTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(UpstreamTls::None),
+            "starttls" => Ok(UpstreamTls::StartTls),
+            "tls" => Ok(UpstreamTls::Tls),
+            other => Err(format!(
+                "{other:?} is not an IMAP upstream TLS mode: use none, starttls or tls"
+            )),
+        }
+    }
+}
+
+/// The IMAP proxy's settings (`[imap]`, or `serve --imap-…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub upstream_host: String,
+    pub upstream_port: u16,
+    pub upstream_tls: UpstreamTls,
+    /// Extra CA (or the upstream's own certificate) for TLS to the upstream.
+    pub ca_file: Option<PathBuf>,
+    /// The address whose keys open mail when the login name is not an address.
+    pub address: Option<String>,
+    /// Largest message the proxy takes from the upstream to open.
+    pub max_message: usize,
+}

