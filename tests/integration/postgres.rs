@@ -53,10 +53,48 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     bin: PathBuf,
+    /// Server settings beyond the port and address (`-c name=value …`).
+    settings: String,
 }
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(|_| String::new())
+    }
+
+    /// A cluster that offers TLS only, with `cert_pem` and its `key_pem`: plain TCP
+    /// connections are refused by pg_hba.conf, so whatever connects speaks TLS.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            let cert = write(dir, "server.crt", cert_pem.as_bytes());
+            let key = write(dir, "server.key", key_pem.as_bytes());
+            // PostgreSQL refuses a key file others can read.
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            let hba = write(
+                dir,
+                "pg_hba.conf",
+                b"local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            );
+            for f in [&cert, &key, &hba] {
+                let status = Command::new("chown")
+                    .arg(format!("{NOBODY}:{NOBODY}"))
+                    .arg(f)
+                    .status()
+                    .expect("chown");
+                assert!(status.success());
+            }
+            format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
+                cert.display(),
+                key.display(),
+                hba.display()
+            )
+        })
+    }
+
+    /// A cluster whose settings `configure` returns, given its directory to put files in.
+    fn start_with(configure: impl FnOnce(&Path) -> String) -> Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let status = Command::new("chown")
             .arg(format!("{NOBODY}:{NOBODY}"))
@@ -73,10 +111,12 @@ impl Postgres {
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb: {out:?}");
+        let settings = configure(dir.path());
         let pg = Postgres {
             port: free_port(),
             dir,
             bin,
+            settings,
         };
         pg.ctl_start();
         pg
@@ -88,9 +128,10 @@ impl Postgres {
 
     pub fn ctl_start(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let out = as_nobody(&self.bin.join("pg_ctl"))
             .arg("-D")
@@ -504,4 +545,103 @@ fn the_deployment_files_for_several_gateways_agree() {
         config.contains("[admin]") && config.contains("http = \"0.0.0.0:9925\""),
         "the container's configuration does not serve /readyz on 9925"
     );
+}
+
+/// A test CA (PEM), and a certificate it issued for `names` with its private key (PEM).
+fn issue(ca_name: &str, names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// TLS to the database through rustls: a PostgreSQL that accepts only TLS, with a
+/// certificate from a test CA. With `sslmode=require` (or `verify-full`) and that CA as
+/// `sslrootcert`, the CLI and a gateway work over TLS; with another CA, with the
+/// system's roots, or with a certificate for another name, each is refused in one line,
+/// and nothing falls back to plain TCP.
+#[test]
+fn the_keyring_database_is_reached_over_verified_tls() {
+    let (ca, cert, key) = issue("sealpost test database CA", &["127.0.0.1"]);
+    let pg = Postgres::start_tls(&cert, &key);
+    let s = gateway();
+    let ca_file = write(s.dir.path(), "db-ca.pem", ca.as_bytes());
+    let (other_ca, _, _) = issue("another CA", &["127.0.0.1"]);
+    let other_ca_file = write(s.dir.path(), "other-ca.pem", other_ca.as_bytes());
+    pg.sql("postgres", "CREATE DATABASE fleet_tls");
+    let base = format!(
+        "postgres://sealpost:hunter2@127.0.0.1:{}/fleet_tls",
+        pg.port
+    );
+    let url = format!("{base}?sslmode=require&sslrootcert={}", ca_file.display());
+
+    keys_ok(&s, &url, &["keys", "generate", "tls@example.org"]);
+    let full = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    );
+    assert!(keys_ok(&s, &full, &["keys", "list"]).contains("tls@example.org"));
+
+    let up = ScriptedUpstream::start();
+    let gw = serve(&s, &url, &up.address());
+    // The gateway's own connection, as the server sees it.
+    let over_tls = pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'sealpost' AND ssl",
+    );
+    assert_eq!(
+        over_tls.trim(),
+        "1",
+        "the gateway is not connected over TLS"
+    );
+    let (ok, t) = send(gw.port(), "someone@example.net", "over a TLS keyring");
+    assert!(ok, "{t}");
+    drop(gw);
+
+    let refused = |url: &str, what: &str| {
+        let out = keys(&s, url, &["keys", "list"]);
+        assert!(!out.status.success(), "{what}: accepted");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "{what}: the password is shown: {err}"
+        );
+        assert!(err.contains("sealpost:***@"), "{what}: {err}");
+        err
+    };
+    let err = refused(
+        &format!(
+            "{base}?sslmode=require&sslrootcert={}",
+            other_ca_file.display()
+        ),
+        "another CA",
+    );
+    assert!(err.contains("certificate"), "{err}");
+    let err = refused(&format!("{base}?sslmode=require"), "the system's roots");
+    assert!(err.contains("certificate"), "{err}");
+    // The certificate names 127.0.0.1, not localhost.
+    let err = refused(
+        &format!(
+            "postgres://sealpost:hunter2@localhost:{}/fleet_tls?sslmode=require&sslrootcert={}",
+            pg.port,
+            ca_file.display()
+        ),
+        "another name",
+    );
+    assert!(err.contains("certificate"), "{err}");
+    // Plain TCP is what the server refuses; the gateway does not fall back to it.
+    let err = refused(&format!("{base}?sslmode=disable"), "no TLS");
+    assert!(err.contains("pg_hba.conf"), "{err}");
 }

@@ -84,9 +84,10 @@ pub fn hide_password(url: &str) -> String {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (a `postgres://` URL; `sslmode=require` or
-    /// `verify-full` for TLS, with `sslrootcert=FILE` as the only trust anchors, else the
-    /// system's), brings its schema up to date, and starts listening for changes.
+    /// Connects to the database at `url` (a `postgres://` URL; `sslmode=require`,
+    /// `verify-ca` or `verify-full` for TLS, each checking the chain and the server's name,
+    /// with `sslrootcert=FILE` as the only trust anchors, else the system's), brings its
+    /// schema up to date, and starts listening for changes.
     ///
     /// # Errors
     /// `Error::Unavailable` naming the URL (password hidden) when it cannot connect;
@@ -200,15 +201,40 @@ fn parse_url(url: &str, shown: &str) -> Result<(Config, Option<String>), Error> 
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(bad("it must start with postgres://".into()));
     }
-    // tokio-postgres does not know `sslrootcert`; take it out and keep it for rustls.
+    // tokio-postgres knows neither `sslrootcert` nor libpq's `verify-ca` and `verify-full`:
+    // take them out, keep the file for rustls, and ask tokio-postgres for TLS.
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut ca_file = None;
+    let mut mode = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("sslrootcert", v)) => ca_file = Some(v.to_string()),
+            Some(("sslrootcert", v)) => {
+                ca_file = Some(percent_decode(v).ok_or_else(|| {
+                    bad(format!("sslrootcert={v} is not a percent-encoded path"))
+                })?);
+            }
+            Some(("sslmode", v)) => mode = Some(v),
             _ => kept.push(pair),
         }
+    }
+    // rustls always checks the chain and the server's name, so every mode that asks for
+    // TLS is libpq's `verify-full`; none connects over TLS it has not verified.
+    let ssl = match mode {
+        Some("disable") => SslMode::Disable,
+        Some("prefer") => SslMode::Prefer,
+        Some("require" | "verify-ca" | "verify-full") => SslMode::Require,
+        Some(other) => {
+            return Err(bad(format!(
+                "sslmode={other} is none of disable, prefer, require, verify-ca, verify-full"
+            )))
+        }
+        // A CA file says the server is to be reached over TLS.
+        None if ca_file.is_some() => SslMode::Require,
+        None => SslMode::Prefer,
+    };
+    if ssl == SslMode::Disable && ca_file.is_some() {
+        return Err(bad("sslrootcert is given but sslmode=disable".into()));
     }
     let rebuilt = if kept.is_empty() {
         base.to_string()
@@ -221,9 +247,27 @@ fn parse_url(url: &str, shown: &str) -> Result<(Config, Option<String>), Error> 
             "it names no database (postgres://USER@HOST:PORT/DATABASE)".into(),
         ));
     }
+    config.ssl_mode(ssl);
     config.connect_timeout(TIMEOUT);
     config.application_name("sealpost");
     Ok((config, ca_file))
+}
+
+/// `%XX` escapes in a URL's query value decoded, as tokio-postgres decodes the others;
+/// `None` for a broken escape or a path that is not UTF-8.
+fn percent_decode(v: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn tls_connector(
@@ -660,11 +704,35 @@ mod tests {
     }
 
     #[test]
+    fn tls_modes_and_the_ca_file_are_read_from_the_url() {
+        let mode = |url: &str| parse_url(url, url).map(|(c, f)| (c.get_ssl_mode(), f));
+        let base = "postgres://gw@db.example:5432/keys";
+        assert_eq!(mode(base).unwrap(), (SslMode::Prefer, None));
+        for m in ["require", "verify-ca", "verify-full"] {
+            assert_eq!(
+                mode(&format!("{base}?sslmode={m}")).unwrap().0,
+                SslMode::Require
+            );
+        }
+        assert_eq!(
+            mode(&format!("{base}?sslrootcert=%2Fetc%2Fdb%20ca.pem")).unwrap(),
+            (SslMode::Require, Some("/etc/db ca.pem".to_string()))
+        );
+        assert_eq!(
+            mode(&format!("{base}?sslmode=disable")).unwrap().0,
+            SslMode::Disable
+        );
+    }
+
+    #[test]
     fn malformed_urls_are_refused_with_the_password_hidden() {
         for bad in [
             "mysql://u:pw@h/db",
             "postgres://u:pw@h:notaport/db",
             "postgres://u:pw@h:5432",
+            "postgres://u:pw@h:5432/db?sslmode=allow",
+            "postgres://u:pw@h:5432/db?sslmode=disable&sslrootcert=/ca.pem",
+            "postgres://u:pw@h:5432/db?sslrootcert=%2",
         ] {
             let e = PostgresStore::open(bad).unwrap_err().to_string();
             assert!(!e.contains("pw@"), "{e}");
