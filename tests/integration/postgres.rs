@@ -645,3 +645,91 @@ fn the_keyring_database_is_reached_over_verified_tls() {
     let err = refused(&format!("{base}?sslmode=disable"), "no TLS");
     assert!(err.contains("pg_hba.conf"), "{err}");
 }
+
+/// A key revoked through one process stops being used by every gateway within a second,
+/// even by gateways that have just used it (their caches warm): a `require` recipient
+/// whose key is revoked is refused at RCPT, and an `opportunistic` one gets a copy that
+/// is signed, not encrypted. One key is revoked by its revocation certificate, the other
+/// by an update of the certificate that carries the revocation.
+#[test]
+fn a_key_revoked_through_one_process_is_dropped_by_every_gateway_within_a_second() {
+    let pg = shared();
+    let url = pg.database("fleet_revoke");
+    let a = gateway();
+    let b = gateway();
+    let admin = gateway();
+    keys_ok(&admin, &url, &["keys", "generate", "alice@example.org"]);
+    let gpg = Gpg::new();
+    gpg.generate("<rita@strict.example>", "default", "default", "never");
+    gpg.generate("<sam@example.net>", "default", "default", "never");
+    let both = gpg.ok(&[
+        "--armor",
+        "--export",
+        "rita@strict.example",
+        "sam@example.net",
+    ]);
+    let file = write(admin.dir.path(), "both.asc", &both);
+    keys_ok(
+        &admin,
+        &url,
+        &["keys", "import", file.to_str().expect("path")],
+    );
+
+    let up = ScriptedUpstream::start();
+    let policy = "[policy]\nmode = \"opportunistic\"\n\n\
+                  [policy.address.\"rita@strict.example\"]\nmode = \"require\"\n";
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{url}\"\n\n{policy}"),
+    );
+    let ga = start(a.serve_command(&config));
+    let gb = start(b.serve_command(&config));
+
+    // Both gateways use both keys, and so hold them in their caches.
+    let mut n = 0;
+    for gw in [&ga, &gb] {
+        for to in ["rita@strict.example", "sam@example.net"] {
+            let (ok, t) = send(gw.port(), to, "while the keys are good");
+            assert!(ok, "{t}");
+            n += 1;
+            let got = up.wait_received(n, LONG);
+            let text = String::from_utf8_lossy(&got[n - 1].data).into_owned();
+            assert!(text.contains("BEGIN PGP MESSAGE"), "not encrypted: {text}");
+        }
+    }
+
+    let rita = gpg.fingerprint("rita@strict.example");
+    let revocation = write(admin.dir.path(), "rita.rev", &gpg.revocation_cert(&rita));
+    let sam = gpg.fingerprint("sam@example.net");
+    gpg.ok_with_input(&["--import"], &gpg.revocation_cert(&sam));
+    let revoked_sam = write(
+        admin.dir.path(),
+        "sam-revoked.asc",
+        &gpg.ok(&["--armor", "--export", &sam]),
+    );
+    for f in [&revocation, &revoked_sam] {
+        let out = keys_ok(&admin, &url, &["keys", "import", f.to_str().expect("path")]);
+        assert!(out.starts_with("updated"), "{out}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    for gw in [&ga, &gb] {
+        let (ok, t) = send(gw.port(), "rita@strict.example", "after the revocation");
+        assert!(!ok, "a revoked key was used for a `require` recipient: {t}");
+        assert!(
+            t.contains("550 5.7.1 <rita@strict.example>: no valid OpenPGP key"),
+            "{t}"
+        );
+        let (ok, t) = send(gw.port(), "sam@example.net", "after the revocation");
+        assert!(ok, "{t}");
+        n += 1;
+        let got = up.wait_received(n, LONG);
+        let text = String::from_utf8_lossy(&got[n - 1].data).into_owned();
+        assert!(
+            !text.contains("BEGIN PGP MESSAGE"),
+            "a revoked key is still used: {text}"
+        );
+        assert!(text.contains("multipart/signed"), "not signed: {text}");
+        assert!(text.contains("after the revocation"), "{text}");
+    }
+}
