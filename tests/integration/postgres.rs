@@ -287,9 +287,14 @@ fn two_gateways_share_one_keyring() {
 }
 
 /// Two processes importing two different updates of one certificate at the same moment:
-/// both updates are kept.
+/// both updates are kept, round after round. Each update carries one new user ID and no
+/// other's, so a lost update loses a user ID. Both processes have the keyring open (their
+/// connections are seen by the server) before either gets its input on stdin, so their
+/// imports start together.
 #[test]
 fn concurrent_imports_of_one_certificate_merge() {
+    use std::io::Write;
+    const ROUNDS: usize = 12;
     let pg = shared();
     let url = pg.database("fleet_merge");
     let s = gateway();
@@ -302,36 +307,78 @@ fn concurrent_imports_of_one_certificate_merge() {
         &gpg.ok(&["--armor", "--export", &fpr]),
     );
     keys_ok(&s, &url, &["keys", "import", base.to_str().expect("path")]);
-    let mut updates = Vec::new();
-    for (i, uid) in ["carol.one@example.net", "carol.two@example.net"]
-        .iter()
-        .enumerate()
-    {
-        gpg.ok(&["--quick-add-uid", &fpr, &format!("<{uid}>")]);
-        updates.push(write(
-            s.dir.path(),
-            &format!("update{i}.asc"),
-            &gpg.ok(&["--armor", "--export", &fpr]),
-        ));
-        gpg.ok(&["--quick-revoke-uid", &fpr, &format!("<{uid}>")]);
-    }
-    // Without the first uid's revocation, the second update would carry both.
-    let children: Vec<_> = updates
-        .iter()
-        .map(|f| {
-            let mut c = s.command();
-            c.env("SEALPOST_KEYRING_URL", &url)
-                .args(["keys", "import"])
-                .arg(f);
-            c.spawn().expect("spawn import")
-        })
-        .collect();
-    for mut c in children {
-        assert!(c.wait().expect("wait").success());
-    }
-    let shown = keys_ok(&s, &url, &["keys", "show", &fpr]);
-    for uid in ["carol.one@example.net", "carol.two@example.net"] {
-        assert!(shown.contains(uid), "{uid} was lost: {shown}");
+    let connected = || {
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = 'fleet_merge' AND application_name = 'sealpost'",
+        )
+        .trim()
+        .parse::<usize>()
+        .expect("a count")
+    };
+    let mut expected = vec!["carol@example.net".to_string()];
+    for round in 0..ROUNDS {
+        // One update per side: the certificate with only its own new user ID.
+        let updates: Vec<(String, Vec<u8>)> = ["a", "b"]
+            .iter()
+            .map(|side| {
+                let email = format!("carol.{round}.{side}@example.net");
+                gpg.ok(&["--quick-add-uid", &fpr, &format!("<{email}>")]);
+                let update = gpg.ok(&[
+                    "--armor",
+                    "--export-filter",
+                    &format!("keep-uid=mbox = {email}"),
+                    "--export",
+                    &fpr,
+                ]);
+                assert!(!update.is_empty());
+                (email, update)
+            })
+            .collect();
+        let mut children: Vec<_> = updates
+            .iter()
+            .map(|_| {
+                let mut c = s.command();
+                c.env("SEALPOST_KEYRING_URL", &url)
+                    .args(["keys", "import", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                c.spawn().expect("spawn import")
+            })
+            .collect();
+        wait_for(LONG, "both importers connected", || {
+            (connected() == 2).then_some(())
+        });
+        // The barrier: both have opened the keyring and wait for their input.
+        let mut stdins: Vec<_> = children
+            .iter_mut()
+            .map(|c| c.stdin.take().expect("stdin"))
+            .collect();
+        for (stdin, (_, update)) in stdins.iter_mut().zip(&updates) {
+            stdin.write_all(update).expect("write update");
+        }
+        drop(stdins);
+        for c in children {
+            let out = c.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        expected.extend(updates.into_iter().map(|(email, _)| email));
+        let shown = keys_ok(&s, &url, &["keys", "show", &fpr]);
+        for email in &expected {
+            assert!(
+                shown.contains(&format!("<{email}>")),
+                "round {round}: {email} was lost: {shown}"
+            );
+        }
+        wait_for(LONG, "both importers gone", || {
+            (connected() == 0).then_some(())
+        });
     }
 }
 

@@ -10,8 +10,12 @@
 //!   `sealpost_keyring (k bytea primary key, v bytea)`, whose `bytea` order is sled's.
 //! - An atomic batch is one transaction.
 //! - Writers: [`Store::begin_write`] takes a session advisory lock that every gateway's
-//!   writer takes, so that a read-merge-write (an import) never loses another gateway's
-//!   concurrent update.
+//!   writer takes before it reads, and [`Store::end_write`] releases it after the batch
+//!   has committed, so that a read-merge-write (an import, a removal) never loses another
+//!   gateway's concurrent update: the whole read-merge-write is serialised, and its write
+//!   is one transaction. A batch written without that lock takes the same lock for its
+//!   transaction. A lock lost with its connection fails the write rather than letting it
+//!   through unserialised.
 //! - Coherence: each batch notifies channel `sealpost_keyring` on commit; every gateway
 //!   listens and drops its caches ([`Store::on_change`]), and after a reconnect too, since
 //!   notifications may have been missed.
@@ -478,7 +482,7 @@ impl Worker {
                     )));
                     return false;
                 }
-                let r = timed!(apply(&mut conn.client, &ops));
+                let r = timed!(apply(&mut conn.client, &ops, conn.locked));
                 let lost = r.is_err();
                 let _ = reply.send(r.map_err(|e| unavailable(&e)));
                 lost
@@ -571,11 +575,19 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Writes one batch in one transaction. A batch outside a read-merge-write (`locked`
+/// false) still takes the writers' lock, for the transaction only: it then cannot land
+/// between another gateway's read and its write, whatever the caller.
 async fn apply(
     client: &mut Client,
     ops: &[(Vec<u8>, Option<Vec<u8>>)],
+    locked: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
+    if !locked {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await?;
+    }
     for (k, v) in ops {
         match v {
             Some(v) => {
