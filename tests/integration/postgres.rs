@@ -780,3 +780,190 @@ fn a_key_revoked_through_one_process_is_dropped_by_every_gateway_within_a_second
         assert!(text.contains("after the revocation"), "{text}");
     }
 }
+
+/// `keyring passphrase change` on a shared keyring, with the gateways running: every
+/// secret key in the database moves to the new passphrase in one transaction, the old
+/// passphrase no longer opens it, and a gateway still running with the old one refuses
+/// what needs a secret key (451, /readyz failing, saying why) instead of sending mail
+/// unsigned. Run again on that gateway's data directory with it stopped, it moves the
+/// gateway's own vault; started with the new passphrase, the gateway signs again.
+#[test]
+fn the_passphrase_of_a_shared_keyring_changes_with_the_gateways_running() {
+    let pg = shared();
+    let url = pg.database("fleet_passphrase");
+    let admin = gateway();
+    let mut b = gateway();
+    keys_ok(&admin, &url, &["keys", "generate", "alice@example.org"]);
+    keys_ok(&admin, &url, &["keys", "generate", "anna@example.org"]);
+    let gpg = Gpg::new();
+    gpg.generate("<bob@example.net>", "default", "default", "never");
+    let bob = write(
+        admin.dir.path(),
+        "bob.asc",
+        &gpg.ok(&["--armor", "--export", "bob@example.net"]),
+    );
+    keys_ok(
+        &admin,
+        &url,
+        &["keys", "import", bob.to_str().expect("path")],
+    );
+    gpg.ok_with_input(
+        &["--import"],
+        keys_ok(&admin, &url, &["keys", "export", "alice@example.org"]).as_bytes(),
+    );
+
+    let up = ScriptedUpstream::start();
+    let http = free_port();
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{url}\"\n\n[admin]\nhttp = \"127.0.0.1:{http}\"\n"),
+    );
+    let mut gb = start(b.serve_command(&config));
+    let signed_and_encrypted = |n: usize| {
+        let got = up.wait_received(n, LONG);
+        let data = &got[n - 1].data;
+        assert!(String::from_utf8_lossy(data).contains("BEGIN PGP MESSAGE"));
+        let out = gpg.run_with_input(&["--decrypt"], data);
+        assert!(out.status.success(), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("Good signature"), "not signed: {said}");
+    };
+    let (ok, t) = send(gb.port(), "bob@example.net", "before the change");
+    assert!(ok, "{t}");
+    signed_and_encrypted(1);
+    assert_eq!(super::ops::get(http, "/readyz").0, 200);
+
+    let old = admin.passphrase_file.clone().expect("passphrase file");
+    let new = write(
+        admin.dir.path(),
+        "new-passphrase",
+        b"the fleet's new passphrase\n",
+    );
+    let wrong = write(
+        admin.dir.path(),
+        "wrong-passphrase",
+        b"not the passphrase\n",
+    );
+    let change = |s: &Sealpost, old: &Path| {
+        keys(
+            s,
+            &url,
+            &[
+                "keyring",
+                "passphrase",
+                "change",
+                "--old-passphrase-file",
+                old.to_str().expect("path"),
+                "--new-passphrase-file",
+                new.to_str().expect("path"),
+            ],
+        )
+    };
+    // A wrong old passphrase changes nothing.
+    let out = change(&admin, &wrong);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("is wrong"), "{err}");
+    keys_ok(
+        &admin,
+        &url,
+        &[
+            "keys",
+            "export",
+            "--secret",
+            "--unprotected",
+            "alice@example.org",
+        ],
+    );
+
+    let out = change(&admin, &old);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("sealed 2 secret key(s)") && said.contains("in one transaction"),
+        "{said}"
+    );
+    // Every secret key opens with the new passphrase, none with the old.
+    let with_new = {
+        let mut s = gateway();
+        s.passphrase_file = Some(new.clone());
+        s
+    };
+    for who in ["alice@example.org", "anna@example.org"] {
+        let key = keys_ok(
+            &with_new,
+            &url,
+            &["keys", "export", "--secret", "--unprotected", who],
+        );
+        assert!(key.contains("PRIVATE KEY BLOCK"), "{key}");
+    }
+    let err = String::from_utf8_lossy(&keys(&admin, &url, &["keys", "list"]).stderr).into_owned();
+    assert!(err.contains("is wrong"), "{err}");
+
+    // The gateway still on the old passphrase: no unsigned mail, a reason in /readyz.
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, t) = send(gb.port(), "bob@example.net", "after the change");
+    assert!(!ok, "{t}");
+    assert!(t.contains("451 4.3.0"), "{t}");
+    assert_eq!(up.received().len(), 1);
+    let (status, body) = super::ops::get(http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("passphrase in the database was changed"),
+        "{body}"
+    );
+
+    // Restarted on the new passphrase: its own vault is still under the old one, until
+    // the command moves it, with the gateway stopped.
+    gb.terminate();
+    b.passphrase_file = Some(new.clone());
+    let out = b
+        .command()
+        .arg("serve")
+        .arg("--config")
+        .arg(b.dir.path().join("sealpost.toml"))
+        .output()
+        .expect("serve");
+    assert!(
+        !out.status.success(),
+        "started on a vault under the old passphrase"
+    );
+    let out = change(&b, &old);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("under the new passphrase already"), "{said}");
+    assert!(said.contains("spooled cop"), "{said}");
+    let gb = start(b.serve_command(&config));
+    let (ok, t) = send(gb.port(), "bob@example.net", "after the restart");
+    assert!(ok, "{t}");
+    signed_and_encrypted(2);
+    assert_eq!(super::ops::get(http, "/readyz").0, 200);
+
+    // `set` on a shared keyring that has no passphrase yet, once.
+    let unset = pg.database("fleet_passphrase_set");
+    let none = Sealpost::new();
+    let set = |file: &Path| {
+        keys(
+            &none,
+            &unset,
+            &[
+                "keyring",
+                "passphrase",
+                "set",
+                "--new-passphrase-file",
+                file.to_str().expect("path"),
+            ],
+        )
+    };
+    keys_ok(&none, &unset, &["keys", "list"]);
+    let out = set(&new);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 0 secret key(s)"));
+    let out = set(&new);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("under the new passphrase already"));
+    let out = set(&wrong);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has a passphrase already"));
+    keys_ok(&with_new, &unset, &["keys", "generate", "ada@example.org"]);
+}
