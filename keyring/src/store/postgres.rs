@@ -578,31 +578,46 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// Writes one batch in one transaction. A batch outside a read-merge-write (`locked`
 /// false) still takes the writers' lock, for the transaction only: it then cannot land
 /// between another gateway's read and its write, whatever the caller.
+///
+/// The last op on a key decides it; once collapsed, the deletions and the writes touch
+/// different keys, and go as two statements whatever the batch's size (a keyring of
+/// thousands of certificates imported at once is two round trips, not thousands).
 async fn apply(
     client: &mut Client,
     ops: &[(Vec<u8>, Option<Vec<u8>>)],
     locked: bool,
 ) -> Result<(), tokio_postgres::Error> {
+    let mut last: std::collections::BTreeMap<&[u8], Option<&[u8]>> = Default::default();
+    for (k, v) in ops {
+        last.insert(k, v.as_deref());
+    }
+    let (mut gone, mut keys, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, v) in last {
+        match v {
+            Some(v) => {
+                keys.push(k);
+                values.push(v);
+            }
+            None => gone.push(k),
+        }
+    }
     let tx = client.transaction().await?;
     if !locked {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
             .await?;
     }
-    for (k, v) in ops {
-        match v {
-            Some(v) => {
-                tx.execute(
-                    "INSERT INTO sealpost_keyring (k, v) VALUES ($1, $2) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                    &[k, v],
-                )
-                .await?;
-            }
-            None => {
-                tx.execute("DELETE FROM sealpost_keyring WHERE k = $1", &[k])
-                    .await?;
-            }
-        }
+    if !gone.is_empty() {
+        tx.execute("DELETE FROM sealpost_keyring WHERE k = ANY($1)", &[&gone])
+            .await?;
+    }
+    if !keys.is_empty() {
+        tx.execute(
+            "INSERT INTO sealpost_keyring (k, v) \
+             SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            &[&keys, &values],
+        )
+        .await?;
     }
     tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
     tx.commit().await
