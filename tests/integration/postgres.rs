@@ -584,6 +584,9 @@ fn the_deployment_files_for_several_gateways_agree() {
         "volumeClaimTemplates:",
         "httpGet: { path: /readyz, port: 9925 }",
         "runAsNonRoot: true",
+        // TLS to the database, checked against its CA.
+        "sslmode=require&sslrootcert=/etc/sealpost/keyring-ca/ca.crt",
+        "mountPath: /etc/sealpost/keyring-ca",
     ] {
         assert!(kube.contains(needed), "sealpost-ha.yaml lacks {needed:?}");
     }
