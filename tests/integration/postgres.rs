@@ -969,4 +969,14 @@ fn the_passphrase_of_a_shared_keyring_changes_with_the_gateways_running() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("has a passphrase already"));
     keys_ok(&with_new, &unset, &["keys", "generate", "ada@example.org"]);
+    // A gateway without the passphrase on it is not ready, and says why.
+    let http = free_port();
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{unset}\"\n\n[admin]\nhttp = \"127.0.0.1:{http}\"\n"),
+    );
+    let _gw = start(none.serve_command(&config));
+    let (status, body) = super::ops::get(http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("started without one"), "{body}");
 }
