@@ -64,7 +64,13 @@ Example:
     /// Replace the passphrase of a sealed keyring
     #[command(after_help = "\
 Example:
-  sealpost keyring passphrase change --old-passphrase-file old.pass --new-passphrase-file new.pass")]
+  sealpost keyring passphrase change --old-passphrase-file old.pass --new-passphrase-file new.pass
+
+With a keyring in PostgreSQL ([keyring] url, SEALPOST_KEYRING_URL), the first run re-seals
+every secret key in the database in one transaction, with the gateways running; gateways
+still on the old passphrase then answer 451 to mail that needs a secret key and fail
+/readyz. Stop each gateway in turn, run the same command on its data directory (its own
+spool moves), and start it with SEALPOST_PASSPHRASE_FILE naming the new file.")]
     Change {
         /// The file holding the passphrase the keyring is sealed with now
         #[arg(
