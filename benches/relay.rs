@@ -1,12 +1,15 @@
 //! Relay load benchmark, all in one run: smtp-source straight to smtp-sink, through
-//! sealpost in pass-through (no keys), and through sealpost encrypting and signing (one
-//! Cv25519 recipient key, a Cv25519 sender key).
+//! sealpost in pass-through (no keys), through sealpost encrypting and signing (one
+//! Cv25519 recipient key, a Cv25519 sender key), and through sealpost encrypting and
+//! signing with its keyring in PostgreSQL (a private cluster the bench starts; skipped,
+//! saying so, where PostgreSQL is not installed).
 //!
 //! `cargo bench --bench relay` (set `RELAY_BENCH_MESSAGES` to change the count). Drives
 //! 10 KB messages over 32 concurrent sessions with Postfix's smtp-source; prints the
 //! throughputs and their ratios, the gateway's peak RSS, p50/p99 added latency from
-//! sequential sends, the RSS of 10,000 idle connections, and the peak RSS of encrypting a
-//! message with a 20 MB attachment.
+//! sequential sends, the RSS of 10,000 idle connections, the peak RSS of encrypting a
+//! message with a 20 MB attachment, and the PostgreSQL keyring's warm throughput
+//! against the sled keyring's, from alternating runs of both gateways.
 
 mod support;
 
@@ -14,11 +17,15 @@ use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{expect, open_data, percentiles, sealpost, Sink};
+use support::{expect, open_data, percentiles, sealpost_with_env, Sink};
 
 const SESSIONS: usize = 32;
 const SIZE: usize = 10 * 1024;
 const IDLE: usize = 10_000;
+/// Alternating runs of the sled and PostgreSQL gateways, each of the full count.
+const KEYRING_ROUNDS: usize = 2;
+/// Messages sent to each of those gateways first, so that both are measured warm.
+const WARM_UP: usize = 500;
 
 fn main() {
     let Some(messages) = support::load_run("RELAY_BENCH_MESSAGES", 20_000) else {
@@ -30,7 +37,7 @@ fn main() {
     let direct = throughput(sink.port, messages);
     let direct_lat = latencies(sink.port, 500);
 
-    let gw = Gateway::start(sink.port, false);
+    let gw = Gateway::start(sink.port, Keys::None);
     let relayed = throughput(gw.port(), messages);
     let relay_lat = latencies(gw.port(), 500);
     let peak_rss = gw.status("VmHWM:");
@@ -40,11 +47,26 @@ fn main() {
     drop(idle);
     drop(gw);
 
-    let enc = Gateway::start(sink.port, true);
+    let enc = Gateway::start(sink.port, Keys::Sled);
     let encrypted = throughput(enc.port(), messages);
     let enc_rss = enc.status("VmHWM:");
     let big = big_message(enc.port());
     let big_rss = enc.status("VmHWM:");
+
+    // The same load through a gateway whose keyring is in PostgreSQL, alternating with
+    // the sled gateway, so that what else runs on the machine falls on both alike.
+    let pg = support::postgres::Postgres::start();
+    let keyrings = pg.as_ref().map(|pg| {
+        let shared = Gateway::start(sink.port, Keys::Postgres(pg.url()));
+        throughput(enc.port(), WARM_UP);
+        throughput(shared.port(), WARM_UP);
+        let (mut on_sled, mut on_pg) = (Vec::new(), Vec::new());
+        for _ in 0..KEYRING_ROUNDS {
+            on_sled.push(throughput(enc.port(), messages));
+            on_pg.push(throughput(shared.port(), messages));
+        }
+        (on_sled, on_pg)
+    });
 
     let ratio = relayed / direct;
     println!("relay bench: {messages} messages of {SIZE} bytes, {SESSIONS} sessions");
@@ -88,6 +110,43 @@ fn main() {
         big_rss,
         big_rss * 1048576.0 / big as f64
     );
+    match keyrings {
+        Some((on_sled, on_pg)) => {
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let runs = |v: &[f64]| {
+                v.iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            println!("  keyring in sled vs PostgreSQL, encrypted + signed, warm ({KEYRING_ROUNDS} alternating runs each):");
+            println!(
+                "    sled:       {:>9.0} msg/s (runs: {})",
+                mean(&on_sled),
+                runs(&on_sled)
+            );
+            println!(
+                "    PostgreSQL: {:>9.0} msg/s (runs: {})",
+                mean(&on_pg),
+                runs(&on_pg)
+            );
+            println!(
+                "    PostgreSQL / sled: {:>6.1}%  (target >= 95%)",
+                mean(&on_pg) / mean(&on_sled) * 100.0
+            );
+        }
+        None => println!("  keyring in PostgreSQL: skipped (PostgreSQL is not installed)"),
+    }
+}
+
+/// Where an encrypting gateway keeps its keys.
+enum Keys {
+    /// None: pass-through.
+    None,
+    /// The sled keyring in its data directory.
+    Sled,
+    /// The PostgreSQL keyring at this URL.
+    Postgres(String),
 }
 
 /// A `sealpost serve` relaying to `upstream`, on its own data directory.
@@ -98,23 +157,54 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// With `keys`, the keyring holds a secret key for the sender and a key for the
-    /// recipient smtp-source uses, so every message is signed and encrypted.
-    fn start(upstream: u16, keys: bool) -> Gateway {
+    /// With keys, the keyring holds a secret key for the sender and a key for the
+    /// recipient smtp-source uses, so every message is signed and encrypted. Both
+    /// encrypting gateways have a keyring passphrase, which the PostgreSQL keyring needs
+    /// for secret keys, so that they differ in their keyring only.
+    fn start(upstream: u16, keys: Keys) -> Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        if keys {
+        let passphrase = dir.path().join("passphrase");
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&passphrase)
+                .and_then(|mut f| f.write_all(b"bench passphrase"))
+                .expect("write passphrase");
+        }
+        let pass = passphrase.to_str().expect("path");
+        let (env, keyring): (Vec<(&str, &str)>, String) = match &keys {
+            Keys::None => (Vec::new(), String::new()),
+            Keys::Sled => (vec![("SEALPOST_PASSPHRASE_FILE", pass)], String::new()),
+            Keys::Postgres(url) => (
+                vec![
+                    ("SEALPOST_PASSPHRASE_FILE", pass),
+                    ("SEALPOST_KEYRING_URL", url.as_str()),
+                ],
+                format!("[keyring]\nurl = \"{url}\"\n"),
+            ),
+        };
+        if !matches!(keys, Keys::None) {
             for email in ["bench@example.org", "sink@example.net"] {
-                sealpost(&data, &["keys", "generate", email]);
+                sealpost_with_env(&data, &["keys", "generate", email], &env);
             }
         }
         let config = format!(
             "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\
              max_connections = 20000\nmax_connections_per_ip = 20000\n\n\
-             [upstream]\naddress = \"127.0.0.1:{upstream}\"\ntls = \"none\"\n"
+             [upstream]\naddress = \"127.0.0.1:{upstream}\"\ntls = \"none\"\n\n{keyring}"
         );
+        let serve_env: Vec<(&str, &std::path::Path)> = if matches!(keys, Keys::None) {
+            Vec::new()
+        } else {
+            vec![("SEALPOST_PASSPHRASE_FILE", passphrase.as_path())]
+        };
         Gateway {
-            server: support::Gateway::start(&data, &config),
+            server: support::Gateway::start_with_env(&data, &config, &serve_env),
             _dir: dir,
         }
     }

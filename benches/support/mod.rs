@@ -2,6 +2,8 @@
 //! the SMTP reply reader.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -48,6 +50,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(data_dir: &Path, config: &str) -> Gateway {
+        Gateway::start_with_env(data_dir, config, &[])
+    }
+
+    /// [`Gateway::start`] with more environment variables (a passphrase file).
+    pub fn start_with_env(data_dir: &Path, config: &str, env: &[(&str, &Path)]) -> Gateway {
         let path = data_dir.with_extension("toml");
         std::fs::write(&path, config).expect("write config");
         let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
@@ -56,6 +63,7 @@ impl Gateway {
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -106,10 +114,16 @@ impl Drop for Gateway {
 
 /// `sealpost --data-dir DIR ARGS`, which must succeed; returns stdout.
 pub fn sealpost(data_dir: &Path, args: &[&str]) -> Vec<u8> {
+    sealpost_with_env(data_dir, args, &[])
+}
+
+/// [`sealpost`] with more environment variables (a keyring URL, a passphrase file).
+pub fn sealpost_with_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Vec<u8> {
     let out = Command::new(env!("CARGO_BIN_EXE_sealpost"))
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .stderr(Stdio::null())
         .output()
         .expect("run sealpost");

@@ -1,8 +1,12 @@
-//! Recipient lookup in a keyring of 100,000 certificates, against parsing one certificate.
+//! Recipient lookup in a keyring of 100,000 certificates, against parsing one certificate;
+//! then cold lookups (nothing cached in the keyring) of 10,000 certificates in a keyring
+//! in PostgreSQL, against the same in sled, in the same run.
 //!
 //! `cargo bench -p sealpost-keyring`. The keyring is generated once and kept under
 //! `target/bench-keyring/`; later runs reuse it. Both costs are measured in the same run,
 //! with criterion and with a plain timing loop whose medians give the printed ratio.
+//! The PostgreSQL part starts a private cluster as the integration tests do, and is
+//! skipped, saying so, where PostgreSQL is not installed.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
@@ -14,11 +18,20 @@ use sealpost_keyring::openpgp::serialize::SerializeInto;
 use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::{Keyring, OpenOptions};
 
+#[path = "../../benches/support/postgres.rs"]
+mod postgres;
+
 const CERTS: usize = 100_000;
+/// Certificates looked up once each, cold, in the sled and PostgreSQL keyrings.
+const COLD: usize = 10_000;
 /// Addresses looked up in the warm phase: a busy gateway's working set.
 const WORKING_SET: usize = 2_000;
 
 fn main() {
+    // `cargo test --benches` runs this without `--bench`: no PostgreSQL and no cold run.
+    if std::env::args().any(|a| a == "--bench") {
+        cold_lookups();
+    }
     let dir = keyring_dir();
     let keyring = open_or_build(&dir);
     let now = SystemTime::now();
@@ -102,6 +115,20 @@ fn open_or_build(dir: &std::path::Path) -> Keyring {
         return keyring;
     }
     let _ = std::fs::remove_dir_all(dir);
+    let chunks = generate(CERTS, "user");
+    let keyring = Keyring::open(dir, OpenOptions::default()).expect("open");
+    let start = Instant::now();
+    for chunk in chunks {
+        keyring.import(&chunk).expect("import");
+    }
+    eprintln!("imported them in {:.1?}", start.elapsed());
+    std::fs::write(done, b"").expect("mark complete");
+    keyring
+}
+
+/// `n` certificates for `{prefix}{i}@bench.example`, made on every core: one keyring
+/// (concatenated certificates) per thread.
+fn generate(n: usize, prefix: &str) -> Vec<Vec<u8>> {
     let start = Instant::now();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunks: Vec<Vec<u8>> = std::thread::scope(|s| {
@@ -109,9 +136,9 @@ fn open_or_build(dir: &std::path::Path) -> Keyring {
             .map(|t| {
                 s.spawn(move || {
                     let mut out = Vec::new();
-                    for i in (t..CERTS).step_by(threads) {
+                    for i in (t..n).step_by(threads) {
                         let (cert, _) = CertBuilder::new()
-                            .add_userid(format!("User {i} <user{i}@bench.example>"))
+                            .add_userid(format!("User {i} <{prefix}{i}@bench.example>"))
                             .add_transport_encryption_subkey()
                             .generate()
                             .expect("generate");
@@ -126,13 +153,57 @@ fn open_or_build(dir: &std::path::Path) -> Keyring {
             .map(|h| h.join().expect("thread"))
             .collect()
     });
-    eprintln!("generated {CERTS} certificates in {:.1?}", start.elapsed());
-    let keyring = Keyring::open(dir, OpenOptions::default()).expect("open");
-    let start = Instant::now();
-    for chunk in chunks {
-        keyring.import(&chunk).expect("import");
-    }
-    eprintln!("imported them in {:.1?}", start.elapsed());
-    std::fs::write(done, b"").expect("mark complete");
-    keyring
+    eprintln!("generated {n} certificates in {:.1?}", start.elapsed());
+    chunks
+}
+
+/// Each of [`COLD`] addresses looked up once in a keyring just opened, so that every
+/// lookup reads its index entry and certificate from the store and parses and checks the
+/// certificate: in sled (the baseline) and in PostgreSQL, with the same certificates.
+/// (PostgreSQL's own buffers hold the rows, just written: cold is the gateway's cache.)
+fn cold_lookups() {
+    let chunks = generate(COLD, "cold");
+    let addrs: Vec<String> = (0..COLD)
+        .map(|i| format!("cold{}@bench.example", (i * 7919) % COLD))
+        .collect();
+    let fill = |keyring: &Keyring| {
+        let start = Instant::now();
+        for chunk in &chunks {
+            keyring.import(chunk).expect("import");
+        }
+        start.elapsed()
+    };
+    let measure = |keyring: &Keyring| {
+        let now = SystemTime::now();
+        let mut v: Vec<f64> = addrs
+            .iter()
+            .map(|a| {
+                let start = Instant::now();
+                black_box(keyring.lookup_encryption(a, now).expect("usable"));
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        v.sort_by(f64::total_cmp);
+        let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize] * 1e6;
+        (at(0.50), at(0.99))
+    };
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let took = fill(&Keyring::open(dir.path(), OpenOptions::default()).expect("open sled"));
+    eprintln!("imported {COLD} certificates into sled in {took:.1?}");
+    let (s50, s99) = measure(&Keyring::open(dir.path(), OpenOptions::default()).expect("open"));
+    println!("cold lookups of {COLD} certificates, each once, in a keyring just opened:");
+    println!("  sled:       p50 {s50:>7.1} µs, p99 {s99:>7.1} µs");
+
+    let Some(pg) = postgres::Postgres::start() else {
+        println!("  PostgreSQL: skipped (PostgreSQL is not installed)");
+        return;
+    };
+    let open = || Keyring::open_url(&pg.url(), OpenOptions::default()).expect("open PostgreSQL");
+    let took = fill(&open());
+    eprintln!("imported {COLD} certificates into PostgreSQL in {took:.1?}");
+    let (p50, p99) = measure(&open());
+    println!(
+        "  PostgreSQL: p50 {p50:>7.1} µs, p99 {p99:>7.1} µs (database on this machine, over TCP)"
+    );
 }

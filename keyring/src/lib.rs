@@ -195,9 +195,11 @@ impl Keyring {
 
     /// Asks the store for one small record: `Error::Unavailable` when it cannot be
     /// reached now. Free on a store of its own, one round trip on a shared one.
+    /// On a shared store, this process's passphrase must still be the keyring's: another
+    /// process may have changed it, after which this one can use no secret key.
     pub fn reachable(&self) -> Result<(), Error> {
         if self.inner.shared {
-            self.inner.store.get(Tree::Meta, b"kdf")?;
+            secret::check_current(self.inner.store.as_ref(), &self.inner.legacy)?;
         }
         Ok(())
     }
@@ -480,6 +482,9 @@ impl Keyring {
         if !self.inner.legacy.has_key() {
             return Err(Error::SharedNeedsPassphrase);
         }
+        // Called under the writers' lock: a passphrase changed since this process started
+        // must not get a record sealed under the old one.
+        secret::check_current(self.inner.store.as_ref(), &self.inner.legacy)?;
         Ok(self.inner.legacy.seal(tsk)?)
     }
 
@@ -498,7 +503,19 @@ impl Keyring {
                 let bytes = if vault::is_record(&record) {
                     self.inner.vault.open_record(&record)?
                 } else {
-                    zeroize::Zeroizing::new(self.inner.legacy.open_record(&record)?)
+                    match self.inner.legacy.open_record(&record) {
+                        Ok(bytes) => zeroize::Zeroizing::new(bytes),
+                        // Shared: the passphrase may have changed under this process.
+                        Err(e) => {
+                            if self.inner.shared {
+                                secret::check_current(
+                                    self.inner.store.as_ref(),
+                                    &self.inner.legacy,
+                                )?;
+                            }
+                            return Err(e.into());
+                        }
+                    }
                 };
                 Cert::from_bytes(bytes.as_slice())
                     .map(Some)

@@ -287,7 +287,7 @@ fn a_broken_configuration_on_sighup_keeps_the_old_one() {
 }
 
 /// `GET path` on the admin HTTP listener: the status code and the body.
-fn get(port: u16, path: &str) -> (u16, String) {
+pub fn get(port: u16, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream

@@ -53,10 +53,48 @@ pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     bin: PathBuf,
+    /// Server settings beyond the port and address (`-c name=value …`).
+    settings: String,
 }
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(|_| String::new())
+    }
+
+    /// A cluster that offers TLS only, with `cert_pem` and its `key_pem`: plain TCP
+    /// connections are refused by pg_hba.conf, so whatever connects speaks TLS.
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(|dir| {
+            use std::os::unix::fs::PermissionsExt;
+            let cert = write(dir, "server.crt", cert_pem.as_bytes());
+            let key = write(dir, "server.key", key_pem.as_bytes());
+            // PostgreSQL refuses a key file others can read.
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+            let hba = write(
+                dir,
+                "pg_hba.conf",
+                b"local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            );
+            for f in [&cert, &key, &hba] {
+                let status = Command::new("chown")
+                    .arg(format!("{NOBODY}:{NOBODY}"))
+                    .arg(f)
+                    .status()
+                    .expect("chown");
+                assert!(status.success());
+            }
+            format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c hba_file={}",
+                cert.display(),
+                key.display(),
+                hba.display()
+            )
+        })
+    }
+
+    /// A cluster whose settings `configure` returns, given its directory to put files in.
+    fn start_with(configure: impl FnOnce(&Path) -> String) -> Postgres {
         let dir = tempfile::tempdir().expect("tempdir");
         let status = Command::new("chown")
             .arg(format!("{NOBODY}:{NOBODY}"))
@@ -73,10 +111,12 @@ impl Postgres {
             .output()
             .expect("initdb");
         assert!(out.status.success(), "initdb: {out:?}");
+        let settings = configure(dir.path());
         let pg = Postgres {
             port: free_port(),
             dir,
             bin,
+            settings,
         };
         pg.ctl_start();
         pg
@@ -88,9 +128,10 @@ impl Postgres {
 
     pub fn ctl_start(&self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.settings
         );
         let out = as_nobody(&self.bin.join("pg_ctl"))
             .arg("-D")
@@ -246,9 +287,14 @@ fn two_gateways_share_one_keyring() {
 }
 
 /// Two processes importing two different updates of one certificate at the same moment:
-/// both updates are kept.
+/// both updates are kept, round after round. Each update carries one new user ID and no
+/// other's, so a lost update loses a user ID. Both processes have the keyring open (their
+/// connections are seen by the server) before either gets its input on stdin, so their
+/// imports start together.
 #[test]
 fn concurrent_imports_of_one_certificate_merge() {
+    use std::io::Write;
+    const ROUNDS: usize = 12;
     let pg = shared();
     let url = pg.database("fleet_merge");
     let s = gateway();
@@ -261,36 +307,78 @@ fn concurrent_imports_of_one_certificate_merge() {
         &gpg.ok(&["--armor", "--export", &fpr]),
     );
     keys_ok(&s, &url, &["keys", "import", base.to_str().expect("path")]);
-    let mut updates = Vec::new();
-    for (i, uid) in ["carol.one@example.net", "carol.two@example.net"]
-        .iter()
-        .enumerate()
-    {
-        gpg.ok(&["--quick-add-uid", &fpr, &format!("<{uid}>")]);
-        updates.push(write(
-            s.dir.path(),
-            &format!("update{i}.asc"),
-            &gpg.ok(&["--armor", "--export", &fpr]),
-        ));
-        gpg.ok(&["--quick-revoke-uid", &fpr, &format!("<{uid}>")]);
-    }
-    // Without the first uid's revocation, the second update would carry both.
-    let children: Vec<_> = updates
-        .iter()
-        .map(|f| {
-            let mut c = s.command();
-            c.env("SEALPOST_KEYRING_URL", &url)
-                .args(["keys", "import"])
-                .arg(f);
-            c.spawn().expect("spawn import")
-        })
-        .collect();
-    for mut c in children {
-        assert!(c.wait().expect("wait").success());
-    }
-    let shown = keys_ok(&s, &url, &["keys", "show", &fpr]);
-    for uid in ["carol.one@example.net", "carol.two@example.net"] {
-        assert!(shown.contains(uid), "{uid} was lost: {shown}");
+    let connected = || {
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = 'fleet_merge' AND application_name = 'sealpost'",
+        )
+        .trim()
+        .parse::<usize>()
+        .expect("a count")
+    };
+    let mut expected = vec!["carol@example.net".to_string()];
+    for round in 0..ROUNDS {
+        // One update per side: the certificate with only its own new user ID.
+        let updates: Vec<(String, Vec<u8>)> = ["a", "b"]
+            .iter()
+            .map(|side| {
+                let email = format!("carol.{round}.{side}@example.net");
+                gpg.ok(&["--quick-add-uid", &fpr, &format!("<{email}>")]);
+                let update = gpg.ok(&[
+                    "--armor",
+                    "--export-filter",
+                    &format!("keep-uid=mbox = {email}"),
+                    "--export",
+                    &fpr,
+                ]);
+                assert!(!update.is_empty());
+                (email, update)
+            })
+            .collect();
+        let mut children: Vec<_> = updates
+            .iter()
+            .map(|_| {
+                let mut c = s.command();
+                c.env("SEALPOST_KEYRING_URL", &url)
+                    .args(["keys", "import", "-"])
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                c.spawn().expect("spawn import")
+            })
+            .collect();
+        wait_for(LONG, "both importers connected", || {
+            (connected() == 2).then_some(())
+        });
+        // The barrier: both have opened the keyring and wait for their input.
+        let mut stdins: Vec<_> = children
+            .iter_mut()
+            .map(|c| c.stdin.take().expect("stdin"))
+            .collect();
+        for (stdin, (_, update)) in stdins.iter_mut().zip(&updates) {
+            stdin.write_all(update).expect("write update");
+        }
+        drop(stdins);
+        for c in children {
+            let out = c.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        expected.extend(updates.into_iter().map(|(email, _)| email));
+        let shown = keys_ok(&s, &url, &["keys", "show", &fpr]);
+        for email in &expected {
+            assert!(
+                shown.contains(&format!("<{email}>")),
+                "round {round}: {email} was lost: {shown}"
+            );
+        }
+        wait_for(LONG, "both importers gone", || {
+            (connected() == 0).then_some(())
+        });
     }
 }
 
@@ -496,6 +584,9 @@ fn the_deployment_files_for_several_gateways_agree() {
         "volumeClaimTemplates:",
         "httpGet: { path: /readyz, port: 9925 }",
         "runAsNonRoot: true",
+        // TLS to the database, checked against its CA.
+        "sslmode=require&sslrootcert=/etc/sealpost/keyring-ca/ca.crt",
+        "mountPath: /etc/sealpost/keyring-ca",
     ] {
         assert!(kube.contains(needed), "sealpost-ha.yaml lacks {needed:?}");
     }
@@ -504,4 +595,388 @@ fn the_deployment_files_for_several_gateways_agree() {
         config.contains("[admin]") && config.contains("http = \"0.0.0.0:9925\""),
         "the container's configuration does not serve /readyz on 9925"
     );
+}
+
+/// A test CA (PEM), and a certificate it issued for `names` with its private key (PEM).
+fn issue(ca_name: &str, names: &[&str]) -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let cert = rcgen::CertificateParams::new(names)
+        .expect("params")
+        .signed_by(&key, &ca)
+        .expect("certificate");
+    (ca.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// TLS to the database through rustls: a PostgreSQL that accepts only TLS, with a
+/// certificate from a test CA. With `sslmode=require` (or `verify-full`) and that CA as
+/// `sslrootcert`, the CLI and a gateway work over TLS; with another CA, with the
+/// system's roots, or with a certificate for another name, each is refused in one line,
+/// and nothing falls back to plain TCP.
+#[test]
+fn the_keyring_database_is_reached_over_verified_tls() {
+    let (ca, cert, key) = issue("sealpost test database CA", &["127.0.0.1"]);
+    let pg = Postgres::start_tls(&cert, &key);
+    let s = gateway();
+    let ca_file = write(s.dir.path(), "db-ca.pem", ca.as_bytes());
+    let (other_ca, _, _) = issue("another CA", &["127.0.0.1"]);
+    let other_ca_file = write(s.dir.path(), "other-ca.pem", other_ca.as_bytes());
+    pg.sql("postgres", "CREATE DATABASE fleet_tls");
+    let base = format!(
+        "postgres://sealpost:hunter2@127.0.0.1:{}/fleet_tls",
+        pg.port
+    );
+    let url = format!("{base}?sslmode=require&sslrootcert={}", ca_file.display());
+
+    keys_ok(&s, &url, &["keys", "generate", "tls@example.org"]);
+    let full = format!(
+        "{base}?sslmode=verify-full&sslrootcert={}",
+        ca_file.display()
+    );
+    assert!(keys_ok(&s, &full, &["keys", "list"]).contains("tls@example.org"));
+
+    let up = ScriptedUpstream::start();
+    let gw = serve(&s, &url, &up.address());
+    // The gateway's own connection, as the server sees it.
+    let over_tls = pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE application_name = 'sealpost' AND ssl",
+    );
+    assert_eq!(
+        over_tls.trim(),
+        "1",
+        "the gateway is not connected over TLS"
+    );
+    let (ok, t) = send(gw.port(), "someone@example.net", "over a TLS keyring");
+    assert!(ok, "{t}");
+    drop(gw);
+
+    let refused = |url: &str, what: &str| {
+        let out = keys(&s, url, &["keys", "list"]);
+        assert!(!out.status.success(), "{what}: accepted");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        assert!(
+            !err.contains("hunter2"),
+            "{what}: the password is shown: {err}"
+        );
+        assert!(err.contains("sealpost:***@"), "{what}: {err}");
+        err
+    };
+    let err = refused(
+        &format!(
+            "{base}?sslmode=require&sslrootcert={}",
+            other_ca_file.display()
+        ),
+        "another CA",
+    );
+    assert!(err.contains("certificate"), "{err}");
+    let err = refused(&format!("{base}?sslmode=require"), "the system's roots");
+    assert!(err.contains("certificate"), "{err}");
+    // The certificate names 127.0.0.1, not localhost.
+    let err = refused(
+        &format!(
+            "postgres://sealpost:hunter2@localhost:{}/fleet_tls?sslmode=require&sslrootcert={}",
+            pg.port,
+            ca_file.display()
+        ),
+        "another name",
+    );
+    assert!(err.contains("certificate"), "{err}");
+    // Plain TCP is what the server refuses; the gateway does not fall back to it.
+    let err = refused(&format!("{base}?sslmode=disable"), "no TLS");
+    assert!(err.contains("pg_hba.conf"), "{err}");
+}
+
+/// A key revoked through one process stops being used by every gateway within a second,
+/// even by gateways that have just used it (their caches warm): a `require` recipient
+/// whose key is revoked is refused at RCPT, and an `opportunistic` one gets a copy that
+/// is signed, not encrypted. One key is revoked by its revocation certificate, the other
+/// by an update of the certificate that carries the revocation.
+#[test]
+fn a_key_revoked_through_one_process_is_dropped_by_every_gateway_within_a_second() {
+    let pg = shared();
+    let url = pg.database("fleet_revoke");
+    let a = gateway();
+    let b = gateway();
+    let admin = gateway();
+    keys_ok(&admin, &url, &["keys", "generate", "alice@example.org"]);
+    let gpg = Gpg::new();
+    gpg.generate("<rita@strict.example>", "default", "default", "never");
+    gpg.generate("<sam@example.net>", "default", "default", "never");
+    let both = gpg.ok(&[
+        "--armor",
+        "--export",
+        "rita@strict.example",
+        "sam@example.net",
+    ]);
+    let file = write(admin.dir.path(), "both.asc", &both);
+    keys_ok(
+        &admin,
+        &url,
+        &["keys", "import", file.to_str().expect("path")],
+    );
+
+    let up = ScriptedUpstream::start();
+    let policy = "[policy]\nmode = \"opportunistic\"\n\n\
+                  [policy.address.\"rita@strict.example\"]\nmode = \"require\"\n";
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{url}\"\n\n{policy}"),
+    );
+    let ga = start(a.serve_command(&config));
+    let gb = start(b.serve_command(&config));
+
+    // Both gateways use both keys, and so hold them in their caches.
+    let mut n = 0;
+    for gw in [&ga, &gb] {
+        for to in ["rita@strict.example", "sam@example.net"] {
+            let (ok, t) = send(gw.port(), to, "while the keys are good");
+            assert!(ok, "{t}");
+            n += 1;
+            let got = up.wait_received(n, LONG);
+            let text = String::from_utf8_lossy(&got[n - 1].data).into_owned();
+            assert!(text.contains("BEGIN PGP MESSAGE"), "not encrypted: {text}");
+        }
+    }
+
+    let rita = gpg.fingerprint("rita@strict.example");
+    let revocation = write(admin.dir.path(), "rita.rev", &gpg.revocation_cert(&rita));
+    let sam = gpg.fingerprint("sam@example.net");
+    gpg.ok_with_input(&["--import"], &gpg.revocation_cert(&sam));
+    let revoked_sam = write(
+        admin.dir.path(),
+        "sam-revoked.asc",
+        &gpg.ok(&["--armor", "--export", &sam]),
+    );
+    for f in [&revocation, &revoked_sam] {
+        let out = keys_ok(&admin, &url, &["keys", "import", f.to_str().expect("path")]);
+        assert!(out.starts_with("updated"), "{out}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+
+    for gw in [&ga, &gb] {
+        let (ok, t) = send(gw.port(), "rita@strict.example", "after the revocation");
+        assert!(!ok, "a revoked key was used for a `require` recipient: {t}");
+        assert!(
+            t.contains("550 5.7.1 <rita@strict.example>: no valid OpenPGP key"),
+            "{t}"
+        );
+        let (ok, t) = send(gw.port(), "sam@example.net", "after the revocation");
+        assert!(ok, "{t}");
+        n += 1;
+        let got = up.wait_received(n, LONG);
+        let text = String::from_utf8_lossy(&got[n - 1].data).into_owned();
+        assert!(
+            !text.contains("BEGIN PGP MESSAGE"),
+            "a revoked key is still used: {text}"
+        );
+        assert!(text.contains("multipart/signed"), "not signed: {text}");
+        assert!(text.contains("after the revocation"), "{text}");
+    }
+}
+
+/// `keyring passphrase change` on a shared keyring, with the gateways running: every
+/// secret key in the database moves to the new passphrase in one transaction, the old
+/// passphrase no longer opens it, and a gateway still running with the old one refuses
+/// what needs a secret key (451, /readyz failing, saying why) instead of sending mail
+/// unsigned. Run again on that gateway's data directory with it stopped, it moves the
+/// gateway's own vault; started with the new passphrase, the gateway signs again.
+#[test]
+fn the_passphrase_of_a_shared_keyring_changes_with_the_gateways_running() {
+    let pg = shared();
+    let url = pg.database("fleet_passphrase");
+    let admin = gateway();
+    let mut b = gateway();
+    keys_ok(&admin, &url, &["keys", "generate", "alice@example.org"]);
+    keys_ok(&admin, &url, &["keys", "generate", "anna@example.org"]);
+    let gpg = Gpg::new();
+    gpg.generate("<bob@example.net>", "default", "default", "never");
+    let bob = write(
+        admin.dir.path(),
+        "bob.asc",
+        &gpg.ok(&["--armor", "--export", "bob@example.net"]),
+    );
+    keys_ok(
+        &admin,
+        &url,
+        &["keys", "import", bob.to_str().expect("path")],
+    );
+    gpg.ok_with_input(
+        &["--import"],
+        keys_ok(&admin, &url, &["keys", "export", "alice@example.org"]).as_bytes(),
+    );
+
+    let up = ScriptedUpstream::start();
+    let http = free_port();
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{url}\"\n\n[admin]\nhttp = \"127.0.0.1:{http}\"\n"),
+    );
+    let mut gb = start(b.serve_command(&config));
+    let signed_and_encrypted = |n: usize| {
+        let got = up.wait_received(n, LONG);
+        let data = &got[n - 1].data;
+        assert!(String::from_utf8_lossy(data).contains("BEGIN PGP MESSAGE"));
+        let out = gpg.run_with_input(&["--decrypt"], data);
+        assert!(out.status.success(), "{out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains("Good signature"), "not signed: {said}");
+    };
+    let (ok, t) = send(gb.port(), "bob@example.net", "before the change");
+    assert!(ok, "{t}");
+    signed_and_encrypted(1);
+    assert_eq!(super::ops::get(http, "/readyz").0, 200);
+
+    let old = admin.passphrase_file.clone().expect("passphrase file");
+    let new = write(
+        admin.dir.path(),
+        "new-passphrase",
+        b"the fleet's new passphrase\n",
+    );
+    let wrong = write(
+        admin.dir.path(),
+        "wrong-passphrase",
+        b"not the passphrase\n",
+    );
+    let change = |s: &Sealpost, old: &Path| {
+        keys(
+            s,
+            &url,
+            &[
+                "keyring",
+                "passphrase",
+                "change",
+                "--old-passphrase-file",
+                old.to_str().expect("path"),
+                "--new-passphrase-file",
+                new.to_str().expect("path"),
+            ],
+        )
+    };
+    // A wrong old passphrase changes nothing.
+    let out = change(&admin, &wrong);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("is wrong"), "{err}");
+    keys_ok(
+        &admin,
+        &url,
+        &[
+            "keys",
+            "export",
+            "--secret",
+            "--unprotected",
+            "alice@example.org",
+        ],
+    );
+
+    let out = change(&admin, &old);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("sealed 2 secret key(s)") && said.contains("in one transaction"),
+        "{said}"
+    );
+    // Every secret key opens with the new passphrase, none with the old.
+    let with_new = {
+        let mut s = gateway();
+        s.passphrase_file = Some(new.clone());
+        s
+    };
+    for who in ["alice@example.org", "anna@example.org"] {
+        let key = keys_ok(
+            &with_new,
+            &url,
+            &["keys", "export", "--secret", "--unprotected", who],
+        );
+        assert!(key.contains("PRIVATE KEY BLOCK"), "{key}");
+    }
+    let err = String::from_utf8_lossy(&keys(&admin, &url, &["keys", "list"]).stderr).into_owned();
+    assert!(err.contains("is wrong"), "{err}");
+
+    // The gateway still on the old passphrase: no unsigned mail, a reason in /readyz.
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, t) = send(gb.port(), "bob@example.net", "after the change");
+    assert!(!ok, "{t}");
+    assert!(t.contains("451 4.3.0"), "{t}");
+    assert_eq!(up.received().len(), 1);
+    let (status, body) = super::ops::get(http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains("passphrase in the database was changed"),
+        "{body}"
+    );
+
+    // Restarted on the new passphrase: its own vault is still under the old one, until
+    // the command moves it, with the gateway stopped.
+    gb.terminate();
+    b.passphrase_file = Some(new.clone());
+    let out = b
+        .command()
+        .arg("serve")
+        .arg("--config")
+        .arg(b.dir.path().join("sealpost.toml"))
+        .output()
+        .expect("serve");
+    assert!(
+        !out.status.success(),
+        "started on a vault under the old passphrase"
+    );
+    let out = change(&b, &old);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("under the new passphrase already"), "{said}");
+    assert!(said.contains("spooled cop"), "{said}");
+    let gb = start(b.serve_command(&config));
+    let (ok, t) = send(gb.port(), "bob@example.net", "after the restart");
+    assert!(ok, "{t}");
+    signed_and_encrypted(2);
+    assert_eq!(super::ops::get(http, "/readyz").0, 200);
+
+    // `set` on a shared keyring that has no passphrase yet, once.
+    let unset = pg.database("fleet_passphrase_set");
+    let none = Sealpost::new();
+    let set = |file: &Path| {
+        keys(
+            &none,
+            &unset,
+            &[
+                "keyring",
+                "passphrase",
+                "set",
+                "--new-passphrase-file",
+                file.to_str().expect("path"),
+            ],
+        )
+    };
+    keys_ok(&none, &unset, &["keys", "list"]);
+    let out = set(&new);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 0 secret key(s)"));
+    let out = set(&new);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("under the new passphrase already"));
+    let out = set(&wrong);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has a passphrase already"));
+    keys_ok(&with_new, &unset, &["keys", "generate", "ada@example.org"]);
+    // A gateway without the passphrase on it is not ready, and says why.
+    let http = free_port();
+    let config = relay_config(
+        &up.address(),
+        &format!("[keyring]\nurl = \"{unset}\"\n\n[admin]\nhttp = \"127.0.0.1:{http}\"\n"),
+    );
+    let _gw = start(none.serve_command(&config));
+    let (status, body) = super::ops::get(http, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("started without one"), "{body}");
 }

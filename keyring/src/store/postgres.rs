@@ -10,11 +10,19 @@
 //!   `sealpost_keyring (k bytea primary key, v bytea)`, whose `bytea` order is sled's.
 //! - An atomic batch is one transaction.
 //! - Writers: [`Store::begin_write`] takes a session advisory lock that every gateway's
-//!   writer takes, so that a read-merge-write (an import) never loses another gateway's
-//!   concurrent update.
+//!   writer takes before it reads, and [`Store::end_write`] releases it after the batch
+//!   has committed, so that a read-merge-write (an import, a removal) never loses another
+//!   gateway's concurrent update: the whole read-merge-write is serialised, and its write
+//!   is one transaction. A batch written without that lock takes the same lock for its
+//!   transaction. A lock lost with its connection fails the write rather than letting it
+//!   through unserialised.
 //! - Coherence: each batch notifies channel `sealpost_keyring` on commit; every gateway
 //!   listens and drops its caches ([`Store::on_change`]), and after a reconnect too, since
 //!   notifications may have been missed.
+//! - Reads: prepared once per connection. Index scans (an address's or a key ID's
+//!   fingerprints) are kept in memory until the next change or reconnect, as the
+//!   keyring keeps its parsed certificates, so that a warm gateway asks the database
+//!   nothing per message; a writer holding the lock always reads the database.
 //! - Schema: `keyring/migrations/NNNN_*.sql`, applied in order at connect under an advisory
 //!   lock, their number kept in `sealpost_schema`. A newer schema than this build knows, or
 //!   a database holding another application's tables, is refused before anything is
@@ -26,7 +34,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio_postgres::config::SslMode;
-use tokio_postgres::{AsyncMessage, Client, Config};
+use tokio_postgres::{AsyncMessage, Client, Config, Statement};
 
 use super::{full_key, Entry, Op, Store, Tree};
 use crate::Error;
@@ -45,6 +53,52 @@ const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_keyring.sql")]
 type Reply<T> = SyncSender<Result<T, Error>>;
 type Listener = Box<dyn Fn() + Send + Sync>;
 
+/// How many index scans (an address's or a key ID's fingerprints) are kept in memory.
+const INDEX_CACHE: usize = 10_000;
+
+/// What the store's handle and its client thread share: who to tell of a change, and the
+/// index scans answered from memory until one.
+struct Shared {
+    listeners: Mutex<Vec<Listener>>,
+    /// Index scans by prefix. Each message asks for its sender's secret key by address,
+    /// below the keyring's caches; answered from here, a warm gateway asks the database
+    /// nothing per message, as with sled. Dropped with every change, as the keyring's
+    /// caches are; never used by a writer, which must read what is committed.
+    scans: quick_cache::sync::Cache<Vec<u8>, Vec<Entry>>,
+    /// Bumped by every reset, under its lock: a scan read before a reset is not kept.
+    generation: Mutex<u64>,
+    /// Set while this process holds the writers' lock: reads then go to the database.
+    writing: std::sync::atomic::AtomicBool,
+}
+
+impl Shared {
+    /// Another process may have changed the store: forget everything read from it.
+    fn reset(&self) {
+        if let Ok(mut g) = self.generation.lock() {
+            *g += 1;
+            self.scans.clear();
+        }
+        if let Ok(l) = self.listeners.lock() {
+            for f in l.iter() {
+                f();
+            }
+        }
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.generation.lock().ok().map(|g| *g)
+    }
+
+    /// Keeps a scan read at `generation`, unless a reset came since.
+    fn keep(&self, generation: u64, prefix: Vec<u8>, entries: Vec<Entry>) {
+        if let Ok(g) = self.generation.lock() {
+            if *g == generation {
+                self.scans.insert(prefix, entries);
+            }
+        }
+    }
+}
+
 enum Request {
     Get(Vec<u8>, Reply<Option<Vec<u8>>>),
     Scan(Vec<u8>, Reply<Vec<(Vec<u8>, Vec<u8>)>>),
@@ -56,7 +110,7 @@ enum Request {
 /// A keyring store in PostgreSQL.
 pub struct PostgresStore {
     requests: UnboundedSender<Request>,
-    listeners: Arc<Mutex<Vec<Listener>>>,
+    shared: Arc<Shared>,
     shown: String,
 }
 
@@ -84,9 +138,10 @@ pub fn hide_password(url: &str) -> String {
 }
 
 impl PostgresStore {
-    /// Connects to the database at `url` (a `postgres://` URL; `sslmode=require` or
-    /// `verify-full` for TLS, with `sslrootcert=FILE` as the only trust anchors, else the
-    /// system's), brings its schema up to date, and starts listening for changes.
+    /// Connects to the database at `url` (a `postgres://` URL; `sslmode=require`,
+    /// `verify-ca` or `verify-full` for TLS, each checking the chain and the server's name,
+    /// with `sslrootcert=FILE` as the only trust anchors, else the system's), brings its
+    /// schema up to date, and starts listening for changes.
     ///
     /// # Errors
     /// `Error::Unavailable` naming the URL (password hidden) when it cannot connect;
@@ -97,13 +152,18 @@ impl PostgresStore {
         let (config, ca_file) = parse_url(url, &shown)?;
         let tls = tls_connector(&config, ca_file.as_deref(), &shown)?;
         let (requests, inbox) = unbounded_channel();
-        let listeners: Arc<Mutex<Vec<Listener>>> = Arc::new(Mutex::new(Vec::new()));
+        let shared = Arc::new(Shared {
+            listeners: Mutex::new(Vec::new()),
+            scans: quick_cache::sync::Cache::new(INDEX_CACHE),
+            generation: Mutex::new(0),
+            writing: std::sync::atomic::AtomicBool::new(false),
+        });
         let (ready, started) = sync_channel(1);
         let worker = Worker {
             config,
             tls,
             shown: shown.clone(),
-            listeners: listeners.clone(),
+            shared: shared.clone(),
         };
         std::thread::Builder::new()
             .name("keyring-postgres".into())
@@ -112,7 +172,7 @@ impl PostgresStore {
         match started.recv() {
             Ok(Ok(())) => Ok(PostgresStore {
                 requests,
-                listeners,
+                shared,
                 shown,
             }),
             Ok(Err(e)) => Err(e),
@@ -150,12 +210,26 @@ impl Store for PostgresStore {
     }
 
     fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, Error> {
+        use std::sync::atomic::Ordering;
         let p = full_key(tree, prefix);
-        let rows = self.call(|r| Request::Scan(p, r))?;
-        Ok(rows
+        let cached = matches!(tree, Tree::Emails | Tree::KeyIds)
+            && !self.shared.writing.load(Ordering::Acquire);
+        if cached {
+            if let Some(hit) = self.shared.scans.get(&p) {
+                return Ok(hit);
+            }
+        }
+        // Read before the query: a reset while it runs leaves its answer out of the cache.
+        let generation = self.shared.generation();
+        let rows = self.call(|r| Request::Scan(p.clone(), r))?;
+        let entries: Vec<Entry> = rows
             .into_iter()
             .map(|(k, v)| (k.get(1..).unwrap_or_default().to_vec(), v))
-            .collect())
+            .collect();
+        if let (true, Some(g)) = (cached, generation) {
+            self.shared.keep(g, p, entries.clone());
+        }
+        Ok(entries)
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<(), Error> {
@@ -166,7 +240,11 @@ impl Store for PostgresStore {
                 Op::Delete(t, k) => (full_key(t, &k), None),
             })
             .collect();
-        self.call(|r| Request::Apply(ops, r))
+        let applied = self.call(|r| Request::Apply(ops, r));
+        // Whether or not it committed (an answer lost in time may hide a commit), what
+        // was read before may be stale; the notification would say so a moment later.
+        self.shared.reset();
+        applied
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -175,17 +253,25 @@ impl Store for PostgresStore {
     }
 
     fn begin_write(&self) -> Result<(), Error> {
-        self.call(Request::Lock)
+        use std::sync::atomic::Ordering;
+        self.shared.writing.store(true, Ordering::Release);
+        let locked = self.call(Request::Lock);
+        if locked.is_err() {
+            self.shared.writing.store(false, Ordering::Release);
+        }
+        locked
     }
 
     fn end_write(&self) {
+        use std::sync::atomic::Ordering;
+        self.shared.writing.store(false, Ordering::Release);
         if let Err(e) = self.call(Request::Unlock) {
             tracing::warn!(error = %e, "cannot release the keyring's write lock (it goes with the connection)");
         }
     }
 
     fn on_change(&self, f: Box<dyn Fn() + Send + Sync>) {
-        if let Ok(mut l) = self.listeners.lock() {
+        if let Ok(mut l) = self.shared.listeners.lock() {
             l.push(f);
         }
     }
@@ -200,15 +286,40 @@ fn parse_url(url: &str, shown: &str) -> Result<(Config, Option<String>), Error> 
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(bad("it must start with postgres://".into()));
     }
-    // tokio-postgres does not know `sslrootcert`; take it out and keep it for rustls.
+    // tokio-postgres knows neither `sslrootcert` nor libpq's `verify-ca` and `verify-full`:
+    // take them out, keep the file for rustls, and ask tokio-postgres for TLS.
     let (base, query) = url.split_once('?').unwrap_or((url, ""));
     let mut ca_file = None;
+    let mut mode = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
-            Some(("sslrootcert", v)) => ca_file = Some(v.to_string()),
+            Some(("sslrootcert", v)) => {
+                ca_file = Some(percent_decode(v).ok_or_else(|| {
+                    bad(format!("sslrootcert={v} is not a percent-encoded path"))
+                })?);
+            }
+            Some(("sslmode", v)) => mode = Some(v),
             _ => kept.push(pair),
         }
+    }
+    // rustls always checks the chain and the server's name, so every mode that asks for
+    // TLS is libpq's `verify-full`; none connects over TLS it has not verified.
+    let ssl = match mode {
+        Some("disable") => SslMode::Disable,
+        Some("prefer") => SslMode::Prefer,
+        Some("require" | "verify-ca" | "verify-full") => SslMode::Require,
+        Some(other) => {
+            return Err(bad(format!(
+                "sslmode={other} is none of disable, prefer, require, verify-ca, verify-full"
+            )))
+        }
+        // A CA file says the server is to be reached over TLS.
+        None if ca_file.is_some() => SslMode::Require,
+        None => SslMode::Prefer,
+    };
+    if ssl == SslMode::Disable && ca_file.is_some() {
+        return Err(bad("sslrootcert is given but sslmode=disable".into()));
     }
     let rebuilt = if kept.is_empty() {
         base.to_string()
@@ -221,9 +332,27 @@ fn parse_url(url: &str, shown: &str) -> Result<(Config, Option<String>), Error> 
             "it names no database (postgres://USER@HOST:PORT/DATABASE)".into(),
         ));
     }
+    config.ssl_mode(ssl);
     config.connect_timeout(TIMEOUT);
     config.application_name("sealpost");
     Ok((config, ca_file))
+}
+
+/// `%XX` escapes in a URL's query value decoded, as tokio-postgres decodes the others;
+/// `None` for a broken escape or a path that is not UTF-8.
+fn percent_decode(v: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            let hex = std::str::from_utf8(&hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn tls_connector(
@@ -271,7 +400,7 @@ struct Worker {
     config: Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     shown: String,
-    listeners: Arc<Mutex<Vec<Listener>>>,
+    shared: Arc<Shared>,
 }
 
 /// The connection's state as the worker sees it.
@@ -281,6 +410,11 @@ struct Live {
     gone: tokio::sync::oneshot::Receiver<()>,
     /// Whether this connection holds the write lock.
     locked: bool,
+    /// The reads, prepared once per connection: a text query would be parsed on every
+    /// call, one more round trip each.
+    get: Statement,
+    scan: Statement,
+    scan_to_end: Statement,
 }
 
 impl Worker {
@@ -360,11 +494,7 @@ impl Worker {
     }
 
     fn changed(&self) {
-        if let Ok(l) = self.listeners.lock() {
-            for f in l.iter() {
-                f();
-            }
-        }
+        self.shared.reset();
     }
 
     fn refuse(&self, req: Request, why: &str) {
@@ -396,8 +526,7 @@ impl Worker {
         let client = &conn.client;
         match req {
             Request::Get(k, reply) => {
-                let r =
-                    timed!(client.query_opt("SELECT v FROM sealpost_keyring WHERE k = $1", &[&k]));
+                let r = timed!(client.query_opt(&conn.get, &[&k]));
                 let lost = r.is_err();
                 let _ = reply.send(
                     r.map(|row| row.map(|row| row.get::<_, Vec<u8>>(0)))
@@ -407,14 +536,8 @@ impl Worker {
             }
             Request::Scan(prefix, reply) => {
                 let r = match upper_bound(&prefix) {
-                    Some(hi) => timed!(client.query(
-                        "SELECT k, v FROM sealpost_keyring WHERE k >= $1 AND k < $2 ORDER BY k",
-                        &[&prefix, &hi]
-                    )),
-                    None => timed!(client.query(
-                        "SELECT k, v FROM sealpost_keyring WHERE k >= $1 ORDER BY k",
-                        &[&prefix]
-                    )),
+                    Some(hi) => timed!(client.query(&conn.scan, &[&prefix, &hi])),
+                    None => timed!(client.query(&conn.scan_to_end, &[&prefix])),
                 };
                 let lost = r.is_err();
                 let _ = reply.send(
@@ -434,7 +557,7 @@ impl Worker {
                     )));
                     return false;
                 }
-                let r = timed!(apply(&mut conn.client, &ops));
+                let r = timed!(apply(&mut conn.client, &ops, conn.locked));
                 let lost = r.is_err();
                 let _ = reply.send(r.map_err(|e| unavailable(&e)));
                 lost
@@ -476,19 +599,13 @@ impl Worker {
             .await
             .map_err(|e| unreachable(&describe(&e)))?;
         let (gone_tx, gone) = tokio::sync::oneshot::channel();
-        let listeners = self.listeners.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
             let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
             use futures_util::StreamExt;
             while let Some(m) = messages.next().await {
                 match m {
-                    Ok(AsyncMessage::Notification(_)) => {
-                        if let Ok(l) = listeners.lock() {
-                            for f in l.iter() {
-                                f();
-                            }
-                        }
-                    }
+                    Ok(AsyncMessage::Notification(_)) => shared.reset(),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::debug!(error = %e, "keyring database connection ended");
@@ -503,10 +620,27 @@ impl Worker {
             .batch_execute(&format!("LISTEN {CHANNEL}"))
             .await
             .map_err(|e| unreachable(&describe(&e)))?;
+        let prepare = |sql: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .prepare(sql)
+                    .await
+                    .map_err(|e| unreachable(&describe(&e)))
+            }
+        };
+        let get = prepare("SELECT v FROM sealpost_keyring WHERE k = $1").await?;
+        let scan = prepare("SELECT k, v FROM sealpost_keyring WHERE k >= $1 AND k < $2 ORDER BY k")
+            .await?;
+        let scan_to_end =
+            prepare("SELECT k, v FROM sealpost_keyring WHERE k >= $1 ORDER BY k").await?;
         Ok(Live {
             client,
             gone,
             locked: false,
+            get,
+            scan,
+            scan_to_end,
         })
     }
 }
@@ -527,26 +661,49 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Writes one batch in one transaction. A batch outside a read-merge-write (`locked`
+/// false) still takes the writers' lock, for the transaction only: it then cannot land
+/// between another gateway's read and its write, whatever the caller.
+///
+/// The last op on a key decides it; once collapsed, the deletions and the writes touch
+/// different keys, and go as two statements whatever the batch's size (a keyring of
+/// thousands of certificates imported at once is two round trips, not thousands).
 async fn apply(
     client: &mut Client,
     ops: &[(Vec<u8>, Option<Vec<u8>>)],
+    locked: bool,
 ) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
+    let mut last: std::collections::BTreeMap<&[u8], Option<&[u8]>> = Default::default();
     for (k, v) in ops {
+        last.insert(k, v.as_deref());
+    }
+    let (mut gone, mut keys, mut values) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, v) in last {
         match v {
             Some(v) => {
-                tx.execute(
-                    "INSERT INTO sealpost_keyring (k, v) VALUES ($1, $2) \
-                     ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
-                    &[k, v],
-                )
-                .await?;
+                keys.push(k);
+                values.push(v);
             }
-            None => {
-                tx.execute("DELETE FROM sealpost_keyring WHERE k = $1", &[k])
-                    .await?;
-            }
+            None => gone.push(k),
         }
+    }
+    let tx = client.transaction().await?;
+    if !locked {
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await?;
+    }
+    if !gone.is_empty() {
+        tx.execute("DELETE FROM sealpost_keyring WHERE k = ANY($1)", &[&gone])
+            .await?;
+    }
+    if !keys.is_empty() {
+        tx.execute(
+            "INSERT INTO sealpost_keyring (k, v) \
+             SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+             ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v",
+            &[&keys, &values],
+        )
+        .await?;
     }
     tx.execute("SELECT pg_notify($1, '')", &[&CHANNEL]).await?;
     tx.commit().await
@@ -660,11 +817,35 @@ mod tests {
     }
 
     #[test]
+    fn tls_modes_and_the_ca_file_are_read_from_the_url() {
+        let mode = |url: &str| parse_url(url, url).map(|(c, f)| (c.get_ssl_mode(), f));
+        let base = "postgres://gw@db.example:5432/keys";
+        assert_eq!(mode(base).unwrap(), (SslMode::Prefer, None));
+        for m in ["require", "verify-ca", "verify-full"] {
+            assert_eq!(
+                mode(&format!("{base}?sslmode={m}")).unwrap().0,
+                SslMode::Require
+            );
+        }
+        assert_eq!(
+            mode(&format!("{base}?sslrootcert=%2Fetc%2Fdb%20ca.pem")).unwrap(),
+            (SslMode::Require, Some("/etc/db ca.pem".to_string()))
+        );
+        assert_eq!(
+            mode(&format!("{base}?sslmode=disable")).unwrap().0,
+            SslMode::Disable
+        );
+    }
+
+    #[test]
     fn malformed_urls_are_refused_with_the_password_hidden() {
         for bad in [
             "mysql://u:pw@h/db",
             "postgres://u:pw@h:notaport/db",
             "postgres://u:pw@h:5432",
+            "postgres://u:pw@h:5432/db?sslmode=allow",
+            "postgres://u:pw@h:5432/db?sslmode=disable&sslrootcert=/ca.pem",
+            "postgres://u:pw@h:5432/db?sslrootcert=%2",
         ] {
             let e = PostgresStore::open(bad).unwrap_err().to_string();
             assert!(!e.contains("pw@"), "{e}");
