@@ -98,7 +98,7 @@ impl Keyring {
             }
             Err(reasons)
         } else {
-            Ok(usable)
+            Ok(self.most_trusted(usable)?)
         };
         self.inner.lookups.insert(
             email.clone(),

@@ -25,7 +25,7 @@ pub enum Cipher {
     Rsa4k,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
     pub email: String,
     pub name: Option<String>,

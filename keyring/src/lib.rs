@@ -6,14 +6,18 @@
 //! bytes once it is warm. Every change is one atomic, durable batch.
 #![forbid(unsafe_code)]
 
+pub mod autocrypt;
 mod cache;
 mod cert;
 mod error;
 mod generate;
 mod import;
 mod lookup;
+mod offer;
+mod review;
 pub mod secret;
 pub mod store;
+mod trust;
 mod validity;
 
 use std::collections::HashMap;
@@ -32,6 +36,9 @@ pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
 pub use lookup::{normalize_email, userid_email};
+pub use offer::{Ignored, Offer};
+pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
+pub use trust::{KeyMeta, Source, Trust};
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
 
 use cache::{Lookup, Usable};
@@ -410,6 +417,8 @@ impl Keyring {
         let mut ops = self.index_ops(&cert, false);
         ops.push(Op::Delete(Tree::Certs, fpr.as_bytes().to_vec()));
         ops.push(Op::Delete(Tree::Secrets, fpr.as_bytes().to_vec()));
+        ops.push(Op::Delete(Tree::Trust, fpr.as_bytes().to_vec()));
+        ops.push(Op::Delete(Tree::Revocations, fpr.as_bytes().to_vec()));
         self.inner.store.apply(ops)?;
         // The store may keep the removed record in its files: destroying its key is what
         // makes it unreadable there.

@@ -22,6 +22,31 @@ pub enum Tree {
     KeyIds = b'k',
     /// Keyring-wide settings (the passphrase verifier).
     Meta = b'm',
+    /// fingerprint → where the certificate came from and how far it is trusted
+    /// (`trust.rs`); absent for a certificate an admin imported before this was kept.
+    Trust = b't',
+    /// lower-case email, 0, fingerprint → a discovered certificate waiting for an admin, or
+    /// one an admin rejected (`review.rs`).
+    Review = b'r',
+    /// lower-case email → the Autocrypt state of that peer (`autocrypt.rs`).
+    Autocrypt = b'a',
+    /// fingerprint → the revocation certificate made with a generated key.
+    Revocations = b'v',
+}
+
+impl Tree {
+    /// Every tree, for a backup that must hold all of them.
+    pub const ALL: [Tree; 9] = [
+        Tree::Certs,
+        Tree::Secrets,
+        Tree::Emails,
+        Tree::KeyIds,
+        Tree::Meta,
+        Tree::Trust,
+        Tree::Review,
+        Tree::Autocrypt,
+        Tree::Revocations,
+    ];
 }
 
 /// A key (without its tree prefix) and its value.

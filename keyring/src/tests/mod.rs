@@ -9,6 +9,7 @@ use openpgp::types::ReasonForRevocation;
 
 use super::*;
 
+mod discovery;
 mod secrets;
 
 fn keyring() -> Keyring {
