@@ -10,6 +10,7 @@ mod integration {
     mod inbound;
     mod inbound_tls;
     mod keys;
+    mod lifecycle;
     mod lmtp;
     mod memory;
     mod ops;

@@ -299,7 +299,8 @@ fn keys_command(
             }
             keys::KeysCommand::Show(_)
             | keys::KeysCommand::Export(_)
-            | keys::KeysCommand::Remove(_) => anyhow::bail!("{missing}"),
+            | keys::KeysCommand::Remove(_)
+            | keys::KeysCommand::Review(_) => anyhow::bail!("{missing}"),
             keys::KeysCommand::Import(_) | keys::KeysCommand::Generate(_) => {
                 eprintln!("sealpost: a new keyring in {} ({from})", data_dir.display())
             }

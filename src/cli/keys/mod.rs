@@ -5,6 +5,7 @@ mod generate;
 mod import;
 pub mod list;
 mod remove;
+mod review;
 mod show;
 
 use std::io::{Read, Write};
@@ -23,6 +24,14 @@ pub enum KeysCommand {
     Export(export::Args),
     Remove(remove::Args),
     Generate(generate::Args),
+    /// Decide on keys found by discovery that differ from an address's current key: list,
+    /// accept or reject
+    ///
+    /// Discovery (WKD, keyservers, Autocrypt) never replaces a key silently: a different
+    /// key for an address that has one waits here, and mail keeps using the current key
+    /// until an admin decides. Check a new fingerprint with its owner before accepting it.
+    #[command(subcommand)]
+    Review(review::Command),
 }
 
 /// Where a command writes: the terminal when run directly, buffers when run for an
@@ -64,6 +73,7 @@ pub fn execute(cmd: KeysCommand, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::
         KeysCommand::Export(args) => export::run(args, keyring, io),
         KeysCommand::Remove(args) => remove::run(args, keyring, io),
         KeysCommand::Generate(args) => generate::run(args, keyring, io),
+        KeysCommand::Review(cmd) => review::run(cmd, keyring, io),
     }
 }
 
