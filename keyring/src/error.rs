@@ -30,6 +30,11 @@ pub enum Error {
          keyring's own protection)"
     )]
     SecretLocked { fingerprint: String },
+    #[error(
+        "{email} has a secret key already ({fingerprint}); a second one would leave senders \
+         guessing which to use: extend or revoke that one, or force a new one with --force"
+    )]
+    SecretExists { email: String, fingerprint: String },
     #[error("{0}")]
     Crypto(String),
     /// The store cannot be reached now (a database down): try again later, and never

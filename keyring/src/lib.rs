@@ -7,11 +7,13 @@
 #![forbid(unsafe_code)]
 
 pub mod autocrypt;
+mod backup;
 mod cache;
 mod cert;
 mod error;
 mod generate;
 mod import;
+mod lifecycle;
 mod lookup;
 mod offer;
 mod review;
@@ -32,9 +34,11 @@ use openpgp::serialize::SerializeInto;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 pub use sequoia_openpgp as openpgp;
 
+pub use backup::{BackupCounts, BackupTo, RestoreWith};
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
+pub use lifecycle::{log_expiring, Expiring, EXPIRY_NOTICE};
 pub use lookup::{normalize_email, userid_email};
 pub use offer::{Ignored, Offer};
 pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
@@ -227,7 +231,9 @@ impl Keyring {
             let fpr = fpr_from(&key)?;
             if let Some(cert) = self.get(&fpr)? {
                 let has_secret = self.has_secret(&fpr)?;
-                out.push(validity::info(&cert, has_secret, &self.inner.policy, now));
+                let mut info = validity::info(&cert, has_secret, &self.inner.policy, now);
+                info.trust = Some(self.key_meta(&fpr)?);
+                out.push(info);
             }
         }
         out.sort_by(|a, b| {
@@ -262,7 +268,9 @@ impl Keyring {
     /// One certificate as `keys show` presents it, at the current time.
     pub fn info(&self, cert: &Cert) -> KeyInfo {
         let has_secret = self.has_secret(&cert.fingerprint()).unwrap_or(false);
-        validity::info(cert, has_secret, &self.inner.policy, SystemTime::now())
+        let mut info = validity::info(cert, has_secret, &self.inner.policy, SystemTime::now());
+        info.trust = self.key_meta(&cert.fingerprint()).ok();
+        info
     }
 
     /// All certificates matching an email address, fingerprint or key ID (of the primary
@@ -428,18 +436,6 @@ impl Keyring {
         }
         self.invalidate(fpr)?;
         Ok(true)
-    }
-
-    /// Generates a key pair and stores it.
-    pub fn generate(&self, req: &GenerateRequest) -> Result<Arc<Cert>, Error> {
-        let cert = generate::generate(req)?;
-        let tsk = cert
-            .as_tsk()
-            .to_vec()
-            .map_err(|e| Error::Crypto(e.to_string()))?;
-        self.import(&tsk)?;
-        self.get(&cert.fingerprint())?
-            .ok_or_else(|| Error::Store("the generated key was not stored".into()))
     }
 
     /// The domains of the addresses of certificates with a secret key: the default local

@@ -153,7 +153,8 @@ impl KeyMeta {
         }
     }
 
-    /// `source, trust` as `policy explain` and `keys show` print it.
+    /// The trust and where it comes from, as `policy explain` and `keys show` print it:
+    /// `wkd (found by wkd, since …)`.
     pub fn describe(&self) -> String {
         let how = match (self.source, self.trust) {
             (Source::Admin, _) => "imported by an admin".to_string(),
@@ -162,11 +163,11 @@ impl KeyMeta {
         };
         match self.since {
             Some(t) => format!(
-                "trust {} ({how}, since {})",
+                "{} ({how}, since {})",
                 self.trust,
                 crate::validity::date(from_secs(t))
             ),
-            None => format!("trust {} ({how})", self.trust),
+            None => format!("{} ({how})", self.trust),
         }
     }
 

@@ -300,15 +300,22 @@ fn keys_command(
             keys::KeysCommand::Show(_)
             | keys::KeysCommand::Export(_)
             | keys::KeysCommand::Remove(_)
-            | keys::KeysCommand::Review(_) => anyhow::bail!("{missing}"),
-            keys::KeysCommand::Import(_) | keys::KeysCommand::Generate(_) => {
+            | keys::KeysCommand::Review(_)
+            | keys::KeysCommand::Extend(_)
+            | keys::KeysCommand::Backup(_) => anyhow::bail!("{missing}"),
+            keys::KeysCommand::Import(_)
+            | keys::KeysCommand::Generate(_)
+            | keys::KeysCommand::Restore(_) => {
                 eprintln!("sealpost: a new keyring in {} ({from})", data_dir.display())
             }
         }
     }
     match keys::open(data_dir, url) {
-        Ok(keyring) => terminal(|io| keys::execute(cmd, &keyring, io)),
-        Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
+        Ok(keyring) => terminal(|io| keys::execute_local(cmd, &keyring, io)),
+        Err(e) if is_locked(&e) => match keys::refuse_forward(&cmd) {
+            Some(why) => anyhow::bail!("{why}"),
+            None => forward(data_dir, &keys::inputs(&cmd)),
+        },
         Err(e) => Err(e),
     }
 }

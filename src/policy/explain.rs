@@ -70,7 +70,7 @@ pub fn explain(
             Ok(certs) => {
                 for (c, meta) in certs {
                     let _ = writeln!(out, "    key:   {} (keyring)", c.fingerprint().to_hex());
-                    let _ = writeln!(out, "           {}", meta.describe());
+                    let _ = writeln!(out, "           trust {}", meta.describe());
                 }
             }
             Err(e) => {

@@ -22,6 +22,19 @@ fn offer(s: &Sealpost, email: &str, cert: &[u8], source: Source) -> Offer {
         .expect("offer")
 }
 
+/// Runs `sealpost ARGS` with `stdin`, failing the test on a non-zero exit.
+trait OkWith {
+    fn ok_with(&self, args: &[&str], stdin: &[u8]) -> String;
+}
+
+impl OkWith for Sealpost {
+    fn ok_with(&self, args: &[&str], stdin: &[u8]) -> String {
+        let out = self.run_with_input(args, stdin);
+        super::common::assert_success(&out, &format!("sealpost {}", args.join(" ")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
 fn config(sink: &SmtpSink, policy: &str) -> String {
     format!(
         "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
@@ -70,7 +83,7 @@ fn a_changed_key_waits_for_review_and_accept_switches() {
     let s = Sealpost::new();
     let old = Gpg::new();
     let old_fpr = old.generate("<bob@example.net>", "default", "default", "never");
-    s.run_with_input(
+    s.ok_with(
         &["keys", "import", "-"],
         &old.ok(&["--armor", "--export", "bob@example.net"]),
     );
@@ -84,6 +97,11 @@ fn a_changed_key_waits_for_review_and_accept_switches() {
     );
     assert!(matches!(offered, Offer::Queued { .. }), "{offered:?}");
 
+    let shown = s.ok(&["keys", "show", &old_fpr]);
+    assert!(
+        shown.contains("trust:   pinned (imported by an admin"),
+        "{shown}"
+    );
     let listed = s.ok(&["keys", "review", "list"]);
     assert!(
         listed.contains(&format!("bob@example.net  {new_fpr}")),
@@ -208,4 +226,344 @@ fn policy_explain_shows_trust_and_the_minimum_of_require() {
     // The gateway encrypts to the discovered key where the policy allows it.
     let dump = send_one(&s, "", "carol@example.net");
     assert!(decrypts(&carol, &dump), "{dump}");
+}
+
+/// `keys list --json` entry for `fpr`.
+fn listed(s: &Sealpost, fpr: &str) -> serde_json::Value {
+    s.list_json()
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|k| k["fingerprint"] == fpr)
+        .cloned()
+        .unwrap_or_else(|| panic!("{fpr} not listed"))
+}
+
+/// Days from now until an RFC 3339 or `keys list` date.
+fn days_until(date: &str) -> i64 {
+    let t = chrono::NaiveDateTime::parse_from_str(date, "%Y-%m-%d %H:%M:%S UTC")
+        .expect("a date")
+        .and_utc();
+    (t - chrono::Utc::now()).num_days()
+}
+
+#[test]
+fn generate_expires_in_two_years_refuses_a_second_key_and_keeps_a_revocation() {
+    let s = Sealpost::new();
+    let out = s.ok(&["keys", "generate", "alice@example.org"]);
+    let fpr = out.split_whitespace().nth(1).unwrap().to_string();
+    assert!(out.contains("revocation certificate kept"), "{out}");
+    let expires = listed(&s, &fpr)["validity"]["expires"]
+        .as_str()
+        .expect("an expiry")
+        .to_string();
+    let days = days_until(&expires);
+    assert!((729..=730).contains(&days), "{expires}: {days} days");
+
+    let err = s.fails(&["keys", "generate", "Alice@Example.org"], 1);
+    assert!(err.contains("has a secret key already"), "{err}");
+    assert!(err.contains(&fpr) && err.contains("--force"), "{err}");
+    assert_eq!(s.list_json().as_array().unwrap().len(), 1);
+    let second = s.generate("alice@example.org", &["--force", "--expires", "never"]);
+    assert!(listed(&s, &second)["validity"]["expires"].is_null());
+
+    // gpg takes the revocation certificate and sees the key revoked.
+    let rev = s.ok(&["keys", "export", "--revocation", &fpr]);
+    assert!(
+        rev.contains("-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{rev}"
+    );
+    let gpg = Gpg::new();
+    let mut both = s.ok(&["keys", "export", &fpr]);
+    both.push_str(&rev);
+    gpg.ok_with_input(&["--import"], both.as_bytes());
+    let colons =
+        String::from_utf8_lossy(&gpg.ok(&["--with-colons", "--list-keys", &fpr])).into_owned();
+    assert!(colons.lines().any(|l| l.starts_with("pub:r:")), "{colons}");
+    // And so does sealpost.
+    s.ok_with(&["keys", "import", "-"], rev.as_bytes());
+    assert_eq!(listed(&s, &fpr)["validity"]["status"], "revoked");
+    let err = s.fails(&["keys", "export", "--revocation", "--secret", &fpr], 2);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
+
+#[test]
+fn extend_renews_a_key_gpg_then_sees() {
+    let s = Sealpost::new();
+    let fpr = s.generate("dora@example.org", &["--expires", "10d"]);
+    let days = days_until(listed(&s, &fpr)["validity"]["expires"].as_str().unwrap());
+    assert!((9..=10).contains(&days), "{days}");
+    let out = s.ok(&["keys", "extend", "dora@example.org", "--expires", "2y"]);
+    assert!(out.contains(&format!("extended {fpr}")), "{out}");
+    let days = days_until(listed(&s, &fpr)["validity"]["expires"].as_str().unwrap());
+    assert!((729..=730).contains(&days), "{days}");
+
+    let gpg = Gpg::new();
+    gpg.ok_with_input(&["--import"], s.ok(&["keys", "export", &fpr]).as_bytes());
+    let colons =
+        String::from_utf8_lossy(&gpg.ok(&["--with-colons", "--list-keys", &fpr])).into_owned();
+    let expiry: i64 = colons
+        .lines()
+        .find(|l| l.starts_with("pub:"))
+        .and_then(|l| l.split(':').nth(6))
+        .and_then(|e| e.parse().ok())
+        .expect("gpg shows an expiry");
+    let days = (expiry - chrono::Utc::now().timestamp()) / 86400;
+    assert!((728..=730).contains(&days), "{colons}");
+
+    let err = s.fails(
+        &["keys", "extend", "dora@example.org", "--expires", "soon"],
+        2,
+    );
+    assert!(err.contains("not an expiry"), "{err}");
+    let bob = Gpg::new();
+    bob.generate("<bob@example.net>", "default", "default", "1y");
+    s.ok_with(
+        &["keys", "import", "-"],
+        &bob.ok(&["--armor", "--export", "bob@example.net"]),
+    );
+    let err = s.fails(&["keys", "extend", "bob@example.net", "--expires", "2y"], 1);
+    assert!(err.contains("no secret key"), "{err}");
+}
+
+#[test]
+fn a_passphrase_protected_gpg_key_is_imported_and_sealed_again() {
+    let s = Sealpost::with_passphrase("keyring passphrase");
+    let gpg = Gpg::new();
+    let out = gpg
+        .command()
+        .args(["--passphrase", "gpg secret 42"])
+        .args([
+            "--quick-gen-key",
+            "Erin <erin@example.org>",
+            "default",
+            "default",
+            "never",
+        ])
+        .output()
+        .expect("gpg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fpr = gpg.fingerprint("erin@example.org");
+    let protected = gpg
+        .command()
+        .args(["--passphrase", "gpg secret 42"])
+        .args(["--armor", "--export-secret-keys", &fpr])
+        .output()
+        .expect("gpg")
+        .stdout;
+    let key = super::common::write(s.dir.path(), "erin.asc", &protected);
+    let key = key.to_str().unwrap();
+
+    let err = s.fails(&["keys", "import", key], 1);
+    assert!(err.contains("--passphrase-file"), "{err}");
+    assert!(s.list_json().as_array().unwrap().is_empty());
+    let wrong = super::common::write(s.dir.path(), "wrong", b"not it\n");
+    s.fails(
+        &[
+            "keys",
+            "import",
+            key,
+            "--passphrase-file",
+            wrong.to_str().unwrap(),
+        ],
+        1,
+    );
+    let right = super::common::write(s.dir.path(), "right", b"gpg secret 42\n");
+    let out = s.ok(&[
+        "keys",
+        "import",
+        key,
+        "--passphrase-file",
+        right.to_str().unwrap(),
+    ]);
+    assert!(out.contains("[secret key]"), "{out}");
+    assert_eq!(listed(&s, &fpr)["has_secret"], true);
+    // Unlocked now: it exports without the gpg passphrase, and gpg takes it as it is.
+    let clear = s.ok(&["keys", "export", "--secret", "--unprotected", &fpr]);
+    let other = Gpg::new();
+    other.ok_with_input(&["--import"], clear.as_bytes());
+    let listing =
+        String::from_utf8_lossy(&other.ok(&["--list-secret-keys", "--with-colons"])).into_owned();
+    assert!(listing.contains(&fpr), "{listing}");
+}
+
+#[test]
+fn a_gpg_revocation_file_with_its_colon_is_refused_and_says_what_it_is() {
+    let s = Sealpost::new();
+    let gpg = Gpg::new();
+    let fpr = gpg.generate("<fred@example.org>", "default", "default", "never");
+    s.ok_with(
+        &["keys", "import", "-"],
+        &gpg.ok(&["--armor", "--export", &fpr]),
+    );
+    let rev = gpg
+        .home
+        .path()
+        .join("openpgp-revocs.d")
+        .join(format!("{fpr}.rev"));
+    let text = std::fs::read_to_string(&rev).expect("gpg keeps a revocation certificate");
+    assert!(
+        text.contains("\n:-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+        "{text}"
+    );
+    let err = s.fails(&["keys", "import", rev.to_str().unwrap()], 1);
+    assert!(err.contains("revocation certificate"), "{err}");
+    assert!(err.contains("remove the ':'"), "{err}");
+    assert_eq!(listed(&s, &fpr)["validity"]["status"], "usable");
+    // As the message says: without the colon it revokes.
+    let fixed = super::common::write(
+        s.dir.path(),
+        "fixed.rev",
+        text.replace(":-----BEGIN", "-----BEGIN").as_bytes(),
+    );
+    s.ok(&["keys", "import", fixed.to_str().unwrap()]);
+    assert_eq!(listed(&s, &fpr)["validity"]["status"], "revoked");
+}
+
+#[test]
+fn a_restored_keyring_decrypts_what_the_original_did() {
+    let first = Sealpost::with_passphrase("first machine");
+    let bob = first.generate("bob@example.org", &[]);
+    // A discovered key and a queued one travel too.
+    let carol = Gpg::new();
+    carol.generate("<carol@example.net>", "default", "default", "never");
+    offer_with(
+        &first,
+        "first machine",
+        "carol@example.net",
+        &carol.ok(&["--export", "carol@example.net"]),
+        Source::Wkd,
+    );
+    let pass = super::common::write(first.dir.path(), "backup-pass", b"backup passphrase\n");
+    let file = first.dir.path().join("keys.pgp");
+    let out = first.ok(&[
+        "keys",
+        "backup",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(out.contains("2 certificates, 1 secret keys"), "{out}");
+    let err = first.fails(
+        &[
+            "keys",
+            "backup",
+            file.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("never replaced"), "{err}");
+    let raw = std::fs::read(&file).unwrap();
+    assert!(raw.starts_with(b"-----BEGIN PGP MESSAGE-----"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // gpg reads the backup with the passphrase: it is ordinary OpenPGP.
+    let gpg = Gpg::new();
+    let opened = gpg
+        .command()
+        .args(["--passphrase", "backup passphrase", "--decrypt"])
+        .arg(&file)
+        .output()
+        .expect("gpg");
+    assert!(
+        opened.status.success(),
+        "{}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(opened.stdout.starts_with(b"sealpost keyring backup 1\n"));
+
+    let second = Sealpost::with_passphrase("second machine");
+    let wrong = super::common::write(second.dir.path(), "wrong", b"guess\n");
+    let err = second.fails(
+        &[
+            "keys",
+            "restore",
+            file.to_str().unwrap(),
+            "--passphrase-file",
+            wrong.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("nothing restored"), "{err}");
+    let out = second.ok(&[
+        "keys",
+        "restore",
+        file.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(out.contains("2 certificates, 1 secret keys"), "{out}");
+    assert_eq!(second.list_json(), first.list_json());
+    let explain = second.ok(&[
+        "policy",
+        "explain",
+        "--from",
+        "bob@example.org",
+        "--to",
+        "carol@example.net",
+    ]);
+    assert!(explain.contains("trust wkd (found by wkd"), "{explain}");
+
+    // Mail a gpg user encrypted to Bob's key before the move decrypts on the new machine.
+    let alice = Gpg::new();
+    alice.ok_with_input(
+        &["--import"],
+        first.ok(&["keys", "export", &bob]).as_bytes(),
+    );
+    let armored = String::from_utf8(alice.ok_with_input(
+        &["--armor", "--encrypt", "-r", "bob@example.org"],
+        b"Content-Type: text/plain\r\n\r\nthe restored key opens this\r\n",
+    ))
+    .unwrap();
+    let message = format!(
+        "From: alice@example.net\r\nTo: bob@example.org\r\nSubject: moved\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\n\r\n{}\r\n--b--\r\n",
+        armored.replace('\n', "\r\n").trim_end()
+    );
+    let eml = super::common::write(second.dir.path(), "moved.eml", message.as_bytes());
+    let sink = SmtpSink::start(&[]);
+    let gw = second.serve(
+        &format!(
+            "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [inbound]\ndeliver = \"{}\"\nrecipients = \"any\"\n",
+            sink.address()
+        ),
+        &[],
+    );
+    let (ok, out) = swaks_to(
+        gw.port(),
+        "alice@example.net",
+        "bob@example.org",
+        &["--data", eml.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    let copy = sink.wait_messages(1, LONG)[0].text();
+    assert!(copy.contains("the restored key opens this"), "{copy}");
+}
+
+/// [`offer`] for a keyring sealed with `passphrase`.
+fn offer_with(s: &Sealpost, passphrase: &str, email: &str, cert: &[u8], source: Source) -> Offer {
+    let k = Keyring::open(
+        &s.data_dir(),
+        OpenOptions {
+            passphrase: Some(passphrase.into()),
+            ..OpenOptions::default()
+        },
+    )
+    .expect("open the keyring");
+    let cert = Cert::from_bytes(cert).expect("a certificate");
+    k.offer_discovered(email, cert, source, SystemTime::now())
+        .expect("offer")
 }
