@@ -21,6 +21,7 @@ pub mod secret;
 pub mod store;
 mod trust;
 mod validity;
+mod wkd;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,6 +45,7 @@ pub use offer::{Ignored, Offer};
 pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
 pub use trust::{KeyMeta, Source, Trust};
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
+pub use wkd::WkdExport;
 
 use cache::{Lookup, Usable};
 use lookup::{fpr_from, Query};

@@ -302,7 +302,8 @@ fn keys_command(
             | keys::KeysCommand::Remove(_)
             | keys::KeysCommand::Review(_)
             | keys::KeysCommand::Extend(_)
-            | keys::KeysCommand::Backup(_) => anyhow::bail!("{missing}"),
+            | keys::KeysCommand::Backup(_)
+            | keys::KeysCommand::WkdExport(_) => anyhow::bail!("{missing}"),
             keys::KeysCommand::Import(_)
             | keys::KeysCommand::Generate(_)
             | keys::KeysCommand::Restore(_) => {

@@ -567,3 +567,122 @@ fn offer_with(s: &Sealpost, passphrase: &str, email: &str, cert: &[u8], source: 
     k.offer_discovered(email, cert, source, SystemTime::now())
         .expect("offer")
 }
+
+/// The file name `gpg-wks-client` gives an address in a WKD.
+fn wkd_hash(address: &str) -> String {
+    let out = std::process::Command::new("/usr/lib/gnupg/gpg-wks-client")
+        .args(["--print-wkd-hash", address])
+        .output()
+        .expect("gpg-wks-client (package gpg-wks-client)");
+    super::common::assert_success(&out, "gpg-wks-client --print-wkd-hash");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a hash")
+        .to_string()
+}
+
+#[test]
+fn wkd_export_writes_both_layouts_where_gpg_looks() {
+    let s = Sealpost::new();
+    let alice = s.generate("Alice@example.org", &[]);
+    let bob = s.generate("bob@example.org", &[]);
+    let carol = Gpg::new();
+    carol.ok(&[
+        "--quick-gen-key",
+        "Carol <carol@example.org>",
+        "default",
+        "default",
+        "never",
+    ]);
+    let carol_fpr = carol.fingerprint("carol@example.org");
+    carol.ok(&["--quick-add-uid", &carol_fpr, "carol@private.example"]);
+    s.ok_with(
+        &["keys", "import", "-"],
+        &carol.ok(&["--armor", "--export-secret-keys", &carol_fpr]),
+    );
+    // Someone else's key is not ours to publish.
+    let dave = Gpg::new();
+    dave.generate("<dave@example.org>", "default", "default", "never");
+    s.ok_with(
+        &["keys", "import", "-"],
+        &dave.ok(&["--armor", "--export", "dave@example.org"]),
+    );
+
+    let web = tempfile::tempdir().unwrap();
+    let acme = web.path().join(".well-known").join("acme-challenge");
+    std::fs::create_dir_all(&acme).unwrap();
+    std::fs::write(acme.join("token"), b"keep me").unwrap();
+    let out = s.ok(&["keys", "wkd-export", web.path().to_str().unwrap()]);
+    assert!(
+        out.contains(&format!("published alice@example.org  {alice}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("published carol@private.example  {carol_fpr}")),
+        "{out}"
+    );
+    assert!(!out.contains("dave@"), "{out}");
+
+    let root = web.path().join(".well-known").join("openpgpkey");
+    assert!(
+        root.join("policy").is_file(),
+        "the direct layout's policy file"
+    );
+    assert!(root.join("example.org").join("policy").is_file());
+    assert!(root.join("private.example").join("policy").is_file());
+    let shown = |file: &std::path::Path| {
+        let gpg = Gpg::new();
+        String::from_utf8_lossy(&gpg.ok(&["--with-colons", "--show-keys", file.to_str().unwrap()]))
+            .into_owned()
+    };
+    for (address, domain, fpr) in [
+        ("alice@example.org", "example.org", &alice),
+        ("bob@example.org", "example.org", &bob),
+        ("carol@example.org", "example.org", &carol_fpr),
+        ("carol@private.example", "private.example", &carol_fpr),
+    ] {
+        let hash = wkd_hash(address);
+        let advanced = root.join(domain).join("hu").join(&hash);
+        let direct = root.join("hu").join(&hash);
+        for file in [&advanced, &direct] {
+            let keys = shown(file);
+            assert!(keys.contains(fpr.as_str()), "{}: {keys}", file.display());
+            assert!(!keys.contains("sec:"), "public keys only: {keys}");
+        }
+        // Each domain's copy names only that domain's addresses.
+        let other = if domain == "example.org" {
+            "private.example"
+        } else {
+            "@example.org"
+        };
+        assert!(!shown(&advanced).contains(other), "{}", shown(&advanced));
+    }
+    assert!(!root
+        .join("example.org")
+        .join("hu")
+        .join(wkd_hash("dave@example.org"))
+        .exists());
+
+    // A second export replaces the first: a removed key is gone, other files stay.
+    s.ok(&["keys", "remove", &bob]);
+    s.ok(&[
+        "keys",
+        "wkd-export",
+        web.path().to_str().unwrap(),
+        "--domain",
+        "example.org",
+    ]);
+    assert!(!root
+        .join("example.org")
+        .join("hu")
+        .join(wkd_hash("bob@example.org"))
+        .exists());
+    assert!(root
+        .join("example.org")
+        .join("hu")
+        .join(wkd_hash("alice@example.org"))
+        .exists());
+    assert!(!root.join("private.example").exists());
+    assert_eq!(std::fs::read(acme.join("token")).unwrap(), b"keep me");
+}

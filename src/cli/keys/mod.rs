@@ -10,6 +10,7 @@ pub mod list;
 mod remove;
 mod review;
 mod show;
+mod wkd_export;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -38,6 +39,7 @@ pub enum KeysCommand {
     /// until an admin decides. Check a new fingerprint with its owner before accepting it.
     #[command(subcommand)]
     Review(review::Command),
+    WkdExport(wkd_export::Args),
 }
 
 /// Where a command writes: the terminal when run directly, buffers when run for an
@@ -95,6 +97,11 @@ pub fn refuse_forward(cmd: &KeysCommand) -> Option<String> {
              to standard output; run `sealpost keys backup - … > FILE`"
                 .to_string(),
         ),
+        KeysCommand::WkdExport(args) if args.dir.is_relative() => Some(format!(
+            "`sealpost serve` has the keyring open, and through its admin socket the server \
+             writes the directory: give an absolute path instead of {}",
+            args.dir.display()
+        )),
         _ => None,
     }
 }
@@ -121,6 +128,7 @@ pub fn execute(cmd: KeysCommand, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::
         KeysCommand::Extend(args) => extend::run(args, keyring, io),
         KeysCommand::Backup(args) => backup::backup(args, keyring, io),
         KeysCommand::Restore(args) => backup::restore(args, keyring, io),
+        KeysCommand::WkdExport(args) => wkd_export::run(args, keyring, io),
     }
 }
 
