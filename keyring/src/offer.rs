@@ -8,8 +8,8 @@
 //!   revocations and new subkeys arrive, and raises its trust if the source is better;
 //! - a different certificate for an address that already has one goes to the review
 //!   queue, unless every certificate there is discovered and none can be used any more;
-//! - a pinned certificate is never replaced, and a local user's key (one with a secret
-//!   key here) is never touched.
+//! - a pinned certificate is never replaced, and a local user's key or address (one
+//!   with a secret key here) is never touched.
 
 use std::time::SystemTime;
 
@@ -50,7 +50,8 @@ pub enum Ignored {
     /// The certificate cannot be encrypted to for the address (expired, revoked, no
     /// encryption subkey, a bad binding): storing it would help no one.
     Unusable(String),
-    /// The certificate is a local user's: the keyring holds its secret key.
+    /// The certificate, or the address, is a local user's: the keyring holds the secret
+    /// key (a forged Autocrypt-Gossip header about a local user ends here).
     LocalKey,
     /// An admin rejected this certificate for this address.
     Rejected,
@@ -114,6 +115,11 @@ impl Keyring {
             .into_iter()
             .filter(|f| *f != fpr)
             .collect();
+        for h in &holders {
+            if self.has_secret(h)? {
+                return Ok(Offer::Ignored(Ignored::LocalKey));
+            }
+        }
         match self.load_public(&fpr)? {
             Some(old) => {
                 if !holders.is_empty() && !lookup::emails(&old).contains(&email) {

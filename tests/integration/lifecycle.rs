@@ -686,3 +686,132 @@ fn wkd_export_writes_both_layouts_where_gpg_looks() {
     assert!(!root.join("private.example").exists());
     assert_eq!(std::fs::read(acme.join("token")).unwrap(), b"keep me");
 }
+
+#[test]
+fn import_asks_for_a_protected_keys_passphrase_on_a_terminal() {
+    use std::io::{Read, Write};
+    let s = Sealpost::new();
+    let gpg = Gpg::new();
+    let out = gpg
+        .command()
+        .args(["--passphrase", "typed at the prompt"])
+        .args([
+            "--quick-gen-key",
+            "<gus@example.org>",
+            "default",
+            "default",
+            "never",
+        ])
+        .output()
+        .expect("gpg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fpr = gpg.fingerprint("gus@example.org");
+    let protected = gpg
+        .command()
+        .args(["--passphrase", "typed at the prompt"])
+        .args(["--armor", "--export-secret-keys", &fpr])
+        .output()
+        .expect("gpg")
+        .stdout;
+    let key = super::common::write(s.dir.path(), "gus.asc", &protected);
+    // script(1) gives the command a terminal of its own.
+    let command = format!(
+        "{} --data-dir {} keys import {}",
+        super::common::bin(),
+        s.data_dir().display(),
+        key.display()
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .env_remove("SEALPOST_PASSPHRASE_FILE")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (package bsdutils)");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let deadline = std::time::Instant::now() + LONG;
+    while !String::from_utf8_lossy(&seen).contains(&format!("secret key {fpr}: ")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend(chunk),
+            Err(_) => panic!("no prompt: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    stdin.write_all(b"typed at the prompt\n").unwrap();
+    let status = child.wait().expect("wait");
+    while let Ok(chunk) = rx.recv_timeout(Duration::from_secs(2)) {
+        seen.extend(chunk);
+    }
+    let text = String::from_utf8_lossy(&seen);
+    assert!(status.success(), "{text}");
+    assert!(text.contains("[secret key]"), "{text}");
+    assert!(!text.contains("typed at the prompt"), "echoed: {text}");
+    assert_eq!(listed(&s, &fpr)["has_secret"], true);
+}
+
+#[test]
+fn a_backup_is_taken_through_the_admin_socket_while_serve_runs() {
+    let s = Sealpost::new();
+    let fpr = s.generate("hal@example.org", &[]);
+    let sink = SmtpSink::start(&[]);
+    let _gw = s.serve(&config(&sink, ""), &[]);
+    super::upstream::wait_for(LONG, "the admin socket", || {
+        s.data_dir().join("admin.sock").exists().then_some(())
+    });
+    let pass = super::common::write(s.dir.path(), "pass", b"through the socket\n");
+    let file = s.dir.path().join("keys.pgp");
+    let err = s.fails(
+        &[
+            "keys",
+            "backup",
+            file.to_str().unwrap(),
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(err.contains("keys backup - "), "{err}");
+    assert!(!file.exists());
+    let backup = s.ok(&[
+        "keys",
+        "backup",
+        "-",
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert!(
+        backup.starts_with("-----BEGIN PGP MESSAGE-----"),
+        "{backup}"
+    );
+
+    let other = Sealpost::new();
+    let pass2 = super::common::write(other.dir.path(), "pass", b"through the socket\n");
+    let out = other.ok_with(
+        &[
+            "keys",
+            "restore",
+            "-",
+            "--passphrase-file",
+            pass2.to_str().unwrap(),
+        ],
+        backup.as_bytes(),
+    );
+    assert!(out.contains("1 secret keys"), "{out}");
+    assert_eq!(listed(&other, &fpr)["has_secret"], true);
+}

@@ -150,6 +150,19 @@ fn offers_that_cannot_help_are_ignored() {
         ),
         Ignored::LocalKey
     );
+    // Nor is another key for a local user's address, however it is offered.
+    assert_eq!(
+        ignored(
+            k.offer_discovered(
+                "me@example.org",
+                cert("<me@example.org>"),
+                Source::Gossip,
+                now
+            )
+            .unwrap()
+        ),
+        Ignored::LocalKey
+    );
     assert!(k
         .offer_discovered("carol@example.net", c, Source::Admin, now)
         .is_err());
