@@ -39,7 +39,7 @@ pub use backup::{BackupCounts, BackupTo, RestoreWith};
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
-pub use lifecycle::{log_expiring, Expiring, EXPIRY_NOTICE};
+pub use lifecycle::{expiry_notices, log_expiring, Expiring, EXPIRY_NOTICE};
 pub use lookup::{normalize_email, userid_email};
 pub use offer::{Ignored, Offer};
 pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
@@ -93,6 +93,8 @@ struct Inner {
     policy: StandardPolicy<'static>,
     certs: quick_cache::sync::Cache<Fingerprint, Arc<Cert>>,
     usable: quick_cache::sync::Cache<(Fingerprint, String), Usable>,
+    /// Trust records, read on every lookup that weighs trust.
+    metas: quick_cache::sync::Cache<Fingerprint, KeyMeta>,
     /// Unlocked secret keys: few (local users), needed on every message.
     secrets: RwLock<HashMap<Fingerprint, Arc<Cert>>>,
     /// Serialises read-modify-write changes.
@@ -178,6 +180,7 @@ impl Keyring {
                 policy: StandardPolicy::new(),
                 certs: quick_cache::sync::Cache::new(capacity),
                 usable: quick_cache::sync::Cache::new(capacity),
+                metas: quick_cache::sync::Cache::new(capacity),
                 secrets: RwLock::new(HashMap::new()),
                 writer: Mutex::new(()),
             }),
@@ -556,6 +559,7 @@ impl Inner {
         self.lookups.clear();
         self.certs.clear();
         self.usable.clear();
+        self.metas.clear();
         if let Ok(mut s) = self.secrets.write() {
             s.clear();
         }

@@ -251,6 +251,25 @@ pub fn log_expiring(keyring: &Keyring, now: SystemTime) -> Result<usize, Error> 
     Ok(expiring.len())
 }
 
+/// Runs [`log_expiring`] now and then once a day, off the async threads, for as long as
+/// the task runs, and hands each count to `on_count` (a gauge). A failed check is logged
+/// and tried again the next day.
+pub async fn expiry_notices(keyring: Keyring, mut on_count: impl FnMut(usize) + Send) {
+    let mut daily = tokio::time::interval(Duration::from_secs(24 * 60 * 60));
+    daily.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        daily.tick().await;
+        let k = keyring.clone();
+        match tokio::task::spawn_blocking(move || log_expiring(&k, SystemTime::now())).await {
+            Ok(Ok(n)) => on_count(n),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot check the local users' keys for expiry")
+            }
+            Err(e) => tracing::warn!(error = %e, "the expiry check did not finish"),
+        }
+    }
+}
+
 fn primary_signer(tsk: &Cert) -> Result<openpgp::crypto::KeyPair, Error> {
     tsk.primary_key()
         .key()

@@ -199,11 +199,16 @@ impl Keyring {
     /// # Errors
     /// `Error::Store` when the record is unreadable.
     pub fn key_meta(&self, fpr: &Fingerprint) -> Result<KeyMeta, Error> {
-        match self.inner.store.get(Tree::Trust, fpr.as_bytes())? {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Store(format!("trust record of {fpr} is corrupt: {e}"))),
-            None => Ok(KeyMeta::legacy()),
+        if let Some(m) = self.inner.metas.get(fpr) {
+            return Ok(m);
         }
+        let meta = match self.inner.store.get(Tree::Trust, fpr.as_bytes())? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Store(format!("trust record of {fpr} is corrupt: {e}")))?,
+            None => KeyMeta::legacy(),
+        };
+        self.inner.metas.insert(fpr.clone(), meta.clone());
+        Ok(meta)
     }
 
     /// The certificates usable for encryption to `email` at `now` that are trusted at

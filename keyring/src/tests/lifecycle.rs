@@ -121,6 +121,31 @@ fn extend_renews_an_expiring_key_and_the_notice_stops() {
 }
 
 #[test]
+fn the_daily_notice_counts_the_expiring_local_keys() {
+    let k = keyring();
+    k.generate(&request("kit@example.org", Some(20 * DAY)))
+        .unwrap();
+    k.generate(&request("lee@example.org", Some(200 * DAY)))
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.block_on(async {
+        let task = tokio::spawn(expiry_notices(k.clone(), move |n| {
+            let _ = tx.send(n);
+        }));
+        // The first check runs at once; the next would be a day later.
+        let got = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        task.abort();
+        assert_eq!(got, Ok(1));
+    });
+}
+
+#[test]
 fn an_expired_key_can_be_extended() {
     let k = keyring();
     let (c, _) = CertBuilder::general_purpose(Some("<hub@example.org>"))
