@@ -31,9 +31,6 @@ pub fn run(args: Args, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()>
     for info in &infos {
         super::list::print_summary(info, io)?;
         writeln!(io.out, "    created: {}", info.created)?;
-        if let Some(t) = &info.trust {
-            writeln!(io.out, "    trust:   {}", t.describe())?;
-        }
         for sub in &info.subkeys {
             writeln!(io.out, "    subkey:  {sub}")?;
         }
