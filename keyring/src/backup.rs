@@ -129,27 +129,7 @@ impl Keyring {
     /// `Error::Crypto` when a recovery certificate has no usable encryption subkey;
     /// `Error::PassphraseNeeded` when a secret key cannot be unsealed; store errors.
     pub fn backup(&self, to: &BackupTo<'_>) -> Result<(Vec<u8>, BackupCounts), Error> {
-        let mut plain = Zeroizing::new(MAGIC.to_vec());
-        let mut counts = BackupCounts::default();
-        for tree in TREES {
-            for (key, value) in self.inner.store.scan(tree, b"")? {
-                push_record(&mut plain, tree, &key, &value)?;
-                match tree {
-                    Tree::Certs => counts.certificates += 1,
-                    _ => counts.records += 1,
-                }
-            }
-        }
-        for (key, _) in self.inner.store.scan(Tree::Secrets, b"")? {
-            let fpr = fpr_from(&key)?;
-            let Some(tsk) = self.load_secret(&fpr)? else {
-                continue;
-            };
-            let bytes = Zeroizing::new(tsk.as_tsk().to_vec().map_err(crypto)?);
-            push_record(&mut plain, Tree::Secrets, &key, &bytes)?;
-            counts.secret_keys += 1;
-        }
-
+        let (plain, counts) = self.dump()?;
         let mut sink = Vec::new();
         let message = Message::new(&mut sink);
         let message = Armorer::new(message)
@@ -185,6 +165,42 @@ impl Keyring {
         Ok((sink, counts))
     }
 
+    /// Copies everything a backup holds into `to` (another keyring, on another store),
+    /// without a file in between: trust records, the review queue and Autocrypt state
+    /// come along, which exporting and importing certificates would lose.
+    ///
+    /// # Errors
+    /// As [`Keyring::backup`] on this side and [`Keyring::restore`] on the other.
+    pub fn copy_into(&self, to: &Keyring) -> Result<BackupCounts, Error> {
+        let (plain, _) = self.dump()?;
+        to.load(&plain)
+    }
+
+    /// The plaintext of a backup.
+    fn dump(&self) -> Result<(Zeroizing<Vec<u8>>, BackupCounts), Error> {
+        let mut plain = Zeroizing::new(MAGIC.to_vec());
+        let mut counts = BackupCounts::default();
+        for tree in TREES {
+            for (key, value) in self.inner.store.scan(tree, b"")? {
+                push_record(&mut plain, tree, &key, &value)?;
+                match tree {
+                    Tree::Certs => counts.certificates += 1,
+                    _ => counts.records += 1,
+                }
+            }
+        }
+        for (key, _) in self.inner.store.scan(Tree::Secrets, b"")? {
+            let fpr = fpr_from(&key)?;
+            let Some(tsk) = self.load_secret(&fpr)? else {
+                continue;
+            };
+            let bytes = Zeroizing::new(tsk.as_tsk().to_vec().map_err(crypto)?);
+            push_record(&mut plain, Tree::Secrets, &key, &bytes)?;
+            counts.secret_keys += 1;
+        }
+        Ok((plain, counts))
+    }
+
     /// Restores a backup made by [`Keyring::backup`] into this keyring, in one atomic
     /// change: certificates and secret keys are merged with what is here (secret keys
     /// sealed under this keyring's protection), the records the backup holds replace
@@ -207,11 +223,15 @@ impl Keyring {
         decryptor
             .read_to_end(&mut plain)
             .map_err(|e| corrupt(&e.to_string()))?;
+        self.load(&plain)
+    }
 
+    /// Stores the records of a backup's plaintext, in one atomic change.
+    fn load(&self, plain: &[u8]) -> Result<BackupCounts, Error> {
         let mut counts = BackupCounts::default();
         let mut parsed = cert::Parsed::default();
         let mut extra = Vec::new();
-        for (tree, key, value) in records(&plain)? {
+        for (tree, key, value) in records(plain)? {
             match tree {
                 Tree::Certs | Tree::Secrets => {
                     let c = Cert::from_bytes(&value).map_err(|e| corrupt(&e.to_string()))?;

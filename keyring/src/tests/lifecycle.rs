@@ -290,6 +290,28 @@ fn a_backup_for_a_recovery_key_opens_only_with_it() {
 }
 
 #[test]
+fn copy_into_another_keyring_keeps_trust_and_the_queue() {
+    let from = keyring();
+    let (_, queued, ac) = populated(&from);
+    let to = keyring();
+    let counts = to_counts(from.copy_into(&to).unwrap());
+    assert_eq!(counts, (3, 1));
+    assert_eq!(snapshot(&to), snapshot(&from));
+    assert_eq!(
+        to.key_meta(&ac.fingerprint()).unwrap().trust,
+        Trust::Autocrypt
+    );
+    assert_eq!(
+        to.review_list().unwrap()[0].fingerprint,
+        queued.fingerprint().to_hex()
+    );
+}
+
+fn to_counts(c: BackupCounts) -> (usize, usize) {
+    (c.certificates, c.secret_keys)
+}
+
+#[test]
 fn a_protected_secret_key_imports_with_its_passphrase() {
     let k = keyring();
     let c = cert("<lou@example.org>");
