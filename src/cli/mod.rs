@@ -61,7 +61,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage the OpenPGP keyring: import, list, show, export, remove and generate keys
+    /// Manage the OpenPGP keyring: import, list, show, export, remove, generate and extend
+    /// keys; back up and restore; review discovered keys; publish a Web Key Directory
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// The keyring as a whole: `keyring passphrase set|change`, `keyring copy` into PostgreSQL

@@ -28,7 +28,7 @@ Examples:
   gpg --export-secret-keys --armor alice@example.org | sealpost keys import -
   gpg --export-secret-keys --armor alice@example.org > alice.asc
   sealpost keys import alice.asc --passphrase-file alice-gpg-passphrase
-  sealpost keys import revocation.rev")]
+  sealpost keys import alice-revocation.asc")]
 pub struct Args {
     /// Files to read; `-` reads standard input
     #[arg(required = true, value_name = "FILE")]
