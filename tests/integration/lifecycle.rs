@@ -815,3 +815,97 @@ fn a_backup_is_taken_through_the_admin_socket_while_serve_runs() {
     assert!(out.contains("1 secret keys"), "{out}");
     assert_eq!(listed(&other, &fpr)["has_secret"], true);
 }
+
+#[test]
+fn trust_review_and_restore_work_on_a_postgresql_keyring() {
+    let pg = super::postgres::Postgres::start();
+    let url = pg.database("lifecycle");
+    let s = Sealpost::with_passphrase("one passphrase for the fleet");
+    let keys = |args: &[&str], stdin: &[u8]| {
+        let out = s
+            .command()
+            .env("SEALPOST_KEYRING_URL", &url)
+            .args(args)
+            .output_with(stdin);
+        super::common::assert_success(&out, &format!("sealpost {}", args.join(" ")));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let old = Gpg::new();
+    let old_fpr = old.generate("<ivan@example.net>", "default", "default", "never");
+    keys(
+        &["keys", "import", "-"],
+        &old.ok(&["--armor", "--export", "ivan@example.net"]),
+    );
+    // A discovery source offers a different key: it waits in the database's queue.
+    let new = Gpg::new();
+    let new_fpr = new.generate("<ivan@example.net>", "default", "default", "never");
+    let k = Keyring::open_url(
+        &url,
+        OpenOptions {
+            passphrase: Some("one passphrase for the fleet".into()),
+            ..OpenOptions::default()
+        },
+    )
+    .expect("the PostgreSQL keyring");
+    let offered = k
+        .offer_discovered(
+            "ivan@example.net",
+            Cert::from_bytes(&new.ok(&["--export", "ivan@example.net"])).unwrap(),
+            Source::Keyserver,
+            SystemTime::now(),
+        )
+        .unwrap();
+    assert!(matches!(offered, Offer::Queued { .. }), "{offered:?}");
+    let listed = keys(&["keys", "review", "list"], b"");
+    assert!(
+        listed.contains(&new_fpr) && listed.contains("found by keyserver"),
+        "{listed}"
+    );
+    keys(&["keys", "review", "accept", &new_fpr], b"");
+    let shown = keys(&["keys", "show", "ivan@example.net"], b"");
+    assert!(
+        shown.contains(&new_fpr) && !shown.contains(&old_fpr),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("pinned (found by keyserver, accepted by an admin"),
+        "{shown}"
+    );
+
+    // A data directory's backup restores into the database, secret key included.
+    let local = Sealpost::new();
+    let fpr = local.generate("judy@example.org", &[]);
+    let pass = super::common::write(local.dir.path(), "pass", b"move me\n");
+    let backup = local.ok(&[
+        "keys",
+        "backup",
+        "-",
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    let out = keys(
+        &[
+            "keys",
+            "restore",
+            "-",
+            "--passphrase-file",
+            pass.to_str().unwrap(),
+        ],
+        backup.as_bytes(),
+    );
+    assert!(out.contains("1 secret keys"), "{out}");
+    let shown = keys(&["keys", "show", &fpr], b"");
+    assert!(shown.contains("[secret key]"), "{shown}");
+    drop(k);
+}
+
+/// Runs a command with `stdin` as its input.
+trait OutputWith {
+    fn output_with(&mut self, stdin: &[u8]) -> std::process::Output;
+}
+
+impl OutputWith for std::process::Command {
+    fn output_with(&mut self, stdin: &[u8]) -> std::process::Output {
+        super::common::output_with_input(self, stdin)
+    }
+}
