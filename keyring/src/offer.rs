@@ -6,6 +6,8 @@
 //! - only the user IDs with the wanted address are kept, and never secret key material;
 //! - an update of a stored certificate (same primary fingerprint) merges, so that
 //!   revocations and new subkeys arrive, and raises its trust if the source is better;
+//!   but a new address on a certificate trusted more than the source is queued, so that
+//!   the address does not borrow the trust given for the others;
 //! - a different certificate for an address that already has one goes to the review
 //!   queue, unless every certificate there is discovered and none can be used any more;
 //! - a pinned certificate is never replaced, and a local user's key or address (one
@@ -122,9 +124,13 @@ impl Keyring {
         }
         match self.load_public(&fpr)? {
             Some(old) => {
-                if !holders.is_empty() && !lookup::emails(&old).contains(&email) {
-                    // Binding this address to it would give the address a second key.
-                    return self.enqueue(&email, cert, source, when, holders);
+                if !lookup::emails(&old).contains(&email) {
+                    // Binding this address to it would give the address a second key, or
+                    // lend the address the trust an admin gave the certificate for others.
+                    let more_trusted = self.key_meta(&fpr)?.trust > source.trust();
+                    if !holders.is_empty() || more_trusted {
+                        return self.enqueue(&email, cert, source, when, holders);
+                    }
                 }
                 self.merge_discovered(old, cert, source, when)
             }

@@ -300,18 +300,25 @@ impl Keyring {
                 unbound.push(h.clone());
             }
         }
-        let (merged, since) = match self.load_public(fpr)? {
+        let (merged, since, source) = match self.load_public(fpr)? {
             Some(old) => {
                 ops.extend(self.index_ops(&old, false));
-                let since = self.key_meta(fpr)?.since;
+                let meta = self.key_meta(fpr)?;
+                // A certificate an admin pinned before keeps its story.
+                let source = if meta.trust == Trust::Pinned {
+                    meta.source
+                } else {
+                    source
+                };
                 (
                     old.merge_public(cert).map_err(|e| Error::Parse {
                         reason: format!("cannot merge {fpr}: {e}"),
                     })?,
-                    since,
+                    meta.since,
+                    source,
                 )
             }
-            None => (cert, None),
+            None => (cert, None, source),
         };
         let now = Some(secs(SystemTime::now()));
         ops.extend(self.index_ops(&merged, true));

@@ -243,6 +243,38 @@ fn accepting_unbinds_the_address_from_a_certificate_with_others() {
 }
 
 #[test]
+fn a_discovered_address_on_a_pinned_certificate_waits_for_review() {
+    let k = keyring();
+    let now = SystemTime::now();
+    // An admin pinned the key for one address; WKD shows it for another one.
+    let both = cert_with(&["<pat@example.org>", "<pat@elsewhere.example>"]);
+    k.import(&public(&keep_only(&both, "pat@example.org")))
+        .unwrap();
+    let offer = k
+        .offer_discovered("pat@elsewhere.example", both.clone(), Source::Wkd, now)
+        .unwrap();
+    assert!(matches!(offer, Offer::Queued { .. }), "{offer:?}");
+    assert!(k.lookup_encryption("pat@elsewhere.example", now).is_err());
+    k.review_accept("pat@elsewhere.example", &both.fingerprint())
+        .unwrap();
+    assert_eq!(
+        k.lookup_encryption("pat@elsewhere.example", now).unwrap()[0].fingerprint(),
+        both.fingerprint()
+    );
+    assert_eq!(
+        k.lookup_encryption("pat@example.org", now).unwrap()[0].fingerprint(),
+        both.fingerprint()
+    );
+    let meta = k.key_meta(&both.fingerprint()).unwrap();
+    assert_eq!((meta.source, meta.trust), (Source::Admin, Trust::Pinned));
+}
+
+/// `c` with only the user IDs of `email`.
+fn keep_only(c: &Cert, email: &str) -> Cert {
+    crate::offer::keep_address(c.clone(), email)
+}
+
+#[test]
 fn a_rejected_key_is_ignored_when_offered_again() {
     let k = keyring();
     let now = SystemTime::now();
