@@ -109,6 +109,16 @@ fn a_changed_key_waits_for_review_and_accept_switches() {
     );
     assert!(listed.contains("found by wkd"), "{listed}");
     assert!(listed.contains(&format!("current: {old_fpr}")), "{listed}");
+    let queued = s.ok(&["keys", "review", "export", &new_fpr]);
+    let gpg = Gpg::new();
+    let shown = String::from_utf8_lossy(
+        &gpg.ok_with_input(&["--with-colons", "--show-keys"], queued.as_bytes()),
+    )
+    .into_owned();
+    assert!(
+        shown.contains(&new_fpr) && shown.contains("Bob <bob@example.net>"),
+        "{shown}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(&s.ok(&["keys", "review", "list", "--json"])).unwrap();
     assert_eq!(json[0]["source"], "wkd");

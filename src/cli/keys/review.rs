@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::Subcommand;
+use sealpost_keyring::openpgp::serialize::SerializeInto;
 use sealpost_keyring::openpgp::Fingerprint;
 use sealpost_keyring::Keyring;
 
@@ -32,6 +33,12 @@ Examples:
   sealpost keys review accept 0123456789ABCDEF0123456789ABCDEF01234567
   sealpost keys review accept 0123456789ABCDEF0123456789ABCDEF01234567 --address bob@example.net")]
     Accept(Choice),
+    /// Write the waiting key, armored, to standard output (to inspect it, as with
+    /// `gpg --show-keys`, before deciding)
+    #[command(after_help = "\
+Examples:
+  sealpost keys review export 0123456789ABCDEF0123456789ABCDEF01234567 | gpg --show-keys")]
+    Export(Choice),
     /// Drop the new key; it is ignored if a source offers it again for the address
     #[command(after_help = "\
 Examples:
@@ -61,6 +68,16 @@ pub fn run(cmd: Command, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<(
             for f in &done.unbound {
                 writeln!(io.out, "unbound  {} from {}", f.to_hex(), done.email)?;
             }
+            Ok(())
+        }
+        Command::Export(choice) => {
+            let (email, fpr) = resolve(keyring, &choice)?;
+            let cert = keyring
+                .review_cert(&email, &fpr)?
+                .with_context(|| format!("{} is not waiting for {email}", fpr.to_hex()))?;
+            let armored = cert.armored().to_vec()?;
+            io.out.write_all(&armored)?;
+            io.out.flush()?;
             Ok(())
         }
         Command::Reject(choice) => {
