@@ -82,20 +82,25 @@ fn push_record(out: &mut Vec<u8>, tree: Tree, key: &[u8], value: &[u8]) -> Resul
     Ok(())
 }
 
-/// Reads the records of a decrypted container.
-/// One stored record: its tree, key and value.
-type Record = (Tree, Vec<u8>, Vec<u8>);
+/// One stored record: its tree, key and value, borrowed from the plaintext (which is
+/// zeroed when dropped; a copy of a secret key would not be).
+type Record<'a> = (Tree, &'a [u8], &'a [u8]);
 
-fn records(plain: &[u8]) -> Result<Vec<Record>, Error> {
-    let mut rest = plain.strip_prefix(MAGIC).ok_or_else(|| corrupt("header"))?;
-    let mut out = Vec::new();
-    fn take(rest: &mut &[u8], n: usize) -> Result<Vec<u8>, Error> {
+/// Reads the records of a decrypted container.
+fn records(plain: &[u8]) -> Result<Vec<Record<'_>>, Error> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], Error> {
         let (a, b) = rest
             .split_at_checked(n)
             .ok_or_else(|| corrupt("truncated"))?;
         *rest = b;
-        Ok(a.to_vec())
+        Ok(a)
     }
+    fn length(rest: &mut &[u8]) -> Result<usize, Error> {
+        let raw: [u8; 4] = take(rest, 4)?.try_into().map_err(|_| corrupt("length"))?;
+        Ok(u32::from_be_bytes(raw) as usize)
+    }
+    let mut rest = plain.strip_prefix(MAGIC).ok_or_else(|| corrupt("header"))?;
+    let mut out = Vec::new();
     while let Some((&tag, tail)) = rest.split_first() {
         rest = tail;
         let tree = TREES
@@ -104,17 +109,9 @@ fn records(plain: &[u8]) -> Result<Vec<Record>, Error> {
             .find(|t| **t as u8 == tag)
             .copied()
             .ok_or_else(|| corrupt("unknown record"))?;
-        let klen = u32::from_be_bytes(
-            take(&mut rest, 4)?
-                .try_into()
-                .map_err(|_| corrupt("length"))?,
-        ) as usize;
+        let klen = length(&mut rest)?;
         let key = take(&mut rest, klen)?;
-        let vlen = u32::from_be_bytes(
-            take(&mut rest, 4)?
-                .try_into()
-                .map_err(|_| corrupt("length"))?,
-        ) as usize;
+        let vlen = length(&mut rest)?;
         let value = take(&mut rest, vlen)?;
         out.push((tree, key, value));
     }
@@ -176,27 +173,45 @@ impl Keyring {
         to.load(&plain)
     }
 
-    /// The plaintext of a backup.
+    /// The plaintext of a backup, allocated once at its full size, so that growing it
+    /// leaves no copy of a secret key in freed memory.
     fn dump(&self) -> Result<(Zeroizing<Vec<u8>>, BackupCounts), Error> {
-        let mut plain = Zeroizing::new(MAGIC.to_vec());
         let mut counts = BackupCounts::default();
+        let mut public: Vec<(Tree, Vec<u8>, Vec<u8>)> = Vec::new();
         for tree in TREES {
             for (key, value) in self.inner.store.scan(tree, b"")? {
-                push_record(&mut plain, tree, &key, &value)?;
                 match tree {
                     Tree::Certs => counts.certificates += 1,
                     _ => counts.records += 1,
                 }
+                public.push((tree, key, value));
             }
         }
+        let mut secrets: Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> = Vec::new();
         for (key, _) in self.inner.store.scan(Tree::Secrets, b"")? {
             let fpr = fpr_from(&key)?;
             let Some(tsk) = self.load_secret(&fpr)? else {
                 continue;
             };
-            let bytes = Zeroizing::new(tsk.as_tsk().to_vec().map_err(crypto)?);
-            push_record(&mut plain, Tree::Secrets, &key, &bytes)?;
+            secrets.push((key, Zeroizing::new(tsk.as_tsk().to_vec().map_err(crypto)?)));
             counts.secret_keys += 1;
+        }
+        let size = MAGIC.len()
+            + public
+                .iter()
+                .map(|(_, k, v)| 9 + k.len() + v.len())
+                .sum::<usize>()
+            + secrets
+                .iter()
+                .map(|(k, v)| 9 + k.len() + v.len())
+                .sum::<usize>();
+        let mut plain = Zeroizing::new(Vec::with_capacity(size));
+        plain.extend_from_slice(MAGIC);
+        for (tree, key, value) in &public {
+            push_record(&mut plain, *tree, key, value)?;
+        }
+        for (key, value) in &secrets {
+            push_record(&mut plain, Tree::Secrets, key, value)?;
         }
         Ok((plain, counts))
     }
@@ -219,7 +234,9 @@ impl Keyring {
                     "cannot open the backup (wrong passphrase or recovery key?): {e}"
                 ))
             })?;
-        let mut plain = Zeroizing::new(Vec::new());
+        // The plaintext is smaller than the armored message: sized once, the buffer never
+        // moves and leaves no copy of a secret key behind.
+        let mut plain = Zeroizing::new(Vec::with_capacity(data.len()));
         decryptor
             .read_to_end(&mut plain)
             .map_err(|e| corrupt(&e.to_string()))?;
@@ -234,8 +251,8 @@ impl Keyring {
         for (tree, key, value) in records(plain)? {
             match tree {
                 Tree::Certs | Tree::Secrets => {
-                    let c = Cert::from_bytes(&value).map_err(|e| corrupt(&e.to_string()))?;
-                    if fpr_from(&key)? != c.fingerprint() {
+                    let c = Cert::from_bytes(value).map_err(|e| corrupt(&e.to_string()))?;
+                    if fpr_from(key)? != c.fingerprint() {
                         return Err(corrupt("a certificate under another fingerprint"));
                     }
                     if tree == Tree::Secrets {
@@ -247,7 +264,7 @@ impl Keyring {
                 }
                 other => {
                     counts.records += 1;
-                    extra.push(Op::Put(other, key, value));
+                    extra.push(Op::Put(other, key.to_vec(), value.to_vec()));
                 }
             }
         }
