@@ -77,6 +77,19 @@ pub fn explain(
                 let _ = writeln!(out, "    key:   none usable: {e}");
             }
         }
+        if let Ok(waiting) = keyring.review_list() {
+            let addr_index = sealpost_keyring::normalize_email(addr).map(|a| a.to_lowercase());
+            for w in waiting
+                .iter()
+                .filter(|w| Some(&w.email) == addr_index.as_ref())
+            {
+                let _ = writeln!(
+                    out,
+                    "    queue: {} (found by {}) waits for review: sealpost keys review accept {}",
+                    w.fingerprint, w.source, w.fingerprint
+                );
+            }
+        }
         let copy = match &decision {
             Decision::Refuse(reply) => format!("refused at RCPT: {reply}"),
             Decision::Accept(Treatment::Encrypt) if named => {

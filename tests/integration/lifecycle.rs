@@ -139,6 +139,10 @@ fn a_changed_key_waits_for_review_and_accept_switches() {
         "{out}"
     );
     assert!(out.contains("trust pinned (imported by an admin"), "{out}");
+    assert!(
+        out.contains(&format!("queue: {new_fpr} (found by wkd) waits for review")),
+        "{out}"
+    );
     // Until an admin decides, mail goes to the key the admin pinned.
     let dump = send_one(&s, "", "bob@example.net");
     assert!(decrypts(&old, &dump), "{dump}");
