@@ -34,21 +34,6 @@ pub enum Tree {
     Revocations = b'v',
 }
 
-impl Tree {
-    /// Every tree, for a backup that must hold all of them.
-    pub const ALL: [Tree; 9] = [
-        Tree::Certs,
-        Tree::Secrets,
-        Tree::Emails,
-        Tree::KeyIds,
-        Tree::Meta,
-        Tree::Trust,
-        Tree::Review,
-        Tree::Autocrypt,
-        Tree::Revocations,
-    ];
-}
-
 /// A key (without its tree prefix) and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
