@@ -146,6 +146,26 @@ fn the_daily_notice_counts_the_expiring_local_keys() {
 }
 
 #[test]
+fn a_v6_key_is_extended_too() {
+    let k = keyring();
+    let now = SystemTime::now();
+    let c = k
+        .generate(&GenerateRequest {
+            profile: Profile::Rfc9580,
+            ..request("uma@example.org", Some(3 * DAY))
+        })
+        .unwrap();
+    k.extend(&c.fingerprint(), Some(now + 400 * DAY), now)
+        .unwrap();
+    let later = now + 300 * DAY;
+    assert!(k.lookup_encryption("uma@example.org", later).is_ok());
+    assert!(k
+        .signing_cert_for("uma@example.org", later)
+        .unwrap()
+        .is_some());
+}
+
+#[test]
 fn an_expired_key_can_be_extended() {
     let k = keyring();
     let (c, _) = CertBuilder::general_purpose(Some("<hub@example.org>"))
