@@ -35,6 +35,7 @@ fn main() {
                 name: None,
                 profile: Default::default(),
                 cipher: Default::default(),
+                ..Default::default()
             })
             .expect("generate");
     }

@@ -11,6 +11,7 @@ mod integration {
     mod inbound;
     mod inbound_tls;
     mod keys;
+    mod lifecycle;
     mod lmtp;
     mod memory;
     mod ops;

@@ -98,7 +98,7 @@ impl Keyring {
             }
             Err(reasons)
         } else {
-            Ok(usable)
+            Ok(self.most_trusted(usable)?)
         };
         self.inner.lookups.insert(
             email.clone(),
@@ -113,6 +113,7 @@ impl Keyring {
 
     pub(crate) fn invalidate(&self, fpr: &Fingerprint) -> Result<(), Error> {
         self.inner.certs.remove(fpr);
+        self.inner.metas.remove(fpr);
         // Any address may have gained or lost this certificate.
         self.inner.lookups.clear();
         // Entries are keyed by (fingerprint, email); the emails may have changed, so drop

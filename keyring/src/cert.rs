@@ -98,6 +98,16 @@ fn dearmor(data: &[u8]) -> Result<Vec<u8>, Error> {
     if first & 0x80 != 0 || find(data, BEGIN).is_none() {
         return Ok(data.to_vec());
     }
+    if let Some(at) = find(data, b":-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+        if at == 0 || data.get(at - 1) == Some(&b'\n') {
+            return Err(parse_error(
+                "this is a revocation certificate as gpg keeps it (openpgp-revocs.d), with a ':' \
+                 before its armor line so that it is not imported by accident: importing it \
+                 revokes the key for good. To revoke the key, remove the ':' from the start of \
+                 that line and import the file again",
+            ));
+        }
+    }
     let mut out = Vec::new();
     let mut rest = data;
     while let Some(start) = find(rest, BEGIN) {
@@ -186,6 +196,32 @@ mod tests {
                 start.elapsed()
             );
         }
+    }
+
+    #[test]
+    fn a_revocation_certificate_gpg_protects_with_a_colon_is_refused() {
+        let (c, rev) = CertBuilder::general_purpose(Some("<r@example.org>"))
+            .generate()
+            .unwrap();
+        let mut armored = Vec::new();
+        {
+            use std::io::Write;
+            let mut w = armor::Writer::new(&mut armored, armor::Kind::PublicKey).unwrap();
+            w.write_all(&Packet::from(rev).to_vec().unwrap()).unwrap();
+            w.finalize().unwrap();
+        }
+        let text = String::from_utf8(armored).unwrap();
+        let gpg_style = format!(
+            "This is a revocation certificate for the OpenPGP key:\n\npub   {}\n\n:{text}",
+            c.fingerprint()
+        );
+        let err = parse(gpg_style.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("revocation certificate"), "{err}");
+        assert!(err.contains("remove the ':'"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        // Without the colon it is a revocation like any other.
+        let plain = gpg_style.replace(":-----BEGIN", "-----BEGIN");
+        assert_eq!(parse(plain.as_bytes()).unwrap().signatures.len(), 1);
     }
 
     #[test]

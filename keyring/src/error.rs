@@ -25,10 +25,16 @@ pub enum Error {
     #[error("{}", sealpost_vault::Error::NotSealed { path: path.clone() })]
     NotSealed { path: String },
     #[error(
-        "the secret key {fingerprint} is protected by its own passphrase; \
-         export it without one (gpg --export-secret-keys after `gpg --passwd` to an empty passphrase)"
+        "the secret key {fingerprint} is protected by a passphrase that was not given or did not \
+         unlock it; give it with --passphrase-file FILE (the key is then sealed under the \
+         keyring's own protection)"
     )]
     SecretLocked { fingerprint: String },
+    #[error(
+        "{email} has a secret key already ({fingerprint}); a second one would leave senders \
+         guessing which to use: extend or revoke that one, or force a new one with --force"
+    )]
+    SecretExists { email: String, fingerprint: String },
     #[error("{0}")]
     Crypto(String),
     /// The store cannot be reached now (a database down): try again later, and never

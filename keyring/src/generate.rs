@@ -1,6 +1,9 @@
 //! New key pairs for local users.
 
+use std::time::Duration;
+
 use openpgp::cert::{CertBuilder, CipherSuite};
+use openpgp::packet::Signature;
 use openpgp::types::KeyFlags;
 use openpgp::Cert;
 use sequoia_openpgp as openpgp;
@@ -25,20 +28,25 @@ pub enum Cipher {
     Rsa4k,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct GenerateRequest {
     pub email: String,
     pub name: Option<String>,
     pub profile: Profile,
     pub cipher: Cipher,
+    /// How long the key is valid from its creation; `None` never expires.
+    pub validity: Option<Duration>,
+    /// Makes a key even when the address has a secret key already.
+    pub force: bool,
 }
 
 /// A certification-only primary key with a signing subkey and an encryption subkey (for
-/// transport and storage), no expiry, and one user ID `Name <email>` (or `<email>`).
+/// transport and storage) that expire with it, one user ID `Name <email>` (or `<email>`),
+/// and the revocation certificate that revokes it.
 ///
 /// # Errors
 /// When the address is not one, or the crypto backend fails.
-pub fn generate(req: &GenerateRequest) -> Result<Cert, Error> {
+pub fn generate(req: &GenerateRequest) -> Result<(Cert, Signature), Error> {
     let email = crate::lookup::normalize_email(&req.email).ok_or_else(|| Error::Parse {
         reason: format!("{:?} is not an email address", req.email),
     })?;
@@ -71,9 +79,9 @@ pub fn generate(req: &GenerateRequest) -> Result<Cert, Error> {
             .set_features(openpgp::types::Features::empty().set_seipdv1())
             .map_err(crypto)?;
     }
-    let (cert, _revocation) = builder
+    let (cert, revocation) = builder
         .set_cipher_suite(suite)
-        .set_validity_period(None)
+        .set_validity_period(req.validity)
         .add_userid(uid)
         .add_signing_subkey()
         .add_subkey(
@@ -85,5 +93,5 @@ pub fn generate(req: &GenerateRequest) -> Result<Cert, Error> {
         )
         .generate()
         .map_err(crypto)?;
-    Ok(cert)
+    Ok((cert, revocation))
 }

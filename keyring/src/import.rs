@@ -2,6 +2,7 @@
 //! one atomic batch, so that bad input changes nothing.
 
 use std::collections::HashMap;
+use std::time::SystemTime;
 
 use openpgp::crypto::Password;
 use openpgp::packet::Packet;
@@ -11,6 +12,7 @@ use openpgp::{Cert, Fingerprint};
 use sequoia_openpgp as openpgp;
 
 use crate::store::{Op, Tree};
+use crate::trust::{meta_op, secs, KeyMeta, Source, Trust};
 use crate::{cert, Error, Keyring};
 
 /// What importing did to one certificate.
@@ -42,26 +44,46 @@ impl Keyring {
         self.import_all(&[data]).map_err(|(_, e)| e)
     }
 
+    /// [`Keyring::import_all`] with passphrases for password-protected secret keys (as
+    /// gpg exports them): each is tried, then the keyring's own; an unlocked key is then
+    /// sealed like every other secret key here.
+    ///
+    /// # Errors
+    /// As `import_all`; `Error::SecretLocked` when no passphrase unlocks a key.
+    pub fn import_all_with(
+        &self,
+        inputs: &[&[u8]],
+        passphrases: &[Password],
+    ) -> Result<Vec<ImportOutcome>, (usize, Error)> {
+        let parsed = parse_inputs(inputs)?;
+        let opts = ImportOptions {
+            passphrases,
+            ..ImportOptions::default()
+        };
+        self.import_parsed(parsed, opts).map_err(|e| (0, e))
+    }
+
     /// Imports several inputs (files) as one change: every input is parsed before anything
     /// is stored, so a bad one leaves the keyring as it was.
     ///
     /// # Errors
     /// The index of the input that failed, and why.
     pub fn import_all(&self, inputs: &[&[u8]]) -> Result<Vec<ImportOutcome>, (usize, Error)> {
-        let mut parsed = cert::Parsed::default();
-        for (i, data) in inputs.iter().enumerate() {
-            let p = cert::parse(data).map_err(|e| (i, e))?;
-            parsed.certs.extend(p.certs);
-            parsed.signatures.extend(p.signatures);
-        }
+        let parsed = parse_inputs(inputs)?;
         // A failure past parsing (a signature for an unknown certificate, a locked secret
         // key) cannot be pinned on one input; it is reported against the first.
-        self.import_parsed(parsed).map_err(|e| (0, e))
+        self.import_parsed(parsed, ImportOptions::default())
+            .map_err(|e| (0, e))
     }
 
-    fn import_parsed(&self, parsed: cert::Parsed) -> Result<Vec<ImportOutcome>, Error> {
+    pub(crate) fn import_parsed(
+        &self,
+        parsed: cert::Parsed,
+        opts: ImportOptions<'_>,
+    ) -> Result<Vec<ImportOutcome>, Error> {
         let _guard = self.lock_writer()?;
-        let mut ops = Vec::new();
+        let mut ops = opts.extra;
+        let now = SystemTime::now();
         // New secret-key records, and the ones they replace (whose keys go afterwards).
         let mut sealed: Vec<Vec<u8>> = Vec::new();
         let mut replaced: Vec<Vec<u8>> = Vec::new();
@@ -72,7 +94,9 @@ impl Keyring {
 
         for incoming in parsed.certs {
             let fpr = incoming.fingerprint();
-            let incoming = unlock(incoming, self.inner.passphrase.as_ref())?;
+            let mut passphrases: Vec<&Password> = opts.passphrases.iter().collect();
+            passphrases.extend(self.inner.passphrase.as_ref());
+            let incoming = unlock(incoming, &passphrases)?;
             let (old_public, base) = match pending.remove(&fpr) {
                 Some(p) => p,
                 None => {
@@ -137,11 +161,37 @@ impl Keyring {
                 .get(Tree::Secrets, fpr.as_bytes())?
                 .is_some();
             let secret = merged.is_tsk();
-            let status = match old_public {
+            let mut status = match old_public {
                 None => ImportStatus::New,
                 Some(old) if *old != public || (secret && !had_secret) => ImportStatus::Updated,
                 Some(_) => ImportStatus::Unchanged,
             };
+            // An admin's import pins: a discovered certificate the admin imports is
+            // trusted as if imported first.
+            if !opts.keep_trust {
+                let meta = match self.inner.store.get(Tree::Trust, fpr.as_bytes())? {
+                    Some(_) => Some(self.key_meta(fpr)?),
+                    None => None,
+                };
+                match meta {
+                    None if status == ImportStatus::New => {
+                        ops.push(meta_op(fpr, &KeyMeta::found(Source::Admin, now))?);
+                    }
+                    Some(m) if m.trust != Trust::Pinned => {
+                        let pinned = KeyMeta {
+                            source: Source::Admin,
+                            trust: Trust::Pinned,
+                            since: m.since,
+                            updated: Some(secs(now)),
+                        };
+                        ops.push(meta_op(fpr, &pinned)?);
+                        if status == ImportStatus::Unchanged {
+                            status = ImportStatus::Updated;
+                        }
+                    }
+                    _ => {}
+                }
+            }
             if status != ImportStatus::Unchanged {
                 if let Some(old) = old_public {
                     let old = Cert::from_bytes(old).map_err(|e| Error::Store(e.to_string()))?;
@@ -204,7 +254,7 @@ impl Keyring {
 /// # Errors
 /// `Error::SecretLocked` when a key is protected and the keyring passphrase (if any) does
 /// not unlock it.
-fn unlock(cert: Cert, passphrase: Option<&Password>) -> Result<Cert, Error> {
+fn unlock(cert: Cert, passphrases: &[&Password]) -> Result<Cert, Error> {
     let fingerprint = cert.fingerprint();
     let locked = || Error::SecretLocked {
         fingerprint: fingerprint.to_hex(),
@@ -214,12 +264,10 @@ fn unlock(cert: Cert, passphrase: Option<&Password>) -> Result<Cert, Error> {
         if ka.key().has_unencrypted_secret() {
             continue;
         }
-        let pass = passphrase.ok_or_else(locked)?;
-        let key = ka
-            .key()
-            .clone()
-            .decrypt_secret(pass)
-            .map_err(|_| locked())?;
+        let key = passphrases
+            .iter()
+            .find_map(|pass| ka.key().clone().decrypt_secret(pass).ok())
+            .ok_or_else(locked)?;
         unlocked.push(if ka.key().fingerprint() == fingerprint {
             Packet::from(key.role_into_primary())
         } else {
@@ -239,6 +287,29 @@ fn unlock(cert: Cert, passphrase: Option<&Password>) -> Result<Cert, Error> {
         return Err(locked());
     }
     Ok(cert)
+}
+
+/// How an import treats what it stores.
+#[derive(Default)]
+pub(crate) struct ImportOptions<'a> {
+    /// Passphrases that may unlock password-protected secret keys, tried before the
+    /// keyring's own.
+    pub passphrases: &'a [Password],
+    /// Leaves the trust records alone (a restore brings its own); otherwise what is
+    /// imported is pinned, as an admin's import.
+    pub keep_trust: bool,
+    /// More changes for the same atomic batch.
+    pub extra: Vec<Op>,
+}
+
+fn parse_inputs(inputs: &[&[u8]]) -> Result<cert::Parsed, (usize, Error)> {
+    let mut parsed = cert::Parsed::default();
+    for (i, data) in inputs.iter().enumerate() {
+        let p = cert::parse(data).map_err(|e| (i, e))?;
+        parsed.certs.extend(p.certs);
+        parsed.signatures.extend(p.signatures);
+    }
+    Ok(parsed)
 }
 
 pub(crate) fn user_ids(cert: &Cert) -> Vec<String> {

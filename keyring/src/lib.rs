@@ -6,15 +6,22 @@
 //! bytes once it is warm. Every change is one atomic, durable batch.
 #![forbid(unsafe_code)]
 
+pub mod autocrypt;
+mod backup;
 mod cache;
 mod cert;
 mod error;
 mod generate;
 mod import;
+mod lifecycle;
 mod lookup;
+mod offer;
+mod review;
 pub mod secret;
 pub mod store;
+mod trust;
 mod validity;
+mod wkd;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -28,11 +35,17 @@ use openpgp::serialize::SerializeInto;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 pub use sequoia_openpgp as openpgp;
 
+pub use backup::{BackupCounts, BackupTo, RestoreWith};
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
+pub use lifecycle::{expiry_notices, log_expiring, Expiring, EXPIRY_NOTICE};
 pub use lookup::{normalize_email, userid_email};
+pub use offer::{Ignored, Offer};
+pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
+pub use trust::{KeyMeta, Source, Trust};
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
+pub use wkd::WkdExport;
 
 use cache::{Lookup, Usable};
 use lookup::{fpr_from, Query};
@@ -80,6 +93,8 @@ struct Inner {
     policy: StandardPolicy<'static>,
     certs: quick_cache::sync::Cache<Fingerprint, Arc<Cert>>,
     usable: quick_cache::sync::Cache<(Fingerprint, String), Usable>,
+    /// Trust records, read on every lookup that weighs trust.
+    metas: quick_cache::sync::Cache<Fingerprint, KeyMeta>,
     /// Unlocked secret keys: few (local users), needed on every message.
     secrets: RwLock<HashMap<Fingerprint, Arc<Cert>>>,
     /// Serialises read-modify-write changes.
@@ -165,6 +180,7 @@ impl Keyring {
                 policy: StandardPolicy::new(),
                 certs: quick_cache::sync::Cache::new(capacity),
                 usable: quick_cache::sync::Cache::new(capacity),
+                metas: quick_cache::sync::Cache::new(capacity),
                 secrets: RwLock::new(HashMap::new()),
                 writer: Mutex::new(()),
             }),
@@ -222,7 +238,9 @@ impl Keyring {
             let fpr = fpr_from(&key)?;
             if let Some(cert) = self.get(&fpr)? {
                 let has_secret = self.has_secret(&fpr)?;
-                out.push(validity::info(&cert, has_secret, &self.inner.policy, now));
+                let mut info = validity::info(&cert, has_secret, &self.inner.policy, now);
+                info.trust = Some(self.key_meta(&fpr)?);
+                out.push(info);
             }
         }
         out.sort_by(|a, b| {
@@ -257,7 +275,9 @@ impl Keyring {
     /// One certificate as `keys show` presents it, at the current time.
     pub fn info(&self, cert: &Cert) -> KeyInfo {
         let has_secret = self.has_secret(&cert.fingerprint()).unwrap_or(false);
-        validity::info(cert, has_secret, &self.inner.policy, SystemTime::now())
+        let mut info = validity::info(cert, has_secret, &self.inner.policy, SystemTime::now());
+        info.trust = self.key_meta(&cert.fingerprint()).ok();
+        info
     }
 
     /// All certificates matching an email address, fingerprint or key ID (of the primary
@@ -412,6 +432,8 @@ impl Keyring {
         let mut ops = self.index_ops(&cert, false);
         ops.push(Op::Delete(Tree::Certs, fpr.as_bytes().to_vec()));
         ops.push(Op::Delete(Tree::Secrets, fpr.as_bytes().to_vec()));
+        ops.push(Op::Delete(Tree::Trust, fpr.as_bytes().to_vec()));
+        ops.push(Op::Delete(Tree::Revocations, fpr.as_bytes().to_vec()));
         self.inner.store.apply(ops)?;
         // The store may keep the removed record in its files: destroying its key is what
         // makes it unreadable there.
@@ -421,18 +443,6 @@ impl Keyring {
         }
         self.invalidate(fpr)?;
         Ok(true)
-    }
-
-    /// Generates a key pair and stores it.
-    pub fn generate(&self, req: &GenerateRequest) -> Result<Arc<Cert>, Error> {
-        let cert = generate::generate(req)?;
-        let tsk = cert
-            .as_tsk()
-            .to_vec()
-            .map_err(|e| Error::Crypto(e.to_string()))?;
-        self.import(&tsk)?;
-        self.get(&cert.fingerprint())?
-            .ok_or_else(|| Error::Store("the generated key was not stored".into()))
     }
 
     /// The domains of the addresses of certificates with a secret key: the default local
@@ -566,6 +576,7 @@ impl Inner {
         self.lookups.clear();
         self.certs.clear();
         self.usable.clear();
+        self.metas.clear();
         if let Ok(mut s) = self.secrets.write() {
             s.clear();
         }

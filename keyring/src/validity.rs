@@ -211,6 +211,9 @@ pub struct KeyInfo {
     pub created: String,
     pub validity: Validity,
     pub subkeys: Vec<SubkeyInfo>,
+    /// Where the certificate came from and how far it is trusted (filled in by the
+    /// keyring, which keeps that record).
+    pub trust: Option<crate::KeyMeta>,
 }
 
 pub fn info(cert: &Cert, has_secret: bool, policy: &dyn Policy, now: SystemTime) -> KeyInfo {
@@ -270,6 +273,7 @@ pub fn info(cert: &Cert, has_secret: bool, policy: &dyn Policy, now: SystemTime)
         created: rfc3339(primary.creation_time()),
         validity: validity(cert, policy, now),
         subkeys,
+        trust: None,
     }
 }
 

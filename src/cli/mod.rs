@@ -61,7 +61,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Manage the OpenPGP keyring: import, list, show, export, remove and generate keys
+    /// Manage the OpenPGP keyring: import, list, show, export, remove, generate and extend
+    /// keys; back up and restore; review discovered keys; publish a Web Key Directory
     #[command(subcommand)]
     Keys(keys::KeysCommand),
     /// The keyring as a whole: `keyring passphrase set|change`, `keyring copy` into PostgreSQL
@@ -299,15 +300,24 @@ fn keys_command(
             }
             keys::KeysCommand::Show(_)
             | keys::KeysCommand::Export(_)
-            | keys::KeysCommand::Remove(_) => anyhow::bail!("{missing}"),
-            keys::KeysCommand::Import(_) | keys::KeysCommand::Generate(_) => {
+            | keys::KeysCommand::Remove(_)
+            | keys::KeysCommand::Review(_)
+            | keys::KeysCommand::Extend(_)
+            | keys::KeysCommand::Backup(_)
+            | keys::KeysCommand::WkdExport(_) => anyhow::bail!("{missing}"),
+            keys::KeysCommand::Import(_)
+            | keys::KeysCommand::Generate(_)
+            | keys::KeysCommand::Restore(_) => {
                 eprintln!("sealpost: a new keyring in {} ({from})", data_dir.display())
             }
         }
     }
     match keys::open(data_dir, url) {
-        Ok(keyring) => terminal(|io| keys::execute(cmd, &keyring, io)),
-        Err(e) if is_locked(&e) => forward(data_dir, &keys::inputs(&cmd)),
+        Ok(keyring) => terminal(|io| keys::execute_local(cmd, &keyring, io)),
+        Err(e) if is_locked(&e) => match keys::refuse_forward(&cmd) {
+            Some(why) => anyhow::bail!("{why}"),
+            None => forward(data_dir, &keys::inputs(&cmd)),
+        },
         Err(e) => Err(e),
     }
 }

@@ -163,6 +163,8 @@ pub struct Policy {
     pub mode: Option<Spanned<String>>,
     pub encrypt_to_self: Option<bool>,
     pub mixed: Option<Spanned<String>>,
+    /// The least trusted key to encrypt to: `pinned`, `wkd`, `keyserver` or `autocrypt`.
+    pub min_trust: Option<Spanned<String>>,
     /// `refuse` (default) or `unsigned`: a message whose From address the login may not
     /// sign for.
     pub sender_mismatch: Option<Spanned<String>>,
@@ -180,4 +182,6 @@ pub struct PolicyRule {
     pub encrypt_to_self: Option<bool>,
     /// `split` or `refuse-unencrypted`.
     pub mixed: Option<Spanned<String>>,
+    /// `pinned`, `wkd` (or `dane`), `keyserver` or `autocrypt` (or `harvested`, `any`).
+    pub min_trust: Option<Spanned<String>>,
 }

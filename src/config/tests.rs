@@ -220,6 +220,39 @@ fn policy_layers_from_the_file() {
 }
 
 #[test]
+fn policy_minimum_trust_from_the_file() {
+    use sealpost_keyring::Trust;
+    let text = "[policy]\nmin_trust = \"keyserver\"\n\n\
+                [policy.domain.\"corp.example\"]\nmode = \"require\"\n\n\
+                [policy.address.\"ceo@corp.example\"]\nmin_trust = \"pinned\"\n";
+    let c = load_str(text, &Overrides::default()).unwrap();
+    assert_eq!(
+        c.policy.for_recipient("a@b.example").min_trust.0,
+        Trust::Keyserver
+    );
+    assert_eq!(
+        c.policy.for_recipient("x@corp.example").min_trust.0,
+        Trust::Keyserver
+    );
+    assert_eq!(
+        c.policy.for_recipient("ceo@corp.example").min_trust.0,
+        Trust::Pinned
+    );
+    let c = load_str("[policy]\nmode = \"require\"\n", &Overrides::default()).unwrap();
+    assert_eq!(
+        c.policy.for_recipient("a@b.example").min_trust.0,
+        Trust::Wkd
+    );
+    let err = load_str(
+        "[policy.domain.\"x.example\"]\nmin_trust = \"friends\"\n",
+        &Overrides::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("line 2") && err.contains("min_trust"), "{err}");
+}
+
+#[test]
 fn inbound_results_settings() {
     let defaults = Source {
         name: "embedded defaults",

@@ -593,6 +593,7 @@ pub fn policy(p: &file::Policy, src: Source<'_>) -> Result<crate::policy::Policy
                 mode: p.mode.clone(),
                 encrypt_to_self: p.encrypt_to_self,
                 mixed: p.mixed.clone(),
+                min_trust: p.min_trust.clone(),
             },
             "policy",
             src,
@@ -661,10 +662,19 @@ fn policy_rule(
         }),
         None => None,
     };
+    let min_trust = match &r.min_trust {
+        Some(t) => Some(
+            t.get_ref()
+                .parse::<sealpost_keyring::Trust>()
+                .map_err(|m| src.invalid(&format!("{key}.min_trust"), t, &m))?,
+        ),
+        None => None,
+    };
     Ok(crate::policy::Rule {
         mode,
         encrypt_to_self: r.encrypt_to_self,
         mixed,
+        min_trust,
     })
 }
 

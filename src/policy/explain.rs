@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use sealpost_keyring::Keyring;
 
-use super::{decide, Decision, Facts, Mixed, Mode, Policy, Treatment};
+use super::{decide, Decision, Facts, Layer, Mixed, Mode, Policy, Treatment};
 
 /// The explanation, one block per recipient. `named` are the To/Cc recipients; the others
 /// are treated as Bcc.
@@ -36,7 +36,7 @@ pub fn explain(
         .chain(bcc.iter().map(|a| (a, false)))
     {
         let eff = policy.for_recipient(addr);
-        let lookup = keyring.lookup_encryption(addr, now);
+        let lookup = super::trust::keys_with_trust(keyring, addr, &eff, now);
         let facts = Facts {
             has_key: lookup.is_ok(),
             can_sign,
@@ -57,14 +57,37 @@ pub fn explain(
             eff.encrypt_to_self.0,
             eff.encrypt_to_self.1
         );
+        let _ = writeln!(
+            out,
+            "    trust: keys from {} up ({})",
+            eff.min_trust.0,
+            match eff.min_trust.1 {
+                Layer::Default => format!("built-in default for mode {}", mode_name(eff.mode.0)),
+                ref l => l.to_string(),
+            }
+        );
         match &lookup {
             Ok(certs) => {
-                for c in certs {
+                for (c, meta) in certs {
                     let _ = writeln!(out, "    key:   {} (keyring)", c.fingerprint().to_hex());
+                    let _ = writeln!(out, "           trust {}", meta.describe());
                 }
             }
             Err(e) => {
                 let _ = writeln!(out, "    key:   none usable: {e}");
+            }
+        }
+        if let Ok(waiting) = keyring.review_list() {
+            let addr_index = sealpost_keyring::normalize_email(addr).map(|a| a.to_lowercase());
+            for w in waiting
+                .iter()
+                .filter(|w| Some(&w.email) == addr_index.as_ref())
+            {
+                let _ = writeln!(
+                    out,
+                    "    queue: {} (found by {}) waits for review: sealpost keys review accept {}",
+                    w.fingerprint, w.source, w.fingerprint
+                );
             }
         }
         let copy = match &decision {

@@ -6,8 +6,10 @@
 pub mod explain;
 pub mod rules;
 pub mod sender;
+pub mod trust;
 
 pub use rules::{Effective, Layer, Mixed, Mode, Policy, Rule};
+pub use trust::keys_for;
 
 use crate::smtp::reply::{Enhanced, Reply};
 
@@ -80,6 +82,7 @@ mod tests {
             mode: (mode, Layer::Global),
             encrypt_to_self: (false, Layer::Default),
             mixed: (mixed, Layer::Default),
+            min_trust: (rules::default_min_trust(mode), Layer::Default),
         }
     }
 

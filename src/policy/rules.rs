@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use sealpost_keyring::Trust;
+
 /// What the gateway does for a recipient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -31,6 +33,8 @@ pub struct Rule {
     pub mode: Option<Mode>,
     pub encrypt_to_self: Option<bool>,
     pub mixed: Option<Mixed>,
+    /// The least trusted key this layer encrypts to; unset, it depends on the mode.
+    pub min_trust: Option<Trust>,
 }
 
 /// Where an effective setting came from, for `sealpost policy explain`.
@@ -59,6 +63,18 @@ pub struct Effective {
     pub mode: (Mode, Layer),
     pub encrypt_to_self: (bool, Layer),
     pub mixed: (Mixed, Layer),
+    /// The least trusted key the recipient's copy may be encrypted to. Unless a layer sets
+    /// it, `require` takes keys from WKD (or DANE) up, and the other modes any key: a
+    /// key anyone on the path could have planted must not satisfy a requirement.
+    pub min_trust: (Trust, Layer),
+}
+
+/// The minimum trust when no layer sets one.
+pub fn default_min_trust(mode: Mode) -> Trust {
+    match mode {
+        Mode::Require => Trust::Wkd,
+        Mode::Opportunistic | Mode::SignOnly | Mode::None => Trust::Autocrypt,
+    }
 }
 
 /// The whole policy, built once from the configuration.
@@ -98,8 +114,13 @@ impl Policy {
         let mixed = layers
             .iter()
             .find_map(|(r, l)| r.mixed.map(|m| (m, l.clone())));
+        let min_trust = layers
+            .iter()
+            .find_map(|(r, l)| r.min_trust.map(|t| (t, l.clone())));
+        let mode = mode.unwrap_or((Mode::Opportunistic, Layer::Default));
         Effective {
-            mode: mode.unwrap_or((Mode::Opportunistic, Layer::Default)),
+            min_trust: min_trust.unwrap_or((default_min_trust(mode.0), Layer::Default)),
+            mode,
             encrypt_to_self: ets.unwrap_or((false, Layer::Default)),
             mixed: mixed.unwrap_or((Mixed::Split, Layer::Default)),
         }
@@ -115,7 +136,42 @@ mod tests {
             mode,
             encrypt_to_self: ets,
             mixed,
+            min_trust: None,
         }
+    }
+
+    #[test]
+    fn minimum_trust_follows_the_mode_unless_a_layer_sets_it() {
+        let mut p = Policy::default();
+        p.domains.insert(
+            "strict.example".into(),
+            rule(Some(Mode::Require), None, None),
+        );
+        p.addresses.insert(
+            "ops@strict.example".into(),
+            Rule {
+                min_trust: Some(Trust::Pinned),
+                ..Rule::default()
+            },
+        );
+        p.global.min_trust = None;
+        assert_eq!(
+            p.for_recipient("a@other.example").min_trust,
+            (Trust::Autocrypt, Layer::Default)
+        );
+        assert_eq!(
+            p.for_recipient("a@strict.example").min_trust,
+            (Trust::Wkd, Layer::Default)
+        );
+        assert_eq!(
+            p.for_recipient("ops@strict.example").min_trust,
+            (Trust::Pinned, Layer::Address("ops@strict.example".into()))
+        );
+        p.global.min_trust = Some(Trust::Keyserver);
+        assert_eq!(
+            p.for_recipient("a@strict.example").min_trust,
+            (Trust::Keyserver, Layer::Global)
+        );
     }
 
     #[test]

@@ -22,6 +22,16 @@ pub enum Tree {
     KeyIds = b'k',
     /// Keyring-wide settings (the passphrase verifier).
     Meta = b'm',
+    /// fingerprint → where the certificate came from and how far it is trusted
+    /// (`trust.rs`); absent for a certificate an admin imported before this was kept.
+    Trust = b't',
+    /// lower-case email, 0, fingerprint → a discovered certificate waiting for an admin, or
+    /// one an admin rejected (`review.rs`).
+    Review = b'r',
+    /// lower-case email → the Autocrypt state of that peer (`autocrypt.rs`).
+    Autocrypt = b'a',
+    /// fingerprint → the revocation certificate made with a generated key.
+    Revocations = b'v',
 }
 
 /// A key (without its tree prefix) and its value.

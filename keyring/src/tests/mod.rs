@@ -9,6 +9,8 @@ use openpgp::types::ReasonForRevocation;
 
 use super::*;
 
+mod discovery;
+mod lifecycle;
 mod secrets;
 
 fn keyring() -> Keyring {
@@ -271,6 +273,7 @@ fn generate_profiles() {
             name: Some("Jo Example".into()),
             profile: Profile::Rfc4880,
             cipher: Cipher::Cv25519,
+            ..GenerateRequest::default()
         })
         .unwrap();
     assert_eq!(v4.primary_key().key().version(), 4);
@@ -328,6 +331,7 @@ fn generate_profiles() {
             name: None,
             profile: Profile::Rfc9580,
             cipher: Cipher::Cv25519,
+            ..GenerateRequest::default()
         })
         .unwrap();
     assert_eq!(v6.primary_key().key().version(), 6);

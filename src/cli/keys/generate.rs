@@ -1,7 +1,10 @@
 //! Command-line parser and runner for `sealpost keys generate`.
 
+use std::time::SystemTime;
+
 use clap::ValueEnum;
 
+use super::expires::Expires;
 use super::Io;
 use sealpost_keyring::{Cipher, GenerateRequest, Keyring, Profile};
 
@@ -10,12 +13,18 @@ use sealpost_keyring::{Cipher, GenerateRequest, Keyring, Profile};
 /// The default is a v4 (RFC 4880) Cv25519 key with separate signing and encryption
 /// subkeys, which gpg 2.2, sq and Thunderbird can all use. `--profile rfc9580` makes a
 /// v6 key, which older OpenPGP software cannot read.
+///
+/// The key expires after two years unless `--expires` says otherwise (as gpg and sq do):
+/// a key whose secret part is lost then stops being used by itself. Renew it in time with
+/// `keys extend`. A revocation certificate is made with the key and kept in the keyring;
+/// `keys export --revocation` writes it. An address that has a secret key already gets
+/// no second one unless `--force` is given: senders could not tell which to use.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
   sealpost keys generate alice@example.org --name 'Alice Example'
-  sealpost keys generate ops@example.org --cipher rsa4k
-  sealpost keys generate alice@example.org --profile rfc9580")]
+  sealpost keys generate ops@example.org --cipher rsa4k --expires 1y
+  sealpost keys generate alice@example.org --profile rfc9580 --force")]
 pub struct Args {
     /// The email address of the new key's user ID
     email: String,
@@ -28,6 +37,12 @@ pub struct Args {
     /// Algorithm
     #[arg(long, value_enum, default_value_t = CipherArg::Cv25519)]
     cipher: CipherArg,
+    /// When the key expires: 2y, 18m, 6w, 90d, a date (YYYY-MM-DD), or never
+    #[arg(long, value_name = "WHEN", default_value = "2y")]
+    expires: Expires,
+    /// Make the key even though the address has a secret key already
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,6 +74,8 @@ pub fn run(args: Args, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()>
             CipherArg::Rsa3k => Cipher::Rsa3k,
             CipherArg::Rsa4k => Cipher::Rsa4k,
         },
+        validity: args.expires.period(SystemTime::now())?,
+        force: args.force,
     };
     let cert = keyring.generate(&req)?;
     let info = keyring.info(&cert);
@@ -66,6 +83,12 @@ pub fn run(args: Args, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()>
     for uid in &info.user_ids {
         writeln!(io.out, "          {uid}")?;
     }
+    writeln!(io.out, "          {}", info.validity)?;
+    writeln!(
+        io.out,
+        "          revocation certificate kept: sealpost keys export --revocation {}",
+        info.fingerprint
+    )?;
     super::warn_if_unprotected(keyring, io)?;
     Ok(())
 }

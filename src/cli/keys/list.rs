@@ -71,5 +71,9 @@ pub fn print_summary(info: &KeyInfo, io: &mut Io<'_>) -> std::io::Result<()> {
     for uid in &info.user_ids {
         writeln!(io.out, "    user ID: {uid}")?;
     }
-    writeln!(io.out, "    status:  {}", info.validity)
+    writeln!(io.out, "    status:  {}", info.validity)?;
+    if let Some(t) = &info.trust {
+        writeln!(io.out, "    trust:   {}", t.describe())?;
+    }
+    Ok(())
 }

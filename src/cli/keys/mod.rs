@@ -1,11 +1,16 @@
 //! `sealpost keys …`: the admin's view of the keyring.
 
+mod backup;
+mod expires;
 mod export;
+mod extend;
 mod generate;
 mod import;
 pub mod list;
 mod remove;
+mod review;
 mod show;
+mod wkd_export;
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -23,6 +28,18 @@ pub enum KeysCommand {
     Export(export::Args),
     Remove(remove::Args),
     Generate(generate::Args),
+    Extend(extend::Args),
+    Backup(backup::BackupArgs),
+    Restore(backup::RestoreArgs),
+    /// Decide on keys found by discovery that differ from an address's current key: list,
+    /// accept or reject
+    ///
+    /// Discovery (WKD, keyservers, Autocrypt) never replaces a key silently: a different
+    /// key for an address that has one waits here, and mail keeps using the current key
+    /// until an admin decides. Check a new fingerprint with its owner before accepting it.
+    #[command(subcommand)]
+    Review(review::Command),
+    WkdExport(wkd_export::Args),
 }
 
 /// Where a command writes: the terminal when run directly, buffers when run for an
@@ -49,21 +66,69 @@ pub fn read_local(path: &Path) -> std::io::Result<Vec<u8>> {
 /// The files a `keys` command reads, so that an admin-socket client can send them along.
 pub fn inputs(cmd: &KeysCommand) -> Vec<std::path::PathBuf> {
     match cmd {
-        KeysCommand::Import(args) => args.files.clone(),
+        KeysCommand::Import(args) => args
+            .files
+            .iter()
+            .chain(args.passphrase_file.iter())
+            .cloned()
+            .collect(),
         KeysCommand::Export(args) => args.passphrase_file.iter().cloned().collect(),
+        KeysCommand::Backup(args) => args
+            .passphrase_file
+            .iter()
+            .chain(args.recovery_key.iter())
+            .cloned()
+            .collect(),
+        KeysCommand::Restore(args) => std::iter::once(&args.file)
+            .chain(args.passphrase_file.iter())
+            .chain(args.recovery_key.iter())
+            .cloned()
+            .collect(),
         _ => Vec::new(),
+    }
+}
+
+/// Why `cmd` cannot go through `serve`'s admin socket, if it cannot: a backup to a file
+/// would be written by the server, on its own file system.
+pub fn refuse_forward(cmd: &KeysCommand) -> Option<String> {
+    match cmd {
+        KeysCommand::Backup(args) if args.writes_file() => Some(
+            "`sealpost serve` has the keyring open: a backup goes through its admin socket \
+             to standard output; run `sealpost keys backup - … > FILE`"
+                .to_string(),
+        ),
+        KeysCommand::WkdExport(args) if args.dir.is_relative() => Some(format!(
+            "`sealpost serve` has the keyring open, and through its admin socket the server \
+             writes the directory: give an absolute path instead of {}",
+            args.dir.display()
+        )),
+        _ => None,
+    }
+}
+
+/// [`execute`] for a command run directly by a person: `keys import` may then ask for
+/// the passphrase of a protected secret key on the terminal.
+pub fn execute_local(cmd: KeysCommand, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Import(args) => import::run(args, keyring, io, true),
+        other => execute(other, keyring, io),
     }
 }
 
 /// Runs one `keys` command against an open keyring.
 pub fn execute(cmd: KeysCommand, keyring: &Keyring, io: &mut Io<'_>) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Import(args) => import::run(args, keyring, io),
+        KeysCommand::Import(args) => import::run(args, keyring, io, false),
         KeysCommand::List(args) => list::run(args, keyring, io),
         KeysCommand::Show(args) => show::run(args, keyring, io),
         KeysCommand::Export(args) => export::run(args, keyring, io),
         KeysCommand::Remove(args) => remove::run(args, keyring, io),
         KeysCommand::Generate(args) => generate::run(args, keyring, io),
+        KeysCommand::Review(cmd) => review::run(cmd, keyring, io),
+        KeysCommand::Extend(args) => extend::run(args, keyring, io),
+        KeysCommand::Backup(args) => backup::backup(args, keyring, io),
+        KeysCommand::Restore(args) => backup::restore(args, keyring, io),
+        KeysCommand::WkdExport(args) => wkd_export::run(args, keyring, io),
     }
 }
 
@@ -145,4 +210,11 @@ pub fn find_one(
             )
         }
     }
+}
+
+/// A passphrase given in a file: its first line, without its line end; `None` when empty.
+pub(crate) fn first_line(raw: &[u8]) -> Option<Password> {
+    let line = raw.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    (!line.is_empty()).then(|| Password::from(line))
 }
