@@ -298,6 +298,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
     crate::server::shutdown::on_signal(shutdown.clone());
+    // Once a day: a log line for each local user's key within 30 days of expiry.
+    let expiry = tokio::spawn(sealpost_keyring::expiry_notices(keyring.clone(), |_| {}));
     let worker = relay.spawn_worker(shutdown.clone());
 
     // Large messages go here while they are received and processed: unnamed files,
@@ -489,6 +491,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     if let Some(task) = imap_task {
         task.abort();
     }
+    expiry.abort();
     let _ = worker.await;
     let _ = admin_task.await;
     if let Some(task) = admin_http {

@@ -174,7 +174,8 @@ impl Gateway {
         now: SystemTime,
     ) -> (Decision, Vec<Arc<Cert>>) {
         let eff = self.policy.for_recipient(rcpt);
-        let certs = self.keyring.lookup_encryption(rcpt, now);
+        // Only keys trusted at least as much as the recipient's rule asks (`min_trust`).
+        let certs = policy::keys_for(&self.keyring, rcpt, &eff, now);
         // A keyring that cannot be asked knows nothing: never "no key" (plaintext).
         if let Err(e) = &certs {
             if unreachable_keyring(e) {

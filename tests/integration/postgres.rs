@@ -48,13 +48,17 @@ fn as_nobody(program: &Path) -> Command {
     c
 }
 
-/// A private PostgreSQL cluster, stopped when dropped.
+/// A private PostgreSQL cluster, stopped when dropped, and when the test process ends
+/// without dropping it (the shared one lives in a static).
 pub struct Postgres {
     dir: tempfile::TempDir,
     pub port: u16,
     bin: PathBuf,
     /// Server settings beyond the port and address (`-c name=value …`).
     settings: String,
+    /// A shell waiting on a pipe only this process writes to: when the process ends, the
+    /// pipe closes and the shell stops the cluster.
+    _reaper: std::sync::Mutex<std::process::Child>,
 }
 
 impl Postgres {
@@ -112,11 +116,24 @@ impl Postgres {
             .expect("initdb");
         assert!(out.status.success(), "initdb: {out:?}");
         let settings = configure(dir.path());
+        let reaper = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read -r _ignored; setpriv --reuid="$1" --regid="$1" --clear-groups "$2" -D "$3" -m fast -w stop"#)
+            .arg("sh")
+            .arg(NOBODY)
+            .arg(bin.join("pg_ctl"))
+            .arg(&data)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sh");
         let pg = Postgres {
             port: free_port(),
             dir,
             bin,
             settings,
+            _reaper: std::sync::Mutex::new(reaper),
         };
         pg.ctl_start();
         pg
