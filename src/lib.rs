@@ -39,4 +39,5 @@ pub mod wipe;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod imap;

@@ -6,6 +6,7 @@ mod integration {
     mod attacks;
     mod backscatter;
     mod common;
+    mod discovery;
     mod faults;
     mod imap;
     mod inbound;

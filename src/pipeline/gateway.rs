@@ -255,6 +255,13 @@ impl Gateway {
             tracing::error!(queue_id = %tx.id, error = %e, "inbound processing failed");
             e.reply()
         })?;
+        // After opening, so that a key first seen in this message never verified it.
+        crate::discovery::autocrypt::harvest(
+            &self.keyring,
+            &tx.message,
+            SystemTime::now(),
+            &tx.id.to_string(),
+        );
         let mut parts = Vec::with_capacity(opened.len());
         for o in opened {
             let recipients: Vec<Recipient> = o

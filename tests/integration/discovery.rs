@@ -1,0 +1,235 @@
+//! Keys found without an admin: Autocrypt headers of received mail, through the real
+//! binary, with gpg and a second gateway as the correspondents.
+
+use std::time::Duration;
+
+use base64::Engine;
+
+use super::common::{swaks_to, Gpg, Sealpost};
+use super::upstream::{free_port, wait_for, SmtpSink};
+
+const LONG: Duration = Duration::from_secs(30);
+
+/// One gateway with an inbound listener on `inbound` (mail for `domain`, delivered to
+/// `sink`) and an outbound listener whose upstream is `upstream`.
+fn both_ways(inbound: u16, domain: &str, sink: &str, upstream: &str) -> String {
+    format!(
+        "hostname = \"mx.{domain}\"\n\n\
+         [[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:{inbound}\"\ntls = \"none\"\n\n\
+         [[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"{sink}\"\nlocal_domains = [\"{domain}\"]\n\n\
+         [upstream]\naddress = \"{upstream}\"\ntls = \"none\"\n"
+    )
+}
+
+fn verdict(message: &str) -> String {
+    message
+        .replace("\r\n\t", " ")
+        .replace("\r\n ", " ")
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Sealpost-Verdict: ").map(str::to_string))
+        .unwrap_or_else(|| panic!("no verdict in {message}"))
+}
+
+/// Two organisations, each with its own gateway, and no key exchanged by any admin except
+/// Bob's key in Erin's keyring. Erin's first message carries her key in its Autocrypt
+/// header; Bob's reply goes out encrypted to it, and Erin's gateway decrypts it.
+#[test]
+fn first_contact_both_ways_without_an_admin() {
+    let (erin, bob) = (Sealpost::new(), Sealpost::new());
+    erin.generate("erin@example.com", &[]);
+    bob.generate("bob@example.org", &[]);
+    let bob_cert = bob.ok(&["keys", "export", "bob@example.org"]);
+    assert!(erin
+        .run_with_input(&["keys", "import", "-"], bob_cert.as_bytes())
+        .status
+        .success());
+    let (erin_sink, bob_sink) = (SmtpSink::start(&[]), SmtpSink::start(&[]));
+    let (erin_in, bob_in) = (free_port(), free_port());
+    let erin_gw = erin.serve(
+        &both_ways(
+            erin_in,
+            "example.com",
+            &erin_sink.address(),
+            &format!("127.0.0.1:{bob_in}"),
+        ),
+        &[],
+    );
+    let bob_gw = bob.serve(
+        &both_ways(
+            bob_in,
+            "example.org",
+            &bob_sink.address(),
+            &format!("127.0.0.1:{erin_in}"),
+        ),
+        &[],
+    );
+    // The outbound listener is printed second.
+    let (erin_out, bob_out) = (erin_gw.ports[1], bob_gw.ports[1]);
+
+    let (ok, out) = swaks_to(
+        erin_out,
+        "erin@example.com",
+        "bob@example.org",
+        &[
+            "--header",
+            "From: Erin <erin@example.com>",
+            "--header",
+            "Subject: first contact",
+            "--body",
+            "Hello Bob.",
+        ],
+    );
+    assert!(ok, "{out}");
+    let first = wait_for(LONG, "Erin's message at Bob's mailbox", || {
+        bob_sink.messages().into_iter().map(|d| d.text()).next()
+    });
+    assert!(verdict(&first).contains("encryption=decrypted"), "{first}");
+    assert!(first.contains("Subject: first contact"), "{first}");
+    // Her key arrived with the message, so it could not vouch for the message itself.
+    assert!(!verdict(&first).starts_with("signature=valid"), "{first}");
+
+    let listed = bob.ok(&["keys", "list"]);
+    assert!(listed.contains("erin@example.com"), "{listed}");
+    let (ok, out) = swaks_to(
+        bob_out,
+        "bob@example.org",
+        "erin@example.com",
+        &[
+            "--header",
+            "From: Bob <bob@example.org>",
+            "--header",
+            "Subject: the reply",
+            "--body",
+            "Hello Erin, encrypted without anyone importing your key.",
+        ],
+    );
+    assert!(ok, "{out}");
+    let reply = wait_for(LONG, "Bob's reply at Erin's mailbox", || {
+        erin_sink.messages().into_iter().map(|d| d.text()).next()
+    });
+    let v = verdict(&reply);
+    assert!(v.contains("encryption=decrypted"), "{reply}");
+    assert!(v.starts_with("signature=valid"), "{reply}");
+    assert!(
+        reply.contains("encrypted without anyone importing"),
+        "{reply}"
+    );
+}
+
+/// A gpg user's Autocrypt header: the next message to her is encrypted to that key, and gpg
+/// decrypts it. Headers that must not count (another address than the From, broken key
+/// data, an unknown critical attribute) store nothing.
+#[test]
+fn an_autocrypt_header_from_gpg_is_used_and_bad_ones_store_nothing() {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let alice = Gpg::new();
+    alice.generate("Alice <alice@example.net>", "ed25519", "sign", "never");
+    let fpr = alice.fingerprint("alice@example.net");
+    alice.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
+    let mallory = Gpg::new();
+    mallory.generate("Carol <carol@example.net>", "ed25519", "default", "never");
+    let keydata = |g: &Gpg, who: &str| {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(g.ok(&["--export", who]));
+        // Folded as a mail client writes it.
+        b64.as_bytes()
+            .chunks(76)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\r\n ")
+    };
+    let sink = SmtpSink::start(&[]);
+    let inbound = free_port();
+    let gw = s.serve(
+        &both_ways(inbound, "example.org", &sink.address(), &sink.address()),
+        &[],
+    );
+    let send_in = |from: &str, autocrypt: &str| {
+        let (ok, out) = swaks_to(
+            inbound,
+            from,
+            "bob@example.org",
+            &[
+                "--header",
+                &format!("From: <{from}>"),
+                "--header",
+                &format!("Autocrypt: {autocrypt}"),
+                "--body",
+                "hi",
+            ],
+        );
+        assert!(ok, "{out}");
+    };
+    // Mallory sends Carol's key as if it were hers, in her own message.
+    send_in(
+        "mallory@evil.example",
+        &format!(
+            "addr=carol@example.net; keydata={}",
+            keydata(&mallory, "carol@example.net")
+        ),
+    );
+    send_in("alice@example.net", "addr=alice@example.net; keydata=AAAA");
+    send_in(
+        "alice@example.net",
+        &format!(
+            "addr=alice@example.net; must-understand=1; keydata={}",
+            keydata(&alice, "alice@example.net")
+        ),
+    );
+    sink.wait_messages(3, LONG);
+    let listed = s.ok(&["keys", "list"]);
+    assert!(!listed.contains("carol@example.net"), "{listed}");
+    assert!(!listed.contains("alice@example.net"), "{listed}");
+
+    send_in(
+        "alice@example.net",
+        &format!(
+            "addr=alice@example.net; prefer-encrypt=mutual; keydata={}",
+            keydata(&alice, "alice@example.net")
+        ),
+    );
+    sink.wait_messages(4, LONG);
+    let listed = s.ok(&["keys", "list"]);
+    assert!(listed.contains("alice@example.net"), "{listed}");
+    assert!(
+        listed.contains("autocrypt"),
+        "the trust it was stored with: {listed}"
+    );
+
+    let outbound = gw.ports[1];
+    for to in ["alice@example.net", "carol@example.net"] {
+        let (ok, out) = swaks_to(
+            outbound,
+            "bob@example.org",
+            to,
+            &[
+                "--header",
+                &format!("From: <bob@example.org>\nTo: <{to}>"),
+                "--body",
+                "AUTOCRYPT-REPLY-1",
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    let out = sink.wait_messages(6, LONG);
+    let to_alice = out
+        .iter()
+        .map(|d| d.text())
+        .find(|t| t.contains("To: <alice@example.net>"))
+        .expect("the copy for Alice");
+    assert!(to_alice.contains("multipart/encrypted"), "{to_alice}");
+    // gpg decrypts it (and exits 2 only because it has no key to check Bob's signature).
+    let plain = alice.run_with_input(&["--decrypt"], to_alice.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("AUTOCRYPT-REPLY-1"),
+        "gpg decrypts the reply: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let to_carol = out
+        .iter()
+        .map(|d| d.text())
+        .find(|t| t.contains("To: <carol@example.net>"))
+        .expect("the copy for Carol");
+    assert!(!to_carol.contains("multipart/encrypted"), "{to_carol}");
+}
