@@ -87,6 +87,7 @@ fn main() {
     // As the DATA reader hands it over: a small message whole in memory, a large one in a
     // sealed spill file (the gateway's default `spill_above`), or in memory for comparison.
     let encrypted_blob = Blob::from(encrypted.clone().into_bytes());
+    let plain_blob = Blob::from(plain.clone().into_bytes());
     let big_blob = Blob::from(big_message.clone().into_bytes());
     let spill = Spill::new(tmp.path(), 1 << 20);
     let spilled_settings = Settings {
@@ -126,6 +127,25 @@ fn main() {
         .sum::<Duration>()
         .as_secs_f64()
         / f64::from(small_runs);
+    // A plain message takes the same opener: what reading it costs, with nothing to open.
+    let plain_runs = 2000;
+    let plain_small = (0..plain_runs)
+        .map(|_| {
+            let start = Instant::now();
+            let out = inbound::open(
+                &plain_blob,
+                &["bob@example.org"],
+                &keyring,
+                &settings,
+                SystemTime::now(),
+            )
+            .expect("open");
+            assert!(out.iter().all(|o| o.verdict.encryption == Encryption::None));
+            start.elapsed()
+        })
+        .sum::<Duration>()
+        .as_secs_f64()
+        / f64::from(plain_runs);
     let only_small = std::env::var("INBOUND_BENCH_IN_PROCESS").is_ok_and(|v| v == "small");
     let (in_process, in_memory) = if only_small {
         (Duration::ZERO, Duration::ZERO)
@@ -145,8 +165,9 @@ fn main() {
     if std::env::var_os("INBOUND_BENCH_IN_PROCESS").is_some() {
         // For profilers: the transform alone, without servers and peers.
         println!(
-            "10 KB: {:.0} us/msg; {:.1} MB: {:.0} ms",
+            "10 KB: {:.0} us/msg (plain: {:.1} us/msg); {:.1} MB: {:.0} ms",
             small * 1e6,
+            plain_small * 1e6,
             big_message.len() as f64 / 1048576.0,
             in_process.as_secs_f64() * 1e3
         );
@@ -203,6 +224,10 @@ fn main() {
         "  transform in-process:   {:>9.0} us/msg ({:.0} msg/s on one core)",
         small * 1e6,
         1.0 / small
+    );
+    println!(
+        "  plain in-process:       {:>9.1} us/msg (read for protection, none found)",
+        plain_small * 1e6
     );
     println!("  plain (pass-through):   {passed:>9.0} msg/s");
     println!("  decrypted + verified:   {decrypted:>9.0} msg/s");

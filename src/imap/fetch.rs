@@ -7,10 +7,9 @@
 //! header (all of it, or chosen fields), its text, partial ranges, `RFC822*` and
 //! `RFC822.SIZE`, and an `ENVELOPE` with the real Subject.
 //!
-//! Not answered from the opened message yet: `BODYSTRUCTURE`/`BODY` and numbered body
-//! sections (`BODY[1]`, `BODY[2.MIME]`). They are left as the upstream describes the
-//! encrypted message, so a client that builds its view from the structure still sees the
-//! PGP/MIME container.
+//! The structure answers too (`BODYSTRUCTURE`, `BODY`, numbered sections such as
+//! `BODY[1]` or `BODY[2.MIME]`) come from the opened message ([`super::structure`]), so
+//! that a client that fetches part by part gets the decrypted parts.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::num::NonZeroU32;
@@ -22,7 +21,7 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{IString, Literal, NString, Quoted};
 use imap_codec::imap_types::envelope::{Address, Envelope};
 use imap_codec::imap_types::fetch::{
-    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
 use imap_codec::imap_types::response::{Data, Response};
 use imap_codec::{CommandCodec, ResponseCodec};
@@ -165,12 +164,8 @@ impl Fetched {
         let Response::Data(Data::Fetch { seq, items }) = self.response else {
             return Vec::new();
         };
-        let (head, body) = headers::split_bytes(served);
-        let message = Served {
-            whole: served,
-            head,
-            body,
-        };
+        let message = Served::of(served);
+        let head = message.head;
         let mut out: Vec<MessageDataItem<'static>> = Vec::new();
         for item in items {
             let replaced = match &item {
@@ -200,6 +195,12 @@ impl Fetched {
                     u32::try_from(served.len()).unwrap_or(u32::MAX),
                 )),
                 MessageDataItem::Envelope(_) => Some(MessageDataItem::Envelope(envelope(head))),
+                MessageDataItem::BodyStructure(_) => super::structure::body_structure(served, true)
+                    .map(MessageDataItem::BodyStructure),
+                // `BODY` is `BODYSTRUCTURE` without the extension data.
+                MessageDataItem::Body(_) => {
+                    super::structure::body_structure(served, false).map(MessageDataItem::Body)
+                }
                 _ => None,
             };
             out.push(replaced.unwrap_or(item));
@@ -238,10 +239,15 @@ struct Served<'a> {
 }
 
 impl Served<'_> {
-    /// A section of the top-level message (RFC 9051 §6.4.5); `None` for a numbered body
-    /// part, which is not answered from the served message.
+    /// A section (RFC 9051 §6.4.5) of the served message; `None` when it has no such part
+    /// (then the upstream's answer stays, as for a part number beyond the last).
     fn section(&self, section: Option<&Section<'_>>) -> Option<Vec<u8>> {
         let with_end = |fields: &[u8]| [fields, b"\r\n"].concat();
+        // The attached message a numbered HEADER or TEXT section names.
+        let attached = |p: &Part| -> Option<Served<'_>> {
+            let part = super::structure::part(self.whole, p.0.as_ref())?;
+            part.message.then(|| Served::of(part.body))
+        };
         match section {
             None => Some(self.whole.to_vec()),
             Some(Section::Header(None)) => Some(with_end(self.head)),
@@ -252,8 +258,26 @@ impl Served<'_> {
             Some(Section::HeaderFieldsNot(None, names)) => {
                 Some(with_end(&self.fields(names.as_ref(), false)))
             }
-            Some(_) => None,
+            Some(Section::Part(p)) => {
+                super::structure::part(self.whole, p.0.as_ref()).map(|part| part.body.to_vec())
+            }
+            Some(Section::Mime(p)) => {
+                super::structure::part(self.whole, p.0.as_ref()).map(|part| part.mime.to_vec())
+            }
+            Some(Section::Header(Some(p))) => attached(p).map(|m| with_end(m.head)),
+            Some(Section::Text(Some(p))) => attached(p).map(|m| m.body.to_vec()),
+            Some(Section::HeaderFields(Some(p), names)) => {
+                attached(p).map(|m| with_end(&m.fields(names.as_ref(), true)))
+            }
+            Some(Section::HeaderFieldsNot(Some(p), names)) => {
+                attached(p).map(|m| with_end(&m.fields(names.as_ref(), false)))
+            }
         }
+    }
+
+    fn of(whole: &[u8]) -> Served<'_> {
+        let (head, body) = headers::split_bytes(whole);
+        Served { whole, head, body }
     }
 
     /// The header fields named in `names` (or all others), byte for byte.
@@ -320,7 +344,7 @@ fn nstring(bytes: &[u8]) -> NString<'static> {
 
 /// RFC 9051 §7.5.2's ENVELOPE of a header section: the fields as they are written
 /// (encoded words stay encoded), the addresses split.
-fn envelope(head: &[u8]) -> Envelope<'static> {
+pub fn envelope(head: &[u8]) -> Envelope<'static> {
     let (fields, _) = headers::split(&[head, b"\r\n"].concat());
     let text = |name: &str| -> NString<'static> {
         headers::effective(&fields, name)

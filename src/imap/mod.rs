@@ -7,12 +7,14 @@
 //! - [`capability`]: what is advertised (only what the proxy handles);
 //! - [`fetch`]: a FETCH of content rewritten, and its answers served from the opened
 //!   message;
+//! - [`structure`]: the opened message's BODYSTRUCTURE and numbered parts;
 //! - [`session`]: one client connection and its upstream connection.
 
 pub mod capability;
 pub mod fetch;
 pub mod frame;
 pub mod session;
+pub mod structure;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

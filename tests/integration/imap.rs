@@ -271,6 +271,7 @@ fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
     let w = world();
     encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(&w);
     the_message_list_shows_the_real_subject_and_sections_agree(&w);
+    the_structure_and_numbered_parts_are_the_decrypted_message_s(&w);
     efail_through_imap_is_refused_as_on_the_smtp_path(&w);
     only_what_the_proxy_handles_is_advertised_and_flags_pass(&w);
 }
@@ -337,6 +338,25 @@ fn the_message_list_shows_the_real_subject_and_sections_agree(w: &World) {
         String::from_utf8_lossy(&got[1]),
         String::from_utf8_lossy(text)
     );
+}
+
+/// A client that reads the structure first and then fetches part by part (Thunderbird
+/// does) gets the decrypted message's parts, not the PGP/MIME container's.
+fn the_structure_and_numbered_parts_are_the_decrypted_message_s(w: &World) {
+    let got = decoded(&imaplib(
+        w.port,
+        "typ, data = IMAP.uid('FETCH', '2', '(BODYSTRUCTURE)')\nout(flat(data))\n\
+         typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[1] BODY.PEEK[1.MIME])')\nout(flat(data))\n\
+         typ, data = IMAP.uid('FETCH', '1', '(BODYSTRUCTURE)')\nout(flat(data))\n",
+    ));
+    let structure = String::from_utf8_lossy(&got[0]).to_ascii_uppercase();
+    assert!(structure.contains("(\"TEXT\" \"PLAIN\""), "{structure}");
+    assert!(!structure.contains("PGP-ENCRYPTED"), "{structure}");
+    let part = String::from_utf8_lossy(&got[1]);
+    assert!(part.contains("IMAP-SECRET-4711"), "{part}");
+    // A plain message's structure is the server's own.
+    let plain = String::from_utf8_lossy(&got[2]).to_ascii_uppercase();
+    assert!(plain.contains("\"TEXT\" \"PLAIN\""), "{plain}");
 }
 
 fn efail_through_imap_is_refused_as_on_the_smtp_path(w: &World) {

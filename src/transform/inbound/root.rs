@@ -243,13 +243,10 @@ const END_SIGNATURE: &[u8] = b"-----END PGP SIGNATURE-----";
 /// A body that is exactly one armored message or one cleartext-signed message, with nothing
 /// but whitespace around it, read decoded as it comes; an undecodable body is none.
 fn block(mut r: impl Read) -> Option<Block> {
-    const MARK: usize = 40;
     let needles: [&[u8]; 3] = [b"-----BEGIN PGP ", b"-----END PGP ", BEGIN_SIGNATURE];
     let mut finder = Finder::new(&needles);
-    // The first bytes after leading whitespace; the last bytes up to the last one that
-    // is not whitespace, and the whitespace seen since.
-    let (mut first, mut tail, mut pending) = (Vec::new(), Vec::new(), Vec::new());
-    let mut buf = vec![0u8; 64 << 10];
+    let mut ends = Ends::default();
+    let mut buf = vec![0u8; 16 << 10];
     loop {
         let n = r.read(&mut buf).ok()?;
         if n == 0 {
@@ -257,39 +254,77 @@ fn block(mut r: impl Read) -> Option<Block> {
         }
         let piece = buf.get(..n).unwrap_or_default();
         finder.feed(piece);
-        for &b in piece {
-            if first.len() < MARK && (!first.is_empty() || !b.is_ascii_whitespace()) {
-                first.push(b);
-            }
-            if b.is_ascii_whitespace() {
-                if !tail.is_empty() {
-                    pending.push(b);
-                    if pending.len() > MARK {
-                        pending.remove(0);
-                    }
-                }
-                continue;
-            }
-            tail.append(&mut pending);
-            tail.push(b);
-            if tail.len() > 4 * MARK {
-                tail.drain(..tail.len() - MARK);
-            }
-        }
+        ends.feed(piece);
     }
-    let t = tail.as_slice();
-    let (begins, ends) = (finder.count(0), finder.count(1));
-    if first.starts_with(BEGIN_MESSAGE) && t.ends_with(END_MESSAGE) && begins == 1 && ends == 1 {
+    let (first, last) = (ends.first.as_slice(), ends.last.as_slice());
+    let (begins, end_lines) = (finder.count(0), finder.count(1));
+    if first.starts_with(BEGIN_MESSAGE)
+        && last.ends_with(END_MESSAGE)
+        && begins == 1
+        && end_lines == 1
+    {
         Some(Block::Message)
     } else if first.starts_with(BEGIN_SIGNED)
-        && t.ends_with(END_SIGNATURE)
+        && last.ends_with(END_SIGNATURE)
         && begins == 2
         && finder.count(2) == 1
-        && ends == 1
+        && end_lines == 1
     {
         Some(Block::Cleartext)
     } else {
         None
+    }
+}
+
+/// The first bytes of a stream after its leading whitespace, and its last bytes up to its
+/// last one that is not whitespace, taken a piece at a time (not a byte at a time: this
+/// runs over the body of every plain text message).
+#[derive(Default)]
+struct Ends {
+    first: Vec<u8>,
+    /// The last bytes up to the last non-whitespace byte so far.
+    last: Vec<u8>,
+    /// Whitespace after `last`, kept short: it matters only if content follows.
+    gap: Vec<u8>,
+}
+
+impl Ends {
+    /// Bytes kept at either end: more than the longest armor line looked for.
+    const KEEP: usize = 40;
+
+    fn feed(&mut self, piece: &[u8]) {
+        let content = |b: &u8| !b.is_ascii_whitespace();
+        if self.first.len() < Self::KEEP {
+            let from = if self.first.is_empty() {
+                piece.iter().position(content)
+            } else {
+                Some(0)
+            };
+            if let Some(rest) = from.and_then(|i| piece.get(i..)) {
+                let take = (Self::KEEP - self.first.len()).min(rest.len());
+                self.first
+                    .extend_from_slice(rest.get(..take).unwrap_or_default());
+            }
+        }
+        match piece.iter().rposition(content) {
+            Some(j) => {
+                self.last.append(&mut self.gap);
+                self.last
+                    .extend_from_slice(piece.get(..=j).unwrap_or_default());
+                keep_last(&mut self.last, Self::KEEP);
+                self.gap
+                    .extend_from_slice(piece.get(j + 1..).unwrap_or_default());
+            }
+            None => self.gap.extend_from_slice(piece),
+        }
+        keep_last(&mut self.gap, Self::KEEP);
+    }
+}
+
+/// `v` cut to its last `n` bytes.
+fn keep_last(v: &mut Vec<u8>, n: usize) {
+    if v.len() > n {
+        v.drain(..v.len() - n);
     }
 }
 
@@ -365,6 +400,36 @@ mod tests {
             }
             _ => panic!("not signed"),
         }
+    }
+
+    #[test]
+    fn a_block_is_found_whatever_the_pieces() {
+        let armored = b"\r\n  -----BEGIN PGP MESSAGE-----\r\n\r\nhQ\r\n-----END PGP MESSAGE-----\r\n \r\n\r\n";
+        let signed = b"-----BEGIN PGP SIGNED MESSAGE-----\r\nHash: SHA256\r\n\r\nhi\r\n-----BEGIN PGP SIGNATURE-----\r\n\r\nwA\r\n-----END PGP SIGNATURE-----";
+        let beside = b"hello\r\n-----BEGIN PGP MESSAGE-----\r\nhQ\r\n-----END PGP MESSAGE-----\r\n";
+        let trailing = b"-----BEGIN PGP MESSAGE-----\r\nhQ\r\n-----END PGP MESSAGE-----\r\nbye";
+        for size in [1, 2, 3, 7, 40, 1000] {
+            let pieces = |data: &[u8]| {
+                let mut e = Ends::default();
+                let mut f = Finder::new(&[b"-----BEGIN PGP "]);
+                for p in data.chunks(size) {
+                    e.feed(p);
+                    f.feed(p);
+                }
+                (e, f.count(0))
+            };
+            let (e, _) = pieces(armored);
+            assert!(e.first.starts_with(BEGIN_MESSAGE) && e.last.ends_with(END_MESSAGE));
+            let (e, begins) = pieces(signed);
+            assert!(e.first.starts_with(BEGIN_SIGNED) && e.last.ends_with(END_SIGNATURE));
+            assert_eq!(begins, 2);
+            assert!(!pieces(beside).0.first.starts_with(BEGIN_MESSAGE));
+            assert!(!pieces(trailing).0.last.ends_with(END_MESSAGE));
+        }
+        assert_eq!(block(&armored[..]), Some(Block::Message));
+        assert_eq!(block(&signed[..]), Some(Block::Cleartext));
+        assert_eq!(block(&beside[..]), None);
+        assert_eq!(block(&b" \r\n"[..]), None);
     }
 
     #[test]
