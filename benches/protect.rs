@@ -51,10 +51,12 @@ fn main() {
     let treatment = Treatment::Encrypt {
         recipients: recipients.clone(),
         signer: Some(Arc::clone(&signer)),
+        protect_subject: true,
     };
     let unsigned = Treatment::Encrypt {
         recipients,
         signer: None,
+        protect_subject: true,
     };
     let policy = keyring.policy();
 

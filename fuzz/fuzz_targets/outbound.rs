@@ -65,6 +65,7 @@ fn keys() -> &'static Keys {
             &Treatment::Encrypt {
                 recipients: vec![Arc::clone(&bob)],
                 signer: Some(Arc::clone(&alice)),
+                protect_subject: true,
             },
             &StandardPolicy::new(),
             SystemTime::now(),
@@ -187,6 +188,7 @@ fn one(data: &[u8]) {
     let encrypt = Treatment::Encrypt {
         recipients: vec![Arc::clone(&k.bob)],
         signer: Some(Arc::clone(&k.alice)),
+        protect_subject: true,
     };
     let sign = Treatment::SignOnly {
         signer: Arc::clone(&k.alice),

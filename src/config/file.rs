@@ -162,6 +162,9 @@ pub struct Policy {
     /// The global layer's settings.
     pub mode: Option<Spanned<String>>,
     pub encrypt_to_self: Option<bool>,
+    /// `false` keeps the Subject of encrypted copies in the clear (server-side search),
+    /// at the cost of the Subject's confidentiality.
+    pub protect_subject: Option<bool>,
     pub mixed: Option<Spanned<String>>,
     /// The least trusted key to encrypt to: `pinned`, `wkd`, `keyserver` or `autocrypt`.
     pub min_trust: Option<Spanned<String>>,
@@ -180,6 +183,9 @@ pub struct PolicyRule {
     /// `require`, `opportunistic`, `sign-only` or `none`.
     pub mode: Option<Spanned<String>>,
     pub encrypt_to_self: Option<bool>,
+    /// `false` keeps the Subject of encrypted copies in the clear (server-side search),
+    /// at the cost of the Subject's confidentiality.
+    pub protect_subject: Option<bool>,
     /// `split` or `refuse-unencrypted`.
     pub mixed: Option<Spanned<String>>,
     /// `pinned`, `wkd` (or `dane`), `keyserver` or `autocrypt` (or `harvested`, `any`).

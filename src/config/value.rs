@@ -592,6 +592,7 @@ pub fn policy(p: &file::Policy, src: Source<'_>) -> Result<crate::policy::Policy
             &file::PolicyRule {
                 mode: p.mode.clone(),
                 encrypt_to_self: p.encrypt_to_self,
+                protect_subject: p.protect_subject,
                 mixed: p.mixed.clone(),
                 min_trust: p.min_trust.clone(),
             },
@@ -673,6 +674,7 @@ fn policy_rule(
     Ok(crate::policy::Rule {
         mode,
         encrypt_to_self: r.encrypt_to_self,
+        protect_subject: r.protect_subject,
         mixed,
         min_trust,
     })

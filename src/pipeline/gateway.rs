@@ -334,6 +334,7 @@ impl Gateway {
                 certs,
                 named: named.contains(&r.address.to_ascii_lowercase()),
                 encrypt_to_self: eff.encrypt_to_self.0,
+                protect_subject: eff.protect_subject.0,
             });
         }
         process::check_mixed(&decided, &self.policy)?;

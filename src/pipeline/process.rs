@@ -167,6 +167,7 @@ pub fn build(
                 let t = outbound::Treatment::Encrypt {
                     recipients: certs,
                     signer: sender.signer.clone(),
+                    protect_subject: group.protect_subject,
                 };
                 let text = if last {
                     // Released while encrypting, by the transform: the one copy of the

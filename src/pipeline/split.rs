@@ -16,6 +16,7 @@ pub struct Decided {
     /// Named in To or Cc (not a Bcc).
     pub named: bool,
     pub encrypt_to_self: bool,
+    pub protect_subject: bool,
 }
 
 /// A copy to build: who gets it, and how.
@@ -26,6 +27,9 @@ pub struct Group {
     /// The certificates to encrypt to (for `Encrypt`).
     pub certs: Vec<Arc<Cert>>,
     pub encrypt_to_self: bool,
+    /// Whether the outer Subject is hidden: unless every recipient of the copy allows it
+    /// in the clear.
+    pub protect_subject: bool,
 }
 
 /// All named encrypted recipients share one copy; each Bcc encrypted recipient gets its
@@ -42,6 +46,7 @@ pub fn groups(decided: &[Decided]) -> Vec<Group> {
                     treatment: Treatment::Encrypt,
                     certs: Vec::new(),
                     encrypt_to_self: false,
+                    protect_subject: false,
                 });
                 g.recipients.push(d.recipient.clone());
                 for c in &d.certs {
@@ -50,12 +55,14 @@ pub fn groups(decided: &[Decided]) -> Vec<Group> {
                     }
                 }
                 g.encrypt_to_self |= d.encrypt_to_self;
+                g.protect_subject |= d.protect_subject;
             }
             Treatment::Encrypt => out.push(Group {
                 recipients: vec![d.recipient.clone()],
                 treatment: Treatment::Encrypt,
                 certs: d.certs.clone(),
                 encrypt_to_self: d.encrypt_to_self,
+                protect_subject: d.protect_subject,
             }),
             t => match out.iter_mut().find(|g| g.treatment == t) {
                 Some(g) => g.recipients.push(d.recipient.clone()),
@@ -64,6 +71,7 @@ pub fn groups(decided: &[Decided]) -> Vec<Group> {
                     treatment: t,
                     certs: Vec::new(),
                     encrypt_to_self: false,
+                    protect_subject: true,
                 }),
             },
         }

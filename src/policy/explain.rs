@@ -46,7 +46,7 @@ pub fn explain(
         let _ = writeln!(out, "\n{addr}{}", if named { "" } else { " (Bcc)" });
         let _ = writeln!(
             out,
-            "    rule:  mode = {} ({}); mixed = {} ({}); encrypt_to_self = {} ({})",
+            "    rule:  mode = {} ({}); mixed = {} ({}); encrypt_to_self = {} ({}); protect_subject = {} ({})",
             mode_name(eff.mode.0),
             eff.mode.1,
             match eff.mixed.0 {
@@ -55,7 +55,9 @@ pub fn explain(
             },
             eff.mixed.1,
             eff.encrypt_to_self.0,
-            eff.encrypt_to_self.1
+            eff.encrypt_to_self.1,
+            eff.protect_subject.0,
+            eff.protect_subject.1
         );
         let _ = writeln!(
             out,

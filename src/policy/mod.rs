@@ -83,6 +83,7 @@ mod tests {
             encrypt_to_self: (false, Layer::Default),
             mixed: (mixed, Layer::Default),
             min_trust: (rules::default_min_trust(mode), Layer::Default),
+            protect_subject: (true, Layer::Default),
         }
     }
 

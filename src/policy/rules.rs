@@ -32,6 +32,7 @@ pub enum Mixed {
 pub struct Rule {
     pub mode: Option<Mode>,
     pub encrypt_to_self: Option<bool>,
+    pub protect_subject: Option<bool>,
     pub mixed: Option<Mixed>,
     /// The least trusted key this layer encrypts to; unset, it depends on the mode.
     pub min_trust: Option<Trust>,
@@ -67,6 +68,9 @@ pub struct Effective {
     /// it, `require` takes keys from WKD (or DANE) up, and the other modes any key: a
     /// key anyone on the path could have planted must not satisfy a requirement.
     pub min_trust: (Trust, Layer),
+    /// Whether an encrypted copy's outer Subject is the placeholder `[...]` (RFC 9788);
+    /// `false` keeps it in the clear, for mail servers that search by Subject.
+    pub protect_subject: (bool, Layer),
 }
 
 /// The minimum trust when no layer sets one.
@@ -117,12 +121,16 @@ impl Policy {
         let min_trust = layers
             .iter()
             .find_map(|(r, l)| r.min_trust.map(|t| (t, l.clone())));
+        let protect_subject = layers
+            .iter()
+            .find_map(|(r, l)| r.protect_subject.map(|v| (v, l.clone())));
         let mode = mode.unwrap_or((Mode::Opportunistic, Layer::Default));
         Effective {
             min_trust: min_trust.unwrap_or((default_min_trust(mode.0), Layer::Default)),
             mode,
             encrypt_to_self: ets.unwrap_or((false, Layer::Default)),
             mixed: mixed.unwrap_or((Mixed::Split, Layer::Default)),
+            protect_subject: protect_subject.unwrap_or((true, Layer::Default)),
         }
     }
 }
@@ -135,6 +143,7 @@ mod tests {
         Rule {
             mode,
             encrypt_to_self: ets,
+            protect_subject: None,
             mixed,
             min_trust: None,
         }

@@ -72,6 +72,60 @@ fn armored(dump: &str) -> String {
     dump[start..end].to_string()
 }
 
+/// `protect_subject = false` for a domain whose mail server searches by Subject: its
+/// copies keep the Subject in the clear outside (and inside), everything else stays
+/// encrypted; other recipients keep the placeholder.
+#[test]
+fn protect_subject_false_keeps_the_subject_in_the_clear_for_its_recipients() {
+    let w = World::new(&["bob@example.net", "carol@example.com"]);
+    let sink = SmtpSink::start(&[]);
+    let gw = w.s.serve(
+        &config(
+            &sink,
+            "[policy.domain.\"example.net\"]\nprotect_subject = false\n",
+        ),
+        &[],
+    );
+    for to in ["bob@example.net", "carol@example.com"] {
+        let (ok, out) = swaks_to(
+            gw.port(),
+            "alice@example.org",
+            to,
+            &[
+                "--header",
+                "From: Alice <alice@example.org>",
+                "--header",
+                "Subject: searchable numbers",
+                "--body",
+                "The numbers are 4, 8, 15, 16, 23 and 42.",
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    let dumps: Vec<String> = sink
+        .wait_messages(2, LONG)
+        .iter()
+        .map(|d| d.text())
+        .collect();
+    let to_bob = dumps
+        .iter()
+        .find(|d| d.contains("To: bob@example.net"))
+        .expect("Bob's copy");
+    assert!(to_bob.contains("multipart/encrypted"), "{to_bob}");
+    assert!(to_bob.contains("\nSubject: searchable numbers"), "{to_bob}");
+    assert!(!to_bob.contains("23 and 42"), "the body is still protected");
+    let plain = w
+        .gpg("bob@example.net")
+        .run_with_input(&["--decrypt"], armored(to_bob).as_bytes());
+    assert!(String::from_utf8_lossy(&plain.stdout).contains("Subject: searchable numbers"));
+    let to_carol = dumps
+        .iter()
+        .find(|d| d.contains("To: carol@example.com"))
+        .expect("Carol's copy");
+    assert!(to_carol.contains("Subject: [...]"), "{to_carol}");
+    assert!(!to_carol.contains("searchable"), "{to_carol}");
+}
+
 #[test]
 fn gpg_decrypts_and_verifies_what_a_mail_client_sent() {
     let w = World::new(&["bob@example.net"]);

@@ -78,6 +78,7 @@ pub fn seal(
         recipients,
         signer,
         autocrypt,
+        true,
         policy,
         now,
     )
@@ -94,6 +95,7 @@ pub(crate) fn seal_with(
     recipients: &[&Cert],
     signer: Option<&Cert>,
     autocrypt: impl FnOnce(&Cert, &[Field]) -> Option<String>,
+    protect_subject: bool,
     policy: &dyn Policy,
     now: SystemTime,
 ) -> Result<Sealed, Error> {
@@ -111,8 +113,8 @@ pub(crate) fn seal_with(
     });
     let autocrypt = signer.and_then(|tsk| autocrypt(tsk, &fields));
     let boundary = boundary();
-    let payload_head = payload_head(&fields);
-    let outer = outer_head(&fields, autocrypt.as_deref(), &boundary);
+    let payload_head = payload_head(&fields, protect_subject);
+    let outer = outer_head(&fields, autocrypt.as_deref(), &boundary, protect_subject);
     // The OpenPGP message: the payload, one PKESK per key and a signature, in base64
     // lines of 64 characters and CRLF. Sized up front so that it is never reallocated.
     let packets = payload_head.len() + body.len() + 1024 * (recipients.len() + 2);
@@ -152,7 +154,7 @@ pub fn signer_fits(signer: &Cert, recipients: &[&Cert]) -> bool {
 /// records; then the empty line. The original body follows it unchanged. Of a repeated
 /// Content-Type or Content-Transfer-Encoding, only the one the classifier read is kept
 /// ([`headers::effective`]).
-fn payload_head(fields: &[Field]) -> String {
+fn payload_head(fields: &[Field], protect_subject: bool) -> String {
     let mut head =
         protection::content_type_with_hp(headers::effective(fields, "Content-Type"), "cipher");
     for f in fields.iter().filter(|f| headers::is_content_field(f)) {
@@ -169,17 +171,26 @@ fn payload_head(fields: &[Field]) -> String {
     }) {
         head.push_str(&f.wire());
     }
-    head.push_str(&protection::hp_outer(fields));
+    head.push_str(&protection::hp_outer(fields, protect_subject));
     head.push_str("\r\n");
     head
 }
 
 /// The outer header and the body up to the armored message: trace and addressing fields,
 /// the obscured Subject, the Autocrypt header, and the two PGP/MIME parts' heads.
-fn outer_head(fields: &[Field], autocrypt: Option<&str>, boundary: &str) -> String {
+fn outer_head(
+    fields: &[Field],
+    autocrypt: Option<&str>,
+    boundary: &str,
+    protect_subject: bool,
+) -> String {
     let mut out = String::new();
     for f in fields.iter().filter(|f| protection::kept_outside(f)) {
-        out.push_str(&format!("{}:{}\r\n", f.name, protection::outer_raw(f)));
+        out.push_str(&format!(
+            "{}:{}\r\n",
+            f.name,
+            protection::outer_raw(f, protect_subject)
+        ));
     }
     if !fields.iter().any(|f| f.is("Subject")) {
         out.push_str(&format!("Subject: {OBSCURED_SUBJECT}\r\n"));

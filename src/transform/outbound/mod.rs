@@ -36,6 +36,8 @@ pub enum Treatment {
     Encrypt {
         recipients: Vec<Arc<Cert>>,
         signer: Option<Arc<Cert>>,
+        /// The outer Subject becomes `[...]` (RFC 9788); `false` leaves it in the clear.
+        protect_subject: bool,
     },
     /// `multipart/signed` by `signer`.
     SignOnly { signer: Arc<Cert> },
@@ -116,13 +118,18 @@ pub fn protect_classified(
             .ok()
     };
     match treatment {
-        Treatment::Encrypt { recipients, signer } => {
+        Treatment::Encrypt {
+            recipients,
+            signer,
+            protect_subject,
+        } => {
             let refs: Vec<&Cert> = recipients.iter().map(Arc::as_ref).collect();
             let sealed = encrypt::seal_with(
                 message,
                 &refs,
                 signer.as_deref(),
                 |_, _| signer.as_ref().and_then(autocrypt),
+                *protect_subject,
                 policy,
                 now,
             )?;

@@ -42,9 +42,10 @@ pub fn kept_outside(f: &Field) -> bool {
     OUTSIDE.iter().any(|n| f.is(n)) || f.name.to_ascii_lowercase().starts_with("resent-")
 }
 
-/// The raw value a kept field has outside (only the Subject changes).
-pub fn outer_raw(f: &Field) -> String {
-    if f.is("Subject") {
+/// The raw value a kept field has outside: only the Subject changes, unless the policy
+/// keeps it in the clear (`protect_subject = false`).
+pub fn outer_raw(f: &Field, protect_subject: bool) -> String {
+    if protect_subject && f.is("Subject") {
         format!(" {OBSCURED_SUBJECT}")
     } else {
         f.raw.clone()
@@ -53,10 +54,14 @@ pub fn outer_raw(f: &Field) -> String {
 
 /// The `HP-Outer` fields (RFC 9788 §2.2) recording each non-trace field the outer header
 /// of an encrypted message carries, so that a reader sees what was changed or removed.
-pub fn hp_outer(fields: &[Field]) -> String {
+pub fn hp_outer(fields: &[Field], protect_subject: bool) -> String {
     let mut out = String::new();
     for f in fields.iter().filter(|f| kept_outside(f) && !is_trace(f)) {
-        out.push_str(&format!("HP-Outer: {}:{}\r\n", f.name, outer_raw(f)));
+        out.push_str(&format!(
+            "HP-Outer: {}:{}\r\n",
+            f.name,
+            outer_raw(f, protect_subject)
+        ));
     }
     if !fields.iter().any(|f| f.is("Subject")) {
         out.push_str(&format!("HP-Outer: Subject: {OBSCURED_SUBJECT}\r\n"));
@@ -157,7 +162,7 @@ mod tests {
         let (fields, _) =
             split(b"Received: x\r\nFrom: a@b\r\nSubject: secret\r\nX-Mailer: m\r\n\r\n");
         assert_eq!(
-            hp_outer(&fields),
+            hp_outer(&fields, true),
             "HP-Outer: From: a@b\r\nHP-Outer: Subject: [...]\r\n"
         );
     }

@@ -306,6 +306,7 @@ fn a_repeated_content_field_is_encrypted_as_it_was_classified() {
     let t = Treatment::Encrypt {
         recipients: vec![std::sync::Arc::new(bob.clone())],
         signer: None,
+        protect_subject: true,
     };
     for (m, ct, cte) in REPEATED {
         let out = protect(m.as_bytes(), &t, &p, SystemTime::now()).unwrap();

@@ -77,6 +77,7 @@ fn encrypt_treatment(to: &Cert, signer: &Cert) -> Treatment {
     Treatment::Encrypt {
         recipients: vec![Arc::new(to.clone())],
         signer: Some(Arc::new(signer.clone())),
+        protect_subject: true,
     }
 }
 
