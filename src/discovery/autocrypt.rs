@@ -27,6 +27,13 @@ use crate::mime::scan;
 /// with a few user IDs under 10 KiB.
 pub const MAX_HEADER: usize = 64 << 10;
 
+/// Standard base64, its padding optional: writers differ.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
 /// Why a header was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
@@ -79,11 +86,7 @@ pub fn parse(value: &str) -> Result<Parsed, Refused> {
             "addr" => addr = Some(v.trim().to_ascii_lowercase()),
             "keydata" => {
                 let text: String = v.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-                keydata = Some(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(text)
-                        .map_err(|_| Refused::BadBase64)?,
-                );
+                keydata = Some(BASE64.decode(text).map_err(|_| Refused::BadBase64)?);
             }
             "prefer-encrypt" => {
                 if v.trim().eq_ignore_ascii_case("mutual") {
