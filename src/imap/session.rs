@@ -120,7 +120,17 @@ pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                     return Ok(());
                 }
                 state.from_client.push(cbuf.get(..n).unwrap_or_default());
-                while let Some(f) = state.from_client.fragment().map_err(Error::ClientFrame)? {
+                loop {
+                    let f = match state.from_client.fragment() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => {
+                            // The rest of the stream cannot be read as IMAP any more.
+                            let bye = format!("* BYE {e}: the proxy cannot read on\r\n");
+                            client.write_all(bye.as_bytes()).await?;
+                            return Err(Error::ClientFrame(e));
+                        }
+                    };
                     let (to_upstream, to_client) = state.client_fragment(f);
                     upstream.write_all(&to_upstream).await.map_err(|e| Error::Upstream(target.clone(), e))?;
                     client.write_all(&to_client).await?;
@@ -133,7 +143,16 @@ pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                     return Ok(());
                 }
                 state.from_upstream.push(ubuf.get(..n).unwrap_or_default());
-                while let Some(f) = state.from_upstream.fragment().map_err(Error::UpstreamFrame)? {
+                loop {
+                    let f = match state.from_upstream.fragment() {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break,
+                        Err(e) => {
+                            let bye = format!("* BYE the upstream IMAP server sent {e}\r\n");
+                            client.write_all(bye.as_bytes()).await?;
+                            return Err(Error::UpstreamFrame(e));
+                        }
+                    };
                     if let Some(response) = state.upstream_fragment(f) {
                         let out = answer(proxy, &state, response).await;
                         client.write_all(&out).await?;
@@ -421,6 +440,98 @@ async fn read_line(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Vec<u8>>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncBufReadExt;
+
+    /// A proxy in front of a scripted upstream that answers every command with `reply`
+    /// (after its greeting), and a client's transcript of `commands` through it.
+    async fn through(reply: &'static [u8], commands: &[&str], close: bool) -> String {
+        let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up_port = up.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = up.accept().await.unwrap();
+            s.write_all(b"* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE] ready\r\n")
+                .await
+                .unwrap();
+            let (r, mut w) = s.split();
+            let mut lines = tokio::io::BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let tag = line.split(' ').next().unwrap_or("*").to_string();
+                w.write_all(reply).await.unwrap();
+                if close {
+                    break;
+                }
+                let done = format!("{tag} OK done\r\n");
+                if w.write_all(done.as_bytes()).await.is_err() || line.contains("LOGOUT") {
+                    break;
+                }
+            }
+        });
+        let proxy = Arc::new(Proxy {
+            settings: Settings {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                upstream_host: "127.0.0.1".into(),
+                upstream_port: up_port,
+                upstream_tls: UpstreamTls::None,
+                ca_file: None,
+                address: Some("bob@example.org".into()),
+                max_message: 1 << 20,
+            },
+            tls: ClientTls::new(None).unwrap(),
+            keyring: Keyring::open_memory(sealpost_keyring::OpenOptions::default()).unwrap(),
+            inbound: Arc::new(inbound::Settings {
+                authserv_id: "gw.example.org".into(),
+                max_plaintext: 1 << 20,
+                spill: None,
+            }),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve(listener, proxy));
+        let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        for cmd in commands {
+            c.write_all(cmd.as_bytes()).await.unwrap();
+        }
+        let mut out = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(5), c.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn bad_upstream_input_ends_the_session_in_words() {
+        // A literal over the limit: a BYE that says so, no panic.
+        let t = through(
+            b"* 1 FETCH (BODY[] {99999999999}\r\n",
+            &["a1 FETCH 1 (BODY.PEEK[])\r\n"],
+            false,
+        )
+        .await;
+        assert!(
+            t.starts_with("* OK [CAPABILITY IMAP4rev1] ready\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("* BYE the upstream IMAP server sent a literal of 99999999999 bytes"),
+            "{t}"
+        );
+        // Unsolicited responses and malformed FETCH data pass as they are.
+        let t = through(
+            b"* 3 EXPUNGE\r\n* 1 FETCH (BODY[] not-a-string)\r\n",
+            &["a1 FETCH 1 (BODY.PEEK[])\r\n", "a2 LOGOUT\r\n"],
+            false,
+        )
+        .await;
+        assert!(
+            t.contains("* 3 EXPUNGE\r\n* 1 FETCH (BODY[] not-a-string)\r\na1 OK done"),
+            "{t}"
+        );
+        // The upstream going away: the client is told.
+        let t = through(b"", &["a1 NOOP\r\n"], true).await;
+        assert!(
+            t.ends_with("* BYE the upstream IMAP server closed the connection\r\n"),
+            "{t}"
+        );
+    }
 
     #[test]
     fn login_names_are_learnt_from_login_and_plain() {
