@@ -407,7 +407,20 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                 settings.upstream_host,
                 settings.upstream_port
             );
+            let acceptor =
+                match (&settings.tls, &settings.certificate) {
+                    (crate::imap::ListenerTls::None, _) => None,
+                    (_, Some((c, k))) => Some(crate::tls::from_files(c, k).with_context(|| {
+                        format!("cannot use the IMAP certificate {}", c.display())
+                    })?),
+                    (_, None) => Some(
+                        crate::tls::self_signed(&config.data_dir, &config.hostname)
+                            .context("cannot make the self-signed certificate for IMAP")?
+                            .acceptor,
+                    ),
+                };
             let proxy = Arc::new(crate::imap::session::Proxy {
+                acceptor,
                 settings: settings.clone(),
                 tls: crate::tls::client::ClientTls::new(settings.ca_file.as_deref())?,
                 keyring: keyring.clone(),

@@ -37,6 +37,11 @@ pub struct Imap {
     pub ca_file: Option<PathBuf>,
     /// The address whose keys open mail when the login name is not an address.
     pub address: Option<String>,
+    /// TLS towards the mail client: `none` (default), `starttls` or `tls`.
+    pub tls: Option<Spanned<String>>,
+    /// Certificate chain and key (PEM) for it; without them, the self-signed certificate.
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
 }
 
 /// `[admin]`: the HTTP listener for metrics and health checks.

@@ -703,7 +703,26 @@ fn imap(
             .map_err(|m: String| src.invalid("imap.upstream_tls", t, m))?,
         (None, None) => crate::imap::UpstreamTls::Tls,
     };
+    let tls = match section.and_then(|(i, src)| i.tls.as_ref().map(|t| (t, src))) {
+        Some((t, src)) => t
+            .get_ref()
+            .parse()
+            .map_err(|m: String| src.invalid("imap.tls", t, m))?,
+        None => crate::imap::ListenerTls::None,
+    };
+    let certificate = match section.map(|(i, _)| (i.certificate.clone(), i.private_key.clone())) {
+        Some((Some(c), Some(k))) => Some((c, k)),
+        Some((None, None)) | None => None,
+        Some(_) => {
+            return Err(flag(
+                "imap",
+                "[imap] needs both certificate and private_key, or neither (the self-signed certificate)".into(),
+            ))
+        }
+    };
     Ok(Some(crate::imap::Settings {
+        tls,
+        certificate,
         listen,
         upstream_host: upstream.0,
         upstream_port: upstream.1,

@@ -6,7 +6,8 @@
 //! response's and the one in a tagged `OK` after login.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
-/// Capabilities kept, upper-case.
+/// Capabilities kept, upper-case. STARTTLS is the proxy's own ([`before_tls`]), never the
+/// upstream's.
 const KEPT: &[&str] = &[
     "IMAP4REV1",
     "LITERAL+",
@@ -59,6 +60,39 @@ pub fn filter(line: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// A capability list as it reads before STARTTLS: STARTTLS offered, and logins disabled
+/// until it is done (RFC 9051 §6.2.1), so that no password crosses in the clear.
+pub fn before_tls(line: &[u8]) -> Vec<u8> {
+    let upper = line.to_ascii_uppercase();
+    let Some(at) = upper
+        .windows(11)
+        .position(|w| w == b"CAPABILITY ")
+        .map(|i| i + 11)
+    else {
+        return line.to_vec();
+    };
+    let mut out = line.get(..at).unwrap_or_default().to_vec();
+    out.extend_from_slice(b"STARTTLS LOGINDISABLED ");
+    let rest = line.get(at..).unwrap_or_default();
+    // AUTH= mechanisms are not offered before TLS either.
+    let mut words = Vec::new();
+    let (list, tail) = match rest.iter().position(|&b| b == b']' || b == b'\r') {
+        Some(i) => (
+            rest.get(..i).unwrap_or_default(),
+            rest.get(i..).unwrap_or_default(),
+        ),
+        None => (rest, &b""[..]),
+    };
+    for w in list.split(|&b| b == b' ') {
+        if !w.to_ascii_uppercase().starts_with(b"AUTH=") && !w.is_empty() {
+            words.push(w);
+        }
+    }
+    out.extend_from_slice(&words.join(&b' '));
+    out.extend_from_slice(tail);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +108,9 @@ mod tests {
         assert_eq!(filter(listed).unwrap(), b"* CAPABILITY IMAP4rev1 MOVE\r\n");
         assert_eq!(filter(b"* 3 EXISTS\r\n"), None);
         assert_eq!(filter(b"A1 OK [CAPABILITY IMAP4rev1"), None);
+        assert_eq!(
+            before_tls(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN IDLE] ready\r\n"),
+            b"* OK [CAPABILITY STARTTLS LOGINDISABLED IMAP4rev1 SASL-IR IDLE] ready\r\n"
+        );
     }
 }

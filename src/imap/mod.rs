@@ -58,4 +58,33 @@ pub struct Settings {
     pub address: Option<String>,
     /// Largest message the proxy takes from the upstream to open.
     pub max_message: usize,
+    /// TLS towards the mail client: none (loopback), STARTTLS, or from the first byte.
+    pub tls: ListenerTls,
+    /// The certificate and key for it; none: the self-signed one the SMTP listeners use.
+    pub certificate: Option<(PathBuf, PathBuf)>,
+}
+
+/// TLS towards the mail client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerTls {
+    None,
+    /// Offered as STARTTLS; LOGIN and AUTHENTICATE wait for it.
+    StartTls,
+    /// TLS from the first byte (as port 993).
+    Tls,
+}
+
+impl std::str::FromStr for ListenerTls {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "none" => Ok(ListenerTls::None),
+            "starttls" => Ok(ListenerTls::StartTls),
+            "tls" => Ok(ListenerTls::Tls),
+            other => Err(format!(
+                "{other:?} is not an IMAP listener TLS mode: use none, starttls or tls"
+            )),
+        }
+    }
 }

@@ -29,7 +29,7 @@ use crate::transform::inbound::{self, Encryption, Signature};
 
 use super::fetch::{self, Fetched, Wanted};
 use super::frame::{Fragment, Framer};
-use super::{capability, Settings, UpstreamTls};
+use super::{capability, ListenerTls, Settings, UpstreamTls};
 
 /// Longest command or response line taken (a SEARCH response lists many numbers).
 const MAX_LINE: usize = 8 << 20;
@@ -53,6 +53,8 @@ pub enum Error {
 
 /// What every connection shares.
 pub struct Proxy {
+    /// TLS towards the client, when [`Settings::tls`] asks for it.
+    pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub settings: Settings,
     pub tls: ClientTls,
     pub keyring: Keyring,
@@ -86,8 +88,12 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 ///
 /// # Errors
 /// The upstream unreachable, either side breaking IMAP's framing, or I/O.
-pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
+pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
     let s = &proxy.settings;
+    let mut client: Box<dyn Stream> = match (&s.tls, &proxy.acceptor) {
+        (ListenerTls::Tls, Some(a)) => Box::new(a.accept(tcp).await?),
+        _ => Box::new(tcp),
+    };
     let target = format!("{}:{}", s.upstream_host, s.upstream_port);
     let (mut upstream, greeting) = match connect(proxy, &target).await {
         Ok(c) => c,
@@ -98,7 +104,13 @@ pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
             return Err(e);
         }
     };
+    let starttls = s.tls == ListenerTls::StartTls && proxy.acceptor.is_some();
     let greeting = capability::filter(&greeting).unwrap_or(greeting);
+    let greeting = if starttls {
+        capability::before_tls(&greeting)
+    } else {
+        greeting
+    };
     client.write_all(&greeting).await?;
 
     let mut state = State {
@@ -110,6 +122,8 @@ pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
         login: None,
         awaiting_plain: false,
         response: Vec::new(),
+        tls_pending: starttls,
+        upgrade: false,
     };
     let (mut cbuf, mut ubuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
@@ -134,6 +148,16 @@ pub async fn run(mut client: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                     let (to_upstream, to_client) = state.client_fragment(f);
                     upstream.write_all(&to_upstream).await.map_err(|e| Error::Upstream(target.clone(), e))?;
                     client.write_all(&to_client).await?;
+                    if std::mem::take(&mut state.upgrade) {
+                        // Whatever the client sent after STARTTLS in the clear is dropped
+                        // (the CVE-2011-0411 injection), and the session goes on in TLS.
+                        state.from_client = Framer::new(MAX_LINE, s.max_message);
+                        let Some(acceptor) = &proxy.acceptor else {
+                            return Ok(());
+                        };
+                        client = Box::new(acceptor.accept(client).await?);
+                        break;
+                    }
                 }
             }
             n = upstream.read(&mut ubuf) => {
@@ -178,6 +202,10 @@ struct State {
     awaiting_plain: bool,
     /// The upstream's response so far.
     response: Vec<u8>,
+    /// STARTTLS is offered and not done yet: logins wait for it.
+    tls_pending: bool,
+    /// The client asked for STARTTLS and was told OK: TLS starts now.
+    upgrade: bool,
 }
 
 impl State {
@@ -225,6 +253,17 @@ impl State {
             .collect();
         if let [tag, verb] = words.as_slice() {
             let verb = verb.to_ascii_uppercase();
+            if verb == "STARTTLS" && self.tls_pending {
+                self.tls_pending = false;
+                self.upgrade = true;
+                let ok = format!("{tag} OK begin TLS now\r\n");
+                return (Vec::new(), ok.into_bytes());
+            }
+            if self.tls_pending && (verb == "LOGIN" || verb == "AUTHENTICATE") {
+                // No password crosses the network in the clear when TLS is offered.
+                let no = format!("{tag} NO [PRIVACYREQUIRED] STARTTLS first\r\n");
+                return (Vec::new(), no.into_bytes());
+            }
             if verb == "STARTTLS" || verb.starts_with("COMPRESS") {
                 // Not offered: the stream must stay readable to the proxy.
                 let no = format!("{tag} NO {verb} is not offered by this proxy\r\n");
@@ -292,6 +331,9 @@ impl State {
 /// What the client gets for one upstream response.
 async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
     if let Some(filtered) = capability::filter(&response) {
+        if state.tls_pending {
+            return capability::before_tls(&filtered);
+        }
         return filtered;
     }
     // Untagged FETCH data while a content FETCH is in flight. With several in flight the
@@ -475,7 +517,10 @@ mod tests {
                 ca_file: None,
                 address: Some("bob@example.org".into()),
                 max_message: 1 << 20,
+                tls: ListenerTls::None,
+                certificate: None,
             },
+            acceptor: None,
             tls: ClientTls::new(None).unwrap(),
             keyring: Keyring::open_memory(sealpost_keyring::OpenOptions::default()).unwrap(),
             inbound: Arc::new(inbound::Settings {
@@ -544,6 +589,8 @@ mod tests {
             login: None,
             awaiting_plain: false,
             response: Vec::new(),
+            tls_pending: false,
+            upgrade: false,
         };
         s.learn_login(b"a LOGIN bob@example.org secret\r\n");
         assert_eq!(s.login.as_deref(), Some("bob@example.org"));

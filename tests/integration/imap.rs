@@ -394,3 +394,69 @@ fn only_what_the_proxy_handles_is_advertised_and_flags_pass(w: &World) {
     );
     assert_eq!(String::from_utf8_lossy(&got[2]), "1 2 3");
 }
+
+/// TLS towards the mail client, as for the SMTP listeners: STARTTLS (logins refused
+/// before it) and TLS from the first byte, with the self-signed certificate.
+#[test]
+fn the_mail_client_can_talk_tls_to_the_proxy() {
+    let plain = crlf("From: <carol@example.com>\nSubject: over TLS\n\nhello\n");
+    let dovecot = start_dovecot(&[("plain", plain.clone())]);
+    for mode in ["starttls", "tls"] {
+        let s = Sealpost::new();
+        let config = format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\ntls = \"{mode}\"\n",
+            dovecot.port
+        );
+        let server = s.serve(&config, &[]);
+        let out = server.stdout.lock().unwrap().clone();
+        let port: u16 = out
+            .lines()
+            .find_map(|l| l.split("IMAP proxy on ").nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no IMAP proxy line in {out}"));
+        let connect = if mode == "tls" {
+            "IMAP = imaplib.IMAP4_SSL('127.0.0.1', PORT, ssl_context=ctx)\n"
+        } else {
+            "IMAP = imaplib.IMAP4('127.0.0.1', PORT)\n\
+             out(' '.join(IMAP.capabilities).encode())\n\
+             try:\n    IMAP.login('bob@example.org', PASSWORD)\n    out(b'login in the clear worked')\n\
+             except imaplib.IMAP4.error as e:\n    out(str(e).encode())\n\
+             IMAP.starttls(ssl_context=ctx)\n"
+        };
+        let script = format!(
+            "import imaplib, ssl, sys, base64\n\
+             PORT = {port}\nPASSWORD = '{PASSWORD}'\n\
+             def out(b):\n    sys.stdout.write(base64.b64encode(b).decode() + '\\n')\n\
+             ctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n\
+             {connect}\
+             IMAP.login('bob@example.org', PASSWORD)\nIMAP.select('INBOX')\n\
+             typ, data = IMAP.uid('FETCH', '1', '(BODY.PEEK[])')\nout(data[0][1])\n\
+             IMAP.logout()\n"
+        );
+        let run = Command::new("python3")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .expect("python3");
+        assert!(
+            run.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let got = decoded(&String::from_utf8_lossy(&run.stdout));
+        if mode == "starttls" {
+            let caps = String::from_utf8_lossy(&got[0]).to_ascii_uppercase();
+            assert!(
+                caps.contains("STARTTLS") && caps.contains("LOGINDISABLED"),
+                "{caps}"
+            );
+            let refused = String::from_utf8_lossy(&got[1]);
+            assert!(refused.contains("STARTTLS first"), "{refused}");
+        }
+        assert_eq!(got.last().unwrap(), &plain, "{mode}");
+        drop(server);
+    }
+}
