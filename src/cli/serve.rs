@@ -420,6 +420,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                     ),
                 };
             let proxy = Arc::new(crate::imap::session::Proxy {
+                // Opened messages kept for the next fetch: 64 MiB, in memory only.
+                cache: crate::imap::cache::Cache::new(64 << 20),
                 acceptor,
                 settings: settings.clone(),
                 tls: crate::tls::client::ClientTls::new(settings.ca_file.as_deref())?,

@@ -70,6 +70,10 @@ pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
         )
     });
     let mut sent = items.clone();
+    // The UID names the message in the cache.
+    if !sent.iter().any(|i| matches!(i, MessageDataItemName::Uid)) {
+        sent.push(MessageDataItemName::Uid);
+    }
     if !whole {
         sent.push(MessageDataItemName::BodyExt {
             section: None,
@@ -127,6 +131,17 @@ impl Fetched {
         }
         matches!(response, Response::Data(Data::Fetch { .. })).then(|| Fetched {
             response: response.into_static(),
+        })
+    }
+
+    /// The message's UID, when the response names it.
+    pub fn uid(&self) -> Option<u32> {
+        let Response::Data(Data::Fetch { items, .. }) = &self.response else {
+            return None;
+        };
+        items.as_ref().iter().find_map(|i| match i {
+            MessageDataItem::Uid(u) => Some(u.get()),
+            _ => None,
         })
     }
 

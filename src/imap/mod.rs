@@ -8,8 +8,10 @@
 //! - [`fetch`]: a FETCH of content rewritten, and its answers served from the opened
 //!   message;
 //! - [`structure`]: the opened message's BODYSTRUCTURE and numbered parts;
+//! - [`cache`]: opened messages kept in memory for the next fetch;
 //! - [`session`]: one client connection and its upstream connection.
 
+pub mod cache;
 pub mod capability;
 pub mod fetch;
 pub mod frame;

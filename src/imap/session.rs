@@ -26,7 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::blob::Blob;
 use crate::tls::client::ClientTls;
 use crate::transform::inbound::{self, Encryption, Signature};
+use crate::wipe::Buf;
 
+use super::cache::{Entry, Key};
 use super::fetch::{self, Fetched, Wanted};
 use super::frame::{Fragment, Framer};
 use super::{capability, ListenerTls, Settings, UpstreamTls};
@@ -53,6 +55,7 @@ pub enum Error {
 
 /// What every connection shares.
 pub struct Proxy {
+    pub cache: super::cache::Cache,
     /// TLS towards the client, when [`Settings::tls`] asks for it.
     pub acceptor: Option<tokio_rustls::TlsAcceptor>,
     pub settings: Settings,
@@ -124,6 +127,8 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
         response: Vec::new(),
         tls_pending: starttls,
         upgrade: false,
+        mailbox: None,
+        uidvalidity: None,
     };
     let (mut cbuf, mut ubuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
@@ -202,6 +207,9 @@ struct State {
     awaiting_plain: bool,
     /// The upstream's response so far.
     response: Vec<u8>,
+    /// The selected mailbox and its UIDVALIDITY, which name cached messages.
+    mailbox: Option<String>,
+    uidvalidity: Option<u32>,
     /// STARTTLS is offered and not done yet: logins wait for it.
     tls_pending: bool,
     /// The client asked for STARTTLS and was told OK: TLS starts now.
@@ -280,6 +288,10 @@ impl State {
             return;
         };
         match c.body {
+            CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
+                self.mailbox = Some(format!("{mailbox:?}"));
+                self.uidvalidity = None;
+            }
             CommandBody::Login { username, .. } => {
                 self.login = Some(String::from_utf8_lossy(username.as_ref()).into_owned());
             }
@@ -309,6 +321,9 @@ impl State {
             }
         }
         let response = std::mem::take(&mut self.response);
+        if let Some(v) = uidvalidity(&response) {
+            self.uidvalidity = Some(v);
+        }
         // A tagged completion ends its FETCH.
         if !response.starts_with(b"* ") && !response.starts_with(b"+") {
             if let Some(tag) = response.split(|&b| b == b' ').next() {
@@ -356,6 +371,26 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
         );
         return fetched.as_sent(wanted);
     };
+    let key = match (
+        &state.login,
+        &state.mailbox,
+        state.uidvalidity,
+        fetched.uid(),
+    ) {
+        (Some(login), Some(mailbox), Some(uidvalidity), Some(uid)) => Some(Key {
+            login: login.clone(),
+            mailbox: mailbox.clone(),
+            uidvalidity,
+            uid,
+        }),
+        _ => None,
+    };
+    if let Some(hit) = key.as_ref().and_then(|k| proxy.cache.get(k)) {
+        return match &*hit {
+            Entry::Plain => fetched.as_sent(wanted),
+            Entry::Opened(served) => fetched.served(wanted, served),
+        };
+    }
     let keyring = proxy.keyring.clone();
     let settings = Arc::clone(&proxy.inbound);
     let opened = tokio::task::spawn_blocking(move || {
@@ -383,15 +418,33 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
     let v = &copy.verdict;
     if v.encryption == Encryption::None && v.signature == Signature::None {
         // Not protected at all: byte for byte as stored.
+        if let Some(k) = key {
+            proxy.cache.put(k, Entry::Plain);
+        }
         return fetched.as_sent(wanted);
     }
     match copy.message.to_vec() {
-        Ok(served) => fetched.served(wanted, &served),
+        Ok(served) => {
+            let out = fetched.served(wanted, &served);
+            if let Some(k) = key {
+                proxy.cache.put(k, Entry::Opened(Buf::from(served)));
+            }
+            out
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read an opened message back");
             fetched.as_sent(wanted)
         }
     }
+}
+
+/// The UIDVALIDITY an `* OK [UIDVALIDITY n]` response gives.
+fn uidvalidity(response: &[u8]) -> Option<u32> {
+    let upper = response.to_ascii_uppercase();
+    let at = upper.windows(13).position(|w| w == b"[UIDVALIDITY ")? + 13;
+    let rest = response.get(at..)?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(rest.get(..end)?).ok()?.parse().ok()
 }
 
 /// Whether an untagged response is `* n FETCH`.
@@ -521,6 +574,7 @@ mod tests {
                 certificate: None,
             },
             acceptor: None,
+            cache: crate::imap::cache::Cache::new(1 << 20),
             tls: ClientTls::new(None).unwrap(),
             keyring: Keyring::open_memory(sealpost_keyring::OpenOptions::default()).unwrap(),
             inbound: Arc::new(inbound::Settings {
@@ -591,6 +645,8 @@ mod tests {
             response: Vec::new(),
             tls_pending: false,
             upgrade: false,
+            mailbox: None,
+            uidvalidity: None,
         };
         s.learn_login(b"a LOGIN bob@example.org secret\r\n");
         assert_eq!(s.login.as_deref(), Some("bob@example.org"));

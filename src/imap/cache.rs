@@ -1,0 +1,135 @@
+//! Opened messages kept in memory for the next fetch, so that a client that lists a
+//! mailbox, then opens a message, then its parts, has each decrypted once. Keyed by the
+//! login that fetched it (never shared between logins), the mailbox, its UIDVALIDITY and
+//! the UID, and bounded in bytes, the least recently used going first. Only memory: no
+//! decrypted message is written to disk, and each is zeroed when it leaves the cache.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::wipe::Buf;
+
+/// Which message, for whom.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Key {
+    pub login: String,
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub uid: u32,
+}
+
+/// What a message turned out to be.
+#[derive(Debug)]
+pub enum Entry {
+    /// Nothing to open: the stored message is served as it is.
+    Plain,
+    /// The opened message.
+    Opened(Buf),
+}
+
+impl Entry {
+    fn size(&self) -> usize {
+        match self {
+            Entry::Plain => 64,
+            Entry::Opened(b) => b.len() + 64,
+        }
+    }
+}
+
+/// The cache, shared by every connection of a proxy.
+#[derive(Debug)]
+pub struct Cache {
+    inner: Mutex<Inner>,
+    max: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<Key, Arc<Entry>>,
+    order: VecDeque<Key>,
+    bytes: usize,
+}
+
+impl Cache {
+    pub fn new(max: usize) -> Cache {
+        Cache {
+            inner: Mutex::new(Inner::default()),
+            max,
+        }
+    }
+
+    pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        let mut inner = self.inner.lock().ok()?;
+        let found = inner.map.get(key).cloned()?;
+        // Most recently used last.
+        if let Some(i) = inner.order.iter().position(|k| k == key) {
+            if let Some(k) = inner.order.remove(i) {
+                inner.order.push_back(k);
+            }
+        }
+        Some(found)
+    }
+
+    /// Keeps `entry`, dropping the least recently used ones past the bound; an entry larger
+    /// than a quarter of the bound is not kept.
+    pub fn put(&self, key: Key, entry: Entry) {
+        let size = entry.size();
+        if size > self.max / 4 {
+            return;
+        }
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        if let Some(old) = inner.map.insert(key.clone(), Arc::new(entry)) {
+            inner.bytes = inner.bytes.saturating_sub(old.size());
+            inner.order.retain(|k| k != &key);
+        }
+        inner.bytes += size;
+        inner.order.push_back(key);
+        while inner.bytes > self.max {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.map.remove(&oldest) {
+                inner.bytes = inner.bytes.saturating_sub(e.size());
+            }
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().map_or(0, |i| i.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(login: &str, uid: u32) -> Key {
+        Key {
+            login: login.into(),
+            mailbox: "INBOX".into(),
+            uidvalidity: 7,
+            uid,
+        }
+    }
+
+    #[test]
+    fn bounded_per_login_least_recent_first() {
+        let c = Cache::new(1500);
+        c.put(key("bob", 1), Entry::Opened(Buf::from(vec![1u8; 300])));
+        c.put(key("bob", 2), Entry::Opened(Buf::from(vec![2u8; 300])));
+        c.put(key("bob", 3), Entry::Plain);
+        assert!(c.get(&key("bob", 1)).is_some());
+        assert!(c.get(&key("mallory", 1)).is_none(), "never another login's");
+        c.put(key("bob", 4), Entry::Opened(Buf::from(vec![4u8; 300])));
+        c.put(key("bob", 5), Entry::Opened(Buf::from(vec![5u8; 300])));
+        // 2 was the least recently used.
+        assert!(c.get(&key("bob", 2)).is_none());
+        assert!(c.get(&key("bob", 1)).is_some());
+        assert!(c.bytes() <= 1500);
+        c.put(key("bob", 6), Entry::Opened(Buf::from(vec![6u8; 600])));
+        assert!(c.get(&key("bob", 6)).is_none(), "too large to keep");
+    }
+}
