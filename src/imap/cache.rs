@@ -4,7 +4,7 @@
 //! the UID, and bounded in bytes, the least recently used going first. Only memory: no
 //! decrypted message is written to disk, and each is zeroed when it leaves the cache.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use crate::wipe::Buf;
@@ -45,9 +45,19 @@ pub struct Cache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    map: HashMap<Key, Arc<Entry>>,
-    order: VecDeque<Key>,
+    /// Each entry with the stamp of its last use.
+    map: HashMap<Key, (Arc<Entry>, u64)>,
+    /// Keys by the stamp of their last use, least recent first.
+    order: BTreeMap<u64, Key>,
+    next: u64,
     bytes: usize,
+}
+
+impl Inner {
+    fn stamp(&mut self) -> u64 {
+        self.next += 1;
+        self.next
+    }
 }
 
 impl Cache {
@@ -60,13 +70,14 @@ impl Cache {
 
     pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
         let mut inner = self.inner.lock().ok()?;
-        let found = inner.map.get(key).cloned()?;
-        // Most recently used last.
-        if let Some(i) = inner.order.iter().position(|k| k == key) {
-            if let Some(k) = inner.order.remove(i) {
-                inner.order.push_back(k);
-            }
-        }
+        let now = inner.stamp();
+        let (found, old) = {
+            let (entry, stamp) = inner.map.get_mut(key)?;
+            let old = std::mem::replace(stamp, now);
+            (Arc::clone(entry), old)
+        };
+        inner.order.remove(&old);
+        inner.order.insert(now, key.clone());
         Some(found)
     }
 
@@ -80,17 +91,18 @@ impl Cache {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
-        if let Some(old) = inner.map.insert(key.clone(), Arc::new(entry)) {
+        let now = inner.stamp();
+        if let Some((old, stamp)) = inner.map.insert(key.clone(), (Arc::new(entry), now)) {
             inner.bytes = inner.bytes.saturating_sub(old.size());
-            inner.order.retain(|k| k != &key);
+            inner.order.remove(&stamp);
         }
         inner.bytes += size;
-        inner.order.push_back(key);
+        inner.order.insert(now, key);
         while inner.bytes > self.max {
-            let Some(oldest) = inner.order.pop_front() else {
+            let Some((_, oldest)) = inner.order.pop_first() else {
                 break;
             };
-            if let Some(e) = inner.map.remove(&oldest) {
+            if let Some((e, _)) = inner.map.remove(&oldest) {
                 inner.bytes = inner.bytes.saturating_sub(e.size());
             }
         }

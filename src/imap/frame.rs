@@ -38,6 +38,11 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Framer {
     buf: Vec<u8>,
+    /// Where the bytes not taken yet start in `buf` (taken bytes are dropped in batches,
+    /// not moved for every fragment).
+    start: usize,
+    /// How far a line end was looked for without finding one.
+    searched: usize,
     /// The length of the literal that comes next, once its line was taken.
     literal: Option<usize>,
     max_line: usize,
@@ -48,6 +53,8 @@ impl Framer {
     pub fn new(max_line: usize, max_literal: usize) -> Framer {
         Framer {
             buf: Vec::new(),
+            start: 0,
+            searched: 0,
             literal: None,
             max_line,
             max_literal,
@@ -55,12 +62,30 @@ impl Framer {
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.searched = self.searched.saturating_sub(self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// Whether bytes wait that make no whole fragment yet.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.start >= self.buf.len()
+    }
+
+    /// The bytes not taken yet.
+    fn rest(&self) -> &[u8] {
+        self.buf.get(self.start..).unwrap_or_default()
+    }
+
+    /// Takes the next `n` bytes.
+    fn take(&mut self, n: usize) -> Vec<u8> {
+        let out = self.rest().get(..n).unwrap_or_default().to_vec();
+        self.start += n;
+        self.searched = self.start;
+        out
     }
 
     /// The next whole fragment, `None` until enough bytes arrived.
@@ -69,16 +94,22 @@ impl Framer {
     /// A line or a literal over the limits; the stream cannot be read on from there.
     pub fn fragment(&mut self) -> Result<Option<Fragment>, Error> {
         if let Some(len) = self.literal {
-            if self.buf.len() < len {
+            if self.rest().len() < len {
                 return Ok(None);
             }
-            let rest = self.buf.split_off(len);
-            let data = std::mem::replace(&mut self.buf, rest);
             self.literal = None;
-            return Ok(Some(Fragment::Literal(data)));
+            return Ok(Some(Fragment::Literal(self.take(len))));
         }
-        let Some(end) = self.buf.windows(2).position(|w| w == b"\r\n") else {
-            if self.buf.len() > self.max_line {
+        // A line end may straddle the last search's end.
+        let from = self.searched.saturating_sub(1).max(self.start);
+        let found = self
+            .buf
+            .get(from..)
+            .and_then(|b| memchr::memmem::find(b, b"\r\n"))
+            .map(|i| from + i - self.start);
+        let Some(end) = found else {
+            self.searched = self.buf.len();
+            if self.rest().len() > self.max_line {
                 return Err(Error::LineTooLong(self.max_line));
             }
             return Ok(None);
@@ -86,8 +117,7 @@ impl Framer {
         if end + 2 > self.max_line {
             return Err(Error::LineTooLong(self.max_line));
         }
-        let rest = self.buf.split_off(end + 2);
-        let bytes = std::mem::replace(&mut self.buf, rest);
+        let bytes = self.take(end + 2);
         let literal = announced(&bytes);
         if let Some(l) = literal {
             if l.len > self.max_literal {

@@ -93,6 +93,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// The upstream unreachable, either side breaking IMAP's framing, or I/O.
 pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
     let s = &proxy.settings;
+    // Responses go out as they are answered, often small: Nagle's algorithm against the
+    // peer's delayed ACK would hold each for tens of milliseconds.
+    tcp.set_nodelay(true)?;
     let mut client: Box<dyn Stream> = match (&s.tls, &proxy.acceptor) {
         (ListenerTls::Tls, Some(a)) => Box::new(a.accept(tcp).await?),
         _ => Box::new(tcp),
@@ -127,6 +130,7 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
         response: Vec::new(),
         tls_pending: starttls,
         upgrade: false,
+        logging_out: false,
         mailbox: None,
         uidvalidity: None,
     };
@@ -168,7 +172,9 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
             n = upstream.read(&mut ubuf) => {
                 let n = n.map_err(|e| Error::Upstream(target.clone(), e))?;
                 if n == 0 {
-                    client.write_all(b"* BYE the upstream IMAP server closed the connection\r\n").await?;
+                    if !state.logging_out {
+                        client.write_all(b"* BYE the upstream IMAP server closed the connection\r\n").await?;
+                    }
                     return Ok(());
                 }
                 state.from_upstream.push(ubuf.get(..n).unwrap_or_default());
@@ -214,6 +220,8 @@ struct State {
     tls_pending: bool,
     /// The client asked for STARTTLS and was told OK: TLS starts now.
     upgrade: bool,
+    /// The client sent LOGOUT: the upstream closing is the end it asked for.
+    logging_out: bool,
 }
 
 impl State {
@@ -261,6 +269,7 @@ impl State {
             .collect();
         if let [tag, verb] = words.as_slice() {
             let verb = verb.to_ascii_uppercase();
+            self.logging_out |= verb == "LOGOUT";
             if verb == "STARTTLS" && self.tls_pending {
                 self.tls_pending = false;
                 self.upgrade = true;
@@ -485,6 +494,7 @@ async fn connect(proxy: &Proxy, target: &str) -> Result<(Box<dyn Stream>, Vec<u8
     let tcp = TcpStream::connect((s.upstream_host.as_str(), s.upstream_port))
         .await
         .map_err(up)?;
+    tcp.set_nodelay(true).map_err(up)?;
     match s.upstream_tls {
         UpstreamTls::None => {
             let mut stream: Box<dyn Stream> = Box::new(tcp);
@@ -645,6 +655,7 @@ mod tests {
             response: Vec::new(),
             tls_pending: false,
             upgrade: false,
+            logging_out: false,
             mailbox: None,
             uidvalidity: None,
         };
