@@ -14,6 +14,7 @@ mod integration {
     mod memory;
     mod ops;
     mod outbound;
+    mod postfix;
     mod postgres;
     mod relay;
     mod secrets;

@@ -100,7 +100,9 @@ async fn a_read_failing_in_the_middle_cuts_the_socket_before_the_final_dot() {
     std::fs::write(named.path(), &raw).unwrap();
     let blob = Blob::from(crate::blob::SealedFile::open(named.reopen().unwrap(), &key).unwrap());
 
-    let (mut conn, switch) = connect(&cfg, None).await.unwrap();
+    let Connected {
+        mut conn, switch, ..
+    } = connect(&cfg, None).await.unwrap();
     for cmd in [
         "MAIL FROM:<a@example.org>\r\n",
         "RCPT TO:<b@example.net>\r\n",

@@ -1,0 +1,289 @@
+//! sealpost with a real Postfix 3.7 next to it: a private instance per test (`postfix -c
+//! DIR`, its own queue, ports and log; never the system's configuration), as the
+//! upstream that limits the message size, and in the recipes of `deploy/postfix/`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::common::{Raw, Sealpost};
+use super::upstream::{free_port, wait_for};
+
+/// A private Postfix: `main.cf` and `master.cf` of its own in a temporary directory,
+/// `smtpd` on `port`. It stops, and its directory goes, when the test process ends (the
+/// shell that runs it waits on a pipe that closes then) or when dropped.
+pub struct Postfix {
+    pub dir: PathBuf,
+    pub port: u16,
+    shell: Mutex<std::process::Child>,
+}
+
+impl Postfix {
+    /// Starts Postfix with `main` appended to a private `main.cf`, `transport` as its
+    /// transport map, and `master` appended to its `master.cf` (whose first service is
+    /// `smtpd` on 127.0.0.1:`port`).
+    pub fn start(main: &str, transport: &str, master: &str) -> Postfix {
+        use std::os::unix::fs::{chown, PermissionsExt};
+        let dir = tempfile::Builder::new()
+            .prefix("sealpost-postfix")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        // Postfix's daemons run as the postfix user, which must reach the queue.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::create_dir(dir.join("queue")).expect("queue dir");
+        std::fs::create_dir(dir.join("data")).expect("data dir");
+        let postfix = users_id("postfix");
+        chown(dir.join("data"), Some(postfix), None)
+            .expect("chown the data directory (the tests run as root)");
+        let port = free_port();
+        let d = dir.display();
+        std::fs::write(
+            dir.join("main.cf"),
+            format!(
+                "compatibility_level = 3.6\n\
+                 queue_directory = {d}/queue\n\
+                 data_directory = {d}/data\n\
+                 inet_interfaces = 127.0.0.1\n\
+                 inet_protocols = ipv4\n\
+                 maillog_file_prefixes = {d}\n\
+                 maillog_file = {d}/maillog\n\
+                 myhostname = mx.example.test\n\
+                 mydestination =\n\
+                 mynetworks = 127.0.0.0/8\n\
+                 alias_maps =\n\
+                 alias_database =\n\
+                 disable_dns_lookups = yes\n\
+                 smtp_dns_support_level = disabled\n\
+                 transport_maps = texthash:{d}/transport\n\
+                 smtpd_relay_restrictions = permit_mynetworks, reject\n\
+                 {main}\n"
+            ),
+        )
+        .expect("main.cf");
+        std::fs::write(dir.join("transport"), transport).expect("transport");
+        std::fs::write(
+            dir.join("master.cf"),
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER}{master}"),
+        )
+        .expect("master.cf");
+        let shell = Command::new("sh")
+            .arg("-c")
+            .arg(
+                r#"postfix -c "$1" start-fg & pid=$!; read -r _ignored; postfix -c "$1" stop; wait "$pid"; rm -rf "$2""#,
+            )
+            .arg("sh")
+            .arg(&dir)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let postfix = Postfix {
+            dir,
+            port,
+            shell: Mutex::new(shell),
+        };
+        let up = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(
+            up,
+            "Postfix did not start (package postfix): {}",
+            postfix.log()
+        );
+        postfix
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
+    }
+
+    /// Waits until its log has a line with every one of `words`; returns that line.
+    pub fn wait_log(&self, words: &[&str]) -> String {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("{words:?} in Postfix's log"),
+            || {
+                self.log()
+                    .lines()
+                    .find(|l| words.iter().all(|w| l.contains(w)))
+                    .map(str::to_string)
+            },
+        )
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        if let Ok(mut shell) = self.shell.lock() {
+            drop(shell.stdin.take());
+            let _ = shell.wait();
+        }
+    }
+}
+
+/// The services `master.cf` needs besides `smtpd` (Debian's list, no chroot).
+const MASTER: &str = "\
+pickup    unix  n - n 60 1 pickup
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+lmtp      unix  - - n - - lmtp
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+";
+
+/// A user's uid from /etc/passwd.
+fn users_id(name: &str) -> u32 {
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&name)).then(|| f.get(2)?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no user {name} (package postfix)"))
+}
+
+/// Sends `message` from `from` to `to` over a raw session; returns the reply to MAIL
+/// (with `size` as its SIZE parameter when given) or, when it is accepted, to the data.
+fn send(port: u16, from: &str, to: &[&str], size: Option<usize>, message: &[u8]) -> String {
+    let mut raw = Raw::connect(port);
+    raw.cmd("EHLO client.example");
+    let param = size.map(|n| format!(" SIZE={n}")).unwrap_or_default();
+    let mail = raw.cmd(&format!("MAIL FROM:<{from}>{param}"));
+    if !mail.starts_with("250") {
+        return mail;
+    }
+    for rcpt in to {
+        let r = raw.cmd(&format!("RCPT TO:<{rcpt}>"));
+        assert!(r.starts_with("250"), "{rcpt}: {r}");
+    }
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(message);
+    raw.send(b".\r\n");
+    let reply = raw.reply();
+    let _ = raw.stream.write_all(b"QUIT\r\n");
+    reply
+}
+
+/// About `size` bytes of mail from alice: a base64 attachment (which encryption grows by
+/// 1.375) or 8-bit UTF-8 text (which a signed copy re-encodes as quoted-printable, about
+/// 2.9 times as large).
+fn message(to: &str, size: usize, eight_bit: bool) -> Vec<u8> {
+    let mut m =
+        format!("From: alice@example.org\r\nTo: {to}\r\nSubject: size\r\nMIME-Version: 1.0\r\n");
+    if eight_bit {
+        m.push_str(
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n",
+        );
+        let line = "Съешь же ещё этих мягких французских булок, да выпей чаю\r\n";
+        while m.len() + line.len() < size {
+            m.push_str(line);
+        }
+    } else {
+        m.push_str(
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+        );
+        let line =
+            "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+        while m.len() + line.len() < size {
+            m.push_str(line);
+        }
+    }
+    m.into_bytes()
+}
+
+/// Postfix's `message_size_limit` for the size test.
+const POSTFIX_LIMIT: usize = 300_000;
+
+#[test]
+fn the_listener_offers_what_still_fits_the_upstreams_size_once_encrypted() {
+    let postfix = Postfix::start(
+        &format!("message_size_limit = {POSTFIX_LIMIT}\nrelay_domains = example.net\n"),
+        "example.net discard:\n",
+        "",
+    );
+    let s = Sealpost::new();
+    s.generate("alice@example.org", &[]);
+    s.generate("bob@example.net", &[]);
+    let config = format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [upstream]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n",
+        postfix.port
+    );
+    let gw = s.serve(&config, &[]);
+    let port = gw.port();
+
+    // The limit offered: Postfix's, less a reserve of 64 KiB, divided by 1.375 (base64
+    // armor: 4/3 times 66/64), as src/relay/size.rs derives it.
+    let limit = (POSTFIX_LIMIT - 65536) * 8 / 11;
+    let ehlo = Raw::connect(port).cmd("EHLO client.example");
+    assert!(ehlo.contains(&format!("250-SIZE {limit}\r\n")), "{ehlo}");
+
+    // Told before the message is sent.
+    let over = send(
+        port,
+        "alice@example.org",
+        &["bob@example.net"],
+        Some(limit + 1),
+        b"",
+    );
+    assert!(over.starts_with("552 5.3.4"), "{over}");
+    assert!(over.contains("next hop"), "{over}");
+
+    // The largest message offered, encrypted for bob, fits Postfix's limit and is taken.
+    let m = message("bob@example.net", limit - 100, false);
+    let reply = send(
+        port,
+        "alice@example.org",
+        &["bob@example.net"],
+        Some(m.len() + 3),
+        &m,
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    let sent = postfix.wait_log(&["to=<bob@example.net>", "status=sent"]);
+    assert!(sent.contains("discard"), "{sent}");
+
+    // Signed only, for carol (no key), 8-bit text grows past Postfix's limit as
+    // quoted-printable. Bob's encrypted copy would fit: without the check, bob's went
+    // and carol's bounced after a 250. The whole message is refused instead, and Postfix
+    // never sees any of it.
+    let before = postfix.log().matches("from=<alice@example.org>").count();
+    let m = message("bob@example.net, carol@example.net", 120_000, true);
+    let reply = send(
+        port,
+        "alice@example.org",
+        &["bob@example.net", "carol@example.net"],
+        None,
+        &m,
+    );
+    assert!(reply.starts_with("552 5.3.4"), "{reply}");
+    assert!(reply.contains("carol@example.net"), "{reply}");
+    assert!(
+        reply.contains(&format!("at most {POSTFIX_LIMIT}")),
+        "{reply}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let after = postfix.log().matches("from=<alice@example.org>").count();
+    assert_eq!(before, after, "{}", postfix.log());
+}
