@@ -95,6 +95,12 @@ impl Login {
 /// Connections idle longer than this are closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(20);
 const MAX_IDLE: usize = 32;
+/// A connection is retired after this many transactions or this long, whichever comes
+/// first, as Postfix's `smtp_connection_reuse_count_limit` and `…_time_limit` do: a
+/// server's per-connection limits and state (and a load balancer's choice) are renewed
+/// now and then.
+const MAX_TRANSACTIONS: u32 = 100;
+const MAX_AGE: Duration = Duration::from_secs(300);
 
 impl Pool {
     /// The upstream's SIZE, learned from the EHLO of each new connection.
@@ -109,7 +115,16 @@ impl Pool {
         Some(idle.swap_remove(at).conn)
     }
 
+    /// Keeps `conn` for the next copy with `login`, unless it has served its time (then
+    /// it is closed with QUIT, in the background: nobody waits for that reply).
     fn put(&self, login: Option<Login>, conn: Connected) {
+        if conn.transactions >= MAX_TRANSACTIONS || conn.opened.elapsed() >= MAX_AGE {
+            let mut retired = conn;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), retired.conn.quit()).await;
+            });
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|i| i.since.elapsed() < IDLE_FOR);
             if idle.len() < MAX_IDLE {
@@ -192,6 +207,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         c.conn.abort().await;
         return all(reply);
     }
+    c.transactions += 1;
     let dsn = c.dsn;
     let Connected {
         ref mut conn,
@@ -395,6 +411,9 @@ struct Connected {
     switch: Switch,
     /// DSN (RFC 3461): the client's RET, ENVID, NOTIFY and ORCPT go on.
     dsn: bool,
+    /// Transactions begun on it (MAIL sent).
+    transactions: u32,
+    opened: std::time::Instant,
 }
 
 async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
@@ -403,6 +422,7 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
     // For /readyz: whether the next hop could be reached lately.
     crate::ops::metrics::contact(&cfg.host, cfg.port, connected.is_ok());
     let (stream, peer) = connected.map_err(|e| hop_failed(cfg, &e))?;
+    crate::ops::metrics::upstream_connection();
     let stream = match &cfg.tls {
         HopTls::StartTls(client) => starttls(cfg, stream, client).await?,
         HopTls::None | HopTls::Implicit(_) => stream,
@@ -453,7 +473,13 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
             Err(_) => return Err(timeout_reply("AUTH")),
         }
     }
-    Ok(Connected { conn, switch, dsn })
+    Ok(Connected {
+        conn,
+        switch,
+        dsn,
+        transactions: 0,
+        opened: std::time::Instant::now(),
+    })
 }
 
 /// AUTH PLAIN, or LOGIN when the server offers only that (RFC 4954), as lettre would do
