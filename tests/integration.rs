@@ -3,6 +3,7 @@
 
 mod integration {
     mod admin;
+    mod admin_ops;
     mod attacks;
     mod backscatter;
     mod common;

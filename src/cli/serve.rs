@@ -288,6 +288,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
 
     // Large messages go here while they are received and processed: unnamed files,
     // sealed under keys that die with the process.
+    // Each message's decision trail, for `sealpost log show`.
+    crate::ops::trail::start(&config.data_dir, config.keep_trail)?;
     let spill_dir = crate::blob::spill_dir(&config.data_dir);
     {
         use std::os::unix::fs::DirBuilderExt;

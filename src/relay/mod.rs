@@ -393,6 +393,12 @@ impl Relay {
             (Route::Outbound, Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
             (Route::Outbound, _, _) => dsn::Original::Headers(&bytes),
         };
+        tracing::info!(
+            queue_id,
+            to = %Escaped(&sender.address),
+            failed = %wanted.iter().map(|f| f.recipient.address.as_str()).collect::<Vec<_>>().join(","),
+            "bounce: a delivery status notification goes to the sender"
+        );
         let report = dsn::build(
             &self.inner.cfg.hostname,
             &sender.address,

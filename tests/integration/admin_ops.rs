@@ -1,0 +1,135 @@
+//! What an admin asks of a running gateway about one message: `sealpost log show
+//! QUEUE-ID`, with a real Postfix as the upstream that takes some recipients and refuses
+//! another.
+
+use std::io::Write;
+
+use super::common::{Raw, Sealpost};
+use super::postfix::Postfix;
+
+#[test]
+fn log_show_prints_the_decision_trail_of_one_message_without_its_content() {
+    let postfix = Postfix::start(
+        "relay_domains = example.net\n\
+         smtpd_recipient_restrictions = check_recipient_access texthash:${config_directory}/access, permit\n",
+        "example.net discard:\n",
+        "",
+    );
+    std::fs::write(
+        postfix.dir.join("access"),
+        "gone@example.net REJECT 5.1.1 no such user here\n",
+    )
+    .expect("access map");
+    let s = Sealpost::new();
+    let alice = s.generate("alice@example.org", &[]);
+    let bob = s.generate("bob@example.net", &[]);
+    // A day older than the 3 days kept: removed when serve starts.
+    let trail = s.data_dir().join("trail");
+    std::fs::create_dir_all(&trail).expect("trail dir");
+    std::fs::write(trail.join("2000-01-01"), "{}\n").expect("old day");
+    let config = format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [upstream]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n\n\
+         [admin]\nkeep_trail = \"3d\"\n",
+        postfix.port
+    );
+    let gw = s.serve(&config, &[]);
+
+    let mut raw = Raw::connect(gw.port());
+    raw.cmd("EHLO client.example");
+    assert!(raw.cmd("MAIL FROM:<alice@example.org>").starts_with("250"));
+    for rcpt in ["bob@example.net", "carol@example.net", "gone@example.net"] {
+        assert!(raw.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    }
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(
+        b"From: alice@example.org\r\nTo: bob@example.net, carol@example.net, gone@example.net\r\n\
+          Subject: quarterly figures SUBJECT-MARK\r\n\r\nThe body BODY-MARK.\r\n.\r\n",
+    );
+    let reply = raw.reply();
+    let _ = raw.stream.write_all(b"QUIT\r\n");
+    // Two delivered, one refused for good: accepted, and the refusal is reported.
+    assert!(reply.starts_with("250"), "{reply}");
+    let id = reply
+        .split("queue ID ")
+        .nth(1)
+        .and_then(|r| r.split([';', ' ', '\r']).next())
+        .expect("queue ID in the reply")
+        .to_string();
+
+    let shown = s.ok(&["log", "show", &id]);
+    let line = |words: &[&str]| {
+        shown
+            .lines()
+            .find(|l| words.iter().all(|w| l.contains(w)))
+            .unwrap_or_else(|| panic!("no line with {words:?} in:\n{shown}"))
+            .to_string()
+    };
+    let received = line(&["received", "from=alice@example.org"]);
+    assert!(
+        received.contains("to=bob@example.net,carol@example.net,gone@example.net"),
+        "{received}"
+    );
+    assert!(received.contains("client=127.0.0.1:"), "{received}");
+    line(&[
+        "policy",
+        "to=bob@example.net",
+        "rule=built-in default",
+        "treatment=Encrypt",
+    ]);
+    line(&["policy", "to=carol@example.net", "treatment=SignOnly"]);
+    let copy = line(&["copy", "to=bob@example.net", "treatment=encrypted"]);
+    assert!(copy.contains(&format!("keys={bob}")), "{copy}");
+    assert!(copy.contains(&format!("signed_by={alice}")), "{copy}");
+    line(&["copy", "to=carol@example.net", "treatment=signed"]);
+    line(&[
+        "copy outcome",
+        "to=bob@example.net",
+        "status=delivered",
+        "reply=250 2.0.0 Ok: queued as",
+    ]);
+    line(&[
+        "copy outcome",
+        "to=gone@example.net",
+        "status=failed",
+        "reply=554 5.1.1",
+    ]);
+    line(&["bounce", "to=alice@example.org", "failed=gone@example.net"]);
+    line(&[
+        "answered",
+        &format!("reply=250 2.0.0 Accepted, queue ID {id}"),
+    ]);
+    // In the order it happened.
+    let first = shown.lines().next().unwrap_or_default();
+    assert!(first.contains("received"), "{shown}");
+
+    // As kept, one JSON object per line.
+    let json = s.ok(&["log", "show", "--json", &id]);
+    for l in json.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+        assert_eq!(
+            v["queue_id"].as_str().map(|q| q.starts_with(&id)),
+            Some(true)
+        );
+    }
+
+    // Nothing of the content is kept, and the trail is private.
+    let mut kept = String::new();
+    for e in std::fs::read_dir(&trail).expect("trail") {
+        let e = e.expect("entry");
+        kept.push_str(&std::fs::read_to_string(e.path()).expect("read"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = e.metadata().expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", e.path().display());
+    }
+    assert!(!kept.contains("SUBJECT-MARK") && !kept.contains("BODY-MARK"));
+    assert!(!trail.join("2000-01-01").exists(), "older than keep_trail");
+
+    // An ID it never saw: exit 1, saying where it looked.
+    let err = s.fails(&["log", "show", "NOSUCHID"], 1);
+    assert!(
+        err.contains("nothing recorded for queue ID NOSUCHID"),
+        "{err}"
+    );
+    assert!(err.contains(&trail.display().to_string()), "{err}");
+}
