@@ -40,6 +40,12 @@ impl Postfix {
             .expect("chown the data directory (the tests run as root)");
         let port = free_port();
         let d = dir.display();
+        // The map in the directory, unless `main` names its own.
+        let transport_maps = if main.contains("transport_maps") {
+            String::new()
+        } else {
+            format!("transport_maps = texthash:{d}/transport\n")
+        };
         std::fs::write(
             dir.join("main.cf"),
             format!(
@@ -57,7 +63,7 @@ impl Postfix {
                  alias_database =\n\
                  disable_dns_lookups = yes\n\
                  smtp_dns_support_level = disabled\n\
-                 transport_maps = texthash:{d}/transport\n\
+                 {transport_maps}\
                  smtpd_relay_restrictions = permit_mynetworks, reject\n\
                  {main}\n"
             ),
@@ -286,4 +292,285 @@ fn the_listener_offers_what_still_fits_the_upstreams_size_once_encrypted() {
     std::thread::sleep(Duration::from_millis(500));
     let after = postfix.log().matches("from=<alice@example.org>").count();
     assert_eq!(before, after, "{}", postfix.log());
+}
+
+/// A recipe file from `deploy/postfix/`.
+fn recipe(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy/postfix")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A private Dovecot from `deploy/postfix/dovecot.conf` (its LMTP port and users file
+/// replaced), with IMAP for reading back; alice@example.org's password is `pw`.
+struct Dovecot {
+    dir: PathBuf,
+    lmtp: u16,
+    imap: u16,
+    shell: Mutex<std::process::Child>,
+}
+
+impl Dovecot {
+    fn start() -> Dovecot {
+        use std::os::unix::fs::{chown, PermissionsExt};
+        let dir = tempfile::Builder::new()
+            .prefix("sealpost-dovecot")
+            .tempdir()
+            .expect("tempdir")
+            .keep();
+        // Delivery runs as uid 65534, which must reach the mail directory.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::create_dir(dir.join("mail")).expect("mail dir");
+        chown(dir.join("mail"), Some(65534), Some(65534)).expect("chown (the tests run as root)");
+        let d = dir.display();
+        std::fs::write(
+            dir.join("users"),
+            format!("alice@example.org:{{PLAIN}}pw:65534:65534::{d}/mail/alice::\n"),
+        )
+        .expect("users");
+        let (lmtp, imap) = (free_port(), free_port());
+        let config = recipe("dovecot.conf")
+            .replace("port = 24", &format!("port = {lmtp}"))
+            .replace("/etc/dovecot/users", &format!("{d}/users"));
+        let config = format!(
+            "base_dir = {d}/run\n\
+             state_dir = {d}/state\n\
+             instance_name = sealpost-postfix-test-{pid}\n\
+             log_path = {d}/dovecot.log\n\
+             listen = 127.0.0.1\n\
+             ssl = no\n\
+             disable_plaintext_auth = no\n\
+             first_valid_uid = 65534\n\
+             mail_location = maildir:{d}/mail/%d/%n/Maildir\n\
+             service imap-login {{\n  inet_listener imap {{\n    port = {imap}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
+             {config}",
+            pid = std::process::id(),
+        );
+        let conf = dir.join("dovecot.conf");
+        std::fs::write(&conf, config).expect("dovecot.conf");
+        let shell = Command::new("sh")
+            .arg("-c")
+            .arg(r#"dovecot -F -c "$1" & pid=$!; read -r _ignored; kill "$pid"; wait "$pid"; rm -rf "$2""#)
+            .arg("sh")
+            .arg(&conf)
+            .arg(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let dovecot = Dovecot {
+            dir,
+            lmtp,
+            imap,
+            shell: Mutex::new(shell),
+        };
+        let up = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        let started = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            up(lmtp) && up(imap)
+        });
+        assert!(
+            started,
+            "Dovecot did not start (packages dovecot-core, dovecot-lmtpd, dovecot-imapd): {}",
+            std::fs::read_to_string(dovecot.dir.join("dovecot.log")).unwrap_or_default()
+        );
+        dovecot
+    }
+
+    /// alice's INBOX read over IMAP with Python's imaplib, one message after another.
+    fn inbox(&self) -> Vec<String> {
+        let script = "import imaplib, sys\n\
+            m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))\n\
+            m.login('alice@example.org', 'pw')\n\
+            m.select('INBOX')\n\
+            for n in m.search(None, 'ALL')[1][0].split():\n    \
+                sys.stdout.buffer.write(m.fetch(n, '(RFC822)')[1][0][1] + b'\\n=====SEP=====\\n')\n\
+            m.logout()\n";
+        let out = Command::new("python3")
+            .args(["-c", script, &self.imap.to_string()])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "imaplib: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .split("\n=====SEP=====\n")
+            .filter(|m| !m.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn wait_inbox(&self, n: usize) -> Vec<String> {
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{n} message(s) over IMAP"),
+            || {
+                let m = self.inbox();
+                (m.len() >= n).then_some(m)
+            },
+        )
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        if let Ok(mut shell) = self.shell.lock() {
+            drop(shell.stdin.take());
+            let _ = shell.wait();
+        }
+    }
+}
+
+/// `deploy/postfix/sealpost.toml` with the test's ports and smtp-sink as the smarthost.
+fn sealpost_recipe(out: u16, inbound: u16, upstream: u16, lmtp: u16) -> String {
+    recipe("sealpost.toml")
+        .replace("127.0.0.1:10025", &format!("127.0.0.1:{out}"))
+        .replace("127.0.0.1:2525", &format!("127.0.0.1:{inbound}"))
+        .replace("lmtp:127.0.0.1:24", &format!("lmtp:127.0.0.1:{lmtp}"))
+        .replace(
+            "address = \"smtp.provider.example:587\"\ntls = \"starttls\"",
+            &format!("address = \"127.0.0.1:{upstream}\"\ntls = \"none\""),
+        )
+}
+
+/// Mail for alice from outside, encrypted with gpg to her key (as sealpost exports it).
+fn encrypted_for_alice(s: &Sealpost, marker: &str) -> String {
+    let gpg = super::common::Gpg::new();
+    gpg.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "alice@example.org"]).as_bytes(),
+    );
+    let armored = gpg.ok_with_input(
+        &[
+            "--trust-model",
+            "always",
+            "--armor",
+            "--encrypt",
+            "-r",
+            "alice@example.org",
+        ],
+        format!("The plaintext {marker}.\n").as_bytes(),
+    );
+    format!(
+        "From: dave@example.net\r\nTo: alice@example.org\r\nSubject: for alice\r\n\r\n{}",
+        String::from_utf8_lossy(&armored).replace('\n', "\r\n")
+    )
+}
+
+#[test]
+fn postfix_relays_through_sealpost_and_delivers_to_dovecot_as_the_recipes_say() {
+    let dovecot = Dovecot::start();
+    let dump = tempfile::tempdir().expect("dump dir");
+    let sink_port = free_port();
+    let mut sink = Command::new("smtp-sink");
+    {
+        // smtp-sink drops to `nobody` when run as root; that user writes the dumps.
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+            sink.args(["-u", "nobody"]);
+        }
+        std::fs::set_permissions(dump.path(), std::fs::Permissions::from_mode(0o777))
+            .expect("chmod");
+    }
+    let mut sink = sink
+        .arg("-d")
+        .arg(dump.path().join("%M%S."))
+        .arg(format!("127.0.0.1:{sink_port}"))
+        .arg("64")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("smtp-sink (package postfix)");
+    let (out, inbound) = (free_port(), free_port());
+    let main = format!(
+        "{}\n{}",
+        recipe("relayhost.main.cf").replace("127.0.0.1]:10025", &format!("127.0.0.1]:{out}")),
+        recipe("mx.main.cf").replace("/etc/postfix/transport", "${config_directory}/transport")
+    );
+    let transport = recipe("transport").replace(":2525", &format!(":{inbound}"));
+    let postfix = Postfix::start(&main, &transport, "");
+
+    let s = Sealpost::new();
+    s.generate("alice@example.org", &[]);
+    s.generate("bob@example.net", &[]);
+    let config = sealpost_recipe(out, inbound, sink_port, dovecot.lmtp);
+    let mut gw = s.serve(&config, &[]);
+
+    // Submission: Postfix relays to sealpost, which sends bob's copy encrypted.
+    let (ok, text) = super::common::swaks_to(
+        postfix.port,
+        "alice@example.org",
+        "bob@example.net",
+        &["--header", "Subject: outgoing", "--body", "OUTGOING-MARK"],
+    );
+    assert!(ok, "{text}");
+    postfix.wait_log(&[
+        "to=<bob@example.net>",
+        &format!("relay=127.0.0.1[127.0.0.1]:{out}"),
+        "status=sent",
+    ]);
+    let sent = wait_for(
+        Duration::from_secs(30),
+        "bob's copy at the smarthost",
+        || {
+            let files: Vec<_> = std::fs::read_dir(dump.path()).ok()?.flatten().collect();
+            let f = files.first()?;
+            Some(std::fs::read_to_string(f.path()).unwrap_or_default())
+        },
+    );
+    assert!(sent.contains("multipart/encrypted"), "{sent}");
+    assert!(sent.contains("-----BEGIN PGP MESSAGE-----"), "{sent}");
+    assert!(!sent.contains("OUTGOING-MARK"), "{sent}");
+
+    // MX: encrypted mail for alice lands in Dovecot decrypted, with its verdict.
+    let (ok, text) = super::common::swaks_to(
+        postfix.port,
+        "dave@example.net",
+        "alice@example.org",
+        &["--data", &encrypted_for_alice(&s, "FIRST-MARK")],
+    );
+    assert!(ok, "{text}");
+    let inbox = dovecot.wait_inbox(1);
+    assert!(
+        inbox[0].contains("The plaintext FIRST-MARK."),
+        "{}",
+        inbox[0]
+    );
+    let unfolded = inbox[0].replace("\r\n\t", " ").replace("\n\t", " ");
+    assert!(unfolded.contains("X-Sealpost-Verdict:"), "{unfolded}");
+    assert!(unfolded.contains("encryption=decrypted"), "{unfolded}");
+
+    // sealpost stopped: Postfix keeps the mail queued, and delivers it once sealpost is
+    // back.
+    gw.terminate();
+    let (ok, text) = super::common::swaks_to(
+        postfix.port,
+        "dave@example.net",
+        "alice@example.org",
+        &["--data", &encrypted_for_alice(&s, "SECOND-MARK")],
+    );
+    assert!(ok, "{text}");
+    postfix.wait_log(&["to=<alice@example.org>", "status=deferred"]);
+    assert_eq!(dovecot.inbox().len(), 1);
+    let _gw = s.serve(&config, &[]);
+    let flushed = Command::new("postqueue")
+        .arg("-c")
+        .arg(&postfix.dir)
+        .arg("-f")
+        .status()
+        .expect("postqueue");
+    assert!(flushed.success());
+    let inbox = dovecot.wait_inbox(2);
+    assert!(
+        inbox
+            .iter()
+            .any(|m| m.contains("The plaintext SECOND-MARK.")),
+        "{inbox:?}"
+    );
+    let _ = sink.kill();
+    let _ = sink.wait();
 }
