@@ -461,9 +461,8 @@ fn encrypted_for_alice(s: &Sealpost, marker: &str) -> String {
     )
 }
 
-#[test]
-fn postfix_relays_through_sealpost_and_delivers_to_dovecot_as_the_recipes_say() {
-    let dovecot = Dovecot::start();
+/// smtp-sink as the smarthost, writing each message it gets into a directory of its own.
+fn dump_sink() -> (std::process::Child, tempfile::TempDir, u16) {
     let dump = tempfile::tempdir().expect("dump dir");
     let sink_port = free_port();
     let mut sink = Command::new("smtp-sink");
@@ -476,7 +475,7 @@ fn postfix_relays_through_sealpost_and_delivers_to_dovecot_as_the_recipes_say() 
         std::fs::set_permissions(dump.path(), std::fs::Permissions::from_mode(0o777))
             .expect("chmod");
     }
-    let mut sink = sink
+    let sink = sink
         .arg("-d")
         .arg(dump.path().join("%M%S."))
         .arg(format!("127.0.0.1:{sink_port}"))
@@ -485,6 +484,25 @@ fn postfix_relays_through_sealpost_and_delivers_to_dovecot_as_the_recipes_say() 
         .stderr(Stdio::null())
         .spawn()
         .expect("smtp-sink (package postfix)");
+    wait_for(Duration::from_secs(10), "smtp-sink", || {
+        std::net::TcpStream::connect(("127.0.0.1", sink_port)).ok()
+    });
+    (sink, dump, sink_port)
+}
+
+/// The first message smtp-sink wrote into `dump`.
+fn dumped(dump: &tempfile::TempDir) -> String {
+    wait_for(Duration::from_secs(30), "a copy at the smarthost", || {
+        let files: Vec<_> = std::fs::read_dir(dump.path()).ok()?.flatten().collect();
+        let f = files.first()?;
+        Some(std::fs::read_to_string(f.path()).unwrap_or_default())
+    })
+}
+
+#[test]
+fn postfix_relays_through_sealpost_and_delivers_to_dovecot_as_the_recipes_say() {
+    let dovecot = Dovecot::start();
+    let (mut sink, dump, sink_port) = dump_sink();
     let (out, inbound) = (free_port(), free_port());
     let main = format!(
         "{}\n{}",
@@ -571,6 +589,53 @@ fn postfix_relays_through_sealpost_and_delivers_to_dovecot_as_the_recipes_say() 
             .any(|m| m.contains("The plaintext SECOND-MARK.")),
         "{inbox:?}"
     );
+    let _ = sink.kill();
+    let _ = sink.wait();
+}
+
+#[test]
+fn postfix_passes_mail_through_sealpost_as_a_content_filter_and_reinjects_it() {
+    let (mut sink, dump, sink_port) = dump_sink();
+    let (out, reinject) = (free_port(), free_port());
+    let main = format!(
+        "{}\nrelay_domains = example.net\n",
+        recipe("content-filter.main.cf").replace("127.0.0.1]:10025", &format!("127.0.0.1]:{out}"))
+    );
+    let master = recipe("content-filter.master.cf")
+        .replace("127.0.0.1:10026", &format!("127.0.0.1:{reinject}"));
+    let postfix = Postfix::start(
+        &main,
+        &format!("example.net smtp:[127.0.0.1]:{sink_port}\n"),
+        &master,
+    );
+    let s = Sealpost::new();
+    s.generate("alice@example.org", &[]);
+    s.generate("bob@example.net", &[]);
+    // sealpost's upstream is Postfix's reinjection listener, as the recipe says.
+    let config = sealpost_recipe(out, free_port(), reinject, free_port());
+    let _gw = s.serve(&config, &[]);
+
+    let (ok, text) = super::common::swaks_to(
+        postfix.port,
+        "alice@example.org",
+        "bob@example.net",
+        &["--header", "Subject: filtered", "--body", "FILTERED-MARK"],
+    );
+    assert!(ok, "{text}");
+    // Into the filter, back through the reinjection listener, out to the smarthost.
+    postfix.wait_log(&[
+        "to=<bob@example.net>",
+        &format!("relay=127.0.0.1[127.0.0.1]:{out}"),
+        "status=sent",
+    ]);
+    postfix.wait_log(&[
+        "to=<bob@example.net>",
+        &format!("relay=127.0.0.1[127.0.0.1]:{sink_port}"),
+        "status=sent",
+    ]);
+    let sent = dumped(&dump);
+    assert!(sent.contains("multipart/encrypted"), "{sent}");
+    assert!(!sent.contains("FILTERED-MARK"), "{sent}");
     let _ = sink.kill();
     let _ = sink.wait();
 }
