@@ -411,6 +411,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                     _ = shutdown.cancelled() => return,
                     hup = hangups.recv() => if hup.is_none() { return },
                 }
+                crate::ops::notify::reloading();
                 // Files, and a shared keyring's domains, are read in blocking calls.
                 let reloaded =
                     tokio::task::block_in_place(|| reload(&source, &current, &running, &bound));
@@ -434,6 +435,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                         "SIGHUP: the new configuration is not used; the old one stays in force"
                     ),
                 }
+                // Serving again, with the new configuration or the old one.
+                crate::ops::notify::notify("READY=1");
             }
         })
     };

@@ -133,3 +133,57 @@ fn log_show_prints_the_decision_trail_of_one_message_without_its_content() {
     );
     assert!(err.contains(&trail.display().to_string()), "{err}");
 }
+
+/// `systemctl reload` (SIGHUP): systemd hears `RELOADING=1` with the monotonic time, then
+/// `READY=1` once the reload is done, whether the new configuration was taken or not.
+#[test]
+fn systemd_hears_reloading_then_ready_on_sighup() {
+    use std::os::unix::net::UnixDatagram;
+    let s = Sealpost::new();
+    let path = s.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let config = "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n";
+    let mut cmd = s.serve_command(config);
+    cmd.env("NOTIFY_SOCKET", &path);
+    let mut gw = super::common::start(cmd);
+    let mut buf = [0u8; 256];
+    let mut next = |what: &str| {
+        let n = socket
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next("READY=1 at start"), "READY=1");
+    let hup = |gw: &super::common::Server| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &gw.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    for round in ["taken", "refused"] {
+        if round == "refused" {
+            // A configuration serve would refuse: the old one stays, and systemd still
+            // hears that the reload is over.
+            std::fs::write(s.dir.path().join("sealpost.toml"), "[[listener]\n").expect("config");
+        }
+        hup(&gw);
+        let reloading = next("RELOADING=1");
+        let mut lines = reloading.lines();
+        assert_eq!(lines.next(), Some("RELOADING=1"), "{reloading}");
+        let usec: u64 = lines
+            .next()
+            .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{reloading}"));
+        assert!(usec > 0);
+        assert_eq!(next("READY=1 after the reload"), "READY=1", "{round}");
+    }
+    let (ok, out) = super::common::swaks_to(gw.port(), "alice@example.org", "bob@example.net", &[]);
+    assert!(ok, "still serving: {out}");
+    assert!(gw.terminate().success());
+    assert_eq!(next("STOPPING=1"), "STOPPING=1");
+}
