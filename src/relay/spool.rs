@@ -140,6 +140,30 @@ pub struct Spool {
     legacy: Option<Legacy>,
     /// Where large messages go, one sealed file per entry.
     files: PathBuf,
+    /// Each entry's creation time, kept up to date with every change, so that the
+    /// metrics (how many, how old) never read and unseal the whole spool.
+    index: std::sync::Mutex<Index>,
+}
+
+/// The spool's entries by ID and by age.
+#[derive(Debug, Default)]
+struct Index {
+    by_id: std::collections::HashMap<String, u64>,
+    by_age: std::collections::BTreeSet<(u64, String)>,
+}
+
+impl Index {
+    fn add(&mut self, id: &str, created: u64) {
+        self.remove(id);
+        self.by_id.insert(id.to_string(), created);
+        self.by_age.insert((created, id.to_string()));
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(created) = self.by_id.remove(id) {
+            self.by_age.remove(&(created, id.to_string()));
+        }
+    }
 }
 
 /// The one key older entries and their files were sealed under.
@@ -205,6 +229,7 @@ impl Spool {
             vault,
             legacy,
             files,
+            index: std::sync::Mutex::default(),
         };
         spool.move_into_vault(data_dir)?;
         spool.remove_orphans()?;
@@ -220,7 +245,29 @@ impl Spool {
                 "destroyed the keys of spool entries removed before a crash"
             );
         }
+        // Once, at open: from here on every change keeps the index.
+        for e in spool.all()? {
+            spool.indexed(|i| i.add(&e.id, e.created));
+        }
         Ok(spool)
+    }
+
+    /// How many entries the spool holds, and the creation time (Unix seconds) of the
+    /// oldest: from the index, without reading the database.
+    pub fn stats(&self) -> (usize, Option<u64>) {
+        let index = self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (index.by_id.len(), index.by_age.first().map(|(t, _)| *t))
+    }
+
+    fn indexed(&self, f: impl FnOnce(&mut Index)) {
+        let mut index = self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut index);
     }
 
     /// Every stored entry's ID and record (not the older format's key records).
@@ -456,6 +503,11 @@ impl Spool {
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
+        self.indexed(|i| {
+            for e in entries {
+                i.add(&e.id, e.created);
+            }
+        });
         for old in replaced.iter().filter(|r| vault::is_record(r)) {
             self.vault.destroy(old)?;
         }
@@ -470,6 +522,7 @@ impl Spool {
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
         let old = self.db.remove(id.as_bytes())?;
         self.db.flush()?;
+        self.indexed(|i| i.remove(id));
         let Some(old) = old else {
             return Ok(false);
         };
@@ -516,6 +569,9 @@ impl Spool {
     /// # Errors
     /// Storage failures; then nothing of it is stored.
     pub fn settle(&self, id: &str, rest: Option<&Entry>, reports: &[Entry]) -> Result<bool, Error> {
+        let report_times: Vec<(String, u64)> =
+            reports.iter().map(|e| (e.id.clone(), e.created)).collect();
+        let settled = rest.is_none();
         // `rest` is the same entry, so it keeps its key (its file is sealed under it).
         let rest = match (rest, self.db.get(id.as_bytes())?) {
             (Some(e), Some(current)) if vault::is_record(&current) => {
@@ -579,6 +635,14 @@ impl Spool {
             }
         };
         self.db.flush()?;
+        self.indexed(|i| {
+            for (rid, created) in &report_times {
+                i.add(rid, *created);
+            }
+            if settled || old.is_none() {
+                i.remove(id);
+            }
+        });
         let Some(old) = old else {
             return Ok(false);
         };
@@ -733,6 +797,36 @@ fn key_file(path: &Path) -> Result<[u8; 32], Error> {
 mod tests {
     use super::*;
     use crate::smtp::envelope::{Recipient, Sender};
+
+    /// The count and oldest time follow every change, and a reopen finds the same.
+    #[test]
+    fn the_stats_follow_each_change_without_reading_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |id: &str, created: u64| Entry {
+            created,
+            ..entry(id)
+        };
+        {
+            let s = Spool::open(dir.path(), None).unwrap();
+            assert_eq!(s.stats(), (0, None));
+            s.put_new(vec![(at("Q.1", 30), None), (at("Q.2", 10), None)])
+                .unwrap();
+            s.put(&[at("R.1", 20)]).unwrap();
+            assert_eq!(s.stats(), (3, Some(10)));
+            // Delivered, with a report made meanwhile.
+            assert!(s.settle("Q.2", None, &[at("Q.2.dsn.1", 40)]).unwrap());
+            assert_eq!(s.stats(), (3, Some(20)));
+            // Still owed: stays, with its own time.
+            assert!(s.settle("R.1", Some(&at("R.1", 20)), &[]).unwrap());
+            assert_eq!(s.stats(), (3, Some(20)));
+            assert!(s.remove("R.1").unwrap());
+            assert!(!s.remove("R.1").unwrap());
+            assert_eq!(s.stats(), (2, Some(30)));
+        }
+        let s = Spool::open(dir.path(), None).unwrap();
+        assert_eq!(s.stats(), (2, Some(30)));
+        assert_eq!(s.all().unwrap().len(), 2);
+    }
 
     fn entry(id: &str) -> Entry {
         Entry {
