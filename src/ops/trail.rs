@@ -41,6 +41,11 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write the decision trail {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -74,6 +79,10 @@ pub fn start(data_dir: &Path, keep: Duration) -> Result<(), Error> {
                 source,
             })?;
     }
+    // Today's file is opened now, so that a directory the service cannot write to (left
+    // owned by root, say) stops `serve` at start with its path, not at the first message.
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let first = open_day(&dir, &day)?;
     let (tx, rx) = mpsc::channel::<String>();
     if SINK.set(Mutex::new(tx)).is_err() {
         // Started already (a second start in one process): the first writer goes on.
@@ -81,7 +90,7 @@ pub fn start(data_dir: &Path, keep: Duration) -> Result<(), Error> {
     }
     std::thread::Builder::new()
         .name("trail".into())
-        .spawn(move || write_loop(&dir, keep, &rx))
+        .spawn(move || write_loop(&dir, keep, &rx, Some((day, first))))
         .map(|_| ())
         .map_err(|source| Error::CreateDir {
             path: data_dir.join("trail"),
@@ -89,36 +98,43 @@ pub fn start(data_dir: &Path, keep: Duration) -> Result<(), Error> {
         })
 }
 
-fn write_loop(dir: &Path, keep: Duration, rx: &mpsc::Receiver<String>) {
-    let mut open: Option<(String, std::fs::File)> = None;
+/// Opens (creating, 0600) the file of `day` for appending.
+fn open_day(dir: &Path, day: &str) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(day);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| Error::Write { path, source })
+}
+
+fn write_loop(
+    dir: &Path,
+    keep: Duration,
+    rx: &mpsc::Receiver<String>,
+    mut open: Option<(String, std::fs::File)>,
+) {
     prune(dir, keep);
     while let Ok(line) = rx.recv() {
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if open.as_ref().is_none_or(|(d, _)| *d != day) {
             prune(dir, keep);
-            let path = dir.join(&day);
-            let file = {
-                use std::os::unix::fs::OpenOptionsExt;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&path)
-            };
-            match file {
+            match open_day(dir, &day) {
                 Ok(f) => open = Some((day, f)),
                 Err(e) => {
                     // Logged to stderr only: an event about the trail has no queue ID,
                     // so it does not come back here.
-                    tracing::error!(path = %path.display(), error = %e, "cannot write the decision trail");
+                    tracing::error!(error = %e, "decision trail");
                     open = None;
                     continue;
                 }
             }
         }
-        if let Some((_, f)) = open.as_mut() {
+        if let Some((day, f)) = open.as_mut() {
             if let Err(e) = f.write_all(line.as_bytes()) {
-                tracing::error!(path = %dir.display(), error = %e, "cannot write the decision trail");
+                tracing::error!(path = %dir.join(day).display(), error = %e, "cannot write the decision trail");
             }
         }
     }

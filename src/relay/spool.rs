@@ -32,12 +32,27 @@ pub enum Error {
     Store(String),
     #[error("spool: {0}")]
     Io(#[from] std::io::Error),
+    /// A file or directory operation, with the path it was on (a file left owned by
+    /// another user is then named).
+    #[error("spool: {path}: {source}")]
+    At {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the spool at {0} is in use by another process (is `sealpost serve` running?)")]
     Locked(String),
     #[error("spool entry {0} cannot be read: {1}")]
     Corrupt(String, String),
     #[error(transparent)]
     Vault(#[from] sealpost_vault::Error),
+}
+
+/// Names `path` in an I/O error.
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::At {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl From<sled::Error> for Error {
@@ -217,13 +232,14 @@ impl Spool {
             if sealpost_vault::disk::is_lock_error(&e) {
                 Error::Locked(path.display().to_string())
             } else {
-                Error::Store(e.to_string())
+                Error::Store(format!("{}: {e}", path.display()))
             }
         })?;
         let legacy = Legacy::open(&db, data_dir, passphrase)?;
         let files = data_dir.join("spool-data");
-        std::fs::create_dir_all(&files)?;
-        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(&files).map_err(at(&files))?;
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700))
+            .map_err(at(&files))?;
         let mut spool = Spool {
             db,
             vault,
@@ -310,13 +326,16 @@ impl Spool {
                     let key = legacy.files_key.as_ref().ok_or_else(|| {
                         Error::Corrupt(id.clone(), "its message file has no key".into())
                     })?;
-                    let f = File::open(self.files.join(file_name(name)?))?;
-                    let blob = Blob::from(SealedFile::open(f, key)?);
+                    let path = self.files.join(file_name(name)?);
+                    let f = File::open(&path).map_err(at(&path))?;
+                    let blob = Blob::from(SealedFile::open(f, key).map_err(at(&path))?);
                     let new_name = format!("{}{MOVED}", file_name(&entry.id)?);
                     entry.file = Some(new_name.clone());
                     let record = self.seal_entries(&[&entry])?.remove(0);
                     self.write_file(&new_name, &blob, &record)?;
-                    File::open(&self.files)?.sync_all()?;
+                    File::open(&self.files)
+                        .and_then(|d| d.sync_all())
+                        .map_err(at(&self.files))?;
                     record
                 }
             };
@@ -402,7 +421,9 @@ impl Spool {
             }
             if !written.is_empty() {
                 // The files' names must be on disk before an entry points at them.
-                File::open(&self.files)?.sync_all()?;
+                File::open(&self.files)
+                    .and_then(|d| d.sync_all())
+                    .map_err(at(&self.files))?;
             }
             self.store(&entries, &records)
         })();
@@ -418,11 +439,12 @@ impl Spool {
     }
 
     fn write_file(&self, name: &str, blob: &Blob, record: &[u8]) -> Result<(), Error> {
-        let file = sealpost_vault::disk::create_private_file(&self.files.join(name))?;
+        let path = self.files.join(name);
+        let file = sealpost_vault::disk::create_private_file(&path).map_err(at(&path))?;
         let key = MasterKey::new(*self.vault.record_key(record)?);
-        let mut w = SealedWriter::new(file, &key)?;
-        blob.for_each_piece(|p| w.write(p))?;
-        w.finish_durable()?;
+        let mut w = SealedWriter::new(file, &key).map_err(at(&path))?;
+        blob.for_each_piece(|p| w.write(p)).map_err(at(&path))?;
+        w.finish_durable().map_err(at(&path))?;
         Ok(())
     }
 
@@ -447,8 +469,9 @@ impl Spool {
                 .and_then(|l| l.files_key.clone())
                 .ok_or_else(|| Error::Corrupt(entry.id.clone(), "no key for its file".into()))?
         };
-        let f = File::open(self.files.join(file_name(name)?))?;
-        Ok(Blob::from(SealedFile::open(f, &key)?))
+        let path = self.files.join(file_name(name)?);
+        let f = File::open(&path).map_err(at(&path))?;
+        Ok(Blob::from(SealedFile::open(f, &key).map_err(at(&path))?))
     }
 
     /// Removes message files that no entry has (left by a crash between writing the
@@ -456,7 +479,7 @@ impl Spool {
     /// [`MOVED`] after it for an entry moved into the vault), so this reads no entry:
     /// nothing is removed because entries cannot be unsealed.
     fn remove_orphans(&self) -> Result<(), Error> {
-        for item in std::fs::read_dir(&self.files)? {
+        for item in std::fs::read_dir(&self.files).map_err(at(&self.files))? {
             let item = item?;
             if !item.file_type()?.is_file() {
                 continue;
@@ -470,7 +493,7 @@ impl Spool {
             };
             if !owned {
                 tracing::warn!(file = %item.path().display(), "removing a spooled message file without an entry (left by an interrupted write)");
-                std::fs::remove_file(item.path())?;
+                std::fs::remove_file(item.path()).map_err(at(&item.path()))?;
             }
         }
         Ok(())
@@ -746,7 +769,7 @@ impl Legacy {
 
 fn remove_if_present(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(path)(e)),
         _ => Ok(()),
     }
 }
@@ -756,13 +779,13 @@ fn shred_file(path: &Path) -> Result<(), Error> {
     let file = match OpenOptions::new().write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(at(path)(e)),
     };
-    let len = file.metadata()?.len();
+    let len = file.metadata().map_err(at(path))?.len();
     let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    (&file).write_all(&zeros)?;
-    file.sync_all()?;
-    std::fs::remove_file(path)?;
+    (&file).write_all(&zeros).map_err(at(path))?;
+    file.sync_all().map_err(at(path))?;
+    std::fs::remove_file(path).map_err(at(path))?;
     Ok(())
 }
 
@@ -784,7 +807,7 @@ fn file_name(id: &str) -> Result<&str, Error> {
 /// Reads the key file entries were sealed under before the vault, when there was no
 /// passphrase.
 fn key_file(path: &Path) -> Result<[u8; 32], Error> {
-    let bytes = Zeroizing::new(std::fs::read(path)?);
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(at(path))?);
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         Error::Corrupt(
             path.display().to_string(),

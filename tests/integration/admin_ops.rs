@@ -187,3 +187,45 @@ fn systemd_hears_reloading_then_ready_on_sighup() {
     assert!(gw.terminate().success());
     assert_eq!(next("STOPPING=1"), "STOPPING=1");
 }
+
+/// A directory in the data directory left owned by root (an admin command run as root,
+/// in an older version) stops the service at start with that directory's path, not a
+/// bare "Permission denied".
+#[test]
+fn a_root_owned_directory_in_the_data_directory_is_named_when_serve_stops() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    if !std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    {
+        eprintln!("skipped: needs root to make files another user cannot use");
+        return;
+    }
+    for name in ["spool-data", "spool", "trail"] {
+        let s = Sealpost::new();
+        std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod");
+        let data = s.data_dir();
+        std::fs::create_dir(&data).expect("data dir");
+        chown(&data, Some(65534), Some(65534)).expect("chown");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let root_owned = data.join(name);
+        std::fs::create_dir(&root_owned).expect("root's directory");
+        std::fs::set_permissions(&root_owned, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(super::common::bin())
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .env_remove("SEALPOST_PASSPHRASE_FILE")
+            .output()
+            .expect("setpriv (package util-linux)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&root_owned.display().to_string()),
+            "{name}: {stderr}"
+        );
+    }
+}
