@@ -10,7 +10,7 @@
 //! removed once it is older than `[admin] keep_trail` (7 days by default).
 //!
 //! Events are handed to one writer thread through a channel, so that a session never
-//! waits for the disk; the thread appends each line with one write.
+//! waits for the disk; the thread appends what is waiting with one write.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -110,6 +110,9 @@ fn open_day(dir: &Path, day: &str) -> Result<std::fs::File, Error> {
         .map_err(|source| Error::Write { path, source })
 }
 
+/// Bytes of events gathered into one write at most.
+const BATCH: usize = 64 * 1024;
+
 fn write_loop(
     dir: &Path,
     keep: Duration,
@@ -117,7 +120,15 @@ fn write_loop(
     mut open: Option<(String, std::fs::File)>,
 ) {
     prune(dir, keep);
-    while let Ok(line) = rx.recv() {
+    while let Ok(mut lines) = rx.recv() {
+        // Whatever else is waiting goes in the same write: under load one system call
+        // carries many events instead of one each.
+        while lines.len() < BATCH {
+            match rx.try_recv() {
+                Ok(more) => lines.push_str(&more),
+                Err(_) => break,
+            }
+        }
         let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
         if open.as_ref().is_none_or(|(d, _)| *d != day) {
             prune(dir, keep);
@@ -133,7 +144,7 @@ fn write_loop(
             }
         }
         if let Some((day, f)) = open.as_mut() {
-            if let Err(e) = f.write_all(line.as_bytes()) {
+            if let Err(e) = f.write_all(lines.as_bytes()) {
                 tracing::error!(path = %dir.join(day).display(), error = %e, "cannot write the decision trail");
             }
         }
