@@ -356,6 +356,7 @@ fn build(
             .and_then(|a| a.keep_trail.as_ref())
             .map(|k| (k, *src))
     }) {
+        Some((k, _)) if k.get_ref().trim() == "0" => Duration::ZERO,
         Some((k, src)) => {
             value::parse_duration(k.get_ref()).map_err(|m| src.invalid("admin.keep_trail", k, m))?
         }
