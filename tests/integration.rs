@@ -3,6 +3,7 @@
 
 mod integration {
     mod admin;
+    mod admin_ops;
     mod attacks;
     mod backscatter;
     mod common;
@@ -17,6 +18,7 @@ mod integration {
     mod memory;
     mod ops;
     mod outbound;
+    mod postfix;
     mod postgres;
     mod relay;
     mod secrets;

@@ -217,17 +217,20 @@ pub fn render(c: &Config) -> String {
             let _ = writeln!(s, "\n# no [keyring]: the keyring is in the data directory");
         }
     }
+    let _ = writeln!(s, "\n[admin]");
     match c.admin_http {
         Some(addr) => {
-            let _ = writeln!(
-                s,
-                "\n[admin]\nhttp = \"{addr}\"  # /metrics, /healthz, /readyz"
-            );
+            let _ = writeln!(s, "http = \"{addr}\"  # /metrics, /healthz, /readyz");
         }
         None => {
-            let _ = writeln!(s, "\n# no [admin] http: no metrics or health endpoints");
+            let _ = writeln!(s, "# no http: no metrics or health endpoints");
         }
     }
+    let _ = writeln!(
+        s,
+        "keep_trail = \"{}s\"  # each message's decision trail, for sealpost log show",
+        c.keep_trail.as_secs()
+    );
     match &c.upstream {
         Some(u) => {
             let _ = writeln!(s, "\n[upstream]");

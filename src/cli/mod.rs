@@ -8,6 +8,7 @@ pub mod check_config;
 pub mod hash_password;
 pub mod keyring;
 pub mod keys;
+pub mod log;
 pub mod policy;
 pub mod queue;
 pub mod serve;
@@ -77,6 +78,9 @@ pub enum Command {
     Policy(policy::PolicyCommand),
     CheckConfig(check_config::Args),
     HashPassword(hash_password::Args),
+    /// The decision trail of a message: `log show QUEUE-ID`
+    #[command(subcommand)]
+    Log(log::LogCommand),
 }
 
 /// A command that already printed its own diagnostics and only needs its exit code
@@ -148,21 +152,28 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
         _ => EnvFilter::new(default),
     };
     // Logs go to stderr so that `keys export` and `--json` output stay clean on stdout.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    // The decision trail takes sealpost's events about a message whatever the log level
+    // (it records only once `serve` starts it).
+    let trail = crate::ops::trail::Layer.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("sealpost", tracing::Level::INFO),
+    );
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(trail)
+        .try_init();
 }
 
 /// `RUST_LOG` as given, but with sled held at `warn` unless the spec names sled itself: a
@@ -209,6 +220,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => policy_command(cmd, cli.config.as_deref(), cli.data_dir),
         Command::CheckConfig(args) => check_config::run(args, cli.config.as_deref(), cli.data_dir),
         Command::HashPassword(args) => hash_password::run(args),
+        Command::Log(cmd) => {
+            let dir = resolve_data_dir(cli.data_dir, cli.config.as_deref())?;
+            log::run(cmd, &dir)
+        }
     }
 }
 

@@ -304,6 +304,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
 
     // Large messages go here while they are received and processed: unnamed files,
     // sealed under keys that die with the process.
+    // Each message's decision trail, for `sealpost log show`.
+    crate::ops::trail::start(&config.data_dir, config.keep_trail)?;
     let spill_dir = crate::blob::spill_dir(&config.data_dir);
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -465,6 +467,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                     _ = shutdown.cancelled() => return,
                     hup = hangups.recv() => if hup.is_none() { return },
                 }
+                crate::ops::notify::reloading();
                 // Files, and a shared keyring's domains, are read in blocking calls.
                 let reloaded =
                     tokio::task::block_in_place(|| reload(&source, &current, &running, &bound));
@@ -488,6 +491,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                         "SIGHUP: the new configuration is not used; the old one stays in force"
                     ),
                 }
+                // Serving again, with the new configuration or the old one.
+                crate::ops::notify::notify("READY=1");
             }
         })
     };
@@ -643,6 +648,11 @@ fn build(
             Direction::Outbound => running.smtputf8_out,
             Direction::Inbound => running.smtputf8_in,
         };
+        // What an outbound listener takes is encrypted before it goes upstream: it offers
+        // only what still fits the upstream's SIZE once encrypted.
+        if direction == Direction::Outbound {
+            cfg.next_hop_size = running.relay.next_hop_size(Route::Outbound);
+        }
         let tls_text = match (l.tls, &made) {
             (TlsMode::None, _) => "no TLS".to_string(),
             (TlsMode::StartTls, Some(m)) => format!("STARTTLS, {m}"),

@@ -50,6 +50,8 @@ pub struct Imap {
 pub struct Admin {
     /// `ADDRESS:PORT` of the `/metrics`, `/healthz` and `/readyz` listener; none when absent.
     pub http: Option<Spanned<String>>,
+    /// How long the decision trail of each message is kept (`sealpost log show`).
+    pub keep_trail: Option<Spanned<String>>,
 }
 
 /// `[keyring]`: where the keyring lives when not in the data directory.

@@ -173,6 +173,8 @@ pub struct Config {
     /// `[admin] http`: where `/metrics`, `/healthz` and `/readyz` are served; off when
     /// `None`.
     pub admin_http: Option<SocketAddr>,
+    /// `[admin] keep_trail`: how long each message's decision trail is kept.
+    pub keep_trail: Duration,
     pub hostname: String,
     /// Why `hostname` may be refused by other servers: no name was configured and this
     /// machine has no fully-qualified one. `serve` logs it, `check-config` prints it.
@@ -350,6 +352,20 @@ fn build(
             Some(value::socket_addr(h.get_ref()).map_err(|m| src.invalid("admin.http", h, m))?)
         }
         _ => None,
+    };
+
+    // `[admin] keep_trail`: 7 days unless set; "0" keeps none.
+    let keep_trail = match usr.as_ref().and_then(|(u, src)| {
+        u.admin
+            .as_ref()
+            .and_then(|a| a.keep_trail.as_ref())
+            .map(|k| (k, *src))
+    }) {
+        Some((k, _)) if k.get_ref().trim() == "0" => Duration::ZERO,
+        Some((k, src)) => {
+            value::parse_duration(k.get_ref()).map_err(|m| src.invalid("admin.keep_trail", k, m))?
+        }
+        None => Duration::from_secs(7 * 86400),
     };
 
     let (f, src) = pick(&|u| u.hostname.is_some());
@@ -628,6 +644,7 @@ fn build(
         data_dir,
         keyring_url,
         admin_http,
+        keep_trail,
         hostname,
         hostname_warning,
         listeners,

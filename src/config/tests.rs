@@ -411,3 +411,20 @@ fn an_inbound_ca_file_without_tls_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn the_decision_trail_is_kept_7_days_unless_set_and_0_keeps_none() {
+    let ov = Overrides::default();
+    let keep = |text: &str| load_str(text, &ov).map(|c| c.keep_trail);
+    assert_eq!(keep("").unwrap(), Duration::from_secs(7 * 86400));
+    assert_eq!(
+        keep("[admin]\nkeep_trail = \"30d\"\n").unwrap(),
+        Duration::from_secs(30 * 86400)
+    );
+    assert_eq!(
+        keep("[admin]\nkeep_trail = \"0\"\n").unwrap(),
+        Duration::ZERO
+    );
+    let why = refusal("[admin]\nkeep_trail = \"a week\"\n");
+    assert!(why.contains("admin.keep_trail"), "{why}");
+}

@@ -110,19 +110,14 @@ async fn snapshot(state: &Arc<State>) -> metrics::Snapshot {
     let s = state.clone();
     let read = tokio::task::spawn_blocking(move || {
         let now = crate::relay::unix(SystemTime::now());
-        let (count, oldest) = match s.relay.spool().all() {
-            Ok(entries) => {
-                let oldest = entries.iter().map(|e| e.created).min();
-                (entries.len(), oldest.map_or(0, |t| now.saturating_sub(t)))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: cannot read the spool");
-                (0, 0)
-            }
-        };
+        // Kept by the spool as it changes: a scrape never reads the spool itself.
+        let (count, oldest) = s.relay.spool().stats();
+        let oldest = oldest.map_or(0, |t| now.saturating_sub(t));
+        // The local users' own keys: those an admin must renew (`keys extend`).
         let expiring = s
             .keyring
-            .expiring_within(Duration::from_secs(30 * 24 * 60 * 60))
+            .expiring_local_keys(sealpost_keyring::EXPIRY_NOTICE, SystemTime::now())
+            .map(|v| v.len())
             .ok();
         metrics::Snapshot {
             spool_messages: count,

@@ -23,6 +23,7 @@ struct Metrics {
     messages: Family<Two, Counter>,
     refusals: Family<One, Counter>,
     upstream_replies: Family<One, Counter>,
+    upstream_connections: Counter,
     spool_messages: Gauge,
     spool_oldest: Gauge,
     transform: Histogram,
@@ -35,6 +36,7 @@ impl Metrics {
         let messages = Family::<Two, Counter>::default();
         let refusals = Family::<One, Counter>::default();
         let upstream_replies = Family::<One, Counter>::default();
+        let upstream_connections = Counter::default();
         let spool_messages = Gauge::default();
         let spool_oldest = Gauge::default();
         // 1 ms to about 16 s: a small message is signed in a millisecond, a large one
@@ -57,6 +59,11 @@ impl Metrics {
             upstream_replies.clone(),
         );
         registry.register(
+            "sealpost_upstream_connections",
+            "SMTP connections opened to the next hops (each is reused for later copies)",
+            upstream_connections.clone(),
+        );
+        registry.register(
             "sealpost_spool_messages",
             "Copies waiting in the spool",
             spool_messages.clone(),
@@ -73,7 +80,7 @@ impl Metrics {
         );
         registry.register(
             "sealpost_keys_expiring",
-            "Certificates usable now that expire within the window",
+            "Local users' keys that expire within 30 days",
             keys_expiring.clone(),
         );
         Metrics {
@@ -81,6 +88,7 @@ impl Metrics {
             messages,
             refusals,
             upstream_replies,
+            upstream_connections,
             spool_messages,
             spool_oldest,
             transform,
@@ -111,6 +119,11 @@ pub fn refusal(reply: &Reply) {
         None => reply.code.to_string(),
     };
     METRICS.refusals.get_or_create(&[("reason", reason)]).inc();
+}
+
+/// A new SMTP connection to a next hop (the pool had none idle to reuse).
+pub fn upstream_connection() {
+    METRICS.upstream_connections.inc();
 }
 
 /// A next hop's reply for one recipient.

@@ -4,6 +4,17 @@
 
 use std::os::unix::net::UnixDatagram;
 
+/// Tells systemd that a reload begins: `RELOADING=1` with the time on the monotonic clock,
+/// as `sd_notify(3)` asks for it; `READY=1` says when it is over (applied or not).
+pub fn reloading() {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    let usec = u64::try_from(now.tv_sec)
+        .unwrap_or(0)
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::try_from(now.tv_nsec).unwrap_or(0) / 1000);
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+}
+
 /// Tells systemd `state` (`READY=1`, `STOPPING=1`). A failure is logged, never fatal:
 /// the gateway serves the same whether or not systemd hears it.
 pub fn notify(state: &str) {

@@ -328,6 +328,8 @@ impl Gateway {
                 (Decision::Refuse(reply), _) => return Err(reply),
             };
             let eff = self.policy.for_recipient(&r.address);
+            // For the decision trail: the rule that set this recipient's mode.
+            tracing::info!(queue_id = %id, to = %r.address, mode = ?eff.mode.0, rule = %eff.mode.1, treatment = ?treatment, "policy");
             decided.push(Decided {
                 recipient: r.clone(),
                 treatment,

@@ -21,6 +21,7 @@ pub mod escape;
 pub mod hop;
 pub mod lmtp;
 pub mod maildir;
+pub mod size;
 pub mod spool;
 pub mod upstream;
 pub mod verify;
@@ -209,6 +210,12 @@ impl Relay {
     /// Delivers `copies` for the transaction `queue_id` and says what the client hears.
     pub async fn deliver(&self, queue_id: &str, copies: Vec<Copy>) -> Reply {
         let cfg = &self.inner.cfg;
+        // A copy the next hop would refuse for its size is refused here, before any copy
+        // goes or is spooled: the client hears it now, rather than a 250 and a bounce.
+        if let Some(reply) = copies.iter().find_map(|c| self.too_large(c)) {
+            tracing::info!(queue_id, reply = %reply, "refused: a copy exceeds the next hop's SIZE");
+            return reply;
+        }
         let mut results: Vec<Option<Vec<Outcome>>> = vec![None; copies.len()];
         let attempts = async {
             for (i, copy) in copies.iter().enumerate() {
@@ -386,6 +393,12 @@ impl Relay {
             (Route::Outbound, Some(Ret::Full), false) => dsn::Original::HeadersOfLarge(&bytes),
             (Route::Outbound, _, _) => dsn::Original::Headers(&bytes),
         };
+        tracing::info!(
+            queue_id,
+            to = %Escaped(&sender.address),
+            failed = %wanted.iter().map(|f| f.recipient.address.as_str()).collect::<Vec<_>>().join(","),
+            "bounce: a delivery status notification goes to the sender"
+        );
         let report = dsn::build(
             &self.inner.cfg.hostname,
             &sender.address,
@@ -415,6 +428,40 @@ impl Relay {
     }
 
     /// One attempt at one copy on the configured transport.
+    /// The next hop's SIZE for `route`, as its EHLO last gave it (SMTP next hops only).
+    pub fn next_hop_size(&self, route: Route) -> Option<Arc<size::HopSize>> {
+        match self.transport(route) {
+            Transport::Smtp(up) => Some(up.pool.size()),
+            Transport::Lmtp(_) | Transport::Maildir(_) => None,
+        }
+    }
+
+    /// `552 5.3.4` when `copy` is larger than its next hop's SIZE.
+    fn too_large(&self, copy: &Copy) -> Option<Reply> {
+        let Transport::Smtp(up) = self.transport(copy.route) else {
+            return None;
+        };
+        let limit = up.pool.size().get()?;
+        let len = copy.data.len() as u64;
+        (len > limit).then(|| {
+            Reply::new(
+                552,
+                Enhanced(5, 3, 4),
+                format!(
+                    "Message too large for the next hop: the copy for <{}> would be {len} bytes \
+                     (after encryption or re-encoding), and {}:{} takes at most {limit}",
+                    copy.envelope
+                        .recipients
+                        .first()
+                        .map(|r| r.address.to_string())
+                        .unwrap_or_default(),
+                    up.host,
+                    up.port
+                ),
+            )
+        })
+    }
+
     pub async fn attempt(&self, copy: &Copy) -> Vec<Outcome> {
         match self.transport(copy.route) {
             Transport::Smtp(up) => upstream::attempt(up, copy).await,

@@ -32,12 +32,27 @@ pub enum Error {
     Store(String),
     #[error("spool: {0}")]
     Io(#[from] std::io::Error),
+    /// A file or directory operation, with the path it was on (a file left owned by
+    /// another user is then named).
+    #[error("spool: {path}: {source}")]
+    At {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the spool at {0} is in use by another process (is `sealpost serve` running?)")]
     Locked(String),
     #[error("spool entry {0} cannot be read: {1}")]
     Corrupt(String, String),
     #[error(transparent)]
     Vault(#[from] sealpost_vault::Error),
+}
+
+/// Names `path` in an I/O error.
+fn at(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::At {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl From<sled::Error> for Error {
@@ -140,6 +155,30 @@ pub struct Spool {
     legacy: Option<Legacy>,
     /// Where large messages go, one sealed file per entry.
     files: PathBuf,
+    /// Each entry's creation time, kept up to date with every change, so that the
+    /// metrics (how many, how old) never read and unseal the whole spool.
+    index: std::sync::Mutex<Index>,
+}
+
+/// The spool's entries by ID and by age.
+#[derive(Debug, Default)]
+struct Index {
+    by_id: std::collections::HashMap<String, u64>,
+    by_age: std::collections::BTreeSet<(u64, String)>,
+}
+
+impl Index {
+    fn add(&mut self, id: &str, created: u64) {
+        self.remove(id);
+        self.by_id.insert(id.to_string(), created);
+        self.by_age.insert((created, id.to_string()));
+    }
+
+    fn remove(&mut self, id: &str) {
+        if let Some(created) = self.by_id.remove(id) {
+            self.by_age.remove(&(created, id.to_string()));
+        }
+    }
 }
 
 /// The one key older entries and their files were sealed under.
@@ -193,18 +232,20 @@ impl Spool {
             if sealpost_vault::disk::is_lock_error(&e) {
                 Error::Locked(path.display().to_string())
             } else {
-                Error::Store(e.to_string())
+                Error::Store(format!("{}: {e}", path.display()))
             }
         })?;
         let legacy = Legacy::open(&db, data_dir, passphrase)?;
         let files = data_dir.join("spool-data");
-        std::fs::create_dir_all(&files)?;
-        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::create_dir_all(&files).map_err(at(&files))?;
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o700))
+            .map_err(at(&files))?;
         let mut spool = Spool {
             db,
             vault,
             legacy,
             files,
+            index: std::sync::Mutex::default(),
         };
         spool.move_into_vault(data_dir)?;
         spool.remove_orphans()?;
@@ -220,7 +261,29 @@ impl Spool {
                 "destroyed the keys of spool entries removed before a crash"
             );
         }
+        // Once, at open: from here on every change keeps the index.
+        for e in spool.all()? {
+            spool.indexed(|i| i.add(&e.id, e.created));
+        }
         Ok(spool)
+    }
+
+    /// How many entries the spool holds, and the creation time (Unix seconds) of the
+    /// oldest: from the index, without reading the database.
+    pub fn stats(&self) -> (usize, Option<u64>) {
+        let index = self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (index.by_id.len(), index.by_age.first().map(|(t, _)| *t))
+    }
+
+    fn indexed(&self, f: impl FnOnce(&mut Index)) {
+        let mut index = self
+            .index
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut index);
     }
 
     /// Every stored entry's ID and record (not the older format's key records).
@@ -263,13 +326,16 @@ impl Spool {
                     let key = legacy.files_key.as_ref().ok_or_else(|| {
                         Error::Corrupt(id.clone(), "its message file has no key".into())
                     })?;
-                    let f = File::open(self.files.join(file_name(name)?))?;
-                    let blob = Blob::from(SealedFile::open(f, key)?);
+                    let path = self.files.join(file_name(name)?);
+                    let f = File::open(&path).map_err(at(&path))?;
+                    let blob = Blob::from(SealedFile::open(f, key).map_err(at(&path))?);
                     let new_name = format!("{}{MOVED}", file_name(&entry.id)?);
                     entry.file = Some(new_name.clone());
                     let record = self.seal_entries(&[&entry])?.remove(0);
                     self.write_file(&new_name, &blob, &record)?;
-                    File::open(&self.files)?.sync_all()?;
+                    File::open(&self.files)
+                        .and_then(|d| d.sync_all())
+                        .map_err(at(&self.files))?;
                     record
                 }
             };
@@ -355,7 +421,9 @@ impl Spool {
             }
             if !written.is_empty() {
                 // The files' names must be on disk before an entry points at them.
-                File::open(&self.files)?.sync_all()?;
+                File::open(&self.files)
+                    .and_then(|d| d.sync_all())
+                    .map_err(at(&self.files))?;
             }
             self.store(&entries, &records)
         })();
@@ -371,11 +439,12 @@ impl Spool {
     }
 
     fn write_file(&self, name: &str, blob: &Blob, record: &[u8]) -> Result<(), Error> {
-        let file = sealpost_vault::disk::create_private_file(&self.files.join(name))?;
+        let path = self.files.join(name);
+        let file = sealpost_vault::disk::create_private_file(&path).map_err(at(&path))?;
         let key = MasterKey::new(*self.vault.record_key(record)?);
-        let mut w = SealedWriter::new(file, &key)?;
-        blob.for_each_piece(|p| w.write(p))?;
-        w.finish_durable()?;
+        let mut w = SealedWriter::new(file, &key).map_err(at(&path))?;
+        blob.for_each_piece(|p| w.write(p)).map_err(at(&path))?;
+        w.finish_durable().map_err(at(&path))?;
         Ok(())
     }
 
@@ -400,8 +469,9 @@ impl Spool {
                 .and_then(|l| l.files_key.clone())
                 .ok_or_else(|| Error::Corrupt(entry.id.clone(), "no key for its file".into()))?
         };
-        let f = File::open(self.files.join(file_name(name)?))?;
-        Ok(Blob::from(SealedFile::open(f, &key)?))
+        let path = self.files.join(file_name(name)?);
+        let f = File::open(&path).map_err(at(&path))?;
+        Ok(Blob::from(SealedFile::open(f, &key).map_err(at(&path))?))
     }
 
     /// Removes message files that no entry has (left by a crash between writing the
@@ -409,7 +479,7 @@ impl Spool {
     /// [`MOVED`] after it for an entry moved into the vault), so this reads no entry:
     /// nothing is removed because entries cannot be unsealed.
     fn remove_orphans(&self) -> Result<(), Error> {
-        for item in std::fs::read_dir(&self.files)? {
+        for item in std::fs::read_dir(&self.files).map_err(at(&self.files))? {
             let item = item?;
             if !item.file_type()?.is_file() {
                 continue;
@@ -423,7 +493,7 @@ impl Spool {
             };
             if !owned {
                 tracing::warn!(file = %item.path().display(), "removing a spooled message file without an entry (left by an interrupted write)");
-                std::fs::remove_file(item.path())?;
+                std::fs::remove_file(item.path()).map_err(at(&item.path()))?;
             }
         }
         Ok(())
@@ -456,6 +526,11 @@ impl Spool {
         }
         self.db.apply_batch(batch)?;
         self.db.flush()?;
+        self.indexed(|i| {
+            for e in entries {
+                i.add(&e.id, e.created);
+            }
+        });
         for old in replaced.iter().filter(|r| vault::is_record(r)) {
             self.vault.destroy(old)?;
         }
@@ -470,6 +545,7 @@ impl Spool {
     pub fn remove(&self, id: &str) -> Result<bool, Error> {
         let old = self.db.remove(id.as_bytes())?;
         self.db.flush()?;
+        self.indexed(|i| i.remove(id));
         let Some(old) = old else {
             return Ok(false);
         };
@@ -516,6 +592,9 @@ impl Spool {
     /// # Errors
     /// Storage failures; then nothing of it is stored.
     pub fn settle(&self, id: &str, rest: Option<&Entry>, reports: &[Entry]) -> Result<bool, Error> {
+        let report_times: Vec<(String, u64)> =
+            reports.iter().map(|e| (e.id.clone(), e.created)).collect();
+        let settled = rest.is_none();
         // `rest` is the same entry, so it keeps its key (its file is sealed under it).
         let rest = match (rest, self.db.get(id.as_bytes())?) {
             (Some(e), Some(current)) if vault::is_record(&current) => {
@@ -579,6 +658,14 @@ impl Spool {
             }
         };
         self.db.flush()?;
+        self.indexed(|i| {
+            for (rid, created) in &report_times {
+                i.add(rid, *created);
+            }
+            if settled || old.is_none() {
+                i.remove(id);
+            }
+        });
         let Some(old) = old else {
             return Ok(false);
         };
@@ -682,7 +769,7 @@ impl Legacy {
 
 fn remove_if_present(path: &Path) -> Result<(), Error> {
     match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(at(path)(e)),
         _ => Ok(()),
     }
 }
@@ -692,13 +779,13 @@ fn shred_file(path: &Path) -> Result<(), Error> {
     let file = match OpenOptions::new().write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(at(path)(e)),
     };
-    let len = file.metadata()?.len();
+    let len = file.metadata().map_err(at(path))?.len();
     let zeros = vec![0u8; usize::try_from(len).unwrap_or(0)];
-    (&file).write_all(&zeros)?;
-    file.sync_all()?;
-    std::fs::remove_file(path)?;
+    (&file).write_all(&zeros).map_err(at(path))?;
+    file.sync_all().map_err(at(path))?;
+    std::fs::remove_file(path).map_err(at(path))?;
     Ok(())
 }
 
@@ -720,7 +807,7 @@ fn file_name(id: &str) -> Result<&str, Error> {
 /// Reads the key file entries were sealed under before the vault, when there was no
 /// passphrase.
 fn key_file(path: &Path) -> Result<[u8; 32], Error> {
-    let bytes = Zeroizing::new(std::fs::read(path)?);
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(at(path))?);
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         Error::Corrupt(
             path.display().to_string(),
@@ -733,6 +820,36 @@ fn key_file(path: &Path) -> Result<[u8; 32], Error> {
 mod tests {
     use super::*;
     use crate::smtp::envelope::{Recipient, Sender};
+
+    /// The count and oldest time follow every change, and a reopen finds the same.
+    #[test]
+    fn the_stats_follow_each_change_without_reading_the_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |id: &str, created: u64| Entry {
+            created,
+            ..entry(id)
+        };
+        {
+            let s = Spool::open(dir.path(), None).unwrap();
+            assert_eq!(s.stats(), (0, None));
+            s.put_new(vec![(at("Q.1", 30), None), (at("Q.2", 10), None)])
+                .unwrap();
+            s.put(&[at("R.1", 20)]).unwrap();
+            assert_eq!(s.stats(), (3, Some(10)));
+            // Delivered, with a report made meanwhile.
+            assert!(s.settle("Q.2", None, &[at("Q.2.dsn.1", 40)]).unwrap());
+            assert_eq!(s.stats(), (3, Some(20)));
+            // Still owed: stays, with its own time.
+            assert!(s.settle("R.1", Some(&at("R.1", 20)), &[]).unwrap());
+            assert_eq!(s.stats(), (3, Some(20)));
+            assert!(s.remove("R.1").unwrap());
+            assert!(!s.remove("R.1").unwrap());
+            assert_eq!(s.stats(), (2, Some(30)));
+        }
+        let s = Spool::open(dir.path(), None).unwrap();
+        assert_eq!(s.stats(), (2, Some(30)));
+        assert_eq!(s.all().unwrap().len(), 2);
+    }
 
     fn entry(id: &str) -> Entry {
         Entry {

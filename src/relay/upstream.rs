@@ -25,6 +25,7 @@ use crate::smtp::transaction::Credentials;
 use super::commands::{self, MailParams};
 use super::downgrade::{self, Prepared};
 use super::hop::{self, HopTls};
+use super::size::{self, HopSize};
 use super::wire;
 use super::{Copy, Escaped};
 use switch::{Guarded, Regreeted, Switch};
@@ -50,15 +51,16 @@ pub struct UpstreamConfig {
 
 /// Idle upstream connections, reused for the next copy with the same login, so that a
 /// busy gateway does not pay connect, EHLO and QUIT for every message.
+/// It also keeps what the upstream's last EHLO said its SIZE is, for the listeners.
 #[derive(Default)]
 pub struct Pool {
     idle: std::sync::Mutex<Vec<Idle>>,
+    size: std::sync::Arc<HopSize>,
 }
 
 struct Idle {
     login: Option<Login>,
-    conn: AsyncSmtpConnection,
-    switch: Switch,
+    conn: Connected,
     since: std::time::Instant,
 }
 
@@ -93,24 +95,42 @@ impl Login {
 /// Connections idle longer than this are closed rather than reused.
 const IDLE_FOR: Duration = Duration::from_secs(20);
 const MAX_IDLE: usize = 32;
+/// A connection is retired after this many transactions or this long, whichever comes
+/// first, as Postfix's `smtp_connection_reuse_count_limit` and `…_time_limit` do: a
+/// server's per-connection limits and state (and a load balancer's choice) are renewed
+/// now and then.
+const MAX_TRANSACTIONS: u32 = 100;
+const MAX_AGE: Duration = Duration::from_secs(300);
 
 impl Pool {
+    /// The upstream's SIZE, learned from the EHLO of each new connection.
+    pub fn size(&self) -> std::sync::Arc<HopSize> {
+        self.size.clone()
+    }
+
     fn take(&self, login: &Option<Login>) -> Option<Connected> {
         let mut idle = self.idle.lock().ok()?;
         idle.retain(|i| i.since.elapsed() < IDLE_FOR);
         let at = idle.iter().rposition(|i| &i.login == login)?;
-        let i = idle.swap_remove(at);
-        Some((i.conn, i.switch))
+        Some(idle.swap_remove(at).conn)
     }
 
-    fn put(&self, login: Option<Login>, (conn, switch): Connected) {
+    /// Keeps `conn` for the next copy with `login`, unless it has served its time (then
+    /// it is closed with QUIT, in the background: nobody waits for that reply).
+    fn put(&self, login: Option<Login>, conn: Connected) {
+        if conn.transactions >= MAX_TRANSACTIONS || conn.opened.elapsed() >= MAX_AGE {
+            let mut retired = conn;
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), retired.conn.quit()).await;
+            });
+            return;
+        }
         if let Ok(mut idle) = self.idle.lock() {
             idle.retain(|i| i.since.elapsed() < IDLE_FOR);
             if idle.len() < MAX_IDLE {
                 idle.push(Idle {
                     login,
                     conn,
-                    switch,
                     since: std::time::Instant::now(),
                 });
             }
@@ -148,7 +168,7 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let login = creds.map(Login::of);
     let pooled = cfg.pool.take(&login);
     let was_pooled = pooled.is_some();
-    let (mut conn, mut switch) = match pooled {
+    let mut c = match pooled {
         Some(c) => c,
         None => match connect(cfg, creds).await {
             Ok(c) => c,
@@ -157,37 +177,44 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     };
     // RFC 6152 §3: 8-bit data to a server without 8BITMIME is re-encoded first, or not
     // sent at all.
-    let mut data = match downgrade::prepare(&copy.data, offers_8bitmime(&conn)).await {
+    let mut data = match downgrade::prepare(&copy.data, offers_8bitmime(&c.conn)).await {
         Ok(d) => d,
         Err(reply) => {
             // Nothing was sent: the connection is clean for the next copy.
-            cfg.pool.put(login, (conn, switch));
+            cfg.pool.put(login, c);
             return all(reply);
         }
     };
-    let mail = mail_for(&conn, copy, &data);
-    let mut sent = command_checked(&mut conn, mail, cfg.timeout).await;
+    let first = opening(&c, copy, &data);
+    let mut sent = command_checked(&mut c.conn, first, cfg.timeout).await;
     if was_pooled && matches!(sent, Err((_, true))) {
         // The server closed the idle connection in the meantime: a fresh one.
-        (conn, switch) = match connect(cfg, creds).await {
+        c = match connect(cfg, creds).await {
             Ok(c) => c,
             Err(reply) => return all(reply),
         };
-        data = match downgrade::prepare(&copy.data, offers_8bitmime(&conn)).await {
+        data = match downgrade::prepare(&copy.data, offers_8bitmime(&c.conn)).await {
             Ok(d) => d,
             Err(reply) => {
-                conn.abort().await;
+                c.conn.abort().await;
                 return all(reply);
             }
         };
-        let mail = mail_for(&conn, copy, &data);
-        sent = command_checked(&mut conn, mail, cfg.timeout).await;
+        let first = opening(&c, copy, &data);
+        sent = command_checked(&mut c.conn, first, cfg.timeout).await;
     }
     if let Err((reply, _)) = sent {
-        conn.abort().await;
+        c.conn.abort().await;
         return all(reply);
     }
-    let dsn = supports(&conn, "DSN");
+    c.transactions += 1;
+    let dsn = c.dsn;
+    let pipelined = c.pipelining;
+    let Connected {
+        ref mut conn,
+        ref switch,
+        ..
+    } = c;
     // Whether the connection is in a clean state to be reused.
     let mut reusable = true;
     // Whether the transaction is still open upstream: only the reply to the final dot
@@ -195,19 +222,69 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     let mut open = true;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; copy.envelope.recipients.len()];
     let mut accepted = Vec::new();
+    // Pipelined: the replies to what was sent already, in order; a broken connection
+    // leaves the rest unanswered.
+    let mut lost = false;
+    // Close without QUIT: the server is reading message text.
+    let mut hang_up = false;
     for (i, rcpt) in copy.envelope.recipients.iter().enumerate() {
-        match command_checked(&mut conn, commands::rcpt(rcpt, dsn), cfg.timeout).await {
+        let replied = if pipelined {
+            read_checked(conn, cfg.timeout).await
+        } else {
+            command_checked(conn, commands::rcpt(rcpt, dsn), cfg.timeout).await
+        };
+        match replied {
             Ok(_) => accepted.push(i),
             Err((reply, broken)) => {
                 reusable &= !broken;
                 outcomes[i] = Some(Outcome::Failed(reply));
+                if broken && pipelined {
+                    lost = true;
+                    break;
+                }
             }
         }
     }
-    if !accepted.is_empty() {
-        let result = match command_checked(&mut conn, "DATA\r\n".to_string(), cfg.timeout).await {
+    if pipelined && !lost {
+        // DATA was sent with the envelope: its reply comes whatever the RCPT replies were.
+        let result = match read_checked(conn, cfg.timeout).await {
+            // A server that takes DATA with no recipient accepted (RFC 2920 says it must
+            // not) waits for a message nobody would get. The connection is closed
+            // without a final dot, so that it delivers nothing; a QUIT would only be
+            // read as message text.
+            Ok(_) if accepted.is_empty() => {
+                reusable = false;
+                open = false;
+                hang_up = true;
+                None
+            }
             Ok(_) => {
-                let sent = send_message(&mut conn, &switch, cfg, &data.data).await;
+                let sent = send_message(conn, switch, cfg, &data.data).await;
+                if let Err((_, broken)) = &sent {
+                    reusable &= !broken;
+                }
+                open = false;
+                Some(sent.map_err(|(reply, _)| reply))
+            }
+            Err((reply, broken)) => {
+                reusable &= !broken;
+                Some(Err(reply))
+            }
+        };
+        if let Some(result) = result {
+            for &i in &accepted {
+                outcomes[i] = Some(match &result {
+                    Ok(r) => Outcome::Delivered(r.clone()),
+                    Err(r) => Outcome::Failed(r.clone()),
+                });
+            }
+        }
+    } else if pipelined {
+        reusable = false;
+    } else if !accepted.is_empty() {
+        let result = match command_checked(conn, "DATA\r\n".to_string(), cfg.timeout).await {
+            Ok(_) => {
+                let sent = send_message(conn, switch, cfg, &data.data).await;
                 if let Err((_, broken)) = &sent {
                     reusable &= !broken;
                 }
@@ -230,14 +307,18 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
         // No recipient was accepted, or DATA was refused: the next MAIL on this
         // connection would be refused as nested (503, a permanent failure) unless the
         // transaction is reset first.
-        reusable = command_checked(&mut conn, "RSET\r\n".to_string(), cfg.timeout)
+        reusable = command_checked(conn, "RSET\r\n".to_string(), cfg.timeout)
             .await
             .is_ok();
     }
-    if reusable && !conn.has_broken() {
-        cfg.pool.put(login, (conn, switch));
+    if reusable && !c.conn.has_broken() {
+        cfg.pool.put(login, c);
+    } else if hang_up {
+        c.switch.cut();
+        drop(c);
     } else {
-        conn.abort().await;
+        // lettre's abort says QUIT and waits for the reply: bounded like any other.
+        let _ = tokio::time::timeout(cfg.timeout, c.conn.abort()).await;
     }
     outcomes
         .into_iter()
@@ -341,8 +422,8 @@ impl<'a> Iterator for Pieces<'a> {
 /// `535 5.7.8` when the upstream refuses them, `454 4.7.0` when it cannot be reached.
 pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<(), Reply> {
     match connect(cfg, Some(creds)).await {
-        Ok((mut conn, _)) => {
-            let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
+        Ok(mut c) => {
+            let _ = tokio::time::timeout(cfg.timeout, c.conn.quit()).await;
             Ok(())
         }
         Err(reply) if reply.code == 535 || reply.code == 534 || reply.code == 530 => {
@@ -366,17 +447,31 @@ pub async fn check_login(cfg: &UpstreamConfig, creds: &Credentials) -> Result<()
 /// Whether the upstream offers SMTPUTF8 (so that the listener may offer it too).
 pub async fn offers_smtputf8(cfg: &UpstreamConfig) -> bool {
     match connect(cfg, None).await {
-        Ok((mut conn, _)) => {
-            let yes = conn.server_info().supports_feature(Extension::SmtpUtfEight);
-            let _ = tokio::time::timeout(cfg.timeout, conn.quit()).await;
+        Ok(mut c) => {
+            let yes = c
+                .conn
+                .server_info()
+                .supports_feature(Extension::SmtpUtfEight);
+            let _ = tokio::time::timeout(cfg.timeout, c.conn.quit()).await;
             yes
         }
         Err(_) => false,
     }
 }
 
-/// A connection, and the switch that cuts its writes.
-type Connected = (AsyncSmtpConnection, Switch);
+/// A connection, the switch that cuts its writes, and what its EHLO offered that lettre
+/// does not track.
+struct Connected {
+    conn: AsyncSmtpConnection,
+    switch: Switch,
+    /// DSN (RFC 3461): the client's RET, ENVID, NOTIFY and ORCPT go on.
+    dsn: bool,
+    /// PIPELINING (RFC 2920): the envelope and DATA go in one write.
+    pipelining: bool,
+    /// Transactions begun on it (MAIL sent).
+    transactions: u32,
+    opened: std::time::Instant,
+}
 
 async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
     let hello = ClientId::Domain(cfg.helo.clone());
@@ -384,6 +479,7 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
     // For /readyz: whether the next hop could be reached lately.
     crate::ops::metrics::contact(&cfg.host, cfg.port, connected.is_ok());
     let (stream, peer) = connected.map_err(|e| hop_failed(cfg, &e))?;
+    crate::ops::metrics::upstream_connection();
     let stream = match &cfg.tls {
         HopTls::StartTls(client) => starttls(cfg, stream, client).await?,
         HopTls::None | HopTls::Implicit(_) => stream,
@@ -401,6 +497,34 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         }
         Err(_) => return Err(unreachable(cfg, "no greeting", None)),
     };
+    // lettre keeps only the extensions it knows from its EHLO: SIZE and DSN are read from
+    // a second EHLO (RFC 5321 allows it; it resets nothing that exists yet). Before AUTH,
+    // which some servers do not allow to be followed by EHLO.
+    let ehlo =
+        match tokio::time::timeout(cfg.timeout, conn.command(format!("EHLO {}\r\n", cfg.helo)))
+            .await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                conn.abort().await;
+                return Err(unreachable(
+                    cfg,
+                    &e.to_string(),
+                    e.status().is_some().then(|| error_reply(&e)),
+                ));
+            }
+            Err(_) => return Err(timeout_reply("the EHLO reply")),
+        };
+    let keywords: Vec<&str> = ehlo.message().skip(1).collect();
+    cfg.pool.size.set(size::from_ehlo(keywords.iter().copied()));
+    let offers = |keyword: &str| {
+        keywords.iter().any(|k| {
+            k.split_ascii_whitespace()
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case(keyword))
+        })
+    };
+    let (dsn, pipelining) = (offers("DSN"), offers("PIPELINING"));
     if let Some(c) = creds {
         match tokio::time::timeout(cfg.timeout, login(&mut conn, c)).await {
             Ok(Ok(())) => {}
@@ -411,7 +535,14 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
             Err(_) => return Err(timeout_reply("AUTH")),
         }
     }
-    Ok((conn, switch))
+    Ok(Connected {
+        conn,
+        switch,
+        dsn,
+        pipelining,
+        transactions: 0,
+        opened: std::time::Instant::now(),
+    })
 }
 
 /// AUTH PLAIN, or LOGIN when the server offers only that (RFC 4954), as lettre would do
@@ -556,17 +687,9 @@ fn hop_failed(cfg: &UpstreamConfig, e: &hop::Error) -> Reply {
     unreachable(cfg, &e.to_string(), None)
 }
 
-fn supports(conn: &AsyncSmtpConnection, keyword: &str) -> bool {
-    // lettre tracks only a few extensions; the others show in the EHLO text it keeps.
-    conn.server_info()
-        .to_string()
-        .split([' ', ',', '[', ']', '"'])
-        .any(|w| w.eq_ignore_ascii_case(keyword))
-}
-
 /// MAIL for `data` (the copy as prepared for this connection's capabilities).
-fn mail_for(conn: &AsyncSmtpConnection, copy: &Copy, data: &Prepared) -> String {
-    let info = conn.server_info();
+fn mail_for(c: &Connected, copy: &Copy, data: &Prepared) -> String {
+    let info = c.conn.server_info();
     commands::mail(
         &copy.envelope.sender,
         MailParams {
@@ -574,13 +697,39 @@ fn mail_for(conn: &AsyncSmtpConnection, copy: &Copy, data: &Prepared) -> String 
             body_8bit: data.body_8bit,
             smtputf8: copy.envelope.sender.smtputf8
                 && info.supports_feature(Extension::SmtpUtfEight),
-            dsn: supports(conn, "DSN"),
+            dsn: c.dsn,
         },
     )
 }
 
 fn offers_8bitmime(conn: &AsyncSmtpConnection) -> bool {
     conn.server_info().supports_feature(Extension::EightBitMime)
+}
+
+/// The next reply to a command sent already (pipelined), as for [`command_checked`].
+async fn read_checked(
+    conn: &mut AsyncSmtpConnection,
+    timeout: Duration,
+) -> Result<Reply, (Reply, bool)> {
+    match tokio::time::timeout(timeout, conn.read_response()).await {
+        Ok(Ok(r)) => Ok(reply_of(&r)),
+        Ok(Err(e)) => Err((error_reply(&e), e.status().is_none())),
+        Err(_) => Err((timeout_reply("a reply"), true)),
+    }
+}
+
+/// What opens a transaction on `c`: MAIL alone, or, when the server offers PIPELINING
+/// (RFC 2920), MAIL, every RCPT and DATA in one write, which saves two round trips (and
+/// their wake-ups on both sides) per copy.
+fn opening(c: &Connected, copy: &Copy, data: &Prepared) -> String {
+    let mut cmd = mail_for(c, copy, data);
+    if c.pipelining {
+        for rcpt in &copy.envelope.recipients {
+            cmd.push_str(&commands::rcpt(rcpt, c.dsn));
+        }
+        cmd.push_str("DATA\r\n");
+    }
+    cmd
 }
 
 /// A command and its reply; an error says whether the connection is broken (no reply, or

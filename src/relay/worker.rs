@@ -188,6 +188,13 @@ async fn attempt(relay: &Relay, mut entry: Entry, now: u64) -> Result<Settled, s
         .saturating_mul(2u32.saturating_pow(entry.attempts.saturating_sub(1).min(16)))
         .min(cfg.retry_max);
     entry.next_attempt = now + backoff.as_secs().max(1);
+    tracing::info!(
+        queue_id = %entry.queue_id,
+        id = %entry.id,
+        attempts = entry.attempts,
+        retry_in_seconds = backoff.as_secs().max(1),
+        "still owed: retried later"
+    );
     entry.last_error = last.map(|r| r.to_string());
     if !spool.settle(&entry.id, Some(&entry), &reports)? {
         // Removed by an admin while it was attempted: it stays removed.

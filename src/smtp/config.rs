@@ -67,6 +67,9 @@ pub struct SessionConfig {
     /// Where and from what size a message goes to disk while it arrives; `None` keeps
     /// every message in memory.
     pub spill: Option<crate::blob::Spill>,
+    /// The next hop's SIZE, learned from its EHLO, when what this listener accepts is
+    /// encrypted before it goes there: the listener then offers only what still fits.
+    pub next_hop_size: Option<Arc<crate::relay::size::HopSize>>,
 }
 
 impl SessionConfig {
@@ -91,7 +94,19 @@ impl SessionConfig {
             auth_failures: Arc::default(),
             max_errors: 20,
             spill: None,
+            next_hop_size: None,
         }
+    }
+
+    /// The largest message this listener takes now: `max_message_size`, or less when the
+    /// next hop's SIZE leaves less room for the encrypted copy.
+    pub fn message_limit(&self) -> usize {
+        let fits = self
+            .next_hop_size
+            .as_ref()
+            .and_then(|h| h.client_limit())
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        self.max_message_size.min(fits)
     }
 
     /// Whether `ip` may send without AUTH.

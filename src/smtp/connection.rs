@@ -88,10 +88,24 @@ where
                 }
                 Step::Deliver(tx) => {
                     write(&mut stream, &mut out, limit).await?;
+                    let queue_id = tx.id.clone();
+                    // The first entry of the message's decision trail: who sent what
+                    // envelope (never the content).
+                    tracing::info!(
+                        queue_id,
+                        client = %tx.client.addr,
+                        tls = tx.client.tls,
+                        user = %crate::relay::Escaped(tx.client.auth.as_ref().map_or("-", |c| c.username.as_str())),
+                        from = %crate::relay::Escaped(&tx.envelope.sender.address),
+                        to = %tx.envelope.recipients.iter().map(|r| r.address.as_str()).collect::<Vec<_>>().join(","),
+                        size = tx.message.len(),
+                        "received"
+                    );
                     let reply = backend.deliver(tx).await;
                     if reply.code >= 400 {
                         crate::ops::metrics::refusal(&reply);
                     }
+                    tracing::info!(queue_id, reply = %crate::relay::Escaped(&reply.to_string()), "answered");
                     out.extend(session.delivered(reply).to_wire());
                 }
                 Step::Authenticate(creds) => {

@@ -285,7 +285,7 @@ impl Session {
             ));
         }
         self.mode = Mode::Data(Box::new(DataReader::spilling(
-            self.cfg.max_message_size,
+            self.cfg.message_limit(),
             self.cfg.max_header_size,
             self.cfg.spill.clone(),
         )));

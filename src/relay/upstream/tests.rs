@@ -100,7 +100,9 @@ async fn a_read_failing_in_the_middle_cuts_the_socket_before_the_final_dot() {
     std::fs::write(named.path(), &raw).unwrap();
     let blob = Blob::from(crate::blob::SealedFile::open(named.reopen().unwrap(), &key).unwrap());
 
-    let (mut conn, switch) = connect(&cfg, None).await.unwrap();
+    let Connected {
+        mut conn, switch, ..
+    } = connect(&cfg, None).await.unwrap();
     for cmd in [
         "MAIL FROM:<a@example.org>\r\n",
         "RCPT TO:<b@example.net>\r\n",
@@ -220,4 +222,25 @@ fn pooled_logins_are_told_apart_by_a_digest() {
     assert!(Login::of(&c("bob", "pw")) == Login::of(&c("bob", "pw")));
     assert!(Login::of(&c("bob", "pw")) != Login::of(&c("bob", "pw2")));
     assert!(Login::of(&c("bob", "pw")) != Login::of(&c("eve", "pw")));
+}
+
+/// Copies reuse one connection, which is retired with QUIT after
+/// [`MAX_TRANSACTIONS`]; the next copy opens a fresh one.
+#[tokio::test]
+async fn a_connection_is_reused_and_retired_after_its_transactions() {
+    let sink = Sink::start().await;
+    let cfg = config(sink.port);
+    let n = MAX_TRANSACTIONS as usize + 3;
+    for _ in 0..n {
+        let m = Blob::from(b"Subject: x\r\n\r\nhello\r\n".to_vec());
+        assert!(delivered(&attempt(&cfg, &copy(m)).await));
+    }
+    assert_eq!(sink.messages.lock().unwrap().len(), n);
+    // The first connection quit after its hundredth message; the second is idle.
+    sink.wait_ended(1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let idle = cfg.pool.idle.lock().unwrap();
+    assert_eq!(idle.len(), 1);
+    assert_eq!(idle[0].conn.transactions, 3);
 }

@@ -8,7 +8,7 @@ use crate::smtp::reply::{Enhanced, Reply};
 pub fn ehlo(cfg: &SessionConfig, peer_name: &str, tls: bool) -> Reply {
     let mut lines = vec![format!("{} greets {}", cfg.hostname, peer_name)];
     lines.push("PIPELINING".into());
-    lines.push(format!("SIZE {}", cfg.max_message_size));
+    lines.push(format!("SIZE {}", cfg.message_limit()));
     lines.push("8BITMIME".into());
     lines.push("ENHANCEDSTATUSCODES".into());
     lines.push("DSN".into());

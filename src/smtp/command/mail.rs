@@ -12,8 +12,19 @@ use crate::smtp::reply::{Enhanced, Reply};
 /// # Errors
 /// The reply to send when the command is refused.
 pub fn sender(cfg: &SessionConfig, from: MailFrom<String>) -> Result<Sender, Reply> {
-    if from.size > cfg.max_message_size {
-        return Err(too_big(cfg.max_message_size));
+    let limit = cfg.message_limit();
+    if from.size > limit {
+        if limit < cfg.max_message_size {
+            return Err(Reply::new(
+                552,
+                Enhanced(5, 3, 4),
+                format!(
+                    "Message size exceeds the limit of {limit} bytes: the next hop's own \
+                     limit, less the room encryption takes"
+                ),
+            ));
+        }
+        return Err(too_big(limit));
     }
     let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
     if smtputf8 && !cfg.smtputf8 {
