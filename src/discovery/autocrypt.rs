@@ -117,11 +117,15 @@ pub struct Seen {
     pub header: Option<Result<Header, Refused>>,
 }
 
-/// Reads the sender's Autocrypt state from a message's header section; `None` for a
-/// message that says nothing about a single sender (no single From address, or a
-/// `multipart/report`).
+/// Reads the sender's Autocrypt header from a message's header section; `None` for a
+/// message without one, or that says nothing about a single sender (no single From
+/// address, or a `multipart/report`).
 pub fn seen(head: &[u8], now: SystemTime) -> Option<Seen> {
     let (fields, _) = headers::split(&[head, b"\r\n"].concat());
+    // Most mail has no Autocrypt header: nothing more to read then.
+    if !fields.iter().any(|f| f.is("Autocrypt")) {
+        return None;
+    }
     let from = headers::from_address(&fields)?;
     if ContentType::of(&fields).is_some_and(|c| c.is("multipart", "report")) {
         return None;
@@ -293,7 +297,10 @@ mod tests {
             seen(bad_key.as_bytes(), now).unwrap().header,
             Some(Err(Refused::BadKey(_)))
         ));
-        let future = "From: a@b.example\r\nDate: Sat, 1 Jan 2huh\r\n";
-        assert_eq!(seen(future.as_bytes(), now).unwrap().date, now);
+        let bad_date = format!(
+            "From: a@b.example\r\nDate: Sat, 1 Jan 2huh\r\nAutocrypt: addr=a@b.example; keydata={KEYDATA}\r\n"
+        );
+        assert_eq!(seen(bad_date.as_bytes(), now).unwrap().date, now);
+        assert!(seen(b"From: a@b.example\r\nSubject: no header\r\n", now).is_none());
     }
 }
