@@ -33,6 +33,12 @@ const KEPT: &[&str] = &[
 /// `line` with the capabilities it lists narrowed to those kept; `None` when it lists
 /// none (`* CAPABILITY …` or a `[CAPABILITY …]` response code).
 pub fn filter(line: &[u8]) -> Option<Vec<u8>> {
+    // A capability list is one line without literals: a response with more (a FETCH with
+    // a message in it) is passed over without reading it all.
+    let first = line.iter().position(|&b| b == b'\n')?;
+    if first + 1 != line.len() {
+        return None;
+    }
     let upper = line.to_ascii_uppercase();
     let (start, bracketed) = if upper.starts_with(b"* CAPABILITY ") {
         (b"* CAPABILITY ".len(), false)
@@ -108,6 +114,10 @@ mod tests {
         assert_eq!(filter(listed).unwrap(), b"* CAPABILITY IMAP4rev1 MOVE\r\n");
         assert_eq!(filter(b"* 3 EXISTS\r\n"), None);
         assert_eq!(filter(b"A1 OK [CAPABILITY IMAP4rev1"), None);
+        assert_eq!(
+            filter(b"* 1 FETCH (BODY[] {27}\r\n* CAPABILITY IMAP4rev1 X\r\n)\r\n"),
+            None
+        );
         assert_eq!(
             before_tls(b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN IDLE] ready\r\n"),
             b"* OK [CAPABILITY STARTTLS LOGINDISABLED IMAP4rev1 SASL-IR IDLE] ready\r\n"

@@ -100,6 +100,49 @@ pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
     ))
 }
 
+impl Wanted {
+    /// Whether the client asked for the whole message only (and perhaps its UID): then a
+    /// cached message is answered without reading the upstream's response through the
+    /// codec ([`whole_message_response`]).
+    pub fn whole_only(&self) -> bool {
+        self.items.iter().all(|i| {
+            matches!(
+                i,
+                MessageDataItemName::Uid
+                    | MessageDataItemName::BodyExt {
+                        section: None,
+                        partial: None,
+                        ..
+                    }
+            )
+        })
+    }
+}
+
+/// A FETCH response of the shape `* SEQ FETCH (UID UID BODY[] {N}` + N bytes + `)`,
+/// read without the codec: its sequence number and UID.
+pub fn whole_message_response(response: &[u8]) -> Option<(u32, u32)> {
+    let end = memchr::memmem::find(response, b"\r\n")?;
+    let line = std::str::from_utf8(response.get(..end)?).ok()?;
+    let rest = line.strip_prefix("* ")?;
+    let (seq, rest) = rest.split_once(' ')?;
+    let rest = rest.strip_prefix("FETCH (UID ")?;
+    let (uid, rest) = rest.split_once(' ')?;
+    let n = rest.strip_prefix("BODY[] {")?.strip_suffix('}')?;
+    let n: usize = n.parse().ok()?;
+    // Nothing after the literal but the closing parenthesis.
+    (response.len() == end + 2 + n + 3 && response.ends_with(b")\r\n")).then_some(())?;
+    Some((seq.parse().ok()?, uid.parse().ok()?))
+}
+
+/// The answer to a FETCH of the whole message (and its UID) with `served` in it.
+pub fn whole_message_answer(seq: u32, uid: u32, served: &[u8]) -> Vec<u8> {
+    let mut out = format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", served.len()).into_bytes();
+    out.extend_from_slice(served);
+    out.extend_from_slice(b")\r\n");
+    out
+}
+
 /// Whether an item shows a message's content (or its size, which the content decides).
 fn is_content(i: &MessageDataItemName<'_>) -> bool {
     use MessageDataItemName as N;
@@ -451,6 +494,28 @@ mod tests {
         assert!(rewrite(b"d FETCH 1 (FLAGS UID)\r\n").is_none());
         assert!(rewrite(b"e SELECT INBOX\r\n").is_none());
         assert!(rewrite(b"not imap at all\r\n").is_none());
+    }
+
+    #[test]
+    fn a_whole_message_response_is_read_and_written_without_the_codec() {
+        let r = b"* 3 FETCH (UID 9 BODY[] {5}\r\nabcde)\r\n";
+        assert_eq!(whole_message_response(r), Some((3, 9)));
+        assert_eq!(
+            whole_message_response(b"* 3 FETCH (UID 9 BODY[] {5}\r\nabcde FLAGS ())\r\n"),
+            None
+        );
+        assert_eq!(
+            whole_message_response(b"* 3 FETCH (FLAGS () UID 9 BODY[] {5}\r\nabcde)\r\n"),
+            None
+        );
+        let answer = whole_message_answer(3, 9, b"Subject: x\r\n\r\nhi\r\n");
+        let parsed = Fetched::parse(&answer).unwrap();
+        assert_eq!(parsed.uid(), Some(9));
+        assert_eq!(parsed.message(), Some(&b"Subject: x\r\n\r\nhi\r\n"[..]));
+        let (_, _, w) = rewrite(b"a UID FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
+        assert!(w.whole_only());
+        let (_, _, w) = rewrite(b"a UID FETCH 1:* (FLAGS BODY.PEEK[])\r\n").unwrap();
+        assert!(!w.whole_only());
     }
 
     #[test]

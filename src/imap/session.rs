@@ -178,20 +178,25 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                     return Ok(());
                 }
                 state.from_upstream.push(ubuf.get(..n).unwrap_or_default());
+                // The answers to what this read completed, written at once: one write per
+                // read rather than per message.
+                let mut out = Vec::new();
                 loop {
                     let f = match state.from_upstream.fragment() {
                         Ok(Some(f)) => f,
                         Ok(None) => break,
                         Err(e) => {
-                            let bye = format!("* BYE the upstream IMAP server sent {e}\r\n");
-                            client.write_all(bye.as_bytes()).await?;
+                            out.extend_from_slice(format!("* BYE the upstream IMAP server sent {e}\r\n").as_bytes());
+                            client.write_all(&out).await?;
                             return Err(Error::UpstreamFrame(e));
                         }
                     };
                     if let Some(response) = state.upstream_fragment(f) {
-                        let out = answer(proxy, &state, response).await;
-                        client.write_all(&out).await?;
+                        out.extend_from_slice(&answer(proxy, &state, response).await);
                     }
+                }
+                if !out.is_empty() {
+                    client.write_all(&out).await?;
                 }
             }
         }
@@ -367,6 +372,30 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
     };
     if !response.starts_with(b"* ") || !is_fetch(&response) {
         return response;
+    }
+    // The common case of a client downloading messages it has seen before: answered
+    // from the cache without reading the upstream's copy through the codec.
+    if wanted.whole_only() {
+        if let (Some((seq, uid)), Some(login), Some(mailbox), Some(uidvalidity)) = (
+            fetch::whole_message_response(&response),
+            &state.login,
+            &state.mailbox,
+            state.uidvalidity,
+        ) {
+            let key = Key {
+                login: login.clone(),
+                mailbox: mailbox.clone(),
+                uidvalidity,
+                uid,
+            };
+            match proxy.cache.get(&key).as_deref() {
+                Some(Entry::Opened(served)) => {
+                    return fetch::whole_message_answer(seq, uid, served)
+                }
+                Some(Entry::Plain) => return response,
+                None => {}
+            }
+        }
     }
     let Some(fetched) = Fetched::parse(&response) else {
         return response;
