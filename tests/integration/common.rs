@@ -379,3 +379,41 @@ pub fn output_with_input(command: &mut Command, stdin: &[u8]) -> Output {
     let _ = writer.join();
     out
 }
+
+/// Runs `dovecot -F -c CONF` (a private Dovecot whose files are all under `dir`) under a
+/// shell that stops it and removes `dir` once its stdin closes, when the returned child
+/// is dropped or the test process ends; returns once every one of `ports` accepts.
+///
+/// # Panics
+/// When Dovecot does not start, with its log and the packages it needs.
+pub fn dovecot(conf: &Path, dir: &Path, ports: &[u16], packages: &str) -> std::process::Child {
+    let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
+    let mut shell = Command::new("sh")
+        .arg("-c")
+        .arg(r#"dovecot -F -c "$1" & pid=$!; read -r _ignored; kill "$pid"; wait "$pid"; rm -rf "$2""#)
+        .arg("sh")
+        .arg(conf)
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("sh");
+    let up = |port: &u16| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok();
+    let started = (0..400).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        ports.iter().all(up)
+    });
+    if !started {
+        let why = format!(
+            "{} {}",
+            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default()
+        );
+        // Closing the pipe stops what did start and removes the directory.
+        drop(shell.stdin.take());
+        let _ = shell.wait();
+        panic!("Dovecot did not start (packages {packages}): {why}");
+    }
+    shell
+}

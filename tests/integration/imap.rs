@@ -3,9 +3,8 @@
 //! byte for byte, and what the proxy does not handle is not advertised.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use super::common::{Gpg, Sealpost, Server};
 use super::upstream::free_port;
@@ -66,32 +65,7 @@ fn start_dovecot(fixtures: &[(&str, Vec<u8>)]) -> Dovecot {
     );
     let conf = dir.join("dovecot.conf");
     std::fs::write(&conf, config).expect("dovecot.conf");
-    let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
-    let mut shell = Command::new("sh")
-        .arg("-c")
-        .arg(r#"dovecot -F -c "$1" & pid=$!; read -r _ignored; kill "$pid"; wait "$pid"; rm -rf "$2""#)
-        .arg("sh")
-        .arg(&conf)
-        .arg(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("sh");
-    let started = (0..400).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    if !started {
-        let why = format!(
-            "{} {}",
-            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default(),
-            std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default()
-        );
-        drop(shell.stdin.take());
-        let _ = shell.wait();
-        panic!("Dovecot did not start (packages dovecot-core and dovecot-imapd): {why}");
-    }
+    let shell = super::common::dovecot(&conf, &dir, &[port], "dovecot-core and dovecot-imapd");
     Dovecot {
         port,
         _shell: Mutex::new(shell),

@@ -9,7 +9,6 @@
 //! and removes its directory. Dovecot runs as root here, delivering as uid 65534.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -110,34 +109,12 @@ fn start_dovecot() -> Dovecot {
     );
     let conf = dir.join("dovecot.conf");
     std::fs::write(&conf, config).expect("dovecot.conf");
-    let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
-    let mut shell = Command::new("sh")
-        .arg("-c")
-        .arg(r#"dovecot -F -c "$1" & pid=$!; read -r _ignored; kill "$pid"; wait "$pid"; rm -rf "$2""#)
-        .arg("sh")
-        .arg(&conf)
-        .arg(&dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("sh");
-    let up = |port: u16| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
-    let started = (0..400).any(|_| {
-        std::thread::sleep(Duration::from_millis(25));
-        up(starttls_port) && up(tls_port)
-    });
-    if !started {
-        let why = format!(
-            "{} {}",
-            std::fs::read_to_string(dir.join("stderr")).unwrap_or_default(),
-            std::fs::read_to_string(dir.join("dovecot.log")).unwrap_or_default()
-        );
-        // Closing the pipe stops what did start and removes the directory.
-        drop(shell.stdin.take());
-        let _ = shell.wait();
-        panic!("Dovecot did not start (packages dovecot-core and dovecot-lmtpd): {why}");
-    }
+    let shell = super::common::dovecot(
+        &conf,
+        &dir,
+        &[starttls_port, tls_port],
+        "dovecot-core and dovecot-lmtpd",
+    );
     Dovecot {
         dir,
         starttls_port,
