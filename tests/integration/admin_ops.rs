@@ -57,7 +57,16 @@ fn log_show_prints_the_decision_trail_of_one_message_without_its_content() {
         .expect("queue ID in the reply")
         .to_string();
 
-    let shown = s.ok(&["log", "show", &id]);
+    // The trail is written by its own thread, a few milliseconds after the events: what
+    // the client was answered comes last.
+    let shown = super::upstream::wait_for(
+        std::time::Duration::from_secs(10),
+        "the whole trail of the message",
+        || {
+            let shown = s.ok(&["log", "show", &id]);
+            shown.contains("answered").then_some(shown)
+        },
+    );
     let line = |words: &[&str]| {
         shown
             .lines()
