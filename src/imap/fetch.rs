@@ -382,22 +382,31 @@ fn partial(
     )
 }
 
-/// Bytes as an IMAP string: quoted when short and plain, a literal otherwise; NIL when
-/// they cannot be sent without BINARY (a NUL byte, which the transform never delivers).
-fn nstring(bytes: &[u8]) -> NString<'static> {
+/// Bytes as an IMAP string: quoted when short and plain, a literal otherwise (a literal
+/// takes every byte but NUL, which is dropped).
+pub fn istring(bytes: &[u8]) -> IString<'static> {
     let quoted = bytes.len() < 256
         && bytes
             .iter()
             .all(|&b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
     if quoted {
         if let Ok(q) = Quoted::try_from(String::from_utf8_lossy(bytes).into_owned()) {
-            return NString(Some(IString::Quoted(q)));
+            return IString::Quoted(q);
         }
     }
-    match Literal::try_from(bytes.to_vec()) {
-        Ok(l) => NString(Some(IString::Literal(l))),
-        Err(_) => NString(None),
+    let without_nul: Vec<u8> = bytes.iter().copied().filter(|&b| b != 0).collect();
+    Literal::try_from(without_nul)
+        .map(IString::Literal)
+        .unwrap_or_else(|_| IString::Quoted(Quoted::unvalidated("")))
+}
+
+/// [`istring`], or NIL for bytes that cannot be sent without BINARY (a NUL byte, which
+/// the transform never delivers).
+fn nstring(bytes: &[u8]) -> NString<'static> {
+    if bytes.contains(&0) {
+        return NString(None);
     }
+    NString(Some(istring(bytes)))
 }
 
 /// RFC 9051 §7.5.2's ENVELOPE of a header section: the fields as they are written

@@ -119,21 +119,7 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
     };
     client.write_all(&greeting).await?;
 
-    let mut state = State {
-        from_client: Framer::new(MAX_LINE, s.max_message),
-        from_upstream: Framer::new(MAX_LINE, s.max_message),
-        command: Vec::new(),
-        in_command: false,
-        fetches: HashMap::new(),
-        login: None,
-        awaiting_plain: false,
-        response: Vec::new(),
-        tls_pending: starttls,
-        upgrade: false,
-        logging_out: false,
-        mailbox: None,
-        uidvalidity: None,
-    };
+    let mut state = State::new(MAX_LINE, s.max_message, starttls);
     let (mut cbuf, mut ubuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
         tokio::select! {
@@ -230,6 +216,34 @@ struct State {
 }
 
 impl State {
+    fn new(max_line: usize, max_message: usize, starttls: bool) -> State {
+        State {
+            from_client: Framer::new(max_line, max_message),
+            from_upstream: Framer::new(max_line, max_message),
+            command: Vec::new(),
+            in_command: false,
+            fetches: HashMap::new(),
+            login: None,
+            awaiting_plain: false,
+            response: Vec::new(),
+            tls_pending: starttls,
+            upgrade: false,
+            logging_out: false,
+            mailbox: None,
+            uidvalidity: None,
+        }
+    }
+
+    /// The cache's name for message `uid` of the selected mailbox, for this login.
+    fn cache_key(&self, uid: u32) -> Option<Key> {
+        Some(Key {
+            login: self.login.clone()?,
+            mailbox: self.mailbox.clone()?,
+            uidvalidity: self.uidvalidity?,
+            uid,
+        })
+    }
+
     /// What a client fragment sends upstream, and what the proxy answers itself.
     fn client_fragment(&mut self, f: Fragment) -> (Vec<u8>, Vec<u8>) {
         match f {
@@ -376,18 +390,9 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
     // The common case of a client downloading messages it has seen before: answered
     // from the cache without reading the upstream's copy through the codec.
     if wanted.whole_only() {
-        if let (Some((seq, uid)), Some(login), Some(mailbox), Some(uidvalidity)) = (
-            fetch::whole_message_response(&response),
-            &state.login,
-            &state.mailbox,
-            state.uidvalidity,
-        ) {
-            let key = Key {
-                login: login.clone(),
-                mailbox: mailbox.clone(),
-                uidvalidity,
-                uid,
-            };
+        if let Some(((seq, uid), key)) = fetch::whole_message_response(&response)
+            .and_then(|(seq, uid)| Some(((seq, uid), state.cache_key(uid)?)))
+        {
             match proxy.cache.get(&key).as_deref() {
                 Some(Entry::Opened(served)) => {
                     return fetch::whole_message_answer(seq, uid, served)
@@ -409,20 +414,7 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
         );
         return fetched.as_sent(wanted);
     };
-    let key = match (
-        &state.login,
-        &state.mailbox,
-        state.uidvalidity,
-        fetched.uid(),
-    ) {
-        (Some(login), Some(mailbox), Some(uidvalidity), Some(uid)) => Some(Key {
-            login: login.clone(),
-            mailbox: mailbox.clone(),
-            uidvalidity,
-            uid,
-        }),
-        _ => None,
-    };
+    let key = fetched.uid().and_then(|uid| state.cache_key(uid));
     if let Some(hit) = key.as_ref().and_then(|k| proxy.cache.get(k)) {
         return match &*hit {
             Entry::Plain => fetched.as_sent(wanted),
@@ -673,21 +665,7 @@ mod tests {
 
     #[test]
     fn login_names_are_learnt_from_login_and_plain() {
-        let mut s = State {
-            from_client: Framer::new(1024, 1024),
-            from_upstream: Framer::new(1024, 1024),
-            command: Vec::new(),
-            in_command: false,
-            fetches: HashMap::new(),
-            login: None,
-            awaiting_plain: false,
-            response: Vec::new(),
-            tls_pending: false,
-            upgrade: false,
-            logging_out: false,
-            mailbox: None,
-            uidvalidity: None,
-        };
+        let mut s = State::new(1024, 1024, false);
         s.learn_login(b"a LOGIN bob@example.org secret\r\n");
         assert_eq!(s.login.as_deref(), Some("bob@example.org"));
         s.login = None;

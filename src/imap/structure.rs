@@ -196,15 +196,12 @@ fn describe(
     })
 }
 
-/// Text as an IMAP string: quoted when it can be, a literal otherwise (a literal takes
-/// every byte but NUL, which is dropped).
 fn istring(s: &str) -> IString<'static> {
-    IString::try_from(s.replace('\0', ""))
-        .unwrap_or_else(|_| IString::Quoted(imap_codec::imap_types::core::Quoted::unvalidated("")))
+    super::fetch::istring(s.as_bytes())
 }
 
 fn nstring(s: Option<String>) -> NString<'static> {
-    NString(s.and_then(|s| IString::try_from(s).ok()))
+    NString(s.map(|s| istring(&s)))
 }
 
 #[cfg(test)]

@@ -183,14 +183,7 @@ fn world() -> World {
             dovecot.port
         );
         let server = s.serve(&config, &[]);
-        let out = server.stdout.lock().unwrap().clone();
-        let port = out
-            .lines()
-            .find_map(|l| l.split("IMAP proxy on ").nth(1))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no IMAP proxy line in {out}"));
+        let port = proxy_port(&server);
         World {
             _s: s,
             _dovecot: dovecot,
@@ -214,17 +207,33 @@ fn imaplib(port: u16, body: &str) -> String {
          {body}\n\
          IMAP.logout()\n"
     );
+    python(&script)
+}
+
+/// Runs a Python script; its stdout, failing the test (with the script) when it fails.
+fn python(script: &str) -> String {
     let out = Command::new("python3")
         .arg("-c")
-        .arg(&script)
+        .arg(script)
         .output()
         .expect("python3");
     assert!(
         out.status.success(),
-        "imaplib failed: {}\n{script}",
+        "python failed: {}\n{script}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The port `serve` printed for its IMAP proxy.
+fn proxy_port(server: &Server) -> u16 {
+    let out = server.stdout.lock().unwrap().clone();
+    out.lines()
+        .find_map(|l| l.split("IMAP proxy on ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no IMAP proxy line in {out}"))
 }
 
 /// The base64 lines a script wrote with `out`, decoded.
@@ -383,14 +392,7 @@ fn the_mail_client_can_talk_tls_to_the_proxy() {
             dovecot.port
         );
         let server = s.serve(&config, &[]);
-        let out = server.stdout.lock().unwrap().clone();
-        let port: u16 = out
-            .lines()
-            .find_map(|l| l.split("IMAP proxy on ").nth(1))
-            .and_then(|r| r.split_whitespace().next())
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no IMAP proxy line in {out}"));
+        let port = proxy_port(&server);
         let connect = if mode == "tls" {
             "IMAP = imaplib.IMAP4_SSL('127.0.0.1', PORT, ssl_context=ctx)\n"
         } else {
@@ -410,17 +412,7 @@ fn the_mail_client_can_talk_tls_to_the_proxy() {
              typ, data = IMAP.uid('FETCH', '1', '(BODY.PEEK[])')\nout(data[0][1])\n\
              IMAP.logout()\n"
         );
-        let run = Command::new("python3")
-            .arg("-c")
-            .arg(&script)
-            .output()
-            .expect("python3");
-        assert!(
-            run.status.success(),
-            "{mode}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let got = decoded(&String::from_utf8_lossy(&run.stdout));
+        let got = decoded(&python(&script));
         if mode == "starttls" {
             let caps = String::from_utf8_lossy(&got[0]).to_ascii_uppercase();
             assert!(

@@ -683,18 +683,35 @@ fn sq_mail_is_decrypted_and_verified() {
     check(&copy, false);
 }
 
-#[test]
-fn sealpost_outbound_to_sealpost_inbound_round_trip() {
-    // Bob's organisation: the inbound gateway of `World`. Erin's: another sealpost that
-    // encrypts and signs on the way out.
-    let w = World::new();
+/// Erin's organisation: a sealpost with her key and Bob's certificate; her fingerprint.
+fn erin(w: &World) -> (Sealpost, String) {
     let erin = Sealpost::new();
-    let erin_fpr = erin.generate("erin@example.com", &[]);
+    let fpr = erin.generate("erin@example.com", &[]);
     let bob_cert = w.s.ok(&["keys", "export", "bob@example.org"]);
     assert!(erin
         .run_with_input(&["keys", "import", "-"], bob_cert.as_bytes())
         .status
         .success());
+    (erin, fpr)
+}
+
+/// Erin's outbound listener, which sends on to `inbound` (Bob's gateway).
+fn erin_outbound(erin: &Sealpost, inbound: u16) -> Server {
+    erin.serve(
+        &format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [upstream]\naddress = \"127.0.0.1:{inbound}\"\ntls = \"none\"\n"
+        ),
+        &[],
+    )
+}
+
+#[test]
+fn sealpost_outbound_to_sealpost_inbound_round_trip() {
+    // Bob's organisation: the inbound gateway of `World`. Erin's: another sealpost that
+    // encrypts and signs on the way out.
+    let w = World::new();
+    let (erin, erin_fpr) = erin(&w);
     let erin_cert = erin.ok(&["keys", "export", "erin@example.com"]);
     assert!(w
         .s
@@ -703,14 +720,7 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
         .success());
 
     let (sink, inbound) = w.serve_to_sink("");
-    let outbound = erin.serve(
-        &format!(
-            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-             [upstream]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n",
-            inbound.port()
-        ),
-        &[],
-    );
+    let outbound = erin_outbound(&erin, inbound.port());
     let (ok, out) = swaks_to(
         outbound.port(),
         "erin@example.com",
@@ -759,22 +769,9 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
 #[test]
 fn first_contact_shows_the_real_subject_without_trusting_the_sender() {
     let w = World::new();
-    let erin = Sealpost::new();
-    erin.generate("erin@example.com", &[]);
-    let bob_cert = w.s.ok(&["keys", "export", "bob@example.org"]);
-    assert!(erin
-        .run_with_input(&["keys", "import", "-"], bob_cert.as_bytes())
-        .status
-        .success());
+    let (erin, _) = erin(&w);
     let (sink, inbound) = w.serve_to_sink("");
-    let outbound = erin.serve(
-        &format!(
-            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-             [upstream]\naddress = \"127.0.0.1:{}\"\ntls = \"none\"\n",
-            inbound.port()
-        ),
-        &[],
-    );
+    let outbound = erin_outbound(&erin, inbound.port());
     let (ok, out) = swaks_to(
         outbound.port(),
         "erin@example.com",
