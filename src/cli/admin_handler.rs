@@ -19,14 +19,21 @@ pub fn handler(
     keyring: Keyring,
     relay: Relay,
     policy: tokio::sync::watch::Receiver<Arc<Policy>>,
+    finder: Arc<crate::discovery::Finder>,
 ) -> crate::admin::socket::Handler {
     Arc::new(move |req: Request| {
         let policy = policy.borrow().clone();
-        run(&keyring, &relay, &policy, req)
+        run(&keyring, &relay, &policy, &finder, req)
     })
 }
 
-fn run(keyring: &Keyring, relay: &Relay, policy: &Policy, req: Request) -> Response {
+fn run(
+    keyring: &Keyring,
+    relay: &Relay,
+    policy: &Policy,
+    finder: &crate::discovery::Finder,
+    req: Request,
+) -> Response {
     let mut stdout = Vec::new();
     let mut stderr = Vec::new();
     let argv = std::iter::once("sealpost".to_string()).chain(req.argv);
@@ -57,6 +64,9 @@ fn run(keyring: &Keyring, relay: &Relay, policy: &Policy, req: Request) -> Respo
             input: &mut input,
         };
         match cli.command {
+            Command::Keys(super::keys::KeysCommand::Discover(args)) => {
+                super::keys::discover::run(args, finder, keyring, &mut io)
+            }
             Command::Keys(cmd) => super::keys::execute(cmd, keyring, &mut io),
             Command::Queue(cmd) => super::queue::execute(cmd, relay, &mut io),
             Command::Policy(cmd) => super::policy::execute(cmd, policy, keyring, &mut io),

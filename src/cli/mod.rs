@@ -199,7 +199,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if url.is_none() && as_owner(&dir)? == AsOwner::Forward {
                 return forward(&dir, &keys::inputs(&cmd));
             }
-            keys_command(cmd, &dir, &from, url.as_deref())
+            keys_command(cmd, &dir, &from, url.as_deref(), cli.config.as_deref())
         }
         Command::Keyring(cmd) => {
             let url = keyring_url(cli.config.as_deref(), cli.data_dir.as_deref())?;
@@ -301,6 +301,7 @@ fn keys_command(
     data_dir: &Path,
     from: &str,
     url: Option<&str>,
+    config: Option<&Path>,
 ) -> anyhow::Result<()> {
     if url.is_none() && !data_dir.join("keyring").exists() {
         let missing = format!(
@@ -319,7 +320,8 @@ fn keys_command(
             | keys::KeysCommand::Review(_)
             | keys::KeysCommand::Extend(_)
             | keys::KeysCommand::Backup(_)
-            | keys::KeysCommand::WkdExport(_) => anyhow::bail!("{missing}"),
+            | keys::KeysCommand::WkdExport(_)
+            | keys::KeysCommand::Discover(_) => anyhow::bail!("{missing}"),
             keys::KeysCommand::Import(_)
             | keys::KeysCommand::Generate(_)
             | keys::KeysCommand::Restore(_) => {
@@ -328,7 +330,14 @@ fn keys_command(
         }
     }
     match keys::open(data_dir, url) {
-        Ok(keyring) => terminal(|io| keys::execute_local(cmd, &keyring, io)),
+        Ok(keyring) => match cmd {
+            keys::KeysCommand::Discover(args) => {
+                let settings = discovery_settings(config)?;
+                let finder = crate::discovery::Finder::new(settings, keyring.clone())?;
+                terminal(|io| keys::discover::run(args, &finder, &keyring, io))
+            }
+            cmd => terminal(|io| keys::execute_local(cmd, &keyring, io)),
+        },
         Err(e) if is_locked(&e) => match keys::refuse_forward(&cmd) {
             Some(why) => anyhow::bail!("{why}"),
             None => forward(data_dir, &keys::inputs(&cmd)),
@@ -470,6 +479,16 @@ fn data_dir_origin(flag: Option<&Path>, config: Option<&Path>) -> String {
 /// `data_dir`, else the platform default.
 /// The PostgreSQL keyring's URL: `SEALPOST_KEYRING_URL`, else `[keyring] url` in the
 /// configuration file; `None` for the keyring in the data directory.
+/// `[discovery]` of the configuration file, or the built-in settings without one.
+fn discovery_settings(config: Option<&Path>) -> anyhow::Result<crate::discovery::Settings> {
+    Ok(crate::config::Config::load(
+        config,
+        &crate::config::Overrides::default(),
+        default_data_dir,
+    )?
+    .discovery)
+}
+
 fn keyring_url(config: Option<&Path>, data_dir: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Some(url) = std::env::var("SEALPOST_KEYRING_URL")
         .ok()

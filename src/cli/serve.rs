@@ -315,7 +315,18 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
             .create(&spill_dir)
             .with_context(|| format!("cannot create {}", spill_dir.display()))?;
     }
+    let discovery = Arc::new(
+        crate::discovery::Finder::new(config.discovery.clone(), keyring.clone())
+            .context("[discovery] ca_file")?,
+    );
+    // Known certificates fetched again over `[discovery] refresh`.
+    let refresh = tokio::spawn(crate::discovery::refresh::run(
+        Arc::clone(&discovery),
+        keyring.clone(),
+        shutdown.clone(),
+    ));
     let running = Running {
+        discovery,
         smtputf8_out: relay.offers_smtputf8(Route::Outbound).await,
         smtputf8_in: relay.offers_smtputf8(Route::Inbound).await,
         relay: relay.clone(),
@@ -450,7 +461,12 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     let admin_path = crate::admin::socket_path(&config.data_dir);
     let admin = crate::admin::socket::bind(&admin_path)
         .with_context(|| format!("cannot create the admin socket {}", admin_path.display()))?;
-    let handler = super::admin_handler::handler(keyring.clone(), relay.clone(), policy_rx);
+    let handler = super::admin_handler::handler(
+        keyring.clone(),
+        relay.clone(),
+        policy_rx,
+        Arc::clone(&running.discovery),
+    );
     let admin_task = tokio::spawn(crate::admin::socket::serve(
         admin,
         admin_path,
@@ -512,6 +528,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
         task.abort();
     }
     expiry.abort();
+    refresh.abort();
     let _ = worker.await;
     let _ = admin_task.await;
     if let Some(task) = admin_http {
@@ -530,6 +547,8 @@ struct Running {
     spill_dir: PathBuf,
     smtputf8_out: bool,
     smtputf8_in: bool,
+    /// Key lookups, shared by the outbound listeners; `[discovery]` as at start.
+    discovery: Arc<crate::discovery::Finder>,
 }
 
 /// One listener's session settings and gateway, as a configuration makes them.
@@ -670,6 +689,7 @@ fn build(
             senders: senders.clone(),
             spill: Some(Spill::new(spill_dir, l.limits.spill_above)),
             recipients: recipients.clone(),
+            discovery: Arc::clone(&running.discovery),
         };
         out.push(Built {
             cfg: Arc::new(cfg),
@@ -718,6 +738,10 @@ fn reload(
         ("[keyring]", config.keyring_url != old.keyring_url),
         ("[admin] http", config.admin_http != old.admin_http),
         ("[imap]", config.imap != old.imap),
+        (
+            "[discovery]",
+            format!("{:?}", config.discovery) != format!("{:?}", old.discovery),
+        ),
         (
             "[upstream]",
             format!("{:?}", config.upstream) != format!("{:?}", old.upstream),

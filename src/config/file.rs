@@ -21,6 +21,33 @@ pub struct File {
     pub keyring: Option<Keyring>,
     pub admin: Option<Admin>,
     pub imap: Option<Imap>,
+    pub discovery: Option<Discovery>,
+}
+
+/// `[discovery]`: where keys for recipients without one are looked for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// Keys from the `Autocrypt:` headers of received mail (default on).
+    pub autocrypt: Option<bool>,
+    /// Web Key Directory lookups at send time (default on).
+    pub wkd: Option<bool>,
+    /// VKS keyservers asked by address, as `https://` base URLs (default none).
+    #[serde(default)]
+    pub keyservers: Vec<Spanned<String>>,
+    /// DANE OPENPGPKEY lookups: not available in this version; `true` is refused.
+    pub dane: Option<Spanned<bool>>,
+    /// How long one message may wait for lookups (default `5s`).
+    pub budget: Option<Spanned<String>>,
+    /// How long an address that gave no key is left alone (default `1h`).
+    pub retry_after: Option<Spanned<String>>,
+    /// The period over which known certificates are fetched again (default `7d`; `0`: never).
+    pub refresh: Option<Spanned<String>>,
+    /// CA certificates (PEM) trusted for lookups besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Host name → `ADDRESS:PORT` to connect to instead of asking DNS.
+    #[serde(default)]
+    pub resolve: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 /// `[imap]`: the IMAP proxy for a mail client on this machine.

@@ -204,6 +204,8 @@ pub struct Config {
     pub policy: crate::policy::Policy,
     /// The IMAP proxy, when `[imap]` or `--imap-upstream` names an upstream.
     pub imap: Option<crate::imap::Settings>,
+    /// Key discovery (`[discovery]`).
+    pub discovery: crate::discovery::Settings,
 }
 
 /// Command-line overrides for `serve`.
@@ -639,6 +641,7 @@ fn build(
 
     // The proxy opens a fetched message no larger than what the inbound path decrypts.
     let imap = imap(usr.as_ref().map(|(u, src)| (u, *src)), ov, max_plaintext)?;
+    let discovery = discovery(Some(pick(&|f| f.discovery.is_some())))?;
 
     Ok(Config {
         data_dir,
@@ -663,7 +666,67 @@ fn build(
         max_plaintext,
         policy,
         imap,
+        discovery,
     })
+}
+
+/// `[discovery]` over its defaults.
+fn discovery(
+    usr: Option<(&file::File, Source<'_>)>,
+) -> Result<crate::discovery::Settings, Error> {
+    let mut out = crate::discovery::Settings::default();
+    let Some((d, src)) = usr.and_then(|(u, src)| u.discovery.as_ref().map(|d| (d, src))) else {
+        return Ok(out);
+    };
+    if let Some(a) = d.autocrypt {
+        out.autocrypt = a;
+    }
+    if let Some(w) = d.wkd {
+        out.wkd = w;
+    }
+    if let Some(dane) = &d.dane {
+        if *dane.get_ref() {
+            return Err(src.invalid(
+                "discovery.dane",
+                dane,
+                "DANE OPENPGPKEY lookups are not available in this version of sealpost",
+            ));
+        }
+    }
+    for k in &d.keyservers {
+        let url = url::Url::parse(k.get_ref().trim())
+            .map_err(|e| src.invalid("discovery.keyservers", k, format!("not a URL: {e}")))?;
+        if url.scheme() != "https" || url.host_str().is_none() {
+            return Err(src.invalid(
+                "discovery.keyservers",
+                k,
+                "a keyserver is an https:// URL, such as \"https://keys.openpgp.org\"",
+            ));
+        }
+        out.keyservers.push(url);
+    }
+    if let Some(b) = &d.budget {
+        out.budget =
+            value::parse_duration(b.get_ref()).map_err(|m| src.invalid("discovery.budget", b, m))?;
+    }
+    if let Some(r) = &d.retry_after {
+        out.retry_after = value::parse_duration(r.get_ref())
+            .map_err(|m| src.invalid("discovery.retry_after", r, m))?;
+    }
+    if let Some(r) = &d.refresh {
+        out.refresh = match r.get_ref().trim() {
+            "0" => Duration::ZERO,
+            text => value::parse_duration(text)
+                .map_err(|m| src.invalid("discovery.refresh", r, m))?,
+        };
+    }
+    out.ca_file.clone_from(&d.ca_file);
+    for (host, addr) in &d.resolve {
+        let a = value::socket_addr(addr.get_ref())
+            .map_err(|m| src.invalid(&format!("discovery.resolve.{host}"), addr, m))?;
+        out.resolve.insert(host.to_ascii_lowercase(), a);
+    }
+    Ok(out)
 }
 
 /// `[imap]` with the `--imap-…` flags over it; `None` when no upstream is named.

@@ -428,3 +428,36 @@ fn the_decision_trail_is_kept_7_days_unless_set_and_0_keeps_none() {
     let why = refusal("[admin]\nkeep_trail = \"a week\"\n");
     assert!(why.contains("admin.keep_trail"), "{why}");
 }
+
+#[test]
+fn the_embedded_discovery_defaults_are_the_built_in_ones() {
+    let c = load_str("", &Overrides::default()).unwrap();
+    let d = crate::discovery::Settings::default();
+    assert_eq!(
+        (c.discovery.autocrypt, c.discovery.wkd, c.discovery.keyservers.len()),
+        (d.autocrypt, d.wkd, d.keyservers.len())
+    );
+    assert_eq!(
+        (c.discovery.budget, c.discovery.retry_after, c.discovery.refresh),
+        (d.budget, d.retry_after, d.refresh)
+    );
+}
+
+#[test]
+fn discovery_settings_are_checked_with_their_line() {
+    let c = load_str("[discovery]\nwkd = false\nrefresh = \"0\"\nkeyservers = [\"https://keys.example.org\"]\n[discovery.resolve]\n\"openpgpkey.example.net\" = \"127.0.0.1:8443\"\n", &Overrides::default()).unwrap();
+    assert!(!c.discovery.wkd);
+    assert!(c.discovery.autocrypt);
+    assert!(c.discovery.refresh.is_zero());
+    assert_eq!(c.discovery.keyservers[0].as_str(), "https://keys.example.org/");
+    assert_eq!(
+        c.discovery.resolve["openpgpkey.example.net"],
+        "127.0.0.1:8443".parse().unwrap()
+    );
+    let e = refusal("[discovery]\nkeyservers = [\"hkp://keys.example.org\"]\n");
+    assert!(e.contains("line 2") && e.contains("https://"), "{e}");
+    let e = refusal("[discovery]\ndane = true\n");
+    assert!(e.contains("not available"), "{e}");
+    let e = refusal("[discovery]\nbudget = \"5 parsecs\"\n");
+    assert!(e.contains("discovery.budget"), "{e}");
+}

@@ -9,7 +9,7 @@ use sealpost_keyring::Keyring;
 
 use super::reply::ToReply;
 use crate::policy::sender::{Binding, OnMismatch, Senders};
-use crate::policy::{self, Decision, Facts, Policy, Treatment};
+use crate::policy::{self, Decision, Facts, Mode, Policy, Treatment};
 use crate::relay::{Copy, Relay, Route};
 use crate::smtp::backend::Backend;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
@@ -50,6 +50,9 @@ pub struct Gateway {
     pub spill: Option<crate::blob::Spill>,
     /// Inbound only: whether a recipient of a local domain exists.
     pub recipients: Arc<crate::relay::verify::Verifier>,
+    /// Outbound: key lookups for recipients without a usable key. Inbound: whether
+    /// Autocrypt headers are harvested.
+    pub discovery: Arc<crate::discovery::Finder>,
 }
 
 impl Backend for Gateway {
@@ -57,11 +60,23 @@ impl Backend for Gateway {
         &self,
         sender: &Sender,
         rcpt: &Recipient,
-        _client: &Client,
+        client: &Client,
     ) -> Result<(), Reply> {
         match self.direction {
             Direction::Outbound => {
-                match self.decide(&sender.address, &rcpt.address, SystemTime::now()) {
+                let now = SystemTime::now();
+                let mut decision = self.decide(&sender.address, &rcpt.address, now);
+                if let Some(lookup) = self.look_up(&rcpt.address, now) {
+                    // A recipient refused for want of a key (`require`) waits for its
+                    // lookup, within what is left of the message's budget; others go on
+                    // at once and are looked at again after the final dot.
+                    if matches!(decision, Decision::Refuse(_))
+                        && lookup.until(self.lookup_deadline(client)).await
+                    {
+                        decision = self.decide(&sender.address, &rcpt.address, SystemTime::now());
+                    }
+                }
+                match decision {
                     Decision::Refuse(reply) => Err(reply),
                     Decision::Accept(_) => Ok(()),
                 }
@@ -85,6 +100,9 @@ impl Backend for Gateway {
     }
 
     async fn deliver(&self, tx: Transaction) -> Reply {
+        if self.direction == Direction::Outbound {
+            self.await_lookups(&tx).await;
+        }
         // Only passthrough logins carry a secret; those are what the upstream needs.
         let credentials = tx.client.auth.clone().filter(|c| c.secret.is_some());
         let queue_id = tx.id.clone();
@@ -149,6 +167,51 @@ impl Backend for Gateway {
 }
 
 impl Gateway {
+    /// Starts (or joins) a key lookup for `rcpt` when its rule could encrypt to a key and
+    /// the keyring has none it may use; `None` when there is nothing to look up, or a
+    /// recent lookup found nothing.
+    fn look_up(&self, rcpt: &str, now: SystemTime) -> Option<crate::discovery::finder::Waiter> {
+        if !self.discovery.looks_up() {
+            return None;
+        }
+        let eff = self.policy.for_recipient(rcpt);
+        if !matches!(eff.mode.0, Mode::Require | Mode::Opportunistic) {
+            return None;
+        }
+        match policy::keys_for(&self.keyring, rcpt, &eff, now) {
+            Err(e) if !unreachable_keyring(&e) => self.discovery.start(rcpt, now),
+            _ => None,
+        }
+    }
+
+    /// When the message whose MAIL came at `client.mail_at` stops waiting for lookups.
+    fn lookup_deadline(&self, client: &Client) -> tokio::time::Instant {
+        let start = client.mail_at.unwrap_or_else(std::time::Instant::now);
+        tokio::time::Instant::from_std(start + self.discovery.settings().budget)
+    }
+
+    /// After the final dot: waits for the lookups of keyless recipients, up to the end of
+    /// the message's budget, so that a key found by then encrypts this message.
+    async fn await_lookups(&self, tx: &Transaction) {
+        let now = SystemTime::now();
+        let waiting: Vec<_> = tx
+            .envelope
+            .recipients
+            .iter()
+            .filter_map(|r| self.look_up(&r.address, now))
+            .collect();
+        if waiting.is_empty() {
+            return;
+        }
+        let deadline = self.lookup_deadline(&tx.client);
+        let mut ended = 0;
+        let count = waiting.len();
+        for w in waiting {
+            ended += usize::from(w.until(deadline).await);
+        }
+        tracing::info!(queue_id = %tx.id, lookups = count, ended, "waited for key lookups");
+    }
+
     /// The policy's verdict for one recipient, from what the keyring knows now; `signer`
     /// is the address whose key would sign (the envelope sender at RCPT time, the From
     /// address after the final dot).
@@ -256,12 +319,14 @@ impl Gateway {
             e.reply()
         })?;
         // After opening, so that a key first seen in this message never verified it.
-        crate::discovery::autocrypt::harvest(
-            &self.keyring,
-            &tx.message,
-            SystemTime::now(),
-            &tx.id.to_string(),
-        );
+        if self.discovery.settings().autocrypt {
+            crate::discovery::autocrypt::harvest(
+                &self.keyring,
+                &tx.message,
+                SystemTime::now(),
+                &tx.id.to_string(),
+            );
+        }
         let mut parts = Vec::with_capacity(opened.len());
         for o in opened {
             let recipients: Vec<Recipient> = o

@@ -77,6 +77,22 @@ pub fn explain(
             }
             Err(e) => {
                 let _ = writeln!(out, "    key:   none usable: {e}");
+                if let Ok(Some(miss)) = keyring.discovery_miss(addr) {
+                    let next = if miss.holds_at(now) {
+                        format!(
+                            "not asked again before {}",
+                            crate::discovery::finder::when(miss.until_time())
+                        )
+                    } else {
+                        "the next message looks again".to_string()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "    found: nothing at {} ({}); {next}",
+                        crate::discovery::finder::when(miss.at_time()),
+                        miss.reason
+                    );
+                }
             }
         }
         if let Ok(waiting) = keyring.review_list() {

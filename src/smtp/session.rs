@@ -56,6 +56,9 @@ pub struct Session {
     helo: Option<(String, bool)>,
     auth: Option<Credentials>,
     sender: Option<Sender>,
+    /// When MAIL was accepted: where the transaction's key-lookup budget starts. The one
+    /// clock read in the session, kept here so the backend sees it with every recipient.
+    mail_at: Option<std::time::Instant>,
     rcpts: Vec<Recipient>,
     mode: Mode,
     /// The command line read so far (an AUTH line holds the password): zeroed when it
@@ -78,6 +81,7 @@ impl Session {
             helo: None,
             auth: None,
             sender: None,
+            mail_at: None,
             rcpts: Vec::new(),
             mode: Mode::Command,
             line: Vec::new(),
@@ -109,6 +113,7 @@ impl Session {
             helo: self.helo.as_ref().map(|h| h.0.clone()).unwrap_or_default(),
             tls: self.tls,
             auth: self.auth.clone(),
+            mail_at: self.mail_at,
         }
     }
 
@@ -231,6 +236,7 @@ impl Session {
             Ok(sender) => {
                 let reply = mail::accepted(&sender);
                 self.sender = Some(sender);
+                self.mail_at = Some(std::time::Instant::now());
                 Step::Reply(reply)
             }
             Err(reply) => self.error(reply),

@@ -77,6 +77,7 @@ mod tests {
             helo: "c.test\r\nX-Injected: 1".into(),
             tls: true,
             auth: None,
+            mail_at: None,
         };
         let h = received_header(
             "gw.test",

@@ -30,6 +30,8 @@ pub struct Client {
     pub tls: bool,
     /// The authenticated identity, if the client used AUTH.
     pub auth: Option<Credentials>,
+    /// When the transaction's MAIL command was accepted (none before MAIL).
+    pub mail_at: Option<std::time::Instant>,
 }
 
 /// The credentials a client authenticated with. In `passthrough` mode the secret is kept

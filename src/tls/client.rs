@@ -57,29 +57,41 @@ impl ClientTls {
     /// # Errors
     /// An unreadable `ca_file`, or one without a usable certificate.
     pub fn new(ca_file: Option<&Path>) -> Result<ClientTls, Error> {
+        ClientTls::build(ca_file, ca_file.is_none())
+    }
+
+    /// The system's roots, and the certificates in `ca_file` besides them: for lookups on
+    /// the open internet (key discovery) where an extra CA serves a test or a private
+    /// network without taking the public CAs away.
+    ///
+    /// # Errors
+    /// As [`ClientTls::new`].
+    pub fn with_extra(ca_file: Option<&Path>) -> Result<ClientTls, Error> {
+        ClientTls::build(ca_file, true)
+    }
+
+    fn build(ca_file: Option<&Path>, system: bool) -> Result<ClientTls, Error> {
         let mut roots = RootCertStore::empty();
         let mut pinned = Vec::new();
-        match ca_file {
-            Some(path) => {
-                for cert in read_chain(path)? {
-                    roots.add(cert.clone()).map_err(|e| Error::Pem {
-                        path: path.display().to_string(),
-                        reason: format!("not a usable certificate: {e}"),
-                    })?;
-                    pinned.push(cert);
-                }
+        if let Some(path) = ca_file {
+            for cert in read_chain(path)? {
+                roots.add(cert.clone()).map_err(|e| Error::Pem {
+                    path: path.display().to_string(),
+                    reason: format!("not a usable certificate: {e}"),
+                })?;
+                pinned.push(cert);
             }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                for e in &found.errors {
-                    tracing::warn!(error = %e, "cannot read some of the system's CA certificates");
-                }
-                let (added, _) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    // Not fatal: a hop that is never reached needs no roots, and the
-                    // failure of one that is is logged with every attempt.
-                    tracing::warn!("no system CA certificates found: TLS to a next hop without ca_file will fail verification");
-                }
+        }
+        if system {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "cannot read some of the system's CA certificates");
+            }
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                // Not fatal: a hop that is never reached needs no roots, and the
+                // failure of one that is is logged with every attempt.
+                tracing::warn!("no system CA certificates found: TLS to a next hop without ca_file will fail verification");
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -32,6 +32,9 @@ pub enum Tree {
     Autocrypt = b'a',
     /// fingerprint → the revocation certificate made with a generated key.
     Revocations = b'v',
+    /// lower-case email → when discovery last found no key for it, why, and when to ask
+    /// again (`misses.rs`).
+    Misses = b'l',
 }
 
 /// A key (without its tree prefix) and its value.
