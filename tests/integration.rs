@@ -25,4 +25,5 @@ mod integration {
     mod shredding;
     mod smuggling;
     mod upstream;
+    mod wkd;
 }

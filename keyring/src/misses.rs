@@ -60,8 +60,9 @@ impl Keyring {
             .store
             .get(Tree::Misses, email.as_bytes())?
             .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| Error::Store(format!("discovery record of {email} is corrupt: {e}")))
+                serde_json::from_slice(&b).map_err(|e| {
+                    Error::Store(format!("discovery record of {email} is corrupt: {e}"))
+                })
             })
             .transpose()
     }
@@ -88,7 +89,12 @@ impl Keyring {
         let Some(email) = lookup::index_form(email) else {
             return Ok(());
         };
-        if self.inner.store.get(Tree::Misses, email.as_bytes())?.is_none() {
+        if self
+            .inner
+            .store
+            .get(Tree::Misses, email.as_bytes())?
+            .is_none()
+        {
             return Ok(());
         }
         self.inner

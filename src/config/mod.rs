@@ -671,9 +671,7 @@ fn build(
 }
 
 /// `[discovery]` over its defaults.
-fn discovery(
-    usr: Option<(&file::File, Source<'_>)>,
-) -> Result<crate::discovery::Settings, Error> {
+fn discovery(usr: Option<(&file::File, Source<'_>)>) -> Result<crate::discovery::Settings, Error> {
     let mut out = crate::discovery::Settings::default();
     let Some((d, src)) = usr.and_then(|(u, src)| u.discovery.as_ref().map(|d| (d, src))) else {
         return Ok(out);
@@ -706,8 +704,8 @@ fn discovery(
         out.keyservers.push(url);
     }
     if let Some(b) = &d.budget {
-        out.budget =
-            value::parse_duration(b.get_ref()).map_err(|m| src.invalid("discovery.budget", b, m))?;
+        out.budget = value::parse_duration(b.get_ref())
+            .map_err(|m| src.invalid("discovery.budget", b, m))?;
     }
     if let Some(r) = &d.retry_after {
         out.retry_after = value::parse_duration(r.get_ref())
@@ -716,8 +714,9 @@ fn discovery(
     if let Some(r) = &d.refresh {
         out.refresh = match r.get_ref().trim() {
             "0" => Duration::ZERO,
-            text => value::parse_duration(text)
-                .map_err(|m| src.invalid("discovery.refresh", r, m))?,
+            text => {
+                value::parse_duration(text).map_err(|m| src.invalid("discovery.refresh", r, m))?
+            }
         };
     }
     out.ca_file.clone_from(&d.ca_file);

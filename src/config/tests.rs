@@ -434,11 +434,19 @@ fn the_embedded_discovery_defaults_are_the_built_in_ones() {
     let c = load_str("", &Overrides::default()).unwrap();
     let d = crate::discovery::Settings::default();
     assert_eq!(
-        (c.discovery.autocrypt, c.discovery.wkd, c.discovery.keyservers.len()),
+        (
+            c.discovery.autocrypt,
+            c.discovery.wkd,
+            c.discovery.keyservers.len()
+        ),
         (d.autocrypt, d.wkd, d.keyservers.len())
     );
     assert_eq!(
-        (c.discovery.budget, c.discovery.retry_after, c.discovery.refresh),
+        (
+            c.discovery.budget,
+            c.discovery.retry_after,
+            c.discovery.refresh
+        ),
         (d.budget, d.retry_after, d.refresh)
     );
 }
@@ -449,7 +457,10 @@ fn discovery_settings_are_checked_with_their_line() {
     assert!(!c.discovery.wkd);
     assert!(c.discovery.autocrypt);
     assert!(c.discovery.refresh.is_zero());
-    assert_eq!(c.discovery.keyservers[0].as_str(), "https://keys.example.org/");
+    assert_eq!(
+        c.discovery.keyservers[0].as_str(),
+        "https://keys.example.org/"
+    );
     assert_eq!(
         c.discovery.resolve["openpgpkey.example.net"],
         "127.0.0.1:8443".parse().unwrap()

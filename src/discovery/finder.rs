@@ -86,10 +86,7 @@ pub struct Kept {
 impl Kept {
     /// Whether the address can be encrypted to with this certificate now.
     fn usable(&self) -> bool {
-        matches!(
-            self.result,
-            Ok(Offer::Stored { .. } | Offer::Unchanged(_))
-        )
+        matches!(self.result, Ok(Offer::Stored { .. } | Offer::Unchanged(_)))
     }
 }
 

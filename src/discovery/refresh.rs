@@ -53,7 +53,11 @@ pub async fn run(finder: Arc<Finder>, keyring: Keyring, shutdown: CancellationTo
             }
         };
         let gap = (period / addresses.len().max(1) as u32).max(MIN_GAP);
-        tracing::debug!(addresses = addresses.len(), gap_ms = gap.as_millis() as u64, "key refresh round");
+        tracing::debug!(
+            addresses = addresses.len(),
+            gap_ms = gap.as_millis() as u64,
+            "key refresh round"
+        );
         if addresses.is_empty() {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -74,9 +78,14 @@ pub async fn run(finder: Arc<Finder>, keyring: Keyring, shutdown: CancellationTo
             };
             let f = Arc::clone(&finder);
             let addr = email.clone();
-            let kept = tokio::task::spawn_blocking(move || f.refresh(&addr, &outcomes, SystemTime::now())).await;
+            let kept =
+                tokio::task::spawn_blocking(move || f.refresh(&addr, &outcomes, SystemTime::now()))
+                    .await;
             if let Ok(kept) = kept {
-                for k in kept.iter().filter(|k| !matches!(k.result, Ok(sealpost_keyring::Offer::Unchanged(_)))) {
+                for k in kept
+                    .iter()
+                    .filter(|k| !matches!(k.result, Ok(sealpost_keyring::Offer::Unchanged(_))))
+                {
                     tracing::info!(%email, source = %k.source, fingerprint = %k.fingerprint.to_hex(), outcome = %super::finder::offer_words(&k.result), "key refresh");
                 }
             }

@@ -21,7 +21,11 @@ pub fn url_for(server: &Url, email: &str) -> Option<Url> {
 }
 
 /// The certificates `server` has for `email`, and the URL asked.
-pub async fn lookup(client: &Client, server: &Url, email: &str) -> (String, Result<Vec<Cert>, String>) {
+pub async fn lookup(
+    client: &Client,
+    server: &Url,
+    email: &str,
+) -> (String, Result<Vec<Cert>, String>) {
     let Some(url) = url_for(server, email) else {
         return (server.to_string(), Err("not a base URL".into()));
     };

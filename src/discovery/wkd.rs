@@ -26,7 +26,10 @@ pub async fn lookup(client: &Client, email: &str) -> Answer {
         asked: Mutex::new(Vec::new()),
     };
     let result = sequoia_net::wkd::get_with_client(&recording, email).await;
-    let asked = recording.asked.into_inner().unwrap_or_else(|p| p.into_inner());
+    let asked = recording
+        .asked
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner());
     let certs = match result {
         Ok(found) => {
             let mut certs = Vec::new();

@@ -101,7 +101,7 @@ where
                         size = tx.message.len(),
                         "received"
                     );
-                    let reply = backend.deliver(tx).await;
+                    let reply = backend.deliver(*tx).await;
                     if reply.code >= 400 {
                         crate::ops::metrics::refusal(&reply);
                     }

@@ -29,7 +29,7 @@ pub enum Step {
     /// Ask the backend about this recipient, then call [`Session::recipient_checked`].
     CheckRecipient(Recipient),
     /// Hand the message to the backend, then send what [`Session::delivered`] returns.
-    Deliver(Transaction),
+    Deliver(Box<Transaction>),
     /// Check these credentials, then call [`Session::authenticated`].
     Authenticate(Credentials),
     /// Send this reply, then start TLS; the buffered input has been discarded.
@@ -331,7 +331,7 @@ impl Session {
                 ));
             }
         };
-        Step::Deliver(Transaction {
+        Step::Deliver(Box::new(Transaction {
             id,
             envelope: Envelope {
                 sender,
@@ -339,7 +339,7 @@ impl Session {
             },
             message,
             client: self.client(),
-        })
+        }))
     }
 
     fn helo_ehlo(&self) -> bool {

@@ -62,7 +62,11 @@ pub fn run(args: Args, finder: &Finder, keyring: &Keyring, io: &mut Io<'_>) -> a
         if current.is_empty() {
             "no key".to_string()
         } else {
-            current.iter().map(Fingerprint::to_hex).collect::<Vec<_>>().join(", ")
+            current
+                .iter()
+                .map(Fingerprint::to_hex)
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     )?;
     if let Ok(Some(miss)) = keyring.discovery_miss(&email) {
@@ -94,7 +98,11 @@ pub fn run(args: Args, finder: &Finder, keyring: &Keyring, io: &mut Io<'_>) -> a
                             io.out,
                             "    user ID {} {}",
                             crate::relay::Escaped(&text),
-                            if mine { "(kept)" } else { "(dropped: another address)" }
+                            if mine {
+                                "(kept)"
+                            } else {
+                                "(dropped: another address)"
+                            }
                         )?;
                     }
                     if !args.store {
@@ -123,7 +131,10 @@ pub fn run(args: Args, finder: &Finder, keyring: &Keyring, io: &mut Io<'_>) -> a
             )?;
         }
     } else if outcomes.iter().any(|o| o.certs.is_ok()) {
-        writeln!(io.out, "\nnothing stored; run again with --store to store it")?;
+        writeln!(
+            io.out,
+            "\nnothing stored; run again with --store to store it"
+        )?;
     }
     Ok(())
 }

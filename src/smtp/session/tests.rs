@@ -37,7 +37,7 @@ fn run(cfg: SessionConfig, input: &[u8], cut: Option<usize>) -> (String, Vec<Tra
                     s.recipient_checked(r, res)
                 }
                 Step::Deliver(tx) => {
-                    delivered.push(tx);
+                    delivered.push(*tx);
                     s.delivered(Reply::new(250, Enhanced(2, 0, 0), "queued"))
                 }
                 Step::Authenticate(c) => {
