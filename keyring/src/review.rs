@@ -223,6 +223,29 @@ impl Keyring {
         Ok(out)
     }
 
+    /// The certificates waiting for an admin's decision for `email` (rejected ones left
+    /// out): mail to the address may be held until the queue is empty.
+    ///
+    /// # Errors
+    /// Store errors and corrupt records.
+    pub fn review_pending(&self, email: &str) -> Result<Vec<Fingerprint>, Error> {
+        let Some(email) = lookup::index_form(email) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for (key, value) in self
+            .inner
+            .store
+            .scan(Tree::Review, &lookup::email_prefix(&email))?
+        {
+            let (_, fpr) = split_key(&key)?;
+            if let (Record::Pending { .. }, _) = decode(&value)? {
+                out.push(fpr);
+            }
+        }
+        Ok(out)
+    }
+
     /// The addresses a fingerprint waits for (to accept or reject it by fingerprint).
     ///
     /// # Errors

@@ -199,6 +199,9 @@ pub struct Policy {
     /// `false` keeps the Subject of encrypted copies in the clear (server-side search),
     /// at the cost of the Subject's confidentiality.
     pub protect_subject: Option<bool>,
+    /// `true` defers mail to an address whose changed key waits for review, until an
+    /// admin decides (default `false`: the current key is used meanwhile).
+    pub hold_on_review: Option<bool>,
     pub mixed: Option<Spanned<String>>,
     /// The least trusted key to encrypt to: `pinned`, `wkd`, `keyserver` or `autocrypt`.
     pub min_trust: Option<Spanned<String>>,
@@ -220,6 +223,8 @@ pub struct PolicyRule {
     /// `false` keeps the Subject of encrypted copies in the clear (server-side search),
     /// at the cost of the Subject's confidentiality.
     pub protect_subject: Option<bool>,
+    /// `true` defers mail to an address whose changed key waits for review.
+    pub hold_on_review: Option<bool>,
     /// `split` or `refuse-unencrypted`.
     pub mixed: Option<Spanned<String>>,
     /// `pinned`, `wkd` (or `dane`), `keyserver` or `autocrypt` (or `harvested`, `any`).

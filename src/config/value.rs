@@ -593,6 +593,7 @@ pub fn policy(p: &file::Policy, src: Source<'_>) -> Result<crate::policy::Policy
                 mode: p.mode.clone(),
                 encrypt_to_self: p.encrypt_to_self,
                 protect_subject: p.protect_subject,
+                hold_on_review: p.hold_on_review,
                 mixed: p.mixed.clone(),
                 min_trust: p.min_trust.clone(),
             },
@@ -675,6 +676,7 @@ fn policy_rule(
         mode,
         encrypt_to_self: r.encrypt_to_self,
         protect_subject: r.protect_subject,
+        hold_on_review: r.hold_on_review,
         mixed,
         min_trust,
     })

@@ -64,6 +64,7 @@ impl Backend for Gateway {
     ) -> Result<(), Reply> {
         match self.direction {
             Direction::Outbound => {
+                self.held_for_review(&rcpt.address)?;
                 let now = SystemTime::now();
                 let mut decision = self.decide(&sender.address, &rcpt.address, now);
                 if let Some(lookup) = self.look_up(&rcpt.address, now) {
@@ -181,6 +182,27 @@ impl Gateway {
         match policy::keys_for(&self.keyring, rcpt, &eff, now) {
             Err(e) if !unreachable_keyring(&e) => self.discovery.start(rcpt, now),
             _ => None,
+        }
+    }
+
+    /// `hold_on_review`: a recipient whose changed key waits for an admin is deferred
+    /// rather than encrypted to a key that may be about to be replaced.
+    fn held_for_review(&self, rcpt: &str) -> Result<(), Reply> {
+        if !self.policy.for_recipient(rcpt).hold_on_review.0 {
+            return Ok(());
+        }
+        match self.keyring.review_pending(rcpt) {
+            Ok(waiting) if waiting.is_empty() => Ok(()),
+            Ok(_) => Err(Reply::new(
+                450,
+                Enhanced(4, 7, 0),
+                format!("<{rcpt}>: a new key for this recipient waits for an admin's review; try again later"),
+            )),
+            Err(e) if unreachable_keyring(&e) => Err(keyring_down(&e)),
+            Err(e) => {
+                tracing::warn!(%rcpt, error = %e, "cannot read the review queue");
+                Err(keyring_down(&e))
+            }
         }
     }
 

@@ -46,7 +46,7 @@ pub fn explain(
         let _ = writeln!(out, "\n{addr}{}", if named { "" } else { " (Bcc)" });
         let _ = writeln!(
             out,
-            "    rule:  mode = {} ({}); mixed = {} ({}); encrypt_to_self = {} ({}); protect_subject = {} ({})",
+            "    rule:  mode = {} ({}); mixed = {} ({}); encrypt_to_self = {} ({}); protect_subject = {} ({}); hold_on_review = {} ({})",
             mode_name(eff.mode.0),
             eff.mode.1,
             match eff.mixed.0 {
@@ -57,7 +57,9 @@ pub fn explain(
             eff.encrypt_to_self.0,
             eff.encrypt_to_self.1,
             eff.protect_subject.0,
-            eff.protect_subject.1
+            eff.protect_subject.1,
+            eff.hold_on_review.0,
+            eff.hold_on_review.1
         );
         let _ = writeln!(
             out,
@@ -106,6 +108,12 @@ pub fn explain(
                     "    queue: {} (found by {}) waits for review: sealpost keys review accept {}",
                     w.fingerprint, w.source, w.fingerprint
                 );
+                if eff.hold_on_review.0 {
+                    let _ = writeln!(
+                        out,
+                        "    hold:  mail to this address is deferred (450) until an admin decides"
+                    );
+                }
             }
         }
         let copy = match &decision {

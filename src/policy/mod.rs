@@ -84,6 +84,7 @@ mod tests {
             mixed: (mixed, Layer::Default),
             min_trust: (rules::default_min_trust(mode), Layer::Default),
             protect_subject: (true, Layer::Default),
+            hold_on_review: (false, Layer::Default),
         }
     }
 

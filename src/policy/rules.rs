@@ -33,6 +33,7 @@ pub struct Rule {
     pub mode: Option<Mode>,
     pub encrypt_to_self: Option<bool>,
     pub protect_subject: Option<bool>,
+    pub hold_on_review: Option<bool>,
     pub mixed: Option<Mixed>,
     /// The least trusted key this layer encrypts to; unset, it depends on the mode.
     pub min_trust: Option<Trust>,
@@ -71,6 +72,9 @@ pub struct Effective {
     /// Whether an encrypted copy's outer Subject is the placeholder `[...]` (RFC 9788);
     /// `false` keeps it in the clear, for mail servers that search by Subject.
     pub protect_subject: (bool, Layer),
+    /// Whether mail to an address whose changed key waits for review is deferred (4xx)
+    /// until an admin decides, rather than encrypted to the key it has now.
+    pub hold_on_review: (bool, Layer),
 }
 
 /// The minimum trust when no layer sets one.
@@ -124,6 +128,9 @@ impl Policy {
         let protect_subject = layers
             .iter()
             .find_map(|(r, l)| r.protect_subject.map(|v| (v, l.clone())));
+        let hold_on_review = layers
+            .iter()
+            .find_map(|(r, l)| r.hold_on_review.map(|v| (v, l.clone())));
         let mode = mode.unwrap_or((Mode::Opportunistic, Layer::Default));
         Effective {
             min_trust: min_trust.unwrap_or((default_min_trust(mode.0), Layer::Default)),
@@ -131,6 +138,7 @@ impl Policy {
             encrypt_to_self: ets.unwrap_or((false, Layer::Default)),
             mixed: mixed.unwrap_or((Mixed::Split, Layer::Default)),
             protect_subject: protect_subject.unwrap_or((true, Layer::Default)),
+            hold_on_review: hold_on_review.unwrap_or((false, Layer::Default)),
         }
     }
 }
@@ -144,6 +152,7 @@ mod tests {
             mode,
             encrypt_to_self: ets,
             protect_subject: None,
+            hold_on_review: None,
             mixed,
             min_trust: None,
         }

@@ -27,6 +27,19 @@ class H(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         with open(os.path.join(root, "requests.log"), "a") as f:
             f.write(host + " " + self.path + "\n")
+        if path.startswith("/vks/v1/by-email/"):
+            import urllib.parse
+            email = urllib.parse.unquote(path[len("/vks/v1/by-email/"):])
+            try:
+                body = open(os.path.join(root, "vks", email), "rb").read()
+            except OSError:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if host.startswith("openpgpkey."):
             domain, method = host[len("openpgpkey."):], "advanced"
             prefix = "/.well-known/openpgpkey/" + domain + "/hu/"
@@ -168,6 +181,13 @@ impl Wkd {
         let dir = self.root.path().join(domain).join("hu");
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(hash), data).expect("write");
+    }
+
+    /// Publishes `data` as `email`'s key on the VKS keyserver this server also is.
+    fn put_vks(&self, email: &str, data: &[u8]) {
+        let dir = self.root.path().join("vks");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(email), data).expect("write");
     }
 
     fn mode(&self, domain: &str, mode: &str) {
@@ -425,17 +445,26 @@ fn refresh_brings_revocations_and_queues_a_changed_key() {
     let frank_old = gpg_user("frank@adv.example");
     let frank_new = gpg_user("frank@adv.example");
     wkd.publish(&frank_new, "frank@adv.example");
+    let gina_old = gpg_user("gina@adv.example");
+    let gina_new = gpg_user("gina@adv.example");
+    wkd.publish(&gina_new, "gina@adv.example");
 
     let s = Sealpost::new();
     s.generate("bob@example.org", &[]);
-    let pinned = frank_old.ok(&["--export", "frank@adv.example"]);
-    assert!(s
-        .run_with_input(&["keys", "import", "-"], &pinned)
-        .status
-        .success());
+    for (g, email) in [
+        (&frank_old, "frank@adv.example"),
+        (&gina_old, "gina@adv.example"),
+    ] {
+        let pinned = g.ok(&["--export", email]);
+        assert!(s
+            .run_with_input(&["keys", "import", "-"], &pinned)
+            .status
+            .success());
+    }
     let sink = SmtpSink::start(&[]);
     let gw = s.serve(
-        &outbound_config(&sink, &wkd.discovery(&domains, "refresh = \"2s\"")),
+        &(outbound_config(&sink, &wkd.discovery(&domains, "refresh = \"2s\""))
+            + "\n[policy.address.\"gina@adv.example\"]\nhold_on_review = true\n"),
         &[],
     );
     let port = gw.port();
@@ -460,6 +489,32 @@ fn refresh_brings_revocations_and_queues_a_changed_key() {
         "the pinned key is used"
     );
     assert!(!decrypts(&frank_new, &to_frank, "FRANK-1"));
+    // Gina's rule holds her mail while her changed key waits.
+    let gina_fpr = gina_new.fingerprint("gina@adv.example");
+    wait_for(LONG, "Gina's changed key in the review queue", || {
+        s.ok(&["keys", "review", "list"])
+            .contains(&gina_fpr)
+            .then_some(())
+    });
+    let (ok, out, _) = send(port, &sink, "gina@adv.example", "GINA-1");
+    assert!(
+        !ok && out.contains("450"),
+        "deferred while the key waits: {out}"
+    );
+    let explained = s.ok(&[
+        "policy",
+        "explain",
+        "--from",
+        "bob@example.org",
+        "--to",
+        "gina@adv.example",
+    ]);
+    assert!(explained.contains("deferred (450)"), "{explained}");
+    s.ok(&["keys", "review", "accept", &gina_fpr]);
+    let (ok, out, to_gina) = send(port, &sink, "gina@adv.example", "GINA-2");
+    assert!(ok, "{out}");
+    assert!(decrypts(&gina_new, &to_gina.unwrap_or_default(), "GINA-2"));
+
     s.ok(&["keys", "review", "accept", &new_fpr]);
     let (ok, out, to_frank) = send(port, &sink, "frank@adv.example", "FRANK-2");
     assert!(ok, "{out}");
@@ -485,4 +540,79 @@ fn refresh_brings_revocations_and_queues_a_changed_key() {
         !second.contains("multipart/encrypted"),
         "a revoked key is not used: {second}"
     );
+}
+
+/// A VKS keyserver, when configured, supplies keys with the trust `keyserver`: enough for
+/// an opportunistic recipient, not for one whose rule requires a key from WKD up.
+#[test]
+fn a_keyserver_supplies_keys_below_wkd_trust() {
+    let wkd = Wkd::start(&["keys.example"]);
+    let zed = gpg_user("zed@vks.example");
+    let yan = gpg_user("yan@vks.example");
+    wkd.put_vks("zed@vks.example", &zed.ok(&["--export", "zed@vks.example"]));
+    wkd.put_vks("yan@vks.example", &yan.ok(&["--export", "yan@vks.example"]));
+
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let sink = SmtpSink::start(&[]);
+    let discovery = wkd.discovery(
+        &["keys.example"],
+        "wkd = false\nkeyservers = [\"https://keys.example\"]\nrefresh = \"0\"\n",
+    );
+    let gw = s.serve(
+        &(outbound_config(&sink, &discovery)
+            + "\n[policy.address.\"yan@vks.example\"]\nmode = \"require\"\n"),
+        &[],
+    );
+    let port = gw.port();
+    let (ok, out, copy) = send(port, &sink, "zed@vks.example", "VKS-1");
+    assert!(ok, "{out}");
+    let copy = copy.unwrap_or_default();
+    assert!(decrypts(&zed, &copy, "VKS-1"), "{copy}");
+    let listed = s.list_json().to_string();
+    assert!(listed.contains("\"keyserver\""), "{listed}");
+
+    let (ok, out, _) = send(port, &sink, "yan@vks.example", "VKS-2");
+    assert!(!ok && out.contains("550"), "{out}");
+    // WKD is off: no directory was asked.
+    assert!(!wkd.requests().contains("openpgpkey"), "{}", wkd.requests());
+}
+
+/// With `autocrypt = false`, the Autocrypt header of received mail stores nothing.
+#[test]
+fn autocrypt_can_be_switched_off() {
+    use base64::Engine;
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let alice = gpg_user("alice@example.net");
+    let keydata = base64::engine::general_purpose::STANDARD
+        .encode(alice.ok(&["--export", "alice@example.net"]));
+    let sink = SmtpSink::start(&[]);
+    let inbound = super::upstream::free_port();
+    let gw = s.serve(
+        &format!(
+            "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:{inbound}\"\ntls = \"none\"\n\n\
+             [inbound]\ndeliver = \"{}\"\nlocal_domains = [\"example.org\"]\nrecipients = \"any\"\n\n\
+             [discovery]\nautocrypt = false\nwkd = false\n",
+            sink.address()
+        ),
+        &[],
+    );
+    let (ok, out) = swaks_to(
+        gw.port(),
+        "alice@example.net",
+        "bob@example.org",
+        &[
+            "--header",
+            "From: <alice@example.net>",
+            "--header",
+            &format!("Autocrypt: addr=alice@example.net; keydata={keydata}"),
+            "--body",
+            "hi",
+        ],
+    );
+    assert!(ok, "{out}");
+    sink.wait_messages(1, LONG);
+    let listed = s.ok(&["keys", "list"]);
+    assert!(!listed.contains("alice@example.net"), "{listed}");
 }
