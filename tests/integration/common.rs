@@ -210,6 +210,13 @@ impl Sealpost {
     /// directory; for a test that sets more of the command before [`start`].
     pub fn serve_command(&self, config: &str) -> Command {
         let path = self.dir.path().join("sealpost.toml");
+        // Tests stay on loopback: a recipient without a key is not looked up in its
+        // domain's WKD (DNS and HTTPS off the machine) unless the test says so.
+        let config = if config.contains("[discovery]") {
+            config.to_string()
+        } else {
+            format!("{config}\n[discovery]\nwkd = false\n")
+        };
         std::fs::write(&path, config).expect("write config");
         let mut cmd = self.command();
         cmd.arg("serve").arg("--config").arg(&path);
