@@ -45,7 +45,7 @@ pub use offer::{Ignored, Offer};
 pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
 pub use trust::{KeyMeta, Source, Trust};
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
-pub use wkd::WkdExport;
+pub use wkd::{wkd_name, WkdCerts, WkdExport};
 
 use cache::{Lookup, Usable};
 use lookup::{fpr_from, Query};

@@ -21,6 +21,21 @@ pub struct File {
     pub keyring: Option<Keyring>,
     pub admin: Option<Admin>,
     pub imap: Option<Imap>,
+    pub wkd: Option<Wkd>,
+}
+
+/// `[wkd]`: the local users' keys served as a Web Key Directory over HTTPS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wkd {
+    /// `ADDRESS:PORT` of the HTTPS listener; none when absent or empty.
+    pub listen: Option<Spanned<String>>,
+    /// Certificate chain and key (PEM), for `openpgpkey.<domain>` and `<domain>`.
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// The domains served; default: the local domains.
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
 }
 
 /// `[imap]`: the IMAP proxy for a mail client on this machine.
