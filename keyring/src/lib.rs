@@ -35,7 +35,7 @@ use openpgp::serialize::SerializeInto;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 pub use sequoia_openpgp as openpgp;
 
-pub use backup::{BackupCounts, BackupTo, RestoreWith};
+pub use backup::{BackupCounts, BackupTo, Copied, RestoreWith};
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
