@@ -489,6 +489,45 @@ fn autocrypt_state_follows_the_update_algorithm() {
     );
 }
 
+/// Messages from and gossip about one peer recorded at once: each read-modify-write of
+/// its state holds the writer lock, so that neither loses the other's update.
+#[test]
+fn concurrent_autocrypt_updates_of_one_peer_lose_nothing() {
+    let k = keyring();
+    let t0 = SystemTime::now() - day(30);
+    const N: u64 = 50;
+    for round in 0..8 {
+        let addr = format!("peer{round}@example.net");
+        let g = cert_at(&format!("<{addr}>"), t0 - day(1));
+        // Both updates of each step start together, the last ones too.
+        let step = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..N {
+                    step.wait();
+                    k.autocrypt_seen(&addr, t0 + Duration::from_secs(i), None)
+                        .unwrap();
+                }
+            });
+            s.spawn(|| {
+                for i in 0..N {
+                    step.wait();
+                    k.autocrypt_gossip(&addr, t0 + Duration::from_secs(i), g.clone())
+                        .unwrap();
+                }
+            });
+        });
+        let state = k.autocrypt_peer(&addr).unwrap().unwrap();
+        let last = crate::trust::secs(t0 + Duration::from_secs(N - 1));
+        assert_eq!(state.last_seen, last, "round {round}: {state:?}");
+        assert_eq!(
+            state.gossip_timestamp,
+            Some(last),
+            "round {round}: {state:?}"
+        );
+    }
+}
+
 #[test]
 fn trust_and_queue_persist_on_disk() {
     let dir = tempfile::tempdir().unwrap();
