@@ -54,6 +54,26 @@ open(out, "wb").write(r.read())
 print(r.status, r.getheader("Content-Type") or "-")
 "#;
 
+/// Over TLS to 127.0.0.1:`port` for example.org: a POST that announces a 100 MB body and
+/// sends none, then a request whose header never ends. Prints the POST's status line and
+/// after how many seconds the second connection was closed.
+const BOUNDED: &str = r#"
+import socket, ssl, sys, time
+port, ca = int(sys.argv[1]), sys.argv[2]
+ctx = ssl.create_default_context(cafile=ca)
+def connect():
+    return ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=60), server_hostname="example.org")
+s = connect()
+s.sendall(b"POST /.well-known/openpgpkey/policy HTTP/1.1\r\nHost: example.org\r\nContent-Length: 100000000\r\n\r\n")
+print(s.recv(4096).split(b"\r\n")[0].decode())
+s = connect()
+s.sendall(b"GET /.well-known/openpgpkey/policy HTTP/1.1\r\nHost: exa")
+start = time.time()
+while s.recv(4096):
+    pass
+print(round(time.time() - start))
+"#;
+
 struct Fetched {
     status: u16,
     content_type: String,
@@ -247,6 +267,23 @@ fn wkd_is_served_in_both_layouts_from_the_live_keyring() {
     let head = try_fetch(port, &ca_file, "example.org", &direct, "HEAD").expect("HEAD");
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
+
+    // A body is never waited for, and a header that never ends is cut off.
+    let out = Command::new("python3")
+        .args(["-c", BOUNDED, &port.to_string()])
+        .arg(&ca_file)
+        .output()
+        .expect("python3");
+    assert_success(&out, "the bounded requests");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("HTTP/1.1 405 Method Not Allowed"),
+        "{out}"
+    );
+    let closed_after: u64 = lines.next().and_then(|l| l.parse().ok()).expect("seconds");
+    assert!((9..=15).contains(&closed_after), "{out}");
 
     // Alice's key is revoked while the server runs: the next fetch serves it revoked.
     let alice_path = format!(
