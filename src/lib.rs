@@ -20,7 +20,8 @@
 //! header split, MIME scan, charset checks, 7-bit encoding), [`blob`] (a message's bytes, in memory or spilled to a sealed temporary
 //! file), [`wipe`] (buffers of plaintext and passwords, zeroed before they are freed),
 //! [`config`] (the TOML file, validated once), [`ops`] (metrics and health over HTTP,
-//! readiness for systemd), [`admin`] (the socket through
+//! readiness for systemd), [`publish`] (the local users' keys served as a Web Key
+//! Directory over HTTPS), [`admin`] (the socket through
 //! which `sealpost keys|queue|policy` reach a running server) and [`cli`].
 #![forbid(unsafe_code)]
 
@@ -41,3 +42,4 @@ pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod imap;
+pub mod publish;

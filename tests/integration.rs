@@ -20,6 +20,7 @@ mod integration {
     mod outbound;
     mod postfix;
     mod postgres;
+    mod publish;
     mod relay;
     mod secrets;
     mod shredding;

@@ -82,6 +82,9 @@ impl Keyring {
         let Some(email) = lookup::index_form(email) else {
             return Ok(header.map(|_| Offer::Ignored(Ignored::NotAnAddress)));
         };
+        // The state is read, changed and written under the writer lock, as every other
+        // record: two messages from one peer at once must not lose either's update.
+        let _guard = self.lock_writer()?;
         let mut state = self.autocrypt_peer(&email)?.unwrap_or_default();
         let date = secs(date);
         if state.autocrypt_timestamp.is_some_and(|t| date < t) {
@@ -92,7 +95,7 @@ impl Keyring {
             None => None,
             Some(h) => {
                 let fpr = h.cert.fingerprint().to_hex();
-                let offer = self.offer_discovered(&email, h.cert, Source::Autocrypt, from(date))?;
+                let offer = self.offer_locked(&email, h.cert, Source::Autocrypt, from(date))?;
                 if !matches!(offer, Offer::Ignored(_)) {
                     state.autocrypt_timestamp = Some(date);
                     state.public_key = Some(fpr);
@@ -120,10 +123,11 @@ impl Keyring {
         let Some(email) = lookup::index_form(email) else {
             return Ok(Offer::Ignored(Ignored::NotAnAddress));
         };
+        let _guard = self.lock_writer()?;
         let mut state = self.autocrypt_peer(&email)?.unwrap_or_default();
         let date = secs(date);
         let fpr = cert.fingerprint().to_hex();
-        let offer = self.offer_discovered(&email, cert, Source::Gossip, from(date))?;
+        let offer = self.offer_locked(&email, cert, Source::Gossip, from(date))?;
         if state.gossip_timestamp.is_none_or(|t| t < date) && !matches!(offer, Offer::Ignored(_)) {
             state.gossip_timestamp = Some(date);
             state.gossip_key = Some(fpr);
@@ -132,6 +136,7 @@ impl Keyring {
         Ok(offer)
     }
 
+    /// Writes a peer's state; the caller holds the writer lock.
     fn put_peer(&self, email: &str, state: &PeerState) -> Result<(), Error> {
         let bytes = serde_json::to_vec(state).map_err(|e| Error::Store(e.to_string()))?;
         self.inner.store.apply(vec![Op::Put(

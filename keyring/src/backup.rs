@@ -23,7 +23,7 @@ use openpgp::{Cert, KeyHandle};
 use sequoia_openpgp as openpgp;
 use zeroize::Zeroizing;
 
-use crate::import::ImportOptions;
+use crate::import::{ImportOptions, ImportOutcome};
 use crate::lookup::fpr_from;
 use crate::store::{Op, Tree};
 use crate::{cert, Error, Keyring};
@@ -60,6 +60,14 @@ pub struct BackupCounts {
     pub secret_keys: usize,
     /// Trust records, queued keys, Autocrypt peers and revocation certificates.
     pub records: usize,
+}
+
+/// What [`Keyring::copy_into`] brought: the counts, and what became of each certificate
+/// in the target keyring (new, updated or unchanged).
+#[derive(Debug, Clone)]
+pub struct Copied {
+    pub counts: BackupCounts,
+    pub outcomes: Vec<ImportOutcome>,
 }
 
 fn crypto(e: impl std::fmt::Display) -> Error {
@@ -168,9 +176,10 @@ impl Keyring {
     ///
     /// # Errors
     /// As [`Keyring::backup`] on this side and [`Keyring::restore`] on the other.
-    pub fn copy_into(&self, to: &Keyring) -> Result<BackupCounts, Error> {
+    pub fn copy_into(&self, to: &Keyring) -> Result<Copied, Error> {
         let (plain, _) = self.dump()?;
-        to.load(&plain)
+        let (counts, outcomes) = to.load(&plain)?;
+        Ok(Copied { counts, outcomes })
     }
 
     /// The plaintext of a backup, allocated once at its full size, so that growing it
@@ -240,11 +249,11 @@ impl Keyring {
         decryptor
             .read_to_end(&mut plain)
             .map_err(|e| corrupt(&e.to_string()))?;
-        self.load(&plain)
+        Ok(self.load(&plain)?.0)
     }
 
     /// Stores the records of a backup's plaintext, in one atomic change.
-    fn load(&self, plain: &[u8]) -> Result<BackupCounts, Error> {
+    fn load(&self, plain: &[u8]) -> Result<(BackupCounts, Vec<ImportOutcome>), Error> {
         let mut counts = BackupCounts::default();
         let mut parsed = cert::Parsed::default();
         let mut extra = Vec::new();
@@ -273,7 +282,7 @@ impl Keyring {
             extra,
             ..ImportOptions::default()
         };
-        self.import_parsed(parsed, opts)?;
+        let outcomes = self.import_parsed(parsed, opts)?;
         // Trust records and the queue may have changed without any certificate changing.
         self.inner.forget_all();
         tracing::info!(
@@ -282,7 +291,7 @@ impl Keyring {
             records = counts.records,
             "restored a keyring backup"
         );
-        Ok(counts)
+        Ok((counts, outcomes))
     }
 }
 

@@ -36,7 +36,7 @@ use openpgp::serialize::SerializeInto;
 use openpgp::{Cert, Fingerprint, KeyHandle};
 pub use sequoia_openpgp as openpgp;
 
-pub use backup::{BackupCounts, BackupTo, RestoreWith};
+pub use backup::{BackupCounts, BackupTo, Copied, RestoreWith};
 pub use error::Error;
 pub use generate::{Cipher, GenerateRequest, Profile};
 pub use import::{ImportOutcome, ImportStatus};
@@ -47,7 +47,7 @@ pub use offer::{Ignored, Offer};
 pub use review::{Accepted, ReviewEntry, MAX_QUEUED_PER_ADDRESS};
 pub use trust::{KeyMeta, Source, Trust};
 pub use validity::{KeyInfo, SubkeyInfo, Validity};
-pub use wkd::WkdExport;
+pub use wkd::{wkd_name, WkdCerts, WkdExport};
 
 use cache::{Lookup, Usable};
 use lookup::{fpr_from, Query};

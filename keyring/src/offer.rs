@@ -92,20 +92,33 @@ impl Keyring {
         source: Source,
         when: SystemTime,
     ) -> Result<Offer, Error> {
+        let Some(email) = lookup::index_form(email) else {
+            return Ok(Offer::Ignored(Ignored::NotAnAddress));
+        };
+        let _guard = self.lock_writer()?;
+        self.offer_locked(&email, cert, source, when)
+    }
+
+    /// [`Keyring::offer_discovered`] for an address in index form, by a caller that holds
+    /// the writer lock (and may change more under it, as the Autocrypt state).
+    pub(crate) fn offer_locked(
+        &self,
+        email: &str,
+        cert: Cert,
+        source: Source,
+        when: SystemTime,
+    ) -> Result<Offer, Error> {
         if source == Source::Admin {
             return Err(Error::Parse {
                 reason: "a key an admin adds is imported (`keys import`), not offered".into(),
             });
         }
-        let Some(email) = lookup::index_form(email) else {
-            return Ok(Offer::Ignored(Ignored::NotAnAddress));
-        };
+        let email = email.to_string();
         let cert = keep_address(cert, &email);
         if cert.userids().next().is_none() {
             return Ok(Offer::Ignored(Ignored::NoUserIdForAddress));
         }
         let fpr = cert.fingerprint();
-        let _guard = self.lock_writer()?;
         if self.is_rejected(&email, &fpr)? {
             return Ok(Offer::Ignored(Ignored::Rejected));
         }

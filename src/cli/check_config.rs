@@ -231,6 +231,29 @@ pub fn render(c: &Config) -> String {
         "keep_trail = \"{}s\"  # each message's decision trail, for sealpost log show",
         c.keep_trail.as_secs()
     );
+    match &c.wkd {
+        Some(w) => {
+            let _ = writeln!(s, "\n[wkd]");
+            let _ = writeln!(
+                s,
+                "listen = \"{}\"  # the local users' keys over HTTPS",
+                w.listen
+            );
+            let _ = writeln!(s, "certificate = {:?}", w.certificate.display().to_string());
+            let _ = writeln!(s, "private_key = {:?}", w.private_key.display().to_string());
+            let domains: Vec<String> = w.domains.iter().map(|d| format!("{d:?}")).collect();
+            let _ = writeln!(s, "domains = [{}]", domains.join(", "));
+            if w.domains.is_empty() {
+                let _ = writeln!(s, "# empty: the domains of the keyring's secret keys");
+            }
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\n# no [wkd] listen: the local users' keys are not served"
+            );
+        }
+    }
     match &c.upstream {
         Some(u) => {
             let _ = writeln!(s, "\n[upstream]");
@@ -329,6 +352,22 @@ fn render_policy(s: &mut String, p: &crate::policy::Policy) {
         OnMismatch::Unsigned => "unsigned",
     };
     let _ = writeln!(s, "sender_mismatch = {mismatch:?}");
+    match g.min_trust {
+        Some(t) => {
+            let _ = writeln!(s, "min_trust = {:?}", t.name());
+        }
+        // Unset, the minimum follows each recipient's mode: the global one would
+        // misstate it for a domain or address under another mode.
+        None => {
+            let _ = writeln!(
+                s,
+                "# min_trust unset: {:?} for mode require, {:?} (any key) for the other modes  # built-in default",
+                crate::policy::rules::default_min_trust(crate::policy::Mode::Require).name(),
+                crate::policy::rules::default_min_trust(crate::policy::Mode::Opportunistic)
+                    .name(),
+            );
+        }
+    }
     for (kind, layer) in [("domain", &p.domains), ("address", &p.addresses)] {
         let mut keys: Vec<&String> = layer.keys().collect();
         keys.sort();
@@ -343,6 +382,9 @@ fn render_policy(s: &mut String, p: &crate::policy::Policy) {
             }
             if let Some(m) = rule.mixed {
                 let _ = writeln!(s, "mixed = {:?}", mixed(m));
+            }
+            if let Some(t) = rule.min_trust {
+                let _ = writeln!(s, "min_trust = {:?}", t.name());
             }
         }
     }
@@ -371,5 +413,69 @@ fn tls(t: TlsMode) -> &'static str {
         TlsMode::None => "none",
         TlsMode::StartTls => "starttls",
         TlsMode::Implicit => "tls",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sealpost.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load(Some(&path), &Default::default(), || {
+            Ok(std::path::PathBuf::from("/data"))
+        })
+        .unwrap();
+        render(&config)
+    }
+
+    #[test]
+    fn the_minimum_trust_of_every_layer_is_printed() {
+        let out = rendered(
+            "[policy]\nmin_trust = \"keyserver\"\n\n\
+             [policy.domain.\"partner.example\"]\nmode = \"require\"\nmin_trust = \"pinned\"\n\n\
+             [policy.address.\"ops@partner.example\"]\nmin_trust = \"autocrypt\"\n",
+        );
+        let policy = out.split("\n[policy]\n").nth(1).unwrap();
+        assert!(policy.contains("min_trust = \"keyserver\"\n"), "{policy}");
+        let domain = policy
+            .split("[policy.domain.\"partner.example\"]\n")
+            .nth(1)
+            .unwrap();
+        assert!(
+            domain.starts_with("mode = \"require\"\nmin_trust = \"pinned\"\n"),
+            "{domain}"
+        );
+        let address = policy
+            .split("[policy.address.\"ops@partner.example\"]\n")
+            .nth(1)
+            .unwrap();
+        assert!(
+            address.starts_with("min_trust = \"autocrypt\"\n"),
+            "{address}"
+        );
+
+        let out = rendered("");
+        assert!(
+            out.contains(
+                "# min_trust unset: \"wkd\" for mode require, \"autocrypt\" (any key) for the other modes"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("# no [wkd] listen"), "{out}");
+    }
+
+    #[test]
+    fn the_wkd_listener_is_printed() {
+        let out = rendered(
+            "[wkd]\nlisten = \"127.0.0.1:8443\"\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\ndomains = [\"example.org\"]\n",
+        );
+        assert!(
+            out.contains("\n[wkd]\nlisten = \"127.0.0.1:8443\""),
+            "{out}"
+        );
+        assert!(out.contains("domains = [\"example.org\"]"), "{out}");
     }
 }

@@ -20,10 +20,13 @@ pub enum KeyringCommand {
     Copy(CopyArgs),
 }
 
-/// Copies every certificate and secret key of the keyring in a data directory into the
-/// PostgreSQL keyring at a URL, where several gateways can share it. Secret keys are
-/// sealed there under the keyring passphrase (SEALPOST_PASSPHRASE_FILE, which both must
-/// share). Running it again copies only what changed.
+/// Copies the keyring in a data directory into the PostgreSQL keyring at a URL, where
+/// several gateways can share it: every certificate and secret key, and with them each
+/// key's trust record (where it was found, how far it is trusted), the review queue, the
+/// Autocrypt peer state and the kept revocation certificates. Secret keys are sealed
+/// there under the keyring passphrase (SEALPOST_PASSPHRASE_FILE, which both must share).
+/// Certificates are merged with those there (a second run reports them unchanged); the
+/// records copied replace those of the same keys there.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Example:
@@ -204,33 +207,26 @@ fn copy(args: &CopyArgs) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("cannot open the keyring at {shown}"))?;
-    let (mut new, mut updated, mut unchanged, mut secrets) = (0, 0, 0, 0);
-    for info in from.list()? {
-        let fpr: sealpost_keyring::openpgp::Fingerprint =
-            info.fingerprint.parse().with_context(|| {
-                format!("the keyring lists {:?} as a fingerprint", info.fingerprint)
-            })?;
-        let secret = from.has_secret(&fpr)?;
-        // The secret key leaves the source only in memory, on its way to being sealed
-        // under the passphrase in the database.
-        let bytes = zeroize::Zeroizing::new(from.export(&fpr, secret)?);
-        let outcomes = to
-            .import(&bytes)
-            .with_context(|| format!("cannot copy {} to {shown}", info.fingerprint))?;
-        for o in outcomes {
-            match o.status {
-                sealpost_keyring::ImportStatus::New => new += 1,
-                sealpost_keyring::ImportStatus::Updated => updated += 1,
-                sealpost_keyring::ImportStatus::Unchanged => unchanged += 1,
-            }
-        }
-        secrets += usize::from(secret);
-    }
+    // Everything a backup holds: certificates, secret keys (in memory only, on their way
+    // to being sealed under the passphrase in the database), trust records, the review
+    // queue, Autocrypt state and revocation certificates.
+    let copied = from
+        .copy_into(&to)
+        .with_context(|| format!("cannot copy {} to {shown}", args.from.display()))?;
+    let count = |s: sealpost_keyring::ImportStatus| {
+        copied.outcomes.iter().filter(|o| o.status == s).count()
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "copied {} into {shown}: {new} new, {updated} updated, {unchanged} unchanged; {secrets} with a secret key",
-        args.from.display()
+        "copied {} into {shown}: {} new, {} updated, {} unchanged; {} with a secret key; \
+         {} trust, review, Autocrypt and revocation record(s)",
+        args.from.display(),
+        count(sealpost_keyring::ImportStatus::New),
+        count(sealpost_keyring::ImportStatus::Updated),
+        count(sealpost_keyring::ImportStatus::Unchanged),
+        copied.counts.secret_keys,
+        copied.counts.records,
     )?;
     Ok(())
 }

@@ -146,6 +146,8 @@ pub struct Prepared {
     pub inbound: Transport,
     /// One per listener, in the configuration's order.
     pub listener_tls: Vec<ListenerTls>,
+    /// The WKD listener's certificate, when `[wkd]` is set.
+    pub wkd_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// A listener's TLS, as far as it can be decided before the data directory is opened.
@@ -207,7 +209,13 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
         outbound,
         inbound,
         listener_tls,
+        wkd_tls: config.wkd.as_ref().map(wkd_tls).transpose()?,
     })
+}
+
+fn wkd_tls(w: &crate::publish::Settings) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    crate::tls::from_files(&w.certificate, &w.private_key)
+        .with_context(|| format!("cannot use the WKD certificate {}", w.certificate.display()))
 }
 
 /// Logs a warning when group or others have any access to `path`. The mode is left
@@ -236,6 +244,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
         outbound,
         inbound,
         listener_tls,
+        wkd_tls: wkd_acceptor,
     } = prepared;
     if let Some(warning) = &config.hostname_warning {
         tracing::warn!("{warning}");
@@ -409,6 +418,35 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
         }
         None => None,
     };
+    let (wkd_task, wkd_certificate) = match (&config.wkd, wkd_acceptor) {
+        (Some(w), Some(acceptor)) => {
+            let socket = tokio::net::TcpListener::bind(w.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} ([wkd] listen)", w.listen))?;
+            let state = Arc::new(crate::publish::wkd::State {
+                keyring: keyring.clone(),
+                domains: w.domains.clone(),
+            });
+            let shown = if w.domains.is_empty() {
+                "the domains of the keyring's secret keys".to_string()
+            } else {
+                w.domains.join(", ")
+            };
+            println!(
+                "sealpost: WKD over HTTPS on {} for {shown}",
+                socket.local_addr()?
+            );
+            let (tx, rx) = tokio::sync::watch::channel(acceptor);
+            let task = tokio::spawn(crate::publish::wkd::serve(
+                socket,
+                rx,
+                state,
+                shutdown.clone(),
+            ));
+            (Some(task), Some(tx))
+        }
+        _ => (None, None),
+    };
     let imap_task = match &config.imap {
         Some(settings) => {
             let socket = tokio::net::TcpListener::bind(settings.listen)
@@ -496,6 +534,16 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                             });
                         }
                         policy_tx.send_replace(Arc::new(config.policy.clone()));
+                        // The WKD listener keeps its address; its certificate is renewed.
+                        if let (Some(tx), Some(w)) = (&wkd_certificate, &config.wkd) {
+                            match tokio::task::block_in_place(|| wkd_tls(w)) {
+                                Ok(a) => drop(tx.send_replace(a)),
+                                Err(e) => tracing::error!(
+                                    error = %super::describe(&e),
+                                    "SIGHUP: the WKD listener keeps its old certificate"
+                                ),
+                            }
+                        }
                         current = Arc::new(config);
                         tracing::info!(
                             "SIGHUP: configuration, certificates, users and policy reloaded; \
@@ -526,6 +574,9 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     }
     if let Some(task) = imap_task {
         task.abort();
+    }
+    if let Some(task) = wkd_task {
+        let _ = task.await;
     }
     expiry.abort();
     refresh.abort();
@@ -737,6 +788,11 @@ fn reload(
         ("data_dir", config.data_dir != old.data_dir),
         ("[keyring]", config.keyring_url != old.keyring_url),
         ("[admin] http", config.admin_http != old.admin_http),
+        (
+            "[wkd] listen and domains",
+            config.wkd.as_ref().map(|w| (w.listen, &w.domains))
+                != old.wkd.as_ref().map(|w| (w.listen, &w.domains)),
+        ),
         ("[imap]", config.imap != old.imap),
         (
             "[discovery]",

@@ -22,6 +22,7 @@ pub struct File {
     pub admin: Option<Admin>,
     pub imap: Option<Imap>,
     pub discovery: Option<Discovery>,
+    pub wkd: Option<Wkd>,
 }
 
 /// `[discovery]`: where keys for recipients without one are looked for.
@@ -48,6 +49,20 @@ pub struct Discovery {
     /// Host name → `ADDRESS:PORT` to connect to instead of asking DNS.
     #[serde(default)]
     pub resolve: std::collections::BTreeMap<String, Spanned<String>>,
+}
+
+/// `[wkd]`: the local users' keys served as a Web Key Directory over HTTPS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wkd {
+    /// `ADDRESS:PORT` of the HTTPS listener; none when absent or empty.
+    pub listen: Option<Spanned<String>>,
+    /// Certificate chain and key (PEM), for `openpgpkey.<domain>` and `<domain>`.
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+    /// The domains served; default: the local domains.
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
 }
 
 /// `[imap]`: the IMAP proxy for a mail client on this machine.

@@ -206,6 +206,8 @@ pub struct Config {
     pub imap: Option<crate::imap::Settings>,
     /// Key discovery (`[discovery]`).
     pub discovery: crate::discovery::Settings,
+    /// The WKD listener, when `[wkd] listen` is set.
+    pub wkd: Option<crate::publish::Settings>,
 }
 
 /// Command-line overrides for `serve`.
@@ -642,6 +644,7 @@ fn build(
     // The proxy opens a fetched message no larger than what the inbound path decrypts.
     let imap = imap(usr.as_ref().map(|(u, src)| (u, *src)), ov, max_plaintext)?;
     let discovery = discovery(Some(pick(&|f| f.discovery.is_some())))?;
+    let wkd = wkd(usr.as_ref().map(|(u, src)| (u, *src)), &local_domains)?;
 
     Ok(Config {
         data_dir,
@@ -667,6 +670,7 @@ fn build(
         policy,
         imap,
         discovery,
+        wkd,
     })
 }
 
@@ -726,6 +730,48 @@ fn discovery(usr: Option<(&file::File, Source<'_>)>) -> Result<crate::discovery:
         out.resolve.insert(host.to_ascii_lowercase(), a);
     }
     Ok(out)
+}
+
+/// `[wkd]`: off unless `listen` is set, which then needs a certificate and its key.
+fn wkd(
+    usr: Option<(&file::File, Source<'_>)>,
+    local_domains: &[String],
+) -> Result<Option<crate::publish::Settings>, Error> {
+    let Some((w, src)) = usr.and_then(|(u, src)| u.wkd.as_ref().map(|w| (w, src))) else {
+        return Ok(None);
+    };
+    let listen = match &w.listen {
+        Some(l) if !l.get_ref().trim().is_empty() => {
+            value::socket_addr(l.get_ref()).map_err(|m| src.invalid("wkd.listen", l, m))?
+        }
+        _ => return Ok(None),
+    };
+    let (Some(certificate), Some(private_key)) = (w.certificate.clone(), w.private_key.clone())
+    else {
+        return Err(Error::Flag {
+            key: "wkd".into(),
+            message: "[wkd] listen needs certificate and private_key: outsiders fetch keys \
+                      over HTTPS, for openpgpkey.<domain> and <domain>"
+                .into(),
+        });
+    };
+    let mut domains = Vec::new();
+    for d in &w.domains {
+        let domain = d.get_ref().trim().to_ascii_lowercase();
+        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+            return Err(src.invalid("wkd.domains", d, "not a domain name"));
+        }
+        domains.push(domain);
+    }
+    if domains.is_empty() {
+        domains = local_domains.to_vec();
+    }
+    Ok(Some(crate::publish::Settings {
+        listen,
+        certificate,
+        private_key,
+        domains,
+    }))
 }
 
 /// `[imap]` with the `--imap-…` flags over it; `None` when no upstream is named.

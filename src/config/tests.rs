@@ -472,3 +472,28 @@ fn discovery_settings_are_checked_with_their_line() {
     let e = refusal("[discovery]\nbudget = \"5 parsecs\"\n");
     assert!(e.contains("discovery.budget"), "{e}");
 }
+
+#[test]
+fn wkd_is_off_by_default_and_needs_a_certificate() {
+    let ov = Overrides::default();
+    assert!(load_str("", &ov).unwrap().wkd.is_none());
+    assert!(load_str("[wkd]\nlisten = \"\"\n", &ov)
+        .unwrap()
+        .wkd
+        .is_none());
+    let e = refusal("[wkd]\nlisten = \"127.0.0.1:8443\"\ncertificate = \"/c.pem\"\n");
+    assert!(e.contains("certificate and private_key"), "{e}");
+    let c = load_str(
+        "[inbound]\nlocal_domains = [\"Example.org\"]\n\n\
+         [wkd]\nlisten = \"127.0.0.1:8443\"\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\n",
+        &ov,
+    )
+    .unwrap();
+    let w = c.wkd.unwrap();
+    assert_eq!(w.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(w.domains, ["example.org"], "the local domains by default");
+    let e = refusal(
+        "[wkd]\nlisten = \"127.0.0.1:8443\"\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\ndomains = [\"a@b\"]\n",
+    );
+    assert!(e.contains("wkd.domains"), "{e}");
+}

@@ -7,6 +7,10 @@
 //! with keydata that is not base64 or not a certificate, a header over
 //! [`MAX_HEADER`], several headers for the From address, and any header of a
 //! `multipart/report` (a bounce carries someone else's headers).
+//!
+//! `Autocrypt-Gossip` (§5.2) is read only from the header of a decrypted payload (the
+//! inbound transform hands it over; gossip in cleartext is never looked at), by the same
+//! rules, for addresses among the message's To and Cc recipients, one key per address.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -53,6 +57,10 @@ pub enum Refused {
     NotTheFrom { addr: String, from: String },
     #[error("the message has several Autocrypt headers for its From address")]
     Several,
+    #[error("its addr {0} is not among the message's To and Cc recipients")]
+    NotARecipient(String),
+    #[error("the message gossips several keys for {0}")]
+    SeveralGossip(String),
 }
 
 /// A header's attributes, before its key is read.
@@ -201,7 +209,7 @@ pub fn harvest(keyring: &Keyring, message: &Blob, now: SystemTime, queue_id: &st
         return;
     }
     match keyring.autocrypt_seen(&seen.from, seen.date, Some(header)) {
-        Ok(Some(offer)) => log_offer(queue_id, &seen.from, &offer),
+        Ok(Some(offer)) => log_offer(queue_id, "Autocrypt", &seen.from, &offer),
         Ok(None) => {}
         Err(e) => {
             tracing::warn!(%queue_id, from = %seen.from, error = %e, "cannot record the Autocrypt state")
@@ -225,19 +233,105 @@ fn fresh(keyring: &Keyring, from: &str, header: &Header, date: SystemTime) -> bo
             .is_some_and(|t| date >= t && date - t < DAY)
 }
 
-fn log_offer(queue_id: &str, from: &str, offer: &Offer) {
+fn log_offer(queue_id: &str, what: &str, addr: &str, offer: &Offer) {
     match offer {
         Offer::Stored { fingerprint, new } => tracing::info!(
-            %queue_id, %from, key = %fingerprint.to_hex(), new,
-            "Autocrypt key stored (trust autocrypt)"
+            %queue_id, %addr, key = %fingerprint.to_hex(), new,
+            "{what} key stored (trust autocrypt)"
         ),
         Offer::Unchanged(_) => {}
         Offer::Queued { fingerprint, .. } => tracing::warn!(
-            %queue_id, %from, key = %fingerprint.to_hex(),
-            "Autocrypt header offers a different key: queued for review (sealpost keys review list)"
+            %queue_id, %addr, key = %fingerprint.to_hex(),
+            "{what} header offers a different key: queued for review (sealpost keys review list)"
         ),
         Offer::Ignored(why) => {
-            tracing::info!(%queue_id, %from, reason = %why, "Autocrypt key not stored")
+            tracing::info!(%queue_id, %addr, reason = %why, "{what} key not stored")
+        }
+    }
+}
+
+/// What a decrypted message gossips (Autocrypt Level 1 §5.2): each `Autocrypt-Gossip`
+/// value of its payload's header read strictly, as an `Autocrypt:` header is, and kept
+/// only for an address among the To and Cc recipients of the message's header `head`;
+/// an address gossiped more than once is refused. Each with its `addr` (empty when the
+/// value has none), in the order given.
+pub fn gossip(head: &[u8], values: &[String]) -> Vec<(String, Result<Cert, Refused>)> {
+    let recipients: Vec<String> = mail_parser::MessageParser::default()
+        .parse_headers(head)
+        .map(|m| {
+            [m.to(), m.cc()]
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a.iter())
+                .filter_map(|a| a.address())
+                .map(str::to_ascii_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let parsed: Vec<Result<Parsed, Refused>> = values.iter().map(|v| parse(v)).collect();
+    let addr_of = |p: &Result<Parsed, Refused>| p.as_ref().map(|p| p.addr.clone()).ok();
+    parsed
+        .iter()
+        .map(|p| {
+            let addr = addr_of(p).unwrap_or_default();
+            let taken = match p {
+                Err(e) => Err(e.clone()),
+                Ok(p) if !recipients.contains(&p.addr) => {
+                    Err(Refused::NotARecipient(p.addr.clone()))
+                }
+                Ok(p)
+                    if parsed
+                        .iter()
+                        .filter(|q| addr_of(q).as_ref() == Some(&p.addr))
+                        .count()
+                        > 1 =>
+                {
+                    Err(Refused::SeveralGossip(p.addr.clone()))
+                }
+                Ok(p) => Cert::from_bytes(&p.keydata).map_err(|e| Refused::BadKey(e.to_string())),
+            };
+            (addr, taken)
+        })
+        .collect()
+}
+
+/// Offers the keys a decrypted message gossips (`values`, the `Autocrypt-Gossip` fields
+/// of its payload's header; see [`gossip`]) to the keyring as [`Source::Gossip`], which
+/// never lets them replace a pinned key or a better trusted one. Never fails the
+/// delivery: every outcome is logged.
+///
+/// [`Source::Gossip`]: sealpost_keyring::Source::Gossip
+pub fn harvest_gossip(
+    keyring: &Keyring,
+    message: &Blob,
+    values: &[String],
+    now: SystemTime,
+    queue_id: &str,
+) {
+    if values.is_empty() {
+        return;
+    }
+    let head = match scan::head_of(message.reader(), HEAD_MAX) {
+        Ok((head, _)) => head,
+        Err(e) => {
+            tracing::warn!(%queue_id, error = %e, "cannot read the header for Autocrypt-Gossip");
+            return;
+        }
+    };
+    let date = date_of(&head).filter(|d| *d < now).unwrap_or(now);
+    for (addr, taken) in gossip(&head, values) {
+        let cert = match taken {
+            Ok(c) => c,
+            Err(reason) => {
+                tracing::info!(%queue_id, %addr, %reason, "Autocrypt-Gossip header not taken");
+                continue;
+            }
+        };
+        match keyring.autocrypt_gossip(&addr, date, cert) {
+            Ok(offer) => log_offer(queue_id, "Autocrypt-Gossip", &addr, &offer),
+            Err(e) => {
+                tracing::warn!(%queue_id, %addr, error = %e, "cannot record the Autocrypt gossip")
+            }
         }
     }
 }
@@ -302,5 +396,32 @@ mod tests {
         );
         assert_eq!(seen(bad_date.as_bytes(), now).unwrap().date, now);
         assert!(seen(b"From: a@b.example\r\nSubject: no header\r\n", now).is_none());
+    }
+
+    #[test]
+    fn gossip_only_for_recipients_and_once_per_address() {
+        let head = b"From: a@b.example\r\nTo: Carol <Carol@c.example>, d@d.example\r\nCc: undisclosed:;, e@e.example\r\n";
+        let values = [
+            format!("addr=carol@c.example; keydata={KEYDATA}"),
+            format!("addr=mallory@evil.example; keydata={KEYDATA}"),
+            format!("addr=d@d.example; keydata={KEYDATA}"),
+            format!("addr=d@d.example; keydata={KEYDATA}"),
+            format!("addr=e@e.example; critical=1; keydata={KEYDATA}"),
+        ];
+        let got = gossip(head, &values);
+        assert_eq!(got.len(), 5);
+        assert_eq!(got[0].0, "carol@c.example");
+        // A recipient's gossip gets as far as its key (this one is not a certificate).
+        assert!(matches!(got[0].1, Err(Refused::BadKey(_))), "{:?}", got[0]);
+        assert_eq!(
+            got[1].1.as_ref().err(),
+            Some(&Refused::NotARecipient("mallory@evil.example".into()))
+        );
+        assert_eq!(
+            got[2].1.as_ref().err(),
+            Some(&Refused::SeveralGossip("d@d.example".into()))
+        );
+        assert!(matches!(got[4].1, Err(Refused::UnknownCritical(_))));
+        assert!(gossip(b"From: a@b.example\r\n", &values[..1])[0].1.is_err());
     }
 }

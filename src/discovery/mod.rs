@@ -1,7 +1,8 @@
 //! Key discovery: keys found without an admin.
 //!
 //! - [`autocrypt`]: the `Autocrypt:` header of a received message whose single From
-//!   address is the header's `addr` offers its key, with the trust `autocrypt`.
+//!   address is the header's `addr` offers its key, with the trust `autocrypt`; so do the
+//!   `Autocrypt-Gossip:` fields of a decrypted payload, for the message's other recipients.
 //! - [`finder`]: at send time, a recipient without a usable key is looked up in its
 //!   domain's Web Key Directory ([`wkd`]) and on the configured VKS keyservers ([`vks`]),
 //!   over our HTTPS client ([`http`]), within the message's budget; misses are recorded

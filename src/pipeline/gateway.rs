@@ -348,6 +348,17 @@ impl Gateway {
                 SystemTime::now(),
                 &tx.id.to_string(),
             );
+            // Every decrypted copy carries the same payload: its gossip is read once.
+            if let Some(o) = opened.iter().find(|o| !o.gossip.is_empty()) {
+                let (now, id) = (SystemTime::now(), tx.id.to_string());
+                crate::discovery::autocrypt::harvest_gossip(
+                    &self.keyring,
+                    &tx.message,
+                    &o.gossip,
+                    now,
+                    &id,
+                );
+            }
         }
         let mut parts = Vec::with_capacity(opened.len());
         for o in opened {

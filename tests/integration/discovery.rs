@@ -233,3 +233,180 @@ fn an_autocrypt_header_from_gpg_is_used_and_bad_ones_store_nothing() {
         .expect("the copy for Carol");
     assert!(!to_carol.contains("multipart/encrypted"), "{to_carol}");
 }
+
+/// `g`'s certificate for `who` as Autocrypt keydata, folded as a mail client writes it.
+fn keydata(g: &Gpg, who: &str) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(g.ok(&["--export", who]));
+    b64.as_bytes()
+        .chunks(76)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("\r\n ")
+}
+
+/// Alice's encrypted message to Bob gossips the keys of her other recipients (Carol, and
+/// Frank in a domain under `require`) in its payload's header. Carol's next message from
+/// Bob is encrypted to the gossiped key; Frank's is not (gossip is below `wkd`). Gossip
+/// for someone who is not a recipient, and gossip in the outer (cleartext) header, store
+/// nothing.
+#[test]
+fn autocrypt_gossip_in_an_encrypted_message_is_used_opportunistically() {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let [alice, carol, frank, eve, dave] = std::array::from_fn(|_| Gpg::new());
+    alice.generate("Alice <alice@example.net>", "default", "default", "never");
+    carol.generate("Carol <carol@example.net>", "default", "default", "never");
+    frank.generate(
+        "Frank <frank@partner.example>",
+        "default",
+        "default",
+        "never",
+    );
+    eve.generate("Eve <eve@example.net>", "default", "default", "never");
+    dave.generate("Dave <dave@example.net>", "default", "default", "never");
+    let carol_fpr = carol.fingerprint("carol@example.net");
+    alice.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+
+    let sink = SmtpSink::start(&[]);
+    let inbound = free_port();
+    let config = format!(
+        "{}\n[policy.domain.\"partner.example\"]\nmode = \"require\"\n",
+        both_ways(inbound, "example.org", &sink.address(), &sink.address())
+    );
+    let gw = s.serve(&config, &[]);
+
+    let payload = format!(
+        "Content-Type: text/plain; charset=utf-8\r\n\
+         Autocrypt-Gossip: addr=carol@example.net; keydata={}\r\n\
+         Autocrypt-Gossip: addr=frank@partner.example; keydata={}\r\n\
+         Autocrypt-Gossip: addr=eve@example.net; keydata={}\r\n\
+         \r\n\
+         GOSSIP-BODY\r\n",
+        keydata(&carol, "carol@example.net"),
+        keydata(&frank, "frank@partner.example"),
+        keydata(&eve, "eve@example.net"),
+    );
+    let armored = alice.ok_with_input(
+        &[
+            "--batch",
+            "--trust-model",
+            "always",
+            "--armor",
+            "--encrypt",
+            "-r",
+            "bob@example.org",
+        ],
+        payload.as_bytes(),
+    );
+    let message = format!(
+        "From: Alice <alice@example.net>\r\n\
+         To: bob@example.org, carol@example.net, Frank <frank@partner.example>, dave@example.net\r\n\
+         Subject: [...]\r\n\
+         Autocrypt-Gossip: addr=dave@example.net; keydata={}\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\
+         \r\n\
+         --b\r\n\
+         Content-Type: application/pgp-encrypted\r\n\
+         \r\n\
+         Version: 1\r\n\
+         \r\n\
+         --b\r\n\
+         Content-Type: application/octet-stream\r\n\
+         \r\n\
+         {}\r\n\
+         --b--\r\n",
+        keydata(&dave, "dave@example.net"),
+        String::from_utf8_lossy(&armored).replace('\n', "\r\n").trim_end(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gossip.eml");
+    std::fs::write(&file, message).unwrap();
+    let (ok, out) = swaks_to(
+        inbound,
+        "alice@example.net",
+        "bob@example.org",
+        &["--data", file.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+    let delivered = sink.wait_messages(1, LONG)[0].text();
+    assert!(
+        verdict(&delivered).contains("encryption=decrypted"),
+        "{delivered}"
+    );
+    assert!(delivered.contains("GOSSIP-BODY"), "{delivered}");
+
+    let shown = s.ok(&["keys", "show", "carol@example.net"]);
+    assert!(shown.contains(&carol_fpr), "{shown}");
+    assert!(
+        shown.contains("autocrypt-gossip"),
+        "the source it was stored with: {shown}"
+    );
+    let listed = s.ok(&["keys", "list"]);
+    assert!(listed.contains("frank@partner.example"), "{listed}");
+    assert!(
+        !listed.contains("eve@example.net"),
+        "not a recipient: {listed}"
+    );
+    assert!(
+        !listed.contains("dave@example.net"),
+        "cleartext gossip: {listed}"
+    );
+
+    let outbound = gw.ports[1];
+    let (ok, out) = swaks_to(
+        outbound,
+        "bob@example.org",
+        "carol@example.net",
+        &[
+            "--header",
+            "From: <bob@example.org>\nTo: <carol@example.net>",
+            "--body",
+            "GOSSIP-REPLY",
+        ],
+    );
+    assert!(ok, "{out}");
+    let to_carol = sink
+        .wait_messages(2, LONG)
+        .iter()
+        .map(|d| d.text())
+        .find(|t| t.contains("To: <carol@example.net>"))
+        .expect("the copy for Carol");
+    assert!(to_carol.contains("multipart/encrypted"), "{to_carol}");
+    let plain = carol.run_with_input(&["--decrypt"], to_carol.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains("GOSSIP-REPLY"),
+        "gpg decrypts it with the gossiped key: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    // `require` wants a key from WKD or better: the gossiped one does not do.
+    let (ok, out) = swaks_to(
+        outbound,
+        "bob@example.org",
+        "frank@partner.example",
+        &[
+            "--header",
+            "From: <bob@example.org>\nTo: <frank@partner.example>",
+            "--body",
+            "NOT FOR GOSSIP",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("5.7.1"), "{out}");
+    let explain = s.ok(&[
+        "policy",
+        "explain",
+        "--from",
+        "bob@example.org",
+        "--to",
+        "frank@partner.example",
+    ]);
+    assert!(
+        explain.contains("below the policy's minimum, wkd"),
+        "{explain}"
+    );
+}

@@ -419,3 +419,143 @@ fn killed_import_leaves_a_consistent_store() {
     s.ok(&["keys", "import", file.to_str().unwrap()]);
     assert_eq!(statuses(&s).len(), 40);
 }
+
+/// `keyring copy` carries what `keys backup` does, not only certificates: a key found by
+/// Autocrypt keeps its trust, the key queued for review still waits, and the database
+/// ends up with every record of the data directory's keyring. A second run reports the
+/// certificates unchanged.
+#[test]
+fn keyring_copy_keeps_trust_the_review_queue_and_autocrypt_state() {
+    use base64::Engine;
+
+    use super::common::swaks_to;
+    use super::upstream::{free_port, SmtpSink};
+
+    let old = Sealpost::with_passphrase("the fleet's passphrase");
+    old.generate("henry@example.org", &[]);
+    let [carol, carol2] = std::array::from_fn(|_| Gpg::new());
+    carol.generate("<carol@example.net>", "default", "default", "never");
+    carol2.generate("<carol@example.net>", "default", "default", "never");
+    let (first, second) = (
+        carol.fingerprint("carol@example.net"),
+        carol2.fingerprint("carol@example.net"),
+    );
+    let sink = SmtpSink::start(&[]);
+    let inbound = free_port();
+    let config = format!(
+        "hostname = \"mx.example.org\"\n\n\
+         [[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:{inbound}\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"{}\"\nlocal_domains = [\"example.org\"]\n",
+        sink.address()
+    );
+    let mut gw = old.serve(&config, &[]);
+    for (n, g) in [&carol, &carol2].into_iter().enumerate() {
+        let keydata = base64::engine::general_purpose::STANDARD
+            .encode(g.ok(&["--export", "carol@example.net"]));
+        let (ok, out) = swaks_to(
+            inbound,
+            "carol@example.net",
+            "henry@example.org",
+            &[
+                "--header",
+                "From: <carol@example.net>",
+                "--header",
+                &format!("Autocrypt: addr=carol@example.net; keydata={keydata}"),
+                "--body",
+                "hi",
+            ],
+        );
+        assert!(ok, "{out}");
+        sink.wait_messages(n + 1, Duration::from_secs(30));
+    }
+    assert!(gw.terminate().success());
+    let review = old.ok(&["keys", "review", "list"]);
+    assert!(review.contains(&second), "{review}");
+
+    let backup = old.dir.path().join("backup.pgp");
+    let pass = old.dir.path().join("passphrase");
+    let backed_up = old.run(&[
+        "keys",
+        "backup",
+        backup.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    let records = |text: &str| -> usize {
+        let before = text
+            .split(" other records")
+            .next()
+            .unwrap_or_else(|| panic!("no record count in {text}"));
+        before
+            .rsplit(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no record count in {text}"))
+    };
+    let in_source = records(&String::from_utf8_lossy(&backed_up.stdout));
+    // Carol's trust record, the queued key, Carol's Autocrypt state and Henry's
+    // revocation certificate at least.
+    assert!(in_source >= 4, "{in_source}");
+
+    let pg = super::postgres::Postgres::start();
+    let url = pg.database("copied");
+    let from = old.data_dir();
+    let args = [
+        "keyring",
+        "copy",
+        "--from",
+        from.to_str().unwrap(),
+        "--to",
+        url.as_str(),
+    ];
+    let out = old.ok(&args);
+    assert!(
+        out.contains("2 new, 0 updated, 0 unchanged; 1 with a secret key"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "{in_source} trust, review, Autocrypt and revocation record(s)"
+        )),
+        "{out}"
+    );
+    let out = old.ok(&args);
+    assert!(out.contains("0 new, 0 updated, 2 unchanged"), "{out}");
+
+    // The database's keyring, as a gateway on it sees it.
+    let fresh = Sealpost::with_passphrase("the fleet's passphrase");
+    let on_db = |args: &[&str]| {
+        let mut c = fresh.command();
+        let out = c
+            .env("SEALPOST_KEYRING_URL", &url)
+            .args(args)
+            .output()
+            .expect("sealpost");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let shown = String::from_utf8_lossy(&on_db(&["keys", "show", &first]).stdout).into_owned();
+    assert!(
+        shown.contains("trust:   autocrypt (found by autocrypt"),
+        "{shown}"
+    );
+    let review = String::from_utf8_lossy(&on_db(&["keys", "review", "list"]).stdout).into_owned();
+    assert!(review.contains(&second), "{review}");
+    let copied_backup = fresh.dir.path().join("copied.pgp");
+    let pass = fresh.dir.path().join("passphrase");
+    let backed_up = on_db(&[
+        "keys",
+        "backup",
+        copied_backup.to_str().unwrap(),
+        "--passphrase-file",
+        pass.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        records(&String::from_utf8_lossy(&backed_up.stdout)),
+        in_source
+    );
+}

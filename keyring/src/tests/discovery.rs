@@ -219,6 +219,42 @@ fn a_different_key_is_queued_and_the_pinned_one_stays_until_accepted() {
     assert!(k.get(&pinned.fingerprint()).unwrap().is_none());
 }
 
+/// Gossip is the least trusted source: a gossiped key waits for review beside a pinned or
+/// a WKD key, and gossip of the WKD key itself leaves its trust as it was.
+#[test]
+fn gossip_never_replaces_a_pinned_or_better_trusted_key() {
+    let k = keyring();
+    let t0 = SystemTime::now() - day(1);
+    let pinned = cert_at("<ivy@example.net>", t0 - day(1));
+    k.import(&public(&pinned)).unwrap();
+    let forged = cert_at("<ivy@example.net>", t0 - day(1));
+    let offer = k
+        .autocrypt_gossip("ivy@example.net", t0, forged.clone())
+        .unwrap();
+    assert!(matches!(offer, Offer::Queued { .. }), "{offer:?}");
+    let found = k
+        .lookup_encryption("ivy@example.net", SystemTime::now())
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].fingerprint(), pinned.fingerprint());
+
+    let published = cert_at("<jay@example.net>", t0 - day(1));
+    k.offer_discovered("jay@example.net", published.clone(), Source::Wkd, t0)
+        .unwrap();
+    let other = cert_at("<jay@example.net>", t0 - day(1));
+    let offer = k.autocrypt_gossip("jay@example.net", t0, other).unwrap();
+    assert!(matches!(offer, Offer::Queued { .. }), "{offer:?}");
+    k.autocrypt_gossip("jay@example.net", t0, published.clone())
+        .unwrap();
+    let meta = k.key_meta(&published.fingerprint()).unwrap();
+    assert_eq!((meta.source, meta.trust), (Source::Wkd, Trust::Wkd));
+    let found = k
+        .lookup_encryption("jay@example.net", SystemTime::now())
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].fingerprint(), published.fingerprint());
+}
+
 #[test]
 fn accepting_unbinds_the_address_from_a_certificate_with_others() {
     let k = keyring();
@@ -487,6 +523,45 @@ fn autocrypt_state_follows_the_update_algorithm() {
             .gossip_key,
         Some(g.fingerprint().to_hex())
     );
+}
+
+/// Messages from and gossip about one peer recorded at once: each read-modify-write of
+/// its state holds the writer lock, so that neither loses the other's update.
+#[test]
+fn concurrent_autocrypt_updates_of_one_peer_lose_nothing() {
+    let k = keyring();
+    let t0 = SystemTime::now() - day(30);
+    const N: u64 = 50;
+    for round in 0..8 {
+        let addr = format!("peer{round}@example.net");
+        let g = cert_at(&format!("<{addr}>"), t0 - day(1));
+        // Both updates of each step start together, the last ones too.
+        let step = std::sync::Barrier::new(2);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..N {
+                    step.wait();
+                    k.autocrypt_seen(&addr, t0 + Duration::from_secs(i), None)
+                        .unwrap();
+                }
+            });
+            s.spawn(|| {
+                for i in 0..N {
+                    step.wait();
+                    k.autocrypt_gossip(&addr, t0 + Duration::from_secs(i), g.clone())
+                        .unwrap();
+                }
+            });
+        });
+        let state = k.autocrypt_peer(&addr).unwrap().unwrap();
+        let last = crate::trust::secs(t0 + Duration::from_secs(N - 1));
+        assert_eq!(state.last_seen, last, "round {round}: {state:?}");
+        assert_eq!(
+            state.gossip_timestamp,
+            Some(last),
+            "round {round}: {state:?}"
+        );
+    }
 }
 
 #[test]

@@ -314,8 +314,18 @@ fn copy_into_another_keyring_keeps_trust_and_the_queue() {
     let from = keyring();
     let (_, queued, ac) = populated(&from);
     let to = keyring();
-    let counts = to_counts(from.copy_into(&to).unwrap());
-    assert_eq!(counts, (3, 1));
+    let copied = from.copy_into(&to).unwrap();
+    assert_eq!(to_counts(copied.counts), (3, 1));
+    assert!(copied
+        .outcomes
+        .iter()
+        .all(|o| o.status == crate::ImportStatus::New));
+    assert_eq!(copied.outcomes.len(), 3);
+    let again = from.copy_into(&to).unwrap();
+    assert!(again
+        .outcomes
+        .iter()
+        .all(|o| o.status == crate::ImportStatus::Unchanged));
     assert_eq!(snapshot(&to), snapshot(&from));
     assert_eq!(
         to.key_meta(&ac.fingerprint()).unwrap().trust,

@@ -32,6 +32,9 @@ pub struct Opened {
     /// storage when it goes out unchanged.
     pub message: Blob,
     pub verdict: Verdict,
+    /// The `Autocrypt-Gossip` field values (unfolded) of a decrypted payload's header,
+    /// for discovery; empty for anything that was not decrypted.
+    pub gossip: Vec<String>,
 }
 
 /// What every step needs.

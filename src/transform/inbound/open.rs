@@ -222,6 +222,7 @@ fn per_recipient(
                     recipients: vec![i],
                     message: assemble::inline(&results, &outer.raw, &plain).into(),
                     verdict: v,
+                    gossip: Vec::new(),
                 }
             }
             Outcome::Refused(e) => {
@@ -250,5 +251,6 @@ pub(super) fn unchanged(
         recipients,
         message: body.clone().prepend(head),
         verdict: v,
+        gossip: Vec::new(),
     }
 }

@@ -63,6 +63,7 @@ pub(super) fn open(
     let praw = results::strip(results::fields(&phead), &ctx.settings.authserv_id);
     let pfields: Vec<Field> = praw.iter().filter_map(|r| r.field.clone()).collect();
     let mut protected = protected::marked(&pfields).then(|| protected::fields(&pfields));
+    let mut gossip = gossip_of(&pfields);
     if let Some((range, signature)) = root::signed_halves(&pfields, &pbody)? {
         let part = pbody.slice(range);
         let policy = ctx.keyring.policy();
@@ -75,6 +76,7 @@ pub(super) fn open(
             ctx.now,
         )?);
         let sf = crlf_fields(&part)?;
+        gossip.extend(gossip_of(&sf));
         if protected.is_none() && protected::marked(&sf) {
             protected = Some(protected::fields(&sf));
         }
@@ -105,7 +107,18 @@ pub(super) fn open(
         recipients,
         message,
         verdict: v,
+        gossip,
     }))
+}
+
+/// The unfolded values of a payload header's `Autocrypt-Gossip` fields (Autocrypt
+/// Level 1 §5.2 puts them in the header of the encrypted payload's root part).
+fn gossip_of(fields: &[Field]) -> Vec<String> {
+    fields
+        .iter()
+        .filter(|f| f.is("Autocrypt-Gossip"))
+        .map(|f| f.raw.replace("\r\n", ""))
+        .collect()
 }
 
 /// The received message for a recipient whose decrypted payload cannot be made safe for
