@@ -254,6 +254,42 @@ pub fn render(c: &Config) -> String {
             );
         }
     }
+    let d = &c.discovery;
+    let _ = writeln!(s, "\n[discovery]");
+    let _ = writeln!(s, "autocrypt = {}", d.autocrypt);
+    let _ = writeln!(s, "wkd = {}", d.wkd);
+    let servers: Vec<String> = d
+        .keyservers
+        .iter()
+        .map(|u| format!("{:?}", u.as_str()))
+        .collect();
+    let _ = writeln!(s, "keyservers = [{}]", servers.join(", "));
+    let _ = writeln!(
+        s,
+        "budget = \"{}s\"  # per message, all recipients together",
+        d.budget.as_secs()
+    );
+    let _ = writeln!(s, "retry_after = \"{}s\"", d.retry_after.as_secs());
+    if d.refresh.is_zero() {
+        let _ = writeln!(s, "refresh = \"0\"  # known keys are never fetched again");
+    } else {
+        let _ = writeln!(s, "refresh = \"{}s\"", d.refresh.as_secs());
+    }
+    if let Some(ca) = &d.ca_file {
+        let _ = writeln!(
+            s,
+            "ca_file = {:?}  # besides the system roots",
+            ca.display().to_string()
+        );
+    }
+    if !d.resolve.is_empty() {
+        let _ = writeln!(s, "[discovery.resolve]");
+        let mut hosts: Vec<_> = d.resolve.iter().collect();
+        hosts.sort();
+        for (h, a) in hosts {
+            let _ = writeln!(s, "{h:?} = \"{a}\"");
+        }
+    }
     match &c.upstream {
         Some(u) => {
             let _ = writeln!(s, "\n[upstream]");
@@ -465,6 +501,21 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("# no [wkd] listen"), "{out}");
+        assert!(
+            out.contains(
+                "\n[discovery]\nautocrypt = true\nwkd = true\nkeyservers = []\nbudget = \"5s\""
+            ),
+            "{out}"
+        );
+        let out = rendered("[discovery]\nwkd = false\nrefresh = \"0\"\nkeyservers = [\"https://keys.example.org\"]\n");
+        assert!(
+            out.contains("wkd = false\nkeyservers = [\"https://keys.example.org/\"]"),
+            "{out}"
+        );
+        assert!(
+            out.contains("refresh = \"0\"  # known keys are never fetched again"),
+            "{out}"
+        );
     }
 
     #[test]
