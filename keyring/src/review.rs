@@ -117,7 +117,11 @@ impl Keyring {
         let key = email_key(email, &fpr);
         let now = secs(when);
         let mut ops = Vec::new();
-        let (record, cert) = match self.inner.store.get(Tree::Review, &key)? {
+        let existing = self.inner.store.get(Tree::Review, &key)?;
+        // The admin was told when the key was first queued; seeing it again (every
+        // refresh, every message with the same header) is news only at debug level.
+        let first_time = existing.is_none();
+        let (record, cert) = match existing {
             Some(bytes) => match decode(&bytes)? {
                 (
                     Record::Pending {
@@ -171,12 +175,16 @@ impl Keyring {
         };
         ops.push(Op::Put(Tree::Review, key, encode(&record, Some(&cert))?));
         self.inner.store.apply(ops)?;
-        tracing::warn!(
-            %fpr,
-            %email,
-            %source,
-            "a discovered key differs from the address's current key: queued for review (sealpost keys review list)"
-        );
+        if first_time {
+            tracing::warn!(
+                %fpr,
+                %email,
+                %source,
+                "a discovered key differs from the address's current key: queued for review (sealpost keys review list)"
+            );
+        } else {
+            tracing::debug!(%fpr, %email, %source, "a key waiting for review was seen again");
+        }
         Ok(Offer::Queued {
             fingerprint: fpr,
             current,

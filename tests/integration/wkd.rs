@@ -462,11 +462,14 @@ fn refresh_brings_revocations_and_queues_a_changed_key() {
             .success());
     }
     let sink = SmtpSink::start(&[]);
-    let gw = s.serve(
+    let log = s.dir.path().join("serve.log");
+    let mut cmd = s.serve_command(
         &(outbound_config(&sink, &wkd.discovery(&domains, "refresh = \"2s\""))
             + "\n[policy.address.\"gina@adv.example\"]\nhold_on_review = true\n"),
-        &[],
     );
+    cmd.env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let gw = super::common::start(cmd);
     let port = gw.port();
 
     let (ok, out, first) = send(port, &sink, "carol@adv.example", "CAROL-1");
@@ -515,6 +518,14 @@ fn refresh_brings_revocations_and_queues_a_changed_key() {
     assert!(ok, "{out}");
     assert!(decrypts(&gina_new, &to_gina.unwrap_or_default(), "GINA-2"));
 
+    // Two more refresh rounds see Frank's queued key again: the admin was told once.
+    std::thread::sleep(Duration::from_millis(4500));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let told = logged
+        .lines()
+        .filter(|l| l.contains("queued for review") && l.contains("frank@adv.example"))
+        .count();
+    assert_eq!(told, 1, "{logged}");
     s.ok(&["keys", "review", "accept", &new_fpr]);
     let (ok, out, to_frank) = send(port, &sink, "frank@adv.example", "FRANK-2");
     assert!(ok, "{out}");
