@@ -257,6 +257,7 @@ fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
     the_structure_and_numbered_parts_are_the_decrypted_message_s(&w);
     efail_through_imap_is_refused_as_on_the_smtp_path(&w);
     only_what_the_proxy_handles_is_advertised_and_flags_pass(&w);
+    fetchmail_delivers_the_opened_message_and_plain_mail_as_stored(&w);
 }
 
 fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: &World) {
@@ -376,6 +377,80 @@ fn only_what_the_proxy_handles_is_advertised_and_flags_pass(w: &World) {
         got[1]
     );
     assert_eq!(String::from_utf8_lossy(&got[2]), "1 2 3");
+}
+
+/// A second real client: fetchmail polls the proxy once (no TLS on loopback, messages
+/// kept on the server) and hands each message to an MDA that writes it to a file. It
+/// reads a message as `BODY.PEEK[HEADER]` and then `BODY.PEEK[TEXT]`, so the two halves
+/// it delivers must make up the opened message the proxy serves whole.
+fn fetchmail_delivers_the_opened_message_and_plain_mail_as_stored(w: &World) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("out dir");
+    // One file per message, numbered in the order delivered (fetchmail delivers one at a
+    // time, in UID order).
+    let deliver = dir.path().join("deliver.sh");
+    std::fs::write(
+        &deliver,
+        format!("n=$(ls {o} | wc -l)\ncat > {o}/$n.eml\n", o = out.display()),
+    )
+    .expect("deliver.sh");
+    let rc = dir.path().join("fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set no syslog\nset invisible\n\
+             poll 127.0.0.1 service {port} protocol IMAP auth password timeout 30\n\
+             \x20 user \"bob@example.org\" there with password \"{PASSWORD}\" is root here\n\
+             \x20 sslproto \"\" no rewrite no stripcr keep fetchall\n\
+             \x20 mda \"/bin/sh {deliver}\"\n",
+            port = w.port,
+            deliver = deliver.display()
+        ),
+    )
+    .expect("fetchmailrc");
+    // fetchmail refuses an rc file others can read (it holds the password).
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = Command::new("fetchmail")
+        .arg("-f")
+        .arg(&rc)
+        .args(["--verbose", "--nodetach"])
+        .env("FETCHMAILHOME", dir.path())
+        .output()
+        .expect("fetchmail (deploy/dev.sh installs it)");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "fetchmail failed: {log}");
+    let delivered = |n: usize| {
+        std::fs::read(out.join(format!("{n}.eml")))
+            .unwrap_or_else(|e| panic!("message {n} not delivered ({e}): {log}"))
+    };
+    assert_eq!(delivered(0), w.plain, "plain mail byte for byte: {log}");
+    let opened = delivered(1);
+    let text = String::from_utf8_lossy(&opened);
+    assert!(text.contains("IMAP-SECRET-4711"), "{text}");
+    assert!(!text.contains("BEGIN PGP MESSAGE"), "{text}");
+    assert!(text.contains("\r\nSubject: The real plan\r\n"), "{text}");
+    assert!(
+        text.contains("X-Sealpost-Verdict: signature=valid; encryption=decrypted"),
+        "{text}"
+    );
+    // The same bytes an IMAP client gets asking for the whole message.
+    let whole = decoded(&imaplib(
+        w.port,
+        "typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[])')\nout(data[0][1])\n",
+    ));
+    assert_eq!(
+        opened, whole[0],
+        "header and text make up the whole message"
+    );
+    let efail = String::from_utf8_lossy(&delivered(2)).into_owned();
+    assert!(efail.contains("encryption=nested-ignored"), "{efail}");
+    assert!(!efail.contains("IMAP-SECRET-4711"), "{efail}");
 }
 
 /// TLS towards the mail client, as for the SMTP listeners: STARTTLS (logins refused
