@@ -120,6 +120,7 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
     client.write_all(&greeting).await?;
 
     let mut state = State::new(MAX_LINE, s.max_message, starttls);
+    state.encrypt_appended = s.encrypt_appended;
     let (mut cbuf, mut ubuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
         tokio::select! {
@@ -143,10 +144,19 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                     let (to_upstream, to_client) = state.client_fragment(f);
                     upstream.write_all(&to_upstream).await.map_err(|e| Error::Upstream(target.clone(), e))?;
                     client.write_all(&to_client).await?;
+                    if let Some(e) = state.broken.take() {
+                        let bye = format!("* BYE the client sent {e}: the proxy cannot read on\r\n");
+                        client.write_all(bye.as_bytes()).await?;
+                        return Err(Error::ClientFrame(e));
+                    }
+                    if let Some(command) = state.append_ready.take() {
+                        let mut link = Link { client: &mut client, upstream: &mut upstream, ubuf: &mut ubuf, target: &target };
+                        append(proxy, &mut state, command, &mut link).await?;
+                    }
                     if std::mem::take(&mut state.upgrade) {
                         // Whatever the client sent after STARTTLS in the clear is dropped
                         // (the CVE-2011-0411 injection), and the session goes on in TLS.
-                        state.from_client = Framer::new(MAX_LINE, s.max_message);
+                        state.from_client = Framer::refusing(MAX_LINE, s.max_message);
                         let Some(acceptor) = &proxy.acceptor else {
                             return Ok(());
                         };
@@ -213,12 +223,26 @@ struct State {
     upgrade: bool,
     /// The client sent LOGOUT: the upstream closing is the end it asked for.
     logging_out: bool,
+    /// [`Settings::encrypt_appended`].
+    encrypt_appended: bool,
+    /// An APPEND held whole to be encrypted, so far.
+    append: Option<Vec<u8>>,
+    /// An APPEND taken whole: to encrypt and send upstream.
+    append_ready: Option<Vec<u8>>,
+    /// The tag of a command whose non-synchronising literal was over the limit: the rest
+    /// of it is dropped, then it is answered `NO`.
+    refused: Option<String>,
+    /// The largest literal taken from the client.
+    max_literal: usize,
+    /// A literal over the limit in a command partly sent upstream already: the two
+    /// streams cannot be kept in step any more.
+    broken: Option<super::frame::Error>,
 }
 
 impl State {
     fn new(max_line: usize, max_message: usize, starttls: bool) -> State {
         State {
-            from_client: Framer::new(max_line, max_message),
+            from_client: Framer::refusing(max_line, max_message),
             from_upstream: Framer::new(max_line, max_message),
             command: Vec::new(),
             in_command: false,
@@ -231,6 +255,12 @@ impl State {
             logging_out: false,
             mailbox: None,
             uidvalidity: None,
+            encrypt_appended: false,
+            append: None,
+            append_ready: None,
+            refused: None,
+            max_literal: max_message,
+            broken: None,
         }
     }
 
@@ -246,7 +276,39 @@ impl State {
 
     /// What a client fragment sends upstream, and what the proxy answers itself.
     fn client_fragment(&mut self, f: Fragment) -> (Vec<u8>, Vec<u8>) {
+        if let Fragment::TooLarge { bytes, literal } = f {
+            return (Vec::new(), self.too_large(&bytes, literal));
+        }
+        if let Some(tag) = self.refused.take() {
+            // The rest of a refused command: answered once the client sends no more of it
+            // (a synchronising literal waits for a go-ahead it does not get).
+            return match f {
+                Fragment::Line {
+                    literal: Some(l), ..
+                } if !l.sync => {
+                    self.refused = Some(tag);
+                    (Vec::new(), Vec::new())
+                }
+                Fragment::Literal(_) => {
+                    self.refused = Some(tag);
+                    (Vec::new(), Vec::new())
+                }
+                Fragment::Line { .. } | Fragment::TooLarge { .. } => {
+                    self.in_command = false;
+                    (Vec::new(), self.too_big(&tag))
+                }
+            };
+        }
+        let starts_append = matches!(&f, Fragment::Line { bytes, literal: Some(_) }
+            if self.encrypt_appended && !self.in_command && !self.awaiting_plain && super::append::is_append(bytes));
+        if starts_append {
+            self.append = Some(Vec::new());
+        }
+        if self.append.is_some() {
+            return (Vec::new(), self.append_fragment(f));
+        }
         match f {
+            Fragment::TooLarge { .. } => (Vec::new(), Vec::new()),
             Fragment::Line { bytes, literal } => {
                 if self.awaiting_plain && !self.in_command {
                     self.awaiting_plain = false;
@@ -272,6 +334,70 @@ impl State {
                 }
                 (data, Vec::new())
             }
+        }
+    }
+
+    /// A literal over the limit: the command is answered `NO [TOOBIG]` (now, or once the
+    /// rest of it is dropped), unless part of it went upstream already.
+    fn too_large(&mut self, line: &[u8], literal: super::frame::Literal) -> Vec<u8> {
+        let held = self.append.take();
+        if self.in_command && held.is_none() {
+            let len = u64::try_from(literal.len).unwrap_or(u64::MAX);
+            self.broken = Some(super::frame::Error::LiteralTooLarge(len, self.max_literal));
+            return Vec::new();
+        }
+        let first = held
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| line.to_vec());
+        let tag = String::from_utf8_lossy(first.split(|&b| b == b' ').next().unwrap_or_default())
+            .into_owned();
+        if literal.sync {
+            self.in_command = false;
+            self.too_big(&tag)
+        } else {
+            self.in_command = true;
+            self.refused = Some(tag);
+            Vec::new()
+        }
+    }
+
+    fn too_big(&self, tag: &str) -> Vec<u8> {
+        format!(
+            "{tag} NO [TOOBIG] larger than the proxy's limit of {} bytes\r\n",
+            self.max_literal
+        )
+        .into_bytes()
+    }
+
+    /// A fragment of an APPEND held whole; what the client is told (go on, or `NO`).
+    fn append_fragment(&mut self, f: Fragment) -> Vec<u8> {
+        let Some(held) = self.append.as_mut() else {
+            return Vec::new();
+        };
+        match f {
+            Fragment::Line { bytes, literal } => {
+                held.extend_from_slice(&bytes);
+                self.in_command = literal.is_some();
+                match literal {
+                    // The whole command is bounded as each of its literals is.
+                    Some(l)
+                        if held.len().saturating_add(l.len) > self.max_literal + KEPT_COMMAND =>
+                    {
+                        self.too_large(&[], l)
+                    }
+                    Some(l) if l.sync => b"+ go ahead\r\n".to_vec(),
+                    Some(_) => Vec::new(),
+                    None => {
+                        self.append_ready = self.append.take();
+                        Vec::new()
+                    }
+                }
+            }
+            Fragment::Literal(data) => {
+                held.extend_from_slice(&data);
+                Vec::new()
+            }
+            Fragment::TooLarge { .. } => Vec::new(),
         }
     }
 
@@ -346,6 +472,10 @@ impl State {
             Fragment::Literal(data) => {
                 self.response.extend_from_slice(&data);
                 return None;
+            }
+            // Only a client's framer refuses literals.
+            Fragment::TooLarge { bytes, .. } => {
+                self.response.extend_from_slice(&bytes);
             }
         }
         let response = std::mem::take(&mut self.response);
@@ -466,6 +596,103 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
             fetched.as_sent(wanted)
         }
     }
+}
+
+/// The two connections, for an exchange the proxy leads itself.
+struct Link<'a> {
+    client: &'a mut Box<dyn Stream>,
+    upstream: &'a mut Box<dyn Stream>,
+    ubuf: &'a mut [u8],
+    target: &'a str,
+}
+
+/// An APPEND held whole: its message encrypted ([`super::append::seal`]) and the command
+/// sent upstream, each synchronising literal after the upstream's continuation request.
+/// The client is answered `NO` when it cannot be encrypted, and gets the upstream's
+/// completion otherwise (through the main loop, as any response).
+async fn append(
+    proxy: &Proxy,
+    state: &mut State,
+    command: Vec<u8>,
+    link: &mut Link<'_>,
+) -> Result<(), Error> {
+    let tag = String::from_utf8_lossy(command.split(|&b| b == b' ').next().unwrap_or_default())
+        .into_owned();
+    let address = state.address(&proxy.settings);
+    let keyring = proxy.keyring.clone();
+    let sealed = tokio::task::spawn_blocking(move || {
+        super::append::seal(&command, address.as_deref(), &keyring, SystemTime::now())
+    })
+    .await;
+    let chunks = match sealed {
+        Ok(Ok(chunks)) => chunks,
+        Ok(Err(refusal)) => {
+            tracing::warn!(reason = %refusal, "an APPEND was refused: it could not be encrypted");
+            let no = format!("{tag} NO {refusal}\r\n");
+            link.client.write_all(no.as_bytes()).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "encrypting an APPENDed message failed");
+            let no = format!("{tag} NO [SERVERBUG] encrypting the message failed\r\n");
+            link.client.write_all(no.as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    let target = link.target.to_string();
+    let up = |e| Error::Upstream(target.clone(), e);
+    let mut chunks = chunks.into_iter();
+    if let Some(first) = chunks.next() {
+        link.upstream.write_all(&first).await.map_err(up)?;
+    }
+    let mut next = chunks.next();
+    let done = format!("{tag} ");
+    while next.is_some() {
+        let n = link.upstream.read(link.ubuf).await.map_err(up)?;
+        if n == 0 {
+            // The main loop finds the connection closed and tells the client.
+            return Ok(());
+        }
+        state
+            .from_upstream
+            .push(link.ubuf.get(..n).unwrap_or_default());
+        let mut out = Vec::new();
+        loop {
+            let f = match state.from_upstream.fragment() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    out.extend_from_slice(
+                        format!("* BYE the upstream IMAP server sent {e}\r\n").as_bytes(),
+                    );
+                    link.client.write_all(&out).await?;
+                    return Err(Error::UpstreamFrame(e));
+                }
+            };
+            let Some(response) = state.upstream_fragment(f) else {
+                continue;
+            };
+            if response.starts_with(b"+") {
+                // The go-ahead for the proxy's own literal: the client never asked.
+                if let Some(chunk) = next.take() {
+                    link.upstream.write_all(&chunk).await.map_err(up)?;
+                    next = chunks.next();
+                }
+                continue;
+            }
+            if response.starts_with(done.as_bytes()) {
+                // Refused before its message was sent: the client hears why.
+                next = None;
+                out.extend_from_slice(&response);
+                continue;
+            }
+            out.extend_from_slice(&answer(proxy, state, response).await);
+        }
+        if !out.is_empty() {
+            link.client.write_all(&out).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The UIDVALIDITY an `* OK [UIDVALIDITY n]` response gives.
@@ -603,6 +830,7 @@ mod tests {
                 max_message: 1 << 20,
                 tls: ListenerTls::None,
                 certificate: None,
+                encrypt_appended: false,
             },
             acceptor: None,
             cache: crate::imap::cache::Cache::new(1 << 20),
@@ -661,6 +889,36 @@ mod tests {
             t.ends_with("* BYE the upstream IMAP server closed the connection\r\n"),
             "{t}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_literal_over_the_limit_is_refused_and_the_session_goes_on() {
+        let big = format!("{}\r\n", "x".repeat((1 << 20) + 1));
+        let t = through(
+            b"",
+            &[
+                "a APPEND INBOX {2000000}\r\n",
+                "b NOOP\r\n",
+                "c APPEND INBOX {1048577+}\r\n",
+                &big,
+                "d LOGOUT\r\n",
+            ],
+            false,
+        )
+        .await;
+        assert!(
+            t.contains(
+                "a NO [TOOBIG] larger than the proxy's limit of 1048576 bytes\r\nb OK done\r\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "c NO [TOOBIG] larger than the proxy's limit of 1048576 bytes\r\nd OK done\r\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("a OK") && !t.contains("c OK"), "{t}");
     }
 
     #[test]
