@@ -119,6 +119,76 @@ impl Wanted {
     }
 }
 
+impl Wanted {
+    /// Whether the client asked for whole messages (and perhaps their UIDs) without
+    /// setting `\Seen`: then the upstream can be asked for the UIDs alone first
+    /// ([`uids_only`]), and only the messages not in the cache fetched whole.
+    pub fn peeks_whole_only(&self) -> bool {
+        self.whole_only()
+            && self.items.iter().all(|i| match i {
+                MessageDataItemName::BodyExt { peek, .. } => *peek,
+                _ => true,
+            })
+    }
+}
+
+/// The same FETCH (or UID FETCH) command, asking for the UIDs alone.
+pub fn uids_only(line: &[u8]) -> Option<Vec<u8>> {
+    let (_, command) = CommandCodec::default().decode(line).ok()?;
+    let Command { tag, body } = command;
+    let CommandBody::Fetch {
+        sequence_set, uid, ..
+    } = body
+    else {
+        return None;
+    };
+    let command = Command {
+        tag,
+        body: CommandBody::Fetch {
+            sequence_set,
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
+                MessageDataItemName::Uid,
+            ]),
+            uid,
+        },
+    };
+    Some(CommandCodec::default().encode(&command).dump())
+}
+
+/// The FETCH of whole messages by UID that the proxy sends itself, under `tag`, for the
+/// messages a [`uids_only`] command found not in the cache.
+pub fn whole_by_uid(tag: &str, uids: &[u32]) -> Vec<u8> {
+    let mut uids = uids.to_vec();
+    uids.sort_unstable();
+    uids.dedup();
+    let mut set = String::new();
+    let mut i = 0;
+    while let Some(&first) = uids.get(i) {
+        let mut last = first;
+        while uids.get(i + 1) == Some(&last.saturating_add(1)) {
+            i += 1;
+            last += 1;
+        }
+        if !set.is_empty() {
+            set.push(',');
+        }
+        if first == last {
+            set.push_str(&first.to_string());
+        } else {
+            set.push_str(&format!("{first}:{last}"));
+        }
+        i += 1;
+    }
+    format!("{tag} UID FETCH {set} (UID BODY.PEEK[])\r\n").into_bytes()
+}
+
+/// A FETCH response of the shape `* SEQ FETCH (UID UID)`: its sequence number and UID.
+pub fn uid_response(response: &[u8]) -> Option<(u32, u32)> {
+    let line = std::str::from_utf8(response.strip_suffix(b")\r\n")?).ok()?;
+    let (seq, uid) = line.strip_prefix("* ")?.split_once(" FETCH (UID ")?;
+    Some((seq.parse().ok()?, uid.parse().ok()?))
+}
+
 /// A FETCH response of the shape `* SEQ FETCH (UID UID BODY[] {N}` + N bytes + `)`,
 /// read without the codec: its sequence number and UID.
 pub fn whole_message_response(response: &[u8]) -> Option<(u32, u32)> {
@@ -135,12 +205,15 @@ pub fn whole_message_response(response: &[u8]) -> Option<(u32, u32)> {
     Some((seq.parse().ok()?, uid.parse().ok()?))
 }
 
-/// The answer to a FETCH of the whole message (and its UID) with `served` in it.
-pub fn whole_message_answer(seq: u32, uid: u32, served: &[u8]) -> Vec<u8> {
-    let mut out = format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", served.len()).into_bytes();
+/// The answer to a FETCH of the whole message (and its UID) with `served` in it, written
+/// to `out`.
+pub fn whole_message_answer(out: &mut Vec<u8>, seq: u32, uid: u32, served: &[u8]) {
+    out.reserve(served.len() + 48);
+    out.extend_from_slice(
+        format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", served.len()).as_bytes(),
+    );
     out.extend_from_slice(served);
     out.extend_from_slice(b")\r\n");
-    out
 }
 
 /// Whether an item shows a message's content (or its size, which the content decides).
@@ -517,7 +590,8 @@ mod tests {
             whole_message_response(b"* 3 FETCH (FLAGS () UID 9 BODY[] {5}\r\nabcde)\r\n"),
             None
         );
-        let answer = whole_message_answer(3, 9, b"Subject: x\r\n\r\nhi\r\n");
+        let mut answer = Vec::new();
+        whole_message_answer(&mut answer, 3, 9, b"Subject: x\r\n\r\nhi\r\n");
         let parsed = Fetched::parse(&answer).unwrap();
         assert_eq!(parsed.uid(), Some(9));
         assert_eq!(parsed.message(), Some(&b"Subject: x\r\n\r\nhi\r\n"[..]));
@@ -525,6 +599,32 @@ mod tests {
         assert!(w.whole_only());
         let (_, _, w) = rewrite(b"a UID FETCH 1:* (FLAGS BODY.PEEK[])\r\n").unwrap();
         assert!(!w.whole_only());
+        let (_, _, w) = rewrite(b"a FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
+        assert!(w.peeks_whole_only());
+        let (_, _, w) = rewrite(b"a FETCH 1:* (BODY[])\r\n").unwrap();
+        assert!(
+            !w.peeks_whole_only(),
+            "BODY[] sets \\Seen: the upstream must see it"
+        );
+    }
+
+    #[test]
+    fn cached_messages_are_asked_for_by_uid_only() {
+        assert_eq!(
+            uids_only(b"a7 UID FETCH 1:* (BODY.PEEK[])\r\n").unwrap(),
+            b"a7 UID FETCH 1:* UID\r\n"
+        );
+        assert_eq!(
+            uids_only(b"a8 FETCH 2,4:6 (UID BODY.PEEK[])\r\n").unwrap(),
+            b"a8 FETCH 2,4:6 UID\r\n"
+        );
+        assert_eq!(uid_response(b"* 3 FETCH (UID 17)\r\n"), Some((3, 17)));
+        assert_eq!(uid_response(b"* 3 FETCH (UID 17 FLAGS (\\Seen))\r\n"), None);
+        assert_eq!(uid_response(b"* 3 EXPUNGE\r\n"), None);
+        assert_eq!(
+            whole_by_uid("t", &[9, 3, 4, 5, 7, 3]),
+            b"t UID FETCH 3:5,7,9 (UID BODY.PEEK[])\r\n"
+        );
     }
 
     #[test]

@@ -188,15 +188,29 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                         }
                     };
                     if let Some(response) = state.upstream_fragment(f) {
-                        out.extend_from_slice(&answer(proxy, &state, response).await);
+                        answer(proxy, &mut state, response, &mut out).await;
                     }
                 }
                 if !out.is_empty() {
                     client.write_all(&out).await?;
                 }
+                if !state.to_upstream.is_empty() {
+                    let own = std::mem::take(&mut state.to_upstream);
+                    upstream.write_all(&own).await.map_err(|e| Error::Upstream(target.clone(), e))?;
+                }
             }
         }
     }
+}
+
+/// A client's FETCH of whole messages, sent upstream for the UIDs alone: the messages in
+/// the cache are answered from it, and those that are not are fetched whole afterwards.
+/// UIDs, never sequence numbers, name cached messages, so an EXPUNGE in between cannot
+/// make the proxy serve another message.
+struct Probe {
+    wanted: Wanted,
+    /// The UIDs not in the cache.
+    missing: Vec<u32>,
 }
 
 /// The connection's state between fragments.
@@ -208,6 +222,13 @@ struct State {
     in_command: bool,
     /// FETCH commands in flight, by tag.
     fetches: HashMap<String, Wanted>,
+    /// FETCHes of whole messages sent upstream for the UIDs alone, by tag.
+    probes: HashMap<String, Probe>,
+    /// The client's completion of a probe, held back until the proxy's own FETCH of the
+    /// messages not in the cache (by that FETCH's tag) completes.
+    held: HashMap<String, Vec<u8>>,
+    /// Commands of the proxy's own, to send upstream.
+    to_upstream: Vec<u8>,
     /// The login name, once seen.
     login: Option<String>,
     /// `AUTHENTICATE PLAIN` without an initial response: the next line is it.
@@ -247,6 +268,9 @@ impl State {
             command: Vec::new(),
             in_command: false,
             fetches: HashMap::new(),
+            probes: HashMap::new(),
+            held: HashMap::new(),
+            to_upstream: Vec::new(),
             login: None,
             awaiting_plain: false,
             response: Vec::new(),
@@ -404,6 +428,16 @@ impl State {
     /// A whole command line without literals.
     fn command_line(&mut self, line: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
         if let Some((rewritten, tag, wanted)) = fetch::rewrite(&line) {
+            // One FETCH at a time is probed, so that the UIDs that come back are its own.
+            let probe = wanted.peeks_whole_only()
+                && self.fetches.is_empty()
+                && self.probes.is_empty()
+                && self.cache_key(0).is_some();
+            if let Some(uids) = probe.then(|| fetch::uids_only(&line)).flatten() {
+                let missing = Vec::new();
+                self.probes.insert(tag, Probe { wanted, missing });
+                return (uids, Vec::new());
+            }
             self.fetches.insert(tag, wanted);
             return (rewritten, Vec::new());
         }
@@ -485,7 +519,25 @@ impl State {
         // A tagged completion ends its FETCH.
         if !response.starts_with(b"* ") && !response.starts_with(b"+") {
             if let Some(tag) = response.split(|&b| b == b' ').next() {
-                self.fetches.remove(String::from_utf8_lossy(tag).as_ref());
+                let tag = String::from_utf8_lossy(tag).into_owned();
+                self.fetches.remove(&tag);
+                if let Some(held) = self.held.remove(&tag) {
+                    // The proxy's own FETCH is done: the client's completes.
+                    return Some(held);
+                }
+                if let Some(probe) = self.probes.remove(&tag) {
+                    let ok = response
+                        .get(tag.len() + 1..tag.len() + 3)
+                        .is_some_and(|w| w.eq_ignore_ascii_case(b"OK"));
+                    if ok && !probe.missing.is_empty() {
+                        let own = format!("{tag}-sealpost");
+                        self.to_upstream
+                            .extend_from_slice(&fetch::whole_by_uid(&own, &probe.missing));
+                        self.fetches.insert(own.clone(), probe.wanted);
+                        self.held.insert(own, response);
+                        return None;
+                    }
+                }
             }
         }
         Some(response)
@@ -501,22 +553,41 @@ impl State {
     }
 }
 
-/// What the client gets for one upstream response.
-async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
+/// What the client gets for one upstream response, written to `out`.
+async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut Vec<u8>) {
     if let Some(filtered) = capability::filter(&response) {
         if state.tls_pending {
-            return capability::before_tls(&filtered);
+            out.extend_from_slice(&capability::before_tls(&filtered));
+        } else {
+            out.extend_from_slice(&filtered);
         }
-        return filtered;
+        return;
+    }
+    if !response.starts_with(b"* ") || !is_fetch(&response) {
+        out.extend_from_slice(&response);
+        return;
+    }
+    // The UID of a message a client asked for whole, fetched for the UID alone: answered
+    // from the cache, or noted to be fetched whole once this FETCH completes.
+    if let Some((seq, uid)) = fetch::uid_response(&response) {
+        if !state.probes.is_empty() {
+            let hit = state.cache_key(uid).and_then(|k| proxy.cache.get(&k));
+            if let Some(Entry::Opened(served)) = hit.as_deref() {
+                fetch::whole_message_answer(out, seq, uid, served);
+                return;
+            }
+            if let Some(probe) = state.probes.values_mut().next() {
+                probe.missing.push(uid);
+            }
+            return;
+        }
     }
     // Untagged FETCH data while a content FETCH is in flight. With several in flight the
     // last one's items are taken (clients wait for each before the next).
     let Some(wanted) = state.fetches.values().last() else {
-        return response;
+        out.extend_from_slice(&response);
+        return;
     };
-    if !response.starts_with(b"* ") || !is_fetch(&response) {
-        return response;
-    }
     // The common case of a client downloading messages it has seen before: answered
     // from the cache without reading the upstream's copy through the codec.
     if wanted.whole_only() {
@@ -525,13 +596,24 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
         {
             match proxy.cache.get(&key).as_deref() {
                 Some(Entry::Opened(served)) => {
-                    return fetch::whole_message_answer(seq, uid, served)
+                    fetch::whole_message_answer(out, seq, uid, served);
+                    return;
                 }
-                Some(Entry::Plain) => return response,
+                Some(Entry::Plain) => {
+                    out.extend_from_slice(&response);
+                    return;
+                }
                 None => {}
             }
         }
     }
+    let answered = opened(proxy, state, wanted, response).await;
+    out.extend_from_slice(&answered);
+}
+
+/// The answer to a FETCH response with content: from the opened message when it is
+/// protected (opened now, or found in the cache), as the upstream sent it otherwise.
+async fn opened(proxy: &Proxy, state: &State, wanted: &Wanted, response: Vec<u8>) -> Vec<u8> {
     let Some(fetched) = Fetched::parse(&response) else {
         return response;
     };
@@ -686,10 +768,14 @@ async fn append(
                 out.extend_from_slice(&response);
                 continue;
             }
-            out.extend_from_slice(&answer(proxy, state, response).await);
+            answer(proxy, state, response, &mut out).await;
         }
         if !out.is_empty() {
             link.client.write_all(&out).await?;
+        }
+        if !state.to_upstream.is_empty() {
+            let own = std::mem::take(&mut state.to_upstream);
+            link.upstream.write_all(&own).await.map_err(up)?;
         }
     }
     Ok(())

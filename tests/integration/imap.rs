@@ -274,6 +274,7 @@ fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
     only_what_the_proxy_handles_is_advertised_and_flags_pass(&w);
     fetchmail_delivers_the_opened_message_and_plain_mail_as_stored(&w);
     appended_copies_reach_the_provider_encrypted_to_bob_s_own_key(&w);
+    after_an_expunge_a_sequence_number_gets_the_message_it_now_names(&w);
 }
 
 fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: &World) {
@@ -493,6 +494,54 @@ fn appended_copies_reach_the_provider_encrypted_to_bob_s_own_key(w: &World) {
         through.contains("X-Sealpost-Verdict: signature=valid; encryption=decrypted"),
         "{through}"
     );
+}
+
+/// A message fetched whole a second time comes from the cache, found by its UID: once an
+/// EXPUNGE renumbers the mailbox, sequence number 1 is the message that is first now, not
+/// the one cached as number 1 before. (Sent holds Bob's sent copy, then Alice's message.)
+fn after_an_expunge_a_sequence_number_gets_the_message_it_now_names(w: &World) {
+    let got = imaplib_raw(
+        w.port,
+        &format!(
+            "IMAP.select('Sent')\n\
+             typ, data = IMAP.fetch('1:2', '(BODY.PEEK[])')\n\
+             for d in data:\n\
+             \x20   if isinstance(d, tuple):\n\
+             \x20       out(d[0]); out(d[1])\n\
+             D = imaplib.IMAP4('127.0.0.1', {dovecot})\n\
+             D.login('bob@example.org', '{PASSWORD}')\n\
+             D.select('Sent')\n\
+             D.store('1', '+FLAGS', '(\\\\Deleted)')\n\
+             D.expunge()\n\
+             D.logout()\n\
+             IMAP.noop()\n\
+             typ, data = IMAP.fetch('1', '(BODY.PEEK[])')\n\
+             out(data[0][0]); out(data[0][1])\n",
+            dovecot = w._dovecot.port
+        ),
+    );
+    let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+    let before: Vec<(String, String)> = got[..4]
+        .chunks(2)
+        .map(|p| (text(&p[0]), text(&p[1])))
+        .collect();
+    let first = before
+        .iter()
+        .find(|(m, _)| m.starts_with("1 "))
+        .expect("message 1");
+    let second = before
+        .iter()
+        .find(|(m, _)| m.starts_with("2 "))
+        .expect("message 2");
+    assert!(first.1.contains("APPEND-SECRET-0815"), "{first:?}");
+    assert!(second.1.contains("IMAP-SECRET-4711"), "{second:?}");
+    let (meta, now_first) = (text(&got[4]), text(&got[5]));
+    assert!(meta.starts_with("1 (UID 2 "), "{meta}");
+    assert!(
+        now_first.contains("IMAP-SECRET-4711"),
+        "{meta}\n{now_first}"
+    );
+    assert!(!now_first.contains("APPEND-SECRET-0815"), "{now_first}");
 }
 
 /// A second real client: fetchmail polls the proxy once (no TLS on loopback, messages
