@@ -155,13 +155,17 @@ pub fn uids_only(line: &[u8]) -> Option<Vec<u8>> {
     Some(CommandCodec::default().encode(&command).dump())
 }
 
-/// The FETCH of whole messages by UID that the proxy sends itself, under `tag`, for the
-/// messages a [`uids_only`] command found not in the cache.
-pub fn whole_by_uid(tag: &str, uids: &[u32]) -> Vec<u8> {
+/// UID ranges in one FETCH of the proxy's own: its line stays far below the 8 KiB that
+/// RFC 7162 §4 asks servers to take at least.
+const RANGES_PER_FETCH: usize = 500;
+
+/// The FETCHes of whole messages by UID that the proxy sends itself for the messages a
+/// [`uids_only`] command found not in the cache, each with its tag (`tag-sealpost-N`).
+pub fn whole_by_uid(tag: &str, uids: &[u32]) -> Vec<(String, Vec<u8>)> {
     let mut uids = uids.to_vec();
     uids.sort_unstable();
     uids.dedup();
-    let mut set = String::new();
+    let mut ranges = Vec::new();
     let mut i = 0;
     while let Some(&first) = uids.get(i) {
         let mut last = first;
@@ -169,17 +173,22 @@ pub fn whole_by_uid(tag: &str, uids: &[u32]) -> Vec<u8> {
             i += 1;
             last += 1;
         }
-        if !set.is_empty() {
-            set.push(',');
-        }
-        if first == last {
-            set.push_str(&first.to_string());
+        ranges.push(if first == last {
+            first.to_string()
         } else {
-            set.push_str(&format!("{first}:{last}"));
-        }
+            format!("{first}:{last}")
+        });
         i += 1;
     }
-    format!("{tag} UID FETCH {set} (UID BODY.PEEK[])\r\n").into_bytes()
+    ranges
+        .chunks(RANGES_PER_FETCH)
+        .enumerate()
+        .map(|(n, set)| {
+            let own = format!("{tag}-sealpost-{n}");
+            let line = format!("{own} UID FETCH {} (UID BODY.PEEK[])\r\n", set.join(","));
+            (own, line.into_bytes())
+        })
+        .collect()
 }
 
 /// A FETCH response of the shape `* SEQ FETCH (UID UID)`: its sequence number and UID.
@@ -623,8 +632,18 @@ mod tests {
         assert_eq!(uid_response(b"* 3 EXPUNGE\r\n"), None);
         assert_eq!(
             whole_by_uid("t", &[9, 3, 4, 5, 7, 3]),
-            b"t UID FETCH 3:5,7,9 (UID BODY.PEEK[])\r\n"
+            [(
+                "t-sealpost-0".to_string(),
+                b"t-sealpost-0 UID FETCH 3:5,7,9 (UID BODY.PEEK[])\r\n".to_vec()
+            )]
         );
+        let scattered: Vec<u32> = (0..1200).map(|n| n * 2).collect();
+        let commands = whole_by_uid("t", &scattered);
+        assert_eq!(commands.len(), 3);
+        assert!(commands.iter().all(|(_, l)| l.len() < 8192));
+        assert!(commands[2]
+            .1
+            .starts_with(b"t-sealpost-2 UID FETCH 2000,2002,"));
     }
 
     #[test]

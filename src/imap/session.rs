@@ -213,6 +213,15 @@ struct Probe {
     missing: Vec<u32>,
 }
 
+/// A client's completion waiting for the proxy's own FETCHes.
+struct Held {
+    completion: Vec<u8>,
+    /// Own FETCHes not completed yet.
+    waiting: usize,
+    /// The upstream's completion of an own FETCH that failed.
+    failed: Option<String>,
+}
+
 /// The connection's state between fragments.
 struct State {
     from_client: Framer,
@@ -224,9 +233,11 @@ struct State {
     fetches: HashMap<String, Wanted>,
     /// FETCHes of whole messages sent upstream for the UIDs alone, by tag.
     probes: HashMap<String, Probe>,
-    /// The client's completion of a probe, held back until the proxy's own FETCH of the
-    /// messages not in the cache (by that FETCH's tag) completes.
-    held: HashMap<String, Vec<u8>>,
+    /// The client's completion of a probe, held back until the proxy's own FETCHes of the
+    /// messages not in the cache complete (by the client's tag).
+    held: HashMap<String, Held>,
+    /// The proxy's own FETCHes in flight: the client's tag each belongs to.
+    own: HashMap<String, String>,
     /// Commands of the proxy's own, to send upstream.
     to_upstream: Vec<u8>,
     /// The login name, once seen.
@@ -270,6 +281,7 @@ impl State {
             fetches: HashMap::new(),
             probes: HashMap::new(),
             held: HashMap::new(),
+            own: HashMap::new(),
             to_upstream: Vec::new(),
             login: None,
             awaiting_plain: false,
@@ -521,26 +533,59 @@ impl State {
             if let Some(tag) = response.split(|&b| b == b' ').next() {
                 let tag = String::from_utf8_lossy(tag).into_owned();
                 self.fetches.remove(&tag);
-                if let Some(held) = self.held.remove(&tag) {
-                    // The proxy's own FETCH is done: the client's completes.
-                    return Some(held);
+                let ok = response
+                    .get(tag.len() + 1..tag.len() + 3)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"OK"));
+                if let Some(client_tag) = self.own.remove(&tag) {
+                    return self.own_done(&client_tag, ok, &response);
                 }
                 if let Some(probe) = self.probes.remove(&tag) {
-                    let ok = response
-                        .get(tag.len() + 1..tag.len() + 3)
-                        .is_some_and(|w| w.eq_ignore_ascii_case(b"OK"));
                     if ok && !probe.missing.is_empty() {
-                        let own = format!("{tag}-sealpost");
-                        self.to_upstream
-                            .extend_from_slice(&fetch::whole_by_uid(&own, &probe.missing));
-                        self.fetches.insert(own.clone(), probe.wanted);
-                        self.held.insert(own, response);
+                        let commands = fetch::whole_by_uid(&tag, &probe.missing);
+                        for (own, command) in &commands {
+                            self.to_upstream.extend_from_slice(command);
+                            self.fetches.insert(own.clone(), probe.wanted.clone());
+                            self.own.insert(own.clone(), tag.clone());
+                        }
+                        let held = Held {
+                            completion: response,
+                            waiting: commands.len(),
+                            failed: None,
+                        };
+                        self.held.insert(tag, held);
                         return None;
                     }
                 }
             }
         }
         Some(response)
+    }
+
+    /// One of the proxy's own FETCHes for `client_tag` completed; the client's completion
+    /// once they all have: as the upstream gave it, or `NO` when one of them failed (some
+    /// messages asked for were not sent).
+    fn own_done(&mut self, client_tag: &str, ok: bool, response: &[u8]) -> Option<Vec<u8>> {
+        let held = self.held.get_mut(client_tag)?;
+        held.waiting = held.waiting.saturating_sub(1);
+        if !ok {
+            held.failed = Some(String::from_utf8_lossy(response).trim_end().to_string());
+        }
+        if held.waiting > 0 {
+            return None;
+        }
+        let held = self.held.remove(client_tag)?;
+        match held.failed {
+            None => Some(held.completion),
+            Some(why) => {
+                tracing::warn!(upstream = %why, "fetching messages not in the cache failed");
+                Some(
+                    format!(
+                        "{client_tag} NO the upstream did not send every message asked for\r\n"
+                    )
+                    .into_bytes(),
+                )
+            }
+        }
     }
 
     /// The address whose keys open mail: the login name when it is one.
