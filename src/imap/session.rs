@@ -927,12 +927,15 @@ mod tests {
     use tokio::io::AsyncBufReadExt;
 
     /// A proxy in front of a scripted upstream that answers every command with `reply`
-    /// (after its greeting), and a client's transcript of `commands` through it.
+    /// (after its greeting), and a client's transcript of `commands` (sent 30 ms apart)
+    /// through it.
     async fn through(reply: &'static [u8], commands: &[&str], close: bool) -> String {
         let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up_port = up.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (mut s, _) = up.accept().await.unwrap();
+            // Its answers come at once, not after the client's delayed ACK.
+            s.set_nodelay(true).unwrap();
             s.write_all(b"* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE] ready\r\n")
                 .await
                 .unwrap();
@@ -979,6 +982,9 @@ mod tests {
         let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         for cmd in commands {
             c.write_all(cmd.as_bytes()).await.unwrap();
+            // As a client that waits for each answer: the proxy learns the selected
+            // mailbox's UIDVALIDITY before the next command.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
         let mut out = Vec::new();
         let _ =
@@ -1020,6 +1026,34 @@ mod tests {
             t.ends_with("* BYE the upstream IMAP server closed the connection\r\n"),
             "{t}"
         );
+    }
+
+    #[tokio::test]
+    async fn whole_messages_not_in_the_cache_are_fetched_by_the_proxy_before_the_client_s_ok() {
+        // Every command gets this answer: the UIDVALIDITY for SELECT, and message 1 as
+        // UID 5 for the FETCH of UIDs (then as the whole message, without content here).
+        let t = through(
+            b"* OK [UIDVALIDITY 7] x\r\n* 1 FETCH (UID 5)\r\n",
+            &[
+                "a LOGIN bob@example.org pw\r\n",
+                "b SELECT INBOX\r\n",
+                "c FETCH 1 (BODY.PEEK[])\r\n",
+                "d LOGOUT\r\n",
+            ],
+            false,
+        )
+        .await;
+        // The client's completion comes after the proxy's own FETCH, and only once.
+        assert!(
+            t.ends_with("* 1 FETCH (UID 5)\r\nc OK done\r\n* OK [UIDVALIDITY 7] x\r\n* 1 FETCH (UID 5)\r\nd OK done\r\n"),
+            "{t}"
+        );
+        assert_eq!(t.matches("c OK").count(), 1, "{t}");
+        // Two commands upstream for c (UIDs, then the message), one each for the others;
+        // the UID alone of the first is not passed on.
+        assert_eq!(t.matches("[UIDVALIDITY 7]").count(), 5, "{t}");
+        assert_eq!(t.matches("* 1 FETCH (UID 5)").count(), 4, "{t}");
+        assert!(!t.contains("sealpost"), "{t}");
     }
 
     #[tokio::test]
