@@ -90,6 +90,12 @@ impl Framer {
         self.buf.extend_from_slice(data);
     }
 
+    /// The literal announced last is not to come: the peer was refused the go-ahead for a
+    /// synchronising literal, so what it sends next is a new line.
+    pub fn cancel_literal(&mut self) {
+        self.literal = None;
+    }
+
     /// Whether bytes wait that make no whole fragment yet.
     pub fn is_empty(&self) -> bool {
         self.start >= self.buf.len()

@@ -388,6 +388,9 @@ impl State {
         let tag = String::from_utf8_lossy(first.split(|&b| b == b' ').next().unwrap_or_default())
             .into_owned();
         if literal.sync {
+            // Announced within the limit of one literal but over that of the command: the
+            // framer waits for it, and it never comes.
+            self.from_client.cancel_literal();
             self.in_command = false;
             self.too_big(&tag)
         } else {
@@ -1084,6 +1087,50 @@ mod tests {
             "{t}"
         );
         assert!(!t.contains("a OK") && !t.contains("c OK"), "{t}");
+    }
+
+    /// What the proxy sends upstream and answers itself for `input` from the client.
+    fn feed(s: &mut State, input: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        s.from_client.push(input);
+        let (mut up, mut back) = (Vec::new(), Vec::new());
+        while let Some(f) = s.from_client.fragment().unwrap() {
+            let (u, b) = s.client_fragment(f);
+            up.extend(u);
+            back.extend(b);
+        }
+        (up, back)
+    }
+
+    #[test]
+    fn an_append_to_encrypt_is_taken_whole_and_bounded() {
+        let mut s = State::new(1024, 100, false);
+        s.encrypt_appended = true;
+        // The proxy asks for the message itself and sends nothing upstream yet.
+        let (up, back) = feed(&mut s, b"a APPEND Sent {5}\r\n");
+        assert!(up.is_empty());
+        assert_eq!(back, b"+ go ahead\r\n");
+        let (up, back) = feed(&mut s, b"hello\r\n");
+        assert!(up.is_empty() && back.is_empty());
+        assert_eq!(
+            s.append_ready.take().unwrap(),
+            b"a APPEND Sent {5}\r\nhello\r\n"
+        );
+        // Each literal within the limit, the command over it: refused, and the next line
+        // is a command again.
+        let mut s = State::new(1024, 70_000, false);
+        s.encrypt_appended = true;
+        let (_, back) = feed(&mut s, b"b APPEND {69000}\r\n");
+        assert_eq!(back, b"+ go ahead\r\n");
+        let mailbox = "m".repeat(69_000);
+        let (up, back) = feed(&mut s, format!("{mailbox} {{69000}}\r\n").as_bytes());
+        assert!(up.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&back),
+            "b NO [TOOBIG] larger than the proxy's limit of 70000 bytes\r\n"
+        );
+        let (up, _) = feed(&mut s, b"c NOOP\r\n");
+        assert_eq!(up, b"c NOOP\r\n");
+        assert!(s.append.is_none() && s.append_ready.is_none());
     }
 
     #[test]
