@@ -214,16 +214,14 @@ pub fn whole_message_response(response: &[u8]) -> Option<(u32, u32)> {
     Some((seq.parse().ok()?, uid.parse().ok()?))
 }
 
-/// The answer to a FETCH of the whole message (and its UID) with `served` in it, written
-/// to `out`.
-pub fn whole_message_answer(out: &mut Vec<u8>, seq: u32, uid: u32, served: &[u8]) {
-    out.reserve(served.len() + 48);
-    out.extend_from_slice(
-        format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", served.len()).as_bytes(),
-    );
-    out.extend_from_slice(served);
-    out.extend_from_slice(b")\r\n");
+/// What comes before a message of `len` bytes in the answer to a FETCH of the whole
+/// message (and its UID); [`WHOLE_MESSAGE_END`] comes after it.
+pub fn whole_message_head(seq: u32, uid: u32, len: usize) -> Vec<u8> {
+    format!("* {seq} FETCH (UID {uid} BODY[] {{{len}}}\r\n").into_bytes()
 }
+
+/// The end of the answer [`whole_message_head`] begins.
+pub const WHOLE_MESSAGE_END: &[u8] = b")\r\n";
 
 /// Whether an item shows a message's content (or its size, which the content decides).
 fn is_content(i: &MessageDataItemName<'_>) -> bool {
@@ -599,8 +597,13 @@ mod tests {
             whole_message_response(b"* 3 FETCH (FLAGS () UID 9 BODY[] {5}\r\nabcde)\r\n"),
             None
         );
-        let mut answer = Vec::new();
-        whole_message_answer(&mut answer, 3, 9, b"Subject: x\r\n\r\nhi\r\n");
+        let served = b"Subject: x\r\n\r\nhi\r\n";
+        let answer = [
+            &whole_message_head(3, 9, served.len())[..],
+            served,
+            WHOLE_MESSAGE_END,
+        ]
+        .concat();
         let parsed = Fetched::parse(&answer).unwrap();
         assert_eq!(parsed.uid(), Some(9));
         assert_eq!(parsed.message(), Some(&b"Subject: x\r\n\r\nhi\r\n"[..]));

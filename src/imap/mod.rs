@@ -10,6 +10,7 @@
 //! - [`structure`]: the opened message's BODYSTRUCTURE and numbered parts;
 //! - [`append`]: APPENDed copies encrypted to the user's own keys, when asked for;
 //! - [`cache`]: opened messages kept in memory for the next fetch;
+//! - [`outbox`]: answers on their way to the client, cached messages written uncopied;
 //! - [`session`]: one client connection and its upstream connection.
 
 pub mod append;
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod capability;
 pub mod fetch;
 pub mod frame;
+pub mod outbox;
 pub mod session;
 pub mod structure;
 

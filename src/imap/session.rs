@@ -31,10 +31,15 @@ use crate::wipe::Buf;
 use super::cache::{Entry, Key};
 use super::fetch::{self, Fetched, Wanted};
 use super::frame::{Fragment, Framer};
+use super::outbox::Outbox;
 use super::{capability, ListenerTls, Settings, UpstreamTls};
 
 /// Longest command or response line taken (a SEARCH response lists many numbers).
 const MAX_LINE: usize = 8 << 20;
+/// Answers gathered before they are written to the client: one upstream read can answer
+/// a thousand cached messages (their UIDs are small), and the client reads the first
+/// while the proxy writes the next.
+const FLUSH: usize = 64 << 10;
 /// Most bytes of a command with literals kept to read its login name.
 const KEPT_COMMAND: usize = 64 << 10;
 
@@ -176,24 +181,25 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                 state.from_upstream.push(ubuf.get(..n).unwrap_or_default());
                 // The answers to what this read completed, written at once: one write per
                 // read rather than per message.
-                let mut out = Vec::new();
+                let mut out = Outbox::default();
                 loop {
                     let f = match state.from_upstream.fragment() {
                         Ok(Some(f)) => f,
                         Ok(None) => break,
                         Err(e) => {
                             out.extend_from_slice(format!("* BYE the upstream IMAP server sent {e}\r\n").as_bytes());
-                            client.write_all(&out).await?;
+                            out.flush(&mut client).await?;
                             return Err(Error::UpstreamFrame(e));
                         }
                     };
                     if let Some(response) = state.upstream_fragment(f) {
                         answer(proxy, &mut state, response, &mut out).await;
                     }
+                    if out.len() >= FLUSH {
+                        out.flush(&mut client).await?;
+                    }
                 }
-                if !out.is_empty() {
-                    client.write_all(&out).await?;
-                }
+                out.flush(&mut client).await?;
                 if !state.to_upstream.is_empty() {
                     let own = std::mem::take(&mut state.to_upstream);
                     upstream.write_all(&own).await.map_err(|e| Error::Upstream(target.clone(), e))?;
@@ -602,7 +608,7 @@ impl State {
 }
 
 /// What the client gets for one upstream response, written to `out`.
-async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut Vec<u8>) {
+async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut Outbox) {
     if let Some(filtered) = capability::filter(&response) {
         if state.tls_pending {
             out.extend_from_slice(&capability::before_tls(&filtered));
@@ -620,8 +626,8 @@ async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut V
     if let Some((seq, uid)) = fetch::uid_response(&response) {
         if !state.probes.is_empty() {
             let hit = state.cache_key(uid).and_then(|k| proxy.cache.get(&k));
-            if let Some(Entry::Opened(served)) = hit.as_deref() {
-                fetch::whole_message_answer(out, seq, uid, served);
+            if let Some(hit) = hit.filter(|h| matches!(**h, Entry::Opened(_))) {
+                cached_whole_message(out, seq, uid, hit);
                 return;
             }
             if let Some(probe) = state.probes.values_mut().next() {
@@ -642,12 +648,12 @@ async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut V
         if let Some(((seq, uid), key)) = fetch::whole_message_response(&response)
             .and_then(|(seq, uid)| Some(((seq, uid), state.cache_key(uid)?)))
         {
-            match proxy.cache.get(&key).as_deref() {
-                Some(Entry::Opened(served)) => {
-                    fetch::whole_message_answer(out, seq, uid, served);
+            match proxy.cache.get(&key) {
+                Some(hit) if matches!(*hit, Entry::Opened(_)) => {
+                    cached_whole_message(out, seq, uid, hit);
                     return;
                 }
-                Some(Entry::Plain) => {
+                Some(_) => {
                     out.extend_from_slice(&response);
                     return;
                 }
@@ -657,6 +663,17 @@ async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut V
     }
     let answered = opened(proxy, state, wanted, response).await;
     out.extend_from_slice(&answered);
+}
+
+/// The answer to a FETCH of the whole message `uid` (and its UID), from the cache.
+fn cached_whole_message(out: &mut Outbox, seq: u32, uid: u32, hit: Arc<Entry>) {
+    let len = match &*hit {
+        Entry::Opened(served) => served.len(),
+        Entry::Plain => 0,
+    };
+    out.extend_from_slice(&fetch::whole_message_head(seq, uid, len));
+    out.push_cached(hit);
+    out.extend_from_slice(fetch::WHOLE_MESSAGE_END);
 }
 
 /// The answer to a FETCH response with content: from the opened message when it is
@@ -786,7 +803,7 @@ async fn append(
         state
             .from_upstream
             .push(link.ubuf.get(..n).unwrap_or_default());
-        let mut out = Vec::new();
+        let mut out = Outbox::default();
         loop {
             let f = match state.from_upstream.fragment() {
                 Ok(Some(f)) => f,
@@ -795,7 +812,7 @@ async fn append(
                     out.extend_from_slice(
                         format!("* BYE the upstream IMAP server sent {e}\r\n").as_bytes(),
                     );
-                    link.client.write_all(&out).await?;
+                    out.flush(link.client).await?;
                     return Err(Error::UpstreamFrame(e));
                 }
             };
@@ -817,10 +834,11 @@ async fn append(
                 continue;
             }
             answer(proxy, state, response, &mut out).await;
+            if out.len() >= FLUSH {
+                out.flush(link.client).await?;
+            }
         }
-        if !out.is_empty() {
-            link.client.write_all(&out).await?;
-        }
+        out.flush(link.client).await?;
         if !state.to_upstream.is_empty() {
             let own = std::mem::take(&mut state.to_upstream);
             link.upstream.write_all(&own).await.map_err(up)?;
