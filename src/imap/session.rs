@@ -382,6 +382,15 @@ impl State {
     /// A literal over the limit: the command is answered `NO [TOOBIG]` (now, or once the
     /// rest of it is dropped), unless part of it went upstream already.
     fn too_large(&mut self, line: &[u8], literal: super::frame::Literal) -> Vec<u8> {
+        if let Some(tag) = self.refused.take() {
+            // Another one in the rest of a command refused already.
+            if literal.sync {
+                self.in_command = false;
+                return self.too_big(&tag);
+            }
+            self.refused = Some(tag);
+            return Vec::new();
+        }
         let held = self.append.take();
         if self.in_command && held.is_none() {
             let len = u64::try_from(literal.len).unwrap_or(u64::MAX);
@@ -1149,6 +1158,23 @@ mod tests {
         let (up, _) = feed(&mut s, b"c NOOP\r\n");
         assert_eq!(up, b"c NOOP\r\n");
         assert!(s.append.is_none() && s.append_ready.is_none());
+        // Two non-synchronising literals over the limit in one command: one NO.
+        let mut s = State::new(1024, 10, false);
+        let input = [
+            &b"f APPEND X {20+}\r\n"[..],
+            &[b'x'; 20],
+            b" {30+}\r\n",
+            &[b'y'; 30],
+            b"\r\ng NOOP\r\n",
+        ]
+        .concat();
+        let (up, back) = feed(&mut s, &input);
+        assert_eq!(up, b"g NOOP\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&back),
+            "f NO [TOOBIG] larger than the proxy's limit of 10 bytes\r\n"
+        );
+        assert!(s.broken.is_none());
     }
 
     #[test]
