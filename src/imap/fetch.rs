@@ -34,6 +34,8 @@ pub struct Wanted {
     items: Vec<MessageDataItemName<'static>>,
     /// Whether the proxy added `BODY.PEEK[]` (then it is taken out of the answer).
     added_body: bool,
+    /// What the proxy asks the upstream for: the items, the UID and the whole message.
+    sent: Vec<MessageDataItemName<'static>>,
 }
 
 /// A client's command: rewritten when it is a FETCH of content, with the tag and what
@@ -85,7 +87,7 @@ pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
         tag: tag.clone(),
         body: CommandBody::Fetch {
             sequence_set,
-            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(sent),
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(sent.clone()),
             uid,
         },
     };
@@ -96,6 +98,7 @@ pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
         Wanted {
             items,
             added_body: !whole,
+            sent,
         },
     ))
 }
@@ -120,20 +123,32 @@ impl Wanted {
 }
 
 impl Wanted {
-    /// Whether the client asked for whole messages (and perhaps their UIDs) without
-    /// setting `\Seen`: then the upstream can be asked for the UIDs alone first
-    /// ([`uids_only`]), and only the messages not in the cache fetched whole.
-    pub fn peeks_whole_only(&self) -> bool {
-        self.whole_only()
-            && self.items.iter().all(|i| match i {
-                MessageDataItemName::BodyExt { peek, .. } => *peek,
-                _ => true,
-            })
+    /// What to ask the upstream for first, when every content item the client asked for
+    /// can be answered from a cached message and none of them sets `\Seen` (which the
+    /// upstream must see): the UID and the items that are not content (`FLAGS`,
+    /// `INTERNALDATE` …). The messages not in the cache are then fetched whole.
+    pub fn probe_items(&self) -> Option<Vec<MessageDataItemName<'static>>> {
+        use MessageDataItemName as N;
+        let mut out = vec![N::Uid];
+        for i in &self.items {
+            match i {
+                N::BodyExt { peek: false, .. } | N::Rfc822 | N::Rfc822Text => return None,
+                N::Uid
+                | N::BodyExt { .. }
+                | N::Envelope
+                | N::BodyStructure
+                | N::Body
+                | N::Rfc822Size
+                | N::Rfc822Header => {}
+                other => out.push(other.clone()),
+            }
+        }
+        Some(out)
     }
 }
 
-/// The same FETCH (or UID FETCH) command, asking for the UIDs alone.
-pub fn uids_only(line: &[u8]) -> Option<Vec<u8>> {
+/// The same FETCH (or UID FETCH) command, asking for `items`.
+pub fn probe_command(line: &[u8], items: Vec<MessageDataItemName<'static>>) -> Option<Vec<u8>> {
     let (_, command) = CommandCodec::default().decode(line).ok()?;
     let Command { tag, body } = command;
     let CommandBody::Fetch {
@@ -146,9 +161,7 @@ pub fn uids_only(line: &[u8]) -> Option<Vec<u8>> {
         tag,
         body: CommandBody::Fetch {
             sequence_set,
-            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(vec![
-                MessageDataItemName::Uid,
-            ]),
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
             uid,
         },
     };
@@ -159,9 +172,10 @@ pub fn uids_only(line: &[u8]) -> Option<Vec<u8>> {
 /// RFC 7162 §4 asks servers to take at least.
 const RANGES_PER_FETCH: usize = 500;
 
-/// The FETCHes of whole messages by UID that the proxy sends itself for the messages a
-/// [`uids_only`] command found not in the cache, each with its tag (`tag-sealpost-N`).
-pub fn whole_by_uid(tag: &str, uids: &[u32]) -> Vec<(String, Vec<u8>)> {
+/// The FETCHes by UID that the proxy sends itself for the messages a [`probe_command`]
+/// found not in the cache, asking for what `wanted` sends upstream, each with its tag
+/// (`tag-sealpost-N`).
+pub fn by_uid(tag: &str, uids: &[u32], wanted: &Wanted) -> Vec<(String, Vec<u8>)> {
     let mut uids = uids.to_vec();
     uids.sort_unstable();
     uids.dedup();
@@ -183,10 +197,19 @@ pub fn whole_by_uid(tag: &str, uids: &[u32]) -> Vec<(String, Vec<u8>)> {
     ranges
         .chunks(RANGES_PER_FETCH)
         .enumerate()
-        .map(|(n, set)| {
+        .filter_map(|(n, set)| {
             let own = format!("{tag}-sealpost-{n}");
-            let line = format!("{own} UID FETCH {} (UID BODY.PEEK[])\r\n", set.join(","));
-            (own, line.into_bytes())
+            let command = Command {
+                tag: imap_codec::imap_types::core::Tag::try_from(own.clone()).ok()?,
+                body: CommandBody::Fetch {
+                    sequence_set: set.join(",").as_str().try_into().ok()?,
+                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(
+                        wanted.sent.clone(),
+                    ),
+                    uid: true,
+                },
+            };
+            Some((own, CommandCodec::default().encode(&command).dump()))
         })
         .collect()
 }
@@ -281,6 +304,44 @@ impl Fetched {
             } => Some(s.as_ref()),
             _ => None,
         })
+    }
+
+    /// The response as the client asked for it when the upstream was asked for the items
+    /// that are not content ([`Wanted::probe_items`]): those, and the content items from
+    /// `served`, the opened message in the cache; `None` when it has no such part.
+    pub fn composed(self, wanted: &Wanted, served: &[u8]) -> Option<Vec<u8>> {
+        use MessageDataItemName as N;
+        let Response::Data(Data::Fetch { seq, items }) = self.response else {
+            return None;
+        };
+        let message = Served::of(served);
+        let mut out: Vec<MessageDataItem<'static>> = items.into_iter().collect();
+        for w in &wanted.items {
+            out.push(match w {
+                N::BodyExt { section, .. } => {
+                    let bytes = message.section(section.as_ref())?;
+                    let (origin, bytes) = partial(&wanted.items, section.as_ref(), bytes);
+                    MessageDataItem::BodyExt {
+                        section: section.clone(),
+                        origin,
+                        data: nstring(&bytes),
+                    }
+                }
+                N::Rfc822Header => {
+                    MessageDataItem::Rfc822Header(nstring(&[message.head, b"\r\n"].concat()))
+                }
+                N::Rfc822Size => {
+                    MessageDataItem::Rfc822Size(u32::try_from(served.len()).unwrap_or(u32::MAX))
+                }
+                N::Envelope => MessageDataItem::Envelope(envelope(message.head)),
+                N::BodyStructure => {
+                    MessageDataItem::BodyStructure(super::structure::body_structure(served, true)?)
+                }
+                N::Body => MessageDataItem::Body(super::structure::body_structure(served, false)?),
+                _ => continue,
+            });
+        }
+        Some(encode(seq, out))
     }
 
     /// The response as the client asked for it, with the message the upstream sent: the
@@ -612,41 +673,89 @@ mod tests {
         let (_, _, w) = rewrite(b"a UID FETCH 1:* (FLAGS BODY.PEEK[])\r\n").unwrap();
         assert!(!w.whole_only());
         let (_, _, w) = rewrite(b"a FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
-        assert!(w.peeks_whole_only());
+        assert_eq!(w.probe_items(), Some(vec![MessageDataItemName::Uid]));
         let (_, _, w) = rewrite(b"a FETCH 1:* (BODY[])\r\n").unwrap();
         assert!(
-            !w.peeks_whole_only(),
+            w.probe_items().is_none(),
             "BODY[] sets \\Seen: the upstream must see it"
+        );
+        let (_, _, w) = rewrite(b"a FETCH 1:* (RFC822.TEXT)\r\n").unwrap();
+        assert!(w.probe_items().is_none());
+        let (_, _, w) =
+            rewrite(b"a FETCH 1:* (FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+                .unwrap();
+        assert_eq!(
+            w.probe_items(),
+            Some(vec![MessageDataItemName::Uid, MessageDataItemName::Flags])
         );
     }
 
     #[test]
     fn cached_messages_are_asked_for_by_uid_only() {
+        let uid = || vec![MessageDataItemName::Uid];
         assert_eq!(
-            uids_only(b"a7 UID FETCH 1:* (BODY.PEEK[])\r\n").unwrap(),
+            probe_command(b"a7 UID FETCH 1:* (BODY.PEEK[])\r\n", uid()).unwrap(),
             b"a7 UID FETCH 1:* UID\r\n"
         );
         assert_eq!(
-            uids_only(b"a8 FETCH 2,4:6 (UID BODY.PEEK[])\r\n").unwrap(),
+            probe_command(b"a8 FETCH 2,4:6 (UID BODY.PEEK[])\r\n", uid()).unwrap(),
             b"a8 FETCH 2,4:6 UID\r\n"
         );
         assert_eq!(uid_response(b"* 3 FETCH (UID 17)\r\n"), Some((3, 17)));
         assert_eq!(uid_response(b"* 3 FETCH (UID 17 FLAGS (\\Seen))\r\n"), None);
         assert_eq!(uid_response(b"* 3 EXPUNGE\r\n"), None);
+        let (_, _, whole) = rewrite(b"x FETCH 1 (BODY.PEEK[])\r\n").unwrap();
         assert_eq!(
-            whole_by_uid("t", &[9, 3, 4, 5, 7, 3]),
+            by_uid("t", &[9, 3, 4, 5, 7, 3], &whole),
             [(
                 "t-sealpost-0".to_string(),
-                b"t-sealpost-0 UID FETCH 3:5,7,9 (UID BODY.PEEK[])\r\n".to_vec()
+                b"t-sealpost-0 UID FETCH 3:5,7,9 (BODY.PEEK[] UID)\r\n".to_vec()
             )]
         );
-        let scattered: Vec<u32> = (0..1200).map(|n| n * 2).collect();
-        let commands = whole_by_uid("t", &scattered);
+        let (_, _, list) = rewrite(b"x FETCH 1 (FLAGS ENVELOPE)\r\n").unwrap();
+        assert_eq!(
+            by_uid("t", &[4], &list)[0].1,
+            b"t-sealpost-0 UID FETCH 4 (FLAGS ENVELOPE UID BODY.PEEK[])\r\n"
+        );
+        let scattered: Vec<u32> = (1..1201).map(|n| n * 2).collect();
+        let commands = by_uid("t", &scattered, &whole);
         assert_eq!(commands.len(), 3);
         assert!(commands.iter().all(|(_, l)| l.len() < 8192));
         assert!(commands[2]
             .1
-            .starts_with(b"t-sealpost-2 UID FETCH 2000,2002,"));
+            .starts_with(b"t-sealpost-2 UID FETCH 2002,2004,"));
+    }
+
+    #[test]
+    fn a_message_list_is_composed_from_the_upstream_s_flags_and_the_cached_message() {
+        let (_, _, wanted) = rewrite(
+            b"a UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.3>)\r\n",
+        )
+        .unwrap();
+        let upstream = b"* 4 FETCH (UID 9 FLAGS (\\Seen))\r\n";
+        let served = b"From: Alice <alice@example.org>\r\nSubject: Real\r\n\r\nHello\r\n";
+        let out = Fetched::parse(upstream)
+            .unwrap()
+            .composed(&wanted, served)
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with(
+                "* 4 FETCH (UID 9 FLAGS (\\Seen) RFC822.SIZE 57 ENVELOPE (NIL \"Real\""
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: Real\r\n\r\n"),
+            "{out}"
+        );
+        assert!(out.ends_with(" BODY[TEXT]<0> \"Hel\")\r\n"), "{out}");
+        // A part the message does not have: not composed (then fetched from the upstream).
+        let (_, _, wanted) = rewrite(b"a UID FETCH 1 (BODY.PEEK[3])\r\n").unwrap();
+        assert!(Fetched::parse(upstream)
+            .unwrap()
+            .composed(&wanted, served)
+            .is_none());
     }
 
     #[test]

@@ -459,14 +459,13 @@ impl State {
     fn command_line(&mut self, line: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
         if let Some((rewritten, tag, wanted)) = fetch::rewrite(&line) {
             // One FETCH at a time is probed, so that the UIDs that come back are its own.
-            let probe = wanted.peeks_whole_only()
-                && self.fetches.is_empty()
-                && self.probes.is_empty()
-                && self.cache_key(0).is_some();
-            if let Some(uids) = probe.then(|| fetch::uids_only(&line)).flatten() {
+            let probe =
+                self.fetches.is_empty() && self.probes.is_empty() && self.cache_key(0).is_some();
+            let items = probe.then(|| wanted.probe_items()).flatten();
+            if let Some(command) = items.and_then(|i| fetch::probe_command(&line, i)) {
                 let missing = Vec::new();
                 self.probes.insert(tag, Probe { wanted, missing });
-                return (uids, Vec::new());
+                return (command, Vec::new());
             }
             self.fetches.insert(tag, wanted);
             return (rewritten, Vec::new());
@@ -558,8 +557,12 @@ impl State {
                     return self.own_done(&client_tag, ok, &response);
                 }
                 if let Some(probe) = self.probes.remove(&tag) {
-                    if ok && !probe.missing.is_empty() {
-                        let commands = fetch::whole_by_uid(&tag, &probe.missing);
+                    let commands = if ok && !probe.missing.is_empty() {
+                        fetch::by_uid(&tag, &probe.missing, &probe.wanted)
+                    } else {
+                        Vec::new()
+                    };
+                    if !commands.is_empty() {
                         for (own, command) in &commands {
                             self.to_upstream.extend_from_slice(command);
                             self.fetches.insert(own.clone(), probe.wanted.clone());
@@ -630,20 +633,9 @@ async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut O
         out.extend_from_slice(&response);
         return;
     }
-    // The UID of a message a client asked for whole, fetched for the UID alone: answered
-    // from the cache, or noted to be fetched whole once this FETCH completes.
-    if let Some((seq, uid)) = fetch::uid_response(&response) {
-        if !state.probes.is_empty() {
-            let hit = state.cache_key(uid).and_then(|k| proxy.cache.get(&k));
-            if let Some(hit) = hit.filter(|h| matches!(**h, Entry::Opened(_))) {
-                cached_whole_message(out, seq, uid, hit);
-                return;
-            }
-            if let Some(probe) = state.probes.values_mut().next() {
-                probe.missing.push(uid);
-            }
-            return;
-        }
+    if !state.probes.is_empty() {
+        probe_answer(proxy, state, response, out);
+        return;
     }
     // Untagged FETCH data while a content FETCH is in flight. With several in flight the
     // last one's items are taken (clients wait for each before the next).
@@ -672,6 +664,46 @@ async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut O
     }
     let answered = opened(proxy, state, wanted, response).await;
     out.extend_from_slice(&answered);
+}
+
+/// A message's UID (and the items that are not content) for a probed FETCH: the answer
+/// composed from the cache, or the UID noted to be fetched whole once the FETCH completes.
+fn probe_answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut Outbox) {
+    // `* n FETCH (UID u)`, the common case, is read without the codec.
+    let fast = fetch::uid_response(&response);
+    let fetched = if fast.is_none() {
+        Fetched::parse(&response)
+    } else {
+        None
+    };
+    let uid = match (fast, fetched.as_ref().and_then(Fetched::uid)) {
+        (Some((_, uid)), _) | (None, Some(uid)) => uid,
+        // Not an answer to the probe (a flag change, say): as it came.
+        (None, None) => {
+            out.extend_from_slice(&response);
+            return;
+        }
+    };
+    let hit = state
+        .cache_key(uid)
+        .and_then(|k| proxy.cache.get(&k))
+        .filter(|h| matches!(**h, Entry::Opened(_)));
+    if let (Some(hit), Some(probe)) = (hit, state.probes.values().next()) {
+        if let (Some((seq, _)), true) = (fast, probe.wanted.whole_only()) {
+            cached_whole_message(out, seq, uid, hit);
+            return;
+        }
+        let fetched = fetched.or_else(|| Fetched::parse(&response));
+        if let (Some(f), Entry::Opened(served)) = (fetched, &*hit) {
+            if let Some(answer) = f.composed(&probe.wanted, served) {
+                out.extend_from_slice(&answer);
+                return;
+            }
+        }
+    }
+    if let Some(probe) = state.probes.values_mut().next() {
+        probe.missing.push(uid);
+    }
 }
 
 /// The answer to a FETCH of the whole message `uid` (and its UID), from the cache.

@@ -314,7 +314,7 @@ fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: 
 fn the_message_list_shows_the_real_subject_and_sections_agree(w: &World) {
     let got = decoded(&imaplib(
         w.port,
-        "typ, data = IMAP.uid('FETCH', '2', '(ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])')\n\
+        "typ, data = IMAP.uid('FETCH', '2', '(FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])')\n\
          out(flat(data))\n\
          typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[TEXT]<0.20>)')\n\
          out(flat(data))\n\
@@ -322,6 +322,9 @@ fn the_message_list_shows_the_real_subject_and_sections_agree(w: &World) {
          out(data[0][1])\n",
     ));
     let list = String::from_utf8_lossy(&got[0]);
+    // Opened before: the upstream was asked for the UID and flags alone, the rest comes
+    // from the cache.
+    assert!(list.contains("UID 2 FLAGS ("), "{list}");
     assert!(list.contains("ENVELOPE (\"Fri, 04 Dec 2026"), "{list}");
     assert!(list.contains("\"The real plan\""), "{list}");
     assert!(list.contains("Subject: The real plan\r\n"), "{list}");
