@@ -2,13 +2,15 @@
 //! commands and responses the proxy reads on the way (login, FETCH, capabilities).
 //!
 //! Client to upstream, a command without a literal is read whole and sent on as it came,
-//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]). A command with
-//! literals is sent on a fragment at a time, because the client waits for the upstream's
-//! continuation request before it sends a synchronising literal; its bytes are kept (up
-//! to a bound) only to learn the login name. Upstream to client, every response is read
-//! whole; FETCH responses to a rewritten command are answered by [`fetch::Fetched`], and
-//! capability lists are narrowed ([`capability::filter`]). Everything else passes byte for
-//! byte.
+//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]; first as a [`Probe`]
+//! when it does not set `\Seen`). A command with literals is sent on a fragment at a
+//! time, because the client waits for the upstream's continuation request before it
+//! sends a synchronising literal; its bytes are kept (up to a bound) only to learn the
+//! login name. An APPEND with `encrypt_appended` is the exception: taken whole and sent
+//! encrypted ([`append`]). A literal over the limit is refused with `NO [TOOBIG]`.
+//! Upstream to client, every response is read whole; FETCH responses to a rewritten
+//! command are answered by [`fetch::Fetched`] (or from the cache), and capability lists
+//! are narrowed ([`capability::filter`]). Everything else passes byte for byte.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -209,10 +211,11 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
     }
 }
 
-/// A client's FETCH of whole messages, sent upstream for the UIDs alone: the messages in
-/// the cache are answered from it, and those that are not are fetched whole afterwards.
-/// UIDs, never sequence numbers, name cached messages, so an EXPUNGE in between cannot
-/// make the proxy serve another message.
+/// A client's FETCH of content, sent upstream for the UIDs and the items that are not
+/// content ([`fetch::Wanted::probe_items`]): the messages in the cache are answered from
+/// it, and those that are not are fetched whole afterwards. UIDs, never sequence
+/// numbers, name cached messages, so an EXPUNGE in between cannot make the proxy serve
+/// another message.
 struct Probe {
     wanted: Wanted,
     /// The UIDs not in the cache.
@@ -237,7 +240,7 @@ struct State {
     in_command: bool,
     /// FETCH commands in flight, by tag.
     fetches: HashMap<String, Wanted>,
-    /// FETCHes of whole messages sent upstream for the UIDs alone, by tag.
+    /// FETCHes sent upstream as [`Probe`]s, by tag.
     probes: HashMap<String, Probe>,
     /// The client's completion of a probe, held back until the proxy's own FETCHes of the
     /// messages not in the cache complete (by the client's tag).
