@@ -3,7 +3,7 @@
 //! proxy takes the whole command from the client (answering its continuation requests
 //! itself), [`seal`]s the message with the outbound transform (PGP/MIME with header
 //! protection, signed when the keyring holds a signing key for the address), and sends the
-//! command upstream again in [`chunks`], each after the upstream's continuation request.
+//! command upstream again in chunks, each after the upstream's continuation request.
 //!
 //! A message that is already OpenPGP or S/MIME goes up as it came. A user with no key of
 //! their own in the keyring, or a message the transform cannot read, gets `NO`: whoever

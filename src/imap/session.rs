@@ -2,12 +2,12 @@
 //! commands and responses the proxy reads on the way (login, FETCH, capabilities).
 //!
 //! Client to upstream, a command without a literal is read whole and sent on as it came,
-//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]; first as a [`Probe`]
+//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]; first as a probe
 //! when it does not set `\Seen`). A command with literals is sent on a fragment at a
 //! time, because the client waits for the upstream's continuation request before it
 //! sends a synchronising literal; its bytes are kept (up to a bound) only to learn the
 //! login name. An APPEND with `encrypt_appended` is the exception: taken whole and sent
-//! encrypted ([`append`]). A literal over the limit is refused with `NO [TOOBIG]`.
+//! encrypted ([`super::append`]). A literal over the limit is refused with `NO [TOOBIG]`.
 //! Upstream to client, every response is read whole; FETCH responses to a rewritten
 //! command are answered by [`fetch::Fetched`] (or from the cache), and capability lists
 //! are narrowed ([`capability::filter`]). Everything else passes byte for byte.
