@@ -214,6 +214,22 @@ pub fn by_uid(tag: &str, uids: &[u32], wanted: &Wanted) -> Vec<(String, Vec<u8>)
         .collect()
 }
 
+/// The UID a FETCH response's first line names (`UID n` after `(` or a space), read
+/// without the codec.
+pub fn uid_in(response: &[u8]) -> Option<u32> {
+    let end = memchr::memmem::find(response, b"\r\n").unwrap_or(response.len());
+    let line = response.get(..end)?;
+    let at = memchr::memmem::find_iter(line, b"UID ")
+        .find(|&i| i > 0 && matches!(line.get(i - 1), Some(b'(' | b' ')))?;
+    let digits: Vec<u8> = line
+        .get(at + 4..)?
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
 /// A FETCH response of the shape `* SEQ FETCH (UID UID)`: its sequence number and UID.
 pub fn uid_response(response: &[u8]) -> Option<(u32, u32)> {
     let line = std::str::from_utf8(response.strip_suffix(b")\r\n")?).ok()?;
@@ -704,6 +720,11 @@ mod tests {
         assert_eq!(uid_response(b"* 3 FETCH (UID 17)\r\n"), Some((3, 17)));
         assert_eq!(uid_response(b"* 3 FETCH (UID 17 FLAGS (\\Seen))\r\n"), None);
         assert_eq!(uid_response(b"* 3 EXPUNGE\r\n"), None);
+        assert_eq!(
+            uid_in(b"* 3 FETCH (FLAGS () UID 17 X-ODD {2}\r\nab)\r\n"),
+            Some(17)
+        );
+        assert_eq!(uid_in(b"* 3 FETCH (XUID 17)\r\n"), None);
         let (_, _, whole) = rewrite(b"x FETCH 1 (BODY.PEEK[])\r\n").unwrap();
         assert_eq!(
             by_uid("t", &[9, 3, 4, 5, 7, 3], &whole),

@@ -681,6 +681,15 @@ fn probe_answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut O
     };
     let uid = match (fast, fetched.as_ref().and_then(Fetched::uid)) {
         (Some((_, uid)), _) | (None, Some(uid)) => uid,
+        // Items the codec does not read: the message is fetched whole, as without a probe.
+        (None, None) if fetched.is_none() && fetch::uid_in(&response).is_some() => {
+            if let (Some(uid), Some(probe)) =
+                (fetch::uid_in(&response), state.probes.values_mut().next())
+            {
+                probe.missing.push(uid);
+            }
+            return;
+        }
         // Not an answer to the probe (a flag change, say): as it came.
         (None, None) => {
             out.extend_from_slice(&response);
@@ -1119,6 +1128,25 @@ mod tests {
         assert_eq!(t.matches("[UIDVALIDITY 7]").count(), 5, "{t}");
         assert_eq!(t.matches("* 1 FETCH (UID 5)").count(), 4, "{t}");
         assert!(!t.contains("sealpost"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_answer_the_codec_cannot_read_is_fetched_whole_after_it() {
+        let t = through(
+            b"* OK [UIDVALIDITY 7] x\r\n* 1 FETCH (UID 5 X-ODD ((\r\n",
+            &[
+                "a LOGIN bob@example.org pw\r\n",
+                "b SELECT INBOX\r\n",
+                "c FETCH 1 (ENVELOPE)\r\n",
+                "d LOGOUT\r\n",
+            ],
+            false,
+        )
+        .await;
+        // Asked twice for c; its first answer not passed on, its second one is.
+        assert_eq!(t.matches("[UIDVALIDITY 7]").count(), 5, "{t}");
+        assert_eq!(t.matches("X-ODD").count(), 4, "{t}");
+        assert_eq!(t.matches("c OK").count(), 1, "{t}");
     }
 
     #[tokio::test]
