@@ -69,11 +69,33 @@ fn main() {
         &["--import"],
         &sealpost(&gw_dir, &["keys", "export", "bob@example.org"]),
     );
+    // Two bodies of 10 KB each: one sentence repeated, which gpg compresses to about 1 KB
+    // of ciphertext (Dovecot then sends a tenth of the bytes the proxy does), and text
+    // that does not compress (base64 of pseudo-random bytes, as an attachment is), whose
+    // ciphertext is about as large as the message the proxy serves.
     let line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
-    let payload = format!(
-        "Content-Type: text/plain; charset=us-ascii\r\n\r\n{}",
-        line.repeat(10 * 1024 / line.len())
-    );
+    let repeated = line.repeat(10 * 1024 / line.len());
+    for (name, text) in [
+        ("repeated text", repeated),
+        ("varied text", varied(10 * 1024)),
+    ] {
+        run(&tmp, &gw_dir, &gpg, messages, name, &text);
+    }
+}
+
+/// gpg with the bench's home: arguments and standard input, standard output back.
+type Gpg<'a> = dyn Fn(&[&str], &[u8]) -> Vec<u8> + 'a;
+
+/// The bench for one body: its own Dovecot and gateway, the numbers printed.
+fn run(
+    tmp: &tempfile::TempDir,
+    gw_dir: &Path,
+    gpg: &Gpg<'_>,
+    messages: usize,
+    name: &str,
+    text: &str,
+) {
+    let payload = format!("Content-Type: text/plain; charset=us-ascii\r\n\r\n{text}");
     let armored = gpg(
         &[
             "--armor",
@@ -97,14 +119,18 @@ fn main() {
             .replace('\n', "\r\n")
     );
 
-    let dovecot = Dovecot::start(tmp.path(), message.as_bytes(), messages);
+    let dovecot = Dovecot::start(
+        &tmp.path().join(name.replace(' ', "-")),
+        message.as_bytes(),
+        messages,
+    );
     let imap_port = free_port();
     let config = format!(
         "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
          [imap]\nlisten = \"127.0.0.1:{imap_port}\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\n",
         dovecot.port
     );
-    let gw = Gateway::start(&gw_dir, &config);
+    let gw = Gateway::start(gw_dir, &config);
     wait_port(imap_port);
 
     // Dovecot indexes the mailbox on its first SELECT: done once before any timing.
@@ -115,7 +141,10 @@ fn main() {
     drop(gw);
 
     let rate = |d: Duration| messages as f64 / d.as_secs_f64();
-    println!("imap bench: {messages} messages of 10 KB (PGP/MIME, signed), one connection");
+    println!(
+        "imap bench: {messages} messages of 10 KB of {name} (PGP/MIME, signed, {} bytes stored), one connection",
+        message.len()
+    );
     println!("  direct from Dovecot:     {:>8.0} msg/s", rate(direct));
     println!(
         "  through sealpost, cold:  {:>8.0} msg/s = {:.2} of direct (each decrypted and verified)",
@@ -127,6 +156,31 @@ fn main() {
         rate(warm),
         rate(warm) / rate(direct)
     );
+}
+
+/// `len` bytes of base64 lines (76 characters) of pseudo-random bytes.
+fn varied(len: usize) -> String {
+    use base64::Engine;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            // xorshift64: reproducible, and nothing for zlib to find.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let mut out = String::new();
+    for chunk in b64.as_bytes().chunks(76) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push_str("\r\n");
+        if out.len() >= len {
+            break;
+        }
+    }
+    out
 }
 
 fn best_of(n: usize, mut f: impl FnMut() -> Duration) -> Duration {

@@ -84,6 +84,8 @@ pub struct Imap {
     /// Certificate chain and key (PEM) for it; without them, the self-signed certificate.
     pub certificate: Option<PathBuf>,
     pub private_key: Option<PathBuf>,
+    /// Encrypt what the mail client APPENDs (sent copies, drafts) to the user's own keys.
+    pub encrypt_appended: Option<bool>,
 }
 
 /// `[admin]`: the HTTP listener for metrics and health checks.

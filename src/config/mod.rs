@@ -857,6 +857,9 @@ fn imap(
             .and_then(|(i, _)| i.address.clone())
             .map(|a| a.to_ascii_lowercase()),
         max_message,
+        encrypt_appended: section
+            .and_then(|(i, _)| i.encrypt_appended)
+            .unwrap_or(false),
     }))
 }
 

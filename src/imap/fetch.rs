@@ -34,6 +34,8 @@ pub struct Wanted {
     items: Vec<MessageDataItemName<'static>>,
     /// Whether the proxy added `BODY.PEEK[]` (then it is taken out of the answer).
     added_body: bool,
+    /// What the proxy asks the upstream for: the items, the UID and the whole message.
+    sent: Vec<MessageDataItemName<'static>>,
 }
 
 /// A client's command: rewritten when it is a FETCH of content, with the tag and what
@@ -85,7 +87,7 @@ pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
         tag: tag.clone(),
         body: CommandBody::Fetch {
             sequence_set,
-            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(sent),
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(sent.clone()),
             uid,
         },
     };
@@ -96,6 +98,7 @@ pub fn rewrite(line: &[u8]) -> Option<(Vec<u8>, String, Wanted)> {
         Wanted {
             items,
             added_body: !whole,
+            sent,
         },
     ))
 }
@@ -119,6 +122,121 @@ impl Wanted {
     }
 }
 
+impl Wanted {
+    /// What to ask the upstream for first, when every content item the client asked for
+    /// can be answered from a cached message and none of them sets `\Seen` (which the
+    /// upstream must see): the UID and the items that are not content (`FLAGS`,
+    /// `INTERNALDATE` …). The messages not in the cache are then fetched whole.
+    pub fn probe_items(&self) -> Option<Vec<MessageDataItemName<'static>>> {
+        use MessageDataItemName as N;
+        let mut out = vec![N::Uid];
+        for i in &self.items {
+            match i {
+                N::BodyExt { peek: false, .. } | N::Rfc822 | N::Rfc822Text => return None,
+                N::Uid
+                | N::BodyExt { .. }
+                | N::Envelope
+                | N::BodyStructure
+                | N::Body
+                | N::Rfc822Size
+                | N::Rfc822Header => {}
+                other => out.push(other.clone()),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// The same FETCH (or UID FETCH) command, asking for `items`.
+pub fn probe_command(line: &[u8], items: Vec<MessageDataItemName<'static>>) -> Option<Vec<u8>> {
+    let (_, command) = CommandCodec::default().decode(line).ok()?;
+    let Command { tag, body } = command;
+    let CommandBody::Fetch {
+        sequence_set, uid, ..
+    } = body
+    else {
+        return None;
+    };
+    let command = Command {
+        tag,
+        body: CommandBody::Fetch {
+            sequence_set,
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            uid,
+        },
+    };
+    Some(CommandCodec::default().encode(&command).dump())
+}
+
+/// UID ranges in one FETCH of the proxy's own: its line stays far below the 8 KiB that
+/// RFC 7162 §4 asks servers to take at least.
+const RANGES_PER_FETCH: usize = 500;
+
+/// The FETCHes by UID that the proxy sends itself for the messages a [`probe_command`]
+/// found not in the cache, asking for what `wanted` sends upstream, each with its tag
+/// (`tag-sealpost-N`).
+pub fn by_uid(tag: &str, uids: &[u32], wanted: &Wanted) -> Vec<(String, Vec<u8>)> {
+    let mut uids = uids.to_vec();
+    uids.sort_unstable();
+    uids.dedup();
+    let mut ranges = Vec::new();
+    let mut i = 0;
+    while let Some(&first) = uids.get(i) {
+        let mut last = first;
+        while uids.get(i + 1) == Some(&last.saturating_add(1)) {
+            i += 1;
+            last += 1;
+        }
+        ranges.push(if first == last {
+            first.to_string()
+        } else {
+            format!("{first}:{last}")
+        });
+        i += 1;
+    }
+    ranges
+        .chunks(RANGES_PER_FETCH)
+        .enumerate()
+        .filter_map(|(n, set)| {
+            let own = format!("{tag}-sealpost-{n}");
+            let command = Command {
+                tag: imap_codec::imap_types::core::Tag::try_from(own.clone()).ok()?,
+                body: CommandBody::Fetch {
+                    sequence_set: set.join(",").as_str().try_into().ok()?,
+                    macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(
+                        wanted.sent.clone(),
+                    ),
+                    uid: true,
+                },
+            };
+            Some((own, CommandCodec::default().encode(&command).dump()))
+        })
+        .collect()
+}
+
+/// The UID a FETCH response's first line names (`UID n` after `(` or a space), read
+/// without the codec.
+pub fn uid_in(response: &[u8]) -> Option<u32> {
+    let end = memchr::memmem::find(response, b"\r\n").unwrap_or(response.len());
+    let line = response.get(..end)?;
+    let at = memchr::memmem::find_iter(line, b"UID ")
+        .find(|&i| i > 0 && matches!(line.get(i - 1), Some(b'(' | b' ')))?;
+    let digits: Vec<u8> = line
+        .get(at + 4..)?
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    std::str::from_utf8(&digits).ok()?.parse().ok()
+}
+
+/// A FETCH response of the shape `* SEQ FETCH (UID UID)`: its sequence number and UID.
+pub fn uid_response(response: &[u8]) -> Option<(u32, u32)> {
+    let line = std::str::from_utf8(response.strip_suffix(b")\r\n")?).ok()?;
+    let (seq, uid) = line.strip_prefix("* ")?.split_once(" FETCH (UID ")?;
+    Some((seq.parse().ok()?, uid.parse().ok()?))
+}
+
 /// A FETCH response of the shape `* SEQ FETCH (UID UID BODY[] {N}` + N bytes + `)`,
 /// read without the codec: its sequence number and UID.
 pub fn whole_message_response(response: &[u8]) -> Option<(u32, u32)> {
@@ -135,13 +253,14 @@ pub fn whole_message_response(response: &[u8]) -> Option<(u32, u32)> {
     Some((seq.parse().ok()?, uid.parse().ok()?))
 }
 
-/// The answer to a FETCH of the whole message (and its UID) with `served` in it.
-pub fn whole_message_answer(seq: u32, uid: u32, served: &[u8]) -> Vec<u8> {
-    let mut out = format!("* {seq} FETCH (UID {uid} BODY[] {{{}}}\r\n", served.len()).into_bytes();
-    out.extend_from_slice(served);
-    out.extend_from_slice(b")\r\n");
-    out
+/// What comes before a message of `len` bytes in the answer to a FETCH of the whole
+/// message (and its UID); [`WHOLE_MESSAGE_END`] comes after it.
+pub fn whole_message_head(seq: u32, uid: u32, len: usize) -> Vec<u8> {
+    format!("* {seq} FETCH (UID {uid} BODY[] {{{len}}}\r\n").into_bytes()
 }
+
+/// The end of the answer [`whole_message_head`] begins.
+pub const WHOLE_MESSAGE_END: &[u8] = b")\r\n";
 
 /// Whether an item shows a message's content (or its size, which the content decides).
 fn is_content(i: &MessageDataItemName<'_>) -> bool {
@@ -201,6 +320,44 @@ impl Fetched {
             } => Some(s.as_ref()),
             _ => None,
         })
+    }
+
+    /// The response as the client asked for it when the upstream was asked for the items
+    /// that are not content ([`Wanted::probe_items`]): those, and the content items from
+    /// `served`, the opened message in the cache; `None` when it has no such part.
+    pub fn composed(self, wanted: &Wanted, served: &[u8]) -> Option<Vec<u8>> {
+        use MessageDataItemName as N;
+        let Response::Data(Data::Fetch { seq, items }) = self.response else {
+            return None;
+        };
+        let message = Served::of(served);
+        let mut out: Vec<MessageDataItem<'static>> = items.into_iter().collect();
+        for w in &wanted.items {
+            out.push(match w {
+                N::BodyExt { section, .. } => {
+                    let bytes = message.section(section.as_ref())?;
+                    let (origin, bytes) = partial(&wanted.items, section.as_ref(), bytes);
+                    MessageDataItem::BodyExt {
+                        section: section.clone(),
+                        origin,
+                        data: nstring(&bytes),
+                    }
+                }
+                N::Rfc822Header => {
+                    MessageDataItem::Rfc822Header(nstring(&[message.head, b"\r\n"].concat()))
+                }
+                N::Rfc822Size => {
+                    MessageDataItem::Rfc822Size(u32::try_from(served.len()).unwrap_or(u32::MAX))
+                }
+                N::Envelope => MessageDataItem::Envelope(envelope(message.head)),
+                N::BodyStructure => {
+                    MessageDataItem::BodyStructure(super::structure::body_structure(served, true)?)
+                }
+                N::Body => MessageDataItem::Body(super::structure::body_structure(served, false)?),
+                _ => continue,
+            });
+        }
+        Some(encode(seq, out))
     }
 
     /// The response as the client asked for it, with the message the upstream sent: the
@@ -517,7 +674,13 @@ mod tests {
             whole_message_response(b"* 3 FETCH (FLAGS () UID 9 BODY[] {5}\r\nabcde)\r\n"),
             None
         );
-        let answer = whole_message_answer(3, 9, b"Subject: x\r\n\r\nhi\r\n");
+        let served = b"Subject: x\r\n\r\nhi\r\n";
+        let answer = [
+            &whole_message_head(3, 9, served.len())[..],
+            served,
+            WHOLE_MESSAGE_END,
+        ]
+        .concat();
         let parsed = Fetched::parse(&answer).unwrap();
         assert_eq!(parsed.uid(), Some(9));
         assert_eq!(parsed.message(), Some(&b"Subject: x\r\n\r\nhi\r\n"[..]));
@@ -525,6 +688,95 @@ mod tests {
         assert!(w.whole_only());
         let (_, _, w) = rewrite(b"a UID FETCH 1:* (FLAGS BODY.PEEK[])\r\n").unwrap();
         assert!(!w.whole_only());
+        let (_, _, w) = rewrite(b"a FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
+        assert_eq!(w.probe_items(), Some(vec![MessageDataItemName::Uid]));
+        let (_, _, w) = rewrite(b"a FETCH 1:* (BODY[])\r\n").unwrap();
+        assert!(
+            w.probe_items().is_none(),
+            "BODY[] sets \\Seen: the upstream must see it"
+        );
+        let (_, _, w) = rewrite(b"a FETCH 1:* (RFC822.TEXT)\r\n").unwrap();
+        assert!(w.probe_items().is_none());
+        let (_, _, w) =
+            rewrite(b"a FETCH 1:* (FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+                .unwrap();
+        assert_eq!(
+            w.probe_items(),
+            Some(vec![MessageDataItemName::Uid, MessageDataItemName::Flags])
+        );
+    }
+
+    #[test]
+    fn cached_messages_are_asked_for_by_uid_only() {
+        let uid = || vec![MessageDataItemName::Uid];
+        assert_eq!(
+            probe_command(b"a7 UID FETCH 1:* (BODY.PEEK[])\r\n", uid()).unwrap(),
+            b"a7 UID FETCH 1:* UID\r\n"
+        );
+        assert_eq!(
+            probe_command(b"a8 FETCH 2,4:6 (UID BODY.PEEK[])\r\n", uid()).unwrap(),
+            b"a8 FETCH 2,4:6 UID\r\n"
+        );
+        assert_eq!(uid_response(b"* 3 FETCH (UID 17)\r\n"), Some((3, 17)));
+        assert_eq!(uid_response(b"* 3 FETCH (UID 17 FLAGS (\\Seen))\r\n"), None);
+        assert_eq!(uid_response(b"* 3 EXPUNGE\r\n"), None);
+        assert_eq!(
+            uid_in(b"* 3 FETCH (FLAGS () UID 17 X-ODD {2}\r\nab)\r\n"),
+            Some(17)
+        );
+        assert_eq!(uid_in(b"* 3 FETCH (XUID 17)\r\n"), None);
+        let (_, _, whole) = rewrite(b"x FETCH 1 (BODY.PEEK[])\r\n").unwrap();
+        assert_eq!(
+            by_uid("t", &[9, 3, 4, 5, 7, 3], &whole),
+            [(
+                "t-sealpost-0".to_string(),
+                b"t-sealpost-0 UID FETCH 3:5,7,9 (BODY.PEEK[] UID)\r\n".to_vec()
+            )]
+        );
+        let (_, _, list) = rewrite(b"x FETCH 1 (FLAGS ENVELOPE)\r\n").unwrap();
+        assert_eq!(
+            by_uid("t", &[4], &list)[0].1,
+            b"t-sealpost-0 UID FETCH 4 (FLAGS ENVELOPE UID BODY.PEEK[])\r\n"
+        );
+        let scattered: Vec<u32> = (1..1201).map(|n| n * 2).collect();
+        let commands = by_uid("t", &scattered, &whole);
+        assert_eq!(commands.len(), 3);
+        assert!(commands.iter().all(|(_, l)| l.len() < 8192));
+        assert!(commands[2]
+            .1
+            .starts_with(b"t-sealpost-2 UID FETCH 2002,2004,"));
+    }
+
+    #[test]
+    fn a_message_list_is_composed_from_the_upstream_s_flags_and_the_cached_message() {
+        let (_, _, wanted) = rewrite(
+            b"a UID FETCH 1:* (UID FLAGS RFC822.SIZE ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[TEXT]<0.3>)\r\n",
+        )
+        .unwrap();
+        let upstream = b"* 4 FETCH (UID 9 FLAGS (\\Seen))\r\n";
+        let served = b"From: Alice <alice@example.org>\r\nSubject: Real\r\n\r\nHello\r\n";
+        let out = Fetched::parse(upstream)
+            .unwrap()
+            .composed(&wanted, served)
+            .unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with(
+                "* 4 FETCH (UID 9 FLAGS (\\Seen) RFC822.SIZE 57 ENVELOPE (NIL \"Real\""
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: Real\r\n\r\n"),
+            "{out}"
+        );
+        assert!(out.ends_with(" BODY[TEXT]<0> \"Hel\")\r\n"), "{out}");
+        // A part the message does not have: not composed (then fetched from the upstream).
+        let (_, _, wanted) = rewrite(b"a UID FETCH 1 (BODY.PEEK[3])\r\n").unwrap();
+        assert!(Fetched::parse(upstream)
+            .unwrap()
+            .composed(&wanted, served)
+            .is_none());
     }
 
     #[test]

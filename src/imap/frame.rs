@@ -15,6 +15,10 @@ pub enum Fragment {
     },
     /// The data of the literal the line before announced.
     Literal(Vec<u8>),
+    /// A line announcing a literal over the limit, from a peer whose literals can be
+    /// refused ([`Framer::refusing`]): a synchronising one is not sent until the peer is
+    /// told to go on (it never is), a non-synchronising one is skipped unread.
+    TooLarge { bytes: Vec<u8>, literal: Literal },
 }
 
 /// A literal announced at the end of a line.
@@ -47,6 +51,10 @@ pub struct Framer {
     literal: Option<usize>,
     max_line: usize,
     max_literal: usize,
+    /// Literals over the limit come out as [`Fragment::TooLarge`] instead of an error.
+    refuse: bool,
+    /// Bytes of a refused non-synchronising literal still to skip.
+    skip: usize,
 }
 
 impl Framer {
@@ -58,6 +66,18 @@ impl Framer {
             literal: None,
             max_line,
             max_literal,
+            refuse: false,
+            skip: 0,
+        }
+    }
+
+    /// A framer for a client, whose commands may be refused: a literal over the limit is
+    /// a [`Fragment::TooLarge`] and the stream goes on, so that the command can be
+    /// answered with `NO` (RFC 9051 §7.5) instead of ending the session.
+    pub fn refusing(max_line: usize, max_literal: usize) -> Framer {
+        Framer {
+            refuse: true,
+            ..Framer::new(max_line, max_literal)
         }
     }
 
@@ -68,6 +88,12 @@ impl Framer {
             self.start = 0;
         }
         self.buf.extend_from_slice(data);
+    }
+
+    /// The literal announced last is not to come: the peer was refused the go-ahead for a
+    /// synchronising literal, so what it sends next is a new line.
+    pub fn cancel_literal(&mut self) {
+        self.literal = None;
     }
 
     /// Whether bytes wait that make no whole fragment yet.
@@ -93,6 +119,15 @@ impl Framer {
     /// # Errors
     /// A line or a literal over the limits; the stream cannot be read on from there.
     pub fn fragment(&mut self) -> Result<Option<Fragment>, Error> {
+        if self.skip > 0 {
+            let n = self.skip.min(self.rest().len());
+            self.start += n;
+            self.searched = self.start;
+            self.skip -= n;
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
         if let Some(len) = self.literal {
             if self.rest().len() < len {
                 return Ok(None);
@@ -120,6 +155,12 @@ impl Framer {
         let bytes = self.take(end + 2);
         let literal = announced(&bytes);
         if let Some(l) = literal {
+            if l.len > self.max_literal && self.refuse {
+                if !l.sync {
+                    self.skip = l.len;
+                }
+                return Ok(Some(Fragment::TooLarge { bytes, literal: l }));
+            }
             if l.len > self.max_literal {
                 let len = u64::try_from(l.len).unwrap_or(u64::MAX);
                 return Err(Error::LiteralTooLarge(len, self.max_literal));
@@ -214,5 +255,50 @@ mod tests {
         let mut f = Framer::new(64, 4);
         f.push(b"* 1 FETCH {99999999999999999999}\r\n");
         assert!(matches!(f.fragment(), Err(Error::LiteralTooLarge(..))));
+    }
+
+    #[test]
+    fn a_client_s_literal_over_the_limit_is_refused_and_the_stream_goes_on() {
+        // Synchronising: the client sends nothing more of that command.
+        let mut f = Framer::refusing(64, 4);
+        f.push(b"a APPEND INBOX {5}\r\nb NOOP\r\n");
+        assert_eq!(
+            f.fragment(),
+            Ok(Some(Fragment::TooLarge {
+                bytes: b"a APPEND INBOX {5}\r\n".to_vec(),
+                literal: Literal { len: 5, sync: true }
+            }))
+        );
+        assert!(
+            matches!(f.fragment(), Ok(Some(Fragment::Line { bytes, .. })) if bytes == b"b NOOP\r\n")
+        );
+        // Non-synchronising: its data is skipped, in whatever pieces it comes.
+        let stream = b"a APPEND INBOX {6+}\r\nhello!\r\nb NOOP\r\n";
+        for piece in 1..stream.len() {
+            let mut f = Framer::refusing(64, 4);
+            let mut got = Vec::new();
+            for chunk in stream.chunks(piece) {
+                f.push(chunk);
+                while let Some(frag) = f.fragment().unwrap() {
+                    got.push(frag);
+                }
+            }
+            assert_eq!(got.len(), 3, "pieces of {piece}: {got:?}");
+            assert!(matches!(&got[0], Fragment::TooLarge { literal, .. } if !literal.sync));
+            assert_eq!(
+                got[1],
+                Fragment::Line {
+                    bytes: b"\r\n".to_vec(),
+                    literal: None
+                }
+            );
+            assert_eq!(
+                got[2],
+                Fragment::Line {
+                    bytes: b"b NOOP\r\n".to_vec(),
+                    literal: None
+                }
+            );
+        }
     }
 }

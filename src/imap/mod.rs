@@ -8,13 +8,17 @@
 //! - [`fetch`]: a FETCH of content rewritten, and its answers served from the opened
 //!   message;
 //! - [`structure`]: the opened message's BODYSTRUCTURE and numbered parts;
+//! - [`append`]: APPENDed copies encrypted to the user's own keys, when asked for;
 //! - [`cache`]: opened messages kept in memory for the next fetch;
+//! - [`outbox`]: answers on their way to the client, cached messages written uncopied;
 //! - [`session`]: one client connection and its upstream connection.
 
+pub mod append;
 pub mod cache;
 pub mod capability;
 pub mod fetch;
 pub mod frame;
+pub mod outbox;
 pub mod session;
 pub mod structure;
 
@@ -64,6 +68,8 @@ pub struct Settings {
     pub tls: ListenerTls,
     /// The certificate and key for it; none: the self-signed one the SMTP listeners use.
     pub certificate: Option<(PathBuf, PathBuf)>,
+    /// Messages the client APPENDs are encrypted to the user's own keys ([`append`]).
+    pub encrypt_appended: bool,
 }
 
 /// TLS towards the mail client.

@@ -2,13 +2,15 @@
 //! commands and responses the proxy reads on the way (login, FETCH, capabilities).
 //!
 //! Client to upstream, a command without a literal is read whole and sent on as it came,
-//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]). A command with
-//! literals is sent on a fragment at a time, because the client waits for the upstream's
-//! continuation request before it sends a synchronising literal; its bytes are kept (up
-//! to a bound) only to learn the login name. Upstream to client, every response is read
-//! whole; FETCH responses to a rewritten command are answered by [`fetch::Fetched`], and
-//! capability lists are narrowed ([`capability::filter`]). Everything else passes byte for
-//! byte.
+//! or rewritten when it is a FETCH of content ([`fetch::rewrite`]; first as a probe
+//! when it does not set `\Seen`). A command with literals is sent on a fragment at a
+//! time, because the client waits for the upstream's continuation request before it
+//! sends a synchronising literal; its bytes are kept (up to a bound) only to learn the
+//! login name. An APPEND with `encrypt_appended` is the exception: taken whole and sent
+//! encrypted ([`super::append`]). A literal over the limit is refused with `NO [TOOBIG]`.
+//! Upstream to client, every response is read whole; FETCH responses to a rewritten
+//! command are answered by [`fetch::Fetched`] (or from the cache), and capability lists
+//! are narrowed ([`capability::filter`]). Everything else passes byte for byte.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,10 +33,15 @@ use crate::wipe::Buf;
 use super::cache::{Entry, Key};
 use super::fetch::{self, Fetched, Wanted};
 use super::frame::{Fragment, Framer};
+use super::outbox::Outbox;
 use super::{capability, ListenerTls, Settings, UpstreamTls};
 
 /// Longest command or response line taken (a SEARCH response lists many numbers).
 const MAX_LINE: usize = 8 << 20;
+/// Answers gathered before they are written to the client: one upstream read can answer
+/// a thousand cached messages (their UIDs are small), and the client reads the first
+/// while the proxy writes the next.
+const FLUSH: usize = 64 << 10;
 /// Most bytes of a command with literals kept to read its login name.
 const KEPT_COMMAND: usize = 64 << 10;
 
@@ -120,6 +127,7 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
     client.write_all(&greeting).await?;
 
     let mut state = State::new(MAX_LINE, s.max_message, starttls);
+    state.encrypt_appended = s.encrypt_appended;
     let (mut cbuf, mut ubuf) = (vec![0u8; 64 << 10], vec![0u8; 64 << 10]);
     loop {
         tokio::select! {
@@ -143,10 +151,19 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                     let (to_upstream, to_client) = state.client_fragment(f);
                     upstream.write_all(&to_upstream).await.map_err(|e| Error::Upstream(target.clone(), e))?;
                     client.write_all(&to_client).await?;
+                    if let Some(e) = state.broken.take() {
+                        let bye = format!("* BYE the client sent {e}: the proxy cannot read on\r\n");
+                        client.write_all(bye.as_bytes()).await?;
+                        return Err(Error::ClientFrame(e));
+                    }
+                    if let Some(command) = state.append_ready.take() {
+                        let mut link = Link { client: &mut client, upstream: &mut upstream, ubuf: &mut ubuf, target: &target };
+                        append(proxy, &mut state, command, &mut link).await?;
+                    }
                     if std::mem::take(&mut state.upgrade) {
                         // Whatever the client sent after STARTTLS in the clear is dropped
                         // (the CVE-2011-0411 injection), and the session goes on in TLS.
-                        state.from_client = Framer::new(MAX_LINE, s.max_message);
+                        state.from_client = Framer::refusing(MAX_LINE, s.max_message);
                         let Some(acceptor) = &proxy.acceptor else {
                             return Ok(());
                         };
@@ -166,27 +183,52 @@ pub async fn run(tcp: TcpStream, proxy: &Proxy) -> Result<(), Error> {
                 state.from_upstream.push(ubuf.get(..n).unwrap_or_default());
                 // The answers to what this read completed, written at once: one write per
                 // read rather than per message.
-                let mut out = Vec::new();
+                let mut out = Outbox::default();
                 loop {
                     let f = match state.from_upstream.fragment() {
                         Ok(Some(f)) => f,
                         Ok(None) => break,
                         Err(e) => {
                             out.extend_from_slice(format!("* BYE the upstream IMAP server sent {e}\r\n").as_bytes());
-                            client.write_all(&out).await?;
+                            out.flush(&mut client).await?;
                             return Err(Error::UpstreamFrame(e));
                         }
                     };
                     if let Some(response) = state.upstream_fragment(f) {
-                        out.extend_from_slice(&answer(proxy, &state, response).await);
+                        answer(proxy, &mut state, response, &mut out).await;
+                    }
+                    if out.len() >= FLUSH {
+                        out.flush(&mut client).await?;
                     }
                 }
-                if !out.is_empty() {
-                    client.write_all(&out).await?;
+                out.flush(&mut client).await?;
+                if !state.to_upstream.is_empty() {
+                    let own = std::mem::take(&mut state.to_upstream);
+                    upstream.write_all(&own).await.map_err(|e| Error::Upstream(target.clone(), e))?;
                 }
             }
         }
     }
+}
+
+/// A client's FETCH of content, sent upstream for the UIDs and the items that are not
+/// content ([`fetch::Wanted::probe_items`]): the messages in the cache are answered from
+/// it, and those that are not are fetched whole afterwards. UIDs, never sequence
+/// numbers, name cached messages, so an EXPUNGE in between cannot make the proxy serve
+/// another message.
+struct Probe {
+    wanted: Wanted,
+    /// The UIDs not in the cache.
+    missing: Vec<u32>,
+}
+
+/// A client's completion waiting for the proxy's own FETCHes.
+struct Held {
+    completion: Vec<u8>,
+    /// Own FETCHes not completed yet.
+    waiting: usize,
+    /// The upstream's completion of an own FETCH that failed.
+    failed: Option<String>,
 }
 
 /// The connection's state between fragments.
@@ -198,6 +240,15 @@ struct State {
     in_command: bool,
     /// FETCH commands in flight, by tag.
     fetches: HashMap<String, Wanted>,
+    /// FETCHes sent upstream as [`Probe`]s, by tag.
+    probes: HashMap<String, Probe>,
+    /// The client's completion of a probe, held back until the proxy's own FETCHes of the
+    /// messages not in the cache complete (by the client's tag).
+    held: HashMap<String, Held>,
+    /// The proxy's own FETCHes in flight: the client's tag each belongs to.
+    own: HashMap<String, String>,
+    /// Commands of the proxy's own, to send upstream.
+    to_upstream: Vec<u8>,
     /// The login name, once seen.
     login: Option<String>,
     /// `AUTHENTICATE PLAIN` without an initial response: the next line is it.
@@ -213,16 +264,34 @@ struct State {
     upgrade: bool,
     /// The client sent LOGOUT: the upstream closing is the end it asked for.
     logging_out: bool,
+    /// [`Settings::encrypt_appended`].
+    encrypt_appended: bool,
+    /// An APPEND held whole to be encrypted, so far.
+    append: Option<Vec<u8>>,
+    /// An APPEND taken whole: to encrypt and send upstream.
+    append_ready: Option<Vec<u8>>,
+    /// The tag of a command whose non-synchronising literal was over the limit: the rest
+    /// of it is dropped, then it is answered `NO`.
+    refused: Option<String>,
+    /// The largest literal taken from the client.
+    max_literal: usize,
+    /// A literal over the limit in a command partly sent upstream already: the two
+    /// streams cannot be kept in step any more.
+    broken: Option<super::frame::Error>,
 }
 
 impl State {
     fn new(max_line: usize, max_message: usize, starttls: bool) -> State {
         State {
-            from_client: Framer::new(max_line, max_message),
+            from_client: Framer::refusing(max_line, max_message),
             from_upstream: Framer::new(max_line, max_message),
             command: Vec::new(),
             in_command: false,
             fetches: HashMap::new(),
+            probes: HashMap::new(),
+            held: HashMap::new(),
+            own: HashMap::new(),
+            to_upstream: Vec::new(),
             login: None,
             awaiting_plain: false,
             response: Vec::new(),
@@ -231,6 +300,12 @@ impl State {
             logging_out: false,
             mailbox: None,
             uidvalidity: None,
+            encrypt_appended: false,
+            append: None,
+            append_ready: None,
+            refused: None,
+            max_literal: max_message,
+            broken: None,
         }
     }
 
@@ -246,7 +321,39 @@ impl State {
 
     /// What a client fragment sends upstream, and what the proxy answers itself.
     fn client_fragment(&mut self, f: Fragment) -> (Vec<u8>, Vec<u8>) {
+        if let Fragment::TooLarge { bytes, literal } = f {
+            return (Vec::new(), self.too_large(&bytes, literal));
+        }
+        if let Some(tag) = self.refused.take() {
+            // The rest of a refused command: answered once the client sends no more of it
+            // (a synchronising literal waits for a go-ahead it does not get).
+            return match f {
+                Fragment::Line {
+                    literal: Some(l), ..
+                } if !l.sync => {
+                    self.refused = Some(tag);
+                    (Vec::new(), Vec::new())
+                }
+                Fragment::Literal(_) => {
+                    self.refused = Some(tag);
+                    (Vec::new(), Vec::new())
+                }
+                Fragment::Line { .. } | Fragment::TooLarge { .. } => {
+                    self.in_command = false;
+                    (Vec::new(), self.too_big(&tag))
+                }
+            };
+        }
+        let starts_append = matches!(&f, Fragment::Line { bytes, literal: Some(_) }
+            if self.encrypt_appended && !self.in_command && !self.awaiting_plain && super::append::is_append(bytes));
+        if starts_append {
+            self.append = Some(Vec::new());
+        }
+        if self.append.is_some() {
+            return (Vec::new(), self.append_fragment(f));
+        }
         match f {
+            Fragment::TooLarge { .. } => (Vec::new(), Vec::new()),
             Fragment::Line { bytes, literal } => {
                 if self.awaiting_plain && !self.in_command {
                     self.awaiting_plain = false;
@@ -275,9 +382,94 @@ impl State {
         }
     }
 
+    /// A literal over the limit: the command is answered `NO [TOOBIG]` (now, or once the
+    /// rest of it is dropped), unless part of it went upstream already.
+    fn too_large(&mut self, line: &[u8], literal: super::frame::Literal) -> Vec<u8> {
+        if let Some(tag) = self.refused.take() {
+            // Another one in the rest of a command refused already.
+            if literal.sync {
+                self.in_command = false;
+                return self.too_big(&tag);
+            }
+            self.refused = Some(tag);
+            return Vec::new();
+        }
+        let held = self.append.take();
+        if self.in_command && held.is_none() {
+            let len = u64::try_from(literal.len).unwrap_or(u64::MAX);
+            self.broken = Some(super::frame::Error::LiteralTooLarge(len, self.max_literal));
+            return Vec::new();
+        }
+        let first = held
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| line.to_vec());
+        let tag = String::from_utf8_lossy(first.split(|&b| b == b' ').next().unwrap_or_default())
+            .into_owned();
+        if literal.sync {
+            // Announced within the limit of one literal but over that of the command: the
+            // framer waits for it, and it never comes.
+            self.from_client.cancel_literal();
+            self.in_command = false;
+            self.too_big(&tag)
+        } else {
+            self.in_command = true;
+            self.refused = Some(tag);
+            Vec::new()
+        }
+    }
+
+    fn too_big(&self, tag: &str) -> Vec<u8> {
+        format!(
+            "{tag} NO [TOOBIG] larger than the proxy's limit of {} bytes\r\n",
+            self.max_literal
+        )
+        .into_bytes()
+    }
+
+    /// A fragment of an APPEND held whole; what the client is told (go on, or `NO`).
+    fn append_fragment(&mut self, f: Fragment) -> Vec<u8> {
+        let Some(held) = self.append.as_mut() else {
+            return Vec::new();
+        };
+        match f {
+            Fragment::Line { bytes, literal } => {
+                held.extend_from_slice(&bytes);
+                self.in_command = literal.is_some();
+                match literal {
+                    // The whole command is bounded as each of its literals is.
+                    Some(l)
+                        if held.len().saturating_add(l.len) > self.max_literal + KEPT_COMMAND =>
+                    {
+                        self.too_large(&[], l)
+                    }
+                    Some(l) if l.sync => b"+ go ahead\r\n".to_vec(),
+                    Some(_) => Vec::new(),
+                    None => {
+                        self.append_ready = self.append.take();
+                        Vec::new()
+                    }
+                }
+            }
+            Fragment::Literal(data) => {
+                held.extend_from_slice(&data);
+                Vec::new()
+            }
+            Fragment::TooLarge { .. } => Vec::new(),
+        }
+    }
+
     /// A whole command line without literals.
     fn command_line(&mut self, line: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
         if let Some((rewritten, tag, wanted)) = fetch::rewrite(&line) {
+            // One FETCH at a time is probed, so that the UIDs that come back are its own.
+            let probe =
+                self.fetches.is_empty() && self.probes.is_empty() && self.cache_key(0).is_some();
+            let items = probe.then(|| wanted.probe_items()).flatten();
+            if let Some(command) = items.and_then(|i| fetch::probe_command(&line, i)) {
+                let missing = Vec::new();
+                self.probes.insert(tag, Probe { wanted, missing });
+                return (command, Vec::new());
+            }
             self.fetches.insert(tag, wanted);
             return (rewritten, Vec::new());
         }
@@ -347,6 +539,10 @@ impl State {
                 self.response.extend_from_slice(&data);
                 return None;
             }
+            // Only a client's framer refuses literals.
+            Fragment::TooLarge { bytes, .. } => {
+                self.response.extend_from_slice(&bytes);
+            }
         }
         let response = std::mem::take(&mut self.response);
         if let Some(v) = uidvalidity(&response) {
@@ -355,10 +551,65 @@ impl State {
         // A tagged completion ends its FETCH.
         if !response.starts_with(b"* ") && !response.starts_with(b"+") {
             if let Some(tag) = response.split(|&b| b == b' ').next() {
-                self.fetches.remove(String::from_utf8_lossy(tag).as_ref());
+                let tag = String::from_utf8_lossy(tag).into_owned();
+                self.fetches.remove(&tag);
+                let ok = response
+                    .get(tag.len() + 1..tag.len() + 3)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"OK"));
+                if let Some(client_tag) = self.own.remove(&tag) {
+                    return self.own_done(&client_tag, ok, &response);
+                }
+                if let Some(probe) = self.probes.remove(&tag) {
+                    let commands = if ok && !probe.missing.is_empty() {
+                        fetch::by_uid(&tag, &probe.missing, &probe.wanted)
+                    } else {
+                        Vec::new()
+                    };
+                    if !commands.is_empty() {
+                        for (own, command) in &commands {
+                            self.to_upstream.extend_from_slice(command);
+                            self.fetches.insert(own.clone(), probe.wanted.clone());
+                            self.own.insert(own.clone(), tag.clone());
+                        }
+                        let held = Held {
+                            completion: response,
+                            waiting: commands.len(),
+                            failed: None,
+                        };
+                        self.held.insert(tag, held);
+                        return None;
+                    }
+                }
             }
         }
         Some(response)
+    }
+
+    /// One of the proxy's own FETCHes for `client_tag` completed; the client's completion
+    /// once they all have: as the upstream gave it, or `NO` when one of them failed (some
+    /// messages asked for were not sent).
+    fn own_done(&mut self, client_tag: &str, ok: bool, response: &[u8]) -> Option<Vec<u8>> {
+        let held = self.held.get_mut(client_tag)?;
+        held.waiting = held.waiting.saturating_sub(1);
+        if !ok {
+            held.failed = Some(String::from_utf8_lossy(response).trim_end().to_string());
+        }
+        if held.waiting > 0 {
+            return None;
+        }
+        let held = self.held.remove(client_tag)?;
+        match held.failed {
+            None => Some(held.completion),
+            Some(why) => {
+                tracing::warn!(upstream = %why, "fetching messages not in the cache failed");
+                Some(
+                    format!(
+                        "{client_tag} NO the upstream did not send every message asked for\r\n"
+                    )
+                    .into_bytes(),
+                )
+            }
+        }
     }
 
     /// The address whose keys open mail: the login name when it is one.
@@ -371,37 +622,116 @@ impl State {
     }
 }
 
-/// What the client gets for one upstream response.
-async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
+/// What the client gets for one upstream response, written to `out`.
+async fn answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut Outbox) {
     if let Some(filtered) = capability::filter(&response) {
         if state.tls_pending {
-            return capability::before_tls(&filtered);
+            out.extend_from_slice(&capability::before_tls(&filtered));
+        } else {
+            out.extend_from_slice(&filtered);
         }
-        return filtered;
+        return;
+    }
+    if !response.starts_with(b"* ") || !is_fetch(&response) {
+        out.extend_from_slice(&response);
+        return;
+    }
+    if !state.probes.is_empty() {
+        probe_answer(proxy, state, response, out);
+        return;
     }
     // Untagged FETCH data while a content FETCH is in flight. With several in flight the
     // last one's items are taken (clients wait for each before the next).
     let Some(wanted) = state.fetches.values().last() else {
-        return response;
+        out.extend_from_slice(&response);
+        return;
     };
-    if !response.starts_with(b"* ") || !is_fetch(&response) {
-        return response;
-    }
     // The common case of a client downloading messages it has seen before: answered
     // from the cache without reading the upstream's copy through the codec.
     if wanted.whole_only() {
         if let Some(((seq, uid), key)) = fetch::whole_message_response(&response)
             .and_then(|(seq, uid)| Some(((seq, uid), state.cache_key(uid)?)))
         {
-            match proxy.cache.get(&key).as_deref() {
-                Some(Entry::Opened(served)) => {
-                    return fetch::whole_message_answer(seq, uid, served)
+            match proxy.cache.get(&key) {
+                Some(hit) if matches!(*hit, Entry::Opened(_)) => {
+                    cached_whole_message(out, seq, uid, hit);
+                    return;
                 }
-                Some(Entry::Plain) => return response,
+                Some(_) => {
+                    out.extend_from_slice(&response);
+                    return;
+                }
                 None => {}
             }
         }
     }
+    let answered = opened(proxy, state, wanted, response).await;
+    out.extend_from_slice(&answered);
+}
+
+/// A message's UID (and the items that are not content) for a probed FETCH: the answer
+/// composed from the cache, or the UID noted to be fetched whole once the FETCH completes.
+fn probe_answer(proxy: &Proxy, state: &mut State, response: Vec<u8>, out: &mut Outbox) {
+    // `* n FETCH (UID u)`, the common case, is read without the codec.
+    let fast = fetch::uid_response(&response);
+    let fetched = if fast.is_none() {
+        Fetched::parse(&response)
+    } else {
+        None
+    };
+    let uid = match (fast, fetched.as_ref().and_then(Fetched::uid)) {
+        (Some((_, uid)), _) | (None, Some(uid)) => uid,
+        // Items the codec does not read: the message is fetched whole, as without a probe.
+        (None, None) if fetched.is_none() && fetch::uid_in(&response).is_some() => {
+            if let (Some(uid), Some(probe)) =
+                (fetch::uid_in(&response), state.probes.values_mut().next())
+            {
+                probe.missing.push(uid);
+            }
+            return;
+        }
+        // Not an answer to the probe (a flag change, say): as it came.
+        (None, None) => {
+            out.extend_from_slice(&response);
+            return;
+        }
+    };
+    let hit = state
+        .cache_key(uid)
+        .and_then(|k| proxy.cache.get(&k))
+        .filter(|h| matches!(**h, Entry::Opened(_)));
+    if let (Some(hit), Some(probe)) = (hit, state.probes.values().next()) {
+        if let (Some((seq, _)), true) = (fast, probe.wanted.whole_only()) {
+            cached_whole_message(out, seq, uid, hit);
+            return;
+        }
+        let fetched = fetched.or_else(|| Fetched::parse(&response));
+        if let (Some(f), Entry::Opened(served)) = (fetched, &*hit) {
+            if let Some(answer) = f.composed(&probe.wanted, served) {
+                out.extend_from_slice(&answer);
+                return;
+            }
+        }
+    }
+    if let Some(probe) = state.probes.values_mut().next() {
+        probe.missing.push(uid);
+    }
+}
+
+/// The answer to a FETCH of the whole message `uid` (and its UID), from the cache.
+fn cached_whole_message(out: &mut Outbox, seq: u32, uid: u32, hit: Arc<Entry>) {
+    let len = match &*hit {
+        Entry::Opened(served) => served.len(),
+        Entry::Plain => 0,
+    };
+    out.extend_from_slice(&fetch::whole_message_head(seq, uid, len));
+    out.push_cached(hit);
+    out.extend_from_slice(fetch::WHOLE_MESSAGE_END);
+}
+
+/// The answer to a FETCH response with content: from the opened message when it is
+/// protected (opened now, or found in the cache), as the upstream sent it otherwise.
+async fn opened(proxy: &Proxy, state: &State, wanted: &Wanted, response: Vec<u8>) -> Vec<u8> {
     let Some(fetched) = Fetched::parse(&response) else {
         return response;
     };
@@ -466,6 +796,108 @@ async fn answer(proxy: &Proxy, state: &State, response: Vec<u8>) -> Vec<u8> {
             fetched.as_sent(wanted)
         }
     }
+}
+
+/// The two connections, for an exchange the proxy leads itself.
+struct Link<'a> {
+    client: &'a mut Box<dyn Stream>,
+    upstream: &'a mut Box<dyn Stream>,
+    ubuf: &'a mut [u8],
+    target: &'a str,
+}
+
+/// An APPEND held whole: its message encrypted ([`super::append::seal`]) and the command
+/// sent upstream, each synchronising literal after the upstream's continuation request.
+/// The client is answered `NO` when it cannot be encrypted, and gets the upstream's
+/// completion otherwise (through the main loop, as any response).
+async fn append(
+    proxy: &Proxy,
+    state: &mut State,
+    command: Vec<u8>,
+    link: &mut Link<'_>,
+) -> Result<(), Error> {
+    let tag = String::from_utf8_lossy(command.split(|&b| b == b' ').next().unwrap_or_default())
+        .into_owned();
+    let address = state.address(&proxy.settings);
+    let keyring = proxy.keyring.clone();
+    let sealed = tokio::task::spawn_blocking(move || {
+        super::append::seal(&command, address.as_deref(), &keyring, SystemTime::now())
+    })
+    .await;
+    let chunks = match sealed {
+        Ok(Ok(chunks)) => chunks,
+        Ok(Err(refusal)) => {
+            tracing::warn!(reason = %refusal, "an APPEND was refused: it could not be encrypted");
+            let no = format!("{tag} NO {refusal}\r\n");
+            link.client.write_all(no.as_bytes()).await?;
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "encrypting an APPENDed message failed");
+            let no = format!("{tag} NO [SERVERBUG] encrypting the message failed\r\n");
+            link.client.write_all(no.as_bytes()).await?;
+            return Ok(());
+        }
+    };
+    let target = link.target.to_string();
+    let up = |e| Error::Upstream(target.clone(), e);
+    let mut chunks = chunks.into_iter();
+    if let Some(first) = chunks.next() {
+        link.upstream.write_all(&first).await.map_err(up)?;
+    }
+    let mut next = chunks.next();
+    let done = format!("{tag} ");
+    while next.is_some() {
+        let n = link.upstream.read(link.ubuf).await.map_err(up)?;
+        if n == 0 {
+            // The main loop finds the connection closed and tells the client.
+            return Ok(());
+        }
+        state
+            .from_upstream
+            .push(link.ubuf.get(..n).unwrap_or_default());
+        let mut out = Outbox::default();
+        loop {
+            let f = match state.from_upstream.fragment() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    out.extend_from_slice(
+                        format!("* BYE the upstream IMAP server sent {e}\r\n").as_bytes(),
+                    );
+                    out.flush(link.client).await?;
+                    return Err(Error::UpstreamFrame(e));
+                }
+            };
+            let Some(response) = state.upstream_fragment(f) else {
+                continue;
+            };
+            if response.starts_with(b"+") {
+                // The go-ahead for the proxy's own literal: the client never asked.
+                if let Some(chunk) = next.take() {
+                    link.upstream.write_all(&chunk).await.map_err(up)?;
+                    next = chunks.next();
+                }
+                continue;
+            }
+            if response.starts_with(done.as_bytes()) {
+                // Refused before its message was sent: the client hears why.
+                next = None;
+                out.extend_from_slice(&response);
+                continue;
+            }
+            answer(proxy, state, response, &mut out).await;
+            if out.len() >= FLUSH {
+                out.flush(link.client).await?;
+            }
+        }
+        out.flush(link.client).await?;
+        if !state.to_upstream.is_empty() {
+            let own = std::mem::take(&mut state.to_upstream);
+            link.upstream.write_all(&own).await.map_err(up)?;
+        }
+    }
+    Ok(())
 }
 
 /// The UIDVALIDITY an `* OK [UIDVALIDITY n]` response gives.
@@ -569,12 +1001,15 @@ mod tests {
     use tokio::io::AsyncBufReadExt;
 
     /// A proxy in front of a scripted upstream that answers every command with `reply`
-    /// (after its greeting), and a client's transcript of `commands` through it.
+    /// (after its greeting), and a client's transcript of `commands` (sent 30 ms apart)
+    /// through it.
     async fn through(reply: &'static [u8], commands: &[&str], close: bool) -> String {
         let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let up_port = up.local_addr().unwrap().port();
         tokio::spawn(async move {
             let (mut s, _) = up.accept().await.unwrap();
+            // Its answers come at once, not after the client's delayed ACK.
+            s.set_nodelay(true).unwrap();
             s.write_all(b"* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE] ready\r\n")
                 .await
                 .unwrap();
@@ -603,6 +1038,7 @@ mod tests {
                 max_message: 1 << 20,
                 tls: ListenerTls::None,
                 certificate: None,
+                encrypt_appended: false,
             },
             acceptor: None,
             cache: crate::imap::cache::Cache::new(1 << 20),
@@ -620,6 +1056,9 @@ mod tests {
         let mut c = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         for cmd in commands {
             c.write_all(cmd.as_bytes()).await.unwrap();
+            // As a client that waits for each answer: the proxy learns the selected
+            // mailbox's UIDVALIDITY before the next command.
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
         }
         let mut out = Vec::new();
         let _ =
@@ -661,6 +1100,144 @@ mod tests {
             t.ends_with("* BYE the upstream IMAP server closed the connection\r\n"),
             "{t}"
         );
+    }
+
+    #[tokio::test]
+    async fn whole_messages_not_in_the_cache_are_fetched_by_the_proxy_before_the_client_s_ok() {
+        // Every command gets this answer: the UIDVALIDITY for SELECT, and message 1 as
+        // UID 5 for the FETCH of UIDs (then as the whole message, without content here).
+        let t = through(
+            b"* OK [UIDVALIDITY 7] x\r\n* 1 FETCH (UID 5)\r\n",
+            &[
+                "a LOGIN bob@example.org pw\r\n",
+                "b SELECT INBOX\r\n",
+                "c FETCH 1 (BODY.PEEK[])\r\n",
+                "d LOGOUT\r\n",
+            ],
+            false,
+        )
+        .await;
+        // The client's completion comes after the proxy's own FETCH, and only once.
+        assert!(
+            t.ends_with("* 1 FETCH (UID 5)\r\nc OK done\r\n* OK [UIDVALIDITY 7] x\r\n* 1 FETCH (UID 5)\r\nd OK done\r\n"),
+            "{t}"
+        );
+        assert_eq!(t.matches("c OK").count(), 1, "{t}");
+        // Two commands upstream for c (UIDs, then the message), one each for the others;
+        // the UID alone of the first is not passed on.
+        assert_eq!(t.matches("[UIDVALIDITY 7]").count(), 5, "{t}");
+        assert_eq!(t.matches("* 1 FETCH (UID 5)").count(), 4, "{t}");
+        assert!(!t.contains("sealpost"), "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_probe_answer_the_codec_cannot_read_is_fetched_whole_after_it() {
+        let t = through(
+            b"* OK [UIDVALIDITY 7] x\r\n* 1 FETCH (UID 5 X-ODD ((\r\n",
+            &[
+                "a LOGIN bob@example.org pw\r\n",
+                "b SELECT INBOX\r\n",
+                "c FETCH 1 (ENVELOPE)\r\n",
+                "d LOGOUT\r\n",
+            ],
+            false,
+        )
+        .await;
+        // Asked twice for c; its first answer not passed on, its second one is.
+        assert_eq!(t.matches("[UIDVALIDITY 7]").count(), 5, "{t}");
+        assert_eq!(t.matches("X-ODD").count(), 4, "{t}");
+        assert_eq!(t.matches("c OK").count(), 1, "{t}");
+    }
+
+    #[tokio::test]
+    async fn a_literal_over_the_limit_is_refused_and_the_session_goes_on() {
+        let big = format!("{}\r\n", "x".repeat((1 << 20) + 1));
+        let t = through(
+            b"",
+            &[
+                "a APPEND INBOX {2000000}\r\n",
+                "b NOOP\r\n",
+                "c APPEND INBOX {1048577+}\r\n",
+                &big,
+                "d LOGOUT\r\n",
+            ],
+            false,
+        )
+        .await;
+        assert!(
+            t.contains(
+                "a NO [TOOBIG] larger than the proxy's limit of 1048576 bytes\r\nb OK done\r\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "c NO [TOOBIG] larger than the proxy's limit of 1048576 bytes\r\nd OK done\r\n"
+            ),
+            "{t}"
+        );
+        assert!(!t.contains("a OK") && !t.contains("c OK"), "{t}");
+    }
+
+    /// What the proxy sends upstream and answers itself for `input` from the client.
+    fn feed(s: &mut State, input: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        s.from_client.push(input);
+        let (mut up, mut back) = (Vec::new(), Vec::new());
+        while let Some(f) = s.from_client.fragment().unwrap() {
+            let (u, b) = s.client_fragment(f);
+            up.extend(u);
+            back.extend(b);
+        }
+        (up, back)
+    }
+
+    #[test]
+    fn an_append_to_encrypt_is_taken_whole_and_bounded() {
+        let mut s = State::new(1024, 100, false);
+        s.encrypt_appended = true;
+        // The proxy asks for the message itself and sends nothing upstream yet.
+        let (up, back) = feed(&mut s, b"a APPEND Sent {5}\r\n");
+        assert!(up.is_empty());
+        assert_eq!(back, b"+ go ahead\r\n");
+        let (up, back) = feed(&mut s, b"hello\r\n");
+        assert!(up.is_empty() && back.is_empty());
+        assert_eq!(
+            s.append_ready.take().unwrap(),
+            b"a APPEND Sent {5}\r\nhello\r\n"
+        );
+        // Each literal within the limit, the command over it: refused, and the next line
+        // is a command again.
+        let mut s = State::new(1024, 70_000, false);
+        s.encrypt_appended = true;
+        let (_, back) = feed(&mut s, b"b APPEND {69000}\r\n");
+        assert_eq!(back, b"+ go ahead\r\n");
+        let mailbox = "m".repeat(69_000);
+        let (up, back) = feed(&mut s, format!("{mailbox} {{69000}}\r\n").as_bytes());
+        assert!(up.is_empty());
+        assert_eq!(
+            String::from_utf8_lossy(&back),
+            "b NO [TOOBIG] larger than the proxy's limit of 70000 bytes\r\n"
+        );
+        let (up, _) = feed(&mut s, b"c NOOP\r\n");
+        assert_eq!(up, b"c NOOP\r\n");
+        assert!(s.append.is_none() && s.append_ready.is_none());
+        // Two non-synchronising literals over the limit in one command: one NO.
+        let mut s = State::new(1024, 10, false);
+        let input = [
+            &b"f APPEND X {20+}\r\n"[..],
+            &[b'x'; 20],
+            b" {30+}\r\n",
+            &[b'y'; 30],
+            b"\r\ng NOOP\r\n",
+        ]
+        .concat();
+        let (up, back) = feed(&mut s, &input);
+        assert_eq!(up, b"g NOOP\r\n");
+        assert_eq!(
+            String::from_utf8_lossy(&back),
+            "f NO [TOOBIG] larger than the proxy's limit of 10 bytes\r\n"
+        );
+        assert!(s.broken.is_none());
     }
 
     #[test]

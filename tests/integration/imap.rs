@@ -95,6 +95,9 @@ struct World {
     _server: Server,
     /// The fixtures as stored.
     plain: Vec<u8>,
+    encrypted: Vec<u8>,
+    /// Bob's secret key, to read what the proxy stores for him with gpg.
+    bob_secret: Vec<u8>,
     /// The proxy's port.
     port: u16,
 }
@@ -174,12 +177,22 @@ fn world() -> World {
         .concat();
         let dovecot = start_dovecot(&[
             ("plain", plain.clone()),
-            ("encrypted", encrypted),
+            ("encrypted", encrypted.clone()),
             ("efail", efail),
         ]);
+        let bob_secret = s
+            .ok(&[
+                "keys",
+                "export",
+                "--secret",
+                "--unprotected",
+                "bob@example.org",
+            ])
+            .into_bytes();
         let config = format!(
             "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-             [imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\n",
+             [imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\n\
+             encrypt_appended = true\n",
             dovecot.port
         );
         let server = s.serve(&config, &[]);
@@ -189,6 +202,8 @@ fn world() -> World {
             _dovecot: dovecot,
             _server: server,
             plain,
+            encrypted,
+            bob_secret,
             port,
         }
     }
@@ -257,6 +272,9 @@ fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
     the_structure_and_numbered_parts_are_the_decrypted_message_s(&w);
     efail_through_imap_is_refused_as_on_the_smtp_path(&w);
     only_what_the_proxy_handles_is_advertised_and_flags_pass(&w);
+    fetchmail_delivers_the_opened_message_and_plain_mail_as_stored(&w);
+    appended_copies_reach_the_provider_encrypted_to_bob_s_own_key(&w);
+    after_an_expunge_a_sequence_number_gets_the_message_it_now_names(&w);
 }
 
 fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: &World) {
@@ -296,7 +314,7 @@ fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: 
 fn the_message_list_shows_the_real_subject_and_sections_agree(w: &World) {
     let got = decoded(&imaplib(
         w.port,
-        "typ, data = IMAP.uid('FETCH', '2', '(ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])')\n\
+        "typ, data = IMAP.uid('FETCH', '2', '(FLAGS ENVELOPE BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])')\n\
          out(flat(data))\n\
          typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[TEXT]<0.20>)')\n\
          out(flat(data))\n\
@@ -304,6 +322,9 @@ fn the_message_list_shows_the_real_subject_and_sections_agree(w: &World) {
          out(data[0][1])\n",
     ));
     let list = String::from_utf8_lossy(&got[0]);
+    // Opened before: the upstream was asked for the UID and flags alone, the rest comes
+    // from the cache.
+    assert!(list.contains("UID 2 FLAGS ("), "{list}");
     assert!(list.contains("ENVELOPE (\"Fri, 04 Dec 2026"), "{list}");
     assert!(list.contains("\"The real plan\""), "{list}");
     assert!(list.contains("Subject: The real plan\r\n"), "{list}");
@@ -378,11 +399,237 @@ fn only_what_the_proxy_handles_is_advertised_and_flags_pass(w: &World) {
     assert_eq!(String::from_utf8_lossy(&got[2]), "1 2 3");
 }
 
+/// Runs `body` in Python with `IMAP`, an imaplib connection logged in as Bob to `port`
+/// (Dovecot itself or the proxy); returns what it wrote with `out`.
+fn imaplib_raw(port: u16, body: &str) -> Vec<Vec<u8>> {
+    decoded(&python(&format!(
+        "import imaplib, sys, base64\n\
+         IMAP = imaplib.IMAP4('127.0.0.1', {port})\n\
+         IMAP.login('bob@example.org', '{PASSWORD}')\n\
+         def out(b):\n    assert isinstance(b, bytes), repr(b)\n    sys.stdout.write(base64.b64encode(b).decode() + '\\n')\n\
+         {body}\n\
+         IMAP.logout()\n"
+    )))
+}
+
+/// `encrypt_appended = true`: the sent copy a client APPENDs is stored at the provider as
+/// PGP/MIME to Bob's own key (read straight from Dovecot, opened by gpg), and comes back
+/// through the proxy as the message the client stored; a message already encrypted is
+/// stored as it came.
+fn appended_copies_reach_the_provider_encrypted_to_bob_s_own_key(w: &World) {
+    use base64::Engine;
+    let sent = crlf(
+        "From: Bob <bob@example.org>\nTo: Carol <carol@example.com>\n\
+         Subject: Sent copy of the plan\nDate: Fri, 04 Dec 2026 11:00:00 +0000\n\
+         Message-ID: <sent-1@example.org>\n\n\
+         The boat leaves at 8. APPEND-SECRET-0815\n",
+    );
+    let b64 = |m: &[u8]| base64::engine::general_purpose::STANDARD.encode(m);
+    let reply = imaplib(
+        w.port,
+        &format!(
+            "IMAP.create('Sent')\n\
+             typ, data = IMAP.append('Sent', '(\\\\Seen)', None, base64.b64decode('{}'))\n\
+             out((typ + ' ').encode() + data[0])\n\
+             typ, data = IMAP.append('Sent', None, None, base64.b64decode('{}'))\n\
+             out((typ + ' ').encode() + data[0])\n",
+            b64(&sent),
+            b64(&w.encrypted)
+        ),
+    );
+    for r in decoded(&reply) {
+        assert!(r.starts_with(b"OK "), "{}", String::from_utf8_lossy(&r));
+    }
+    // Straight from Dovecot, not through the proxy.
+    let stored = imaplib_raw(
+        w._dovecot.port,
+        "IMAP.select('Sent')\n\
+         for uid in (b'1', b'2'):\n\
+         \x20   typ, data = IMAP.uid('FETCH', uid, '(FLAGS BODY.PEEK[])')\n\
+         \x20   out(data[0][0]); out(data[0][1])\n",
+    );
+    let (meta, at_provider) = (String::from_utf8_lossy(&stored[0]), &stored[1]);
+    assert!(meta.contains("\\Seen"), "flags kept: {meta}");
+    let text = String::from_utf8_lossy(at_provider);
+    assert!(text.contains("Content-Type: multipart/encrypted"), "{text}");
+    assert!(!text.contains("APPEND-SECRET-0815"), "{text}");
+    assert!(
+        !text.contains("Sent copy of the plan"),
+        "the Subject is protected: {text}"
+    );
+    assert_eq!(
+        &stored[3], &w.encrypted,
+        "an encrypted message is stored as it came"
+    );
+    let start = text.find("-----BEGIN PGP MESSAGE-----").expect("armor");
+    let end = text.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
+    let bob = Gpg::new();
+    bob.ok_with_input(&["--import"], &w.bob_secret);
+    let opened = bob.run_with_input(&["--decrypt"], text[start..end].as_bytes());
+    let opened_text = String::from_utf8_lossy(&opened.stdout);
+    assert!(
+        opened.status.success(),
+        "gpg: {}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
+    assert!(opened_text.contains("APPEND-SECRET-0815"), "{opened_text}");
+    assert!(
+        opened_text.contains("Subject: Sent copy of the plan"),
+        "{opened_text}"
+    );
+    let status = String::from_utf8_lossy(&opened.stderr);
+    assert!(
+        status.contains("Good signature"),
+        "signed by Bob's key: {status}"
+    );
+    // Through the proxy: the message the client stored.
+    let back = imaplib_raw(
+        w.port,
+        "IMAP.select('Sent')\n\
+         typ, data = IMAP.uid('FETCH', '1', '(ENVELOPE BODY.PEEK[])')\n\
+         out(data[0][0]); out(data[0][1])\n",
+    );
+    let envelope = String::from_utf8_lossy(&back[0]);
+    assert!(envelope.contains("\"Sent copy of the plan\""), "{envelope}");
+    let through = String::from_utf8_lossy(&back[1]);
+    assert!(through.contains("APPEND-SECRET-0815"), "{through}");
+    assert!(
+        through.contains("X-Sealpost-Verdict: signature=valid; encryption=decrypted"),
+        "{through}"
+    );
+}
+
+/// A message fetched whole a second time comes from the cache, found by its UID: once an
+/// EXPUNGE renumbers the mailbox, sequence number 1 is the message that is first now, not
+/// the one cached as number 1 before. (Sent holds Bob's sent copy, then Alice's message.)
+fn after_an_expunge_a_sequence_number_gets_the_message_it_now_names(w: &World) {
+    let got = imaplib_raw(
+        w.port,
+        &format!(
+            "IMAP.select('Sent')\n\
+             typ, data = IMAP.fetch('1:2', '(BODY.PEEK[])')\n\
+             for d in data:\n\
+             \x20   if isinstance(d, tuple):\n\
+             \x20       out(d[0]); out(d[1])\n\
+             D = imaplib.IMAP4('127.0.0.1', {dovecot})\n\
+             D.login('bob@example.org', '{PASSWORD}')\n\
+             D.select('Sent')\n\
+             D.store('1', '+FLAGS', '(\\\\Deleted)')\n\
+             D.expunge()\n\
+             D.logout()\n\
+             IMAP.noop()\n\
+             typ, data = IMAP.fetch('1', '(BODY.PEEK[])')\n\
+             out(data[0][0]); out(data[0][1])\n",
+            dovecot = w._dovecot.port
+        ),
+    );
+    let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+    let before: Vec<(String, String)> = got[..4]
+        .chunks(2)
+        .map(|p| (text(&p[0]), text(&p[1])))
+        .collect();
+    let first = before
+        .iter()
+        .find(|(m, _)| m.starts_with("1 "))
+        .expect("message 1");
+    let second = before
+        .iter()
+        .find(|(m, _)| m.starts_with("2 "))
+        .expect("message 2");
+    assert!(first.1.contains("APPEND-SECRET-0815"), "{first:?}");
+    assert!(second.1.contains("IMAP-SECRET-4711"), "{second:?}");
+    let (meta, now_first) = (text(&got[4]), text(&got[5]));
+    assert!(meta.starts_with("1 (UID 2 "), "{meta}");
+    assert!(
+        now_first.contains("IMAP-SECRET-4711"),
+        "{meta}\n{now_first}"
+    );
+    assert!(!now_first.contains("APPEND-SECRET-0815"), "{now_first}");
+}
+
+/// A second real client: fetchmail polls the proxy once (no TLS on loopback, messages
+/// kept on the server) and hands each message to an MDA that writes it to a file. It
+/// reads a message as `BODY.PEEK[HEADER]` and then `BODY.PEEK[TEXT]`, so the two halves
+/// it delivers must make up the opened message the proxy serves whole.
+fn fetchmail_delivers_the_opened_message_and_plain_mail_as_stored(w: &World) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).expect("out dir");
+    // One file per message, numbered in the order delivered (fetchmail delivers one at a
+    // time, in UID order).
+    let deliver = dir.path().join("deliver.sh");
+    std::fs::write(
+        &deliver,
+        format!("n=$(ls {o} | wc -l)\ncat > {o}/$n.eml\n", o = out.display()),
+    )
+    .expect("deliver.sh");
+    let rc = dir.path().join("fetchmailrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set no syslog\nset invisible\n\
+             poll 127.0.0.1 service {port} protocol IMAP auth password timeout 30\n\
+             \x20 user \"bob@example.org\" there with password \"{PASSWORD}\" is root here\n\
+             \x20 sslproto \"\" no rewrite no stripcr keep fetchall\n\
+             \x20 mda \"/bin/sh {deliver}\"\n",
+            port = w.port,
+            deliver = deliver.display()
+        ),
+    )
+    .expect("fetchmailrc");
+    // fetchmail refuses an rc file others can read (it holds the password).
+    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = Command::new("fetchmail")
+        .arg("-f")
+        .arg(&rc)
+        .args(["--verbose", "--nodetach"])
+        .env("FETCHMAILHOME", dir.path())
+        .output()
+        .expect("fetchmail (deploy/dev.sh installs it)");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "fetchmail failed: {log}");
+    let delivered = |n: usize| {
+        std::fs::read(out.join(format!("{n}.eml")))
+            .unwrap_or_else(|e| panic!("message {n} not delivered ({e}): {log}"))
+    };
+    assert_eq!(delivered(0), w.plain, "plain mail byte for byte: {log}");
+    let opened = delivered(1);
+    let text = String::from_utf8_lossy(&opened);
+    assert!(text.contains("IMAP-SECRET-4711"), "{text}");
+    assert!(!text.contains("BEGIN PGP MESSAGE"), "{text}");
+    assert!(text.contains("\r\nSubject: The real plan\r\n"), "{text}");
+    assert!(
+        text.contains("X-Sealpost-Verdict: signature=valid; encryption=decrypted"),
+        "{text}"
+    );
+    // The same bytes an IMAP client gets asking for the whole message.
+    let whole = decoded(&imaplib(
+        w.port,
+        "typ, data = IMAP.uid('FETCH', '2', '(BODY.PEEK[])')\nout(data[0][1])\n",
+    ));
+    assert_eq!(
+        opened, whole[0],
+        "header and text make up the whole message"
+    );
+    let efail = String::from_utf8_lossy(&delivered(2)).into_owned();
+    assert!(efail.contains("encryption=nested-ignored"), "{efail}");
+    assert!(!efail.contains("IMAP-SECRET-4711"), "{efail}");
+}
+
 /// TLS towards the mail client, as for the SMTP listeners: STARTTLS (logins refused
-/// before it) and TLS from the first byte, with the self-signed certificate.
+/// before it) and TLS from the first byte, with the self-signed certificate. Without
+/// `encrypt_appended`, what the client APPENDs is stored byte for byte.
 #[test]
 fn the_mail_client_can_talk_tls_to_the_proxy() {
+    use base64::Engine;
     let plain = crlf("From: <carol@example.com>\nSubject: over TLS\n\nhello\n");
+    let sent = crlf("From: Bob <bob@example.org>\nTo: <carol@example.com>\nSubject: sent, plain\n\nstored as it is   \n\tand tabbed\n");
+    let sent64 = base64::engine::general_purpose::STANDARD.encode(&sent);
     let dovecot = start_dovecot(&[("plain", plain.clone())]);
     for mode in ["starttls", "tls"] {
         let s = Sealpost::new();
@@ -409,6 +656,7 @@ fn the_mail_client_can_talk_tls_to_the_proxy() {
              ctx = ssl.create_default_context()\nctx.check_hostname = False\nctx.verify_mode = ssl.CERT_NONE\n\
              {connect}\
              IMAP.login('bob@example.org', PASSWORD)\nIMAP.select('INBOX')\n\
+             typ, data = IMAP.append('INBOX', None, None, base64.b64decode('{sent64}'))\nout(typ.encode())\n\
              typ, data = IMAP.uid('FETCH', '1', '(BODY.PEEK[])')\nout(data[0][1])\n\
              IMAP.logout()\n"
         );
@@ -423,6 +671,16 @@ fn the_mail_client_can_talk_tls_to_the_proxy() {
             assert!(refused.contains("STARTTLS first"), "{refused}");
         }
         assert_eq!(got.last().unwrap(), &plain, "{mode}");
+        assert_eq!(got[got.len() - 2], b"OK", "{mode}");
         drop(server);
     }
+    // Straight from Dovecot: both appended copies as the client sent them.
+    let stored = imaplib_raw(
+        dovecot.port,
+        "IMAP.select('INBOX')\n\
+         for uid in (b'2', b'3'):\n\
+         \x20   typ, data = IMAP.uid('FETCH', uid, '(BODY.PEEK[])')\n\
+         \x20   out(data[0][1])\n",
+    );
+    assert_eq!(stored, [sent.clone(), sent]);
 }
