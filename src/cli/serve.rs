@@ -285,8 +285,9 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
         tracing::warn!("no keyring passphrase (SEALPOST_PASSPHRASE_FILE): the keys of secret keys and spooled mail rest unencrypted in the vault, protected by file modes only");
     }
     // The keyring and the spool share the data directory's vault.
-    let spool = crate::relay::Spool::open_with(&config.data_dir, vault, passphrase.as_ref())
-        .context("cannot open the spool")?;
+    let spool =
+        crate::relay::Spool::open_with(&config.data_dir, vault.clone(), passphrase.as_ref())
+            .context("cannot open the spool")?;
     warn_if_shared(&config.data_dir, "the data directory");
     if let Some(file) = std::env::var_os("SEALPOST_PASSPHRASE_FILE").filter(|p| !p.is_empty()) {
         warn_if_shared(
@@ -471,8 +472,9 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                     ),
                 };
             let proxy = Arc::new(crate::imap::session::Proxy {
-                // Opened messages kept for the next fetch: 64 MiB, in memory only.
-                cache: crate::imap::cache::Cache::new(64 << 20),
+                // Opened messages kept for the next fetch: 64 MiB in memory, and what
+                // `[imap] disk_cache` allows on disk, sealed under a key in the vault.
+                cache: imap_cache(&config.data_dir, &vault, settings.disk_cache),
                 acceptor,
                 settings: settings.clone(),
                 tls: crate::tls::client::ClientTls::new(settings.ca_file.as_deref())?,
@@ -889,5 +891,26 @@ fn listener_tls(l: &config::Listener) -> anyhow::Result<ListenerTls> {
              a self-signed certificate is made only for loopback listeners",
             l.address
         ),
+    }
+}
+
+/// The IMAP proxy's cache: memory, and a sealed tier in `DATA/imap-cache` unless
+/// `disk_cache` is zero. A disk tier that cannot be opened is logged, and memory serves.
+fn imap_cache(
+    data_dir: &Path,
+    vault: &Arc<sealpost_keyring::Vault>,
+    disk_cache: u64,
+) -> crate::imap::cache::Cache {
+    const MEMORY: usize = 64 << 20;
+    if disk_cache == 0 {
+        return crate::imap::cache::Cache::new(MEMORY);
+    }
+    let dir = data_dir.join("imap-cache");
+    match crate::imap::disk::Disk::open(&dir, Arc::clone(vault), disk_cache) {
+        Ok(disk) => crate::imap::cache::Cache::with_disk(MEMORY, disk),
+        Err(e) => {
+            tracing::warn!(error = %e, "the IMAP cache stays in memory only");
+            crate::imap::cache::Cache::new(MEMORY)
+        }
     }
 }

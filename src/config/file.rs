@@ -86,6 +86,8 @@ pub struct Imap {
     pub private_key: Option<PathBuf>,
     /// Encrypt what the mail client APPENDs (sent copies, drafts) to the user's own keys.
     pub encrypt_appended: Option<bool>,
+    /// Most bytes of opened messages kept on disk, sealed (`0`: memory only).
+    pub disk_cache: Option<Spanned<String>>,
 }
 
 /// `[admin]`: the HTTP listener for metrics and health checks.

@@ -845,6 +845,13 @@ fn imap(
             ))
         }
     };
+    let disk_cache = match section.and_then(|(i, src)| i.disk_cache.as_ref().map(|d| (d, src))) {
+        Some((d, _)) if d.get_ref().trim() == "0" => 0,
+        Some((d, src)) => {
+            value::parse_size(d.get_ref()).map_err(|m| src.invalid("imap.disk_cache", d, m))? as u64
+        }
+        None => crate::imap::DISK_CACHE_DEFAULT,
+    };
     Ok(Some(crate::imap::Settings {
         tls,
         certificate,
@@ -860,6 +867,7 @@ fn imap(
         encrypt_appended: section
             .and_then(|(i, _)| i.encrypt_appended)
             .unwrap_or(false),
+        disk_cache,
     }))
 }
 

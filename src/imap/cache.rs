@@ -1,8 +1,9 @@
-//! Opened messages kept in memory for the next fetch, so that a client that lists a
-//! mailbox, then opens a message, then its parts, has each decrypted once. Keyed by the
-//! login that fetched it (never shared between logins), the mailbox, its UIDVALIDITY and
-//! the UID, and bounded in bytes, the least recently used going first. Only memory: no
-//! decrypted message is written to disk, and each is zeroed when it leaves the cache.
+//! Opened messages kept for the next fetch, so that a client that lists a mailbox, then
+//! opens a message, then its parts, has each decrypted once. Keyed by the login that
+//! fetched it (never shared between logins), the mailbox, its UIDVALIDITY and the UID,
+//! and bounded in bytes, the least recently used going first. Two tiers: memory, where
+//! each message is zeroed when it leaves, and optionally disk ([`super::disk`]), sealed
+//! under a key in the vault, which a miss in memory falls back to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ impl Entry {
 pub struct Cache {
     inner: Mutex<Inner>,
     max: usize,
+    disk: Option<super::disk::Disk>,
 }
 
 #[derive(Debug, Default)]
@@ -65,10 +67,28 @@ impl Cache {
         Cache {
             inner: Mutex::new(Inner::default()),
             max,
+            disk: None,
+        }
+    }
+
+    /// A cache whose memory tier falls back to `disk`.
+    pub fn with_disk(max: usize, disk: super::disk::Disk) -> Cache {
+        Cache {
+            disk: Some(disk),
+            ..Cache::new(max)
         }
     }
 
     pub fn get(&self, key: &Key) -> Option<Arc<Entry>> {
+        if let Some(found) = self.get_memory(key) {
+            return Some(found);
+        }
+        let entry = self.disk.as_ref()?.get(key)?;
+        self.put_memory(key.clone(), entry);
+        self.get_memory(key)
+    }
+
+    fn get_memory(&self, key: &Key) -> Option<Arc<Entry>> {
         let mut inner = self.inner.lock().ok()?;
         let now = inner.stamp();
         let (found, old) = {
@@ -84,6 +104,13 @@ impl Cache {
     /// Keeps `entry`, dropping the least recently used ones past the bound; an entry larger
     /// than a quarter of the bound is not kept.
     pub fn put(&self, key: Key, entry: Entry) {
+        if let Some(disk) = &self.disk {
+            disk.put(&key, &entry);
+        }
+        self.put_memory(key, entry);
+    }
+
+    fn put_memory(&self, key: Key, entry: Entry) {
         let size = entry.size();
         if size > self.max / 4 {
             return;

@@ -16,6 +16,7 @@
 pub mod append;
 pub mod cache;
 pub mod capability;
+pub mod disk;
 pub mod fetch;
 pub mod frame;
 pub mod outbox;
@@ -70,7 +71,12 @@ pub struct Settings {
     pub certificate: Option<(PathBuf, PathBuf)>,
     /// Messages the client APPENDs are encrypted to the user's own keys ([`append`]).
     pub encrypt_appended: bool,
+    /// Most bytes of opened messages kept on disk, sealed ([`disk`]); zero: memory only.
+    pub disk_cache: u64,
 }
+
+/// `[imap] disk_cache` unless set: 256 MiB, some 20,000 opened messages of 10 KB.
+pub const DISK_CACHE_DEFAULT: u64 = 256 << 20;
 
 /// TLS towards the mail client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

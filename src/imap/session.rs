@@ -1039,6 +1039,7 @@ mod tests {
                 tls: ListenerTls::None,
                 certificate: None,
                 encrypt_appended: false,
+                disk_cache: 0,
             },
             acceptor: None,
             cache: crate::imap::cache::Cache::new(1 << 20),

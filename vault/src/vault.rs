@@ -57,6 +57,8 @@ pub enum Owner {
     Keyring = b'k',
     /// A spool entry and its message file.
     Spool = b's',
+    /// The IMAP proxy's cache of opened messages on disk.
+    ImapCache = b'i',
 }
 
 impl Owner {
@@ -64,6 +66,7 @@ impl Owner {
         match b {
             b'k' => Some(Owner::Keyring),
             b's' => Some(Owner::Spool),
+            b'i' => Some(Owner::ImapCache),
             _ => None,
         }
     }
