@@ -788,6 +788,7 @@ fn lmtp_config(config: &Config, address: LmtpAddress, tls: HopTls) -> LmtpConfig
         lhlo: config.hostname.clone(),
         timeout: Duration::from_secs(60),
         data_timeout: Duration::from_secs(600),
+        pool: Default::default(),
     }
 }
 

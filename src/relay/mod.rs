@@ -21,6 +21,7 @@ pub mod escape;
 pub mod hop;
 pub mod lmtp;
 pub mod maildir;
+pub mod pool;
 pub mod size;
 pub mod spool;
 pub mod upstream;

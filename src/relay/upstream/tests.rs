@@ -1,6 +1,7 @@
 //! The upstream client against a small SMTP server on a real socket.
 
 use super::*;
+use crate::relay::pool::MAX_TRANSACTIONS;
 use crate::relay::testutil::{dotted_message, spilled, unstuff, upstream_config as config, Sink};
 use crate::relay::Route;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
@@ -240,7 +241,5 @@ async fn a_connection_is_reused_and_retired_after_its_transactions() {
     sink.wait_ended(1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sink.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let idle = cfg.pool.idle.lock().unwrap();
-    assert_eq!(idle.len(), 1);
-    assert_eq!(idle[0].conn.transactions, 3);
+    assert_eq!(cfg.pool.idle.idle_transactions(), [3]);
 }
