@@ -648,11 +648,8 @@ fn build(
             Direction::Outbound => running.smtputf8_out,
             Direction::Inbound => running.smtputf8_in,
         };
-        // What an outbound listener takes is encrypted before it goes upstream: it offers
-        // only what still fits the upstream's SIZE once encrypted.
-        if direction == Direction::Outbound {
-            cfg.next_hop_size = running.relay.next_hop_size(Route::Outbound);
-        }
+        // Each listener offers only what still fits its next hop's SIZE once transformed.
+        cfg.next_hop_size = running.relay.next_hop_size(l.mode == Mode::Inbound);
         let tls_text = match (l.tls, &made) {
             (TlsMode::None, _) => "no TLS".to_string(),
             (TlsMode::StartTls, Some(m)) => format!("STARTTLS, {m}"),

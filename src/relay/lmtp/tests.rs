@@ -500,3 +500,17 @@ async fn a_session_the_server_closed_while_idle_is_replaced_and_nothing_is_sent_
     assert_eq!(data, 3, "each copy's data went once: {ended:?}");
     assert!(cfg.pool.idle.idle_transactions().is_empty());
 }
+
+#[tokio::test]
+async fn the_servers_size_is_learned_from_lhlo() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script {
+        lhlo: "250-lmtp.test\r\n250-SIZE 5000\r\n250 8BITMIME\r\n",
+        ..Script::default()
+    };
+    let (cfg, _) = serving(dir.path(), script);
+    assert_eq!(cfg.pool.size().get(), None, "not asked yet");
+    assert!(!offers_smtputf8(&cfg).await);
+    assert_eq!(cfg.pool.size().get(), Some(5000));
+    assert_eq!(cfg.pool.idle.idle_transactions(), [0], "kept for the first copy");
+}
