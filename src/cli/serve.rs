@@ -255,7 +255,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
             let shown = sealpost_keyring::store::postgres::hide_password(url);
             let keyring = Keyring::open_url(url, opts)
                 .with_context(|| format!("cannot open the keyring at {shown}"))?;
-            sealpost_vault::disk::create_private_dir(&config.data_dir)?;
+            sealpost_vault::disk::create_private_dir(&config.data_dir)
+                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
             let vault =
                 sealpost_vault::Vault::open(&config.data_dir.join("vault"), passphrase.as_ref())
                     .with_context(|| {

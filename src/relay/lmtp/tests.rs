@@ -512,5 +512,9 @@ async fn the_servers_size_is_learned_from_lhlo() {
     assert_eq!(cfg.pool.size().get(), None, "not asked yet");
     assert!(!offers_smtputf8(&cfg).await);
     assert_eq!(cfg.pool.size().get(), Some(5000));
-    assert_eq!(cfg.pool.idle.idle_transactions(), [0], "kept for the first copy");
+    assert_eq!(
+        cfg.pool.idle.idle_transactions(),
+        [0],
+        "kept for the first copy"
+    );
 }
