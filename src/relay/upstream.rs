@@ -315,6 +315,8 @@ async fn send_message(
     cfg: &UpstreamConfig,
     data: &Blob,
 ) -> Result<Reply, (Reply, bool)> {
+    // The message and its final dot in one write (when it is small enough).
+    switch.hold();
     let sent = match data.as_slice() {
         Some(bytes) => {
             let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
