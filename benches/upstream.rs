@@ -8,11 +8,14 @@
 //! `cargo bench --bench upstream` (`UPSTREAM_BENCH_MESSAGES` sets the count, 20,000 by
 //! default; `UPSTREAM_BENCH_ROUNDS` the rounds, 3: the best of each is kept, since the
 //! load tools and the gateway share the machine's cores with whatever else runs).
+//! `UPSTREAM_BENCH_BINARIES=/path/a,/path/b` compares builds of sealpost in the same run,
+//! each round measuring them one after the other, so that load from elsewhere hits them
+//! alike (this build's binary by default).
 //! Targets on 2 cores: pass-through >= 0.80 of direct, encrypt+sign >= 0.45.
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use support::{sealpost, Gateway, Sink};
 
@@ -36,51 +39,94 @@ fn main() {
     std::env::remove_var("RUST_BACKTRACE");
     std::env::remove_var("RUST_LIB_BACKTRACE");
 
+    let binaries: Vec<PathBuf> = match std::env::var("UPSTREAM_BENCH_BINARIES") {
+        Ok(list) => list.split(',').map(PathBuf::from).collect(),
+        Err(_) => vec![PathBuf::from(env!("CARGO_BIN_EXE_sealpost"))],
+    };
     let sink = Sink::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let plain = start(&dir.path().join("plain"), sink.port, false);
-    let encrypting = start(&dir.path().join("encrypting"), sink.port, true);
+    let builds: Vec<Build> = binaries
+        .iter()
+        .enumerate()
+        .map(|(i, bin)| Build {
+            name: bin.display().to_string(),
+            plain: start(bin, &dir.path().join(format!("plain{i}")), sink.port, false),
+            encrypting: start(
+                bin,
+                &dir.path().join(format!("encrypting{i}")),
+                sink.port,
+                true,
+            ),
+            relayed: Vec::new(),
+            encrypted: Vec::new(),
+        })
+        .collect();
+    let mut builds = builds;
 
-    let (mut direct, mut relayed, mut encrypted) = (0f64, 0f64, 0f64);
+    let mut direct = Vec::new();
     for round in 1..=rounds {
-        // Interleaved, so that a burst of load from elsewhere hits all three alike.
+        // Interleaved, so that a burst of load from elsewhere hits all alike.
         let d = throughput(sink.port, messages);
-        let r = throughput(plain.gw.port, messages);
-        let e = throughput(encrypting.gw.port, messages);
-        println!(
-            "  round {round}: direct {d:.0} msg/s, pass-through {r:.0} ({:.2}), encrypt+sign {e:.0} ({:.2})",
-            r / d,
-            e / d
-        );
-        direct = direct.max(d);
-        relayed = relayed.max(r);
-        encrypted = encrypted.max(e);
+        direct.push(d);
+        let mut line = format!("  round {round}: direct {d:.0} msg/s");
+        for (i, b) in builds.iter_mut().enumerate() {
+            let r = throughput(b.plain.gw.port, messages);
+            let e = throughput(b.encrypting.gw.port, messages);
+            b.relayed.push(r / d);
+            b.encrypted.push(e / d);
+            line.push_str(&format!(
+                "; build {i}: pass-through {r:.0} ({:.2}), encrypt+sign {e:.0} ({:.2})",
+                r / d,
+                e / d
+            ));
+        }
+        println!("{line}");
     }
-    let total = (rounds * messages) as f64;
+    let (lo, hi) = range(&direct);
     println!(
-        "upstream bench: {messages} messages of {SIZE} bytes, {SESSIONS} sessions, best of {rounds} rounds"
+        "upstream bench: {messages} messages of {SIZE} bytes, {SESSIONS} sessions, {rounds} rounds; \
+         direct to smtp-sink {lo:.0} to {hi:.0} msg/s"
     );
-    println!("  direct to smtp-sink:   {direct:>8.0} msg/s");
-    println!(
-        "  pass-through:          {relayed:>8.0} msg/s = {:.2} of direct (target >= 0.80); peak RSS {:.1} MB",
-        relayed / direct,
-        plain.gw.status("VmHWM:")
-    );
-    println!(
-        "  encrypt + sign:        {encrypted:>8.0} msg/s = {:.2} of direct (target >= 0.45); peak RSS {:.1} MB",
-        encrypted / direct,
-        encrypting.gw.status("VmHWM:")
-    );
-    println!(
-        "  {total:.0} messages through each gateway; upstream connections opened: pass-through {}, encrypt + sign {}",
-        connections(&plain),
-        connections(&encrypting)
-    );
+    for (i, b) in builds.iter().enumerate() {
+        let (rl, rh) = range(&b.relayed);
+        let (el, eh) = range(&b.encrypted);
+        println!("  build {i} ({})", b.name);
+        println!(
+            "    pass-through:   {rl:.2} to {rh:.2} of direct (target >= 0.80); peak RSS {:.1} MB",
+            b.plain.gw.status("VmHWM:")
+        );
+        println!(
+            "    encrypt + sign: {el:.2} to {eh:.2} of direct (target >= 0.45); peak RSS {:.1} MB",
+            b.encrypting.gw.status("VmHWM:")
+        );
+        println!(
+            "    {} messages through each gateway; upstream connections opened: pass-through {}, encrypt + sign {}",
+            rounds * messages,
+            connections(&b.plain),
+            connections(&b.encrypting)
+        );
+    }
+}
+
+/// One build of sealpost under test: its two gateways and their ratios to direct, per
+/// round.
+struct Build {
+    name: String,
+    plain: Bench,
+    encrypting: Bench,
+    relayed: Vec<f64>,
+    encrypted: Vec<f64>,
+}
+
+/// The lowest and the highest of `v`.
+fn range(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)))
 }
 
 /// A `sealpost serve` relaying to smtp-sink on `upstream`; with `keys`, every message of
 /// [`throughput`] is signed and encrypted.
-fn start(data: &Path, upstream: u16, keys: bool) -> Bench {
+fn start(bin: &Path, data: &Path, upstream: u16, keys: bool) -> Bench {
     if keys {
         for email in ["bench@example.org", "sink@example.net"] {
             sealpost(data, &["keys", "generate", email]);
@@ -94,7 +140,7 @@ fn start(data: &Path, upstream: u16, keys: bool) -> Bench {
          [admin]\nhttp = \"127.0.0.1:{http}\"\n"
     );
     Bench {
-        gw: Gateway::start(data, &config),
+        gw: Gateway::start_bin(bin, data, &config, &[]),
         http,
     }
 }

@@ -55,9 +55,20 @@ impl Gateway {
 
     /// [`Gateway::start`] with more environment variables (a passphrase file).
     pub fn start_with_env(data_dir: &Path, config: &str, env: &[(&str, &Path)]) -> Gateway {
+        Gateway::start_bin(
+            Path::new(env!("CARGO_BIN_EXE_sealpost")),
+            data_dir,
+            config,
+            env,
+        )
+    }
+
+    /// [`Gateway::start_with_env`] with another build of sealpost, `bin` (to compare two
+    /// builds in one run).
+    pub fn start_bin(bin: &Path, data_dir: &Path, config: &str, env: &[(&str, &Path)]) -> Gateway {
         let path = data_dir.with_extension("toml");
         std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        let mut child = Command::new(bin)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--config"])

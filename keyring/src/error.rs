@@ -48,6 +48,16 @@ pub enum Error {
     SharedNeedsPassphrase,
 }
 
+impl Error {
+    /// `source`, naming the file or directory it happened on; its kind is kept.
+    pub fn at(path: impl std::fmt::Display, source: std::io::Error) -> Error {
+        Error::Io(std::io::Error::new(
+            source.kind(),
+            format!("{path}: {source}"),
+        ))
+    }
+}
+
 impl From<sled::Error> for Error {
     fn from(e: sled::Error) -> Error {
         Error::Store(e.to_string())
@@ -60,6 +70,7 @@ impl From<sealpost_vault::Error> for Error {
         use sealpost_vault::Error as V;
         match e {
             V::Io(e) => Error::Io(e),
+            V::At { path, source } => Error::at(&path, source),
             V::Locked { path } => Error::Locked { path },
             V::BadPassphrase => Error::BadPassphrase,
             V::PassphraseNeeded => Error::PassphraseNeeded,

@@ -303,7 +303,14 @@ fn keys_command(
     url: Option<&str>,
     config: Option<&Path>,
 ) -> anyhow::Result<()> {
-    if url.is_none() && !data_dir.join("keyring").exists() {
+    let keyring = data_dir.join("keyring");
+    // A keyring that cannot be looked for (a directory this user cannot enter) is not
+    // "no keyring": the error names the path.
+    let exists = url.is_some()
+        || keyring
+            .try_exists()
+            .with_context(|| format!("cannot look for the keyring {}", keyring.display()))?;
+    if !exists {
         let missing = format!(
             "there is no keyring in {} ({from}); give the data directory `serve` uses \
              with --data-dir DIR or SEALPOST_DATA_DIR (/var/lib/sealpost in the example \

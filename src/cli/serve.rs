@@ -264,7 +264,8 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
             let shown = sealpost_keyring::store::postgres::hide_password(url);
             let keyring = Keyring::open_url(url, opts)
                 .with_context(|| format!("cannot open the keyring at {shown}"))?;
-            sealpost_vault::disk::create_private_dir(&config.data_dir)?;
+            sealpost_vault::disk::create_private_dir(&config.data_dir)
+                .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
             let vault =
                 sealpost_vault::Vault::open(&config.data_dir.join("vault"), passphrase.as_ref())
                     .with_context(|| {
@@ -720,11 +721,8 @@ fn build(
             Direction::Outbound => running.smtputf8_out,
             Direction::Inbound => running.smtputf8_in,
         };
-        // What an outbound listener takes is encrypted before it goes upstream: it offers
-        // only what still fits the upstream's SIZE once encrypted.
-        if direction == Direction::Outbound {
-            cfg.next_hop_size = running.relay.next_hop_size(Route::Outbound);
-        }
+        // Each listener offers only what still fits its next hop's SIZE once transformed.
+        cfg.next_hop_size = running.relay.next_hop_size(l.mode == Mode::Inbound);
         let tls_text = match (l.tls, &made) {
             (TlsMode::None, _) => "no TLS".to_string(),
             (TlsMode::StartTls, Some(m)) => format!("STARTTLS, {m}"),
@@ -870,6 +868,7 @@ fn lmtp_config(config: &Config, address: LmtpAddress, tls: HopTls) -> LmtpConfig
         lhlo: config.hostname.clone(),
         timeout: Duration::from_secs(60),
         data_timeout: Duration::from_secs(600),
+        pool: Default::default(),
     }
 }
 

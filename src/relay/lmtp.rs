@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::blob::{sealed::CHUNK, Blob};
@@ -17,6 +18,8 @@ use crate::smtp::reply::{Class, Enhanced, Reply};
 
 use super::commands::{self, MailParams};
 use super::hop::{self, Connection, Error, HopTls};
+use super::pool::{self, Kept};
+use super::size::{self, HopSize};
 use super::{downgrade, wire, Copy, Escaped, Outcome};
 
 /// Where the LMTP server listens.
@@ -52,6 +55,46 @@ pub struct LmtpConfig {
     /// How long to wait for each recipient's reply after the final dot (RFC 5321's
     /// 10 minutes: the server may be writing to a slow mailbox).
     pub data_timeout: Duration,
+    /// Idle sessions kept for the next copy, and the server's SIZE.
+    pub pool: Arc<Pool>,
+}
+
+/// Idle sessions to the LMTP server, reused for the next copy (see [`super::pool`]), and
+/// the SIZE its last LHLO gave, for the inbound listener. Every session in one pool was
+/// opened with the same greeting command.
+#[derive(Default)]
+pub struct Pool {
+    idle: pool::Pool<(), Session>,
+    size: Arc<HopSize>,
+}
+
+impl Pool {
+    /// The server's SIZE, learned from the LHLO of each new session.
+    pub fn size(&self) -> Arc<HopSize> {
+        self.size.clone()
+    }
+
+    /// Keeps `session` for the next copy, unless it has served its time (then it ends
+    /// with QUIT, in the background: nobody waits for that reply).
+    fn put(&self, session: Kept<Session>, timeout: Duration) {
+        if let Some(mut retired) = self.idle.put((), session) {
+            tokio::spawn(async move { retired.conn.quit(timeout).await });
+        }
+    }
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("size", &self.size.get())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection past its greeting and LHLO (and STARTTLS), ready for MAIL.
+struct Session {
+    conn: Connection,
+    caps: Capabilities,
 }
 
 /// The reply every recipient gets when the connection fails: temporary, so the copy is
@@ -78,6 +121,8 @@ struct Capabilities {
     eight_bit_mime: bool,
     smtputf8: bool,
     size: bool,
+    /// The limit SIZE gave, if any.
+    size_limit: Option<u64>,
     dsn: bool,
 }
 
@@ -95,37 +140,150 @@ impl Capabilities {
                 _ => {}
             }
         }
+        c.size_limit = size::from_ehlo(lhlo.lines.iter().skip(1).map(String::as_str));
         c
     }
 }
 
 /// One attempt at one copy: an outcome per recipient, in envelope order.
 pub async fn attempt(cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome> {
-    match connect(cfg).await {
-        Ok(conn) => deliver(conn, cfg, copy).await,
-        Err(e) => {
-            let reply = failed(&e, cfg);
-            copy.envelope
-                .recipients
-                .iter()
-                .map(|_| Outcome::Failed(reply.clone()))
-                .collect()
-        }
+    match session(cfg, Hello::Lhlo).await {
+        Ok(kept) => deliver(kept, cfg, copy).await,
+        Err(reply) => all(copy, reply),
     }
 }
 
+/// Every recipient of `copy` gets `reply`.
+fn all(copy: &Copy, reply: Reply) -> Vec<Outcome> {
+    copy.envelope
+        .recipients
+        .iter()
+        .map(|_| Outcome::Failed(reply.clone()))
+        .collect()
+}
+
 /// Whether the LMTP server offers SMTPUTF8 (so that the inbound listener may offer it).
+/// The session it opens (which also learns the server's SIZE) is kept for the first copy.
 pub async fn offers_smtputf8(cfg: &LmtpConfig) -> bool {
-    let Ok(conn) = connect(cfg).await else {
-        return false;
-    };
-    match open(conn, cfg).await {
-        Ok((mut conn, caps)) => {
-            conn.quit(cfg.timeout).await;
-            caps.smtputf8
+    match session(cfg, Hello::Lhlo).await {
+        Ok(kept) => {
+            let yes = kept.conn.caps.smtputf8;
+            cfg.pool.put(kept, cfg.timeout);
+            yes
         }
         Err(_) => false,
     }
+}
+
+/// An idle session from the pool, or a new one.
+///
+/// # Errors
+/// The reply every recipient gets when no session could be opened.
+async fn session(cfg: &LmtpConfig, verb: Hello) -> Result<Kept<Session>, Reply> {
+    if let Some(kept) = cfg.pool.idle.take(&()) {
+        return Ok(kept);
+    }
+    new_session(cfg, verb).await.map(Kept::new)
+}
+
+async fn new_session(cfg: &LmtpConfig, verb: Hello) -> Result<Session, Reply> {
+    let conn = connect(cfg).await.map_err(|e| failed(&e, cfg))?;
+    session_on(conn, cfg, verb).await
+}
+
+/// The greeting and hello on `conn` (see [`open_with`]); the server's SIZE is noted.
+async fn session_on(conn: Connection, cfg: &LmtpConfig, verb: Hello) -> Result<Session, Reply> {
+    let (conn, caps) = open_with(conn, cfg, verb).await?;
+    cfg.pool.size.set(caps.size_limit);
+    Ok(Session { conn, caps })
+}
+
+/// What a session is fit for once a copy or a probe is done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum After {
+    /// No transaction open: ready for the next MAIL.
+    Clean,
+    /// A transaction begun and not ended (no recipient, DATA refused): RSET first.
+    Open,
+    /// Broken, or in a state nothing more can be said in (message data, a 421): closed
+    /// without a word.
+    Broken,
+}
+
+/// Hands `kept` back to the pool, after RSET when a transaction is left open, or closes it.
+async fn finish(mut kept: Kept<Session>, cfg: &LmtpConfig, after: After) {
+    match after {
+        After::Clean => cfg.pool.put(kept, cfg.timeout),
+        After::Open => match kept
+            .conn
+            .conn
+            .command("RSET\r\n", cfg.timeout, "the RSET reply")
+            .await
+        {
+            Ok(r) if r.is_success() => cfg.pool.put(kept, cfg.timeout),
+            Ok(_) => kept.conn.conn.quit(cfg.timeout).await,
+            Err(_) => {}
+        },
+        After::Broken => {}
+    }
+}
+
+/// How MAIL went on a session.
+enum Begin {
+    /// Accepted: the transaction is open for this data.
+    Open(downgrade::Prepared),
+    /// Nothing was sent: the copy cannot go to this server (8-bit data it cannot take).
+    Unsendable(Reply),
+    /// The server refused MAIL; the session is clean.
+    Refused(Reply),
+    /// No reply, or a 421: the session is gone.
+    Broken(Reply),
+}
+
+/// The data prepared for the session's capabilities, and MAIL for it.
+async fn begin(s: &mut Session, cfg: &LmtpConfig, copy: &Copy) -> Begin {
+    let prepared = match downgrade::prepare(&copy.data, s.caps.eight_bit_mime).await {
+        Ok(p) => p,
+        Err(reply) => return Begin::Unsendable(reply),
+    };
+    let sender = &copy.envelope.sender;
+    let params = MailParams {
+        size: s.caps.size.then_some(prepared.data.len()),
+        body_8bit: prepared.body_8bit,
+        smtputf8: sender.smtputf8 && s.caps.smtputf8,
+        dsn: s.caps.dsn,
+    };
+    let mail = commands::mail(sender, params);
+    match s.conn.command(&mail, cfg.timeout, "the MAIL reply").await {
+        Ok(r) if r.is_success() => Begin::Open(prepared),
+        Ok(r) if r.code == 421 => Begin::Broken(refusal(r)),
+        Ok(r) => Begin::Refused(refusal(r)),
+        Err(e) => Begin::Broken(failed(&e, cfg)),
+    }
+}
+
+/// One copy on `kept`: MAIL (on a fresh session when a pooled one turns out closed by
+/// the server while it was idle, which MAIL finds before anything of the message went),
+/// the transaction, and the session back to the pool when it is clean.
+async fn deliver(mut kept: Kept<Session>, cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome> {
+    let mut began = begin(&mut kept.conn, cfg, copy).await;
+    if kept.reused() && matches!(began, Begin::Broken(_)) {
+        kept = match new_session(cfg, Hello::Lhlo).await {
+            Ok(s) => Kept::new(s),
+            Err(reply) => return all(copy, reply),
+        };
+        began = begin(&mut kept.conn, cfg, copy).await;
+    }
+    let (outcomes, after) = match began {
+        Begin::Open(prepared) => {
+            kept.begun();
+            transaction(&mut kept.conn, cfg, copy, &prepared.data).await
+        }
+        Begin::Unsendable(reply) | Begin::Refused(reply) => (all(copy, reply), After::Clean),
+        Begin::Broken(reply) => (all(copy, reply), After::Broken),
+    };
+    finish(kept, cfg, after).await;
+    outcomes
 }
 
 /// The socket, and for implicit TLS the handshake.
@@ -152,26 +310,6 @@ async fn connect(cfg: &LmtpConfig) -> Result<Connection, Error> {
         }
     };
     Ok(Connection::new(stream))
-}
-
-/// The session on a new connection: [`open`], then the transaction.
-async fn deliver(conn: Connection, cfg: &LmtpConfig, copy: &Copy) -> Vec<Outcome> {
-    match open(conn, cfg).await {
-        Ok((mut conn, caps)) => transaction(&mut conn, cfg, caps, copy).await,
-        Err(reply) => copy
-            .envelope
-            .recipients
-            .iter()
-            .map(|_| Outcome::Failed(reply.clone()))
-            .collect(),
-    }
-}
-
-/// The greeting and LHLO, and with STARTTLS configured the upgrade and LHLO again: the
-/// connection ready for MAIL and the server's capabilities, or the reply every recipient
-/// gets.
-async fn open(conn: Connection, cfg: &LmtpConfig) -> Result<(Connection, Capabilities), Reply> {
-    open_with(conn, cfg, Hello::Lhlo).await
 }
 
 /// Which greeting command a session opens with: LHLO for delivery over LMTP, EHLO for a
@@ -264,101 +402,110 @@ async fn lhlo(conn: &mut Connection, cfg: &LmtpConfig, verb: Hello) -> Result<Re
     }
 }
 
-/// Asks the server whether it takes mail for `rcpt`: the session up to `RCPT TO`, with
-/// the null sender, then `QUIT`; nothing is sent. The RCPT reply, or (as `Err`) the
-/// temporary reply when the server could not be asked.
+/// Asks the server whether it takes mail for `rcpt`: MAIL with the null sender and
+/// `RCPT TO`, then RSET; nothing is sent. On a pooled session when there is one, which
+/// goes back to the pool after. The RCPT reply, or (as `Err`) the temporary reply when
+/// the server could not be asked.
 pub async fn probe(cfg: &LmtpConfig, verb: Hello, rcpt: &str) -> Result<Reply, Reply> {
-    let conn = connect(cfg).await.map_err(|e| failed(&e, cfg))?;
-    let (mut conn, _) = open_with(conn, cfg, verb).await?;
-    let asked = async {
-        let mail = conn
-            .command("MAIL FROM:<>\r\n", cfg.timeout, "the MAIL reply")
-            .await
-            .map_err(|e| failed(&e, cfg))?;
-        if !mail.is_success() {
-            return Err(Reply::new(
+    let mut kept = session(cfg, verb).await?;
+    let mut asked = ask(&mut kept.conn.conn, cfg, rcpt).await;
+    if kept.reused() && matches!(asked, Err((_, After::Broken))) {
+        // Closed by the server while it was idle: a fresh session.
+        kept = Kept::new(new_session(cfg, verb).await?);
+        asked = ask(&mut kept.conn.conn, cfg, rcpt).await;
+    }
+    kept.begun();
+    let (answer, after) = match asked {
+        Ok(reply) => (Ok(reply), After::Open),
+        Err((reply, after)) => (Err(reply), after),
+    };
+    finish(kept, cfg, after).await;
+    answer
+}
+
+/// MAIL FROM:<> and RCPT TO:<`rcpt`>: the RCPT reply, or the temporary reply and what
+/// the session is fit for.
+async fn ask(conn: &mut Connection, cfg: &LmtpConfig, rcpt: &str) -> Result<Reply, (Reply, After)> {
+    let broken = |e: Error| (failed(&e, cfg), After::Broken);
+    let mail = conn
+        .command("MAIL FROM:<>\r\n", cfg.timeout, "the MAIL reply")
+        .await
+        .map_err(broken)?;
+    if !mail.is_success() {
+        let after = if mail.code == 421 {
+            After::Broken
+        } else {
+            After::Clean
+        };
+        return Err((
+            Reply::new(
                 450,
                 Enhanced(4, 1, 1),
                 format!("The delivery server refused the null sender ({mail}); try again later"),
-            ));
-        }
-        conn.command(
-            &format!("RCPT TO:<{rcpt}>\r\n"),
-            cfg.timeout,
-            "the RCPT reply",
-        )
-        .await
-        .map_err(|e| failed(&e, cfg))
+            ),
+            after,
+        ));
     }
-    .await;
-    conn.quit(cfg.timeout).await;
-    asked
+    conn.command(
+        &format!("RCPT TO:<{rcpt}>\r\n"),
+        cfg.timeout,
+        "the RCPT reply",
+    )
+    .await
+    .map_err(broken)
 }
 
-/// The transaction on a connection [`open`] made ready.
+/// The transaction after an accepted MAIL: the recipients, DATA, the message and a reply
+/// per accepted recipient; the outcomes, and what the session is fit for after.
 async fn transaction(
-    conn: &mut Connection,
+    s: &mut Session,
     cfg: &LmtpConfig,
-    caps: Capabilities,
     copy: &Copy,
-) -> Vec<Outcome> {
+    data: &Blob,
+) -> (Vec<Outcome>, After) {
     let rcpts = &copy.envelope.recipients;
+    let dsn = s.caps.dsn;
+    let conn = &mut s.conn;
     let mut outcomes: Vec<Option<Outcome>> = vec![None; rcpts.len()];
     // Every recipient without an outcome yet gets `reply`.
-    let fill = |outcomes: Vec<Option<Outcome>>, reply: Reply| -> Vec<Outcome> {
-        outcomes
+    let fill = |outcomes: Vec<Option<Outcome>>, reply: Reply, after: After| {
+        let all = outcomes
             .into_iter()
             .map(|o| o.unwrap_or_else(|| Outcome::Failed(reply.clone())))
-            .collect()
+            .collect();
+        (all, after)
     };
-    let prepared = match downgrade::prepare(&copy.data, caps.eight_bit_mime).await {
-        Ok(p) => p,
-        Err(reply) => {
-            conn.quit(cfg.timeout).await;
-            return fill(outcomes, reply);
+    // A 421 says the server is closing the session.
+    let fit = |r: &Reply, otherwise: After| {
+        if r.code == 421 {
+            After::Broken
+        } else {
+            otherwise
         }
     };
-    let sender = &copy.envelope.sender;
-    let params = MailParams {
-        size: caps.size.then_some(prepared.data.len()),
-        body_8bit: prepared.body_8bit,
-        smtputf8: sender.smtputf8 && caps.smtputf8,
-        dsn: caps.dsn,
-    };
-    match conn
-        .command(
-            &commands::mail(sender, params),
-            cfg.timeout,
-            "the MAIL reply",
-        )
-        .await
-    {
-        Ok(r) if r.is_success() => {}
-        Ok(r) => {
-            conn.quit(cfg.timeout).await;
-            return fill(outcomes, refusal(r));
-        }
-        Err(e) => return fill(outcomes, failed(&e, cfg)),
-    }
 
     let mut accepted = Vec::new();
     for (i, rcpt) in rcpts.iter().enumerate() {
         match conn
-            .command(&commands::rcpt(rcpt, caps.dsn), cfg.timeout, "a RCPT reply")
+            .command(&commands::rcpt(rcpt, dsn), cfg.timeout, "a RCPT reply")
             .await
         {
             Ok(r) if r.is_success() => accepted.push(i),
+            Ok(r) if r.code == 421 => return fill(outcomes, refusal(r), After::Broken),
             Ok(r) => {
                 let o = Outcome::Failed(refusal(r));
                 log(cfg, &rcpt.address, "at RCPT", &o);
                 set(&mut outcomes, i, o);
             }
-            Err(e) => return fill(outcomes, failed(&e, cfg)),
+            Err(e) => return fill(outcomes, failed(&e, cfg), After::Broken),
         }
     }
     if accepted.is_empty() {
-        conn.quit(cfg.timeout).await;
-        return fill(outcomes, Reply::new(451, Enhanced(4, 0, 0), "no recipient"));
+        return fill(
+            outcomes,
+            Reply::new(451, Enhanced(4, 0, 0), "no recipient"),
+            After::Open,
+        );
     }
 
     match conn
@@ -367,33 +514,42 @@ async fn transaction(
     {
         Ok(r) if r.code == 354 => {}
         Ok(r) => {
-            conn.quit(cfg.timeout).await;
-            return fill(outcomes, refusal(r));
+            let after = fit(&r, After::Open);
+            return fill(outcomes, refusal(r), after);
         }
-        Err(e) => return fill(outcomes, failed(&e, cfg)),
+        Err(e) => return fill(outcomes, failed(&e, cfg), After::Broken),
     }
-    if let Err(e) = send_data(conn, cfg, &prepared.data).await {
+    if let Err(e) = send_data(conn, cfg, data).await {
         // No final dot went out: the server discards the transaction when the connection
         // drops (no QUIT: it would be taken for message data).
-        return fill(outcomes, e);
+        return fill(outcomes, e, After::Broken);
     }
-    // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+    // RFC 2033 §4.2: one reply per accepted recipient, in RCPT order. From here on the
+    // message may have been delivered to some: a failure is never retried on another
+    // session, only reported for the recipients without a reply yet.
+    let mut after = After::Clean;
     for &i in &accepted {
         let o = match conn
             .reply(cfg.data_timeout, "a recipient's reply after the final dot")
             .await
         {
             Ok(r) if r.is_success() => Outcome::Delivered(r),
-            Ok(r) => Outcome::Failed(refusal(r)),
-            Err(e) => return fill(outcomes, failed(&e, cfg)),
+            Ok(r) => {
+                after = fit(&r, after);
+                Outcome::Failed(refusal(r))
+            }
+            Err(e) => return fill(outcomes, failed(&e, cfg), After::Broken),
         };
         if let Some(rcpt) = rcpts.get(i) {
             log(cfg, &rcpt.address, "after DATA", &o);
         }
         set(&mut outcomes, i, o);
     }
-    conn.quit(cfg.timeout).await;
-    fill(outcomes, Reply::new(451, Enhanced(4, 0, 0), "no reply"))
+    fill(
+        outcomes,
+        Reply::new(451, Enhanced(4, 0, 0), "no reply"),
+        after,
+    )
 }
 
 /// The message, dot-stuffed, and the final dot, written piece by piece straight from

@@ -16,8 +16,8 @@ use super::Copy;
 /// # Errors
 /// `451 4.3.0` when the file cannot be written; nothing is half-delivered then.
 pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply> {
-    let fail = |what: &str, e: std::io::Error| {
-        tracing::error!(path = %root.display(), error = %e, "{what}");
+    let fail = |what: &str, path: &Path, e: std::io::Error| {
+        tracing::error!(path = %path.display(), error = %e, "{what}");
         Reply::new(
             451,
             Enhanced(4, 3, 0),
@@ -31,7 +31,7 @@ pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply>
             .recursive(true)
             .mode(0o700)
             .create(root.join(sub))
-            .map_err(|e| fail("cannot create the Maildir", e))?;
+            .map_err(|e| fail("cannot create the Maildir", &root.join(sub), e))?;
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -66,13 +66,13 @@ pub fn deliver(root: &Path, hostname: &str, copy: &Copy) -> Result<Reply, Reply>
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_file(&tmp);
-        return Err(fail("cannot write to the Maildir", e));
+        return Err(fail("cannot write to the Maildir", &tmp, e));
     }
     let new = root.join("new").join(&name);
-    std::fs::rename(&tmp, &new).map_err(|e| fail("cannot move the message into new/", e))?;
+    std::fs::rename(&tmp, &new).map_err(|e| fail("cannot move the message into new/", &new, e))?;
     std::fs::File::open(root.join("new"))
         .and_then(|d| d.sync_all())
-        .map_err(|e| fail("cannot sync the Maildir", e))?;
+        .map_err(|e| fail("cannot sync the Maildir", &root.join("new"), e))?;
     Ok(Reply::new(
         250,
         Enhanced(2, 0, 0),

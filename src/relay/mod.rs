@@ -21,6 +21,7 @@ pub mod escape;
 pub mod hop;
 pub mod lmtp;
 pub mod maildir;
+pub mod pool;
 pub mod size;
 pub mod spool;
 pub mod upstream;
@@ -427,21 +428,38 @@ impl Relay {
         })
     }
 
-    /// One attempt at one copy on the configured transport.
-    /// The next hop's SIZE for `route`, as its EHLO last gave it (SMTP next hops only).
-    pub fn next_hop_size(&self, route: Route) -> Option<Arc<size::HopSize>> {
+    /// What a listener can take so that its copies fit the next hop's SIZE as its EHLO
+    /// or LHLO last gave it: an inbound listener's copies are decrypted (or go as they
+    /// came), an outbound one's are encrypted. `None` for a Maildir.
+    pub fn next_hop_size(&self, inbound: bool) -> Option<size::Fits> {
+        let route = if inbound {
+            Route::Inbound
+        } else {
+            Route::Outbound
+        };
+        let hop = self.hop_size(route)?;
+        Some(match route {
+            Route::Inbound => size::Fits::Opened(hop),
+            Route::Outbound => size::Fits::Encrypted(hop),
+        })
+    }
+
+    fn hop_size(&self, route: Route) -> Option<Arc<size::HopSize>> {
         match self.transport(route) {
             Transport::Smtp(up) => Some(up.pool.size()),
-            Transport::Lmtp(_) | Transport::Maildir(_) => None,
+            Transport::Lmtp(l) => Some(l.pool.size()),
+            Transport::Maildir(_) => None,
         }
     }
 
     /// `552 5.3.4` when `copy` is larger than its next hop's SIZE.
     fn too_large(&self, copy: &Copy) -> Option<Reply> {
-        let Transport::Smtp(up) = self.transport(copy.route) else {
-            return None;
+        let limit = self.hop_size(copy.route)?.get()?;
+        let hop = match self.transport(copy.route) {
+            Transport::Smtp(up) => format!("{}:{}", up.host, up.port),
+            Transport::Lmtp(l) => l.address.to_string(),
+            Transport::Maildir(_) => return None,
         };
-        let limit = up.pool.size().get()?;
         let len = copy.data.len() as u64;
         (len > limit).then(|| {
             Reply::new(
@@ -449,19 +467,18 @@ impl Relay {
                 Enhanced(5, 3, 4),
                 format!(
                     "Message too large for the next hop: the copy for <{}> would be {len} bytes \
-                     (after encryption or re-encoding), and {}:{} takes at most {limit}",
+                     (after encryption, decryption or re-encoding), and {hop} takes at most {limit}",
                     copy.envelope
                         .recipients
                         .first()
                         .map(|r| r.address.to_string())
                         .unwrap_or_default(),
-                    up.host,
-                    up.port
                 ),
             )
         })
     }
 
+    /// One attempt at one copy on the configured transport.
     pub async fn attempt(&self, copy: &Copy) -> Vec<Outcome> {
         match self.transport(copy.route) {
             Transport::Smtp(up) => upstream::attempt(up, copy).await,

@@ -21,6 +21,7 @@
 //! (see [`Relay::deliver`](super::Relay::deliver)), never accepted and bounced later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Encrypted bytes per message byte, as a fraction: 11/8 = 1.375 (base64's 4/3 times
 /// the 66/64 of its CRLF every 64 characters).
@@ -33,6 +34,34 @@ pub const RESERVE: u64 = 64 * 1024;
 /// The largest message whose encrypted copy fits a next hop that takes `hop` bytes.
 pub fn client_limit(hop: u64) -> u64 {
     hop.saturating_sub(RESERVE).saturating_mul(GROWTH.1) / GROWTH.0
+}
+
+/// Bytes an inbound copy may gain on its way to the mailbox server: sealpost's
+/// `Received:`, `Authentication-Results:` and verdict fields. Decrypting makes a message
+/// smaller as a rule (no armor, no session keys), so an inbound listener offers the
+/// next hop's SIZE less this, with no growth factor. A compressed ciphertext can open to
+/// more than it came as: such a copy is refused with `552` before it is spooled (see
+/// [`Relay::deliver`](super::Relay::deliver)).
+pub const INBOUND_RESERVE: u64 = 4 * 1024;
+
+/// What a listener can take so that its copies fit the next hop's SIZE.
+#[derive(Debug, Clone)]
+pub enum Fits {
+    /// The copies are encrypted on the way (outbound): [`client_limit`].
+    Encrypted(Arc<HopSize>),
+    /// The copies are decrypted or go as they came (inbound): the next hop's SIZE less
+    /// [`INBOUND_RESERVE`].
+    Opened(Arc<HopSize>),
+}
+
+impl Fits {
+    /// The largest message a client may send, if the next hop has a limit.
+    pub fn client_limit(&self) -> Option<u64> {
+        match self {
+            Fits::Encrypted(hop) => hop.get().map(client_limit),
+            Fits::Opened(hop) => hop.get().map(|n| n.saturating_sub(INBOUND_RESERVE)),
+        }
+    }
 }
 
 /// The next hop's SIZE as its last EHLO gave it, shared by the relay (which learns it on
@@ -51,12 +80,6 @@ impl HopSize {
 
     pub fn set(&self, size: Option<u64>) {
         self.0.store(size.unwrap_or(0), Ordering::Relaxed);
-    }
-
-    /// The largest message a client may send so that its encrypted copy fits, if the
-    /// next hop has a limit.
-    pub fn client_limit(&self) -> Option<u64> {
-        self.get().map(client_limit)
     }
 }
 
@@ -172,11 +195,18 @@ mod tests {
         assert_eq!(from_ehlo(["mx", "PIPELINING"]), None);
         assert_eq!(client_limit(10_000_000), (10_000_000 - RESERVE) * 8 / 11);
         assert_eq!(client_limit(1000), 0);
-        let hop = HopSize::default();
-        assert_eq!(hop.client_limit(), None);
+        let hop = Arc::new(HopSize::default());
+        let (outbound, inbound) = (Fits::Encrypted(hop.clone()), Fits::Opened(hop.clone()));
+        assert_eq!(outbound.client_limit(), None);
+        assert_eq!(inbound.client_limit(), None);
         hop.set(Some(1_440_000));
-        assert_eq!(hop.client_limit(), Some((1_440_000 - RESERVE) * 8 / 11));
+        assert_eq!(
+            outbound.client_limit(),
+            Some((1_440_000 - RESERVE) * 8 / 11)
+        );
+        assert_eq!(inbound.client_limit(), Some(1_440_000 - INBOUND_RESERVE));
         hop.set(None);
         assert_eq!(hop.get(), None);
+        assert_eq!(inbound.client_limit(), None);
     }
 }

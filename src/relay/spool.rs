@@ -206,7 +206,7 @@ impl Spool {
     /// When the database or the vault cannot be opened (in use, a passphrase that does
     /// not fit).
     pub fn open(data_dir: &Path, passphrase: Option<&Password>) -> Result<Spool, Error> {
-        sealpost_vault::disk::create_private_dir(data_dir)?;
+        sealpost_vault::disk::create_private_dir(data_dir).map_err(at(data_dir))?;
         let vault = Vault::open(&data_dir.join("vault"), passphrase).map_err(|e| match e {
             sealpost_vault::Error::Locked { path } => Error::Locked(path),
             other => Error::Vault(other),

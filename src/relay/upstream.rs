@@ -25,6 +25,7 @@ use crate::smtp::transaction::Credentials;
 use super::commands::{self, MailParams};
 use super::downgrade::{self, Prepared};
 use super::hop::{self, HopTls};
+use super::pool::{self, Kept};
 use super::size::{self, HopSize};
 use super::wire;
 use super::{Copy, Escaped};
@@ -49,19 +50,13 @@ pub struct UpstreamConfig {
     pub pool: std::sync::Arc<Pool>,
 }
 
-/// Idle upstream connections, reused for the next copy with the same login, so that a
-/// busy gateway does not pay connect, EHLO and QUIT for every message.
-/// It also keeps what the upstream's last EHLO said its SIZE is, for the listeners.
+/// Idle upstream connections, reused for the next copy with the same login (see
+/// [`super::pool`]), and what the upstream's last EHLO said its SIZE is, for the
+/// listeners.
 #[derive(Default)]
 pub struct Pool {
-    idle: std::sync::Mutex<Vec<Idle>>,
+    idle: pool::Pool<Option<Login>, Connected>,
     size: std::sync::Arc<HopSize>,
-}
-
-struct Idle {
-    login: Option<Login>,
-    conn: Connected,
-    since: std::time::Instant,
 }
 
 /// Which login an idle connection is logged in with: the user name, and a digest of the
@@ -92,48 +87,23 @@ impl Login {
     }
 }
 
-/// Connections idle longer than this are closed rather than reused.
-const IDLE_FOR: Duration = Duration::from_secs(20);
-const MAX_IDLE: usize = 32;
-/// A connection is retired after this many transactions or this long, whichever comes
-/// first, as Postfix's `smtp_connection_reuse_count_limit` and `…_time_limit` do: a
-/// server's per-connection limits and state (and a load balancer's choice) are renewed
-/// now and then.
-const MAX_TRANSACTIONS: u32 = 100;
-const MAX_AGE: Duration = Duration::from_secs(300);
-
 impl Pool {
     /// The upstream's SIZE, learned from the EHLO of each new connection.
     pub fn size(&self) -> std::sync::Arc<HopSize> {
         self.size.clone()
     }
 
-    fn take(&self, login: &Option<Login>) -> Option<Connected> {
-        let mut idle = self.idle.lock().ok()?;
-        idle.retain(|i| i.since.elapsed() < IDLE_FOR);
-        let at = idle.iter().rposition(|i| &i.login == login)?;
-        Some(idle.swap_remove(at).conn)
+    fn take(&self, login: &Option<Login>) -> Option<Kept<Connected>> {
+        self.idle.take(login)
     }
 
     /// Keeps `conn` for the next copy with `login`, unless it has served its time (then
     /// it is closed with QUIT, in the background: nobody waits for that reply).
-    fn put(&self, login: Option<Login>, conn: Connected) {
-        if conn.transactions >= MAX_TRANSACTIONS || conn.opened.elapsed() >= MAX_AGE {
-            let mut retired = conn;
+    fn put(&self, login: Option<Login>, conn: Kept<Connected>, timeout: Duration) {
+        if let Some(mut retired) = self.idle.put(login, conn) {
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), retired.conn.quit()).await;
+                let _ = tokio::time::timeout(timeout, retired.conn.quit()).await;
             });
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|i| i.since.elapsed() < IDLE_FOR);
-            if idle.len() < MAX_IDLE {
-                idle.push(Idle {
-                    login,
-                    conn,
-                    since: std::time::Instant::now(),
-                });
-            }
         }
     }
 }
@@ -166,55 +136,53 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
     };
     let creds = copy.credentials.as_ref().or(cfg.credentials.as_ref());
     let login = creds.map(Login::of);
-    let pooled = cfg.pool.take(&login);
-    let was_pooled = pooled.is_some();
-    let mut c = match pooled {
+    let mut kept = match cfg.pool.take(&login) {
         Some(c) => c,
         None => match connect(cfg, creds).await {
-            Ok(c) => c,
+            Ok(c) => Kept::new(c),
             Err(reply) => return all(reply),
         },
     };
+    let was_pooled = kept.reused();
+    let c = &mut kept.conn;
     // RFC 6152 §3: 8-bit data to a server without 8BITMIME is re-encoded first, or not
     // sent at all.
     let mut data = match downgrade::prepare(&copy.data, offers_8bitmime(&c.conn)).await {
         Ok(d) => d,
         Err(reply) => {
             // Nothing was sent: the connection is clean for the next copy.
-            cfg.pool.put(login, c);
+            cfg.pool.put(login, kept, cfg.timeout);
             return all(reply);
         }
     };
-    let first = opening(&c, copy, &data);
+    let first = opening(c, copy, &data);
     let mut sent = command_checked(&mut c.conn, first, cfg.timeout).await;
     if was_pooled && matches!(sent, Err((_, true))) {
         // The server closed the idle connection in the meantime: a fresh one.
-        c = match connect(cfg, creds).await {
-            Ok(c) => c,
+        kept = match connect(cfg, creds).await {
+            Ok(c) => Kept::new(c),
             Err(reply) => return all(reply),
         };
+        let c = &mut kept.conn;
         data = match downgrade::prepare(&copy.data, offers_8bitmime(&c.conn)).await {
             Ok(d) => d,
             Err(reply) => {
-                c.conn.abort().await;
+                abort(&mut c.conn, cfg.timeout).await;
                 return all(reply);
             }
         };
-        let first = opening(&c, copy, &data);
+        let first = opening(c, copy, &data);
         sent = command_checked(&mut c.conn, first, cfg.timeout).await;
     }
     if let Err((reply, _)) = sent {
-        c.conn.abort().await;
+        abort(&mut kept.conn.conn, cfg.timeout).await;
         return all(reply);
     }
-    c.transactions += 1;
+    kept.begun();
+    let c = &mut kept.conn;
     let dsn = c.dsn;
     let pipelined = c.pipelining;
-    let Connected {
-        ref mut conn,
-        ref switch,
-        ..
-    } = c;
+    let Connected { conn, switch, .. } = &mut *c;
     // Whether the connection is in a clean state to be reused.
     let mut reusable = true;
     // Whether the transaction is still open upstream: only the reply to the final dot
@@ -312,13 +280,12 @@ pub async fn attempt(cfg: &UpstreamConfig, copy: &Copy) -> Vec<Outcome> {
             .is_ok();
     }
     if reusable && !c.conn.has_broken() {
-        cfg.pool.put(login, c);
+        cfg.pool.put(login, kept, cfg.timeout);
     } else if hang_up {
         c.switch.cut();
-        drop(c);
+        drop(kept);
     } else {
-        // lettre's abort says QUIT and waits for the reply: bounded like any other.
-        let _ = tokio::time::timeout(cfg.timeout, c.conn.abort()).await;
+        abort(&mut c.conn, cfg.timeout).await;
     }
     outcomes
         .into_iter()
@@ -348,6 +315,8 @@ async fn send_message(
     cfg: &UpstreamConfig,
     data: &Blob,
 ) -> Result<Reply, (Reply, bool)> {
+    // The message and its final dot in one write (when it is small enough).
+    switch.hold();
     let sent = match data.as_slice() {
         Some(bytes) => {
             let body = bytes.strip_suffix(b"\r\n").unwrap_or(bytes);
@@ -468,9 +437,6 @@ struct Connected {
     dsn: bool,
     /// PIPELINING (RFC 2920): the envelope and DATA go in one write.
     pipelining: bool,
-    /// Transactions begun on it (MAIL sent).
-    transactions: u32,
-    opened: std::time::Instant,
 }
 
 async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Connected, Reply> {
@@ -506,7 +472,7 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
-                conn.abort().await;
+                abort(&mut conn, cfg.timeout).await;
                 return Err(unreachable(
                     cfg,
                     &e.to_string(),
@@ -529,7 +495,7 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         match tokio::time::timeout(cfg.timeout, login(&mut conn, c)).await {
             Ok(Ok(())) => {}
             Ok(Err(reply)) => {
-                conn.abort().await;
+                abort(&mut conn, cfg.timeout).await;
                 return Err(reply);
             }
             Err(_) => return Err(timeout_reply("AUTH")),
@@ -540,9 +506,13 @@ async fn connect(cfg: &UpstreamConfig, creds: Option<&Credentials>) -> Result<Co
         switch,
         dsn,
         pipelining,
-        transactions: 0,
-        opened: std::time::Instant::now(),
     })
+}
+
+/// Closes a connection that cannot be reused: lettre's abort says QUIT and waits for the
+/// reply (unbounded in lettre), so it is bounded like any other command.
+async fn abort(conn: &mut AsyncSmtpConnection, timeout: Duration) {
+    let _ = tokio::time::timeout(timeout, conn.abort()).await;
 }
 
 /// AUTH PLAIN, or LOGIN when the server offers only that (RFC 4954), as lettre would do

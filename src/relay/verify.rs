@@ -61,6 +61,8 @@ impl Verifier {
                     lhlo: up.helo.clone(),
                     timeout: up.timeout,
                     data_timeout: up.data_timeout,
+                    // Probe sessions of their own, opened with EHLO.
+                    pool: Default::default(),
                 }),
                 Hello::Ehlo,
             ),

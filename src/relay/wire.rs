@@ -181,18 +181,13 @@ impl LineEnds {
 }
 
 /// Whether every LF in `piece` follows a CR and every CR is followed by an LF (or ends
-/// the piece).
+/// the piece). Only the line ends are looked at (found with memchr): this runs over every
+/// copy that goes upstream.
 fn crlf_only(piece: &[u8]) -> bool {
-    let mut prev = 0u8;
-    for (i, &b) in piece.iter().enumerate() {
-        match b {
-            b'\n' if prev != b'\r' => return false,
-            b'\r' if i + 1 < piece.len() && piece.get(i + 1) != Some(&b'\n') => return false,
-            _ => {}
-        }
-        prev = b;
-    }
-    true
+    memchr::memchr2_iter(b'\r', b'\n', piece).all(|i| match piece.get(i) {
+        Some(b'\n') => i > 0 && piece.get(i - 1) == Some(&b'\r'),
+        _ => matches!(piece.get(i + 1), None | Some(b'\n')),
+    })
 }
 
 /// Pieces of data for a writer that dot-stuffs only after CRLF (lettre's encoder): each
@@ -296,6 +291,30 @@ impl DotStuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crlf_only_finds_every_bare_line_end() {
+        for ok in [
+            &b""[..],
+            b"a\r\nb",
+            b"a\r\n\r\n",
+            b"a\r",
+            b"\r\n",
+            b"no line end",
+        ] {
+            assert!(crlf_only(ok), "{ok:?}");
+        }
+        for bare in [
+            &b"a\nb"[..],
+            b"\n",
+            b"a\rb",
+            b"\r\r\n",
+            b"a\r\nb\n",
+            b"x\n\r\n",
+        ] {
+            assert!(!crlf_only(bare), "{bare:?}");
+        }
+    }
 
     fn one(input: &str) -> Reply {
         let (r, used) = parse(input.as_bytes()).unwrap().unwrap();

@@ -67,9 +67,9 @@ pub struct SessionConfig {
     /// Where and from what size a message goes to disk while it arrives; `None` keeps
     /// every message in memory.
     pub spill: Option<crate::blob::Spill>,
-    /// The next hop's SIZE, learned from its EHLO, when what this listener accepts is
-    /// encrypted before it goes there: the listener then offers only what still fits.
-    pub next_hop_size: Option<Arc<crate::relay::size::HopSize>>,
+    /// The next hop's SIZE, learned from its EHLO or LHLO, and how this listener's copies
+    /// grow on the way there: the listener offers only what still fits.
+    pub next_hop_size: Option<crate::relay::size::Fits>,
 }
 
 impl SessionConfig {
@@ -99,7 +99,7 @@ impl SessionConfig {
     }
 
     /// The largest message this listener takes now: `max_message_size`, or less when the
-    /// next hop's SIZE leaves less room for the encrypted copy.
+    /// next hop's SIZE leaves less room for the copy.
     pub fn message_limit(&self) -> usize {
         let fits = self
             .next_hop_size

@@ -208,7 +208,7 @@ fn a_root_owned_directory_in_the_data_directory_is_named_when_serve_stops() {
         eprintln!("skipped: needs root to make files another user cannot use");
         return;
     }
-    for name in ["spool-data", "spool", "trail"] {
+    for name in ["spool-data", "spool", "trail", "keyring", "vault"] {
         let s = Sealpost::new();
         std::fs::set_permissions(s.dir.path(), std::fs::Permissions::from_mode(0o755))
             .expect("chmod");
@@ -236,5 +236,26 @@ fn a_root_owned_directory_in_the_data_directory_is_named_when_serve_stops() {
             stderr.contains(&root_owned.display().to_string()),
             "{name}: {stderr}"
         );
+        // A keys command that cannot look into the keyring says so, with its path,
+        // rather than that there is none.
+        if name == "keyring" {
+            let out = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(super::common::bin())
+                .arg("--data-dir")
+                .arg(root_owned.join("inside"))
+                .args(["keys", "list"])
+                .output()
+                .expect("setpriv");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(
+                stderr.contains(&format!(
+                    "{}: Permission denied",
+                    root_owned.join("inside/keyring").display()
+                )),
+                "{stderr}"
+            );
+        }
     }
 }

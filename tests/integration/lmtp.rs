@@ -2,10 +2,13 @@
 //! an LMTP server on TCP or a Unix socket out, per-recipient replies after DATA, the
 //! spool, DSNs; and 8-bit messages to next hops with and without 8BITMIME (LMTP and SMTP).
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::common::{relay_config, swaks, Sealpost};
-use super::upstream::{wait_for, LmtpServer, LmtpTransaction, ScriptedUpstream, SmtpSink};
+use super::upstream::{
+    free_port, wait_for, LmtpServer, LmtpTransaction, ScriptedUpstream, SmtpSink,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 
@@ -261,4 +264,167 @@ fn eight_bit_to_an_smtp_upstream_without_8bitmime_is_re_encoded() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(seven_bit.messages().len(), 1, "nothing more was sent");
     drop(gw);
+}
+
+/// A private Dovecot LMTP server on 127.0.0.1:`port`, its own files in `root/name`, the
+/// mail under `root/mail`, which outlives it (so that a restarted Dovecot, in another
+/// directory, delivers to the same mailboxes). Its log says `Connect from` for each
+/// connection, and `state=GREETING` for one closed before a word was said.
+struct DovecotLmtp {
+    dir: PathBuf,
+    shell: std::process::Child,
+}
+
+impl DovecotLmtp {
+    fn start(root: &Path, name: &str, port: u16) -> DovecotLmtp {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).expect("dovecot dir");
+        let (d, r) = (dir.display(), root.display());
+        let config = format!(
+            "base_dir = {d}/run\n\
+             state_dir = {d}/state\n\
+             instance_name = sealpost-lmtp-{pid}-{name}\n\
+             log_path = {d}/dovecot.log\n\
+             protocols = lmtp\n\
+             listen = 127.0.0.1\n\
+             ssl = no\n\
+             first_valid_uid = 65534\n\
+             mail_location = maildir:{r}/mail/%d/%n/Maildir\n\
+             passdb {{\n  driver = static\n  args = nopassword=y\n}}\n\
+             userdb {{\n  driver = static\n  args = uid=65534 gid=65534 home={r}/mail/%d/%n\n}}\n\
+             service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n",
+            pid = std::process::id(),
+        );
+        let conf = dir.join("dovecot.conf");
+        std::fs::write(&conf, config).expect("dovecot.conf");
+        let shell = super::common::dovecot(&conf, &dir, &[port], "dovecot-core and dovecot-lmtpd");
+        DovecotLmtp { dir, shell }
+    }
+
+    /// Connections Dovecot's LMTP service accepted from sealpost, from its log: those
+    /// that did not close before saying anything (the start-up check's).
+    fn connections(&self) -> usize {
+        let log = self.log();
+        let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+        count("Connect from 127.0.0.1") - count("(state=GREETING)")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// Stops Dovecot and waits until it has.
+    fn stop(mut self) {
+        drop(self.shell.stdin.take());
+        let _ = self.shell.wait();
+    }
+}
+
+/// The subjects of the messages in `user`'s new mail under `root/mail`.
+fn subjects(root: &Path, user: &str) -> Vec<String> {
+    let new = root.join(format!("mail/example.org/{user}/Maildir/new"));
+    let mut found: Vec<String> = std::fs::read_dir(new)
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                .collect::<Vec<String>>()
+        })
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn wait_subjects(root: &Path, user: &str, n: usize) -> Vec<String> {
+    wait_for(LONG, &format!("{n} message(s) for {user}"), || {
+        let s = subjects(root, user);
+        (s.len() >= n).then_some(s)
+    })
+}
+
+#[test]
+fn messages_to_dovecot_share_one_lmtp_connection_that_survives_a_restart() {
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let root = tempfile::Builder::new()
+        .prefix("sealpost-lmtp-reuse")
+        .tempdir()
+        .expect("tempdir");
+    // Delivery runs as uid 65534, which must reach the mail directory; the mailbox of
+    // `full` cannot be made, so Dovecot answers 451 for it after the final dot.
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let domain = root.path().join("mail/example.org");
+    std::fs::create_dir_all(domain.join("full")).unwrap();
+    for d in [root.path().join("mail"), domain] {
+        chown(&d, Some(65534), Some(65534)).expect("chown (the tests run as root)");
+    }
+    let port = free_port();
+    let first = DovecotLmtp::start(root.path(), "first", port);
+    let s = Sealpost::new();
+    // Retries an hour later: the spooled copy for `full` stays out of the way.
+    let config = format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"lmtp:127.0.0.1:{port}\"\nlocal_domains = [\"example.org\"]\n\n\
+         [delivery]\nretry = \"1h\"\n"
+    );
+    let gw = s.serve(&config, &[]);
+    let subject = |n: u32| format!("reuse {n}");
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org",
+        &["--header", &format!("Subject: {}", subject(1))],
+    );
+    assert!(ok && out.contains("<-  250 2.0.0 Delivered"), "{out}");
+    // A reply per recipient after the final dot, on the reused connection: alice's
+    // copy is delivered, full's spooled.
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org,full@example.org",
+        &["--header", &format!("Subject: {}", subject(2))],
+    );
+    assert!(ok && out.contains("<-  250 2.0.0 Accepted"), "{out}");
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org",
+        &["--header", &format!("Subject: {}", subject(3))],
+    );
+    assert!(ok && out.contains("<-  250 2.0.0 Delivered"), "{out}");
+    assert_eq!(
+        wait_subjects(root.path(), "alice", 3),
+        [subject(1), subject(2), subject(3)]
+    );
+    let queued = s.ok(&["queue", "list"]);
+    assert!(queued.contains("full@example.org"), "{queued}");
+    assert!(!queued.contains("alice@"), "{queued}");
+    // The recipient checks at RCPT, the SMTPUTF8 question at start and three messages:
+    // one connection.
+    assert_eq!(
+        first.connections(),
+        1,
+        "one LMTP connection: {}",
+        first.log()
+    );
+
+    // Dovecot restarts between two messages: the idle connection is gone, and the next
+    // message goes over a new one, once.
+    first.stop();
+    let second = DovecotLmtp::start(root.path(), "second", port);
+    let (ok, out) = send(
+        gw.port(),
+        "alice@example.org",
+        &["--header", &format!("Subject: {}", subject(4))],
+    );
+    assert!(ok && out.contains("<-  250 2.0.0 Delivered"), "{out}");
+    assert_eq!(
+        wait_subjects(root.path(), "alice", 4),
+        [subject(1), subject(2), subject(3), subject(4)]
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(subjects(root.path(), "alice").len(), 4, "delivered once");
+    assert_eq!(second.connections(), 1);
+    drop(gw);
+    second.stop();
 }

@@ -525,3 +525,115 @@ fn lettre_as_a_client() {
     assert_eq!(got[0].sender, "lettre@example.org");
     assert!(String::from_utf8_lossy(&got[0].data).contains("\r\n\r\nhello from lettre\r\n"));
 }
+
+/// Sends `message` (CRLF line ends, no final dot) to `rcpt` on the gateway's `port`, with
+/// `size` as MAIL's SIZE parameter when given: the reply to MAIL when it is refused, else
+/// the reply to the final dot.
+fn send_sized(port: u16, rcpt: &str, size: Option<usize>, message: &[u8]) -> String {
+    let mut raw = Raw::connect(port);
+    raw.cmd("EHLO sender.example");
+    let param = size.map(|n| format!(" SIZE={n}")).unwrap_or_default();
+    let mail = raw.cmd(&format!("MAIL FROM:<sender@remote.example>{param}"));
+    if !mail.starts_with("250") {
+        return mail;
+    }
+    let reply = raw.cmd(&format!("RCPT TO:<{rcpt}>"));
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(message);
+    raw.cmd(".")
+}
+
+#[test]
+fn the_inbound_listener_offers_the_next_hops_size_and_refuses_more_before_spooling() {
+    // Postfix as the inbound next hop, over SMTP, with a small message_size_limit.
+    let limit = 120_000;
+    let postfix = super::postfix::Postfix::start(
+        &format!("message_size_limit = {limit}\nrelay_domains = example.org\n"),
+        "example.org discard:\n",
+        "",
+    );
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let config = format!(
+        "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [inbound]\ndeliver = \"smtp:127.0.0.1:{}\"\nlocal_domains = [\"example.org\"]\n\n\
+         [delivery]\nretry = \"1h\"\n",
+        postfix.port
+    );
+    let gw = s.serve(&config, &[]);
+    let port = gw.port();
+
+    // Postfix's limit less 4 KiB for the fields sealpost adds; no room for encryption.
+    let offered = limit - 4096;
+    let ehlo = Raw::connect(port).cmd("EHLO sender.example");
+    assert!(ehlo.contains(&format!("250-SIZE {offered}\r\n")), "{ehlo}");
+    let over = send_sized(port, "bob@example.org", Some(offered + 1), b"");
+    assert!(over.starts_with("552 5.3.4"), "{over}");
+    assert!(over.contains("next hop"), "{over}");
+
+    let message = |size: usize, subject: &str| {
+        let mut m = format!(
+            "From: sender@remote.example\r\nTo: bob@example.org\r\nSubject: {subject}\r\n\r\n"
+        );
+        while m.len() + 80 < size {
+            m.push_str(&"x".repeat(78));
+            m.push_str("\r\n");
+        }
+        m.into_bytes()
+    };
+    // Without SIZE: the data over the limit is refused at the final dot.
+    let reply = send_sized(
+        port,
+        "bob@example.org",
+        None,
+        &message(offered + 2000, "big"),
+    );
+    assert!(reply.starts_with("552"), "{reply}");
+    // Just under it: delivered.
+    let reply = send_sized(
+        port,
+        "bob@example.org",
+        None,
+        &message(offered - 100, "fits"),
+    );
+    assert!(reply.starts_with("250 2.0.0 Delivered"), "{reply}");
+
+    // A compressed ciphertext that opens to more than the next hop takes: told 552
+    // before anything is spooled, never a 250 and a bounce.
+    let gpg = super::common::Gpg::new();
+    gpg.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+    let plain = format!(
+        "Content-Type: text/plain\r\n\r\n{}",
+        "compressible text\r\n".repeat(10_000)
+    );
+    let armored = String::from_utf8(gpg.ok_with_input(
+        &[
+            "--armor",
+            "--trust-model",
+            "always",
+            "--compress-algo",
+            "zlib",
+            "--encrypt",
+            "-r",
+            "bob@example.org",
+        ],
+        plain.as_bytes(),
+    ))
+    .unwrap();
+    assert!(armored.len() < offered / 4, "{}", armored.len());
+    let encrypted = format!(
+        "From: sender@remote.example\r\nTo: bob@example.org\r\nSubject: expands\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\r\n\r\n\
+         --b\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n\
+         --b\r\nContent-Type: application/octet-stream\r\n\r\n{}\r\n--b--\r\n",
+        armored.replace("\r\n", "\n").replace('\n', "\r\n").trim_end()
+    );
+    let reply = send_sized(port, "bob@example.org", None, encrypted.as_bytes());
+    assert!(reply.starts_with("552 5.3.4"), "{reply}");
+    assert!(reply.contains("decryption"), "{reply}");
+    assert!(s.ok(&["queue", "list"]).is_empty(), "nothing spooled");
+}

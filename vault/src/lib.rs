@@ -38,9 +38,25 @@ pub enum Error {
          SEALPOST_PASSPHRASE_FILE unset)"
     )]
     NotSealed { path: String },
+    /// An I/O error on a file or directory of the data directory, with its path.
+    #[error("{path}: {source}")]
+    At {
+        path: String,
+        source: std::io::Error,
+    },
     /// A damaged vault or record, or one whose key was destroyed.
     #[error("{0}")]
     Corrupt(String),
     #[error("{0}")]
     Crypto(String),
+}
+
+impl Error {
+    /// `source`, naming the file or directory it happened on.
+    pub fn at(path: &std::path::Path, source: std::io::Error) -> Error {
+        Error::At {
+            path: path.display().to_string(),
+            source,
+        }
+    }
 }

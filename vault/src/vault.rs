@@ -145,10 +145,12 @@ impl Vault {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(path)?;
+            .open(path)
+            .map_err(|e| Error::at(path, e))?;
         lock(&file, path)?;
         let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
+        file.read_to_end(&mut bytes)
+            .map_err(|e| Error::at(path, e))?;
         let state = if bytes.is_empty() {
             let state = State::new(Some(file), passphrase)?;
             state.write_all_durable(path)?;

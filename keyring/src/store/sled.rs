@@ -19,7 +19,7 @@ impl SledStore {
     /// # Errors
     /// `Error::Locked` when another process has the database open.
     pub fn open(dir: &Path) -> Result<SledStore, Error> {
-        sealpost_vault::disk::create_private_dir(dir)?;
+        sealpost_vault::disk::create_private_dir(dir).map_err(|e| Error::at(dir.display(), e))?;
         let path = dir.join("keyring");
         let config = sled::Config::new().path(&path).mode(sled::Mode::LowSpace);
         let db = sealpost_vault::disk::open_sled(&config).map_err(|e| {
@@ -28,7 +28,7 @@ impl SledStore {
                     path: path.display().to_string(),
                 }
             } else {
-                Error::Store(e.to_string())
+                Error::Store(format!("{}: {e}", path.display()))
             }
         })?;
         let store = SledStore { db, path };
@@ -42,12 +42,13 @@ impl SledStore {
 }
 
 fn restrict(path: &Path) -> Result<(), Error> {
-    let meta = std::fs::metadata(path)?;
+    let at = |e| Error::at(path.display(), e);
+    let meta = std::fs::metadata(path).map_err(at)?;
     let mode = if meta.is_dir() { 0o700 } else { 0o600 };
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(at)?;
     if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            restrict(&entry?.path())?;
+        for entry in std::fs::read_dir(path).map_err(at)? {
+            restrict(&entry.map_err(at)?.path())?;
         }
     }
     Ok(())

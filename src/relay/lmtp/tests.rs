@@ -1,6 +1,8 @@
 //! The LMTP client against an in-memory server that answers from a script.
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream};
+use std::sync::Mutex;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::*;
 use crate::relay::Route;
@@ -30,7 +32,7 @@ impl Default for Script {
 }
 
 /// Serves one session; returns the command lines and the data it received.
-async fn fake(server: DuplexStream, script: Script) -> (Vec<String>, Vec<u8>) {
+async fn fake<S: AsyncRead + AsyncWrite>(server: S, script: Script) -> (Vec<String>, Vec<u8>) {
     let (read, mut write) = tokio::io::split(server);
     let mut read = BufReader::new(read);
     let mut commands = Vec::new();
@@ -77,6 +79,7 @@ async fn fake(server: DuplexStream, script: Script) -> (Vec<String>, Vec<u8>) {
                     }
                 }
             }
+            "RSET" => "250 2.0.0 ok\r\n".into(),
             "QUIT" => {
                 let _ = write.write_all(b"221 2.0.0 bye\r\n").await;
                 break;
@@ -95,6 +98,7 @@ fn cfg() -> LmtpConfig {
         lhlo: "gw.test".into(),
         timeout: Duration::from_secs(5),
         data_timeout: Duration::from_secs(30),
+        pool: Arc::default(),
     }
 }
 
@@ -120,9 +124,19 @@ async fn run_with(
     c: &Copy,
     cfg: &LmtpConfig,
 ) -> (Vec<Outcome>, Vec<String>, Vec<u8>) {
+    // A pool of its own, dropped after the copy: the session kept for the next copy
+    // then ends, and with it the fake server.
+    let cfg = LmtpConfig {
+        pool: Arc::default(),
+        ..cfg.clone()
+    };
     let (client, server) = tokio::io::duplex(1 << 16);
     let served = tokio::spawn(fake(server, script));
-    let outcomes = deliver(Connection::new(Box::new(client)), cfg, c).await;
+    let outcomes = match session_on(Connection::new(Box::new(client)), &cfg, Hello::Lhlo).await {
+        Ok(s) => deliver(Kept::new(s), &cfg, c).await,
+        Err(reply) => all(c, reply),
+    };
+    drop(cfg);
     let (commands, data) = served.await.unwrap();
     (outcomes, commands, data)
 }
@@ -167,7 +181,10 @@ async fn one_data_and_a_reply_per_recipient() {
         format!("MAIL FROM:<a@remote.example> SIZE={}", c.data.len())
     );
     assert_eq!(commands.iter().filter(|c| *c == "DATA").count(), 1);
-    assert_eq!(commands.last().map(String::as_str), Some("QUIT"));
+    assert!(
+        !commands.iter().any(|c| c == "QUIT"),
+        "the session is kept for the next copy: {commands:?}"
+    );
     assert_eq!(
         data, b"Subject: hi\r\n\r\n..dot\r\nbody\r\n",
         "dot-stuffed on the wire"
@@ -377,4 +394,127 @@ async fn a_spilled_message_that_cannot_be_read_is_never_ended_with_a_dot() {
     assert!(got.len() >= 2 * crate::blob::sealed::CHUNK, "{}", got.len());
     assert!(!got.ends_with(b"\r\n.\r\n"));
     assert!(!got.windows(5).any(|w| w == b"\r\n.\r\n"));
+}
+
+/// The fake server on a Unix socket in `dir`, serving every connection with `script`:
+/// the configuration to reach it, and what each ended session received.
+type Ended = Arc<Mutex<Vec<Vec<String>>>>;
+
+fn serving(dir: &std::path::Path, script: Script) -> (LmtpConfig, Ended) {
+    let path = dir.join("lmtp.sock");
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let ended: Ended = Arc::default();
+    let e = ended.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (e, script) = (e.clone(), script.clone());
+            tokio::spawn(async move {
+                let (commands, _) = fake(stream, script).await;
+                e.lock().unwrap().push(commands);
+            });
+        }
+    });
+    let mut cfg = cfg();
+    cfg.address = LmtpAddress::Unix(path);
+    (cfg, ended)
+}
+
+/// Waits until `n` sessions have ended; their commands.
+async fn sessions(ended: &Ended, n: usize) -> Vec<Vec<String>> {
+    for _ in 0..200 {
+        if ended.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ended.lock().unwrap().clone()
+}
+
+#[tokio::test]
+async fn copies_share_one_session_with_rset_after_a_transaction_left_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script {
+        rcpt: vec![("nobody@", "550 5.1.1 no such user\r\n")],
+        after_data: Some("250 2.0.0 ok\r\n"),
+        ..Script::default()
+    };
+    let (cfg, ended) = serving(dir.path(), script);
+    let nobody = attempt(&cfg, &copy(&["nobody@x.test"], "x\r\n")).await;
+    assert_eq!(codes(&nobody), ["failed 550 5.1.1"]);
+    for _ in 0..2 {
+        let o = attempt(&cfg, &copy(&["a@x.test"], "x\r\n")).await;
+        assert_eq!(codes(&o), ["ok 250"]);
+    }
+    // A probe goes over the same session, and leaves it clean.
+    let probed = probe(&cfg, Hello::Lhlo, "a@x.test").await.unwrap();
+    assert_eq!(probed.code, 250);
+    assert_eq!(cfg.pool.idle.idle_transactions(), [4]);
+    drop(cfg);
+    let ended = sessions(&ended, 1).await;
+    assert_eq!(ended.len(), 1, "one connection for every copy");
+    assert_eq!(
+        ended[0],
+        [
+            "LHLO gw.test",
+            "MAIL FROM:<a@remote.example> SIZE=3",
+            "RCPT TO:<nobody@x.test>",
+            "RSET",
+            "MAIL FROM:<a@remote.example> SIZE=3",
+            "RCPT TO:<a@x.test>",
+            "DATA",
+            "MAIL FROM:<a@remote.example> SIZE=3",
+            "RCPT TO:<a@x.test>",
+            "DATA",
+            "MAIL FROM:<>",
+            "RCPT TO:<a@x.test>",
+            "RSET",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_session_the_server_closed_while_idle_is_replaced_and_nothing_is_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    // The server ends every session after its replies to the final dot, as a restarted
+    // server would have.
+    let script = Script {
+        after_data: Some("250 2.0.0 ok\r\n"),
+        hang_up: true,
+        ..Script::default()
+    };
+    let (cfg, ended) = serving(dir.path(), script);
+    for _ in 0..2 {
+        let o = attempt(&cfg, &copy(&["a@x.test"], "x\r\n")).await;
+        assert_eq!(codes(&o), ["ok 250"]);
+    }
+    // One reply of two, then the server goes: the message may have been delivered to
+    // the first, so nothing is tried again; only the second is failed (and spooled).
+    let o = attempt(&cfg, &copy(&["a@x.test", "b@x.test"], "x\r\n")).await;
+    assert_eq!(codes(&o), ["ok 250", "failed 451 4.4.2"]);
+    let ended = sessions(&ended, 3).await;
+    assert_eq!(ended.len(), 3, "{ended:?}");
+    let data: usize = ended
+        .iter()
+        .map(|c| c.iter().filter(|c| *c == "DATA").count())
+        .sum();
+    assert_eq!(data, 3, "each copy's data went once: {ended:?}");
+    assert!(cfg.pool.idle.idle_transactions().is_empty());
+}
+
+#[tokio::test]
+async fn the_servers_size_is_learned_from_lhlo() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Script {
+        lhlo: "250-lmtp.test\r\n250-SIZE 5000\r\n250 8BITMIME\r\n",
+        ..Script::default()
+    };
+    let (cfg, _) = serving(dir.path(), script);
+    assert_eq!(cfg.pool.size().get(), None, "not asked yet");
+    assert!(!offers_smtputf8(&cfg).await);
+    assert_eq!(cfg.pool.size().get(), Some(5000));
+    assert_eq!(
+        cfg.pool.idle.idle_transactions(),
+        [0],
+        "kept for the first copy"
+    );
 }

@@ -1,6 +1,7 @@
 //! The upstream client against a small SMTP server on a real socket.
 
 use super::*;
+use crate::relay::pool::MAX_TRANSACTIONS;
 use crate::relay::testutil::{dotted_message, spilled, unstuff, upstream_config as config, Sink};
 use crate::relay::Route;
 use crate::smtp::envelope::{Envelope, Recipient, Sender};
@@ -240,7 +241,47 @@ async fn a_connection_is_reused_and_retired_after_its_transactions() {
     sink.wait_ended(1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sink.ended.load(std::sync::atomic::Ordering::SeqCst), 1);
-    let idle = cfg.pool.idle.lock().unwrap();
-    assert_eq!(idle.len(), 1);
-    assert_eq!(idle[0].conn.transactions, 3);
+    assert_eq!(cfg.pool.idle.idle_transactions(), [3]);
+}
+
+/// A server that refuses the login and then never answers QUIT: lettre's abort (QUIT and
+/// its reply) is bounded by the command timeout, so the attempt still ends.
+#[tokio::test]
+async fn a_server_silent_after_a_refused_login_does_not_hold_the_attempt() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut read = BufReader::new(read);
+        write.write_all(b"220 mx.test ESMTP\r\n").await.unwrap();
+        let mut line = String::new();
+        while read.read_line(&mut line).await.unwrap_or(0) > 0 {
+            let reply: &[u8] = if line.starts_with("EHLO") {
+                b"250-mx.test\r\n250 AUTH PLAIN\r\n"
+            } else if line.starts_with("AUTH") {
+                b"535 5.7.8 no\r\n"
+            } else {
+                // QUIT: no reply, and the connection stays open.
+                b""
+            };
+            write.write_all(reply).await.unwrap();
+            line.clear();
+        }
+    });
+    let mut cfg = config(port);
+    cfg.timeout = Duration::from_millis(300);
+    cfg.credentials = Some(Credentials {
+        username: "bob".into(),
+        secret: Some("pw".into()),
+    });
+    let m = Blob::from(b"Subject: x\r\n\r\nhello\r\n".to_vec());
+    let outcomes = tokio::time::timeout(Duration::from_secs(5), attempt(&cfg, &copy(m)))
+        .await
+        .expect("the attempt ends");
+    assert!(
+        matches!(&outcomes[..], [Outcome::Failed(r)] if r.code == 535),
+        "{outcomes:?}"
+    );
 }

@@ -20,7 +20,7 @@ pub fn sender(cfg: &SessionConfig, from: MailFrom<String>) -> Result<Sender, Rep
                 Enhanced(5, 3, 4),
                 format!(
                     "Message size exceeds the limit of {limit} bytes: the next hop's own \
-                     limit, less the room encryption takes"
+                     limit, less the room the gateway's changes take"
                 ),
             ));
         }
