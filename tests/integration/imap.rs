@@ -90,9 +90,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// The world of these tests: Bob's gateway with his key and Alice's certificate, Alice's
 /// gpg, Dovecot holding the fixtures, and sealpost proxying to it.
 struct World {
-    _s: Sealpost,
+    s: Sealpost,
     _dovecot: Dovecot,
-    _server: Server,
+    server: Server,
+    /// The gateway's configuration, to start it again.
+    config: String,
     /// The fixtures as stored.
     plain: Vec<u8>,
     encrypted: Vec<u8>,
@@ -198,9 +200,10 @@ fn world() -> World {
         let server = s.serve(&config, &[]);
         let port = proxy_port(&server);
         World {
-            _s: s,
+            s,
             _dovecot: dovecot,
-            _server: server,
+            server,
+            config,
             plain,
             encrypted,
             bob_secret,
@@ -266,7 +269,7 @@ fn decoded(stdout: &str) -> Vec<Vec<u8>> {
 
 #[test]
 fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
-    let w = world();
+    let mut w = world();
     encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(&w);
     the_message_list_shows_the_real_subject_and_sections_agree(&w);
     the_structure_and_numbered_parts_are_the_decrypted_message_s(&w);
@@ -275,6 +278,63 @@ fn the_imap_proxy_serves_dovecot_mail_to_imaplib() {
     fetchmail_delivers_the_opened_message_and_plain_mail_as_stored(&w);
     appended_copies_reach_the_provider_encrypted_to_bob_s_own_key(&w);
     after_an_expunge_a_sequence_number_gets_the_message_it_now_names(&w);
+    // Last: it removes Bob's key.
+    opened_messages_rest_sealed_on_disk_and_outlive_a_restart(&mut w);
+}
+
+/// What the proxy opened is kept in the data directory, sealed: no file holds the
+/// plaintext, the login or the mailbox. After a restart, the message is served opened
+/// from there: with Bob's secret key removed meanwhile, nothing else could open it.
+fn opened_messages_rest_sealed_on_disk_and_outlive_a_restart(w: &mut World) {
+    let dir = w.s.data_dir().join("imap-cache");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("the disk cache")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.len() == 64))
+        .collect();
+    assert!(
+        !files.is_empty(),
+        "opened messages on disk in {}",
+        dir.display()
+    );
+    for f in &files {
+        let bytes = std::fs::read(f).expect("read");
+        for clear in [
+            &b"IMAP-SECRET-4711"[..],
+            b"The real plan",
+            b"bob@example.org",
+            b"INBOX",
+        ] {
+            assert!(
+                !bytes.windows(clear.len()).any(|w| w == clear),
+                "{} holds {:?} in the clear",
+                f.display(),
+                String::from_utf8_lossy(clear)
+            );
+        }
+    }
+    let _ = w.server.terminate();
+    let listed = w.s.list_json();
+    let fpr = listed
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["has_secret"] == true))
+        .and_then(|k| k["fingerprint"].as_str())
+        .expect("Bob's key")
+        .to_string();
+    w.s.ok(&["keys", "remove", &fpr]);
+    w.server = w.s.serve(&w.config, &[]);
+    let port = proxy_port(&w.server);
+    let got = decoded(&imaplib(
+        port,
+        "typ, data = IMAP.uid('FETCH', b'2', '(BODY.PEEK[])')\nout(data[0][1])\n",
+    ));
+    let enc = String::from_utf8_lossy(&got[0]);
+    assert!(
+        enc.contains("IMAP-SECRET-4711"),
+        "served opened from disk: {enc}"
+    );
+    assert!(enc.contains("\r\nSubject: The real plan\r\n"), "{enc}");
 }
 
 fn encrypted_mail_is_fetched_decrypted_and_verified_plain_mail_byte_for_byte(w: &World) {
