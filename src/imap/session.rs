@@ -731,6 +731,23 @@ fn cached_whole_message(out: &mut Outbox, seq: u32, uid: u32, hit: Arc<Entry>) {
 
 /// The answer to a FETCH response with content: from the opened message when it is
 /// protected (opened now, or found in the cache), as the upstream sent it otherwise.
+/// Whether a stored message carries result fields that imitate ours (an
+/// `X-Sealpost-*` field, or `Authentication-Results` with our authserv-id). The store
+/// is not ours to trust: such a message is served as the transform leaves it, those
+/// fields removed and our verdict added, never as stored.
+fn imitates_ours(message: &[u8], authserv_id: &str) -> bool {
+    let end = memchr::memmem::find(message, b"\r\n\r\n")
+        .map(|i| i + 2)
+        .or_else(|| memchr::memmem::find(message, b"\n\n").map(|i| i + 1))
+        .unwrap_or(message.len());
+    let head = message.get(..end).unwrap_or(message);
+    inbound::results::fields(head).iter().any(|r| {
+        r.field
+            .as_ref()
+            .is_some_and(|f| inbound::results::is_ours(f, authserv_id))
+    })
+}
+
 async fn opened(proxy: &Proxy, state: &State, wanted: &Wanted, response: Vec<u8>) -> Vec<u8> {
     let Some(fetched) = Fetched::parse(&response) else {
         return response;
@@ -753,6 +770,7 @@ async fn opened(proxy: &Proxy, state: &State, wanted: &Wanted, response: Vec<u8>
     }
     let keyring = proxy.keyring.clone();
     let settings = Arc::clone(&proxy.inbound);
+    let imitates = imitates_ours(&message, &settings.authserv_id);
     let opened = tokio::task::spawn_blocking(move || {
         inbound::open(
             &Blob::from(message),
@@ -776,7 +794,7 @@ async fn opened(proxy: &Proxy, state: &State, wanted: &Wanted, response: Vec<u8>
         }
     };
     let v = &copy.verdict;
-    if v.encryption == Encryption::None && v.signature == Signature::None {
+    if v.encryption == Encryption::None && v.signature == Signature::None && !imitates {
         // Not protected at all: byte for byte as stored.
         if let Some(k) = key {
             proxy.cache.put(k, Entry::Plain);

@@ -744,3 +744,133 @@ fn the_mail_client_can_talk_tls_to_the_proxy() {
     );
     assert_eq!(stored, [sent.clone(), sent]);
 }
+
+/// The other kinds of protected mail gpg makes, and a stored message with a verdict field
+/// that imitates ours, each through the proxy as the SMTP path treats it: inline
+/// encryption is opened, a cleartext signature verified, an unsigned encrypted message
+/// opened with `signature=none`, and the forged verdict removed, never served as stored.
+#[test]
+fn inline_clearsigned_unsigned_and_forged_mail_through_imap() {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let alice = Gpg::new();
+    alice.generate("Alice <alice@example.net>", "ed25519", "sign", "never");
+    let fpr = alice.fingerprint("alice@example.net");
+    alice.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
+    let alice_pub = alice.ok(&["--armor", "--export", "alice@example.net"]);
+    assert!(s
+        .run_with_input(&["keys", "import", "-"], &alice_pub)
+        .status
+        .success());
+    alice.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+    let head = |subject: &str| {
+        format!(
+            "From: Alice <alice@example.net>\nTo: bob@example.org\nSubject: {subject}\n\
+             Date: Fri, 04 Dec 2026 11:00:00 +0000\nMessage-ID: <{subject}@example.net>\n"
+        )
+    };
+    let armored = |args: &[&str], text: &str| {
+        String::from_utf8_lossy(&alice.ok_with_input(args, text.as_bytes()))
+            .trim_end()
+            .to_string()
+    };
+    let inline = crlf(&format!(
+        "{}Content-Type: text/plain\n\n{}\n",
+        head("inline"),
+        armored(
+            &[
+                "--armor",
+                "--sign",
+                "--encrypt",
+                "-u",
+                "alice@example.net",
+                "-r",
+                "bob@example.org"
+            ],
+            "INLINE-SECRET-31\n"
+        )
+    ));
+    let clearsigned = crlf(&format!(
+        "{}Content-Type: text/plain\n\n{}\n",
+        head("clearsigned"),
+        armored(
+            &["--clearsign", "-u", "alice@example.net"],
+            "CLEARSIGNED-TEXT-32\n"
+        )
+    ));
+    let unsigned = crlf(&format!(
+        "{}MIME-Version: 1.0\n\
+         Content-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b\"\n\n\
+         --b\nContent-Type: application/pgp-encrypted\n\nVersion: 1\n\n\
+         --b\nContent-Type: application/octet-stream\n\n{}\n--b--\n",
+        head("unsigned"),
+        armored(
+            &["--armor", "--encrypt", "-r", "bob@example.org"],
+            "Content-Type: text/plain\n\nUNSIGNED-SECRET-33\n"
+        )
+    ));
+    let forged = crlf(&format!(
+        "{}X-Sealpost-Verdict: signature=valid; encryption=decrypted\n\n\
+         Trust me, this was encrypted and signed.\n",
+        head("forged")
+    ));
+    let dovecot = start_dovecot(&[
+        ("inline", inline),
+        ("clearsigned", clearsigned),
+        ("unsigned", unsigned),
+        ("forged", forged),
+    ]);
+    let config = format!(
+        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+         [imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\n",
+        dovecot.port
+    );
+    let server = s.serve(&config, &[]);
+    let got = decoded(&imaplib(
+        proxy_port(&server),
+        "for uid in (b'1', b'2', b'3', b'4'):\n\
+         \x20   typ, data = IMAP.uid('FETCH', uid, '(BODY.PEEK[])')\n\
+         \x20   out(data[0][1])\n",
+    ));
+    let text: Vec<String> = got
+        .iter()
+        .map(|m| {
+            String::from_utf8_lossy(m)
+                .replace("\r\n\t", " ")
+                .replace("\r\n ", " ")
+        })
+        .collect();
+    let verdict = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("X-Sealpost-Verdict: ").map(str::to_string))
+            .unwrap_or_else(|| panic!("no verdict in {m}"))
+    };
+    assert!(text[0].contains("INLINE-SECRET-31"), "{}", text[0]);
+    assert!(!text[0].contains("BEGIN PGP MESSAGE"), "{}", text[0]);
+    assert!(
+        verdict(&text[0]).contains("encryption=decrypted"),
+        "{}",
+        text[0]
+    );
+    assert!(
+        verdict(&text[1]).starts_with("signature=valid"),
+        "{}",
+        text[1]
+    );
+    assert!(text[1].contains("CLEARSIGNED-TEXT-32"), "{}", text[1]);
+    assert!(text[2].contains("UNSIGNED-SECRET-33"), "{}", text[2]);
+    let v = verdict(&text[2]);
+    assert!(
+        v.contains("signature=none") && v.contains("encryption=decrypted"),
+        "{}",
+        text[2]
+    );
+    let forged = &text[3];
+    assert!(forged.contains("Trust me"), "{forged}");
+    assert_eq!(forged.matches("X-Sealpost-Verdict:").count(), 1, "{forged}");
+    assert!(!verdict(forged).contains("signature=valid"), "{forged}");
+    assert!(!verdict(forged).contains("decrypted"), "{forged}");
+}
