@@ -873,4 +873,32 @@ fn inline_clearsigned_unsigned_and_forged_mail_through_imap() {
     assert_eq!(forged.matches("X-Sealpost-Verdict:").count(), 1, "{forged}");
     assert!(!verdict(forged).contains("signature=valid"), "{forged}");
     assert!(!verdict(forged).contains("decrypted"), "{forged}");
+
+    // IDLE passes through: a message delivered at the provider while the client idles is
+    // announced, and DONE ends the idle with the upstream's OK.
+    let idle = imaplib(
+        proxy_port(&server),
+        &format!(
+            "tag = IMAP._new_tag()\n\
+             IMAP.send(tag + b' IDLE\\r\\n')\n\
+             out(IMAP.readline())\n\
+             D = imaplib.IMAP4('127.0.0.1', {dovecot})\n\
+             D.login('bob@example.org', '{PASSWORD}')\n\
+             D.append('INBOX', None, None, b'Subject: while idle\\r\\n\\r\\nhello\\r\\n')\n\
+             D.logout()\n\
+             out(IMAP.readline())\n\
+             IMAP.send(b'DONE\\r\\n')\n\
+             line = IMAP.readline()\n\
+             while not line.startswith(tag):\n    line = IMAP.readline()\n\
+             out(line)\n",
+            dovecot = dovecot.port
+        ),
+    );
+    let idle: Vec<String> = decoded(&idle)
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    assert!(idle[0].starts_with("+"), "{idle:?}");
+    assert!(idle[1].contains("5 EXISTS"), "{idle:?}");
+    assert!(idle[2].contains(" OK"), "{idle:?}");
 }
