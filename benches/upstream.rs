@@ -31,13 +31,7 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3usize);
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    // Measured as deployed (the systemd unit and the container set neither): with
-    // RUST_BACKTRACE=1 inherited from a developer's shell, every encrypted message pays a
-    // backtrace capture inside sequoia (an error made and dropped as its encryptor is
-    // dropped after finalize), most of the quarter of encrypt+sign throughput that one
-    // A/B run lost (the decision trail being on in it too).
-    std::env::remove_var("RUST_BACKTRACE");
-    std::env::remove_var("RUST_LIB_BACKTRACE");
+    support::as_deployed();
 
     let binaries: Vec<PathBuf> = match std::env::var("UPSTREAM_BENCH_BINARIES") {
         Ok(list) => list.split(',').map(PathBuf::from).collect(),
