@@ -53,9 +53,15 @@ pub fn scan(message: &[u8]) -> Result<Shape, Error> {
     let mut mode = Mode::Header(0);
     let mut at = 0;
     while at < message.len() {
+        // In a body outside every multipart (a single-part message's, or the epilogue of
+        // the outermost multipart) no line can open or close anything: the rest of the
+        // message does not change its shape, so it is not read.
+        if matches!(mode, Mode::Body) && stack.is_empty() {
+            break;
+        }
         let end = message
             .get(at..)
-            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+            .and_then(|rest| memchr::memchr(b'\n', rest))
             .map_or(message.len(), |i| at + i + 1);
         let line = message.get(at..end).unwrap_or_default();
         let content = line.strip_suffix(b"\n").unwrap_or(line);
