@@ -1,9 +1,10 @@
 //! Keys looked up at send time as DANE OPENPGPKEY records (RFC 7929), served by NSD on
 //! loopback from zones the test signs with ldns-signzone, and validated by the gateway
-//! from a zone key given as `dane_trust_anchor`. Records in an unsigned zone, in a zone
-//! signed by a key that is not the anchor, or under a tampered signature are not used; a
-//! record holding a key for another address stores nothing; and with DANE off (the
-//! default) no DNS query is made.
+//! from a zone's key given as `dane_trust_anchor`, or from the key of a private root zone
+//! that delegates to them with DS records, as the real root does. Records in an unsigned
+//! zone, in a zone signed by a key that is not the anchor, or under a tampered signature
+//! are not used; a record holding a key for another address stores nothing; and with DANE
+//! off (the default) no DNS query is made.
 
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -46,22 +47,36 @@ fn owner(email: &str) -> String {
     format!("{hex}._openpgpkey")
 }
 
-/// Everyone whose key is published, with the gpg home that can decrypt for them.
+/// Everyone whose key is published: the fingerprints, and Alice's secret key for the
+/// tests that decrypt. No gpg home lives as long as the shared server: each would keep a
+/// gpg-agent running after the tests.
 struct People {
-    alice: Gpg,
-    carol: Gpg,
-    mallory: Gpg,
-    uma: Gpg,
-    rob: Gpg,
+    alice_secret: Vec<u8>,
+    alice: String,
+    carol: String,
+    mallory: String,
+    uma: String,
+    rob: String,
 }
 
-/// NSD serving the three zones on 127.0.0.1 (UDP and TCP) at a port picked at run time,
-/// from a temporary directory; it stops when the shell that started it reads end of
-/// input, that is when this is dropped or the test process ends.
+impl People {
+    /// A gpg home holding Alice's secret key.
+    fn alice_gpg(&self) -> Gpg {
+        let g = Gpg::new();
+        g.ok_with_input(&["--import"], &self.alice_secret);
+        g
+    }
+}
+
+/// NSD serving the three zones and a root zone above them on 127.0.0.1 (UDP and TCP) at a
+/// port picked at run time, from a temporary directory; it stops when the shell that
+/// started it reads end of input, that is when this is dropped or the test process ends.
 struct Dns {
     port: u16,
-    dir: PathBuf,
+    /// The key of `signed.example`, the only one it is signed with.
     anchor: PathBuf,
+    /// The key-signing key of the root zone, which also has a zone-signing key.
+    root_anchor: PathBuf,
     people: People,
     _shell: Mutex<Child>,
 }
@@ -98,25 +113,36 @@ fn zone_file(zone: &str, records: &[(&str, &[u8])]) -> String {
     z
 }
 
-/// Signs `DIR/<zone>.zone` with a new single key (flags 257, signing everything, as a
-/// combined signing key) into `DIR/<zone>.signed`; returns the key's `.key` file.
-fn sign(dir: &Path, zone: &str) -> PathBuf {
-    let base = ldns(
-        "ldns-keygen",
-        dir,
-        &["-r", "/dev/urandom", "-k", "-a", "ECDSAP256SHA256", zone],
-    );
-    ldns(
-        "ldns-signzone",
-        dir,
-        &[
-            "-f",
-            &format!("{zone}.signed"),
-            &format!("{zone}.zone"),
-            &base,
-        ],
-    );
-    dir.join(format!("{base}.key"))
+/// A new key for `zone` (a key-signing key, flags 257, with `ksk`); its base name, for
+/// `DIR/<base>.key` (the DNSKEY record) and `DIR/<base>.ds` (its DS record, for a KSK).
+fn keygen(dir: &Path, zone: &str, ksk: bool) -> String {
+    let mut args = vec!["-r", "/dev/urandom", "-a", "ECDSAP256SHA256"];
+    if ksk {
+        args.push("-k");
+    }
+    args.push(zone);
+    ldns("ldns-keygen", dir, &args)
+}
+
+/// Signs `DIR/<file>.zone` into `DIR/<file>.signed` with a new key-signing key, and a
+/// zone-signing key too with `zsk` (else the one key signs everything, as a combined
+/// signing key does); returns the key-signing key's base name.
+fn sign(dir: &Path, zone: &str, file: &str, zsk: bool) -> String {
+    let ksk = keygen(dir, zone, true);
+    let out = format!("{file}.signed");
+    let input = format!("{file}.zone");
+    let mut args = vec!["-f", &out, "-o", zone, &input, &ksk];
+    let zsk = zsk.then(|| keygen(dir, zone, false));
+    if let Some(z) = &zsk {
+        args.push(z);
+    }
+    ldns("ldns-signzone", dir, &args);
+    ksk
+}
+
+/// A DS record as ldns-keygen wrote it.
+fn ds(dir: &Path, base: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{base}.ds"))).expect("the DS record")
 }
 
 /// Spoils the signature over `email`'s OPENPGPKEY record in a signed zone file: the record
@@ -154,23 +180,29 @@ fn tamper(signed: &Path, email: &str) {
 impl Dns {
     fn start() -> Dns {
         let dir = tempfile::tempdir().expect("tempdir").keep();
-        let people = People {
-            alice: gpg_user(&format!("alice@{SIGNED}"), true),
-            carol: gpg_user(&format!("carol@{SIGNED}"), false),
-            mallory: gpg_user(&format!("mallory@{SIGNED}"), false),
-            uma: gpg_user(&format!("uma@{UNSIGNED}"), false),
-            rob: gpg_user(&format!("rob@{ROGUE}"), false),
+        // Each user's certificate and fingerprint; the gpg homes go when this ends.
+        let user = |email: &str, big: bool| {
+            let g = gpg_user(email, big);
+            (g.ok(&["--export", email]), g.fingerprint(email), g)
         };
-        let export = |g: &Gpg, email: &str| g.ok(&["--export", email]);
-        let alice = export(&people.alice, &format!("alice@{SIGNED}"));
+        let (alice, alice_fpr, alice_gpg) = user(&format!("alice@{SIGNED}"), true);
         assert!(
             alice.len() > 1500,
             "Alice's record must not fit a UDP answer"
         );
-        let carol = export(&people.carol, &format!("carol@{SIGNED}"));
-        let mallory = export(&people.mallory, &format!("mallory@{SIGNED}"));
-        let uma = export(&people.uma, &format!("uma@{UNSIGNED}"));
-        let rob = export(&people.rob, &format!("rob@{ROGUE}"));
+        let (carol, carol_fpr, _) = user(&format!("carol@{SIGNED}"), false);
+        let (mallory, mallory_fpr, _) = user(&format!("mallory@{SIGNED}"), false);
+        let (uma, uma_fpr, _) = user(&format!("uma@{UNSIGNED}"), false);
+        let (rob, rob_fpr, _) = user(&format!("rob@{ROGUE}"), false);
+        let people = People {
+            alice_secret: alice_gpg.ok(&["--export-secret-keys", &alice_fpr]),
+            alice: alice_fpr,
+            carol: carol_fpr,
+            mallory: mallory_fpr,
+            uma: uma_fpr,
+            rob: rob_fpr,
+        };
+        drop(alice_gpg);
 
         let carol_at = format!("carol@{SIGNED}");
         let alice_at = format!("alice@{SIGNED}");
@@ -186,7 +218,7 @@ impl Dns {
             zone_file(SIGNED, &signed_records),
         )
         .expect("zone");
-        let anchor = sign(&dir, SIGNED);
+        let signed_key = sign(&dir, SIGNED, SIGNED, false);
         tamper(&dir.join(format!("{SIGNED}.signed")), &carol_at);
 
         let uma_at = format!("uma@{UNSIGNED}");
@@ -201,7 +233,24 @@ impl Dns {
             zone_file(ROGUE, &[(&rob_at, &rob)]),
         )
         .expect("zone");
-        sign(&dir, ROGUE);
+        sign(&dir, ROGUE, ROGUE, false);
+        // The root vouches for a key the rogue zone is not signed with.
+        let decoy = keygen(&dir, ROGUE, true);
+
+        // The root: each zone delegated to this server, with the DS of the signed zone's
+        // key and of the decoy; none for the unsigned zone, which the root's NSEC record
+        // then proves unsigned.
+        let mut root = "$ORIGIN .\n$TTL 300\n\
+             . IN SOA ns.root-servers.test. admin.root-servers.test. 1 3600 600 86400 300\n\
+             . IN NS ns.root-servers.test.\nns.root-servers.test. IN A 127.0.0.1\n"
+            .to_string();
+        for zone in [SIGNED, UNSIGNED, ROGUE] {
+            root += &format!("{zone}. IN NS ns.{zone}.\nns.{zone}. IN A 127.0.0.1\n");
+        }
+        root += &ds(&dir, &signed_key);
+        root += &ds(&dir, &decoy);
+        std::fs::write(dir.join("root.zone"), root).expect("zone");
+        let root_key = sign(&dir, ".", "root", true);
 
         for _ in 0..5 {
             let port = free_port();
@@ -219,15 +268,17 @@ impl Dns {
             for zone in [SIGNED, UNSIGNED, ROGUE] {
                 text += &format!("zone:\n  name: {zone}\n  zonefile: {zone}.signed\n");
             }
+            text += "zone:\n  name: \".\"\n  zonefile: root.signed\n";
             std::fs::write(&conf, text).expect("nsd.conf");
             let _ = std::fs::remove_file(dir.join("nsd.log"));
             // No privileges dropped and nothing outside the directory: `username: ""`,
             // `chroot: ""`, and every file NSD writes named above.
             let shell = Command::new("sh")
                 .arg("-c")
-                .arg(r#"nsd -d -c "$1" & pid=$!; read -r _ignored; kill -TERM "$pid"; wait "$pid""#)
+                .arg(r#"nsd -d -c "$1" & pid=$!; read -r keep; kill -TERM "$pid"; wait "$pid"; [ "$keep" = keep ] || rm -rf "$2""#)
                 .arg("sh")
                 .arg(&conf)
+                .arg(&dir)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -243,13 +294,13 @@ impl Dns {
             if up {
                 return Dns {
                     port,
-                    dir,
-                    anchor,
+                    anchor: dir.join(format!("{signed_key}.key")),
+                    root_anchor: dir.join(format!("{root_key}.key")),
                     people,
                     _shell: shell,
                 };
             }
-            stop(&shell);
+            stop(&shell, true);
         }
         panic!(
             "NSD did not start (package nsd): {}",
@@ -259,26 +310,37 @@ impl Dns {
 
     /// `[discovery]` with DANE on, asking this server, trusting the signed zone's key.
     fn discovery(&self) -> String {
+        self.discovery_from(&self.anchor)
+    }
+
+    /// `[discovery]` with DANE on, asking this server, trusting `anchor`.
+    fn discovery_from(&self, anchor: &Path) -> String {
         format!(
             "[discovery]\nwkd = false\ndane = true\nrefresh = \"0\"\n\
              dane_resolver = [\"127.0.0.1:{}\"]\ndane_trust_anchor = \"{}\"\n",
             self.port,
-            self.anchor.display()
+            anchor.display()
         )
     }
 }
 
-fn stop(shell: &Mutex<Child>) {
+/// Ends NSD; its directory goes too unless `keep` (for another try at another port).
+fn stop(shell: &Mutex<Child>, keep: bool) {
     if let Ok(mut shell) = shell.lock() {
-        drop(shell.stdin.take());
+        if let Some(mut input) = shell.stdin.take() {
+            if keep {
+                use std::io::Write;
+                let _ = input.write_all(b"keep\n");
+            }
+        }
         let _ = shell.wait();
     }
 }
 
 impl Drop for Dns {
     fn drop(&mut self) {
-        stop(&self._shell);
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The shell removes the directory once NSD has ended.
+        stop(&self._shell, false);
     }
 }
 
@@ -338,7 +400,7 @@ fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
     let sink = SmtpSink::start(&[]);
     let gw = s.serve(&outbound_config(&sink, &dns.discovery()), &[]);
     let alice = format!("alice@{SIGNED}");
-    let fpr = dns.people.alice.fingerprint(&alice);
+    let fpr = &dns.people.alice;
 
     let shown = s.ok(&["keys", "discover", &alice]);
     assert!(shown.contains("\ndane:\n"), "{shown}");
@@ -350,7 +412,7 @@ fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
         )),
         "{shown}"
     );
-    assert!(shown.contains(&fpr), "{shown}");
+    assert!(shown.contains(fpr.as_str()), "{shown}");
     assert!(shown.contains("would be stored"), "{shown}");
     assert!(
         !s.ok(&["keys", "list"]).contains(&alice),
@@ -364,7 +426,7 @@ fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
         "the body in the clear: {copy}"
     );
     assert!(
-        decrypts(&dns.people.alice, &copy, "DANE-SIGNED-1"),
+        decrypts(&dns.people.alice_gpg(), &copy, "DANE-SIGNED-1"),
         "gpg decrypts the copy"
     );
     let listed = s.list_json().to_string();
@@ -394,14 +456,14 @@ fn unproven_records_and_keys_for_other_addresses_store_nothing() {
         (format!("rob@{ROGUE}"), &dns.people.rob),
         (format!("carol@{SIGNED}"), &dns.people.carol),
     ];
-    for (to, person) in &cases {
+    for (to, fpr) in &cases {
         let shown = s.ok(&["keys", "discover", to]);
         assert!(shown.contains("\ndane:\n"), "{to}: {shown}");
         assert!(
             shown.contains("DNSSEC validation failed") || shown.contains("not signed"),
             "{to}: {shown}"
         );
-        assert!(!shown.contains(&person.fingerprint(to)), "{to}: {shown}");
+        assert!(!shown.contains(fpr.as_str()), "{to}: {shown}");
     }
     let eve = format!("eve@{SIGNED}");
     let shown = s.ok(&["keys", "discover", &eve]);
@@ -420,10 +482,7 @@ fn unproven_records_and_keys_for_other_addresses_store_nothing() {
     for to in &all {
         assert!(!listed.contains(to), "nothing stored for {to}: {listed}");
     }
-    assert!(
-        !listed.contains(&dns.people.mallory.fingerprint(&format!("mallory@{SIGNED}"))),
-        "{listed}"
-    );
+    assert!(!listed.contains(dns.people.mallory.as_str()), "{listed}");
 }
 
 /// A resolver that only notes whether anything reached it, over UDP or TCP.
@@ -480,4 +539,46 @@ fn dane_is_off_by_default() {
         "{refused:?}"
     );
     assert!(!silent.asked(), "a DNS query with DANE off");
+}
+
+/// From the key-signing key of a private root (which signs its keys with a separate
+/// zone-signing key), the chain runs through the DS record the root holds for the signed
+/// zone: its record encrypts mail. The root proves with NSEC that the unsigned zone has no
+/// DS: `keys discover` says the zone is not signed, and its key is not used. The rogue
+/// zone's DS names a key it is not signed with: validation fails.
+#[test]
+fn a_private_root_vouches_for_the_signed_zone_and_proves_the_unsigned_one() {
+    let dns = dns();
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let sink = SmtpSink::start(&[]);
+    let gw = s.serve(
+        &outbound_config(&sink, &dns.discovery_from(&dns.root_anchor)),
+        &[],
+    );
+    let alice = format!("alice@{SIGNED}");
+    let shown = s.ok(&["keys", "discover", &alice]);
+    assert!(shown.contains("DNSSEC secure"), "{shown}");
+    let copy = send(gw.port(), &sink, &alice, "DANE-ROOT-1");
+    assert!(
+        decrypts(&dns.people.alice_gpg(), &copy, "DANE-ROOT-1"),
+        "gpg decrypts the copy: {copy}"
+    );
+
+    let uma = format!("uma@{UNSIGNED}");
+    let shown = s.ok(&["keys", "discover", &uma]);
+    assert!(shown.contains("1 record(s), DNSSEC insecure"), "{shown}");
+    assert!(shown.contains("nothing: the zone is not signed"), "{shown}");
+    let shown = s.ok(&["keys", "discover", &format!("rob@{ROGUE}")]);
+    assert!(
+        shown.contains("nothing: DNSSEC validation failed"),
+        "{shown}"
+    );
+
+    let copy = send(gw.port(), &sink, &uma, "DANE-ROOT-2");
+    assert!(!copy.contains("multipart/encrypted"), "{copy}");
+    assert!(copy.contains("DANE-ROOT-2"), "{copy}");
+    let listed = s.ok(&["keys", "list"]);
+    assert!(listed.contains(&alice), "{listed}");
+    assert!(!listed.contains(&uma), "{listed}");
 }
