@@ -81,6 +81,12 @@ impl Anchor {
     /// Reads DNSKEY records in zone-file form (`example.net. IN DNSKEY 257 3 13 …`, the
     /// `.key` file `ldns-keygen` or `dnssec-keygen` writes), each trusted for its own name.
     ///
+    /// hickory 0.26 trusts a zone's DNSKEY set from the anchors alone only when every key
+    /// of the set is an anchor; otherwise it asks the parent for DS records, which a
+    /// private zone's parent does not have. So a zone below the root must be listed with
+    /// all its keys (or be signed with one key); a root zone needs only its KSK, as its
+    /// DNSKEY set is checked by that key's signature.
+    ///
     /// # Errors
     /// An unreadable file, a line that is not a DNSKEY record, a key hickory cannot use,
     /// or no key at all.

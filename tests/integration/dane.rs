@@ -505,10 +505,61 @@ impl Silent {
         self.tcp.local_addr().expect("address").port()
     }
 
-    fn asked(&self) -> bool {
-        let mut buf = [0u8; 512];
-        self.udp.recv_from(&mut buf).is_ok() || self.tcp.accept().is_ok()
+    /// How many queries (datagrams and connections) arrived since the last call.
+    fn queries(&self) -> usize {
+        let mut buf = [0u8; 4096];
+        let mut n = 0;
+        while self.udp.recv_from(&mut buf).is_ok() {
+            n += 1;
+        }
+        // Accepted connections are dropped at once: closed without an answer.
+        while self.tcp.accept().is_ok() {
+            n += 1;
+        }
+        n
     }
+
+    fn asked(&self) -> bool {
+        self.queries() > 0
+    }
+}
+
+/// A resolver that never answers costs a message no more than the budget (it goes out
+/// signed, readable), the lookup that outlasts it ends in a recorded miss, and the
+/// address is not asked again before `retry_after`. With no `dane_trust_anchor` the
+/// configuration starts from the root keys built in.
+#[test]
+fn a_silent_resolver_costs_the_budget_once() {
+    let silent = Silent::start();
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let sink = SmtpSink::start(&[]);
+    let discovery = format!(
+        "[discovery]\nwkd = false\ndane = true\nbudget = \"2s\"\nrefresh = \"0\"\n\
+         dane_resolver = [\"127.0.0.1:{}\"]\n",
+        silent.port()
+    );
+    let gw = s.serve(&outbound_config(&sink, &discovery), &[]);
+    let to = "zed@quiet.example";
+    let started = std::time::Instant::now();
+    let copy = send(gw.port(), &sink, to, "DANE-SILENT-1");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(12),
+        "the session took {took:?} with a 2 s budget"
+    );
+    assert!(copy.contains("DANE-SILENT-1"), "{copy}");
+    assert!(silent.asked(), "the resolver was asked");
+    let explained = wait_for(Duration::from_secs(60), "the miss recorded", || {
+        let e = s.ok(&["policy", "explain", "--from", "bob@example.org", "--to", to]);
+        e.contains("found: nothing").then_some(e)
+    });
+    assert!(explained.contains("dane: "), "{explained}");
+    silent.queries();
+    let copy = send(gw.port(), &sink, to, "DANE-SILENT-2");
+    assert!(copy.contains("DANE-SILENT-2"), "{copy}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(silent.queries(), 0, "asked again despite the recorded miss");
 }
 
 /// Without `dane` in `[discovery]` no DNS query is made, not even with a resolver named,
