@@ -394,3 +394,15 @@ fn log(email: &str, outcomes: &[Outcome], kept: &[Kept], took: Duration) {
     }
     tracing::debug!(%email, took_ms = took.as_millis() as u64, "key lookup ended");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_offered_wkd_then_dane_then_keyservers() {
+        let mut sources = vec![Source::Keyserver, Source::Dane, Source::Wkd];
+        sources.sort_by_key(|s| rank(*s));
+        assert_eq!(sources, [Source::Wkd, Source::Dane, Source::Keyserver]);
+    }
+}
