@@ -390,8 +390,9 @@ fn decrypts(gpg: &Gpg, message: &str, body: &str) -> bool {
 
 /// A recipient nobody imported is encrypted to the key in its DNSSEC-signed OPENPGPKEY
 /// record (too large for UDP: fetched again over TCP), and gpg decrypts the copy.
-/// `keys discover` shows the record asked for, its proof and the key, and stores nothing;
-/// the message stores it with the source `dane` and the trust `wkd`.
+/// `keys discover` shows the record asked for, its proof and the key, and stores nothing
+/// (and, for an address without a record, that there is none); the message stores it
+/// with the source `dane` and the trust `wkd`.
 #[test]
 fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
     let dns = dns();
@@ -417,6 +418,11 @@ fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
     assert!(
         !s.ok(&["keys", "list"]).contains(&alice),
         "keys discover without --store stores nothing"
+    );
+    let shown = s.ok(&["keys", "discover", &format!("nobody@{SIGNED}")]);
+    assert!(
+        shown.contains("nothing: no OPENPGPKEY record for the address"),
+        "{shown}"
     );
 
     let copy = send(gw.port(), &sink, &alice, "DANE-SIGNED-1");
