@@ -13,7 +13,7 @@ BUILD_PKGS=(clang libclang-dev pkg-config libssl-dev)
 # tests, IMAP for the IMAP proxy tests)
 # (never the system's: the tests run their own instance with a config of their own).
 # util-linux: setpriv, which runs the deployment tests' sealpost as an unprivileged user.
-TEST_PKGS=(gnupg gpg-wks-client sq swaks libio-socket-ssl-perl libnet-ssleay-perl postfix python3 dovecot-core dovecot-lmtpd dovecot-imapd util-linux postgresql fetchmail)
+TEST_PKGS=(gnupg gpg-wks-client sq swaks libio-socket-ssl-perl libnet-ssleay-perl postfix python3 dovecot-core dovecot-lmtpd dovecot-imapd util-linux postgresql fetchmail nsd ldnsutils)
 
 missing() {
   local p out=()

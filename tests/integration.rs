@@ -7,6 +7,7 @@ mod integration {
     mod attacks;
     mod backscatter;
     mod common;
+    mod dane;
     mod discovery;
     mod faults;
     mod imap;

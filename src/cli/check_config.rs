@@ -91,6 +91,9 @@ fn access_problems(config: &Config, config_path: Option<&Path>, account: &Accoun
     if let Some(c) = &config.inbound_ca_file {
         wanted.push((c.clone(), Need::Read));
     }
+    if let Some(a) = &config.discovery.dane_trust_anchor {
+        wanted.push((a.path.clone(), Need::Read));
+    }
     match &config.inbound_target {
         Target::Maildir(p) => wanted.push((p.clone(), Need::Write)),
         Target::LmtpUnix(p) => wanted.push((p.clone(), Need::Write)),
@@ -281,6 +284,29 @@ pub fn render(c: &Config) -> String {
             "ca_file = {:?}  # besides the system roots",
             ca.display().to_string()
         );
+    }
+    let _ = writeln!(s, "dane = {}", d.dane);
+    if d.dane {
+        let resolvers: Vec<String> = d.dane_resolver.iter().map(|a| format!("\"{a}\"")).collect();
+        let _ = writeln!(
+            s,
+            "dane_resolver = [{}]  # DNSSEC validated here",
+            resolvers.join(", ")
+        );
+    }
+    match &d.dane_trust_anchor {
+        Some(a) => {
+            let _ = writeln!(
+                s,
+                "dane_trust_anchor = {:?}  # keys for {}",
+                a.path.display().to_string(),
+                a.zones.join(", ")
+            );
+        }
+        None if d.dane => {
+            let _ = writeln!(s, "# dane_trust_anchor: the IANA root keys");
+        }
+        None => {}
     }
     if !d.resolve.is_empty() {
         let _ = writeln!(s, "[discovery.resolve]");
@@ -507,6 +533,7 @@ mod tests {
             ),
             "{out}"
         );
+        assert!(out.contains("\ndane = false\n"), "{out}");
         let out = rendered("[discovery]\nwkd = false\nrefresh = \"0\"\nkeyservers = [\"https://keys.example.org\"]\n");
         assert!(
             out.contains("wkd = false\nkeyservers = [\"https://keys.example.org/\"]"),

@@ -137,6 +137,10 @@ pub enum LogFormat {
 /// them), and rustls's and tokio's drown sealpost's own lines. `RUST_LOG` can still name a
 /// dependency explicitly.
 ///
+/// hickory (DANE lookups) is silent unless `RUST_LOG` names it: it warns at every step of
+/// a DNSSEC validation that fails, with the whole DNS message, and a zone that is unsigned
+/// or hostile would fill the log; the lookup's outcome is logged by sealpost in one line.
+///
 /// Colour codes are written only when stderr is a terminal: in a log file or the journal
 /// they are noise that breaks grep and fail2ban's patterns.
 pub fn init_tracing(verbose: u8, format: LogFormat) {
@@ -149,7 +153,7 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
     };
     let filter = match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(with_store_quiet(&spec)),
-        _ => EnvFilter::new(default),
+        _ => EnvFilter::new(format!("{default},{HICKORY_OFF}")),
     };
     // Logs go to stderr so that `keys export` and `--json` output stay clean on stdout.
     use tracing_subscriber::prelude::*;
@@ -176,15 +180,22 @@ pub fn init_tracing(verbose: u8, format: LogFormat) {
         .try_init();
 }
 
+/// The DNS resolver's crates, off (see [`init_tracing`]).
+const HICKORY_OFF: &str = "hickory_resolver=off,hickory_net=off,hickory_proto=off";
+
 /// `RUST_LOG` as given, but with sled held at `warn` unless the spec names sled itself: a
 /// blanket `RUST_LOG=trace` must not print the keyring's records, which sled's trace lines
-/// contain byte for byte.
+/// contain byte for byte. hickory stays off unless named, as by default.
 fn with_store_quiet(spec: &str) -> String {
-    if spec.contains("sled") {
-        spec.to_string()
-    } else {
-        format!("{spec},sled=warn")
+    let mut out = spec.to_string();
+    if !spec.contains("sled") {
+        out.push_str(",sled=warn");
     }
+    if !spec.contains("hickory") {
+        out.push(',');
+        out.push_str(HICKORY_OFF);
+    }
+    out
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -542,19 +553,29 @@ pub fn default_data_dir() -> Result<PathBuf, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::with_store_quiet;
+    use super::{with_store_quiet, HICKORY_OFF};
 
     #[test]
-    fn a_blanket_rust_log_keeps_sled_quiet() {
-        assert_eq!(with_store_quiet("trace"), "trace,sled=warn");
+    fn a_blanket_rust_log_keeps_sled_and_hickory_quiet() {
+        assert_eq!(
+            with_store_quiet("trace"),
+            format!("trace,sled=warn,{HICKORY_OFF}")
+        );
         assert_eq!(
             with_store_quiet("sealpost=debug"),
-            "sealpost=debug,sled=warn"
+            format!("sealpost=debug,sled=warn,{HICKORY_OFF}")
         );
     }
 
     #[test]
-    fn a_rust_log_naming_sled_is_taken_as_given() {
-        assert_eq!(with_store_quiet("sled=trace"), "sled=trace");
+    fn a_rust_log_naming_sled_or_hickory_is_taken_as_given() {
+        assert_eq!(
+            with_store_quiet("sled=trace"),
+            format!("sled=trace,{HICKORY_OFF}")
+        );
+        assert_eq!(
+            with_store_quiet("sled=trace,hickory_net=debug"),
+            "sled=trace,hickory_net=debug"
+        );
     }
 }

@@ -328,7 +328,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
     }
     let discovery = Arc::new(
         crate::discovery::Finder::new(config.discovery.clone(), keyring.clone())
-            .context("[discovery] ca_file")?,
+            .context("[discovery]")?,
     );
     // Known certificates fetched again over `[discovery] refresh`.
     let refresh = tokio::spawn(crate::discovery::refresh::run(

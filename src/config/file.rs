@@ -36,8 +36,14 @@ pub struct Discovery {
     /// VKS keyservers asked by address, as `https://` base URLs (default none).
     #[serde(default)]
     pub keyservers: Vec<Spanned<String>>,
-    /// DANE OPENPGPKEY lookups: not available in this version; `true` is refused.
-    pub dane: Option<Spanned<bool>>,
+    /// DANE OPENPGPKEY lookups, DNSSEC validated in-process (default off).
+    pub dane: Option<bool>,
+    /// Resolvers asked for OPENPGPKEY records, as `IP` or `IP:PORT` (default: the
+    /// nameservers of /etc/resolv.conf).
+    #[serde(default)]
+    pub dane_resolver: Vec<Spanned<String>>,
+    /// DNSKEY records (zone-file form) trusted instead of the IANA root's.
+    pub dane_trust_anchor: Option<Spanned<PathBuf>>,
     /// How long one message may wait for lookups (default `5s`).
     pub budget: Option<Spanned<String>>,
     /// How long an address that gave no key is left alone (default `1h`).

@@ -686,14 +686,29 @@ fn discovery(usr: Option<(&file::File, Source<'_>)>) -> Result<crate::discovery:
     if let Some(w) = d.wkd {
         out.wkd = w;
     }
-    if let Some(dane) = &d.dane {
-        if *dane.get_ref() {
-            return Err(src.invalid(
-                "discovery.dane",
-                dane,
-                "DANE OPENPGPKEY lookups are not available in this version of sealpost",
-            ));
-        }
+    if let Some(dane) = d.dane {
+        out.dane = dane;
+    }
+    for r in &d.dane_resolver {
+        out.dane_resolver.push(
+            crate::discovery::dane::parse_resolver(r.get_ref())
+                .map_err(|m| src.invalid("discovery.dane_resolver", r, m))?,
+        );
+    }
+    // A named anchor file is read even while `dane` is off: a broken one is found now,
+    // not on the day DANE is switched on.
+    if let Some(p) = &d.dane_trust_anchor {
+        out.dane_trust_anchor = Some(
+            crate::discovery::dane::Anchor::load(p.get_ref())
+                .map_err(|e| src.invalid("discovery.dane_trust_anchor", p, e.to_string()))?,
+        );
+    }
+    if out.dane && out.dane_resolver.is_empty() {
+        out.dane_resolver =
+            crate::discovery::dane::system_resolvers().map_err(|e| Error::Flag {
+                key: "discovery.dane_resolver".into(),
+                message: e.to_string(),
+            })?;
     }
     for k in &d.keyservers {
         let url = url::Url::parse(k.get_ref().trim())

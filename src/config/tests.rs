@@ -443,6 +443,15 @@ fn the_embedded_discovery_defaults_are_the_built_in_ones() {
     );
     assert_eq!(
         (
+            c.discovery.dane,
+            c.discovery.dane_resolver.len(),
+            c.discovery.dane_trust_anchor.is_none()
+        ),
+        (d.dane, d.dane_resolver.len(), true)
+    );
+    assert!(!c.discovery.dane, "DANE is off by default");
+    assert_eq!(
+        (
             c.discovery.budget,
             c.discovery.retry_after,
             c.discovery.refresh
@@ -467,8 +476,11 @@ fn discovery_settings_are_checked_with_their_line() {
     );
     let e = refusal("[discovery]\nkeyservers = [\"hkp://keys.example.org\"]\n");
     assert!(e.contains("line 2") && e.contains("https://"), "{e}");
-    let e = refusal("[discovery]\ndane = true\n");
-    assert!(e.contains("not available"), "{e}");
+    let e = refusal("[discovery]\nbudget = \"5s\"\ndane_resolver = [\"dns.example\"]\n");
+    assert!(
+        e.contains("line 3") && e.contains("discovery.dane_resolver"),
+        "{e}"
+    );
     let e = refusal("[discovery]\nbudget = \"5 parsecs\"\n");
     assert!(e.contains("discovery.budget"), "{e}");
 }
@@ -496,4 +508,54 @@ fn wkd_is_off_by_default_and_needs_a_certificate() {
         "[wkd]\nlisten = \"127.0.0.1:8443\"\ncertificate = \"/c.pem\"\nprivate_key = \"/k.pem\"\ndomains = [\"a@b\"]\n",
     );
     assert!(e.contains("wkd.domains"), "{e}");
+}
+
+#[test]
+fn dane_needs_a_resolver_and_a_readable_trust_anchor() {
+    let ov = Overrides::default();
+    let c = load_str(
+        "[discovery]\ndane = true\ndane_resolver = [\"127.0.0.1:5353\", \"::1\"]\n",
+        &ov,
+    )
+    .unwrap();
+    assert!(c.discovery.dane);
+    assert_eq!(
+        c.discovery.dane_resolver,
+        [
+            "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+            "[::1]:53".parse().unwrap()
+        ]
+    );
+    assert!(c.discovery.dane_trust_anchor.is_none(), "the root keys");
+
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("zone.key");
+    std::fs::write(
+        &anchor,
+        "example.net. 3600 IN DNSKEY 257 3 13 3CWYAeVhT0eDSVPN8gf9ciwu24LouZ4PKY0pGTCyzIzrlWK/fVQEPqKeNfDCNLa4tf8j7atsDFm91GY8Wfh5og==\n",
+    )
+    .unwrap();
+    let with = |path: &Path| {
+        format!(
+            "[discovery]\ndane = true\ndane_resolver = [\"127.0.0.1\"]\ndane_trust_anchor = \"{}\"\n",
+            path.display()
+        )
+    };
+    let c = load_str(&with(&anchor), &ov).unwrap();
+    let a = c.discovery.dane_trust_anchor.unwrap();
+    assert_eq!(a.zones, ["example.net."]);
+
+    let e = refusal(&with(&dir.path().join("missing.key")));
+    assert!(
+        e.contains("line 4") && e.contains("dane_trust_anchor") && e.contains("cannot read"),
+        "{e}"
+    );
+    let bad = dir.path().join("bad.key");
+    std::fs::write(&bad, "example.net. IN DS 12345 13 2 00\n").unwrap();
+    let e = refusal(&with(&bad));
+    assert!(e.contains("not DNSKEY records"), "{e}");
+    let empty = dir.path().join("empty.key");
+    std::fs::write(&empty, "\n").unwrap();
+    let e = refusal(&with(&empty));
+    assert!(e.contains("no DNSKEY record"), "{e}");
 }

@@ -21,6 +21,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 use url::Url;
 
+use super::dane::{self, Dane};
 use super::http::Client;
 use super::{vks, wkd};
 
@@ -39,6 +40,13 @@ pub struct Settings {
     pub wkd: bool,
     /// VKS keyservers asked by address (none: off).
     pub keyservers: Vec<Url>,
+    /// DANE OPENPGPKEY lookups, DNSSEC validated here.
+    pub dane: bool,
+    /// The resolvers asked for OPENPGPKEY records (the configuration fills in the
+    /// system's when `dane` is on and none are named).
+    pub dane_resolver: Vec<SocketAddr>,
+    /// DNSKEY records validation starts from instead of the IANA root's.
+    pub dane_trust_anchor: Option<dane::Anchor>,
     /// How long one message may wait for lookups, all recipients together.
     pub budget: Duration,
     /// How long an address that gave nothing is left alone.
@@ -57,6 +65,9 @@ impl Default for Settings {
             autocrypt: true,
             wkd: true,
             keyservers: Vec::new(),
+            dane: false,
+            dane_resolver: Vec::new(),
+            dane_trust_anchor: None,
             budget: Duration::from_secs(5),
             retry_after: Duration::from_secs(3600),
             refresh: Duration::from_secs(7 * 24 * 3600),
@@ -90,10 +101,20 @@ impl Kept {
     }
 }
 
+/// Why a [`Finder`] cannot be built from its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("ca_file: {0}")]
+    Tls(#[from] crate::tls::Error),
+    #[error("DANE: {0}")]
+    Dane(#[from] dane::SetupError),
+}
+
 /// The lookup service of one gateway (shared by its listeners).
 pub struct Finder {
     settings: Settings,
     client: Client,
+    dane: Option<Dane>,
     keyring: Keyring,
     running: Mutex<HashMap<String, watch::Receiver<bool>>>,
     slots: Arc<Semaphore>,
@@ -114,13 +135,23 @@ impl Waiter {
 
 impl Finder {
     /// # Errors
-    /// An unreadable `ca_file`.
-    pub fn new(settings: Settings, keyring: Keyring) -> Result<Finder, crate::tls::Error> {
+    /// An unreadable `ca_file`; `dane` on without a resolver.
+    pub fn new(settings: Settings, keyring: Keyring) -> Result<Finder, SetupError> {
         let tls = crate::tls::client::ClientTls::with_extra(settings.ca_file.as_deref())?;
         let client = Client::new(tls, settings.resolve.clone(), LOOKUP_TIMEOUT);
+        let dane = if settings.dane {
+            Some(Dane::new(
+                &settings.dane_resolver,
+                settings.dane_trust_anchor.as_ref(),
+                LOOKUP_TIMEOUT,
+            )?)
+        } else {
+            None
+        };
         Ok(Finder {
             settings,
             client,
+            dane,
             keyring,
             running: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(MAX_RUNNING)),
@@ -133,7 +164,7 @@ impl Finder {
 
     /// Whether any source is asked at send time.
     pub fn looks_up(&self) -> bool {
-        self.settings.wkd || !self.settings.keyservers.is_empty()
+        self.settings.wkd || self.dane.is_some() || !self.settings.keyservers.is_empty()
     }
 
     /// Asks every enabled source about `email` at once.
@@ -146,6 +177,18 @@ impl Finder {
                 let a = wkd::lookup(&client, &email).await;
                 Outcome {
                     source: Source::Wkd,
+                    asked: a.asked,
+                    certs: a.certs,
+                }
+            });
+        }
+        if let Some(dane) = &self.dane {
+            let dane = dane.clone();
+            let email = email.to_string();
+            tasks.spawn(async move {
+                let a = dane.lookup(&email).await;
+                Outcome {
+                    source: Source::Dane,
                     asked: a.asked,
                     certs: a.certs,
                 }
@@ -172,8 +215,9 @@ impl Finder {
             }
         }
         // The better source first: it is offered first, and the keyring keeps the best
-        // trust a certificate was found with.
-        out.sort_by_key(|o| std::cmp::Reverse(o.source.trust()));
+        // trust a certificate was found with. WKD and DANE have one trust; WKD goes first
+        // so that the order does not depend on which answered sooner.
+        out.sort_by_key(|o| rank(o.source));
         out
     }
 
@@ -278,6 +322,15 @@ impl Finder {
     }
 }
 
+/// The order sources are offered in: by trust, then WKD before DANE.
+fn rank(source: Source) -> (std::cmp::Reverse<sealpost_keyring::Trust>, u8) {
+    let within = match source {
+        Source::Dane => 1,
+        _ => 0,
+    };
+    (std::cmp::Reverse(source.trust()), within)
+}
+
 /// One line per source for the miss record: what it answered.
 fn describe(outcomes: &[Outcome], kept: &[Kept]) -> String {
     let mut out = String::new();
@@ -340,4 +393,16 @@ fn log(email: &str, outcomes: &[Outcome], kept: &[Kept], took: Duration) {
         tracing::info!(%email, source = %k.source, fingerprint = %k.fingerprint.to_hex(), outcome = %offer_words(&k.result), "key lookup");
     }
     tracing::debug!(%email, took_ms = took.as_millis() as u64, "key lookup ended");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_offered_wkd_then_dane_then_keyservers() {
+        let mut sources = vec![Source::Keyserver, Source::Dane, Source::Wkd];
+        sources.sort_by_key(|s| rank(*s));
+        assert_eq!(sources, [Source::Wkd, Source::Dane, Source::Keyserver]);
+    }
 }

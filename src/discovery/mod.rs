@@ -4,9 +4,10 @@
 //!   address is the header's `addr` offers its key, with the trust `autocrypt`; so do the
 //!   `Autocrypt-Gossip:` fields of a decrypted payload, for the message's other recipients.
 //! - [`finder`]: at send time, a recipient without a usable key is looked up in its
-//!   domain's Web Key Directory ([`wkd`]) and on the configured VKS keyservers ([`vks`]),
-//!   over our HTTPS client ([`http`]), within the message's budget; misses are recorded
-//!   so the address is not asked again too soon.
+//!   domain's Web Key Directory ([`wkd`]), in its domain's DNS as a DANE OPENPGPKEY record
+//!   validated with DNSSEC ([`dane`], off by default) and on the configured VKS keyservers
+//!   ([`vks`]), over our HTTPS client ([`http`]), within the message's budget; misses are
+//!   recorded so the address is not asked again too soon.
 //! - [`refresh`]: known certificates are fetched again in the background.
 //!
 //! Whatever a source returns is offered to the keyring
@@ -15,6 +16,7 @@
 //! for review, and never replaces a pinned key.
 
 pub mod autocrypt;
+pub mod dane;
 pub mod finder;
 pub mod http;
 pub mod refresh;

@@ -11,9 +11,11 @@ use crate::discovery::finder::{offer_words, Finder};
 /// Look an address up as `serve` would for a recipient without a usable key, and show
 /// what each source returned and what the keyring would do with it
 ///
-/// Asks the address's Web Key Directory (the advanced method, then the direct one) and
+/// Asks the address's Web Key Directory (the advanced method, then the direct one), its
+/// DANE OPENPGPKEY record when `dane = true` (used only with a secure DNSSEC proof) and
 /// each keyserver in `[discovery] keyservers`, with the `[discovery]` settings of the
-/// configuration (`ca_file`, `resolve`). Without --store nothing changes: each key found
+/// configuration (`ca_file`, `resolve`, `dane_resolver`, `dane_trust_anchor`). Without
+/// --store nothing changes: each key found
 /// is listed with its user IDs for the address and what storing it would do. With
 /// --store it is offered to the keyring as at send time: stored, merged into the stored
 /// copy, or queued for `keys review` when the address already has a different key (a
@@ -37,8 +39,8 @@ pub fn run(args: Args, finder: &Finder, keyring: &Keyring, io: &mut Io<'_>) -> a
     };
     if !finder.looks_up() {
         anyhow::bail!(
-            "no source is enabled: [discovery] has wkd = false and no keyservers (Autocrypt \
-             keys come only with received mail)"
+            "no source is enabled: [discovery] has wkd = false, dane = false and no \
+             keyservers (Autocrypt keys come only with received mail)"
         );
     }
     let outcomes = match tokio::runtime::Handle::try_current() {
