@@ -204,6 +204,14 @@ pub fn prepare(config: &Config) -> anyhow::Result<Prepared> {
             HopTls::None,
         )),
     };
+    // Read here, not only where `serve` builds the key finder and the IMAP proxy, so that
+    // `check-config` refuses the same files with the same words.
+    crate::tls::client::ClientTls::with_extra(config.discovery.ca_file.as_deref())
+        .context("key discovery over HTTPS ([discovery] ca_file)")?;
+    if let Some(imap) = &config.imap {
+        crate::tls::client::ClientTls::new(imap.ca_file.as_deref())
+            .context("IMAP upstream TLS ([imap] ca_file)")?;
+    }
     Ok(Prepared {
         passphrase,
         outbound,

@@ -194,6 +194,24 @@ fn check_config_refuses_what_serve_refuses_in_the_same_words() {
             format!("[inbound] ca_file): cannot read {}", missing.display()),
         ),
         (
+            "a missing [discovery] ca_file",
+            format!(
+                "{plain}\n[discovery]\nwkd = false\nca_file = \"{}\"\n",
+                missing.display()
+            ),
+            format!("[discovery] ca_file): cannot read {}", missing.display()),
+        ),
+        (
+            "a missing [imap] ca_file",
+            format!(
+                "{plain}\n[imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\n\
+                 upstream_tls = \"tls\"\nca_file = \"{}\"\n",
+                free_port(),
+                missing.display()
+            ),
+            format!("[imap] ca_file): cannot read {}", missing.display()),
+        ),
+        (
             "a TLS listener off loopback without a certificate",
             "[[listener]]\nmode = \"outbound\"\naddress = \"0.0.0.0:0\"\ntls = \"starttls\"\n\
              allow = [\"10.0.0.0/8\"]\n"
