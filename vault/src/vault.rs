@@ -481,7 +481,7 @@ impl State {
             (false, _) => None,
         };
         let body = &bytes[HEADER..];
-        if body.len() % SLOT != 0 {
+        if !body.len().is_multiple_of(SLOT) {
             return Err(Error::Corrupt(format!(
                 "{} is cut short (a slot is incomplete)",
                 path.display()

@@ -118,7 +118,7 @@ impl Shape {
             // Whole quads, and a valid last one.
             let mut scratch = Vec::with_capacity(3);
             if self.total == 0
-                || self.total % 4 != 0
+                || !self.total.is_multiple_of(4)
                 || decode_into(&self.last_quad, &mut scratch).is_none()
             {
                 return Line::Bad;
