@@ -120,7 +120,12 @@ fn delimiter(stack: &[Frame], line: &[u8]) -> Option<(usize, bool)> {
 /// After a header section: a multipart opens a frame and its preamble follows; an
 /// attached message opens a frame and its own header section follows.
 fn entity(head: &[u8], body_start: usize, stack: &mut Vec<Frame>) -> Mode {
-    let Some(parsed) = MessageParser::default().parse_headers(head) else {
+    // The MIME fields alone decide; the others are skipped, not parsed.
+    let Some(parsed) = MessageParser::new()
+        .with_mime_headers()
+        .default_header_ignore()
+        .parse_headers(head)
+    else {
         return Mode::Body;
     };
     let Some(ct) = parsed.content_type() else {

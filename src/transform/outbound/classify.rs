@@ -104,7 +104,13 @@ pub fn classify(message: &[u8]) -> Result<Classification, Error> {
         return Err(Error::TooManyFields(MAX_FIELDS));
     }
     let shape = structure::scan(message)?;
-    let parsed = MessageParser::default().parse_headers(head);
+    // Only the fields read below are parsed: the rest (a Received chain, dates, IDs) would
+    // be parsed for nothing on every message.
+    let parsed = MessageParser::new()
+        .with_address_headers()
+        .with_mime_headers()
+        .default_header_ignore()
+        .parse_headers(head);
     let named = parsed
         .as_ref()
         .map(|m| {
