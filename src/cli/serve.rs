@@ -493,6 +493,7 @@ async fn serve(config: Arc<Config>, prepared: Prepared, source: Source) -> anyho
                     max_plaintext: config.max_plaintext,
                     spill: Some(Spill::new(&running.spill_dir, 1 << 20)),
                 }),
+                autocrypt: config.discovery.autocrypt,
             });
             Some(tokio::spawn(crate::imap::session::serve(socket, proxy)))
         }

@@ -69,6 +69,9 @@ pub struct Proxy {
     pub tls: ClientTls,
     pub keyring: Keyring,
     pub inbound: Arc<inbound::Settings>,
+    /// `[discovery] autocrypt`: the keys that opened messages offer in their `Autocrypt:`
+    /// and `Autocrypt-Gossip:` fields are harvested, as on the SMTP inbound path.
+    pub autocrypt: bool,
 }
 
 /// Accepts clients until the listener fails; one task per connection.
@@ -771,14 +774,30 @@ async fn opened(proxy: &Proxy, state: &State, wanted: &Wanted, response: Vec<u8>
     let keyring = proxy.keyring.clone();
     let settings = Arc::clone(&proxy.inbound);
     let imitates = imitates_ours(&message, &settings.authserv_id);
+    let autocrypt = proxy.autocrypt;
+    let id = format!("imap-{}", fetched.uid().unwrap_or_default());
     let opened = tokio::task::spawn_blocking(move || {
-        inbound::open(
-            &Blob::from(message),
+        let message = Blob::from(message);
+        let opened = inbound::open(
+            &message,
             &[address.as_str()],
             &keyring,
             &settings,
             SystemTime::now(),
-        )
+        );
+        // After opening, so that a key first seen in this message never verified it. A
+        // user on this proxy receives mail through the provider, never through sealpost's
+        // SMTP side: this is where correspondents' Autocrypt keys reach the keyring.
+        // The user's own sent copies carry their mail client's header too: the keyring
+        // takes no discovered key for an address that has a secret key in it.
+        if let (true, Ok(copies)) = (autocrypt, &opened) {
+            use crate::discovery::autocrypt::{harvest, harvest_gossip};
+            harvest(&keyring, &message, SystemTime::now(), &id);
+            if let Some(gossiped) = copies.first().map(|c| c.gossip.as_slice()) {
+                harvest_gossip(&keyring, &message, gossiped, SystemTime::now(), &id);
+            }
+        }
+        opened
     })
     .await;
     let copy = match opened {
@@ -1068,6 +1087,7 @@ mod tests {
                 max_plaintext: 1 << 20,
                 spill: None,
             }),
+            autocrypt: true,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -235,7 +235,7 @@ fn an_autocrypt_header_from_gpg_is_used_and_bad_ones_store_nothing() {
 }
 
 /// `g`'s certificate for `who` as Autocrypt keydata, folded as a mail client writes it.
-fn keydata(g: &Gpg, who: &str) -> String {
+pub(super) fn keydata(g: &Gpg, who: &str) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(g.ok(&["--export", who]));
     b64.as_bytes()
         .chunks(76)

@@ -902,3 +902,92 @@ fn inline_clearsigned_unsigned_and_forged_mail_through_imap() {
     assert!(idle[1].contains("5 EXISTS"), "{idle:?}");
     assert!(idle[2].contains(" OK"), "{idle:?}");
 }
+
+/// A correspondent's `Autocrypt:` header in mail fetched through the proxy puts his key in
+/// the keyring (trust `autocrypt`), as mail arriving through the SMTP side would: a user on
+/// the proxy receives everything through the provider. The header in Bob's own sent copy,
+/// which his mail client wrote with a key of its own, offers nothing. With `[discovery]
+/// autocrypt = false`, nothing is kept.
+#[test]
+fn autocrypt_keys_in_fetched_mail_reach_the_keyring_but_not_from_the_user_s_own_copies() {
+    let dave = Gpg::new();
+    dave.generate("Dave <dave@example.com>", "ed25519", "sign", "never");
+    let fpr = dave.fingerprint("dave@example.com");
+    dave.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
+    let dave_fpr = fpr.to_ascii_uppercase();
+    let mua = Gpg::new();
+    mua.generate("Bob <bob@example.org>", "ed25519", "default", "never");
+    let mail = |from: &str, addr: &str, keys: &Gpg, subject: &str| {
+        crlf(&format!(
+            // No Date: the keys were made a moment ago, and a key is taken as valid at
+            // the message's date.
+            "From: {from}\nTo: bob@example.org\nSubject: {subject}\n\
+             Message-ID: <{subject}@example.com>\n\
+             Autocrypt: addr={addr}; prefer-encrypt=mutual; keydata={}\n\nhello\n",
+            super::discovery::keydata(keys, addr)
+        ))
+    };
+    let dovecot = start_dovecot(&[
+        (
+            "dave",
+            mail(
+                "Dave <dave@example.com>",
+                "dave@example.com",
+                &dave,
+                "from-dave",
+            ),
+        ),
+        (
+            "sent",
+            mail(
+                "Bob <bob@example.org>",
+                "bob@example.org",
+                &mua,
+                "sent-copy",
+            ),
+        ),
+    ]);
+    let config = |discovery: &str| {
+        format!(
+            "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
+             [imap]\nlisten = \"127.0.0.1:0\"\nupstream = \"127.0.0.1:{}\"\nupstream_tls = \"none\"\n\n\
+             [discovery]\nwkd = false\n{discovery}",
+            dovecot.port
+        )
+    };
+    let fetch_both = "for uid in (b'1', b'2'):\n\
+                      \x20   typ, data = IMAP.uid('FETCH', uid, '(BODY.PEEK[])')\n\
+                      \x20   out(data[0][1])\n";
+
+    let off = Sealpost::new();
+    off.generate("bob@example.org", &[]);
+    let server = off.serve(&config("autocrypt = false\n"), &[]);
+    assert_eq!(decoded(&imaplib(proxy_port(&server), fetch_both)).len(), 2);
+    drop(server);
+    let listed = off.ok(&["keys", "list"]);
+    assert!(!listed.contains("dave@example.com"), "{listed}");
+
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let bob_before = s.ok(&["keys", "list"]);
+    let server = s.serve(&config(""), &[]);
+    let got = decoded(&imaplib(proxy_port(&server), fetch_both));
+    assert!(String::from_utf8_lossy(&got[0]).contains("from-dave"));
+    let listed = s.ok(&["keys", "list"]);
+    assert!(listed.contains("dave@example.com"), "{listed}");
+    let shown = s.ok(&["keys", "show", &dave_fpr]);
+    assert!(
+        shown.contains("autocrypt"),
+        "the trust it was stored with: {shown}"
+    );
+    // Bob's own sent copy changed nothing: no second key for him, nothing to review.
+    let mua_fpr = mua.fingerprint("bob@example.org").to_ascii_uppercase();
+    assert!(!listed.contains(&mua_fpr), "{listed}");
+    assert_eq!(
+        listed.matches("bob@example.org").count(),
+        bob_before.matches("bob@example.org").count(),
+        "{listed}"
+    );
+    let review = s.ok(&["keys", "review", "list"]);
+    assert!(!review.contains("bob@example.org"), "{review}");
+}
