@@ -213,25 +213,30 @@ fn an_autocrypt_header_from_gpg_is_used_and_bad_ones_store_nothing() {
         assert!(ok, "{out}");
     }
     let out = sink.wait_messages(6, LONG);
-    let to_alice = out
-        .iter()
-        .map(|d| d.text())
-        .find(|t| t.contains("To: <alice@example.net>"))
-        .expect("the copy for Alice");
-    assert!(to_alice.contains("multipart/encrypted"), "{to_alice}");
-    // gpg decrypts it (and exits 2 only because it has no key to check Bob's signature).
-    let plain = alice.run_with_input(&["--decrypt"], to_alice.as_bytes());
-    assert!(
-        String::from_utf8_lossy(&plain.stdout).contains("AUTOCRYPT-REPLY-1"),
-        "gpg decrypts the reply: {}",
-        String::from_utf8_lossy(&plain.stderr)
-    );
+    decrypted_copy_for(&out, "alice@example.net", &alice, "AUTOCRYPT-REPLY-1");
     let to_carol = out
         .iter()
         .map(|d| d.text())
         .find(|t| t.contains("To: <carol@example.net>"))
         .expect("the copy for Carol");
     assert!(!to_carol.contains("multipart/encrypted"), "{to_carol}");
+}
+
+/// The copy among `delivered` addressed to `to`: PGP/MIME that `gpg` decrypts to a text
+/// with `marker` (gpg exits 2 only when it has no key to check Bob's signature).
+fn decrypted_copy_for(delivered: &[super::upstream::Dump], to: &str, gpg: &Gpg, marker: &str) {
+    let copy = delivered
+        .iter()
+        .map(|d| d.text())
+        .find(|t| t.contains(&format!("To: <{to}>")))
+        .unwrap_or_else(|| panic!("no copy for {to}"));
+    assert!(copy.contains("multipart/encrypted"), "{copy}");
+    let plain = gpg.run_with_input(&["--decrypt"], copy.as_bytes());
+    assert!(
+        String::from_utf8_lossy(&plain.stdout).contains(marker),
+        "gpg decrypts the copy for {to}: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
 }
 
 /// `g`'s certificate for `who` as Autocrypt keydata, folded as a mail client writes it.
@@ -369,18 +374,11 @@ fn autocrypt_gossip_in_an_encrypted_message_is_used_opportunistically() {
         ],
     );
     assert!(ok, "{out}");
-    let to_carol = sink
-        .wait_messages(2, LONG)
-        .iter()
-        .map(|d| d.text())
-        .find(|t| t.contains("To: <carol@example.net>"))
-        .expect("the copy for Carol");
-    assert!(to_carol.contains("multipart/encrypted"), "{to_carol}");
-    let plain = carol.run_with_input(&["--decrypt"], to_carol.as_bytes());
-    assert!(
-        String::from_utf8_lossy(&plain.stdout).contains("GOSSIP-REPLY"),
-        "gpg decrypts it with the gossiped key: {}",
-        String::from_utf8_lossy(&plain.stderr)
+    decrypted_copy_for(
+        &sink.wait_messages(2, LONG),
+        "carol@example.net",
+        &carol,
+        "GOSSIP-REPLY",
     );
 
     // `require` wants a key from WKD or better: the gossiped one does not do.

@@ -110,24 +110,30 @@ fn crlf(text: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Bob's gateway with his key and Alice's certificate, and Alice's gpg with Bob's.
+fn bob_and_alice() -> (Sealpost, Gpg) {
+    let s = Sealpost::new();
+    s.generate("bob@example.org", &[]);
+    let alice = Gpg::new();
+    alice.generate("Alice <alice@example.net>", "ed25519", "sign", "never");
+    let fpr = alice.fingerprint("alice@example.net");
+    alice.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
+    let alice_pub = alice.ok(&["--armor", "--export", "alice@example.net"]);
+    assert!(s
+        .run_with_input(&["keys", "import", "-"], &alice_pub)
+        .status
+        .success());
+    alice.ok_with_input(
+        &["--import"],
+        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
+    );
+    (s, alice)
+}
+
 /// One Dovecot and one gateway for every check below; both stop when it is dropped.
 fn world() -> World {
     {
-        let s = Sealpost::new();
-        s.generate("bob@example.org", &[]);
-        let alice = Gpg::new();
-        alice.generate("Alice <alice@example.net>", "ed25519", "sign", "never");
-        let alice_fpr = alice.fingerprint("alice@example.net");
-        alice.ok(&["--quick-add-key", &alice_fpr, "cv25519", "encr", "never"]);
-        let alice_pub = alice.ok(&["--armor", "--export", "alice@example.net"]);
-        assert!(s
-            .run_with_input(&["keys", "import", "-"], &alice_pub)
-            .status
-            .success());
-        alice.ok_with_input(
-            &["--import"],
-            s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
-        );
+        let (s, alice) = bob_and_alice();
         let payload = crlf(
             "Content-Type: text/plain; charset=us-ascii; protected-headers=\"v1\"\n\
              Subject: The real plan\n\
@@ -751,21 +757,7 @@ fn the_mail_client_can_talk_tls_to_the_proxy() {
 /// opened with `signature=none`, and the forged verdict removed, never served as stored.
 #[test]
 fn inline_clearsigned_unsigned_and_forged_mail_through_imap() {
-    let s = Sealpost::new();
-    s.generate("bob@example.org", &[]);
-    let alice = Gpg::new();
-    alice.generate("Alice <alice@example.net>", "ed25519", "sign", "never");
-    let fpr = alice.fingerprint("alice@example.net");
-    alice.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
-    let alice_pub = alice.ok(&["--armor", "--export", "alice@example.net"]);
-    assert!(s
-        .run_with_input(&["keys", "import", "-"], &alice_pub)
-        .status
-        .success());
-    alice.ok_with_input(
-        &["--import"],
-        s.ok(&["keys", "export", "bob@example.org"]).as_bytes(),
-    );
+    let (s, alice) = bob_and_alice();
     let head = |subject: &str| {
         format!(
             "From: Alice <alice@example.net>\nTo: bob@example.org\nSubject: {subject}\n\

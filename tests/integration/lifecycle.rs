@@ -344,31 +344,7 @@ fn extend_renews_a_key_gpg_then_sees() {
 fn a_passphrase_protected_gpg_key_is_imported_and_sealed_again() {
     let s = Sealpost::with_passphrase("keyring passphrase");
     let gpg = Gpg::new();
-    let out = gpg
-        .command()
-        .args(["--passphrase", "gpg secret 42"])
-        .args([
-            "--quick-gen-key",
-            "Erin <erin@example.org>",
-            "default",
-            "default",
-            "never",
-        ])
-        .output()
-        .expect("gpg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fpr = gpg.fingerprint("erin@example.org");
-    let protected = gpg
-        .command()
-        .args(["--passphrase", "gpg secret 42"])
-        .args(["--armor", "--export-secret-keys", &fpr])
-        .output()
-        .expect("gpg")
-        .stdout;
+    let (fpr, protected) = protected_key(&gpg, "Erin <erin@example.org>", "gpg secret 42");
     let key = super::common::write(s.dir.path(), "erin.asc", &protected);
     let key = key.to_str().unwrap();
 
@@ -706,31 +682,7 @@ fn import_asks_for_a_protected_keys_passphrase_on_a_terminal() {
     use std::io::{Read, Write};
     let s = Sealpost::new();
     let gpg = Gpg::new();
-    let out = gpg
-        .command()
-        .args(["--passphrase", "typed at the prompt"])
-        .args([
-            "--quick-gen-key",
-            "<gus@example.org>",
-            "default",
-            "default",
-            "never",
-        ])
-        .output()
-        .expect("gpg");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let fpr = gpg.fingerprint("gus@example.org");
-    let protected = gpg
-        .command()
-        .args(["--passphrase", "typed at the prompt"])
-        .args(["--armor", "--export-secret-keys", &fpr])
-        .output()
-        .expect("gpg")
-        .stdout;
+    let (fpr, protected) = protected_key(&gpg, "<gus@example.org>", "typed at the prompt");
     let key = super::common::write(s.dir.path(), "gus.asc", &protected);
     // script(1) gives the command a terminal of its own.
     let command = format!(
@@ -922,4 +874,33 @@ impl OutputWith for std::process::Command {
     fn output_with(&mut self, stdin: &[u8]) -> std::process::Output {
         super::common::output_with_input(self, stdin)
     }
+}
+
+/// A secret key that `gpg` makes for `uid` under `passphrase`, exported armored as gpg
+/// protects it; with its fingerprint.
+fn protected_key(gpg: &Gpg, uid: &str, passphrase: &str) -> (String, Vec<u8>) {
+    let out = gpg
+        .command()
+        .args(["--passphrase", passphrase])
+        .args(["--quick-gen-key", uid, "default", "default", "never"])
+        .output()
+        .expect("gpg");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let email = uid
+        .rsplit_once('<')
+        .and_then(|(_, rest)| rest.strip_suffix('>'))
+        .unwrap_or(uid);
+    let fpr = gpg.fingerprint(email);
+    let protected = gpg
+        .command()
+        .args(["--passphrase", passphrase])
+        .args(["--armor", "--export-secret-keys", &fpr])
+        .output()
+        .expect("gpg")
+        .stdout;
+    (fpr, protected)
 }
