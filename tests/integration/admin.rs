@@ -830,30 +830,19 @@ use std::sync::atomic::Ordering::SeqCst;
 /// A CA (its PEM) and an upstream presenting a certificate it issued for `names`, valid
 /// until `not_after` when given.
 fn issued_upstream(names: &[&str], not_after: Option<(i32, u8, u8)>) -> (String, ScriptedUpstream) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(
-        rcgen::DnType::CommonName,
-        format!("admin test CA {}", CAS.fetch_add(1, SeqCst)),
+    let issued = super::common::issue_until(
+        &format!("admin test CA {}", CAS.fetch_add(1, SeqCst)),
+        names,
+        not_after,
     );
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let mut params = rcgen::CertificateParams::new(names).expect("params");
-    if let Some((y, m, d)) = not_after {
-        params.not_before = rcgen::date_time_ymd(y - 1, m, d);
-        params.not_after = rcgen::date_time_ymd(y, m, d);
-    }
-    let leaf = params.signed_by(&key, &ca).expect("certificate");
-    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key");
+    let der = rustls::pki_types::PrivateKeyDer::try_from(issued.key_der).expect("key");
     let up = ScriptedUpstream::start_tls_with(
         UpstreamTlsMode::Implicit,
-        vec![leaf.der().clone()],
+        vec![issued.cert_der],
         der,
-        ca.pem(),
+        issued.ca_pem.clone(),
     );
-    (ca.pem(), up)
+    (issued.ca_pem, up)
 }
 
 fn upstream_config(port: u16, extra: &str) -> String {

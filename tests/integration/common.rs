@@ -424,3 +424,44 @@ pub fn dovecot(conf: &Path, dir: &Path, ports: &[u16], packages: &str) -> std::p
     }
     shell
 }
+
+/// A test CA, and a certificate it issued with its private key.
+pub struct Issued {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: rustls::pki_types::CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+}
+
+/// A new CA named `ca_name`, and a certificate it issued for `names`.
+pub fn issue(ca_name: &str, names: &[&str]) -> Issued {
+    issue_until(ca_name, names, None)
+}
+
+/// [`issue`], the certificate valid for the year before `not_after` (year, month, day)
+/// when given.
+pub fn issue_until(ca_name: &str, names: &[&str], not_after: Option<(i32, u8, u8)>) -> Issued {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).expect("params");
+    if let Some((y, m, d)) = not_after {
+        params.not_before = rcgen::date_time_ymd(y - 1, m, d);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+    }
+    let cert = params.signed_by(&key, &ca).expect("certificate");
+    Issued {
+        ca_pem: ca.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().clone(),
+        key_der: key.serialize_der(),
+    }
+}

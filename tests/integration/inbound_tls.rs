@@ -12,38 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::common::{Gpg, Raw, Sealpost, Server};
+use super::common::{issue, Gpg, Raw, Sealpost, Server};
 use super::upstream::{free_port, wait_for, ScriptedUpstream, SmtpSink, UpstreamTlsMode};
 
 const LONG: Duration = Duration::from_secs(30);
-
-/// A test CA, and a certificate it issued for `names` with its private key (PEM).
-struct Issued {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn issue(ca_name: &str, names: &[&str]) -> Issued {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, ca_name);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, &ca)
-        .expect("certificate");
-    Issued {
-        ca_pem: ca.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
 
 /// The private Dovecot: LMTP on 127.0.0.1 and 127.0.0.2, its certificate valid for
 /// `localhost` and `127.0.0.1` only.

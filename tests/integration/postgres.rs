@@ -614,24 +614,6 @@ fn the_deployment_files_for_several_gateways_agree() {
     );
 }
 
-/// A test CA (PEM), and a certificate it issued for `names` with its private key (PEM).
-fn issue(ca_name: &str, names: &[&str]) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, ca_name);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let cert = rcgen::CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, &ca)
-        .expect("certificate");
-    (ca.pem(), cert.pem(), key.serialize_pem())
-}
-
 /// TLS to the database through rustls: a PostgreSQL that accepts only TLS, with a
 /// certificate from a test CA. With `sslmode=require` (or `verify-full`) and that CA as
 /// `sslrootcert`, the CLI and a gateway work over TLS; with another CA, with the
@@ -639,11 +621,12 @@ fn issue(ca_name: &str, names: &[&str]) -> (String, String, String) {
 /// and nothing falls back to plain TCP.
 #[test]
 fn the_keyring_database_is_reached_over_verified_tls() {
-    let (ca, cert, key) = issue("sealpost test database CA", &["127.0.0.1"]);
+    let issued = super::common::issue("sealpost test database CA", &["127.0.0.1"]);
+    let (ca, cert, key) = (issued.ca_pem, issued.cert_pem, issued.key_pem);
     let pg = Postgres::start_tls(&cert, &key);
     let s = gateway();
     let ca_file = write(s.dir.path(), "db-ca.pem", ca.as_bytes());
-    let (other_ca, _, _) = issue("another CA", &["127.0.0.1"]);
+    let other_ca = super::common::issue("another CA", &["127.0.0.1"]).ca_pem;
     let other_ca_file = write(s.dir.path(), "other-ca.pem", other_ca.as_bytes());
     pg.sql("postgres", "CREATE DATABASE fleet_tls");
     let base = format!(

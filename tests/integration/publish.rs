@@ -8,24 +8,6 @@ use std::time::{Duration, Instant};
 
 use super::common::{assert_success, Gpg, Sealpost};
 
-/// A CA (PEM) and a certificate it issued for `names` with its key (PEM).
-fn issued(names: &[&str], ca_name: &str) -> (String, String, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, ca_name);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-    let leaf = rcgen::CertificateParams::new(names)
-        .expect("params")
-        .signed_by(&key, &ca)
-        .expect("certificate");
-    (ca.pem(), leaf.pem(), key.serialize_pem())
-}
-
 /// The file name `gpg-wks-client` gives an address in a WKD.
 fn wkd_hash(address: &str) -> String {
     let out = Command::new("/usr/lib/gnupg/gpg-wks-client")
@@ -160,7 +142,8 @@ fn wkd_is_served_in_both_layouts_from_the_live_keyring() {
         // Named by the certificate, but not a local domain.
         "openpgpkey.example.net",
     ];
-    let (ca, cert, key) = issued(&names, "WKD test CA");
+    let issued = super::common::issue("WKD test CA", &names);
+    let (ca, cert, key) = (issued.ca_pem, issued.cert_pem, issued.key_pem);
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca).unwrap();
@@ -305,7 +288,8 @@ fn wkd_is_served_in_both_layouts_from_the_live_keyring() {
     assert!(after.contains("pub:r:"), "served revoked: {after}");
 
     // SIGHUP: a new certificate (another CA) is used for the next connections.
-    let (ca2, cert2, key2) = issued(&names, "WKD test CA 2");
+    let issued = super::common::issue("WKD test CA 2", &names);
+    let (ca2, cert2, key2) = (issued.ca_pem, issued.cert_pem, issued.key_pem);
     let ca2_file = dir.path().join("ca2.pem");
     std::fs::write(&ca2_file, &ca2).unwrap();
     std::fs::write(dir.path().join("wkd.pem"), &cert2).unwrap();

@@ -105,29 +105,19 @@ struct Wkd {
 impl Wkd {
     fn start(domains: &[&str]) -> Wkd {
         let root = tempfile::tempdir().expect("tempdir");
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "WKD test CA");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
         let names: Vec<String> = domains
             .iter()
             .flat_map(|d| [d.to_string(), format!("openpgpkey.{d}")])
             .collect();
-        let key = rcgen::KeyPair::generate().expect("key");
-        let leaf = rcgen::CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &ca)
-            .expect("certificate");
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let issued = super::common::issue("WKD test CA", &names);
         let tls = tempfile::tempdir().expect("tempdir").keep();
         let cert_file = tls.join("server.pem");
         let key_file = tls.join("server.key");
         let ca_file = tls.join("ca.pem");
-        std::fs::write(&cert_file, leaf.pem()).expect("write");
-        std::fs::write(&key_file, key.serialize_pem()).expect("write");
-        std::fs::write(&ca_file, ca.pem()).expect("write");
+        std::fs::write(&cert_file, &issued.cert_pem).expect("write");
+        std::fs::write(&key_file, &issued.key_pem).expect("write");
+        std::fs::write(&ca_file, &issued.ca_pem).expect("write");
         let mut child = Command::new("python3")
             .args(["-c", WKD_SERVER])
             .arg(root.path())
