@@ -737,12 +737,7 @@ fn sealpost_outbound_to_sealpost_inbound_round_trip() {
         ],
     );
     assert!(ok, "{out}");
-    let copy = wait_for(LONG, "the round trip at smtp-sink", || {
-        sink.messages()
-            .into_iter()
-            .map(|d| crlf(&d.text().replace("\r\n", "\n")))
-            .next()
-    });
+    let copy = first_copy(&sink, "the round trip");
     let (v, ar) = results(&copy);
     assert_eq!(verdict_of(&v, "signature"), "valid", "{copy}");
     assert_eq!(verdict_of(&v, "encryption"), "decrypted", "{copy}");
@@ -788,12 +783,7 @@ fn first_contact_shows_the_real_subject_without_trusting_the_sender() {
         ],
     );
     assert!(ok, "{out}");
-    let copy = wait_for(LONG, "the first contact at smtp-sink", || {
-        sink.messages()
-            .into_iter()
-            .map(|d| crlf(&d.text().replace("\r\n", "\n")))
-            .next()
-    });
+    let copy = first_copy(&sink, "the first contact");
     let (v, _) = results(&copy);
     assert_eq!(verdict_of(&v, "encryption"), "decrypted", "{copy}");
     assert_ne!(verdict_of(&v, "signature"), "valid", "{copy}");
@@ -1229,4 +1219,14 @@ fn a_30_mb_ciphertext_is_decrypted_on_disk_not_in_memory() {
         grown >> 20,
         before >> 20
     );
+}
+
+/// The first message at `sink` (waiting for it), with CRLF line ends.
+fn first_copy(sink: &SmtpSink, what: &str) -> String {
+    wait_for(LONG, &format!("{what} at smtp-sink"), || {
+        sink.messages()
+            .into_iter()
+            .map(|d| crlf(&d.text().replace("\r\n", "\n")))
+            .next()
+    })
 }

@@ -9,6 +9,7 @@ use sealpost_keyring::openpgp::Cert;
 use sealpost_keyring::{Keyring, Offer, OpenOptions, Source};
 
 use super::common::{swaks_to, Gpg, Sealpost};
+use super::outbound::{armored, config};
 use super::upstream::SmtpSink;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -33,23 +34,6 @@ impl OkWith for Sealpost {
         super::common::assert_success(&out, &format!("sealpost {}", args.join(" ")));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
-}
-
-fn config(sink: &SmtpSink, policy: &str) -> String {
-    format!(
-        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-         [upstream]\naddress = \"{}\"\ntls = \"none\"\n\n{policy}",
-        sink.address()
-    )
-}
-
-/// The armored OpenPGP message of a PGP/MIME dump.
-fn armored(dump: &str) -> String {
-    let start = dump
-        .find("-----BEGIN PGP MESSAGE-----")
-        .expect("an armored message");
-    let end = dump.find("-----END PGP MESSAGE-----").expect("armor end") + 25;
-    dump[start..end].to_string()
 }
 
 /// Sends one message through `sealpost serve` and returns what the next hop received.

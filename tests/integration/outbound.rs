@@ -55,7 +55,7 @@ impl World {
     }
 }
 
-fn config(sink: &SmtpSink, policy: &str) -> String {
+pub(super) fn config(sink: &SmtpSink, policy: &str) -> String {
     format!(
         "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
          [upstream]\naddress = \"{}\"\ntls = \"none\"\n\n{policy}",
@@ -64,7 +64,7 @@ fn config(sink: &SmtpSink, policy: &str) -> String {
 }
 
 /// The armored OpenPGP message of a PGP/MIME dump (smtp-sink writes LF line ends).
-fn armored(dump: &str) -> String {
+pub(super) fn armored(dump: &str) -> String {
     let start = dump
         .find("-----BEGIN PGP MESSAGE-----")
         .expect("an armored message");
