@@ -60,7 +60,7 @@ impl Metrics {
         );
         registry.register(
             "sealpost_upstream_connections",
-            "SMTP connections opened to the next hops (each is reused for later copies)",
+            "SMTP and LMTP connections opened to the next hops (each is reused for later copies)",
             upstream_connections.clone(),
         );
         registry.register(
@@ -121,7 +121,7 @@ pub fn refusal(reply: &Reply) {
     METRICS.refusals.get_or_create(&[("reason", reason)]).inc();
 }
 
-/// A new SMTP connection to a next hop (the pool had none idle to reuse).
+/// A new SMTP or LMTP connection to a next hop (the pool had none idle to reuse).
 pub fn upstream_connection() {
     METRICS.upstream_connections.inc();
 }

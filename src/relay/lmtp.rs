@@ -309,6 +309,7 @@ async fn connect(cfg: &LmtpConfig) -> Result<Connection, Error> {
             )
         }
     };
+    crate::ops::metrics::upstream_connection();
     Ok(Connection::new(stream))
 }
 

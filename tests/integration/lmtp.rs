@@ -368,9 +368,14 @@ fn messages_to_dovecot_share_one_lmtp_connection_that_survives_a_restart() {
     let config = format!(
         "[[listener]]\nmode = \"inbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
          [inbound]\ndeliver = \"lmtp:127.0.0.1:{port}\"\nlocal_domains = [\"example.org\"]\n\n\
-         [delivery]\nretry = \"1h\"\n"
+         [delivery]\nretry = \"1h\"\n\n[admin]\nhttp = \"127.0.0.1:0\"\n"
     );
     let gw = s.serve(&config, &[]);
+    let connections = || {
+        let (status, text) = super::ops::get(super::ops::admin_port(&gw), "/metrics");
+        assert_eq!(status, 200, "{text}");
+        super::ops::metric(&text, "sealpost_upstream_connections_total")
+    };
     let subject = |n: u32| format!("reuse {n}");
     let (ok, out) = send(
         gw.port(),
@@ -407,6 +412,7 @@ fn messages_to_dovecot_share_one_lmtp_connection_that_survives_a_restart() {
         "one LMTP connection: {}",
         first.log()
     );
+    assert_eq!(connections(), Some(1.0), "counted in the metrics");
 
     // Dovecot restarts between two messages: the idle connection is gone, and the next
     // message goes over a new one, once.
@@ -425,6 +431,7 @@ fn messages_to_dovecot_share_one_lmtp_connection_that_survives_a_restart() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(subjects(root.path(), "alice").len(), 4, "delivered once");
     assert_eq!(second.connections(), 1);
+    assert_eq!(connections(), Some(2.0));
     drop(gw);
     second.stop();
 }

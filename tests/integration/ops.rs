@@ -313,7 +313,7 @@ pub fn get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The admin HTTP port from `serve`'s start-up lines.
-fn admin_port(gw: &Server) -> u16 {
+pub(super) fn admin_port(gw: &Server) -> u16 {
     let out = gw.stdout.lock().expect("stdout").clone();
     out.lines()
         .find_map(|l| l.split("admin HTTP on ").nth(1))
@@ -324,7 +324,7 @@ fn admin_port(gw: &Server) -> u16 {
 }
 
 /// The value of the metric line starting with `name` (labels included), if any.
-fn metric(text: &str, name: &str) -> Option<f64> {
+pub(super) fn metric(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
         .and_then(|l| l.rsplit(' ').next())
