@@ -142,10 +142,11 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn key(login: &str, uid: u32) -> Key {
+    /// A cache key for `login`'s INBOX message `uid`.
+    pub(in crate::imap) fn key(login: &str, uid: u32) -> Key {
         Key {
             login: login.into(),
             mailbox: "INBOX".into(),

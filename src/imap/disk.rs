@@ -340,15 +340,7 @@ fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(login: &str, uid: u32) -> Key {
-        Key {
-            login: login.into(),
-            mailbox: "INBOX".into(),
-            uidvalidity: 7,
-            uid,
-        }
-    }
+    use crate::imap::cache::tests::key;
 
     fn opened(e: Option<Entry>) -> Vec<u8> {
         match e {

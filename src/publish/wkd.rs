@@ -59,17 +59,12 @@ pub async fn serve(
                 Err(_) => return,
             },
         };
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+        let Some(accepted) = crate::server::listener::accept(&listener, &shutdown, "WKD").await
+        else {
+            return;
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "WKD accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let Ok((stream, peer)) = accepted else {
+            continue;
         };
         let tls = acceptor.borrow().clone();
         let state = state.clone();

@@ -92,18 +92,11 @@ pub async fn run<B: Backend>(
     let slots = Arc::new(Semaphore::new(limits.max));
     let per_ip = Arc::new(PerIp::default());
     loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+        let Some(accepted) = accept(&listener, &shutdown, "SMTP").await else {
+            return;
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly, keep serving.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
+        let Ok((stream, peer)) = accepted else {
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let Serving { cfg, backend } = serving.borrow().clone();
@@ -197,4 +190,26 @@ fn session_ended(session: &Session) {
         messages = session.accepted(),
         "session ended"
     );
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed
+/// accept (out of file descriptors and the like) is logged and waited out briefly, and
+/// comes back as `Some(Err(()))` so that the caller keeps serving.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<Result<(TcpStream, SocketAddr), ()>> {
+    let accepted = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        a = listener.accept() => a,
+    };
+    Some(match accepted {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} accept failed");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err(())
+        }
+    })
 }

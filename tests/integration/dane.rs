@@ -12,10 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::common::{swaks_to, Gpg, Sealpost};
+use super::common::{Gpg, Sealpost};
 use super::upstream::{free_port, wait_for, SmtpSink};
-
-const LONG: Duration = Duration::from_secs(30);
 
 /// The zone the anchor vouches for, and the two that must not be believed.
 const SIGNED: &str = "signed.example";
@@ -26,16 +24,11 @@ const ROGUE: &str = "rogue.example";
 /// keys: a record of some 1.8 KB, more than a UDP answer carries (1232 bytes), so the
 /// resolver must ask again over TCP.
 fn gpg_user(email: &str, big: bool) -> Gpg {
-    let g = Gpg::new();
-    let (sign, encr) = if big {
-        ("rsa3072", "rsa3072")
+    if big {
+        super::wkd::gpg_user_with(email, "rsa3072", "rsa3072")
     } else {
-        ("ed25519", "cv25519")
-    };
-    g.generate(&format!("<{email}>"), sign, "sign", "never");
-    let fpr = g.fingerprint(email);
-    g.ok(&["--quick-add-key", &fpr, encr, "encr", "never"]);
-    g
+        super::wkd::gpg_user(email)
+    }
 }
 
 /// The owner name of `email`'s OPENPGPKEY record (RFC 7929 §3), relative to its zone.
@@ -350,42 +343,11 @@ fn dns() -> &'static Dns {
     DNS.get_or_init(Dns::start)
 }
 
-fn outbound_config(sink: &SmtpSink, discovery: &str) -> String {
-    format!(
-        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-         [upstream]\naddress = \"{}\"\ntls = \"none\"\n\n{discovery}",
-        sink.address()
-    )
-}
-
-/// Sends `body` to `to` and returns the copy that reached `sink` for it.
+/// Sends `body` to `to`, which must be accepted; the copy that reached `sink` for it.
 fn send(port: u16, sink: &SmtpSink, to: &str, body: &str) -> String {
-    let before: Vec<String> = sink.messages().into_iter().map(|d| d.text()).collect();
-    let (ok, out) = swaks_to(
-        port,
-        "bob@example.org",
-        to,
-        &[
-            "--header",
-            &format!("From: <bob@example.org>\nTo: <{to}>"),
-            "--header",
-            "Subject: hello",
-            "--body",
-            body,
-        ],
-    );
+    let (ok, out, copy) = super::wkd::send(port, sink, to, body);
     assert!(ok, "{to}: {out}");
-    wait_for(LONG, &format!("the copy for {to}"), || {
-        sink.messages()
-            .into_iter()
-            .map(|d| d.text())
-            .find(|t| t.contains(&format!("To: <{to}>")) && !before.contains(t))
-    })
-}
-
-fn decrypts(gpg: &Gpg, message: &str, body: &str) -> bool {
-    let out = gpg.run_with_input(&["--decrypt"], message.as_bytes());
-    String::from_utf8_lossy(&out.stdout).contains(body)
+    copy.unwrap_or_default()
 }
 
 /// A recipient nobody imported is encrypted to the key in its DNSSEC-signed OPENPGPKEY
@@ -399,7 +361,7 @@ fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
     let s = Sealpost::new();
     s.generate("bob@example.org", &[]);
     let sink = SmtpSink::start(&[]);
-    let gw = s.serve(&outbound_config(&sink, &dns.discovery()), &[]);
+    let gw = s.serve(&super::outbound::config(&sink, &dns.discovery()), &[]);
     let alice = format!("alice@{SIGNED}");
     let fpr = &dns.people.alice;
 
@@ -432,7 +394,7 @@ fn a_signed_record_encrypts_mail_to_an_unknown_recipient() {
         "the body in the clear: {copy}"
     );
     assert!(
-        decrypts(&dns.people.alice_gpg(), &copy, "DANE-SIGNED-1"),
+        super::wkd::decrypts(&dns.people.alice_gpg(), &copy, "DANE-SIGNED-1"),
         "gpg decrypts the copy"
     );
     let listed = s.list_json().to_string();
@@ -455,7 +417,7 @@ fn unproven_records_and_keys_for_other_addresses_store_nothing() {
     let s = Sealpost::new();
     s.generate("bob@example.org", &[]);
     let sink = SmtpSink::start(&[]);
-    let gw = s.serve(&outbound_config(&sink, &dns.discovery()), &[]);
+    let gw = s.serve(&super::outbound::config(&sink, &dns.discovery()), &[]);
 
     let cases = [
         (format!("uma@{UNSIGNED}"), &dns.people.uma),
@@ -545,7 +507,7 @@ fn a_silent_resolver_costs_the_budget_once() {
          dane_resolver = [\"127.0.0.1:{}\"]\n",
         silent.port()
     );
-    let gw = s.serve(&outbound_config(&sink, &discovery), &[]);
+    let gw = s.serve(&super::outbound::config(&sink, &discovery), &[]);
     let to = "zed@quiet.example";
     let started = std::time::Instant::now();
     let copy = send(gw.port(), &sink, to, "DANE-SILENT-1");
@@ -583,7 +545,7 @@ fn dane_is_off_by_default() {
         silent.port(),
         dns.anchor.display()
     );
-    let gw = s.serve(&outbound_config(&sink, &discovery), &[]);
+    let gw = s.serve(&super::outbound::config(&sink, &discovery), &[]);
     let alice = format!("alice@{SIGNED}");
     let copy = send(gw.port(), &sink, &alice, "DANE-OFF-1");
     assert!(!copy.contains("multipart/encrypted"), "{copy}");
@@ -610,7 +572,7 @@ fn a_private_root_vouches_for_the_signed_zone_and_proves_the_unsigned_one() {
     s.generate("bob@example.org", &[]);
     let sink = SmtpSink::start(&[]);
     let gw = s.serve(
-        &outbound_config(&sink, &dns.discovery_from(&dns.root_anchor)),
+        &super::outbound::config(&sink, &dns.discovery_from(&dns.root_anchor)),
         &[],
     );
     let alice = format!("alice@{SIGNED}");
@@ -618,7 +580,7 @@ fn a_private_root_vouches_for_the_signed_zone_and_proves_the_unsigned_one() {
     assert!(shown.contains("DNSSEC secure"), "{shown}");
     let copy = send(gw.port(), &sink, &alice, "DANE-ROOT-1");
     assert!(
-        decrypts(&dns.people.alice_gpg(), &copy, "DANE-ROOT-1"),
+        super::wkd::decrypts(&dns.people.alice_gpg(), &copy, "DANE-ROOT-1"),
         "gpg decrypts the copy: {copy}"
     );
 

@@ -211,25 +211,27 @@ impl Drop for Wkd {
     }
 }
 
-fn outbound_config(sink: &SmtpSink, discovery: &str) -> String {
-    format!(
-        "[[listener]]\nmode = \"outbound\"\naddress = \"127.0.0.1:0\"\ntls = \"none\"\n\n\
-         [upstream]\naddress = \"{}\"\ntls = \"none\"\n\n{discovery}",
-        sink.address()
-    )
+/// A gpg user with a signing primary key and an encryption subkey.
+pub(super) fn gpg_user(email: &str) -> Gpg {
+    gpg_user_with(email, "ed25519", "cv25519")
 }
 
-/// A gpg user with a signing primary key and an encryption subkey.
-fn gpg_user(email: &str) -> Gpg {
+/// [`gpg_user`] with the given algorithms for the primary key and the subkey.
+pub(super) fn gpg_user_with(email: &str, sign: &str, encr: &str) -> Gpg {
     let g = Gpg::new();
-    g.generate(&format!("<{email}>"), "ed25519", "sign", "never");
+    g.generate(&format!("<{email}>"), sign, "sign", "never");
     let fpr = g.fingerprint(email);
-    g.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"]);
+    g.ok(&["--quick-add-key", &fpr, encr, "encr", "never"]);
     g
 }
 
 /// Sends `body` to `to` and returns the copy that reached `sink` for it.
-fn send(port: u16, sink: &SmtpSink, to: &str, body: &str) -> (bool, String, Option<String>) {
+pub(super) fn send(
+    port: u16,
+    sink: &SmtpSink,
+    to: &str,
+    body: &str,
+) -> (bool, String, Option<String>) {
     let before: Vec<String> = sink.messages().into_iter().map(|d| d.text()).collect();
     let (ok, out) = swaks_to(
         port,
@@ -256,7 +258,7 @@ fn send(port: u16, sink: &SmtpSink, to: &str, body: &str) -> (bool, String, Opti
     (ok, out, Some(copy))
 }
 
-fn decrypts(gpg: &Gpg, message: &str, body: &str) -> bool {
+pub(super) fn decrypts(gpg: &Gpg, message: &str, body: &str) -> bool {
     let out = gpg.run_with_input(&["--decrypt"], message.as_bytes());
     String::from_utf8_lossy(&out.stdout).contains(body)
 }
@@ -280,7 +282,7 @@ fn keys_published_in_wkd_encrypt_mail_to_unknown_recipients() {
     s.generate("bob@example.org", &[]);
     let sink = SmtpSink::start(&[]);
     let gw = s.serve(
-        &outbound_config(&sink, &wkd.discovery(&domains, "refresh = \"0\"")),
+        &super::outbound::config(&sink, &wkd.discovery(&domains, "refresh = \"0\"")),
         &[],
     );
     let port = gw.port();
@@ -352,7 +354,7 @@ fn bad_directories_store_nothing_and_the_budget_holds() {
     let s = Sealpost::new();
     s.generate("bob@example.org", &[]);
     let sink = SmtpSink::start(&[]);
-    let config = outbound_config(
+    let config = super::outbound::config(
         &sink,
         &wkd.discovery(&domains, "budget = \"2s\"\nrefresh = \"0\"\n"),
     ) + "\n[policy.address.\"carl@slow.example\"]\nmode = \"require\"\n";
@@ -454,7 +456,7 @@ fn refresh_brings_revocations_and_queues_a_changed_key() {
     let sink = SmtpSink::start(&[]);
     let log = s.dir.path().join("serve.log");
     let mut cmd = s.serve_command(
-        &(outbound_config(&sink, &wkd.discovery(&domains, "refresh = \"2s\""))
+        &(super::outbound::config(&sink, &wkd.discovery(&domains, "refresh = \"2s\""))
             + "\n[policy.address.\"gina@adv.example\"]\nhold_on_review = true\n"),
     );
     cmd.env("NO_COLOR", "1")
@@ -561,7 +563,7 @@ fn a_keyserver_supplies_keys_below_wkd_trust() {
         "wkd = false\nkeyservers = [\"https://keys.example\"]\nrefresh = \"0\"\n",
     );
     let gw = s.serve(
-        &(outbound_config(&sink, &discovery)
+        &(super::outbound::config(&sink, &discovery)
             + "\n[policy.address.\"yan@vks.example\"]\nmode = \"require\"\n"),
         &[],
     );
